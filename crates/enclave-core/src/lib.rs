@@ -1,0 +1,16 @@
+//! Enclave's domain: identifiers, validation, roles and permissions, the error type and the
+//! rules that govern organizations and memberships.
+//!
+//! This crate is pure — no I/O, no async runtime, no SQL — so every rule here is unit-tested
+//! without a database, and every other crate goes through it.
+
+pub mod error;
+pub mod id;
+pub mod membership;
+pub mod model;
+pub mod pagination;
+pub mod role;
+pub mod validate;
+
+pub use error::{Error, ErrorCode, Result};
+pub use role::{Permission, Role};

@@ -1,0 +1,136 @@
+//! Enclave's persistence: one [`Store`] interface with a SQLite implementation (the embedded
+//! default) and a PostgreSQL one (several stateless nodes on one database).
+//!
+//! Both run the same SQL text (`sql.rs`), expanded once per backend so each is an explicit,
+//! concrete implementation; the few real differences — how a write transaction starts, how
+//! other nodes hear about changes — are per-backend hooks.
+
+mod db_error;
+mod invalidation;
+mod postgres;
+mod records;
+mod sql;
+mod sqlite;
+pub mod testing;
+mod time;
+
+use std::sync::Arc;
+
+pub use invalidation::{Bus, Invalidation};
+pub use postgres::PgStore;
+pub use records::*;
+pub use sqlite::SqliteStore;
+pub use time::{from_ms, now_ms, to_ms};
+
+use enclave_core::Result;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Everything the control plane persists. Every method is one transaction; methods that
+/// change identity state publish the matching [`Invalidation`] after commit (and, on
+/// PostgreSQL, to every other node through `NOTIFY`).
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    /// The invalidation bus of this node: caches subscribe to it.
+    fn bus(&self) -> &Bus;
+    /// Storage reachable (for `/ready`).
+    async fn ping(&self) -> Result<()>;
+
+    // Users
+    async fn count_users(&self) -> Result<i64>;
+    async fn create_user(&self, user: NewUser) -> Result<UserRecord>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
+    async fn user_by_id(&self, user_id: &str) -> Result<Option<UserRecord>>;
+    /// First start: creates the user, the organization and the owner membership only when no
+    /// user exists yet. Returns `None` when a user already existed.
+    async fn bootstrap(&self, user: NewUser, org: NewOrg) -> Result<Option<OrgRecord>>;
+
+    // Organizations
+    /// Creates the organization with `owner_id` as its owner, atomically.
+    async fn create_org(&self, org: NewOrg, owner_id: &str, owner_name: &str) -> Result<OrgRecord>;
+    async fn org(&self, org_id: &str) -> Result<Option<OrgRecord>>;
+    /// Organizations where `user_id` has an active or suspended (not merely invited) membership.
+    async fn orgs_of_user(&self, user_id: &str, page: &PageQuery) -> Result<(Vec<OrgRecord>, i64)>;
+    async fn update_org(&self, org_id: &str, expected_version: Option<i64>, patch: OrgPatch) -> Result<OrgRecord>;
+    async fn delete_org(&self, org_id: &str, expected_version: Option<i64>) -> Result<()>;
+    /// `from` (the owner) becomes admin and `to` (an active member) owner, in one transaction.
+    async fn transfer_ownership(&self, org_id: &str, from: &str, to: &str) -> Result<OrgRecord>;
+
+    // Memberships
+    async fn member(&self, org_id: &str, user_id: &str) -> Result<Option<MemberRecord>>;
+    async fn members(&self, org_id: &str, filter: &MemberFilter, page: &PageQuery) -> Result<(Vec<MemberRecord>, i64)>;
+    /// Creates the user when the e-mail is new, then an `invited` membership.
+    async fn invite(&self, invite: NewInvite) -> Result<MemberRecord>;
+    async fn member_by_invite(&self, token: &str) -> Result<Option<(MemberRecord, UserRecord)>>;
+    /// Activates an invited membership; sets the user's password when given.
+    async fn accept_invite(&self, org_id: &str, user_id: &str, password_hash: Option<String>, name: Option<String>) -> Result<MemberRecord>;
+    async fn update_member(&self, org_id: &str, user_id: &str, expected_version: i64, patch: MemberPatch) -> Result<MemberRecord>;
+    async fn remove_member(&self, org_id: &str, user_id: &str, expected_version: i64) -> Result<()>;
+    /// What authorization needs on every request: role, status and organization tier.
+    async fn auth_membership(&self, user_id: &str, org_id: &str) -> Result<Option<AuthMembership>>;
+
+    // Sessions
+    async fn create_session(&self, session: NewSession) -> Result<SessionRecord>;
+    async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>>;
+    /// Uses a refresh token once: marks it used and stores its successor. A token used before
+    /// revokes its whole session (reuse detection).
+    async fn rotate_refresh(&self, rotation: RefreshRotation) -> Result<RotateOutcome>;
+    async fn revoke_session(&self, session_id: &str) -> Result<()>;
+
+    // Idempotency
+    async fn idempotency_begin(&self, begin: IdempotencyBegin) -> Result<IdempotencyState>;
+    async fn idempotency_complete(&self, principal: &str, key: &str, response: StoredResponse) -> Result<()>;
+    async fn idempotency_abandon(&self, principal: &str, key: &str) -> Result<()>;
+    /// Deletes records older than `before_ms`; returns how many.
+    async fn idempotency_purge(&self, before_ms: i64) -> Result<u64>;
+}
+
+/// Opens the store named by `url` (`sqlite://…` or `postgres://…`), applies migrations and,
+/// on PostgreSQL, starts listening for other nodes' invalidations.
+pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else {
+        anyhow::bail!(
+            "unsupported database URL (expected sqlite:// or postgres://): {}",
+            redact_url(url)
+        )
+    }
+}
+
+/// Opens the store and applies migrations without starting any background work.
+pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    connect(url).await.map(|_| ())
+}
+
+/// A URL safe to print: the password, if any, replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+}

@@ -1,0 +1,120 @@
+//! PostgreSQL: several stateless nodes share one database. Identity changes are announced
+//! with `pg_notify` inside the writing transaction (delivered only if it commits), and every
+//! node listens, so caches everywhere drop what changed within moments.
+
+use std::time::Duration;
+
+use enclave_core::model::{MemberStatus, OrgStatus, Tier};
+use enclave_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+use tokio::task::JoinHandle;
+
+use crate::db_error::{internal, unique_or};
+use crate::invalidation::CHANNEL;
+use crate::records::*;
+use crate::sql::*;
+use crate::{now_ms, Bus, Invalidation};
+
+pub struct PgStore {
+    pool: PgPool,
+    bus: Bus,
+    node_id: String,
+    listener: JoinHandle<()>,
+}
+
+/// What travels on the channel: the event and the node that caused it (which has already
+/// applied it locally).
+#[derive(Serialize, Deserialize)]
+struct Notice {
+    node: String,
+    event: Invalidation,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        // sqlx serialises concurrent migrators with an advisory lock.
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let bus = Bus::default();
+        let node_id = enclave_core::id::new_id(enclave_core::id::Kind::Session);
+        let listener = tokio::spawn(listen(pool.clone(), bus.clone(), node_id.clone()));
+        Ok(PgStore { pool, bus, node_id, listener })
+    }
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(internal)
+    }
+
+    async fn commit(&self, mut tx: Transaction<'static, Postgres>, events: Vec<Invalidation>) -> Result<()> {
+        for event in &events {
+            let notice = Notice { node: self.node_id.clone(), event: event.clone() };
+            let payload = serde_json::to_string(&notice).map_err(|_| Error::internal())?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+        }
+        tx.commit().await.map_err(internal)?;
+        self.bus.publish(events);
+        Ok(())
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Relays other nodes' notices to this node's bus. After a lost connection it publishes
+/// [`Invalidation::All`], since notices sent meanwhile are gone.
+async fn listen(pool: PgPool, bus: Bus, node_id: String) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "invalidation listener cannot connect; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "cannot LISTEN for invalidations; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        bus.publish([Invalidation::All]);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(n)) => match serde_json::from_str::<Notice>(n.payload()) {
+                    Ok(notice) if notice.node != node_id => bus.publish([notice.event]),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "ignoring malformed invalidation notice"),
+                },
+                // The connection dropped and was re-established: notices may have been missed.
+                Ok(None) => bus.publish([Invalidation::All]),
+                Err(e) => {
+                    tracing::warn!(error = %e, "invalidation listener failed; reconnecting");
+                    bus.publish([Invalidation::All]);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl_store!(PgStore, crate::Backend::Postgres);
+

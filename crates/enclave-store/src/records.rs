@@ -1,0 +1,203 @@
+//! Rows as stored, and the inputs of store operations.
+
+use std::collections::BTreeMap;
+
+use enclave_core::model::{MemberStatus, OrgStatus, Tier};
+use enclave_core::pagination::PageRequest;
+use enclave_core::Role;
+use serde_json::Value;
+use sqlx::types::Json;
+
+/// A keyset page request: rows whose key sorts after `after`, at most `limit + 1` of them (the
+/// extra one tells that more exist).
+pub type PageQuery = PageRequest;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrgRecord {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub billing_email: String,
+    pub cloud_region: Option<String>,
+    pub tier: String,
+    pub status: String,
+    pub settings: Json<Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+impl OrgRecord {
+    pub fn tier(&self) -> Tier {
+        Tier::parse(&self.tier).unwrap_or(Tier::Free)
+    }
+    pub fn status(&self) -> OrgStatus {
+        OrgStatus::parse(&self.status).unwrap_or(OrgStatus::Suspended)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrg {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub billing_email: String,
+    pub cloud_region: Option<String>,
+    pub tier: Tier,
+    pub settings: Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrgPatch {
+    pub name: Option<String>,
+    pub billing_email: Option<String>,
+    pub settings: Option<Value>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRecord {
+    pub org_id: String,
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub status: String,
+    pub attributes: Json<BTreeMap<String, String>>,
+    pub invite_token: Option<String>,
+    pub invite_expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+impl MemberRecord {
+    /// Unknown values cannot be written through the API; should one appear, it grants least.
+    pub fn role(&self) -> Role {
+        self.role.parse().unwrap_or(Role::Auditor)
+    }
+    pub fn status(&self) -> MemberStatus {
+        MemberStatus::parse(&self.status).unwrap_or(MemberStatus::Suspended)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MemberFilter {
+    pub role: Option<Role>,
+    pub status: Option<MemberStatus>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewInvite {
+    pub org_id: String,
+    /// Used when the e-mail belongs to no user yet.
+    pub new_user_id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MemberPatch {
+    pub name: Option<String>,
+    pub status: Option<MemberStatus>,
+    pub attributes: Option<BTreeMap<String, String>>,
+    pub role: Option<Role>,
+}
+
+/// Role and status in one organization, and that organization's tier and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthMembership {
+    pub role: Role,
+    pub status: MemberStatus,
+    pub tier: Tier,
+    pub org_status: OrgStatus,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: String,
+    pub org_id: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub user_id: String,
+    pub org_id: Option<String>,
+    pub expires_at: i64,
+    pub refresh_hash: String,
+    pub refresh_expires_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefreshRotation {
+    pub old_hash: String,
+    pub new_hash: String,
+    /// The successor's expiry is `min(this, session expiry)`.
+    pub new_expires_at: i64,
+    /// Switch the session to this organization (the caller checked the membership).
+    pub org_id: Option<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum RotateOutcome {
+    Rotated { session: SessionRecord, refresh_expires_at: i64 },
+    /// The token had been used before: the session is now revoked.
+    Reused,
+    /// Unknown, expired, or its session ended.
+    Invalid,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyBegin {
+    pub principal: String,
+    pub key: String,
+    pub route: String,
+    pub body_hash: String,
+    pub now: i64,
+    /// Records created before this are expired and may be replaced.
+    pub expired_before: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub enum IdempotencyState {
+    /// The caller owns the key now and must complete or abandon it.
+    Started,
+    /// Another request with this key is still running.
+    InProgress,
+    /// Same key, different route or body.
+    Mismatch,
+    Completed(StoredResponse),
+}

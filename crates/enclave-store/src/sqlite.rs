@@ -1,0 +1,63 @@
+//! The embedded default: SQLite in WAL mode. One writer connection — every write transaction
+//! starts with `BEGIN IMMEDIATE`, so it takes the write lock before its first statement and
+//! waits its turn instead of failing with SQLITE_BUSY — and a small pool of readers that WAL
+//! lets run beside it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use enclave_core::model::{MemberStatus, OrgStatus, Tier};
+use enclave_core::{Error, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+
+use crate::db_error::{internal, unique_or};
+use crate::records::*;
+use crate::sql::*;
+use crate::{now_ms, Bus, Invalidation};
+
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+    bus: Bus,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { write, read, bus: Bus::default() })
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.write.begin_with("BEGIN IMMEDIATE").await.map_err(internal)
+    }
+
+    async fn commit(&self, tx: Transaction<'static, Sqlite>, events: Vec<Invalidation>) -> Result<()> {
+        tx.commit().await.map_err(internal)?;
+        self.bus.publish(events);
+        Ok(())
+    }
+}
+
+impl_store!(SqliteStore, crate::Backend::Sqlite);
+
