@@ -1,1 +1,24 @@
-//! enclave-api
+//! Enclave's control plane: the REST API. One router module per resource under
+//! [`routes`]; authentication, rate limits, idempotency and request context as middleware;
+//! the OpenAPI document generated from the same types the handlers use.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+pub mod views;
+
+pub use config::ApiConfig;
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::Router;
+
+/// The whole control-plane router with its middleware stack, ready to serve.
+pub fn router(state: AppState) -> Router {
+    middleware::stack(routes::routes(), state)
+}

@@ -31,10 +31,13 @@ pub enum Permission {
     ReadAudit,
     ManageBilling,
     DeleteOrganization,
+    /// Changing an organization's name, billing e-mail and settings (the spec's
+    /// `PATCH /v1/organizations/{id}`: owner, admin).
+    ManageOrganization,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 13] = [
+    pub const ALL: [Permission; 14] = [
         Permission::ReadEnvironments,
         Permission::ExecuteQueries,
         Permission::WriteData,
@@ -48,6 +51,7 @@ impl Permission {
         Permission::ReadAudit,
         Permission::ManageBilling,
         Permission::DeleteOrganization,
+        Permission::ManageOrganization,
     ];
 
     /// The name used in error details (`{"rule": "permission:manage_users"}`).
@@ -66,6 +70,7 @@ impl Permission {
             Permission::ReadAudit => "read_audit",
             Permission::ManageBilling => "manage_billing",
             Permission::DeleteOrganization => "delete_organization",
+            Permission::ManageOrganization => "manage_organization",
         }
     }
 }
@@ -89,7 +94,7 @@ impl Role {
             ExecuteQueries => !matches!(self, Auditor),
             WriteData | ReadSecretValues => matches!(self, Owner | Admin | Developer),
             ManageEnvironments | ManagePolicies | ManageSecrets | ManageUsers | ManageApiKeys
-            | ManageWebhooks => matches!(self, Owner | Admin),
+            | ManageWebhooks | ManageOrganization => matches!(self, Owner | Admin),
             ReadAudit => matches!(self, Owner | Admin | Auditor),
             ManageBilling | DeleteOrganization => matches!(self, Owner),
         }
@@ -133,7 +138,7 @@ mod tests {
 
     /// The matrix of spec/identity.md, row by row, in the spec's column order:
     /// owner, admin, developer, analyst, auditor, service_account.
-    const MATRIX: [(Permission, [bool; 6]); 13] = [
+    const MATRIX: [(Permission, [bool; 6]); 14] = [
         (ReadEnvironments, [true, true, true, true, true, true]),
         (ExecuteQueries, [true, true, true, true, false, true]),
         (WriteData, [true, true, true, false, false, false]),
@@ -147,6 +152,7 @@ mod tests {
         (ReadAudit, [true, true, false, false, true, false]),
         (ManageBilling, [true, false, false, false, false, false]),
         (DeleteOrganization, [true, false, false, false, false, false]),
+        (ManageOrganization, [true, true, false, false, false, false]),
     ];
 
     #[test]

@@ -82,6 +82,8 @@ pub trait Store: Send + Sync + 'static {
     /// revokes its whole session (reuse detection).
     async fn rotate_refresh(&self, rotation: RefreshRotation) -> Result<RotateOutcome>;
     async fn revoke_session(&self, session_id: &str) -> Result<()>;
+    /// The user whose session a refresh token belongs to.
+    async fn refresh_token_owner(&self, token_hash: &str) -> Result<Option<String>>;
 
     // Idempotency
     async fn idempotency_begin(&self, begin: IdempotencyBegin) -> Result<IdempotencyState>;

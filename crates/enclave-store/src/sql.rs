@@ -525,6 +525,16 @@ macro_rules! impl_store {
                 self.commit(tx, vec![Invalidation::Session { session_id: session_id.into() }]).await
             }
 
+            async fn refresh_token_owner(&self, token_hash: &str) -> enclave_core::Result<Option<String>> {
+                sqlx::query_scalar(
+                    "SELECT s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(internal)
+            }
+
             async fn idempotency_begin(&self, b: IdempotencyBegin) -> enclave_core::Result<IdempotencyState> {
                 let mut tx = self.begin_write().await?;
                 let inserted = sqlx::query(

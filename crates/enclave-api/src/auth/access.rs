@@ -1,0 +1,54 @@
+//! Organization-scoped authorization: the caller's membership in the organization of the
+//! path, checked against the permission matrix. Not being an (active) member answers 404,
+//! never 403, so nobody learns which organizations exist.
+
+use enclave_core::id::{is_id, Kind};
+use enclave_core::model::{MemberStatus, OrgStatus, Tier};
+use enclave_core::{Error, Permission, Result, Role};
+
+use crate::auth::Principal;
+use crate::state::AppState;
+
+/// The caller's standing in one organization.
+#[derive(Debug, Clone)]
+pub struct OrgAccess {
+    pub org_id: String,
+    pub user_id: String,
+    pub role: Role,
+    pub tier: Tier,
+}
+
+/// The caller's active membership in `org_id`, or 404.
+pub async fn member_of(state: &AppState, who: &Principal, org_id: &str) -> Result<OrgAccess> {
+    if !is_id(Kind::Organization, org_id) {
+        return Err(Error::not_found("organization"));
+    }
+    let m = state
+        .auth_cache
+        .membership(&who.user_id, org_id)
+        .await?
+        .ok_or_else(|| Error::not_found("organization"))?;
+    match m.status {
+        MemberStatus::Active => {}
+        MemberStatus::Suspended => {
+            return Err(Error::unauthorized("your membership in this organization is suspended"))
+        }
+        MemberStatus::Invited => return Err(Error::not_found("organization")),
+    }
+    if m.org_status == OrgStatus::Suspended {
+        return Err(Error::forbidden("organization_suspended", "this organization is suspended"));
+    }
+    Ok(OrgAccess { org_id: org_id.to_string(), user_id: who.user_id.clone(), role: m.role, tier: m.tier })
+}
+
+/// [`member_of`], then the permission.
+pub async fn require(state: &AppState, who: &Principal, org_id: &str, permission: Permission) -> Result<OrgAccess> {
+    let access = member_of(state, who, org_id).await?;
+    if !access.role.can(permission) {
+        return Err(Error::forbidden(
+            &format!("permission:{}", permission.name()),
+            format!("the {} role may not {}", access.role, permission.name().replace('_', " ")),
+        ));
+    }
+    Ok(access)
+}

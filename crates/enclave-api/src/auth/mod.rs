@@ -1,0 +1,9 @@
+//! Authentication: who is calling, and may they do this.
+
+pub mod access;
+pub mod cache;
+pub mod passwords;
+pub mod principal;
+pub mod tokens;
+
+pub use principal::Principal;

@@ -1,0 +1,67 @@
+//! The authenticated caller, resolved once per request by the authentication middleware.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use enclave_core::model::{MemberStatus, OrgStatus, Tier};
+use enclave_core::{Error, Role};
+
+use crate::auth::tokens::Claims;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A signed-in user with a live session.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: String,
+    pub session_id: String,
+    /// The organization the token was issued for and the caller's role there, when they are
+    /// still an active member of it.
+    pub org: Option<(String, Role, Tier)>,
+}
+
+impl Principal {
+    /// The rate-limit identity.
+    pub fn rate_key(&self) -> &str {
+        &self.user_id
+    }
+
+    pub fn tier(&self) -> Tier {
+        self.org.as_ref().map(|(_, _, t)| *t).unwrap_or(Tier::Free)
+    }
+}
+
+/// Checks a bearer token: a valid signature, a live session of the same user, and — when the
+/// token names an organization — a membership there that is not suspended.
+pub async fn resolve(state: &AppState, token: &str) -> Result<Principal, Error> {
+    let bad = || Error::unauthorized("invalid or expired token");
+    let claims: Claims = state.tokens.verify(token).ok_or_else(bad)?;
+    let session = state.auth_cache.session(&claims.sid).await?.ok_or_else(bad)?;
+    if session.user_id != claims.sub || session.revoked_at.is_some() || session.expires_at <= enclave_store::now_ms() {
+        return Err(Error::unauthorized("the session has ended; log in again"));
+    }
+    let org = match &claims.org_id {
+        None => None,
+        Some(org_id) => match state.auth_cache.membership(&claims.sub, org_id).await? {
+            Some(m) if m.status == MemberStatus::Suspended => {
+                return Err(Error::unauthorized("your membership in this organization is suspended"))
+            }
+            Some(m) if m.status == MemberStatus::Active && m.org_status == OrgStatus::Active => {
+                Some((org_id.clone(), m.role, m.tier))
+            }
+            _ => None,
+        },
+    };
+    Ok(Principal { user_id: claims.sub, session_id: claims.sid, org })
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| Error::unauthorized("authentication required: Authorization: Bearer <token>").into())
+    }
+}

@@ -1,0 +1,40 @@
+//! What the control plane needs from the server's configuration.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use enclave_core::model::{Tier, TierLimits};
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where the JWT signing key lives (created on first start, 0600).
+    pub jwt_key_file: PathBuf,
+    /// The `iss` claim.
+    pub issuer: String,
+    /// Whether `POST /v1/auth/signup` is open to anyone.
+    pub open_signup: bool,
+    /// Tier of new organizations.
+    pub default_tier: Tier,
+    /// Per-tier limits, after configuration overrides.
+    pub tier_limits: HashMap<Tier, TierLimits>,
+    /// Rate limit for requests without credentials, per client IP: (per minute, burst).
+    pub anonymous_rate_limit: (u32, u32),
+}
+
+impl ApiConfig {
+    pub fn limits(&self, tier: Tier) -> TierLimits {
+        self.tier_limits.get(&tier).copied().unwrap_or_else(|| tier.default_limits())
+    }
+
+    /// A configuration with the product's defaults, its key file in `data_dir`.
+    pub fn with_defaults(data_dir: &std::path::Path) -> Self {
+        ApiConfig {
+            jwt_key_file: data_dir.join("jwt-signing-key.pk8"),
+            issuer: "enclave".to_string(),
+            open_signup: false,
+            default_tier: Tier::Free,
+            tier_limits: Tier::ALL.into_iter().map(|t| (t, t.default_limits())).collect(),
+            anonymous_rate_limit: (300, 50),
+        }
+    }
+}

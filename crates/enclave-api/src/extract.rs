@@ -1,0 +1,164 @@
+//! Request extractors that answer bad input with a precise 400 naming the field and the rule:
+//! JSON bodies (unknown fields refused), query strings, `If-Match`.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::header;
+use enclave_core::Error;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// The largest request body accepted (bytes); larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads a whole body, refusing one over [`MAX_BODY_BYTES`] with 413.
+pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| too_large().into())
+}
+
+pub fn too_large() -> Error {
+    Error::validation("body", "max_bytes", format!("request body must be at most {MAX_BODY_BYTES} bytes"))
+        .with_status(413)
+}
+
+/// Parses JSON text into `T`; request types use `#[serde(deny_unknown_fields)]`, so an
+/// unknown field is a 400 that names it.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        let field_at = |name: &str| if path == "." || path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        if let Some(name) = between(&msg, "unknown field `", "`") {
+            // The path already ends at the unknown field.
+            let field = if path.ends_with(name) { path.clone() } else { field_at(name) };
+            Error::validation(&field, "unknown_field", format!("unknown field `{field}`"))
+        } else if let Some(name) = between(&msg, "missing field `", "`") {
+            Error::validation(&field_at(name), "required", format!("`{}` is required", field_at(name)))
+        } else if inner.is_syntax() || inner.is_eof() {
+            Error::validation("body", "json", format!("request body is not valid JSON: {msg}"))
+        } else {
+            let field = if path == "." { "body".to_string() } else { path };
+            Error::validation(&field, "type", format!("`{field}`: {}", strip_position(&msg)))
+        }
+    })
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = s.find(start)? + start.len();
+    let len = s[from..].find(end)?;
+    Some(&s[from..from + len])
+}
+
+fn strip_position(msg: &str) -> &str {
+    msg.split(" at line ").next().unwrap_or(msg)
+}
+
+/// A JSON body: `Content-Type: application/json`, at most [`MAX_BODY_BYTES`], no unknown
+/// fields.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+        if !is_json {
+            return Err(Error::validation("content-type", "json", "Content-Type must be application/json").into());
+        }
+        let bytes = read_body(req.into_body()).await?;
+        Ok(JsonBody(parse_json(&bytes)?))
+    }
+}
+
+/// Query parameters; unknown parameters are refused like unknown body fields.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(QueryParams).map_err(|e| {
+            let path = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            let err = if let Some(name) = between(&msg, "unknown field `", "`") {
+                Error::validation(name, "unknown_parameter", format!("unknown query parameter `{name}`"))
+            } else {
+                let field = if path == "." { "query".to_string() } else { path };
+                Error::validation(&field, "type", format!("query parameter `{field}`: {msg}"))
+            };
+            ApiError(err)
+        })
+    }
+}
+
+/// `If-Match`: `None` when absent or `*`; the expected version otherwise. An ETag this API
+/// never issued can match nothing, so it yields a version that fails the check (412).
+pub struct IfMatch(pub Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(header::IF_MATCH) else { return Ok(IfMatch(None)) };
+        let value = value.to_str().unwrap_or_default().trim();
+        if value == "*" {
+            return Ok(IfMatch(None));
+        }
+        let version = value
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse::<i64>()
+            .unwrap_or(-1);
+        Ok(IfMatch(Some(version)))
+    }
+}
+
+/// The `ETag` of a resource at `version`.
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Option<Inner>,
+    }
+    #[derive(Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    fn fail(json: &str) -> (String, String) {
+        let e = parse_json::<Body>(json.as_bytes()).unwrap_err();
+        (e.details["field"].as_str().unwrap().into(), e.details["rule"].as_str().unwrap().into())
+    }
+
+    #[test]
+    fn json_errors_name_field_and_rule() {
+        assert_eq!(fail(r#"{"name":"a","extra":1}"#), ("extra".into(), "unknown_field".into()));
+        assert_eq!(fail(r#"{"name":"a","inner":{"n":1,"x":2}}"#), ("inner.x".into(), "unknown_field".into()));
+        assert_eq!(fail(r#"{}"#), ("name".into(), "required".into()));
+        assert_eq!(fail(r#"{"name":5}"#), ("name".into(), "type".into()));
+        assert_eq!(fail(r#"{"name":"a","inner":{"n":-1}}"#), ("inner.n".into(), "type".into()));
+        assert_eq!(fail(r#"{"name":"#), ("body".into(), "json".into()));
+        assert_eq!(fail(r#"[1]"#).1, "type");
+    }
+}

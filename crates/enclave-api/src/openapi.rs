@@ -1,0 +1,39 @@
+//! The OpenAPI document, generated from the handlers' and types' annotations and served at
+//! `/openapi.json`. It is the contract tests and clients use.
+
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{auth, health, members, organizations};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Enclave API", description = "Self-hosted isolated data environments: the control plane."),
+    paths(
+        health::health, health::ready, health::metrics,
+        auth::signup, auth::login, auth::refresh, auth::logout, auth::me, auth::accept_invite, auth::jwks,
+        organizations::create, organizations::list, organizations::get, organizations::update,
+        organizations::delete, organizations::transfer_ownership,
+        members::list, members::invite, members::get, members::update, members::remove, members::set_role,
+    ),
+    components(schemas(enclave_core::ErrorCode)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+pub async fn serve() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}

@@ -1,0 +1,295 @@
+//! `/v1/auth/*`: signup, login, refresh with rotation, logout, who am I, accepting an
+//! invitation; and the JWKS.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use enclave_core::id::{new_id, Kind};
+use enclave_core::model::{MemberStatus, Organization, User};
+use enclave_core::{validate, Error, Role};
+use enclave_store::{now_ms, NewSession, NewUser, RefreshRotation, RotateOutcome, UserRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::tokens::{self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS};
+use crate::auth::Principal;
+use crate::error::{ApiResult, ErrorEnvelope};
+use crate::extract::JsonBody;
+use crate::state::AppState;
+use crate::views;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    pub email: String,
+    pub password: String,
+    pub name: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+    /// The organization to sign in to; default: the first one the user is an active member of.
+    pub org_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+    /// Switch the session to another organization the user is an active member of.
+    pub org_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInviteRequest {
+    pub token: String,
+    /// A new user sets their password; a user who already has one confirms it.
+    pub password: String,
+    pub name: Option<String>,
+}
+
+/// Tokens and who they are for.
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub user: User,
+    pub org: Option<Organization>,
+    pub role: Option<Role>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MeOrg {
+    pub org_id: String,
+    pub role: Role,
+    pub tier: enclave_core::model::Tier,
+}
+
+/// The caller.
+#[derive(Serialize, ToSchema)]
+pub struct MeResponse {
+    /// `user` (API keys arrive with their own kind).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub user: User,
+    pub session_id: String,
+    pub org: Option<MeOrg>,
+}
+
+fn invalid_credentials() -> Error {
+    Error::unauthorized("invalid e-mail or password")
+}
+
+/// Starts a session for `user` in `org_id` (already checked) and returns its tokens.
+async fn issue_session(state: &AppState, user: &UserRecord, org_id: Option<String>) -> ApiResult<LoginResponse> {
+    let refresh_token = tokens::random_token("ert_");
+    let now = now_ms();
+    let session = state
+        .store
+        .create_session(NewSession {
+            id: new_id(Kind::Session),
+            user_id: user.id.clone(),
+            org_id: org_id.clone(),
+            expires_at: now + SESSION_MAX_SECONDS * 1000,
+            refresh_hash: tokens::hash_token(&refresh_token),
+            refresh_expires_at: now + REFRESH_TOKEN_SECONDS * 1000,
+        })
+        .await?;
+    login_response(state, user, &session.id, org_id, refresh_token).await
+}
+
+async fn login_response(
+    state: &AppState,
+    user: &UserRecord,
+    session_id: &str,
+    org_id: Option<String>,
+    refresh_token: String,
+) -> ApiResult<LoginResponse> {
+    let (org, role) = match &org_id {
+        Some(id) => {
+            let org = state.store.org(id).await?.map(|o| views::organization(&state.config, o));
+            let role = state.store.auth_membership(&user.id, id).await?.map(|m| m.role);
+            (org, role)
+        }
+        None => (None, None),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: user.id.clone(),
+        org_id,
+        role: role.map(|r| r.to_string()),
+        iat: now,
+        exp: now + ACCESS_TOKEN_SECONDS,
+        iss: state.tokens.issuer().to_string(),
+        jti: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+        sid: session_id.to_string(),
+    };
+    Ok(LoginResponse {
+        token: state.tokens.sign(&claims),
+        token_type: "Bearer",
+        expires_in: ACCESS_TOKEN_SECONDS,
+        refresh_token,
+        user: views::user(user),
+        org,
+        role,
+    })
+}
+
+/// `org_id` when the user is an active member of it; else, with no `org_id` asked for, the
+/// first organization they are an active member of.
+async fn choose_org(state: &AppState, user_id: &str, requested: Option<String>) -> ApiResult<Option<String>> {
+    match requested {
+        Some(org_id) => {
+            let m = state.store.auth_membership(user_id, &org_id).await?;
+            match m {
+                Some(m) if m.status == MemberStatus::Active => Ok(Some(org_id)),
+                Some(m) if m.status == MemberStatus::Suspended => {
+                    Err(Error::unauthorized("your membership in this organization is suspended").into())
+                }
+                _ => Err(Error::not_found("organization").into()),
+            }
+        }
+        None => {
+            let page = enclave_core::pagination::PageRequest { limit: 1, after: None };
+            let (orgs, _) = state.store.orgs_of_user(user_id, &page).await?;
+            Ok(orgs.into_iter().next().map(|o| o.id))
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = SignupRequest, responses(
+    (status = 201, body = LoginResponse), (status = 400, body = ErrorEnvelope),
+    (status = 403, description = "open signup is disabled", body = ErrorEnvelope),
+    (status = 409, description = "e-mail taken", body = ErrorEnvelope)))]
+pub async fn signup(State(state): State<AppState>, JsonBody(req): JsonBody<SignupRequest>) -> ApiResult<Response> {
+    if !state.config.open_signup {
+        return Err(Error::forbidden("signup_disabled", "open signup is disabled on this server; ask for an invitation").into());
+    }
+    let email = validate::email("email", &req.email)?;
+    validate::password("password", &req.password, Some(&email))?;
+    let name = validate::display_name("name", &req.name, 128)?;
+    let hash = state.passwords.hash(req.password).await?;
+    let user = state
+        .store
+        .create_user(NewUser { id: new_id(Kind::User), email, name, password_hash: Some(hash) })
+        .await?;
+    let resp = issue_session(&state, &user, None).await?;
+    Ok((StatusCode::CREATED, axum::Json(resp)).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
+    (status = 200, body = LoginResponse), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
+pub async fn login(State(state): State<AppState>, JsonBody(req): JsonBody<LoginRequest>) -> ApiResult<axum::Json<LoginResponse>> {
+    let email = validate::email("email", &req.email)?;
+    let user = state.store.user_by_email(&email).await?;
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    // Verified even for unknown users, so timing does not tell which e-mails exist.
+    if !state.passwords.verify(req.password, hash).await? {
+        return Err(invalid_credentials().into());
+    }
+    let user = user.ok_or_else(invalid_credentials)?;
+    let org_id = choose_org(&state, &user.id, req.org_id).await?;
+    Ok(axum::Json(issue_session(&state, &user, org_id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
+    (status = 200, body = LoginResponse),
+    (status = 401, description = "unknown, expired or reused refresh token (reuse revokes the session)", body = ErrorEnvelope)))]
+pub async fn refresh(State(state): State<AppState>, JsonBody(req): JsonBody<RefreshRequest>) -> ApiResult<axum::Json<LoginResponse>> {
+    let old_hash = tokens::hash_token(&req.refresh_token);
+    // A switch of organization is checked before the token is spent.
+    let switch_to = match &req.org_id {
+        Some(org_id) => {
+            let session_user = state.store.refresh_token_owner(&old_hash).await?;
+            let user_id = session_user.ok_or_else(|| Error::unauthorized("invalid refresh token"))?;
+            choose_org(&state, &user_id, Some(org_id.clone())).await?
+        }
+        None => None,
+    };
+    let new_token = tokens::random_token("ert_");
+    let now = now_ms();
+    let outcome = state
+        .store
+        .rotate_refresh(RefreshRotation {
+            old_hash,
+            new_hash: tokens::hash_token(&new_token),
+            new_expires_at: now + REFRESH_TOKEN_SECONDS * 1000,
+            org_id: switch_to,
+            now,
+        })
+        .await?;
+    match outcome {
+        RotateOutcome::Rotated { session, .. } => {
+            let user = state.store.user_by_id(&session.user_id).await?.ok_or_else(|| Error::unauthorized("invalid refresh token"))?;
+            if let Some(org_id) = &session.org_id {
+                if let Some(m) = state.store.auth_membership(&user.id, org_id).await? {
+                    if m.status == MemberStatus::Suspended {
+                        return Err(Error::unauthorized("your membership in this organization is suspended").into());
+                    }
+                }
+            }
+            Ok(axum::Json(login_response(&state, &user, &session.id, session.org_id.clone(), new_token).await?))
+        }
+        RotateOutcome::Reused => Err(Error::unauthorized("refresh token reused: the session is revoked; log in again")
+            .with_details(serde_json::json!({"rule": "refresh_token_reused"}))
+            .into()),
+        RotateOutcome::Invalid => Err(Error::unauthorized("invalid or expired refresh token").into()),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])), responses(
+    (status = 204, description = "session revoked"), (status = 401, body = ErrorEnvelope)))]
+pub async fn logout(State(state): State<AppState>, who: Principal) -> ApiResult<StatusCode> {
+    state.store.revoke_session(&who.session_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])), responses(
+    (status = 200, body = MeResponse), (status = 401, body = ErrorEnvelope)))]
+pub async fn me(State(state): State<AppState>, who: Principal) -> ApiResult<axum::Json<MeResponse>> {
+    let user = state.store.user_by_id(&who.user_id).await?.ok_or_else(|| Error::unauthorized("unknown user"))?;
+    Ok(axum::Json(MeResponse {
+        kind: "user",
+        user: views::user(&user),
+        session_id: who.session_id,
+        org: who.org.map(|(org_id, role, tier)| MeOrg { org_id, role, tier }),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/auth/accept-invite", tag = "auth", request_body = AcceptInviteRequest, responses(
+    (status = 200, description = "membership active; signed in to the organization", body = LoginResponse),
+    (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn accept_invite(State(state): State<AppState>, JsonBody(req): JsonBody<AcceptInviteRequest>) -> ApiResult<axum::Json<LoginResponse>> {
+    let (member, user) = state.store.member_by_invite(&req.token).await?.ok_or_else(|| Error::not_found("invitation"))?;
+    if member.invite_expires_at.is_some_and(|exp| exp <= now_ms()) {
+        return Err(Error::validation("token", "expired", "this invitation has expired; ask for a new one").into());
+    }
+    let name = req.name.as_deref().map(|n| validate::display_name("name", n, 128)).transpose()?;
+    let new_hash = match &user.password_hash {
+        // An existing account proves it is theirs; the token alone never resets a password.
+        Some(existing) => {
+            if !state.passwords.verify(req.password, Some(existing.clone())).await? {
+                return Err(Error::unauthorized("this e-mail already has an account: give its current password").into());
+            }
+            None
+        }
+        None => {
+            validate::password("password", &req.password, Some(&user.email))?;
+            Some(state.passwords.hash(req.password).await?)
+        }
+    };
+    let accepted = state.store.accept_invite(&member.org_id, &member.user_id, new_hash, name).await?;
+    let user = state.store.user_by_id(&accepted.user_id).await?.ok_or_else(Error::internal)?;
+    Ok(axum::Json(issue_session(&state, &user, Some(accepted.org_id)).await?))
+}
+
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "the token signing keys (JWKS)")))]
+pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(state.tokens.jwks())
+}

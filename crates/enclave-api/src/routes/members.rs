@@ -1,0 +1,183 @@
+//! `/v1/organizations/{org_id}/users`: invite, list, get, update, remove, change role. The
+//! rules of who may do what to whom are in `enclave_core::membership`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use enclave_core::id::{new_id, Kind};
+use enclave_core::membership::{check_invite, check_removal, check_role_change, check_status_change, Actor, Target};
+use enclave_core::model::{Member, MemberStatus};
+use enclave_core::pagination::{Page, PageRequest};
+use enclave_core::{validate, Error, Permission, Role};
+use enclave_store::{now_ms, MemberFilter, MemberPatch, MemberRecord, NewInvite};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::access::{require, OrgAccess};
+use crate::auth::{tokens, Principal};
+use crate::error::{ApiResult, ErrorEnvelope};
+use crate::extract::{IfMatch, JsonBody, QueryParams};
+use crate::state::AppState;
+use crate::views;
+
+const INVITATION_DAYS: i64 = 7;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    pub email: String,
+    pub name: Option<String>,
+    pub role: Role,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMember {
+    pub name: Option<String>,
+    /// `active` or `suspended`; suspension takes effect at once.
+    pub status: Option<MemberStatus>,
+    /// Replaces the whole map; row-level filters use these as placeholders.
+    pub attributes: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    pub role: Role,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListMembers {
+    pub role: Option<Role>,
+    pub status: Option<MemberStatus>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+fn actor(a: &OrgAccess) -> Actor<'_> {
+    Actor { user_id: &a.user_id, role: a.role }
+}
+
+fn target(m: &MemberRecord) -> Target<'_> {
+    Target { user_id: &m.user_id, role: m.role(), status: m.status() }
+}
+
+async fn load(state: &AppState, org_id: &str, user_id: &str, expected: Option<i64>) -> ApiResult<MemberRecord> {
+    let m = state.store.member(org_id, user_id).await?.ok_or_else(|| Error::not_found("user"))?;
+    if expected.is_some_and(|v| v != m.version) {
+        return Err(Error::precondition_failed("the member changed since it was read (stale If-Match)").into());
+    }
+    Ok(m)
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{org_id}/users", tag = "members", security(("bearer" = [])),
+    params(("org_id" = String, Path), ListMembers), responses(
+    (status = 200, body = Page<Member>), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)))]
+pub async fn list(State(state): State<AppState>, who: Principal, Path(org_id): Path<String>, QueryParams(q): QueryParams<ListMembers>) -> ApiResult<axum::Json<Page<Member>>> {
+    require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let filter = MemberFilter { role: q.role, status: q.status };
+    let (rows, total) = state.store.members(&org_id, &filter, &page).await?;
+    let rows = rows.into_iter().map(views::member).collect();
+    Ok(axum::Json(Page::from_rows(rows, &page, total, |m: &Member| m.user_id.clone())))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{org_id}/users", tag = "members", security(("bearer" = [])),
+    params(("org_id" = String, Path)), request_body = InviteRequest, responses(
+    (status = 201, description = "invited; the invitation token is in `invitation.token`", body = Member),
+    (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+pub async fn invite(State(state): State<AppState>, who: Principal, Path(org_id): Path<String>, JsonBody(req): JsonBody<InviteRequest>) -> ApiResult<Response> {
+    let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    let email = validate::email("email", &req.email)?;
+    let name = req.name.as_deref().map(|n| validate::display_name("name", n, 128)).transpose()?;
+    check_invite(actor(&me), req.role)?;
+    let rec = state
+        .store
+        .invite(NewInvite {
+            org_id: org_id.clone(),
+            new_user_id: new_id(Kind::User),
+            email,
+            name,
+            role: req.role,
+            token: tokens::random_token("inv_"),
+            expires_at: now_ms() + INVITATION_DAYS * 24 * 3600 * 1000,
+        })
+        .await?;
+    let location = format!("/v1/organizations/{org_id}/users/{}", rec.user_id);
+    Ok(views::created(rec.version, location, views::member(rec)))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{org_id}/users/{user_id}", tag = "members", security(("bearer" = [])),
+    params(("org_id" = String, Path), ("user_id" = String, Path)), responses(
+    (status = 200, body = Member), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn get(State(state): State<AppState>, who: Principal, Path((org_id, user_id)): Path<(String, String)>) -> ApiResult<Response> {
+    require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    let m = load(&state, &org_id, &user_id, None).await?;
+    Ok(views::with_etag(m.version, views::member(m)))
+}
+
+#[utoipa::path(patch, path = "/v1/organizations/{org_id}/users/{user_id}", tag = "members", security(("bearer" = [])),
+    params(("org_id" = String, Path), ("user_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    request_body = UpdateMember, responses(
+    (status = 200, body = Member), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+    (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
+pub async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((org_id, user_id)): Path<(String, String)>,
+    IfMatch(expected): IfMatch,
+    JsonBody(req): JsonBody<UpdateMember>,
+) -> ApiResult<Response> {
+    let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    let name = req.name.as_deref().map(|n| validate::display_name("name", n, 128)).transpose()?;
+    if let Some(a) = &req.attributes {
+        validate::attributes("attributes", a)?;
+    }
+    let current = load(&state, &org_id, &user_id, expected).await?;
+    if let Some(status) = req.status {
+        check_status_change(actor(&me), target(&current), status)?;
+    }
+    let patch = MemberPatch { name, status: req.status, attributes: req.attributes, role: None };
+    let m = state.store.update_member(&org_id, &user_id, current.version, patch).await?;
+    Ok(views::with_etag(m.version, views::member(m)))
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{org_id}/users/{user_id}", tag = "members", security(("bearer" = [])),
+    params(("org_id" = String, Path), ("user_id" = String, Path), ("If-Match" = Option<String>, Header)), responses(
+    (status = 204, description = "removed"), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+    (status = 409, description = "the owner cannot be removed", body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((org_id, user_id)): Path<(String, String)>,
+    IfMatch(expected): IfMatch,
+) -> ApiResult<StatusCode> {
+    let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    let current = load(&state, &org_id, &user_id, expected).await?;
+    check_removal(actor(&me), target(&current))?;
+    state.store.remove_member(&org_id, &user_id, current.version).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/v1/organizations/{org_id}/users/{user_id}/role", tag = "members", security(("bearer" = [])),
+    params(("org_id" = String, Path), ("user_id" = String, Path), ("If-Match" = Option<String>, Header)),
+    request_body = SetRole, responses(
+    (status = 200, body = Member), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+    (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
+pub async fn set_role(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((org_id, user_id)): Path<(String, String)>,
+    IfMatch(expected): IfMatch,
+    JsonBody(req): JsonBody<SetRole>,
+) -> ApiResult<Response> {
+    let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    let current = load(&state, &org_id, &user_id, expected).await?;
+    check_role_change(actor(&me), target(&current), req.role)?;
+    let patch = MemberPatch { role: Some(req.role), ..Default::default() };
+    let m = state.store.update_member(&org_id, &user_id, current.version, patch).await?;
+    Ok(views::with_etag(m.version, views::member(m)))
+}

@@ -1,0 +1,47 @@
+//! One module per resource; this file puts them on their paths.
+
+pub mod auth;
+pub mod health;
+pub mod members;
+pub mod organizations;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::Router;
+use enclave_core::Error;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(crate::openapi::serve))
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .route("/v1/auth/signup", post(auth::signup))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/auth/me", get(auth::me))
+        .route("/v1/auth/accept-invite", post(auth::accept_invite))
+        .route("/v1/organizations", get(organizations::list).post(organizations::create))
+        .route(
+            "/v1/organizations/{org_id}",
+            get(organizations::get).patch(organizations::update).delete(organizations::delete),
+        )
+        .route("/v1/organizations/{org_id}/transfer-ownership", post(organizations::transfer_ownership))
+        .route("/v1/organizations/{org_id}/users", get(members::list).post(members::invite))
+        .route(
+            "/v1/organizations/{org_id}/users/{user_id}",
+            get(members::get).patch(members::update).delete(members::remove),
+        )
+        .route("/v1/organizations/{org_id}/users/{user_id}/role", put(members::set_role))
+        .fallback(|| async { ApiError(Error::not_found("route")) })
+        .method_not_allowed_fallback(|| async {
+            let e = Error::validation("method", "not_allowed", "method not allowed on this path");
+            ApiError(e.with_status(StatusCode::METHOD_NOT_ALLOWED.as_u16())).into_response()
+        })
+}

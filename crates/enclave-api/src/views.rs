@@ -1,0 +1,71 @@
+//! Stored records as the API shows them, and response helpers.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use enclave_core::model::{Invitation, Member, Organization, User};
+use enclave_store::{from_ms, MemberRecord, OrgRecord, UserRecord};
+use serde::Serialize;
+
+use crate::config::ApiConfig;
+use crate::extract::etag;
+
+pub fn organization(config: &ApiConfig, r: OrgRecord) -> Organization {
+    let tier = r.tier();
+    Organization {
+        status: r.status(),
+        quotas: config.limits(tier),
+        tier,
+        org_id: r.id,
+        name: r.name,
+        slug: r.slug,
+        billing_email: r.billing_email,
+        cloud_region: r.cloud_region,
+        settings: r.settings.0,
+        created_at: from_ms(r.created_at),
+        updated_at: from_ms(r.updated_at),
+        version: r.version,
+    }
+}
+
+pub fn member(r: MemberRecord) -> Member {
+    let invitation = match (r.invite_token.clone(), r.invite_expires_at) {
+        (Some(token), Some(exp)) => Some(Invitation { token, expires_at: from_ms(exp) }),
+        _ => None,
+    };
+    Member {
+        role: r.role(),
+        status: r.status(),
+        user_id: r.user_id,
+        org_id: r.org_id,
+        email: r.email,
+        name: r.name,
+        attributes: r.attributes.0,
+        invitation,
+        created_at: from_ms(r.created_at),
+        updated_at: from_ms(r.updated_at),
+        version: r.version,
+    }
+}
+
+pub fn user(r: &UserRecord) -> User {
+    User { user_id: r.id.clone(), email: r.email.clone(), name: r.name.clone(), created_at: from_ms(r.created_at) }
+}
+
+/// 200 with an `ETag`.
+pub fn with_etag<T: Serialize>(version: i64, body: T) -> Response {
+    let mut resp = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// 201 with `ETag` and `Location`.
+pub fn created<T: Serialize>(version: i64, location: String, body: T) -> Response {
+    let mut resp = with_etag(version, body);
+    *resp.status_mut() = StatusCode::CREATED;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}

@@ -1,0 +1,238 @@
+//! Server configuration: command-line flags, each with an environment variable, over an
+//! optional TOML file (`--config`), over the defaults of DESIGN.md.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use enclave_core::model::{Tier, TierLimits};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Flags of `enclave serve` (and `enclave migrate`, which uses the storage ones).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and variables win over it).
+    #[arg(long, env = "ENCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the embedded database, keys and engine files live.
+    #[arg(long, env = "ENCLAVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Control-plane HTTP address (port 0 picks a free port).
+    #[arg(long, env = "ENCLAVE_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+    /// Gateway (Postgres wire) address, reserved for the data plane.
+    #[arg(long, env = "ENCLAVE_GATEWAY_ADDR")]
+    pub gateway_addr: Option<String>,
+    /// `sqlite://…` or `postgres://…`; default: SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Host that SQL clients use to reach the gateway; default: the gateway address's host.
+    #[arg(long, env = "ENCLAVE_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+    /// `pretty` (default on a terminal) or `json`.
+    #[arg(long, env = "ENCLAVE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Allow anyone to sign up (`POST /v1/auth/signup`).
+    #[arg(long, env = "ENCLAVE_OPEN_SIGNUP")]
+    pub open_signup: Option<bool>,
+    /// Tier of new organizations: free, cloud, growth, enterprise.
+    #[arg(long, env = "ENCLAVE_DEFAULT_TIER")]
+    pub default_tier: Option<String>,
+    /// Rate limits per tier, `TIER=PER_MINUTE/BURST`, comma-separated.
+    #[arg(long, env = "ENCLAVE_RATE_LIMITS")]
+    pub rate_limits: Option<String>,
+    /// Rate limit of requests without credentials, per client IP: `PER_MINUTE/BURST`.
+    #[arg(long, env = "ENCLAVE_ANONYMOUS_RATE_LIMIT")]
+    pub anonymous_rate_limit: Option<String>,
+    /// The JWT signing key (Ed25519, PKCS#8 DER); default: created in the data directory.
+    #[arg(long, env = "ENCLAVE_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// First-start owner e-mail; default admin@enclave.local.
+    #[arg(long, env = "ENCLAVE_BOOTSTRAP_EMAIL")]
+    pub bootstrap_email: Option<String>,
+    /// First-start owner password; default: generated and printed once.
+    #[arg(long, env = "ENCLAVE_BOOTSTRAP_PASSWORD", hide_env_values = true)]
+    pub bootstrap_password: Option<String>,
+}
+
+/// The same settings in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http_addr: Option<String>,
+    gateway_addr: Option<String>,
+    database_url: Option<String>,
+    public_host: Option<String>,
+    log_format: Option<LogFormat>,
+    open_signup: Option<bool>,
+    default_tier: Option<String>,
+    rate_limits: Option<String>,
+    anonymous_rate_limit: Option<String>,
+    jwt_key_file: Option<PathBuf>,
+    bootstrap_email: Option<String>,
+    bootstrap_password: Option<String>,
+}
+
+/// Every setting resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
+    pub database_url: String,
+    pub public_host: String,
+    pub log_format: Option<LogFormat>,
+    pub open_signup: bool,
+    pub default_tier: Tier,
+    pub tier_limits: HashMap<Tier, TierLimits>,
+    pub anonymous_rate_limit: (u32, u32),
+    pub jwt_key_file: PathBuf,
+    pub bootstrap_email: String,
+    pub bootstrap_password: Option<String>,
+}
+
+fn addr(name: &str, value: &str) -> anyhow::Result<SocketAddr> {
+    value.parse().with_context(|| format!("{name}: `{value}` is not an address like 127.0.0.1:8080"))
+}
+
+fn rate(name: &str, value: &str) -> anyhow::Result<(u32, u32)> {
+    let (per_minute, burst) = value
+        .split_once('/')
+        .with_context(|| format!("{name}: `{value}` must be PER_MINUTE/BURST"))?;
+    let per_minute: u32 = per_minute.trim().parse().with_context(|| format!("{name}: bad per-minute count in `{value}`"))?;
+    let burst: u32 = burst.trim().parse().with_context(|| format!("{name}: bad burst in `{value}`"))?;
+    if per_minute == 0 || burst == 0 {
+        bail!("{name}: limits must be positive");
+    }
+    Ok((per_minute, burst))
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> anyhow::Result<ServerConfig> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
+        let http_addr = addr("http_addr", &self.http_addr.or(file.http_addr).unwrap_or_else(|| "127.0.0.1:8080".into()))?;
+        let gateway_addr = addr("gateway_addr", &self.gateway_addr.or(file.gateway_addr).unwrap_or_else(|| "127.0.0.1:5439".into()))?;
+        let database_url = self
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("enclave.db").display()));
+        let public_host = self.public_host.or(file.public_host).unwrap_or_else(|| gateway_addr.ip().to_string());
+        let default_tier = match self.default_tier.or(file.default_tier) {
+            None => Tier::Free,
+            Some(t) => Tier::parse(&t).with_context(|| format!("default_tier: `{t}` is not one of free, cloud, growth, enterprise"))?,
+        };
+        let mut tier_limits: HashMap<Tier, TierLimits> = Tier::ALL.into_iter().map(|t| (t, t.default_limits())).collect();
+        if let Some(spec) = self.rate_limits.or(file.rate_limits) {
+            for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (tier, limit) = item.split_once('=').with_context(|| format!("rate_limits: `{item}` must be TIER=PER_MINUTE/BURST"))?;
+                let tier = Tier::parse(tier.trim()).with_context(|| format!("rate_limits: unknown tier `{tier}`"))?;
+                let (per_minute, burst) = rate("rate_limits", limit)?;
+                let l = tier_limits.get_mut(&tier).expect("every tier present");
+                l.rate_limit_per_minute = per_minute;
+                l.rate_limit_burst = burst;
+            }
+        }
+        let anonymous_rate_limit = match self.anonymous_rate_limit.or(file.anonymous_rate_limit) {
+            Some(v) => rate("anonymous_rate_limit", &v)?,
+            None => (300, 50),
+        };
+        let jwt_key_file = self.jwt_key_file.or(file.jwt_key_file).unwrap_or_else(|| data_dir.join("jwt-signing-key.pk8"));
+        let bootstrap_email = self.bootstrap_email.or(file.bootstrap_email).unwrap_or_else(|| "admin@enclave.local".into());
+        Ok(ServerConfig {
+            data_dir,
+            http_addr,
+            gateway_addr,
+            database_url,
+            public_host,
+            log_format: self.log_format.or(file.log_format),
+            open_signup: self.open_signup.or(file.open_signup).unwrap_or(false),
+            default_tier,
+            tier_limits,
+            anonymous_rate_limit,
+            jwt_key_file,
+            bootstrap_email,
+            bootstrap_password: self.bootstrap_password.or(file.bootstrap_password),
+        })
+    }
+}
+
+impl ServerConfig {
+    pub fn api_config(&self) -> enclave_api::ApiConfig {
+        enclave_api::ApiConfig {
+            jwt_key_file: self.jwt_key_file.clone(),
+            issuer: "enclave".into(),
+            open_signup: self.open_signup,
+            default_tier: self.default_tier,
+            tier_limits: self.tier_limits.clone(),
+            anonymous_rate_limit: self.anonymous_rate_limit,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.gateway_addr.port(), 5439);
+        assert_eq!(c.public_host, "127.0.0.1");
+        assert!(c.database_url.starts_with("sqlite://./data"));
+        assert_eq!(c.tier_limits[&Tier::Free].rate_limit_per_minute, 60);
+
+        let args = ServeArgs {
+            rate_limits: Some("free=5/2, enterprise=100000/5000".into()),
+            anonymous_rate_limit: Some("10/1".into()),
+            default_tier: Some("growth".into()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!((c.tier_limits[&Tier::Free].rate_limit_per_minute, c.tier_limits[&Tier::Free].rate_limit_burst), (5, 2));
+        assert_eq!(c.tier_limits[&Tier::Enterprise].rate_limit_burst, 5000);
+        assert_eq!((c.anonymous_rate_limit, c.default_tier), ((10, 1), Tier::Growth));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let bad = |args: ServeArgs| args.resolve().unwrap_err().to_string();
+        assert!(bad(ServeArgs { http_addr: Some("nope".into()), ..Default::default() }).contains("http_addr"));
+        assert!(bad(ServeArgs { rate_limits: Some("gold=1/1".into()), ..Default::default() }).contains("unknown tier"));
+        assert!(bad(ServeArgs { default_tier: Some("gold".into()), ..Default::default() }).contains("default_tier"));
+    }
+
+    #[test]
+    fn file_is_read_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("enclave-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("enclave.toml");
+        std::fs::write(&path, "http_addr = \"127.0.0.1:9000\"\nopen_signup = true\n").unwrap();
+        let c = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
+        assert_eq!((c.http_addr.port(), c.open_signup), (9000, true));
+        let c = ServeArgs { config: Some(path.clone()), http_addr: Some("127.0.0.1:9001".into()), ..Default::default() }
+            .resolve()
+            .unwrap();
+        assert_eq!(c.http_addr.port(), 9001);
+        std::fs::write(&path, "nonsense = 1\n").unwrap();
+        assert!(ServeArgs { config: Some(path), ..Default::default() }.resolve().is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

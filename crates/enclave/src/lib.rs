@@ -1,0 +1,5 @@
+//! The `enclave` binary as a library, so integration tests start the very server users run.
+
+pub mod bootstrap;
+pub mod config;
+pub mod server;

@@ -1,0 +1,141 @@
+//! `enclave serve`: open storage, bootstrap, bind, serve until SIGTERM, drain, exit.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::bootstrap::{self, BootstrapCredentials};
+use crate::config::ServerConfig;
+
+/// How long in-flight requests get to finish after SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A server started in this process.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub bootstrap: Option<BootstrapCredentials>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, and returns.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.task).await {
+            Ok(joined) => Ok(joined??),
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting");
+                self.task.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Opens storage (applying migrations), bootstraps a first owner if needed, binds the HTTP
+/// address and serves in the background.
+pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    let store = enclave_store::connect(&config.database_url)
+        .await
+        .with_context(|| format!("cannot open storage at {}", enclave_store::redact_url(&config.database_url)))?;
+    let bootstrap = bootstrap::run(
+        store.as_ref(),
+        &config.bootstrap_email,
+        config.bootstrap_password.clone(),
+        config.default_tier,
+    )
+    .await?;
+    let state = enclave_api::AppState::new(store, config.api_config())?;
+    spawn_housekeeping(state.clone());
+    let app = enclave_api::router(state);
+
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(Running { http_addr, bootstrap, shutdown: Some(tx), task })
+}
+
+fn spawn_housekeeping(state: enclave_api::AppState) {
+    enclave_api::middleware::rate_limit::spawn_housekeeping(state.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let cutoff = enclave_store::now_ms() - enclave_api::middleware::idempotency::TTL_MS;
+            match state.store.idempotency_purge(cutoff).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+            }
+        }
+    });
+}
+
+/// Runs until SIGTERM or Ctrl-C, printing where to connect and, on first start, how to log in.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let running = start(config.clone()).await?;
+    let url = format!("http://{}", running.http_addr);
+    println!("Enclave control plane listening on {url}");
+    println!("  storage: {}", enclave_store::redact_url(&config.database_url));
+    println!("  data directory: {}", config.data_dir.display());
+    println!("  gateway address (reserved for the data plane): {}", config.gateway_addr);
+    if let Some(b) = &running.bootstrap {
+        print_bootstrap(&url, b);
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.stop().await
+}
+
+fn print_bootstrap(url: &str, b: &BootstrapCredentials) {
+    println!();
+    println!("First start: created organization {} and its owner.", b.org_id);
+    println!("  e-mail:   {}", b.email);
+    match &b.generated_password {
+        Some(p) => println!("  password: {p}   (generated; shown only this once)"),
+        None => println!("  password: the one given in ENCLAVE_BOOTSTRAP_PASSWORD"),
+    }
+    let password = b.generated_password.as_deref().unwrap_or("$ENCLAVE_BOOTSTRAP_PASSWORD");
+    println!("Log in:");
+    println!(
+        "  curl -s {url}/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"{}\",\"password\":\"{password}\"}}'",
+        b.email
+    );
+    println!();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
