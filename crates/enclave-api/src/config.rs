@@ -23,7 +23,10 @@ pub struct ApiConfig {
 
 impl ApiConfig {
     pub fn limits(&self, tier: Tier) -> TierLimits {
-        self.tier_limits.get(&tier).copied().unwrap_or_else(|| tier.default_limits())
+        self.tier_limits
+            .get(&tier)
+            .copied()
+            .unwrap_or_else(|| tier.default_limits())
     }
 
     /// A configuration with the product's defaults, its key file in `data_dir`.
@@ -33,7 +36,10 @@ impl ApiConfig {
             issuer: "enclave".to_string(),
             open_signup: false,
             default_tier: Tier::Free,
-            tier_limits: Tier::ALL.into_iter().map(|t| (t, t.default_limits())).collect(),
+            tier_limits: Tier::ALL
+                .into_iter()
+                .map(|t| (t, t.default_limits()))
+                .collect(),
             anonymous_rate_limit: (300, 50),
         }
     }

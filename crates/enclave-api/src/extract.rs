@@ -2,8 +2,8 @@
 //! JSON bodies (unknown fields refused), query strings, `If-Match`.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use enclave_core::Error;
 use serde::de::DeserializeOwned;
 
@@ -14,12 +14,18 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Reads a whole body, refusing one over [`MAX_BODY_BYTES`] with 413.
 pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| too_large().into())
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large().into())
 }
 
 pub fn too_large() -> Error {
-    Error::validation("body", "max_bytes", format!("request body must be at most {MAX_BODY_BYTES} bytes"))
-        .with_status(413)
+    Error::validation(
+        "body",
+        "max_bytes",
+        format!("request body must be at most {MAX_BODY_BYTES} bytes"),
+    )
+    .with_status(413)
 }
 
 /// Parses JSON text into `T`; request types use `#[serde(deny_unknown_fields)]`, so an
@@ -30,18 +36,44 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = inner.to_string();
-        let field_at = |name: &str| if path == "." || path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        let field_at = |name: &str| {
+            if path == "." || path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            }
+        };
         if let Some(name) = between(&msg, "unknown field `", "`") {
             // The path already ends at the unknown field.
-            let field = if path.ends_with(name) { path.clone() } else { field_at(name) };
+            let field = if path.ends_with(name) {
+                path.clone()
+            } else {
+                field_at(name)
+            };
             Error::validation(&field, "unknown_field", format!("unknown field `{field}`"))
         } else if let Some(name) = between(&msg, "missing field `", "`") {
-            Error::validation(&field_at(name), "required", format!("`{}` is required", field_at(name)))
+            Error::validation(
+                &field_at(name),
+                "required",
+                format!("`{}` is required", field_at(name)),
+            )
         } else if inner.is_syntax() || inner.is_eof() {
-            Error::validation("body", "json", format!("request body is not valid JSON: {msg}"))
+            Error::validation(
+                "body",
+                "json",
+                format!("request body is not valid JSON: {msg}"),
+            )
         } else {
-            let field = if path == "." { "body".to_string() } else { path };
-            Error::validation(&field, "type", format!("`{field}`: {}", strip_position(&msg)))
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
+            Error::validation(
+                &field,
+                "type",
+                format!("`{field}`: {}", strip_position(&msg)),
+            )
         }
     })
 }
@@ -68,9 +100,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"));
+            .is_some_and(|ct| {
+                ct.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
         if !is_json {
-            return Err(Error::validation("content-type", "json", "Content-Type must be application/json").into());
+            return Err(Error::validation(
+                "content-type",
+                "json",
+                "Content-Type must be application/json",
+            )
+            .into());
         }
         let bytes = read_body(req.into_body()).await?;
         Ok(JsonBody(parse_json(&bytes)?))
@@ -86,17 +127,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(QueryParams).map_err(|e| {
-            let path = e.path().to_string();
-            let msg = e.into_inner().to_string();
-            let err = if let Some(name) = between(&msg, "unknown field `", "`") {
-                Error::validation(name, "unknown_parameter", format!("unknown query parameter `{name}`"))
-            } else {
-                let field = if path == "." { "query".to_string() } else { path };
-                Error::validation(&field, "type", format!("query parameter `{field}`: {msg}"))
-            };
-            ApiError(err)
-        })
+        serde_path_to_error::deserialize(de)
+            .map(QueryParams)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                let err = if let Some(name) = between(&msg, "unknown field `", "`") {
+                    Error::validation(
+                        name,
+                        "unknown_parameter",
+                        format!("unknown query parameter `{name}`"),
+                    )
+                } else {
+                    let field = if path == "." {
+                        "query".to_string()
+                    } else {
+                        path
+                    };
+                    Error::validation(&field, "type", format!("query parameter `{field}`: {msg}"))
+                };
+                ApiError(err)
+            })
     }
 }
 
@@ -108,7 +159,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(header::IF_MATCH) else { return Ok(IfMatch(None)) };
+        let Some(value) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(IfMatch(None));
+        };
         let value = value.to_str().unwrap_or_default().trim();
         if value == "*" {
             return Ok(IfMatch(None));
@@ -148,16 +201,28 @@ mod tests {
 
     fn fail(json: &str) -> (String, String) {
         let e = parse_json::<Body>(json.as_bytes()).unwrap_err();
-        (e.details["field"].as_str().unwrap().into(), e.details["rule"].as_str().unwrap().into())
+        (
+            e.details["field"].as_str().unwrap().into(),
+            e.details["rule"].as_str().unwrap().into(),
+        )
     }
 
     #[test]
     fn json_errors_name_field_and_rule() {
-        assert_eq!(fail(r#"{"name":"a","extra":1}"#), ("extra".into(), "unknown_field".into()));
-        assert_eq!(fail(r#"{"name":"a","inner":{"n":1,"x":2}}"#), ("inner.x".into(), "unknown_field".into()));
+        assert_eq!(
+            fail(r#"{"name":"a","extra":1}"#),
+            ("extra".into(), "unknown_field".into())
+        );
+        assert_eq!(
+            fail(r#"{"name":"a","inner":{"n":1,"x":2}}"#),
+            ("inner.x".into(), "unknown_field".into())
+        );
         assert_eq!(fail(r#"{}"#), ("name".into(), "required".into()));
         assert_eq!(fail(r#"{"name":5}"#), ("name".into(), "type".into()));
-        assert_eq!(fail(r#"{"name":"a","inner":{"n":-1}}"#), ("inner.n".into(), "type".into()));
+        assert_eq!(
+            fail(r#"{"name":"a","inner":{"n":-1}}"#),
+            ("inner.n".into(), "type".into())
+        );
         assert_eq!(fail(r#"{"name":"#), ("body".into(), "json".into()));
         assert_eq!(fail(r#"[1]"#).1, "type");
     }

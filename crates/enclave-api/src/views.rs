@@ -29,7 +29,10 @@ pub fn organization(config: &ApiConfig, r: OrgRecord) -> Organization {
 
 pub fn member(r: MemberRecord) -> Member {
     let invitation = match (r.invite_token.clone(), r.invite_expires_at) {
-        (Some(token), Some(exp)) => Some(Invitation { token, expires_at: from_ms(exp) }),
+        (Some(token), Some(exp)) => Some(Invitation {
+            token,
+            expires_at: from_ms(exp),
+        }),
         _ => None,
     };
     Member {
@@ -48,7 +51,12 @@ pub fn member(r: MemberRecord) -> Member {
 }
 
 pub fn user(r: &UserRecord) -> User {
-    User { user_id: r.id.clone(), email: r.email.clone(), name: r.name.clone(), created_at: from_ms(r.created_at) }
+    User {
+        user_id: r.id.clone(),
+        email: r.email.clone(),
+        name: r.name.clone(),
+        created_at: from_ms(r.created_at),
+    }
 }
 
 /// 200 with an `ETag`.

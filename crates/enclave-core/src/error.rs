@@ -71,7 +71,12 @@ pub struct Error {
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), details: json!({}), status: None }
+        Error {
+            code,
+            message: message.into(),
+            details: json!({}),
+            status: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -136,9 +141,20 @@ mod tests {
     fn codes_map_to_their_statuses() {
         assert_eq!(ErrorCode::ValidationError.http_status(), 400);
         assert_eq!(ErrorCode::QuotaExceeded.http_status(), 429);
-        assert_eq!(Error::validation("body", "max_bytes", "x").with_status(413).http_status(), 413);
-        assert_eq!(serde_json::to_value(ErrorCode::NotFound).unwrap(), json!("NOT_FOUND"));
-        assert_eq!(ErrorCode::PreconditionFailed.as_str(), "PRECONDITION_FAILED");
+        assert_eq!(
+            Error::validation("body", "max_bytes", "x")
+                .with_status(413)
+                .http_status(),
+            413
+        );
+        assert_eq!(
+            serde_json::to_value(ErrorCode::NotFound).unwrap(),
+            json!("NOT_FOUND")
+        );
+        assert_eq!(
+            ErrorCode::PreconditionFailed.as_str(),
+            "PRECONDITION_FAILED"
+        );
     }
 
     #[test]

@@ -45,17 +45,27 @@ impl Kind {
 
 /// A fresh id of the given kind.
 pub fn new_id(kind: Kind) -> String {
-    format!("{}_{}", kind.prefix(), Ulid::new().to_string().to_ascii_lowercase())
+    format!(
+        "{}_{}",
+        kind.prefix(),
+        Ulid::new().to_string().to_ascii_lowercase()
+    )
 }
 
 /// Whether `s` is shaped like an id of `kind`. Used to answer 404 for junk path parameters
 /// without asking the database.
 pub fn is_id(kind: Kind, s: &str) -> bool {
-    let Some(rest) = s.strip_prefix(kind.prefix()).and_then(|r| r.strip_prefix('_')) else {
+    let Some(rest) = s
+        .strip_prefix(kind.prefix())
+        .and_then(|r| r.strip_prefix('_'))
+    else {
         return false;
     };
-    rest.len() == 26 && Ulid::from_string(&rest.to_ascii_uppercase()).is_ok()
-        && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    rest.len() == 26
+        && Ulid::from_string(&rest.to_ascii_uppercase()).is_ok()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -52,7 +52,10 @@ pub fn check_invite(actor: Actor, role: Role) -> Result<()> {
         ));
     }
     if role == Role::Admin && actor.role != Role::Owner {
-        return Err(Error::forbidden("only_owner_grants_admin", "only the owner can grant admin"));
+        return Err(Error::forbidden(
+            "only_owner_grants_admin",
+            "only the owner can grant admin",
+        ));
     }
     Ok(())
 }
@@ -60,7 +63,10 @@ pub fn check_invite(actor: Actor, role: Role) -> Result<()> {
 /// `PUT …/users/{id}/role`.
 pub fn check_role_change(actor: Actor, target: Target, new_role: Role) -> Result<()> {
     if actor.user_id == target.user_id {
-        return Err(Error::forbidden("own_role", "nobody can change their own role"));
+        return Err(Error::forbidden(
+            "own_role",
+            "nobody can change their own role",
+        ));
     }
     if target.role == Role::Owner {
         return Err(owner_is_fixed("demoted"));
@@ -73,7 +79,10 @@ pub fn check_role_change(actor: Actor, target: Target, new_role: Role) -> Result
         ));
     }
     if new_role == Role::Admin && actor.role != Role::Owner {
-        return Err(Error::forbidden("only_owner_grants_admin", "only the owner can grant admin"));
+        return Err(Error::forbidden(
+            "only_owner_grants_admin",
+            "only the owner can grant admin",
+        ));
     }
     admin_needs_owner(actor, target)
 }
@@ -87,7 +96,10 @@ pub fn check_status_change(actor: Actor, target: Target, new_status: MemberStatu
         return Err(owner_is_fixed("suspended"));
     }
     if actor.user_id == target.user_id {
-        return Err(Error::forbidden("own_status", "nobody can change their own status"));
+        return Err(Error::forbidden(
+            "own_status",
+            "nobody can change their own status",
+        ));
     }
     match (target.status, new_status) {
         (MemberStatus::Active, MemberStatus::Suspended)
@@ -119,10 +131,17 @@ pub fn check_removal(actor: Actor, target: Target) -> Result<()> {
 /// `POST …/transfer-ownership`.
 pub fn check_transfer(actor: Actor, target: Target) -> Result<()> {
     if actor.role != Role::Owner {
-        return Err(Error::forbidden("owner_only", "only the owner can transfer ownership"));
+        return Err(Error::forbidden(
+            "owner_only",
+            "only the owner can transfer ownership",
+        ));
     }
     if actor.user_id == target.user_id {
-        return Err(Error::validation("user_id", "not_self", "the owner already owns the organization"));
+        return Err(Error::validation(
+            "user_id",
+            "not_self",
+            "the owner already owns the organization",
+        ));
     }
     if target.status != MemberStatus::Active {
         return Err(Error::conflict(
@@ -138,23 +157,44 @@ mod tests {
     use super::*;
     use crate::error::ErrorCode;
 
-    const OWNER: Actor = Actor { user_id: "usr_o", role: Role::Owner };
-    const ADMIN: Actor = Actor { user_id: "usr_a", role: Role::Admin };
+    const OWNER: Actor = Actor {
+        user_id: "usr_o",
+        role: Role::Owner,
+    };
+    const ADMIN: Actor = Actor {
+        user_id: "usr_a",
+        role: Role::Admin,
+    };
 
     fn t(user_id: &str, role: Role, status: MemberStatus) -> Target<'_> {
-        Target { user_id, role, status }
+        Target {
+            user_id,
+            role,
+            status,
+        }
     }
 
     fn code<T>(r: Result<T>) -> Option<(ErrorCode, String)> {
-        r.err().map(|e| (e.code, e.details["rule"].as_str().unwrap_or_default().to_string()))
+        r.err().map(|e| {
+            (
+                e.code,
+                e.details["rule"].as_str().unwrap_or_default().to_string(),
+            )
+        })
     }
 
     #[test]
     fn invitations() {
         assert!(check_invite(OWNER, Role::Admin).is_ok());
         assert!(check_invite(ADMIN, Role::Developer).is_ok());
-        assert_eq!(code(check_invite(ADMIN, Role::Admin)).unwrap().0, ErrorCode::Forbidden);
-        assert_eq!(code(check_invite(OWNER, Role::Owner)).unwrap().0, ErrorCode::ValidationError);
+        assert_eq!(
+            code(check_invite(ADMIN, Role::Admin)).unwrap().0,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(check_invite(OWNER, Role::Owner)).unwrap().0,
+            ErrorCode::ValidationError
+        );
     }
 
     #[test]
@@ -162,14 +202,35 @@ mod tests {
         let dev = t("usr_d", Role::Developer, MemberStatus::Active);
         assert!(check_role_change(OWNER, dev, Role::Admin).is_ok());
         assert!(check_role_change(ADMIN, dev, Role::Analyst).is_ok());
-        assert_eq!(code(check_role_change(ADMIN, dev, Role::Admin)).unwrap().1, "only_owner_grants_admin");
+        assert_eq!(
+            code(check_role_change(ADMIN, dev, Role::Admin)).unwrap().1,
+            "only_owner_grants_admin"
+        );
         let me = t("usr_a", Role::Admin, MemberStatus::Active);
-        assert_eq!(code(check_role_change(ADMIN, me, Role::Developer)).unwrap().1, "own_role");
+        assert_eq!(
+            code(check_role_change(ADMIN, me, Role::Developer))
+                .unwrap()
+                .1,
+            "own_role"
+        );
         let owner = t("usr_o", Role::Owner, MemberStatus::Active);
-        assert_eq!(code(check_role_change(ADMIN, owner, Role::Developer)).unwrap().1, "single_owner");
-        assert_eq!(code(check_role_change(OWNER, dev, Role::Owner)).unwrap().0, ErrorCode::ValidationError);
+        assert_eq!(
+            code(check_role_change(ADMIN, owner, Role::Developer))
+                .unwrap()
+                .1,
+            "single_owner"
+        );
+        assert_eq!(
+            code(check_role_change(OWNER, dev, Role::Owner)).unwrap().0,
+            ErrorCode::ValidationError
+        );
         let other_admin = t("usr_b", Role::Admin, MemberStatus::Active);
-        assert_eq!(code(check_role_change(ADMIN, other_admin, Role::Developer)).unwrap().1, "only_owner_manages_admins");
+        assert_eq!(
+            code(check_role_change(ADMIN, other_admin, Role::Developer))
+                .unwrap()
+                .1,
+            "only_owner_manages_admins"
+        );
         assert!(check_role_change(OWNER, other_admin, Role::Developer).is_ok());
     }
 
@@ -178,24 +239,66 @@ mod tests {
         let dev = t("usr_d", Role::Developer, MemberStatus::Active);
         assert!(check_status_change(ADMIN, dev, MemberStatus::Suspended).is_ok());
         let owner = t("usr_o", Role::Owner, MemberStatus::Active);
-        assert_eq!(code(check_status_change(ADMIN, owner, MemberStatus::Suspended)).unwrap().1, "single_owner");
+        assert_eq!(
+            code(check_status_change(ADMIN, owner, MemberStatus::Suspended))
+                .unwrap()
+                .1,
+            "single_owner"
+        );
         let invited = t("usr_i", Role::Developer, MemberStatus::Invited);
-        assert_eq!(code(check_status_change(ADMIN, invited, MemberStatus::Active)).unwrap().1, "illegal_transition");
-        assert_eq!(code(check_status_change(ADMIN, dev, MemberStatus::Invited)).unwrap().0, ErrorCode::ValidationError);
+        assert_eq!(
+            code(check_status_change(ADMIN, invited, MemberStatus::Active))
+                .unwrap()
+                .1,
+            "illegal_transition"
+        );
+        assert_eq!(
+            code(check_status_change(ADMIN, dev, MemberStatus::Invited))
+                .unwrap()
+                .0,
+            ErrorCode::ValidationError
+        );
         let me = t("usr_a", Role::Admin, MemberStatus::Active);
-        assert_eq!(code(check_status_change(ADMIN, me, MemberStatus::Suspended)).unwrap().1, "own_status");
-        assert!(check_status_change(ADMIN, dev, MemberStatus::Active).is_ok(), "no-op");
+        assert_eq!(
+            code(check_status_change(ADMIN, me, MemberStatus::Suspended))
+                .unwrap()
+                .1,
+            "own_status"
+        );
+        assert!(
+            check_status_change(ADMIN, dev, MemberStatus::Active).is_ok(),
+            "no-op"
+        );
     }
 
     #[test]
     fn removal_and_transfer() {
         let owner = t("usr_o", Role::Owner, MemberStatus::Active);
         assert_eq!(code(check_removal(OWNER, owner)).unwrap().1, "single_owner");
-        assert!(check_removal(ADMIN, t("usr_a", Role::Admin, MemberStatus::Active)).is_ok(), "leaving");
-        assert_eq!(code(check_removal(ADMIN, t("usr_b", Role::Admin, MemberStatus::Active))).unwrap().0, ErrorCode::Forbidden);
+        assert!(
+            check_removal(ADMIN, t("usr_a", Role::Admin, MemberStatus::Active)).is_ok(),
+            "leaving"
+        );
+        assert_eq!(
+            code(check_removal(
+                ADMIN,
+                t("usr_b", Role::Admin, MemberStatus::Active)
+            ))
+            .unwrap()
+            .0,
+            ErrorCode::Forbidden
+        );
         let dev = t("usr_d", Role::Developer, MemberStatus::Active);
         assert!(check_transfer(OWNER, dev).is_ok());
         assert_eq!(code(check_transfer(ADMIN, dev)).unwrap().1, "owner_only");
-        assert_eq!(code(check_transfer(OWNER, t("usr_d", Role::Developer, MemberStatus::Suspended))).unwrap().1, "member_not_active");
+        assert_eq!(
+            code(check_transfer(
+                OWNER,
+                t("usr_d", Role::Developer, MemberStatus::Suspended)
+            ))
+            .unwrap()
+            .1,
+            "member_not_active"
+        );
     }
 }

@@ -71,11 +71,27 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// Builds a page from up to `limit + 1` rows fetched in key order: the extra row, if
     /// present, only tells that more exist.
-    pub fn from_rows(mut rows: Vec<T>, req: &PageRequest, total: i64, key: impl Fn(&T) -> String) -> Self {
+    pub fn from_rows(
+        mut rows: Vec<T>,
+        req: &PageRequest,
+        total: i64,
+        key: impl Fn(&T) -> String,
+    ) -> Self {
         let has_more = rows.len() > req.limit as usize;
         rows.truncate(req.limit as usize);
-        let cursor = if has_more { rows.last().map(|r| encode_cursor(&key(r))) } else { None };
-        Page { data: rows, pagination: Pagination { cursor, has_more, total } }
+        let cursor = if has_more {
+            rows.last().map(|r| encode_cursor(&key(r)))
+        } else {
+            None
+        };
+        Page {
+            data: rows,
+            pagination: Pagination {
+                cursor,
+                has_more,
+                total,
+            },
+        }
     }
 }
 
@@ -92,13 +108,22 @@ mod tests {
             assert_eq!(e.details["field"], "limit");
         }
         let c = encode_cursor("usr_01abc");
-        assert_eq!(PageRequest::parse(None, Some(&c)).unwrap().after.as_deref(), Some("usr_01abc"));
-        assert_eq!(PageRequest::parse(None, Some("!!")).unwrap_err().details["field"], "cursor");
+        assert_eq!(
+            PageRequest::parse(None, Some(&c)).unwrap().after.as_deref(),
+            Some("usr_01abc")
+        );
+        assert_eq!(
+            PageRequest::parse(None, Some("!!")).unwrap_err().details["field"],
+            "cursor"
+        );
     }
 
     #[test]
     fn page_from_rows() {
-        let req = PageRequest { limit: 2, after: None };
+        let req = PageRequest {
+            limit: 2,
+            after: None,
+        };
         let page = Page::from_rows(vec!["a", "b", "c"], &req, 3, |s| s.to_string());
         assert_eq!(page.data, vec!["a", "b"]);
         assert!(page.pagination.has_more);

@@ -103,7 +103,9 @@ impl Role {
     /// Rank for "never above its creator's role" comparisons: a role dominates another when
     /// it holds every permission the other holds.
     pub fn covers(self, other: Role) -> bool {
-        Permission::ALL.iter().all(|p| !other.can(*p) || self.can(*p))
+        Permission::ALL
+            .iter()
+            .all(|p| !other.can(*p) || self.can(*p))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -151,7 +153,10 @@ mod tests {
         (ManageWebhooks, [true, true, false, false, false, false]),
         (ReadAudit, [true, true, false, false, true, false]),
         (ManageBilling, [true, false, false, false, false, false]),
-        (DeleteOrganization, [true, false, false, false, false, false]),
+        (
+            DeleteOrganization,
+            [true, false, false, false, false, false],
+        ),
         (ManageOrganization, [true, true, false, false, false, false]),
     ];
 
@@ -169,7 +174,10 @@ mod tests {
         assert!(Role::Owner.covers(Role::Admin));
         assert!(Role::Admin.covers(Role::Developer));
         assert!(!Role::Admin.covers(Role::Owner));
-        assert!(!Role::Developer.covers(Role::Auditor), "developers cannot read audit");
+        assert!(
+            !Role::Developer.covers(Role::Auditor),
+            "developers cannot read audit"
+        );
         assert!(Role::Developer.covers(Role::Analyst));
         for r in Role::ALL {
             assert!(r.covers(r));

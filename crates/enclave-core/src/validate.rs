@@ -8,7 +8,9 @@ pub fn org_slug(field: &str, slug: &str) -> Result<()> {
     let bytes = slug.as_bytes();
     let ok = (2..=63).contains(&bytes.len())
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes[1..].iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+        && bytes[1..]
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
     if ok {
         Ok(())
     } else {
@@ -25,7 +27,11 @@ pub fn org_slug(field: &str, slug: &str) -> Result<()> {
 pub fn display_name(field: &str, value: &str, max: usize) -> Result<String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(Error::validation(field, "required", format!("{field} must not be empty")));
+        return Err(Error::validation(
+            field,
+            "required",
+            format!("{field} must not be empty"),
+        ));
     }
     if trimmed.chars().count() > max {
         return Err(Error::validation(
@@ -47,7 +53,13 @@ pub fn display_name(field: &str, value: &str, max: usize) -> Result<String> {
 /// An e-mail address, normalised to lower case. Deliberately simple (RFC 5321 lengths, one
 /// `@`, a dotted domain of valid labels): mail is never sent, the address is a login name.
 pub fn email(field: &str, value: &str) -> Result<String> {
-    let bad = || Error::validation(field, "email", format!("{field} must be a valid e-mail address"));
+    let bad = || {
+        Error::validation(
+            field,
+            "email",
+            format!("{field} must be a valid e-mail address"),
+        )
+    };
     let value = value.trim().to_ascii_lowercase();
     if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad());
@@ -71,8 +83,16 @@ pub fn email(field: &str, value: &str) -> Result<String> {
 
 /// A few passwords that pass the length rule but every dictionary attack tries first.
 const COMMON_PASSWORDS: &[&str] = &[
-    "password1234", "123456789012", "qwertyuiopas", "passwordpassword", "changemechangeme",
-    "letmeinletmein", "adminadminadmin", "iloveyou1234", "welcome12345", "administrator",
+    "password1234",
+    "123456789012",
+    "qwertyuiopas",
+    "passwordpassword",
+    "changemechangeme",
+    "letmeinletmein",
+    "adminadminadmin",
+    "iloveyou1234",
+    "welcome12345",
+    "administrator",
 ];
 
 /// Password strength: 12–128 characters, at least 5 distinct characters, not a well-known
@@ -90,13 +110,19 @@ pub fn password(field: &str, value: &str, email: Option<&str>) -> Result<()> {
     distinct.sort_unstable();
     distinct.dedup();
     if distinct.len() < 5 {
-        return weak("weak", "password must contain at least 5 different characters");
+        return weak(
+            "weak",
+            "password must contain at least 5 different characters",
+        );
     }
     let lower = value.to_lowercase();
     if COMMON_PASSWORDS.contains(&lower.as_str()) {
         return weak("weak", "password is too common");
     }
-    if let Some(local) = email.and_then(|e| e.split('@').next()).filter(|l| l.len() >= 4) {
+    if let Some(local) = email
+        .and_then(|e| e.split('@').next())
+        .filter(|l| l.len() >= 4)
+    {
         if lower.contains(&local.to_lowercase()) {
             return weak("weak", "password must not contain the e-mail address");
         }
@@ -107,13 +133,25 @@ pub fn password(field: &str, value: &str, email: Option<&str>) -> Result<()> {
 /// A free-form JSON object (organization settings): an object of at most 64 keys and 16 KiB.
 pub fn settings_object(field: &str, value: &serde_json::Value) -> Result<()> {
     let Some(map) = value.as_object() else {
-        return Err(Error::validation(field, "type", format!("{field} must be an object")));
+        return Err(Error::validation(
+            field,
+            "type",
+            format!("{field} must be an object"),
+        ));
     };
     if map.len() > 64 {
-        return Err(Error::validation(field, "max_keys", format!("{field} may hold at most 64 keys")));
+        return Err(Error::validation(
+            field,
+            "max_keys",
+            format!("{field} may hold at most 64 keys"),
+        ));
     }
     if value.to_string().len() > 16 * 1024 {
-        return Err(Error::validation(field, "max_bytes", format!("{field} must be at most 16 KiB")));
+        return Err(Error::validation(
+            field,
+            "max_bytes",
+            format!("{field} must be at most 16 KiB"),
+        ));
     }
     Ok(())
 }
@@ -122,14 +160,20 @@ pub fn settings_object(field: &str, value: &serde_json::Value) -> Result<()> {
 /// `^[a-zA-Z_][a-zA-Z0-9_.-]{0,63}$`, values at most 256 characters.
 pub fn attributes(field: &str, map: &std::collections::BTreeMap<String, String>) -> Result<()> {
     if map.len() > 64 {
-        return Err(Error::validation(field, "max_keys", format!("{field} may hold at most 64 entries")));
+        return Err(Error::validation(
+            field,
+            "max_keys",
+            format!("{field} may hold at most 64 entries"),
+        ));
     }
     for (k, v) in map {
         let kb = k.as_bytes();
         let key_ok = !kb.is_empty()
             && kb.len() <= 64
             && (kb[0].is_ascii_alphabetic() || kb[0] == b'_')
-            && kb.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            && kb
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if !key_ok {
             return Err(Error::validation(
                 &format!("{field}.{k}"),
@@ -164,17 +208,39 @@ mod tests {
         for ok in ["ab", "acme", "acme-corp", "0day", &"a".repeat(63)] {
             assert!(org_slug("slug", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "-acme", "Acme", "acme_corp", "acme corp", &"a".repeat(64), "ac!"] {
+        for bad in [
+            "",
+            "a",
+            "-acme",
+            "Acme",
+            "acme_corp",
+            "acme corp",
+            &"a".repeat(64),
+            "ac!",
+        ] {
             assert_eq!(rule(org_slug("slug", bad)), "pattern", "{bad}");
         }
     }
 
     #[test]
     fn emails() {
-        assert_eq!(email("email", " Ada@Example.COM ").unwrap(), "ada@example.com");
+        assert_eq!(
+            email("email", " Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
         assert!(email("email", "a.b+tag@sub.example.io").is_ok());
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com",
-            "ada@@example.com", "ada@-example.com", "ada@example..com", ".ada@example.com"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "ada@@example.com",
+            "ada@-example.com",
+            "ada@example..com",
+            ".ada@example.com",
+        ] {
             assert_eq!(rule(email("email", bad)), "email", "{bad}");
         }
     }
@@ -183,18 +249,34 @@ mod tests {
     fn passwords() {
         assert!(password("password", "correct horse battery", None).is_ok());
         assert_eq!(rule(password("password", "short", None)), "min_length");
-        assert_eq!(rule(password("password", &"x".repeat(129), None)), "max_length");
+        assert_eq!(
+            rule(password("password", &"x".repeat(129), None)),
+            "max_length"
+        );
         assert_eq!(rule(password("password", "aaaaaaaaaaaaaaaa", None)), "weak");
         assert_eq!(rule(password("password", "Password1234", None)), "weak");
-        assert_eq!(rule(password("password", "grace-hopper-99!", Some("grace@navy.mil"))), "weak");
+        assert_eq!(
+            rule(password(
+                "password",
+                "grace-hopper-99!",
+                Some("grace@navy.mil")
+            )),
+            "weak"
+        );
     }
 
     #[test]
     fn names_and_attributes() {
         assert_eq!(display_name("name", "  Acme  ", 64).unwrap(), "Acme");
         assert_eq!(rule(display_name("name", "   ", 64)), "required");
-        assert_eq!(rule(display_name("name", &"x".repeat(65), 64)), "max_length");
-        assert_eq!(rule(display_name("name", "a\u{7}b", 64)), "no_control_characters");
+        assert_eq!(
+            rule(display_name("name", &"x".repeat(65), 64)),
+            "max_length"
+        );
+        assert_eq!(
+            rule(display_name("name", "a\u{7}b", 64)),
+            "no_control_characters"
+        );
         let mut m = std::collections::BTreeMap::new();
         m.insert("department".to_string(), "sales".to_string());
         assert!(attributes("attributes", &m).is_ok());
@@ -205,6 +287,9 @@ mod tests {
     #[test]
     fn settings() {
         assert!(settings_object("settings", &serde_json::json!({"a": 1})).is_ok());
-        assert_eq!(rule(settings_object("settings", &serde_json::json!([1]))), "type");
+        assert_eq!(
+            rule(settings_object("settings", &serde_json::json!([1]))),
+            "type"
+        );
     }
 }

@@ -7,9 +7,16 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Invalidation {
-    Session { session_id: String },
-    Member { org_id: String, user_id: String },
-    Org { org_id: String },
+    Session {
+        session_id: String,
+    },
+    Member {
+        org_id: String,
+        user_id: String,
+    },
+    Org {
+        org_id: String,
+    },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }
@@ -25,7 +32,9 @@ pub struct Bus {
 
 impl Default for Bus {
     fn default() -> Self {
-        Bus { tx: broadcast::channel(1024).0 }
+        Bus {
+            tx: broadcast::channel(1024).0,
+        }
     }
 }
 

@@ -57,21 +57,44 @@ pub trait Store: Send + Sync + 'static {
     async fn org(&self, org_id: &str) -> Result<Option<OrgRecord>>;
     /// Organizations where `user_id` has an active or suspended (not merely invited) membership.
     async fn orgs_of_user(&self, user_id: &str, page: &PageQuery) -> Result<(Vec<OrgRecord>, i64)>;
-    async fn update_org(&self, org_id: &str, expected_version: Option<i64>, patch: OrgPatch) -> Result<OrgRecord>;
+    async fn update_org(
+        &self,
+        org_id: &str,
+        expected_version: Option<i64>,
+        patch: OrgPatch,
+    ) -> Result<OrgRecord>;
     async fn delete_org(&self, org_id: &str, expected_version: Option<i64>) -> Result<()>;
     /// `from` (the owner) becomes admin and `to` (an active member) owner, in one transaction.
     async fn transfer_ownership(&self, org_id: &str, from: &str, to: &str) -> Result<OrgRecord>;
 
     // Memberships
     async fn member(&self, org_id: &str, user_id: &str) -> Result<Option<MemberRecord>>;
-    async fn members(&self, org_id: &str, filter: &MemberFilter, page: &PageQuery) -> Result<(Vec<MemberRecord>, i64)>;
+    async fn members(
+        &self,
+        org_id: &str,
+        filter: &MemberFilter,
+        page: &PageQuery,
+    ) -> Result<(Vec<MemberRecord>, i64)>;
     /// Creates the user when the e-mail is new, then an `invited` membership.
     async fn invite(&self, invite: NewInvite) -> Result<MemberRecord>;
     async fn member_by_invite(&self, token: &str) -> Result<Option<(MemberRecord, UserRecord)>>;
     /// Activates an invited membership; sets the user's password when given.
-    async fn accept_invite(&self, org_id: &str, user_id: &str, password_hash: Option<String>, name: Option<String>) -> Result<MemberRecord>;
-    async fn update_member(&self, org_id: &str, user_id: &str, expected_version: i64, patch: MemberPatch) -> Result<MemberRecord>;
-    async fn remove_member(&self, org_id: &str, user_id: &str, expected_version: i64) -> Result<()>;
+    async fn accept_invite(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        password_hash: Option<String>,
+        name: Option<String>,
+    ) -> Result<MemberRecord>;
+    async fn update_member(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        expected_version: i64,
+        patch: MemberPatch,
+    ) -> Result<MemberRecord>;
+    async fn remove_member(&self, org_id: &str, user_id: &str, expected_version: i64)
+        -> Result<()>;
     /// What authorization needs on every request: role, status and organization tier.
     async fn auth_membership(&self, user_id: &str, org_id: &str) -> Result<Option<AuthMembership>>;
 
@@ -87,7 +110,12 @@ pub trait Store: Send + Sync + 'static {
 
     // Idempotency
     async fn idempotency_begin(&self, begin: IdempotencyBegin) -> Result<IdempotencyState>;
-    async fn idempotency_complete(&self, principal: &str, key: &str, response: StoredResponse) -> Result<()>;
+    async fn idempotency_complete(
+        &self,
+        principal: &str,
+        key: &str,
+        response: StoredResponse,
+    ) -> Result<()>;
     async fn idempotency_abandon(&self, principal: &str, key: &str) -> Result<()>;
     /// Deletes records older than `before_ms`; returns how many.
     async fn idempotency_purge(&self, before_ms: i64) -> Result<u64>;
@@ -131,8 +159,14 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+        assert_eq!(
+            super::redact_url("sqlite://./data/x.db"),
+            "sqlite://./data/x.db"
+        );
     }
 }

@@ -44,7 +44,12 @@ impl PgStore {
         let bus = Bus::default();
         let node_id = enclave_core::id::new_id(enclave_core::id::Kind::Session);
         let listener = tokio::spawn(listen(pool.clone(), bus.clone(), node_id.clone()));
-        Ok(PgStore { pool, bus, node_id, listener })
+        Ok(PgStore {
+            pool,
+            bus,
+            node_id,
+            listener,
+        })
     }
 
     fn reader(&self) -> &PgPool {
@@ -55,9 +60,16 @@ impl PgStore {
         self.pool.begin().await.map_err(internal)
     }
 
-    async fn commit(&self, mut tx: Transaction<'static, Postgres>, events: Vec<Invalidation>) -> Result<()> {
+    async fn commit(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        events: Vec<Invalidation>,
+    ) -> Result<()> {
         for event in &events {
-            let notice = Notice { node: self.node_id.clone(), event: event.clone() };
+            let notice = Notice {
+                node: self.node_id.clone(),
+                event: event.clone(),
+            };
             let payload = serde_json::to_string(&notice).map_err(|_| Error::internal())?;
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
@@ -117,4 +129,3 @@ async fn listen(pool: PgPool, bus: Bus, node_id: String) {
 }
 
 impl_store!(PgStore, crate::Backend::Postgres);
-

@@ -166,7 +166,10 @@ pub struct RefreshRotation {
 
 #[derive(Debug, Clone)]
 pub enum RotateOutcome {
-    Rotated { session: SessionRecord, refresh_expires_at: i64 },
+    Rotated {
+        session: SessionRecord,
+        refresh_expires_at: i64,
+    },
     /// The token had been used before: the session is now revoked.
     Reused,
     /// Unknown, expired, or its session ended.

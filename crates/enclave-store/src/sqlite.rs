@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::{Error, Result};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Sqlite, Transaction};
 
 use crate::db_error::{internal, unique_or};
@@ -41,7 +43,11 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { write, read, bus: Bus::default() })
+        Ok(SqliteStore {
+            write,
+            read,
+            bus: Bus::default(),
+        })
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -49,10 +55,17 @@ impl SqliteStore {
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        self.write.begin_with("BEGIN IMMEDIATE").await.map_err(internal)
+        self.write
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(internal)
     }
 
-    async fn commit(&self, tx: Transaction<'static, Sqlite>, events: Vec<Invalidation>) -> Result<()> {
+    async fn commit(
+        &self,
+        tx: Transaction<'static, Sqlite>,
+        events: Vec<Invalidation>,
+    ) -> Result<()> {
         tx.commit().await.map_err(internal)?;
         self.bus.publish(events);
         Ok(())
@@ -60,4 +73,3 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, crate::Backend::Sqlite);
-

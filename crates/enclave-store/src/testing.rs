@@ -31,13 +31,19 @@ impl TempPostgres {
                 return None;
             }
         };
-        let name = format!("enclave_test_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
+        let name = format!(
+            "enclave_test_{}",
+            ulid::Ulid::new().to_string().to_ascii_lowercase()
+        );
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await
             .expect("CREATE DATABASE");
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-        Some(TempPostgres { url: format!("{base}/{name}"), name })
+        Some(TempPostgres {
+            url: format!("{base}/{name}"),
+            name,
+        })
     }
 }
 
@@ -46,14 +52,17 @@ impl Drop for TempPostgres {
         let name = self.name.clone();
         // Drop runs inside or outside a runtime; a thread of its own works in both.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
                     use sqlx::Connection;
                     if let Ok(mut c) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut c)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut c)
+                                .await;
                     }
                 });
             }

@@ -40,9 +40,13 @@ conformance!(
     bootstrap_only_once,
 );
 
-
 fn new_user(email: &str) -> NewUser {
-    NewUser { id: new_id(Kind::User), email: email.into(), name: "Ada".into(), password_hash: Some("h".into()) }
+    NewUser {
+        id: new_id(Kind::User),
+        email: email.into(),
+        name: "Ada".into(),
+        password_hash: Some("h".into()),
+    }
 }
 
 fn new_org(slug: &str) -> NewOrg {
@@ -62,40 +66,93 @@ fn page(limit: u32, after: Option<String>) -> PageRequest {
 }
 
 async fn orgs_and_slugs(store: Arc<dyn Store>) {
-    let u = store.create_user(new_user("ada@example.com")).await.unwrap();
-    let dup = store.create_user(new_user("ada@example.com")).await.unwrap_err();
+    let u = store
+        .create_user(new_user("ada@example.com"))
+        .await
+        .unwrap();
+    let dup = store
+        .create_user(new_user("ada@example.com"))
+        .await
+        .unwrap_err();
     assert_eq!(dup.code, ErrorCode::Conflict);
 
-    let a = store.create_org(new_org("acme"), &u.id, "Ada").await.unwrap();
+    let a = store
+        .create_org(new_org("acme"), &u.id, "Ada")
+        .await
+        .unwrap();
     assert_eq!(a.version, 1);
-    let err = store.create_org(new_org("acme"), &u.id, "Ada").await.unwrap_err();
-    assert_eq!((err.code, err.details["rule"].as_str()), (ErrorCode::Conflict, Some("slug_taken")));
+    let err = store
+        .create_org(new_org("acme"), &u.id, "Ada")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code, err.details["rule"].as_str()),
+        (ErrorCode::Conflict, Some("slug_taken"))
+    );
     for i in 0..4 {
-        store.create_org(new_org(&format!("org-{i}")), &u.id, "Ada").await.unwrap();
+        store
+            .create_org(new_org(&format!("org-{i}")), &u.id, "Ada")
+            .await
+            .unwrap();
     }
     let (first, total) = store.orgs_of_user(&u.id, &page(3, None)).await.unwrap();
     assert_eq!((first.len(), total), (4, 5), "limit + 1 rows come back");
-    let (rest, _) = store.orgs_of_user(&u.id, &page(3, Some(first[2].id.clone()))).await.unwrap();
+    let (rest, _) = store
+        .orgs_of_user(&u.id, &page(3, Some(first[2].id.clone())))
+        .await
+        .unwrap();
     assert_eq!(rest.len(), 2);
     assert!(rest.iter().all(|o| o.id > first[2].id));
 
-    let patch = OrgPatch { name: Some("Acme Inc".into()), settings: Some(serde_json::json!({"k": 1})), ..Default::default() };
-    let updated = store.update_org(&a.id, Some(1), patch.clone()).await.unwrap();
-    assert_eq!((updated.name.as_str(), updated.version, updated.settings.0["k"].as_i64()), ("Acme Inc", 2, Some(1)));
-    let stale = store.update_org(&a.id, Some(1), patch.clone()).await.unwrap_err();
+    let patch = OrgPatch {
+        name: Some("Acme Inc".into()),
+        settings: Some(serde_json::json!({"k": 1})),
+        ..Default::default()
+    };
+    let updated = store
+        .update_org(&a.id, Some(1), patch.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            updated.name.as_str(),
+            updated.version,
+            updated.settings.0["k"].as_i64()
+        ),
+        ("Acme Inc", 2, Some(1))
+    );
+    let stale = store
+        .update_org(&a.id, Some(1), patch.clone())
+        .await
+        .unwrap_err();
     assert_eq!(stale.code, ErrorCode::PreconditionFailed);
-    let missing = store.update_org("org_missing", None, patch).await.unwrap_err();
+    let missing = store
+        .update_org("org_missing", None, patch)
+        .await
+        .unwrap_err();
     assert_eq!(missing.code, ErrorCode::NotFound);
 
-    assert_eq!(store.delete_org(&a.id, Some(1)).await.unwrap_err().code, ErrorCode::PreconditionFailed);
+    assert_eq!(
+        store.delete_org(&a.id, Some(1)).await.unwrap_err().code,
+        ErrorCode::PreconditionFailed
+    );
     store.delete_org(&a.id, Some(2)).await.unwrap();
     assert!(store.org(&a.id).await.unwrap().is_none());
-    assert!(store.member(&a.id, &u.id).await.unwrap().is_none(), "memberships go with the org");
+    assert!(
+        store.member(&a.id, &u.id).await.unwrap().is_none(),
+        "memberships go with the org"
+    );
 }
 
 async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
-    let owner = store.create_user(new_user("owner@example.com")).await.unwrap();
-    let org = store.create_org(new_org("acme"), &owner.id, "Owner").await.unwrap();
+    let owner = store
+        .create_user(new_user("owner@example.com"))
+        .await
+        .unwrap();
+    let org = store
+        .create_org(new_org("acme"), &owner.id, "Owner")
+        .await
+        .unwrap();
     let invite = |email: &str, role| NewInvite {
         org_id: org.id.clone(),
         new_user_id: new_id(Kind::User),
@@ -105,54 +162,178 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
         token: format!("tok-{email}"),
         expires_at: now_ms() + 1000,
     };
-    let m = store.invite(invite("dev@example.com", Role::Developer)).await.unwrap();
-    assert_eq!((m.status(), m.role(), m.name.as_str()), (MemberStatus::Invited, Role::Developer, "dev"));
-    let again = store.invite(invite("dev@example.com", Role::Analyst)).await.unwrap_err();
+    let m = store
+        .invite(invite("dev@example.com", Role::Developer))
+        .await
+        .unwrap();
+    assert_eq!(
+        (m.status(), m.role(), m.name.as_str()),
+        (MemberStatus::Invited, Role::Developer, "dev")
+    );
+    let again = store
+        .invite(invite("dev@example.com", Role::Analyst))
+        .await
+        .unwrap_err();
     assert_eq!(again.details["rule"], "already_member");
 
-    let (found, user) = store.member_by_invite("tok-dev@example.com").await.unwrap().unwrap();
+    let (found, user) = store
+        .member_by_invite("tok-dev@example.com")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(user.password_hash.is_none());
-    let active = store.accept_invite(&org.id, &found.user_id, Some("hash".into()), Some("Dev".into())).await.unwrap();
-    assert_eq!((active.status(), active.name.as_str(), active.invite_token.as_deref()), (MemberStatus::Active, "Dev", None));
-    assert_eq!(store.accept_invite(&org.id, &found.user_id, None, None).await.unwrap_err().code, ErrorCode::Conflict);
-    assert!(store.member_by_invite("tok-dev@example.com").await.unwrap().is_none());
+    let active = store
+        .accept_invite(
+            &org.id,
+            &found.user_id,
+            Some("hash".into()),
+            Some("Dev".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            active.status(),
+            active.name.as_str(),
+            active.invite_token.as_deref()
+        ),
+        (MemberStatus::Active, "Dev", None)
+    );
+    assert_eq!(
+        store
+            .accept_invite(&org.id, &found.user_id, None, None)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::Conflict
+    );
+    assert!(store
+        .member_by_invite("tok-dev@example.com")
+        .await
+        .unwrap()
+        .is_none());
 
     let mut attrs = BTreeMap::new();
     attrs.insert("department".to_string(), "sales".to_string());
-    let patch = MemberPatch { attributes: Some(attrs), status: Some(MemberStatus::Suspended), ..Default::default() };
-    let changed = store.update_member(&org.id, &active.user_id, active.version, patch.clone()).await.unwrap();
+    let patch = MemberPatch {
+        attributes: Some(attrs),
+        status: Some(MemberStatus::Suspended),
+        ..Default::default()
+    };
+    let changed = store
+        .update_member(&org.id, &active.user_id, active.version, patch.clone())
+        .await
+        .unwrap();
     assert_eq!(changed.attributes.0["department"], "sales");
-    assert_eq!(store.update_member(&org.id, &active.user_id, active.version, patch).await.unwrap_err().code, ErrorCode::PreconditionFailed);
-    let auth = store.auth_membership(&active.user_id, &org.id).await.unwrap().unwrap();
-    assert_eq!((auth.role, auth.status, auth.tier), (Role::Developer, MemberStatus::Suspended, Tier::Free));
+    assert_eq!(
+        store
+            .update_member(&org.id, &active.user_id, active.version, patch)
+            .await
+            .unwrap_err()
+            .code,
+        ErrorCode::PreconditionFailed
+    );
+    let auth = store
+        .auth_membership(&active.user_id, &org.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (auth.role, auth.status, auth.tier),
+        (Role::Developer, MemberStatus::Suspended, Tier::Free)
+    );
 
     // The database itself refuses a second owner.
-    let second_owner = MemberPatch { role: Some(Role::Owner), ..Default::default() };
-    let err = store.update_member(&org.id, &changed.user_id, changed.version, second_owner).await.unwrap_err();
+    let second_owner = MemberPatch {
+        role: Some(Role::Owner),
+        ..Default::default()
+    };
+    let err = store
+        .update_member(&org.id, &changed.user_id, changed.version, second_owner)
+        .await
+        .unwrap_err();
     assert_eq!(err.details["rule"], "single_owner");
 
     // Transfer: only to an active member; atomically swaps the roles.
-    let err = store.transfer_ownership(&org.id, &owner.id, &changed.user_id).await.unwrap_err();
+    let err = store
+        .transfer_ownership(&org.id, &owner.id, &changed.user_id)
+        .await
+        .unwrap_err();
     assert_eq!(err.details["rule"], "member_not_active");
-    assert_eq!(store.member(&org.id, &owner.id).await.unwrap().unwrap().role(), Role::Owner, "rolled back");
+    assert_eq!(
+        store
+            .member(&org.id, &owner.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .role(),
+        Role::Owner,
+        "rolled back"
+    );
     let reactivated = store
-        .update_member(&org.id, &changed.user_id, changed.version, MemberPatch { status: Some(MemberStatus::Active), ..Default::default() })
+        .update_member(
+            &org.id,
+            &changed.user_id,
+            changed.version,
+            MemberPatch {
+                status: Some(MemberStatus::Active),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    store.transfer_ownership(&org.id, &owner.id, &reactivated.user_id).await.unwrap();
-    assert_eq!(store.member(&org.id, &owner.id).await.unwrap().unwrap().role(), Role::Admin);
-    assert_eq!(store.member(&org.id, &reactivated.user_id).await.unwrap().unwrap().role(), Role::Owner);
+    store
+        .transfer_ownership(&org.id, &owner.id, &reactivated.user_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .member(&org.id, &owner.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .role(),
+        Role::Admin
+    );
+    assert_eq!(
+        store
+            .member(&org.id, &reactivated.user_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .role(),
+        Role::Owner
+    );
 
-    let filter = MemberFilter { role: Some(Role::Admin), status: None };
-    let (admins, total) = store.members(&org.id, &filter, &page(50, None)).await.unwrap();
+    let filter = MemberFilter {
+        role: Some(Role::Admin),
+        status: None,
+    };
+    let (admins, total) = store
+        .members(&org.id, &filter, &page(50, None))
+        .await
+        .unwrap();
     assert_eq!((admins.len(), total), (1, 1));
     let old_owner = &admins[0];
-    store.remove_member(&org.id, &old_owner.user_id, old_owner.version).await.unwrap();
-    assert_eq!(store.members(&org.id, &MemberFilter::default(), &page(50, None)).await.unwrap().1, 1);
+    store
+        .remove_member(&org.id, &old_owner.user_id, old_owner.version)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .members(&org.id, &MemberFilter::default(), &page(50, None))
+            .await
+            .unwrap()
+            .1,
+        1
+    );
 }
 
 async fn refresh_rotation_and_reuse(store: Arc<dyn Store>) {
-    let u = store.create_user(new_user("ada@example.com")).await.unwrap();
+    let u = store
+        .create_user(new_user("ada@example.com"))
+        .await
+        .unwrap();
     let sid = new_id(Kind::Session);
     let now = now_ms();
     store
@@ -174,16 +355,41 @@ async fn refresh_rotation_and_reuse(store: Arc<dyn Store>) {
         now: now_ms(),
     };
     match store.rotate_refresh(rotate("r1", "r2")).await.unwrap() {
-        RotateOutcome::Rotated { session, refresh_expires_at } => {
+        RotateOutcome::Rotated {
+            session,
+            refresh_expires_at,
+        } => {
             assert_eq!(session.id, sid);
-            assert_eq!(refresh_expires_at, now + 60_000, "never outlives the session");
+            assert_eq!(
+                refresh_expires_at,
+                now + 60_000,
+                "never outlives the session"
+            );
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(store.rotate_refresh(rotate("nope", "x")).await.unwrap(), RotateOutcome::Invalid));
-    assert!(matches!(store.rotate_refresh(rotate("r1", "r3")).await.unwrap(), RotateOutcome::Reused));
-    assert!(store.session(&sid).await.unwrap().unwrap().revoked_at.is_some(), "reuse revokes the family");
-    assert!(matches!(store.rotate_refresh(rotate("r2", "r4")).await.unwrap(), RotateOutcome::Invalid));
+    assert!(matches!(
+        store.rotate_refresh(rotate("nope", "x")).await.unwrap(),
+        RotateOutcome::Invalid
+    ));
+    assert!(matches!(
+        store.rotate_refresh(rotate("r1", "r3")).await.unwrap(),
+        RotateOutcome::Reused
+    ));
+    assert!(
+        store
+            .session(&sid)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some(),
+        "reuse revokes the family"
+    );
+    assert!(matches!(
+        store.rotate_refresh(rotate("r2", "r4")).await.unwrap(),
+        RotateOutcome::Invalid
+    ));
 }
 
 async fn idempotency_states(store: Arc<dyn Store>) {
@@ -196,49 +402,109 @@ async fn idempotency_states(store: Arc<dyn Store>) {
         expired_before: now - 86_400_000,
     };
     let now = now_ms();
-    assert!(matches!(store.idempotency_begin(begin("b", now)).await.unwrap(), IdempotencyState::Started));
-    assert!(matches!(store.idempotency_begin(begin("b", now)).await.unwrap(), IdempotencyState::InProgress));
-    assert!(matches!(store.idempotency_begin(begin("other", now)).await.unwrap(), IdempotencyState::Mismatch));
-    let resp = StoredResponse { status: 201, headers: vec![("etag".into(), "\"1\"".into())], body: b"{}".to_vec() };
-    store.idempotency_complete("usr_1", "k1", resp).await.unwrap();
+    assert!(matches!(
+        store.idempotency_begin(begin("b", now)).await.unwrap(),
+        IdempotencyState::Started
+    ));
+    assert!(matches!(
+        store.idempotency_begin(begin("b", now)).await.unwrap(),
+        IdempotencyState::InProgress
+    ));
+    assert!(matches!(
+        store.idempotency_begin(begin("other", now)).await.unwrap(),
+        IdempotencyState::Mismatch
+    ));
+    let resp = StoredResponse {
+        status: 201,
+        headers: vec![("etag".into(), "\"1\"".into())],
+        body: b"{}".to_vec(),
+    };
+    store
+        .idempotency_complete("usr_1", "k1", resp)
+        .await
+        .unwrap();
     match store.idempotency_begin(begin("b", now)).await.unwrap() {
-        IdempotencyState::Completed(r) => assert_eq!((r.status, r.body.as_slice(), r.headers.len()), (201, &b"{}"[..], 1)),
+        IdempotencyState::Completed(r) => assert_eq!(
+            (r.status, r.body.as_slice(), r.headers.len()),
+            (201, &b"{}"[..], 1)
+        ),
         other => panic!("{other:?}"),
     }
     // A day later the key is free again.
-    assert!(matches!(store.idempotency_begin(begin("new", now + 86_400_001)).await.unwrap(), IdempotencyState::Started));
+    assert!(matches!(
+        store
+            .idempotency_begin(begin("new", now + 86_400_001))
+            .await
+            .unwrap(),
+        IdempotencyState::Started
+    ));
     store.idempotency_abandon("usr_1", "k1").await.unwrap();
-    assert!(matches!(store.idempotency_begin(begin("b", now)).await.unwrap(), IdempotencyState::Started));
+    assert!(matches!(
+        store.idempotency_begin(begin("b", now)).await.unwrap(),
+        IdempotencyState::Started
+    ));
     assert_eq!(store.idempotency_purge(now + 1).await.unwrap(), 1);
 }
 
 async fn concurrent_writes_never_fail(store: Arc<dyn Store>) {
-    let owner = store.create_user(new_user("owner@example.com")).await.unwrap();
+    let owner = store
+        .create_user(new_user("owner@example.com"))
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..40)
         .map(|i| {
             let store = store.clone();
             let owner = owner.id.clone();
             tokio::spawn(async move {
-                let org = store.create_org(new_org(&format!("org-{i}")), &owner, "O").await?;
-                store.update_org(&org.id, None, OrgPatch { name: Some(format!("n{i}")), ..Default::default() }).await
+                let org = store
+                    .create_org(new_org(&format!("org-{i}")), &owner, "O")
+                    .await?;
+                store
+                    .update_org(
+                        &org.id,
+                        None,
+                        OrgPatch {
+                            name: Some(format!("n{i}")),
+                            ..Default::default()
+                        },
+                    )
+                    .await
             })
         })
         .collect();
     for t in tasks {
         t.await.unwrap().expect("no write fails under concurrency");
     }
-    assert_eq!(store.orgs_of_user(&owner.id, &page(200, None)).await.unwrap().1, 40);
+    assert_eq!(
+        store
+            .orgs_of_user(&owner.id, &page(200, None))
+            .await
+            .unwrap()
+            .1,
+        40
+    );
 }
 
 async fn invalidations_are_published(store: Arc<dyn Store>) {
     let mut rx = store.bus().subscribe();
-    let u = store.create_user(new_user("ada@example.com")).await.unwrap();
-    let org = store.create_org(new_org("acme"), &u.id, "Ada").await.unwrap();
+    let u = store
+        .create_user(new_user("ada@example.com"))
+        .await
+        .unwrap();
+    let org = store
+        .create_org(new_org("acme"), &u.id, "Ada")
+        .await
+        .unwrap();
     store.delete_org(&org.id, None).await.unwrap();
-    let expected = Invalidation::Org { org_id: org.id.clone() };
+    let expected = Invalidation::Org {
+        org_id: org.id.clone(),
+    };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let got = tokio::time::timeout_at(deadline, rx.recv()).await.expect("invalidation").unwrap();
+        let got = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("invalidation")
+            .unwrap();
         if got == expected {
             break;
         }
@@ -246,8 +512,15 @@ async fn invalidations_are_published(store: Arc<dyn Store>) {
 }
 
 async fn bootstrap_only_once(store: Arc<dyn Store>) {
-    let first = store.bootstrap(new_user("root@example.com"), new_org("default")).await.unwrap();
+    let first = store
+        .bootstrap(new_user("root@example.com"), new_org("default"))
+        .await
+        .unwrap();
     assert!(first.is_some());
-    assert!(store.bootstrap(new_user("other@example.com"), new_org("other")).await.unwrap().is_none());
+    assert!(store
+        .bootstrap(new_user("other@example.com"), new_org("other"))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(store.count_users().await.unwrap(), 1);
 }

@@ -24,10 +24,16 @@ pub async fn run(
     password: Option<String>,
     tier: Tier,
 ) -> anyhow::Result<Option<BootstrapCredentials>> {
-    if store.count_users().await.map_err(|e| anyhow::anyhow!("{}", e.message))? > 0 {
+    if store
+        .count_users()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?
+        > 0
+    {
         return Ok(None);
     }
-    let email = validate::email("ENCLAVE_BOOTSTRAP_EMAIL", email).map_err(|e| anyhow::anyhow!("ENCLAVE_BOOTSTRAP_EMAIL: {}", e.message))?;
+    let email = validate::email("ENCLAVE_BOOTSTRAP_EMAIL", email)
+        .map_err(|e| anyhow::anyhow!("ENCLAVE_BOOTSTRAP_EMAIL: {}", e.message))?;
     let (password, generated) = match password {
         Some(p) => {
             validate::password("ENCLAVE_BOOTSTRAP_PASSWORD", &p, Some(&email))
@@ -36,8 +42,16 @@ pub async fn run(
         }
         None => (Alphanumeric.sample_string(&mut rand::rngs::OsRng, 24), true),
     };
-    let hash = Passwords::new().hash(password.clone()).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    let user = NewUser { id: new_id(Kind::User), email: email.clone(), name: "Owner".into(), password_hash: Some(hash) };
+    let hash = Passwords::new()
+        .hash(password.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let user = NewUser {
+        id: new_id(Kind::User),
+        email: email.clone(),
+        name: "Owner".into(),
+        password_hash: Some(hash),
+    };
     let org = NewOrg {
         id: new_id(Kind::Organization),
         name: "Default".into(),
@@ -47,7 +61,10 @@ pub async fn run(
         tier,
         settings: serde_json::json!({}),
     };
-    let created = store.bootstrap(user, org).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let created = store
+        .bootstrap(user, org)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     Ok(created.map(|org| BootstrapCredentials {
         email,
         generated_password: generated.then_some(password),

@@ -102,15 +102,23 @@ pub struct ServerConfig {
 }
 
 fn addr(name: &str, value: &str) -> anyhow::Result<SocketAddr> {
-    value.parse().with_context(|| format!("{name}: `{value}` is not an address like 127.0.0.1:8080"))
+    value
+        .parse()
+        .with_context(|| format!("{name}: `{value}` is not an address like 127.0.0.1:8080"))
 }
 
 fn rate(name: &str, value: &str) -> anyhow::Result<(u32, u32)> {
     let (per_minute, burst) = value
         .split_once('/')
         .with_context(|| format!("{name}: `{value}` must be PER_MINUTE/BURST"))?;
-    let per_minute: u32 = per_minute.trim().parse().with_context(|| format!("{name}: bad per-minute count in `{value}`"))?;
-    let burst: u32 = burst.trim().parse().with_context(|| format!("{name}: bad burst in `{value}`"))?;
+    let per_minute: u32 = per_minute
+        .trim()
+        .parse()
+        .with_context(|| format!("{name}: bad per-minute count in `{value}`"))?;
+    let burst: u32 = burst
+        .trim()
+        .parse()
+        .with_context(|| format!("{name}: bad burst in `{value}`"))?;
     if per_minute == 0 || burst == 0 {
         bail!("{name}: limits must be positive");
     }
@@ -121,28 +129,56 @@ impl ServeArgs {
     pub fn resolve(self) -> anyhow::Result<ServerConfig> {
         let file: FileConfig = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid configuration file {}", path.display()))?
             }
             None => FileConfig::default(),
         };
-        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./data"));
-        let http_addr = addr("http_addr", &self.http_addr.or(file.http_addr).unwrap_or_else(|| "127.0.0.1:8080".into()))?;
-        let gateway_addr = addr("gateway_addr", &self.gateway_addr.or(file.gateway_addr).unwrap_or_else(|| "127.0.0.1:5439".into()))?;
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let http_addr = addr(
+            "http_addr",
+            &self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+        )?;
+        let gateway_addr = addr(
+            "gateway_addr",
+            &self
+                .gateway_addr
+                .or(file.gateway_addr)
+                .unwrap_or_else(|| "127.0.0.1:5439".into()),
+        )?;
         let database_url = self
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("enclave.db").display()));
-        let public_host = self.public_host.or(file.public_host).unwrap_or_else(|| gateway_addr.ip().to_string());
+        let public_host = self
+            .public_host
+            .or(file.public_host)
+            .unwrap_or_else(|| gateway_addr.ip().to_string());
         let default_tier = match self.default_tier.or(file.default_tier) {
             None => Tier::Free,
-            Some(t) => Tier::parse(&t).with_context(|| format!("default_tier: `{t}` is not one of free, cloud, growth, enterprise"))?,
+            Some(t) => Tier::parse(&t).with_context(|| {
+                format!("default_tier: `{t}` is not one of free, cloud, growth, enterprise")
+            })?,
         };
-        let mut tier_limits: HashMap<Tier, TierLimits> = Tier::ALL.into_iter().map(|t| (t, t.default_limits())).collect();
+        let mut tier_limits: HashMap<Tier, TierLimits> = Tier::ALL
+            .into_iter()
+            .map(|t| (t, t.default_limits()))
+            .collect();
         if let Some(spec) = self.rate_limits.or(file.rate_limits) {
             for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let (tier, limit) = item.split_once('=').with_context(|| format!("rate_limits: `{item}` must be TIER=PER_MINUTE/BURST"))?;
-                let tier = Tier::parse(tier.trim()).with_context(|| format!("rate_limits: unknown tier `{tier}`"))?;
+                let (tier, limit) = item.split_once('=').with_context(|| {
+                    format!("rate_limits: `{item}` must be TIER=PER_MINUTE/BURST")
+                })?;
+                let tier = Tier::parse(tier.trim())
+                    .with_context(|| format!("rate_limits: unknown tier `{tier}`"))?;
                 let (per_minute, burst) = rate("rate_limits", limit)?;
                 let l = tier_limits.get_mut(&tier).expect("every tier present");
                 l.rate_limit_per_minute = per_minute;
@@ -153,8 +189,14 @@ impl ServeArgs {
             Some(v) => rate("anonymous_rate_limit", &v)?,
             None => (300, 50),
         };
-        let jwt_key_file = self.jwt_key_file.or(file.jwt_key_file).unwrap_or_else(|| data_dir.join("jwt-signing-key.pk8"));
-        let bootstrap_email = self.bootstrap_email.or(file.bootstrap_email).unwrap_or_else(|| "admin@enclave.local".into());
+        let jwt_key_file = self
+            .jwt_key_file
+            .or(file.jwt_key_file)
+            .unwrap_or_else(|| data_dir.join("jwt-signing-key.pk8"));
+        let bootstrap_email = self
+            .bootstrap_email
+            .or(file.bootstrap_email)
+            .unwrap_or_else(|| "admin@enclave.local".into());
         Ok(ServerConfig {
             data_dir,
             http_addr,
@@ -206,17 +248,38 @@ mod tests {
             ..Default::default()
         };
         let c = args.resolve().unwrap();
-        assert_eq!((c.tier_limits[&Tier::Free].rate_limit_per_minute, c.tier_limits[&Tier::Free].rate_limit_burst), (5, 2));
+        assert_eq!(
+            (
+                c.tier_limits[&Tier::Free].rate_limit_per_minute,
+                c.tier_limits[&Tier::Free].rate_limit_burst
+            ),
+            (5, 2)
+        );
         assert_eq!(c.tier_limits[&Tier::Enterprise].rate_limit_burst, 5000);
-        assert_eq!((c.anonymous_rate_limit, c.default_tier), ((10, 1), Tier::Growth));
+        assert_eq!(
+            (c.anonymous_rate_limit, c.default_tier),
+            ((10, 1), Tier::Growth)
+        );
     }
 
     #[test]
     fn bad_values_name_the_setting() {
         let bad = |args: ServeArgs| args.resolve().unwrap_err().to_string();
-        assert!(bad(ServeArgs { http_addr: Some("nope".into()), ..Default::default() }).contains("http_addr"));
-        assert!(bad(ServeArgs { rate_limits: Some("gold=1/1".into()), ..Default::default() }).contains("unknown tier"));
-        assert!(bad(ServeArgs { default_tier: Some("gold".into()), ..Default::default() }).contains("default_tier"));
+        assert!(bad(ServeArgs {
+            http_addr: Some("nope".into()),
+            ..Default::default()
+        })
+        .contains("http_addr"));
+        assert!(bad(ServeArgs {
+            rate_limits: Some("gold=1/1".into()),
+            ..Default::default()
+        })
+        .contains("unknown tier"));
+        assert!(bad(ServeArgs {
+            default_tier: Some("gold".into()),
+            ..Default::default()
+        })
+        .contains("default_tier"));
     }
 
     #[test]
@@ -224,15 +287,33 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("enclave-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("enclave.toml");
-        std::fs::write(&path, "http_addr = \"127.0.0.1:9000\"\nopen_signup = true\n").unwrap();
-        let c = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve().unwrap();
+        std::fs::write(
+            &path,
+            "http_addr = \"127.0.0.1:9000\"\nopen_signup = true\n",
+        )
+        .unwrap();
+        let c = ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
         assert_eq!((c.http_addr.port(), c.open_signup), (9000, true));
-        let c = ServeArgs { config: Some(path.clone()), http_addr: Some("127.0.0.1:9001".into()), ..Default::default() }
-            .resolve()
-            .unwrap();
+        let c = ServeArgs {
+            config: Some(path.clone()),
+            http_addr: Some("127.0.0.1:9001".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
         assert_eq!(c.http_addr.port(), 9001);
         std::fs::write(&path, "nonsense = 1\n").unwrap();
-        assert!(ServeArgs { config: Some(path), ..Default::default() }.resolve().is_err());
+        assert!(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

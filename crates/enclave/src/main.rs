@@ -7,7 +7,11 @@ use enclave::config::{LogFormat, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "enclave", version, about = "Self-hosted isolated data environments")]
+#[command(
+    name = "enclave",
+    version,
+    about = "Self-hosted isolated data environments"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,9 +26,16 @@ enum Command {
 }
 
 fn init_logging(format: Option<LogFormat>) {
-    let filter = EnvFilter::try_from_env("ENCLAVE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("ENCLAVE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Pretty
+    } else {
+        LogFormat::Json
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().with_current_span(false).init(),
         LogFormat::Pretty => builder.init(),
@@ -48,7 +59,9 @@ async fn main() -> std::process::ExitCode {
         Command::Migrate(_) => {
             let url = config.database_url.clone();
             std::fs::create_dir_all(&config.data_dir).ok();
-            enclave_store::migrate(&url).await.map(|_| println!("migrations applied to {}", enclave_store::redact_url(&url)))
+            enclave_store::migrate(&url)
+                .await
+                .map(|_| println!("migrations applied to {}", enclave_store::redact_url(&url)))
         }
     };
     match result {

@@ -11,6 +11,15 @@ use tokio::task::JoinHandle;
 use crate::bootstrap::{self, BootstrapCredentials};
 use crate::config::ServerConfig;
 
+/// Prints a line for the person who started the server. Never fails: a closed or broken
+/// stdout must not take the server down with it.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,7 +40,9 @@ impl Running {
         match tokio::time::timeout(DRAIN_TIMEOUT, &mut self.task).await {
             Ok(joined) => Ok(joined??),
             Err(_) => {
-                tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting");
+                tracing::warn!(
+                    "in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting"
+                );
                 self.task.abort();
                 Ok(())
             }
@@ -42,11 +53,20 @@ impl Running {
 /// Opens storage (applying migrations), bootstraps a first owner if needed, binds the HTTP
 /// address and serves in the background.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let store = enclave_store::connect(&config.database_url)
         .await
-        .with_context(|| format!("cannot open storage at {}", enclave_store::redact_url(&config.database_url)))?;
+        .with_context(|| {
+            format!(
+                "cannot open storage at {}",
+                enclave_store::redact_url(&config.database_url)
+            )
+        })?;
     let bootstrap = bootstrap::run(
         store.as_ref(),
         &config.bootstrap_email,
@@ -64,13 +84,21 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let http_addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
     });
-    Ok(Running { http_addr, bootstrap, shutdown: Some(tx), task })
+    Ok(Running {
+        http_addr,
+        bootstrap,
+        shutdown: Some(tx),
+        task,
+    })
 }
 
 fn spawn_housekeeping(state: enclave_api::AppState) {
@@ -93,10 +121,16 @@ fn spawn_housekeeping(state: enclave_api::AppState) {
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let running = start(config.clone()).await?;
     let url = format!("http://{}", running.http_addr);
-    println!("Enclave control plane listening on {url}");
-    println!("  storage: {}", enclave_store::redact_url(&config.database_url));
-    println!("  data directory: {}", config.data_dir.display());
-    println!("  gateway address (reserved for the data plane): {}", config.gateway_addr);
+    say!("Enclave control plane listening on {url}");
+    say!(
+        "  storage: {}",
+        enclave_store::redact_url(&config.database_url)
+    );
+    say!("  data directory: {}", config.data_dir.display());
+    say!(
+        "  gateway address (reserved for the data plane): {}",
+        config.gateway_addr
+    );
     if let Some(b) = &running.bootstrap {
         print_bootstrap(&url, b);
     }
@@ -106,20 +140,26 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
 }
 
 fn print_bootstrap(url: &str, b: &BootstrapCredentials) {
-    println!();
-    println!("First start: created organization {} and its owner.", b.org_id);
-    println!("  e-mail:   {}", b.email);
+    say!();
+    say!(
+        "First start: created organization {} and its owner.",
+        b.org_id
+    );
+    say!("  e-mail:   {}", b.email);
     match &b.generated_password {
-        Some(p) => println!("  password: {p}   (generated; shown only this once)"),
-        None => println!("  password: the one given in ENCLAVE_BOOTSTRAP_PASSWORD"),
+        Some(p) => say!("  password: {p}   (generated; shown only this once)"),
+        None => say!("  password: the one given in ENCLAVE_BOOTSTRAP_PASSWORD"),
     }
-    let password = b.generated_password.as_deref().unwrap_or("$ENCLAVE_BOOTSTRAP_PASSWORD");
-    println!("Log in:");
-    println!(
+    let password = b
+        .generated_password
+        .as_deref()
+        .unwrap_or("$ENCLAVE_BOOTSTRAP_PASSWORD");
+    say!("Log in:");
+    say!(
         "  curl -s {url}/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"{}\",\"password\":\"{password}\"}}'",
         b.email
     );
-    println!();
+    say!();
 }
 
 async fn shutdown_signal() {

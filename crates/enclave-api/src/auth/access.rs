@@ -31,23 +31,42 @@ pub async fn member_of(state: &AppState, who: &Principal, org_id: &str) -> Resul
     match m.status {
         MemberStatus::Active => {}
         MemberStatus::Suspended => {
-            return Err(Error::unauthorized("your membership in this organization is suspended"))
+            return Err(Error::unauthorized(
+                "your membership in this organization is suspended",
+            ))
         }
         MemberStatus::Invited => return Err(Error::not_found("organization")),
     }
     if m.org_status == OrgStatus::Suspended {
-        return Err(Error::forbidden("organization_suspended", "this organization is suspended"));
+        return Err(Error::forbidden(
+            "organization_suspended",
+            "this organization is suspended",
+        ));
     }
-    Ok(OrgAccess { org_id: org_id.to_string(), user_id: who.user_id.clone(), role: m.role, tier: m.tier })
+    Ok(OrgAccess {
+        org_id: org_id.to_string(),
+        user_id: who.user_id.clone(),
+        role: m.role,
+        tier: m.tier,
+    })
 }
 
 /// [`member_of`], then the permission.
-pub async fn require(state: &AppState, who: &Principal, org_id: &str, permission: Permission) -> Result<OrgAccess> {
+pub async fn require(
+    state: &AppState,
+    who: &Principal,
+    org_id: &str,
+    permission: Permission,
+) -> Result<OrgAccess> {
     let access = member_of(state, who, org_id).await?;
     if !access.role.can(permission) {
         return Err(Error::forbidden(
             &format!("permission:{}", permission.name()),
-            format!("the {} role may not {}", access.role, permission.name().replace('_', " ")),
+            format!(
+                "the {} role may not {}",
+                access.role,
+                permission.name().replace('_', " ")
+            ),
         ));
     }
     Ok(access)

@@ -47,7 +47,9 @@ impl AuthCache {
                 match event {
                     Ok(e) => cache.invalidate(&e),
                     // Missed some: forget everything.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => cache.invalidate(&Invalidation::All),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        cache.invalidate(&Invalidation::All)
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
             }
@@ -62,10 +64,16 @@ impl AuthCache {
                 self.sessions.write().unwrap().remove(session_id);
             }
             Invalidation::Member { org_id, user_id } => {
-                self.members.write().unwrap().remove(&(user_id.clone(), org_id.clone()));
+                self.members
+                    .write()
+                    .unwrap()
+                    .remove(&(user_id.clone(), org_id.clone()));
             }
             Invalidation::Org { org_id } => {
-                self.members.write().unwrap().retain(|(_, o), _| o != org_id);
+                self.members
+                    .write()
+                    .unwrap()
+                    .retain(|(_, o), _| o != org_id);
             }
             Invalidation::All => {
                 self.sessions.write().unwrap().clear();
@@ -82,7 +90,13 @@ impl AuthCache {
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let value = self.store.session(session_id).await?;
-        insert(&self.sessions, &self.generation, generation, session_id.to_string(), value.clone());
+        insert(
+            &self.sessions,
+            &self.generation,
+            generation,
+            session_id.to_string(),
+            value.clone(),
+        );
         Ok(value)
     }
 
@@ -95,7 +109,13 @@ impl AuthCache {
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let value = self.store.auth_membership(user_id, org_id).await?;
-        insert(&self.members, &self.generation, generation, key, value.clone());
+        insert(
+            &self.members,
+            &self.generation,
+            generation,
+            key,
+            value.clone(),
+        );
         Ok(value)
     }
 }
@@ -114,5 +134,11 @@ fn insert<K: std::hash::Hash + Eq, V>(
     if map.len() >= MAX_ENTRIES {
         map.clear();
     }
-    map.insert(key, Entry { value, at: Instant::now() });
+    map.insert(
+        key,
+        Entry {
+            value,
+            at: Instant::now(),
+        },
+    );
 }

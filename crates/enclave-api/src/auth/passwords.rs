@@ -21,8 +21,12 @@ impl Default for Passwords {
 
 impl Passwords {
     pub fn new() -> Self {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Passwords { permits: Arc::new(Semaphore::new(cores)) }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Passwords {
+            permits: Arc::new(Semaphore::new(cores)),
+        }
     }
 
     pub async fn hash(&self, password: String) -> Result<String> {
@@ -42,15 +46,26 @@ impl Passwords {
         self.run(move || {
             let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_string());
             let parsed = PasswordHash::new(&hash).map_err(|_| Error::internal())?;
-            let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+            let ok = Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok();
             Ok(ok && hash != DUMMY_HASH)
         })
         .await
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-        let _permit = self.permits.acquire().await.map_err(|_| Error::internal())?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| Error::internal())?
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::internal())?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| Error::internal())?
     }
 }
 
@@ -66,8 +81,14 @@ mod tests {
         let p = Passwords::new();
         let h = p.hash("correct horse battery".into()).await.unwrap();
         assert!(h.starts_with("$argon2id$"));
-        assert!(p.verify("correct horse battery".into(), Some(h.clone())).await.unwrap());
-        assert!(!p.verify("wrong horse battery".into(), Some(h)).await.unwrap());
+        assert!(p
+            .verify("correct horse battery".into(), Some(h.clone()))
+            .await
+            .unwrap());
+        assert!(!p
+            .verify("wrong horse battery".into(), Some(h))
+            .await
+            .unwrap());
         assert!(!p.verify("anything".into(), None).await.unwrap());
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
     }

@@ -35,15 +35,24 @@ impl Principal {
 pub async fn resolve(state: &AppState, token: &str) -> Result<Principal, Error> {
     let bad = || Error::unauthorized("invalid or expired token");
     let claims: Claims = state.tokens.verify(token).ok_or_else(bad)?;
-    let session = state.auth_cache.session(&claims.sid).await?.ok_or_else(bad)?;
-    if session.user_id != claims.sub || session.revoked_at.is_some() || session.expires_at <= enclave_store::now_ms() {
+    let session = state
+        .auth_cache
+        .session(&claims.sid)
+        .await?
+        .ok_or_else(bad)?;
+    if session.user_id != claims.sub
+        || session.revoked_at.is_some()
+        || session.expires_at <= enclave_store::now_ms()
+    {
         return Err(Error::unauthorized("the session has ended; log in again"));
     }
     let org = match &claims.org_id {
         None => None,
         Some(org_id) => match state.auth_cache.membership(&claims.sub, org_id).await? {
             Some(m) if m.status == MemberStatus::Suspended => {
-                return Err(Error::unauthorized("your membership in this organization is suspended"))
+                return Err(Error::unauthorized(
+                    "your membership in this organization is suspended",
+                ))
             }
             Some(m) if m.status == MemberStatus::Active && m.org_status == OrgStatus::Active => {
                 Some((org_id.clone(), m.role, m.tier))
@@ -51,17 +60,19 @@ pub async fn resolve(state: &AppState, token: &str) -> Result<Principal, Error> 
             _ => None,
         },
     };
-    Ok(Principal { user_id: claims.sub, session_id: claims.sid, org })
+    Ok(Principal {
+        user_id: claims.sub,
+        session_id: claims.sid,
+        org,
+    })
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .ok_or_else(|| Error::unauthorized("authentication required: Authorization: Bearer <token>").into())
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            Error::unauthorized("authentication required: Authorization: Bearer <token>").into()
+        })
     }
 }

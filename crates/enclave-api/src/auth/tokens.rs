@@ -77,7 +77,9 @@ impl TokenKeys {
 
     /// The claims of a valid, unexpired token of ours; `None` for anything else.
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|d| d.claims)
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()
+            .map(|d| d.claims)
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -118,7 +120,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// A random opaque token: `prefix` + 32 random bytes, base64url.
 pub fn random_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
-    SystemRandom::new().fill(&mut bytes).expect("system randomness");
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("system randomness");
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
@@ -138,8 +142,14 @@ mod tests {
         let path = dir.join("k.pk8");
         let keys = TokenKeys::load_or_create(&path, "enclave").unwrap();
         let claims = Claims {
-            sub: "usr_1".into(), org_id: None, role: None, iat: 0,
-            exp: chrono::Utc::now().timestamp() + 60, iss: "enclave".into(), jti: "j".into(), sid: "s".into(),
+            sub: "usr_1".into(),
+            org_id: None,
+            role: None,
+            iat: 0,
+            exp: chrono::Utc::now().timestamp() + 60,
+            iss: "enclave".into(),
+            jti: "j".into(),
+            sid: "s".into(),
         };
         let token = keys.sign(&claims);
         assert_eq!(keys.verify(&token).unwrap().sub, "usr_1");
@@ -149,12 +159,18 @@ mod tests {
         assert!(again.verify(&token).is_some());
         let other = TokenKeys::load_or_create(&path, "someone-else").unwrap();
         assert!(other.verify(&token).is_none());
-        let expired = Claims { exp: 1000, ..claims };
+        let expired = Claims {
+            exp: 1000,
+            ..claims
+        };
         assert!(keys.verify(&keys.sign(&expired)).is_none());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -13,17 +13,24 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let auth = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default().to_string());
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default().to_string());
     if req.headers().contains_key("x-api-key") {
         return ApiError(Error::unauthorized("invalid API key")).into_response();
     }
-    let Some(auth) = auth else { return next.run(req).await };
+    let Some(auth) = auth else {
+        return next.run(req).await;
+    };
     let (scheme, credential) = auth.split_once(' ').unwrap_or((auth.as_str(), ""));
     let credential = credential.trim();
     let result = match scheme.to_ascii_lowercase().as_str() {
         "bearer" if !credential.is_empty() => principal::resolve(&state, credential).await,
         "apikey" => Err(Error::unauthorized("invalid API key")),
-        _ => Err(Error::unauthorized("unsupported Authorization header: use Bearer <token>")),
+        _ => Err(Error::unauthorized(
+            "unsupported Authorization header: use Bearer <token>",
+        )),
     };
     match result {
         Ok(p) => {

@@ -24,9 +24,15 @@ pub const TTL_MS: i64 = 24 * 3600 * 1000;
 const KEPT_HEADERS: [&str; 3] = ["content-type", "etag", "location"];
 
 pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let mutating = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
     let key = req.headers().get("idempotency-key").cloned();
-    let principal = req.extensions().get::<Principal>().map(|p| p.user_id.clone());
+    let principal = req
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.user_id.clone());
     let (Some(key), Some(principal), true) = (key, principal, mutating) else {
         return next.run(req).await;
     };
@@ -35,13 +41,25 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     }
 }
 
-async fn run(state: AppState, req: Request, next: Next, key: HeaderValue, principal: String) -> Result<Response, Response> {
+async fn run(
+    state: AppState,
+    req: Request,
+    next: Next,
+    key: HeaderValue,
+    principal: String,
+) -> Result<Response, Response> {
     let reject = |e: Error| ApiError(e).into_response();
     let key = key
         .to_str()
         .ok()
         .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| reject(Error::validation("Idempotency-Key", "format", "Idempotency-Key must be 1–255 visible ASCII characters")))?
+        .ok_or_else(|| {
+            reject(Error::validation(
+                "Idempotency-Key",
+                "format",
+                "Idempotency-Key must be 1–255 visible ASCII characters",
+            ))
+        })?
         .to_string();
     let route = format!("{} {}", req.method(), req.uri());
     let (parts, body) = req.into_parts();
@@ -58,20 +76,30 @@ async fn run(state: AppState, req: Request, next: Next, key: HeaderValue, princi
     match state.store.idempotency_begin(begin).await.map_err(reject)? {
         IdempotencyState::Started => {}
         IdempotencyState::InProgress => {
-            let mut r = reject(Error::conflict("idempotency_in_progress", "a request with this Idempotency-Key is still running"));
-            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            let mut r = reject(Error::conflict(
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still running",
+            ));
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
             return Err(r);
         }
         IdempotencyState::Mismatch => {
             return Err(reject(
-                Error::validation("Idempotency-Key", "reused_with_different_request", "this Idempotency-Key was used with a different request")
-                    .with_status(422),
+                Error::validation(
+                    "Idempotency-Key",
+                    "reused_with_different_request",
+                    "this Idempotency-Key was used with a different request",
+                )
+                .with_status(422),
             ))
         }
         IdempotencyState::Completed(stored) => return Ok(replay(stored)),
     }
 
-    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     if resp.status().is_server_error() {
         let _ = state.store.idempotency_abandon(&principal, &key).await;
         return Ok(resp);
@@ -86,14 +114,29 @@ async fn run(state: AppState, req: Request, next: Next, key: HeaderValue, princi
     };
     let headers = KEPT_HEADERS
         .iter()
-        .filter_map(|h| parts.headers.get(*h).and_then(|v| v.to_str().ok()).map(|v| (h.to_string(), v.to_string())))
+        .filter_map(|h| {
+            parts
+                .headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| (h.to_string(), v.to_string()))
+        })
         .collect();
-    let stored = StoredResponse { status: parts.status.as_u16(), headers, body: body.to_vec() };
-    if let Err(e) = state.store.idempotency_complete(&principal, &key, stored).await {
+    let stored = StoredResponse {
+        status: parts.status.as_u16(),
+        headers,
+        body: body.to_vec(),
+    };
+    if let Err(e) = state
+        .store
+        .idempotency_complete(&principal, &key, stored)
+        .await
+    {
         tracing::error!(error = %e, "could not store idempotent response");
     }
     let mut resp = Response::from_parts(parts, Body::from(body));
-    resp.headers_mut().insert("idempotency-replayed", HeaderValue::from_static("false"));
+    resp.headers_mut()
+        .insert("idempotency-replayed", HeaderValue::from_static("false"));
     Ok(resp)
 }
 
@@ -105,6 +148,7 @@ fn replay(stored: StoredResponse) -> Response {
             resp.headers_mut().insert(n, v);
         }
     }
-    resp.headers_mut().insert("idempotency-replayed", HeaderValue::from_static("true"));
+    resp.headers_mut()
+        .insert("idempotency-replayed", HeaderValue::from_static("true"));
     resp
 }

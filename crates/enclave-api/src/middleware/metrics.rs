@@ -13,7 +13,9 @@ pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
                 .expect("valid buckets")
                 .build_recorder();
             let handle = recorder.handle();
@@ -31,5 +33,6 @@ pub fn record(method: &str, route: &str, status: u16, elapsed: Duration) {
         ("status", status.to_string()),
     ];
     metrics::counter!("enclave_http_requests_total", &labels).increment(1);
-    metrics::histogram!("enclave_http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
+    metrics::histogram!("enclave_http_request_duration_seconds", &labels[..2])
+        .record(elapsed.as_secs_f64());
 }

@@ -20,7 +20,10 @@ pub fn stack(routes: Router<AppState>, state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(axum::middleware::from_fn(context::request_context))
-                .layer(from_fn_with_state(state.clone(), authenticate::authenticate))
+                .layer(from_fn_with_state(
+                    state.clone(),
+                    authenticate::authenticate,
+                ))
                 .layer(from_fn_with_state(state.clone(), rate_limit::rate_limit))
                 .layer(from_fn_with_state(state.clone(), idempotency::idempotency))
                 .layer(CatchPanicLayer::custom(context::panic_response)),

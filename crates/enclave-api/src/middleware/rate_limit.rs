@@ -27,7 +27,8 @@ use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+type Limiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 struct Bucket {
     limiter: Limiter,
@@ -53,7 +54,10 @@ fn bucket(per_minute: u32, burst: u32) -> Bucket {
     let per_minute = per_minute.max(1);
     let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap())
         .allow_burst(NonZeroU32::new(burst.max(1)).unwrap());
-    Bucket { limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(), per_minute }
+    Bucket {
+        limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+        per_minute,
+    }
 }
 
 impl RateLimits {
@@ -66,7 +70,11 @@ impl RateLimits {
             })
             .collect();
         let (per_minute, burst) = config.anonymous_rate_limit;
-        RateLimits { tiers, anonymous: bucket(per_minute, burst), clock: DefaultClock::default() }
+        RateLimits {
+            tiers,
+            anonymous: bucket(per_minute, burst),
+            clock: DefaultClock::default(),
+        }
     }
 
     /// Forgets identities whose buckets are full again (they carry no state worth keeping).
@@ -89,12 +97,23 @@ impl RateLimits {
                 let remaining = snapshot.remaining_burst_capacity();
                 let missing = quota.burst_size().get().saturating_sub(remaining);
                 let reset = quota.replenish_interval() * missing;
-                Decision { limit: b.per_minute, remaining, reset_secs: reset.as_secs_f64().ceil() as u64, retry_after: None }
+                Decision {
+                    limit: b.per_minute,
+                    remaining,
+                    reset_secs: reset.as_secs_f64().ceil() as u64,
+                    retry_after: None,
+                }
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
-                let reset = not_until.quota().replenish_interval() * not_until.quota().burst_size().get();
-                Decision { limit: b.per_minute, remaining: 0, reset_secs: reset.as_secs_f64().ceil() as u64, retry_after: Some(wait) }
+                let reset =
+                    not_until.quota().replenish_interval() * not_until.quota().burst_size().get();
+                Decision {
+                    limit: b.per_minute,
+                    remaining: 0,
+                    reset_secs: reset.as_secs_f64().ceil() as u64,
+                    retry_after: Some(wait),
+                }
             }
         }
     }
@@ -137,14 +156,17 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
                     .with_details(serde_json::json!({"limit_per_minute": decision.limit, "retry_after_seconds": secs})),
             )
             .into_response();
-            r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
             r
         }
     };
     let h = resp.headers_mut();
     h.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
-    h.insert("x-ratelimit-remaining", HeaderValue::from(decision.remaining));
+    h.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(decision.remaining),
+    );
     h.insert("x-ratelimit-reset", HeaderValue::from(decision.reset_secs));
     resp
 }
-

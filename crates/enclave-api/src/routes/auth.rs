@@ -11,7 +11,9 @@ use enclave_store::{now_ms, NewSession, NewUser, RefreshRotation, RotateOutcome,
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::tokens::{self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS};
+use crate::auth::tokens::{
+    self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS,
+};
 use crate::auth::Principal;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
@@ -87,7 +89,11 @@ fn invalid_credentials() -> Error {
 }
 
 /// Starts a session for `user` in `org_id` (already checked) and returns its tokens.
-async fn issue_session(state: &AppState, user: &UserRecord, org_id: Option<String>) -> ApiResult<LoginResponse> {
+async fn issue_session(
+    state: &AppState,
+    user: &UserRecord,
+    org_id: Option<String>,
+) -> ApiResult<LoginResponse> {
     let refresh_token = tokens::random_token("ert_");
     let now = now_ms();
     let session = state
@@ -113,8 +119,16 @@ async fn login_response(
 ) -> ApiResult<LoginResponse> {
     let (org, role) = match &org_id {
         Some(id) => {
-            let org = state.store.org(id).await?.map(|o| views::organization(&state.config, o));
-            let role = state.store.auth_membership(&user.id, id).await?.map(|m| m.role);
+            let org = state
+                .store
+                .org(id)
+                .await?
+                .map(|o| views::organization(&state.config, o));
+            let role = state
+                .store
+                .auth_membership(&user.id, id)
+                .await?
+                .map(|m| m.role);
             (org, role)
         }
         None => (None, None),
@@ -143,20 +157,28 @@ async fn login_response(
 
 /// `org_id` when the user is an active member of it; else, with no `org_id` asked for, the
 /// first organization they are an active member of.
-async fn choose_org(state: &AppState, user_id: &str, requested: Option<String>) -> ApiResult<Option<String>> {
+async fn choose_org(
+    state: &AppState,
+    user_id: &str,
+    requested: Option<String>,
+) -> ApiResult<Option<String>> {
     match requested {
         Some(org_id) => {
             let m = state.store.auth_membership(user_id, &org_id).await?;
             match m {
                 Some(m) if m.status == MemberStatus::Active => Ok(Some(org_id)),
-                Some(m) if m.status == MemberStatus::Suspended => {
-                    Err(Error::unauthorized("your membership in this organization is suspended").into())
-                }
+                Some(m) if m.status == MemberStatus::Suspended => Err(Error::unauthorized(
+                    "your membership in this organization is suspended",
+                )
+                .into()),
                 _ => Err(Error::not_found("organization").into()),
             }
         }
         None => {
-            let page = enclave_core::pagination::PageRequest { limit: 1, after: None };
+            let page = enclave_core::pagination::PageRequest {
+                limit: 1,
+                after: None,
+            };
             let (orgs, _) = state.store.orgs_of_user(user_id, &page).await?;
             Ok(orgs.into_iter().next().map(|o| o.id))
         }
@@ -167,9 +189,16 @@ async fn choose_org(state: &AppState, user_id: &str, requested: Option<String>) 
     (status = 201, body = LoginResponse), (status = 400, body = ErrorEnvelope),
     (status = 403, description = "open signup is disabled", body = ErrorEnvelope),
     (status = 409, description = "e-mail taken", body = ErrorEnvelope)))]
-pub async fn signup(State(state): State<AppState>, JsonBody(req): JsonBody<SignupRequest>) -> ApiResult<Response> {
+pub async fn signup(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<SignupRequest>,
+) -> ApiResult<Response> {
     if !state.config.open_signup {
-        return Err(Error::forbidden("signup_disabled", "open signup is disabled on this server; ask for an invitation").into());
+        return Err(Error::forbidden(
+            "signup_disabled",
+            "open signup is disabled on this server; ask for an invitation",
+        )
+        .into());
     }
     let email = validate::email("email", &req.email)?;
     validate::password("password", &req.password, Some(&email))?;
@@ -177,7 +206,12 @@ pub async fn signup(State(state): State<AppState>, JsonBody(req): JsonBody<Signu
     let hash = state.passwords.hash(req.password).await?;
     let user = state
         .store
-        .create_user(NewUser { id: new_id(Kind::User), email, name, password_hash: Some(hash) })
+        .create_user(NewUser {
+            id: new_id(Kind::User),
+            email,
+            name,
+            password_hash: Some(hash),
+        })
         .await?;
     let resp = issue_session(&state, &user, None).await?;
     Ok((StatusCode::CREATED, axum::Json(resp)).into_response())
@@ -185,7 +219,10 @@ pub async fn signup(State(state): State<AppState>, JsonBody(req): JsonBody<Signu
 
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
     (status = 200, body = LoginResponse), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
-pub async fn login(State(state): State<AppState>, JsonBody(req): JsonBody<LoginRequest>) -> ApiResult<axum::Json<LoginResponse>> {
+pub async fn login(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<LoginRequest>,
+) -> ApiResult<axum::Json<LoginResponse>> {
     let email = validate::email("email", &req.email)?;
     let user = state.store.user_by_email(&email).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
@@ -201,13 +238,17 @@ pub async fn login(State(state): State<AppState>, JsonBody(req): JsonBody<LoginR
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
     (status = 200, body = LoginResponse),
     (status = 401, description = "unknown, expired or reused refresh token (reuse revokes the session)", body = ErrorEnvelope)))]
-pub async fn refresh(State(state): State<AppState>, JsonBody(req): JsonBody<RefreshRequest>) -> ApiResult<axum::Json<LoginResponse>> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<RefreshRequest>,
+) -> ApiResult<axum::Json<LoginResponse>> {
     let old_hash = tokens::hash_token(&req.refresh_token);
     // A switch of organization is checked before the token is spent.
     let switch_to = match &req.org_id {
         Some(org_id) => {
             let session_user = state.store.refresh_token_owner(&old_hash).await?;
-            let user_id = session_user.ok_or_else(|| Error::unauthorized("invalid refresh token"))?;
+            let user_id =
+                session_user.ok_or_else(|| Error::unauthorized("invalid refresh token"))?;
             choose_org(&state, &user_id, Some(org_id.clone())).await?
         }
         None => None,
@@ -226,20 +267,40 @@ pub async fn refresh(State(state): State<AppState>, JsonBody(req): JsonBody<Refr
         .await?;
     match outcome {
         RotateOutcome::Rotated { session, .. } => {
-            let user = state.store.user_by_id(&session.user_id).await?.ok_or_else(|| Error::unauthorized("invalid refresh token"))?;
+            let user = state
+                .store
+                .user_by_id(&session.user_id)
+                .await?
+                .ok_or_else(|| Error::unauthorized("invalid refresh token"))?;
             if let Some(org_id) = &session.org_id {
                 if let Some(m) = state.store.auth_membership(&user.id, org_id).await? {
                     if m.status == MemberStatus::Suspended {
-                        return Err(Error::unauthorized("your membership in this organization is suspended").into());
+                        return Err(Error::unauthorized(
+                            "your membership in this organization is suspended",
+                        )
+                        .into());
                     }
                 }
             }
-            Ok(axum::Json(login_response(&state, &user, &session.id, session.org_id.clone(), new_token).await?))
+            Ok(axum::Json(
+                login_response(
+                    &state,
+                    &user,
+                    &session.id,
+                    session.org_id.clone(),
+                    new_token,
+                )
+                .await?,
+            ))
         }
-        RotateOutcome::Reused => Err(Error::unauthorized("refresh token reused: the session is revoked; log in again")
-            .with_details(serde_json::json!({"rule": "refresh_token_reused"}))
-            .into()),
-        RotateOutcome::Invalid => Err(Error::unauthorized("invalid or expired refresh token").into()),
+        RotateOutcome::Reused => Err(Error::unauthorized(
+            "refresh token reused: the session is revoked; log in again",
+        )
+        .with_details(serde_json::json!({"rule": "refresh_token_reused"}))
+        .into()),
+        RotateOutcome::Invalid => {
+            Err(Error::unauthorized("invalid or expired refresh token").into())
+        }
     }
 }
 
@@ -252,30 +313,62 @@ pub async fn logout(State(state): State<AppState>, who: Principal) -> ApiResult<
 
 #[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])), responses(
     (status = 200, body = MeResponse), (status = 401, body = ErrorEnvelope)))]
-pub async fn me(State(state): State<AppState>, who: Principal) -> ApiResult<axum::Json<MeResponse>> {
-    let user = state.store.user_by_id(&who.user_id).await?.ok_or_else(|| Error::unauthorized("unknown user"))?;
+pub async fn me(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<axum::Json<MeResponse>> {
+    let user = state
+        .store
+        .user_by_id(&who.user_id)
+        .await?
+        .ok_or_else(|| Error::unauthorized("unknown user"))?;
     Ok(axum::Json(MeResponse {
         kind: "user",
         user: views::user(&user),
         session_id: who.session_id,
-        org: who.org.map(|(org_id, role, tier)| MeOrg { org_id, role, tier }),
+        org: who
+            .org
+            .map(|(org_id, role, tier)| MeOrg { org_id, role, tier }),
     }))
 }
 
 #[utoipa::path(post, path = "/v1/auth/accept-invite", tag = "auth", request_body = AcceptInviteRequest, responses(
     (status = 200, description = "membership active; signed in to the organization", body = LoginResponse),
     (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
-pub async fn accept_invite(State(state): State<AppState>, JsonBody(req): JsonBody<AcceptInviteRequest>) -> ApiResult<axum::Json<LoginResponse>> {
-    let (member, user) = state.store.member_by_invite(&req.token).await?.ok_or_else(|| Error::not_found("invitation"))?;
+pub async fn accept_invite(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<AcceptInviteRequest>,
+) -> ApiResult<axum::Json<LoginResponse>> {
+    let (member, user) = state
+        .store
+        .member_by_invite(&req.token)
+        .await?
+        .ok_or_else(|| Error::not_found("invitation"))?;
     if member.invite_expires_at.is_some_and(|exp| exp <= now_ms()) {
-        return Err(Error::validation("token", "expired", "this invitation has expired; ask for a new one").into());
+        return Err(Error::validation(
+            "token",
+            "expired",
+            "this invitation has expired; ask for a new one",
+        )
+        .into());
     }
-    let name = req.name.as_deref().map(|n| validate::display_name("name", n, 128)).transpose()?;
+    let name = req
+        .name
+        .as_deref()
+        .map(|n| validate::display_name("name", n, 128))
+        .transpose()?;
     let new_hash = match &user.password_hash {
         // An existing account proves it is theirs; the token alone never resets a password.
         Some(existing) => {
-            if !state.passwords.verify(req.password, Some(existing.clone())).await? {
-                return Err(Error::unauthorized("this e-mail already has an account: give its current password").into());
+            if !state
+                .passwords
+                .verify(req.password, Some(existing.clone()))
+                .await?
+            {
+                return Err(Error::unauthorized(
+                    "this e-mail already has an account: give its current password",
+                )
+                .into());
             }
             None
         }
@@ -284,9 +377,18 @@ pub async fn accept_invite(State(state): State<AppState>, JsonBody(req): JsonBod
             Some(state.passwords.hash(req.password).await?)
         }
     };
-    let accepted = state.store.accept_invite(&member.org_id, &member.user_id, new_hash, name).await?;
-    let user = state.store.user_by_id(&accepted.user_id).await?.ok_or_else(Error::internal)?;
-    Ok(axum::Json(issue_session(&state, &user, Some(accepted.org_id)).await?))
+    let accepted = state
+        .store
+        .accept_invite(&member.org_id, &member.user_id, new_hash, name)
+        .await?;
+    let user = state
+        .store
+        .user_by_id(&accepted.user_id)
+        .await?
+        .ok_or_else(Error::internal)?;
+    Ok(axum::Json(
+        issue_session(&state, &user, Some(accepted.org_id)).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "the token signing keys (JWKS)")))]

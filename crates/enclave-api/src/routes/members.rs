@@ -7,7 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use enclave_core::id::{new_id, Kind};
-use enclave_core::membership::{check_invite, check_removal, check_role_change, check_status_change, Actor, Target};
+use enclave_core::membership::{
+    check_invite, check_removal, check_role_change, check_status_change, Actor, Target,
+};
 use enclave_core::model::{Member, MemberStatus};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::{validate, Error, Permission, Role};
@@ -58,17 +60,36 @@ pub struct ListMembers {
 }
 
 fn actor(a: &OrgAccess) -> Actor<'_> {
-    Actor { user_id: &a.user_id, role: a.role }
+    Actor {
+        user_id: &a.user_id,
+        role: a.role,
+    }
 }
 
 fn target(m: &MemberRecord) -> Target<'_> {
-    Target { user_id: &m.user_id, role: m.role(), status: m.status() }
+    Target {
+        user_id: &m.user_id,
+        role: m.role(),
+        status: m.status(),
+    }
 }
 
-async fn load(state: &AppState, org_id: &str, user_id: &str, expected: Option<i64>) -> ApiResult<MemberRecord> {
-    let m = state.store.member(org_id, user_id).await?.ok_or_else(|| Error::not_found("user"))?;
+async fn load(
+    state: &AppState,
+    org_id: &str,
+    user_id: &str,
+    expected: Option<i64>,
+) -> ApiResult<MemberRecord> {
+    let m = state
+        .store
+        .member(org_id, user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("user"))?;
     if expected.is_some_and(|v| v != m.version) {
-        return Err(Error::precondition_failed("the member changed since it was read (stale If-Match)").into());
+        return Err(Error::precondition_failed(
+            "the member changed since it was read (stale If-Match)",
+        )
+        .into());
     }
     Ok(m)
 }
@@ -76,23 +97,45 @@ async fn load(state: &AppState, org_id: &str, user_id: &str, expected: Option<i6
 #[utoipa::path(get, path = "/v1/organizations/{org_id}/users", tag = "members", security(("bearer" = [])),
     params(("org_id" = String, Path), ListMembers), responses(
     (status = 200, body = Page<Member>), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)))]
-pub async fn list(State(state): State<AppState>, who: Principal, Path(org_id): Path<String>, QueryParams(q): QueryParams<ListMembers>) -> ApiResult<axum::Json<Page<Member>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(org_id): Path<String>,
+    QueryParams(q): QueryParams<ListMembers>,
+) -> ApiResult<axum::Json<Page<Member>>> {
     require(&state, &who, &org_id, Permission::ManageUsers).await?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
-    let filter = MemberFilter { role: q.role, status: q.status };
+    let filter = MemberFilter {
+        role: q.role,
+        status: q.status,
+    };
     let (rows, total) = state.store.members(&org_id, &filter, &page).await?;
     let rows = rows.into_iter().map(views::member).collect();
-    Ok(axum::Json(Page::from_rows(rows, &page, total, |m: &Member| m.user_id.clone())))
+    Ok(axum::Json(Page::from_rows(
+        rows,
+        &page,
+        total,
+        |m: &Member| m.user_id.clone(),
+    )))
 }
 
 #[utoipa::path(post, path = "/v1/organizations/{org_id}/users", tag = "members", security(("bearer" = [])),
     params(("org_id" = String, Path)), request_body = InviteRequest, responses(
     (status = 201, description = "invited; the invitation token is in `invitation.token`", body = Member),
     (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
-pub async fn invite(State(state): State<AppState>, who: Principal, Path(org_id): Path<String>, JsonBody(req): JsonBody<InviteRequest>) -> ApiResult<Response> {
+pub async fn invite(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(org_id): Path<String>,
+    JsonBody(req): JsonBody<InviteRequest>,
+) -> ApiResult<Response> {
     let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
     let email = validate::email("email", &req.email)?;
-    let name = req.name.as_deref().map(|n| validate::display_name("name", n, 128)).transpose()?;
+    let name = req
+        .name
+        .as_deref()
+        .map(|n| validate::display_name("name", n, 128))
+        .transpose()?;
     check_invite(actor(&me), req.role)?;
     let rec = state
         .store
@@ -113,7 +156,11 @@ pub async fn invite(State(state): State<AppState>, who: Principal, Path(org_id):
 #[utoipa::path(get, path = "/v1/organizations/{org_id}/users/{user_id}", tag = "members", security(("bearer" = [])),
     params(("org_id" = String, Path), ("user_id" = String, Path)), responses(
     (status = 200, body = Member), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
-pub async fn get(State(state): State<AppState>, who: Principal, Path((org_id, user_id)): Path<(String, String)>) -> ApiResult<Response> {
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((org_id, user_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     require(&state, &who, &org_id, Permission::ManageUsers).await?;
     let m = load(&state, &org_id, &user_id, None).await?;
     Ok(views::with_etag(m.version, views::member(m)))
@@ -132,7 +179,11 @@ pub async fn update(
     JsonBody(req): JsonBody<UpdateMember>,
 ) -> ApiResult<Response> {
     let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
-    let name = req.name.as_deref().map(|n| validate::display_name("name", n, 128)).transpose()?;
+    let name = req
+        .name
+        .as_deref()
+        .map(|n| validate::display_name("name", n, 128))
+        .transpose()?;
     if let Some(a) = &req.attributes {
         validate::attributes("attributes", a)?;
     }
@@ -140,8 +191,16 @@ pub async fn update(
     if let Some(status) = req.status {
         check_status_change(actor(&me), target(&current), status)?;
     }
-    let patch = MemberPatch { name, status: req.status, attributes: req.attributes, role: None };
-    let m = state.store.update_member(&org_id, &user_id, current.version, patch).await?;
+    let patch = MemberPatch {
+        name,
+        status: req.status,
+        attributes: req.attributes,
+        role: None,
+    };
+    let m = state
+        .store
+        .update_member(&org_id, &user_id, current.version, patch)
+        .await?;
     Ok(views::with_etag(m.version, views::member(m)))
 }
 
@@ -158,7 +217,10 @@ pub async fn remove(
     let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
     let current = load(&state, &org_id, &user_id, expected).await?;
     check_removal(actor(&me), target(&current))?;
-    state.store.remove_member(&org_id, &user_id, current.version).await?;
+    state
+        .store
+        .remove_member(&org_id, &user_id, current.version)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -177,7 +239,13 @@ pub async fn set_role(
     let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
     let current = load(&state, &org_id, &user_id, expected).await?;
     check_role_change(actor(&me), target(&current), req.role)?;
-    let patch = MemberPatch { role: Some(req.role), ..Default::default() };
-    let m = state.store.update_member(&org_id, &user_id, current.version, patch).await?;
+    let patch = MemberPatch {
+        role: Some(req.role),
+        ..Default::default()
+    };
+    let m = state
+        .store
+        .update_member(&org_id, &user_id, current.version, patch)
+        .await?;
     Ok(views::with_etag(m.version, views::member(m)))
 }

@@ -27,18 +27,34 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/me", get(auth::me))
         .route("/v1/auth/accept-invite", post(auth::accept_invite))
-        .route("/v1/organizations", get(organizations::list).post(organizations::create))
+        .route(
+            "/v1/organizations",
+            get(organizations::list).post(organizations::create),
+        )
         .route(
             "/v1/organizations/{org_id}",
-            get(organizations::get).patch(organizations::update).delete(organizations::delete),
+            get(organizations::get)
+                .patch(organizations::update)
+                .delete(organizations::delete),
         )
-        .route("/v1/organizations/{org_id}/transfer-ownership", post(organizations::transfer_ownership))
-        .route("/v1/organizations/{org_id}/users", get(members::list).post(members::invite))
+        .route(
+            "/v1/organizations/{org_id}/transfer-ownership",
+            post(organizations::transfer_ownership),
+        )
+        .route(
+            "/v1/organizations/{org_id}/users",
+            get(members::list).post(members::invite),
+        )
         .route(
             "/v1/organizations/{org_id}/users/{user_id}",
-            get(members::get).patch(members::update).delete(members::remove),
+            get(members::get)
+                .patch(members::update)
+                .delete(members::remove),
         )
-        .route("/v1/organizations/{org_id}/users/{user_id}/role", put(members::set_role))
+        .route(
+            "/v1/organizations/{org_id}/users/{user_id}/role",
+            put(members::set_role),
+        )
         .fallback(|| async { ApiError(Error::not_found("route")) })
         .method_not_allowed_fallback(|| async {
             let e = Error::validation("method", "not_allowed", "method not allowed on this path");

@@ -55,11 +55,18 @@ pub struct ListParams {
 }
 
 fn cloud_region(value: &str) -> Result<String, Error> {
-    let ok = (1..=32).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok = (1..=32).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(value.to_string())
     } else {
-        Err(Error::validation("cloud_region", "pattern", "cloud_region must match ^[a-z0-9-]{1,32}$"))
+        Err(Error::validation(
+            "cloud_region",
+            "pattern",
+            "cloud_region must match ^[a-z0-9-]{1,32}$",
+        ))
     }
 }
 
@@ -67,14 +74,22 @@ fn cloud_region(value: &str) -> Result<String, Error> {
     request_body = CreateOrganization, responses(
     (status = 201, body = Organization), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
     (status = 409, description = "slug taken", body = ErrorEnvelope)))]
-pub async fn create(State(state): State<AppState>, who: Principal, JsonBody(req): JsonBody<CreateOrganization>) -> ApiResult<Response> {
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    JsonBody(req): JsonBody<CreateOrganization>,
+) -> ApiResult<Response> {
     let name = validate::display_name("name", &req.name, 128)?;
     validate::org_slug("slug", &req.slug)?;
     let billing_email = validate::email("billing_email", &req.billing_email)?;
     let cloud_region = req.cloud_region.as_deref().map(cloud_region).transpose()?;
     let settings = req.settings.unwrap_or_else(|| serde_json::json!({}));
     validate::settings_object("settings", &settings)?;
-    let user = state.store.user_by_id(&who.user_id).await?.ok_or_else(Error::internal)?;
+    let user = state
+        .store
+        .user_by_id(&who.user_id)
+        .await?
+        .ok_or_else(Error::internal)?;
     let org = NewOrg {
         id: new_id(Kind::Organization),
         name,
@@ -86,24 +101,51 @@ pub async fn create(State(state): State<AppState>, who: Principal, JsonBody(req)
     };
     let rec = state.store.create_org(org, &user.id, &user.name).await?;
     let location = format!("/v1/organizations/{}", rec.id);
-    Ok(views::created(rec.version, location, views::organization(&state.config, rec)))
+    Ok(views::created(
+        rec.version,
+        location,
+        views::organization(&state.config, rec),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/organizations", tag = "organizations", security(("bearer" = [])),
     params(ListParams), responses((status = 200, body = Page<Organization>), (status = 400, body = ErrorEnvelope)))]
-pub async fn list(State(state): State<AppState>, who: Principal, QueryParams(q): QueryParams<ListParams>) -> ApiResult<axum::Json<Page<Organization>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    QueryParams(q): QueryParams<ListParams>,
+) -> ApiResult<axum::Json<Page<Organization>>> {
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, total) = state.store.orgs_of_user(&who.user_id, &page).await?;
-    let rows = rows.into_iter().map(|r| views::organization(&state.config, r)).collect();
-    Ok(axum::Json(Page::from_rows(rows, &page, total, |o: &Organization| o.org_id.clone())))
+    let rows = rows
+        .into_iter()
+        .map(|r| views::organization(&state.config, r))
+        .collect();
+    Ok(axum::Json(Page::from_rows(
+        rows,
+        &page,
+        total,
+        |o: &Organization| o.org_id.clone(),
+    )))
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{org_id}", tag = "organizations", security(("bearer" = [])),
     params(("org_id" = String, Path)), responses((status = 200, body = Organization), (status = 404, body = ErrorEnvelope)))]
-pub async fn get(State(state): State<AppState>, who: Principal, Path(org_id): Path<String>) -> ApiResult<Response> {
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(org_id): Path<String>,
+) -> ApiResult<Response> {
     member_of(&state, &who, &org_id).await?;
-    let rec = state.store.org(&org_id).await?.ok_or_else(|| Error::not_found("organization"))?;
-    Ok(views::with_etag(rec.version, views::organization(&state.config, rec)))
+    let rec = state
+        .store
+        .org(&org_id)
+        .await?
+        .ok_or_else(|| Error::not_found("organization"))?;
+    Ok(views::with_etag(
+        rec.version,
+        views::organization(&state.config, rec),
+    ))
 }
 
 #[utoipa::path(patch, path = "/v1/organizations/{org_id}", tag = "organizations", security(("bearer" = [])),
@@ -119,22 +161,38 @@ pub async fn update(
 ) -> ApiResult<Response> {
     require(&state, &who, &org_id, Permission::ManageOrganization).await?;
     let patch = OrgPatch {
-        name: req.name.as_deref().map(|n| validate::display_name("name", n, 128)).transpose()?,
-        billing_email: req.billing_email.as_deref().map(|e| validate::email("billing_email", e)).transpose()?,
+        name: req
+            .name
+            .as_deref()
+            .map(|n| validate::display_name("name", n, 128))
+            .transpose()?,
+        billing_email: req
+            .billing_email
+            .as_deref()
+            .map(|e| validate::email("billing_email", e))
+            .transpose()?,
         settings: req.settings,
     };
     if let Some(s) = &patch.settings {
         validate::settings_object("settings", s)?;
     }
     let rec = state.store.update_org(&org_id, expected, patch).await?;
-    Ok(views::with_etag(rec.version, views::organization(&state.config, rec)))
+    Ok(views::with_etag(
+        rec.version,
+        views::organization(&state.config, rec),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/organizations/{org_id}", tag = "organizations", security(("bearer" = [])),
     params(("org_id" = String, Path), ("If-Match" = Option<String>, Header)), responses(
     (status = 204, description = "deleted with everything it owns"), (status = 403, body = ErrorEnvelope),
     (status = 404, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
-pub async fn delete(State(state): State<AppState>, who: Principal, Path(org_id): Path<String>, IfMatch(expected): IfMatch) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(org_id): Path<String>,
+    IfMatch(expected): IfMatch,
+) -> ApiResult<StatusCode> {
     require(&state, &who, &org_id, Permission::DeleteOrganization).await?;
     state.store.delete_org(&org_id, expected).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -151,11 +209,28 @@ pub async fn transfer_ownership(
     JsonBody(req): JsonBody<TransferOwnership>,
 ) -> ApiResult<Response> {
     let me = member_of(&state, &who, &org_id).await?;
-    let target = state.store.member(&org_id, &req.user_id).await?.ok_or_else(|| Error::not_found("user"))?;
+    let target = state
+        .store
+        .member(&org_id, &req.user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("user"))?;
     check_transfer(
-        Actor { user_id: &me.user_id, role: me.role },
-        Target { user_id: &target.user_id, role: target.role(), status: target.status() },
+        Actor {
+            user_id: &me.user_id,
+            role: me.role,
+        },
+        Target {
+            user_id: &target.user_id,
+            role: target.role(),
+            status: target.status(),
+        },
     )?;
-    let rec = state.store.transfer_ownership(&org_id, &me.user_id, &target.user_id).await?;
-    Ok(views::with_etag(rec.version, views::organization(&state.config, rec)))
+    let rec = state
+        .store
+        .transfer_ownership(&org_id, &me.user_id, &target.user_id)
+        .await?;
+    Ok(views::with_etag(
+        rec.version,
+        views::organization(&state.config, rec),
+    ))
 }

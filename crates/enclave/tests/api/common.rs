@@ -1,0 +1,277 @@
+//! The harness: a real server on a random port, on SQLite or on PostgreSQL, and a client.
+
+use std::path::PathBuf;
+
+use enclave::config::ServeArgs;
+use enclave::server::Running;
+use enclave_store::testing::{TempPostgres, TempSqlite};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+pub const OWNER_EMAIL: &str = "owner@example.com";
+pub const OWNER_PASSWORD: &str = "s3cure-bootstrap-pass";
+pub const PASSWORD: &str = "member-password-1234";
+
+/// Runs each named test once per backend: `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Db::sqlite()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(db) = $crate::common::Db::postgres().await else { return };
+                super::$name(db).await;
+            }
+        }
+    )*};
+}
+
+/// A database (and data directory) of one test; dropped with the test.
+pub struct Db {
+    pub url: String,
+    dir: TempSqlite,
+    /// Keeps the PostgreSQL database alive for the test (dropped with it).
+    postgres: Option<TempPostgres>,
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        let dir = TempSqlite::create();
+        Db {
+            url: dir.url.clone(),
+            dir,
+            postgres: None,
+        }
+    }
+
+    pub async fn postgres() -> Option<Db> {
+        let pg = TempPostgres::create().await?;
+        Some(Db {
+            url: pg.url.clone(),
+            dir: TempSqlite::create(),
+            postgres: Some(pg),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.dir.clone()
+    }
+
+    /// Settings for a server on this database: random port, known owner, limits high enough
+    /// not to interfere (tests of rate limiting set their own).
+    pub fn args(&self) -> ServeArgs {
+        ServeArgs {
+            data_dir: Some(self.data_dir()),
+            http_addr: Some("127.0.0.1:0".into()),
+            database_url: Some(self.url.clone()),
+            open_signup: Some(true),
+            rate_limits: Some("free=1000000/100000".into()),
+            anonymous_rate_limit: Some("1000000/100000".into()),
+            bootstrap_email: Some(OWNER_EMAIL.into()),
+            bootstrap_password: Some(OWNER_PASSWORD.into()),
+            ..Default::default()
+        }
+    }
+
+    pub async fn start(&self) -> Server {
+        Server::start(self.args()).await
+    }
+}
+
+pub struct Server {
+    pub url: String,
+    pub client: reqwest::Client,
+    running: Option<Running>,
+    /// The bootstrapped organization (on first start).
+    pub bootstrap_org: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// `error.code`, `error.details.rule`.
+    pub fn error(&self) -> (&str, &str) {
+        (
+            self.body["error"]["code"].as_str().unwrap_or_default(),
+            self.body["error"]["details"]["rule"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+    }
+    #[track_caller]
+    pub fn expect(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> &Self {
+        self.expect(status);
+        assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
+        assert!(self.body["error"]["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()));
+        self
+    }
+}
+
+impl Server {
+    pub async fn start(args: ServeArgs) -> Server {
+        let running = enclave::server::start(args.resolve().unwrap())
+            .await
+            .unwrap();
+        Server {
+            url: format!("http://{}", running.http_addr),
+            client: reqwest::Client::new(),
+            bootstrap_org: running.bootstrap.as_ref().map(|b| b.org_id.clone()),
+            running: Some(running),
+        }
+    }
+
+    /// A client of a server running elsewhere (another process).
+    pub fn attach(url: &str) -> Server {
+        Server {
+            url: url.to_string(),
+            client: reqwest::Client::new(),
+            running: None,
+            bootstrap_org: None,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
+        }
+    }
+
+    pub async fn raw(&self, req: reqwest::RequestBuilder) -> Resp {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self.request(method, path, token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.raw(req).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Resp {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Logs in and returns the whole response body.
+    pub async fn login_as(&self, email: &str, password: &str, org_id: Option<&str>) -> Value {
+        let mut body = json!({"email": email, "password": password});
+        if let Some(o) = org_id {
+            body["org_id"] = json!(o);
+        }
+        let r = self.post("/v1/auth/login", None, body).await;
+        r.expect(200);
+        r.body
+    }
+
+    pub async fn owner_token(&self) -> String {
+        self.login_as(OWNER_EMAIL, OWNER_PASSWORD, None).await["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Invites `email` to `org_id` with `role` (as `inviter`), accepts, and returns
+    /// `(user_id, token for that org)`.
+    pub async fn add_member(
+        &self,
+        inviter: &str,
+        org_id: &str,
+        email: &str,
+        role: &str,
+    ) -> (String, String) {
+        let inv = self
+            .post(
+                &format!("/v1/organizations/{org_id}/users"),
+                Some(inviter),
+                json!({"email": email, "role": role}),
+            )
+            .await;
+        inv.expect(201);
+        let token = inv.body["invitation"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let acc = self
+            .post(
+                "/v1/auth/accept-invite",
+                None,
+                json!({"token": token, "password": PASSWORD}),
+            )
+            .await;
+        acc.expect(200);
+        (
+            inv.body["user_id"].as_str().unwrap().to_string(),
+            acc.body["token"].as_str().unwrap().to_string(),
+        )
+    }
+}

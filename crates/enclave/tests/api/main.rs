@@ -1,0 +1,10 @@
+//! Integration tests: the real server on a random port, driven over HTTP like any client, on
+//! SQLite and on PostgreSQL.
+
+mod auth;
+mod common;
+mod conventions;
+mod durability;
+mod members;
+mod organizations;
+mod system;
