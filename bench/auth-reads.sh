@@ -27,7 +27,7 @@ cargo build --release -q -p enclave
 bin="$CARGO_TARGET_DIR/release/enclave"
 data="$(mktemp -d)"
 out="$data/stdout"
-password="bench-password-$RANDOM-secure"
+password="load-test-passphrase-$RANDOM"
 ENCLAVE_DATA_DIR="$data" ENCLAVE_HTTP_ADDR=127.0.0.1:0 \
   DATABASE_URL="${BENCH_DATABASE_URL:-sqlite://$data/enclave.db}" \
   ENCLAVE_BOOTSTRAP_EMAIL=bench@example.com ENCLAVE_BOOTSTRAP_PASSWORD="$password" \

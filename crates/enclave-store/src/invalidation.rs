@@ -2,6 +2,8 @@
 //! caches and — on PostgreSQL — to every other node through `NOTIFY`.
 
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
+
 use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +19,10 @@ pub enum Invalidation {
     Org {
         org_id: String,
     },
+    /// The user's profile changed (name, password).
+    User {
+        user_id: String,
+    },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }
@@ -24,16 +30,22 @@ pub enum Invalidation {
 /// The PostgreSQL channel other nodes listen on.
 pub(crate) const CHANNEL: &str = "enclave_invalidate";
 
-/// A node's broadcast of invalidations.
+type Hook = Box<dyn Fn(&Invalidation) + Send + Sync>;
+
+/// A node's invalidations. Hooks run synchronously in [`Bus::publish`], so a cache that
+/// registers one is up to date before the write that changed something returns; the
+/// broadcast channel serves consumers that may lag.
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Invalidation>,
+    hooks: Arc<RwLock<Vec<Hook>>>,
 }
 
 impl Default for Bus {
     fn default() -> Self {
         Bus {
             tx: broadcast::channel(1024).0,
+            hooks: Arc::default(),
         }
     }
 }
@@ -43,8 +55,16 @@ impl Bus {
         self.tx.subscribe()
     }
 
+    /// Runs `hook` on every invalidation from now on, before `publish` returns.
+    pub fn on_publish(&self, hook: impl Fn(&Invalidation) + Send + Sync + 'static) {
+        self.hooks.write().unwrap().push(Box::new(hook));
+    }
+
     pub fn publish(&self, events: impl IntoIterator<Item = Invalidation>) {
         for e in events {
+            for hook in self.hooks.read().unwrap().iter() {
+                hook(&e);
+            }
             // No subscriber is fine (e.g. `enclave migrate`).
             let _ = self.tx.send(e);
         }

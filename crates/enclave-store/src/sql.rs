@@ -154,7 +154,7 @@ macro_rules! impl_store {
                 .map_err(internal)?;
                 match rec {
                     Some(rec) => {
-                        self.commit(tx, vec![]).await?;
+                        self.commit(tx, vec![Invalidation::Org { org_id: org_id.to_string() }]).await?;
                         Ok(rec)
                     }
                     None => Err(missing_or_stale!(&mut *tx, "SELECT COUNT(*) FROM organizations WHERE id = $1", org_id, "organization")),
@@ -215,9 +215,10 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(internal)?;
-                let events = [from, to]
+                let mut events = [from, to]
                     .map(|u| Invalidation::Member { org_id: org_id.to_string(), user_id: u.to_string() })
                     .to_vec();
+                events.push(Invalidation::Org { org_id: org_id.to_string() });
                 self.commit(tx, events).await?;
                 Ok(rec)
             }
@@ -353,7 +354,11 @@ macro_rules! impl_store {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(internal)?;
-                self.commit(tx, vec![Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() }]).await?;
+                let events = vec![
+                    Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() },
+                    Invalidation::User { user_id: user_id.into() },
+                ];
+                self.commit(tx, events).await?;
                 Ok(rec)
             }
 

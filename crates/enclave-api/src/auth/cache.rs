@@ -1,30 +1,79 @@
-//! What every authenticated request needs — is the session live, what is the caller's role in
-//! this organization — without a database round trip each time. Entries are dropped the
-//! moment the store publishes an invalidation (on PostgreSQL, from any node), so logout,
-//! suspension and role changes take effect at once; a short TTL is only a safety net.
+//! What every authenticated request needs — is the token genuine, is the session live, what
+//! is the caller's role in this organization, the caller's and the organization's records —
+//! without a signature check or a database round trip each time.
+//!
+//! Database-backed entries are dropped the moment the store publishes an invalidation (on
+//! PostgreSQL, from any node), so logout, suspension, role and organization changes take
+//! effect at once; a short TTL is only a safety net. Verified tokens are keyed by the
+//! SHA-256 of the token (never the token itself) and kept until the token expires: a
+//! signature, once checked, stays valid — revocation is the session's business.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use enclave_core::Result;
-use enclave_store::{AuthMembership, Invalidation, SessionRecord, Store};
+use enclave_store::{AuthMembership, Invalidation, OrgRecord, SessionRecord, Store, UserRecord};
+use sha2::{Digest, Sha256};
+
+use crate::auth::tokens::{Claims, TokenKeys};
 
 const TTL: Duration = Duration::from_secs(60);
 const MAX_ENTRIES: usize = 100_000;
 
-struct Entry<T> {
-    value: T,
-    at: Instant,
+/// One cached map: values with the instant they were loaded.
+struct Table<K, V> {
+    map: RwLock<HashMap<K, (V, Instant)>>,
 }
 
-type MemberKey = (String, String);
+impl<K: Hash + Eq, V: Clone> Table<K, V> {
+    fn new() -> Self {
+        Table {
+            map: RwLock::default(),
+        }
+    }
+
+    fn get(&self, key: &K, ttl: Duration) -> Option<V> {
+        let map = self.map.read().unwrap();
+        map.get(key)
+            .filter(|(_, at)| at.elapsed() < ttl)
+            .map(|(v, _)| v.clone())
+    }
+
+    /// Inserts unless an invalidation happened since `read_at` (then the value may be stale).
+    fn insert(&self, generation: &AtomicU64, read_at: u64, key: K, value: V) {
+        let mut map = self.map.write().unwrap();
+        if generation.load(Ordering::SeqCst) != read_at {
+            return;
+        }
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, (value, Instant::now()));
+    }
+
+    fn remove(&self, key: &K) {
+        self.map.write().unwrap().remove(key);
+    }
+
+    fn retain(&self, keep: impl Fn(&K, &V) -> bool) {
+        self.map.write().unwrap().retain(|k, (v, _)| keep(k, v));
+    }
+
+    fn clear(&self) {
+        self.map.write().unwrap().clear();
+    }
+}
 
 pub struct AuthCache {
     store: Arc<dyn Store>,
-    sessions: RwLock<HashMap<String, Entry<Option<SessionRecord>>>>,
-    members: RwLock<HashMap<MemberKey, Entry<Option<AuthMembership>>>>,
+    tokens: Table<[u8; 32], Claims>,
+    sessions: Table<String, Option<SessionRecord>>,
+    members: Table<(String, String), Option<AuthMembership>>,
+    users: Table<String, Option<UserRecord>>,
+    orgs: Table<String, Option<OrgRecord>>,
     /// Bumped by every invalidation. A value read from the database is cached only if no
     /// invalidation happened meanwhile, so a read racing a change never re-caches stale data.
     generation: AtomicU64,
@@ -34,24 +83,17 @@ impl AuthCache {
     pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
         let cache = Arc::new(AuthCache {
             store: store.clone(),
-            sessions: RwLock::default(),
-            members: RwLock::default(),
+            tokens: Table::new(),
+            sessions: Table::new(),
+            members: Table::new(),
+            users: Table::new(),
+            orgs: Table::new(),
             generation: AtomicU64::new(0),
         });
-        let mut rx = store.bus().subscribe();
         let weak = Arc::downgrade(&cache);
-        tokio::spawn(async move {
-            loop {
-                let event = rx.recv().await;
-                let Some(cache) = weak.upgrade() else { break };
-                match event {
-                    Ok(e) => cache.invalidate(&e),
-                    // Missed some: forget everything.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        cache.invalidate(&Invalidation::All)
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                }
+        store.bus().on_publish(move |event| {
+            if let Some(cache) = weak.upgrade() {
+                cache.invalidate(event);
             }
         });
         cache
@@ -60,85 +102,87 @@ impl AuthCache {
     pub fn invalidate(&self, event: &Invalidation) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         match event {
-            Invalidation::Session { session_id } => {
-                self.sessions.write().unwrap().remove(session_id);
-            }
+            Invalidation::Session { session_id } => self.sessions.remove(session_id),
             Invalidation::Member { org_id, user_id } => {
-                self.members
-                    .write()
-                    .unwrap()
-                    .remove(&(user_id.clone(), org_id.clone()));
+                self.members.remove(&(user_id.clone(), org_id.clone()))
             }
             Invalidation::Org { org_id } => {
-                self.members
-                    .write()
-                    .unwrap()
-                    .retain(|(_, o), _| o != org_id);
+                self.orgs.remove(org_id);
+                self.members.retain(|(_, o), _| o != org_id);
             }
+            Invalidation::User { user_id } => self.users.remove(user_id),
             Invalidation::All => {
-                self.sessions.write().unwrap().clear();
-                self.members.write().unwrap().clear();
+                self.sessions.clear();
+                self.members.clear();
+                self.users.clear();
+                self.orgs.clear();
             }
         }
     }
 
-    pub async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
-        if let Some(e) = self.sessions.read().unwrap().get(session_id) {
-            if e.at.elapsed() < TTL {
-                return Ok(e.value.clone());
-            }
+    /// The claims of a genuine, unexpired token; the signature is checked once per token.
+    pub fn verified_claims(&self, keys: &TokenKeys, token: &str) -> Option<Claims> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        if let Some(claims) = self.tokens.get(&key, Duration::MAX) {
+            return (claims.exp > now).then_some(claims);
         }
-        let generation = self.generation.load(Ordering::SeqCst);
+        let claims = keys.verify(token)?;
+        // Signatures never go stale: the generation check does not apply.
+        self.tokens
+            .insert(&AtomicU64::new(0), 0, key, claims.clone());
+        Some(claims)
+    }
+
+    pub async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
+        let key = session_id.to_string();
+        if let Some(v) = self.sessions.get(&key, TTL) {
+            return Ok(v);
+        }
+        let read_at = self.generation.load(Ordering::SeqCst);
         let value = self.store.session(session_id).await?;
-        insert(
-            &self.sessions,
-            &self.generation,
-            generation,
-            session_id.to_string(),
-            value.clone(),
-        );
+        self.sessions
+            .insert(&self.generation, read_at, key, value.clone());
         Ok(value)
     }
 
     pub async fn membership(&self, user_id: &str, org_id: &str) -> Result<Option<AuthMembership>> {
         let key = (user_id.to_string(), org_id.to_string());
-        if let Some(e) = self.members.read().unwrap().get(&key) {
-            if e.at.elapsed() < TTL {
-                return Ok(e.value.clone());
-            }
+        if let Some(v) = self.members.get(&key, TTL) {
+            return Ok(v);
         }
-        let generation = self.generation.load(Ordering::SeqCst);
+        let read_at = self.generation.load(Ordering::SeqCst);
         let value = self.store.auth_membership(user_id, org_id).await?;
-        insert(
-            &self.members,
-            &self.generation,
-            generation,
-            key,
-            value.clone(),
-        );
+        self.members
+            .insert(&self.generation, read_at, key, value.clone());
         Ok(value)
     }
-}
 
-fn insert<K: std::hash::Hash + Eq, V>(
-    map: &RwLock<HashMap<K, Entry<V>>>,
-    current: &AtomicU64,
-    read_at: u64,
-    key: K,
-    value: V,
-) {
-    let mut map = map.write().unwrap();
-    if current.load(Ordering::SeqCst) != read_at {
-        return;
+    /// A user's profile. The password hash is never kept in the cache.
+    pub async fn user(&self, user_id: &str) -> Result<Option<UserRecord>> {
+        let key = user_id.to_string();
+        if let Some(v) = self.users.get(&key, TTL) {
+            return Ok(v);
+        }
+        let read_at = self.generation.load(Ordering::SeqCst);
+        let value = self.store.user_by_id(user_id).await?.map(|u| UserRecord {
+            password_hash: None,
+            ..u
+        });
+        self.users
+            .insert(&self.generation, read_at, key, value.clone());
+        Ok(value)
     }
-    if map.len() >= MAX_ENTRIES {
-        map.clear();
+
+    pub async fn org(&self, org_id: &str) -> Result<Option<OrgRecord>> {
+        let key = org_id.to_string();
+        if let Some(v) = self.orgs.get(&key, TTL) {
+            return Ok(v);
+        }
+        let read_at = self.generation.load(Ordering::SeqCst);
+        let value = self.store.org(org_id).await?;
+        self.orgs
+            .insert(&self.generation, read_at, key, value.clone());
+        Ok(value)
     }
-    map.insert(
-        key,
-        Entry {
-            value,
-            at: Instant::now(),
-        },
-    );
 }

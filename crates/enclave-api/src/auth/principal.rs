@@ -34,7 +34,10 @@ impl Principal {
 /// token names an organization — a membership there that is not suspended.
 pub async fn resolve(state: &AppState, token: &str) -> Result<Principal, Error> {
     let bad = || Error::unauthorized("invalid or expired token");
-    let claims: Claims = state.tokens.verify(token).ok_or_else(bad)?;
+    let claims: Claims = state
+        .auth_cache
+        .verified_claims(&state.tokens, token)
+        .ok_or_else(bad)?;
     let session = state
         .auth_cache
         .session(&claims.sid)

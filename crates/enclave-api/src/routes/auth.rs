@@ -318,8 +318,8 @@ pub async fn me(
     who: Principal,
 ) -> ApiResult<axum::Json<MeResponse>> {
     let user = state
-        .store
-        .user_by_id(&who.user_id)
+        .auth_cache
+        .user(&who.user_id)
         .await?
         .ok_or_else(|| Error::unauthorized("unknown user"))?;
     Ok(axum::Json(MeResponse {

@@ -138,7 +138,7 @@ pub async fn get(
 ) -> ApiResult<Response> {
     member_of(&state, &who, &org_id).await?;
     let rec = state
-        .store
+        .auth_cache
         .org(&org_id)
         .await?
         .ok_or_else(|| Error::not_found("organization"))?;

@@ -205,3 +205,82 @@ async fn two_nodes_share_invalidations() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+both!(migrate_then_sigterm_exits_cleanly);
+
+/// `enclave migrate` prepares the database without serving; `enclave serve` then exits 0 on
+/// SIGTERM, and what it wrote is there on the next start.
+async fn migrate_then_sigterm_exits_cleanly(db: Db) {
+    let bin = env!("CARGO_BIN_EXE_enclave");
+    let migrate = tokio::process::Command::new(bin)
+        .args(["migrate", "--database-url", &db.url])
+        .arg("--data-dir")
+        .arg(db.data_dir())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    assert!(String::from_utf8_lossy(&migrate.stdout).contains("migrations applied"));
+
+    let mut child = tokio::process::Command::new(bin)
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &db.url,
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(db.data_dir())
+        .env("ENCLAVE_BOOTSTRAP_EMAIL", OWNER_EMAIL)
+        .env("ENCLAVE_BOOTSTRAP_PASSWORD", OWNER_PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if let Some(u) = line.strip_prefix("Enclave control plane listening on ") {
+            url = Some(u.trim().to_string());
+        }
+        if line.starts_with("Log in:") {
+            break;
+        }
+    }
+    let s = Server::attach(&url.expect("listening line"));
+    let t = s.owner_token().await;
+    s.post(
+        "/v1/organizations",
+        Some(&t),
+        json!({"name": "T", "slug": "term", "billing_email": "a@b.io"}),
+    )
+    .await
+    .expect(201);
+
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "clean exit, got {status}");
+
+    let s = db.start().await;
+    let t = s.owner_token().await;
+    assert_eq!(
+        s.get("/v1/organizations", &t).await.body["pagination"]["total"],
+        2
+    );
+}
