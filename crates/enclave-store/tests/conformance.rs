@@ -495,6 +495,19 @@ async fn invalidations_are_published(store: Arc<dyn Store>) {
         .create_org(new_org("acme"), &u.id, "Ada")
         .await
         .unwrap();
+    let patch = OrgPatch {
+        name: Some("renamed".into()),
+        ..Default::default()
+    };
+    store.update_org(&org.id, None, patch).await.unwrap();
+    let updated = Invalidation::Org {
+        org_id: org.id.clone(),
+    };
+    assert_eq!(
+        rx.recv().await.unwrap(),
+        updated,
+        "updates invalidate cached copies"
+    );
     store.delete_org(&org.id, None).await.unwrap();
     let expected = Invalidation::Org {
         org_id: org.id.clone(),

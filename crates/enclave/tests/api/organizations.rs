@@ -179,6 +179,8 @@ async fn update_delete_with_etags(db: Db) {
         .await;
     let id = org.body["org_id"].as_str().unwrap().to_string();
     let path = format!("/v1/organizations/{id}");
+    // Read first, so the change below has a cached copy to invalidate.
+    assert_eq!(s.get(&path, &owner).await.body["version"], 1);
 
     let stale = s
         .raw(
@@ -210,10 +212,12 @@ async fn update_delete_with_etags(db: Db) {
     s.patch(&path, &owner, json!({"slug": "new-slug"}))
         .await
         .expect_error(400, "VALIDATION_ERROR");
+    let read = s.get(&path, &owner).await;
+    let seen = (read.body["version"].as_i64(), read.body["name"].as_str());
     assert_eq!(
-        s.get(&path, &owner).await.body["version"],
-        2,
-        "refused patches change nothing"
+        seen,
+        (Some(2), Some("Acme 2")),
+        "fresh after the change; refused patches changed nothing"
     );
 
     let (_, admin) = s
