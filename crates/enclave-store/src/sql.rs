@@ -298,12 +298,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(unique_or(|| Error::conflict("already_member", "this e-mail is already a member or invited")))?;
-                let rec = sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"))
-                    .bind(&invite.org_id)
-                    .bind(&user.id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                let rec = select_member!(&mut *tx, &invite.org_id, &user.id)?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
@@ -348,12 +343,7 @@ macro_rules! impl_store {
                         .await
                         .map_err(internal)?;
                 }
-                let rec = sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"))
-                    .bind(org_id)
-                    .bind(user_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                let rec = select_member!(&mut *tx, org_id, user_id)?;
                 let events = vec![
                     Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() },
                     Invalidation::User { user_id: user_id.into() },
@@ -384,12 +374,7 @@ macro_rules! impl_store {
                 if done == 0 {
                     return Err(missing_or_stale!(&mut *tx, "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND user_id = $2", org_id, user_id, "user"));
                 }
-                let rec = sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"))
-                    .bind(org_id)
-                    .bind(user_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                let rec = select_member!(&mut *tx, org_id, user_id)?;
                 self.commit(tx, vec![Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() }]).await?;
                 Ok(rec)
             }
@@ -703,6 +688,20 @@ macro_rules! insert_owner {
     };
 }
 
+/// The member `(org_id, user_id)`, read on `conn`; evaluates to `Result<MemberRecord, Error>`.
+macro_rules! select_member {
+    ($conn:expr, $org_id:expr, $user_id:expr) => {
+        sqlx::query_as::<_, MemberRecord>(&format!(
+            "{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"
+        ))
+        .bind($org_id)
+        .bind($user_id)
+        .fetch_one($conn)
+        .await
+        .map_err(internal)
+    };
+}
+
 /// After a conditional write matched no row: 404 when the row is gone, 412 when only its
 /// version moved on.
 macro_rules! missing_or_stale {
@@ -723,4 +722,6 @@ macro_rules! missing_or_stale {
     };
 }
 
-pub(crate) use {impl_store, insert_org, insert_owner, insert_user, missing_or_stale};
+pub(crate) use {
+    impl_store, insert_org, insert_owner, insert_user, missing_or_stale, select_member,
+};

@@ -134,55 +134,56 @@ impl AuthCache {
         Some(claims)
     }
 
-    pub async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
-        let key = session_id.to_string();
-        if let Some(v) = self.sessions.get(&key, TTL) {
+    /// Reads `key` from `table`, or loads it and caches it unless an invalidation intervened.
+    async fn read_through<K, V, F>(&self, table: &Table<K, V>, key: K, load: F) -> Result<V>
+    where
+        K: Hash + Eq,
+        V: Clone,
+        F: std::future::Future<Output = Result<V>>,
+    {
+        if let Some(v) = table.get(&key, TTL) {
             return Ok(v);
         }
         let read_at = self.generation.load(Ordering::SeqCst);
-        let value = self.store.session(session_id).await?;
-        self.sessions
-            .insert(&self.generation, read_at, key, value.clone());
+        let value = load.await?;
+        table.insert(&self.generation, read_at, key, value.clone());
         Ok(value)
+    }
+
+    pub async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
+        self.read_through(
+            &self.sessions,
+            session_id.to_string(),
+            self.store.session(session_id),
+        )
+        .await
     }
 
     pub async fn membership(&self, user_id: &str, org_id: &str) -> Result<Option<AuthMembership>> {
         let key = (user_id.to_string(), org_id.to_string());
-        if let Some(v) = self.members.get(&key, TTL) {
-            return Ok(v);
-        }
-        let read_at = self.generation.load(Ordering::SeqCst);
-        let value = self.store.auth_membership(user_id, org_id).await?;
-        self.members
-            .insert(&self.generation, read_at, key, value.clone());
-        Ok(value)
+        self.read_through(
+            &self.members,
+            key,
+            self.store.auth_membership(user_id, org_id),
+        )
+        .await
     }
 
     /// A user's profile. The password hash is never kept in the cache.
     pub async fn user(&self, user_id: &str) -> Result<Option<UserRecord>> {
-        let key = user_id.to_string();
-        if let Some(v) = self.users.get(&key, TTL) {
-            return Ok(v);
-        }
-        let read_at = self.generation.load(Ordering::SeqCst);
-        let value = self.store.user_by_id(user_id).await?.map(|u| UserRecord {
-            password_hash: None,
-            ..u
-        });
-        self.users
-            .insert(&self.generation, read_at, key, value.clone());
-        Ok(value)
+        let load = async {
+            let user = self.store.user_by_id(user_id).await?;
+            Ok(user.map(|u| UserRecord {
+                password_hash: None,
+                ..u
+            }))
+        };
+        self.read_through(&self.users, user_id.to_string(), load)
+            .await
     }
 
     pub async fn org(&self, org_id: &str) -> Result<Option<OrgRecord>> {
-        let key = org_id.to_string();
-        if let Some(v) = self.orgs.get(&key, TTL) {
-            return Ok(v);
-        }
-        let read_at = self.generation.load(Ordering::SeqCst);
-        let value = self.store.org(org_id).await?;
-        self.orgs
-            .insert(&self.generation, read_at, key, value.clone());
-        Ok(value)
+        self.read_through(&self.orgs, org_id.to_string(), self.store.org(org_id))
+            .await
     }
 }
