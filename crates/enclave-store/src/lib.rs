@@ -124,7 +124,7 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store named by `url` (`sqlite://…` or `postgres://…`), applies migrations and,
 /// on PostgreSQL, starts listening for other nodes' invalidations.
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         Ok(Arc::new(PgStore::connect(url).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(url).await?))
@@ -136,9 +136,18 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-/// Opens the store and applies migrations without starting any background work.
+/// Applies migrations and returns, leaving nothing running (`enclave migrate`).
 pub async fn migrate(url: &str) -> anyhow::Result<()> {
-    connect(url).await.map(|_| ())
+    if is_postgres(url) {
+        PgStore::migrate(url).await
+    } else {
+        // SQLite starts no background work: opening it migrates it.
+        connect(url).await.map(|_| ())
+    }
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// A URL safe to print: the password, if any, replaced by `***`.

@@ -34,15 +34,12 @@ struct Notice {
 
 impl PgStore {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
-        // sqlx serialises concurrent migrators with an advisory lock.
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let pool = Self::migrated_pool(url).await?;
         let bus = Bus::default();
-        let node_id = enclave_core::id::new_id(enclave_core::id::Kind::Session);
+        let node_id = format!(
+            "node_{}",
+            ulid::Ulid::new().to_string().to_ascii_lowercase()
+        );
         let listener = tokio::spawn(listen(pool.clone(), bus.clone(), node_id.clone()));
         Ok(PgStore {
             pool,
@@ -50,6 +47,23 @@ impl PgStore {
             node_id,
             listener,
         })
+    }
+
+    /// Applies migrations and closes the pool: no listener, nothing left running.
+    pub async fn migrate(url: &str) -> anyhow::Result<()> {
+        Self::migrated_pool(url).await?.close().await;
+        Ok(())
+    }
+
+    async fn migrated_pool(url: &str) -> anyhow::Result<PgPool> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        // sqlx serialises concurrent migrators with an advisory lock.
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(pool)
     }
 
     fn reader(&self) -> &PgPool {

@@ -24,12 +24,7 @@ pub async fn run(
     password: Option<String>,
     tier: Tier,
 ) -> anyhow::Result<Option<BootstrapCredentials>> {
-    if store
-        .count_users()
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?
-        > 0
-    {
+    if store.count_users().await? > 0 {
         return Ok(None);
     }
     let email = validate::email("ENCLAVE_BOOTSTRAP_EMAIL", email)
@@ -42,10 +37,7 @@ pub async fn run(
         }
         None => (Alphanumeric.sample_string(&mut rand::rngs::OsRng, 24), true),
     };
-    let hash = Passwords::new()
-        .hash(password.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let hash = Passwords::new().hash(password.clone()).await?;
     let user = NewUser {
         id: new_id(Kind::User),
         email: email.clone(),
@@ -61,10 +53,7 @@ pub async fn run(
         tier,
         settings: serde_json::json!({}),
     };
-    let created = store
-        .bootstrap(user, org)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let created = store.bootstrap(user, org).await?;
     Ok(created.map(|org| BootstrapCredentials {
         email,
         generated_password: generated.then_some(password),

@@ -5,6 +5,7 @@
 use enclave_core::id::{is_id, Kind};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::{Error, Permission, Result, Role};
+use enclave_store::AuthMembership;
 
 use crate::auth::Principal;
 use crate::state::AppState;
@@ -18,16 +19,12 @@ pub struct OrgAccess {
     pub tier: Tier,
 }
 
-/// The caller's active membership in `org_id`, or 404.
-pub async fn member_of(state: &AppState, who: &Principal, org_id: &str) -> Result<OrgAccess> {
-    if !is_id(Kind::Organization, org_id) {
-        return Err(Error::not_found("organization"));
-    }
-    let m = state
-        .auth_cache
-        .membership(&who.user_id, org_id)
-        .await?
-        .ok_or_else(|| Error::not_found("organization"))?;
+/// What a membership allows, decided in one place for every door (requests, login, refresh):
+/// an active membership of an active organization is `Ok`; a suspended one is 401 (its tokens
+/// stop working at once); a suspended organization is 403; none, or a mere invitation, is 404
+/// (nothing tells which organizations exist).
+pub fn standing(m: Option<AuthMembership>) -> Result<AuthMembership> {
+    let m = m.ok_or_else(|| Error::not_found("organization"))?;
     match m.status {
         MemberStatus::Active => {}
         MemberStatus::Suspended => {
@@ -43,6 +40,15 @@ pub async fn member_of(state: &AppState, who: &Principal, org_id: &str) -> Resul
             "this organization is suspended",
         ));
     }
+    Ok(m)
+}
+
+/// The caller's active membership in `org_id`, or the error [`standing`] gives.
+pub async fn member_of(state: &AppState, who: &Principal, org_id: &str) -> Result<OrgAccess> {
+    if !is_id(Kind::Organization, org_id) {
+        return Err(Error::not_found("organization"));
+    }
+    let m = standing(state.auth_cache.membership(&who.user_id, org_id).await?)?;
     Ok(OrgAccess {
         org_id: org_id.to_string(),
         user_id: who.user_id.clone(),

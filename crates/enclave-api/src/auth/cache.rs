@@ -42,16 +42,19 @@ impl<K: Hash + Eq, V: Clone> Table<K, V> {
             .map(|(v, _)| v.clone())
     }
 
-    /// Inserts unless an invalidation happened since `read_at` (then the value may be stale).
-    fn insert(&self, generation: &AtomicU64, read_at: u64, key: K, value: V) {
+    fn put(&self, key: K, value: V) {
         let mut map = self.map.write().unwrap();
-        if generation.load(Ordering::SeqCst) != read_at {
-            return;
-        }
         if map.len() >= MAX_ENTRIES {
             map.clear();
         }
         map.insert(key, (value, Instant::now()));
+    }
+
+    /// Inserts unless an invalidation happened since `read_at` (then the value may be stale).
+    fn insert(&self, generation: &AtomicU64, read_at: u64, key: K, value: V) {
+        if generation.load(Ordering::SeqCst) == read_at {
+            self.put(key, value);
+        }
     }
 
     fn remove(&self, key: &K) {
@@ -128,9 +131,8 @@ impl AuthCache {
             return (claims.exp > now).then_some(claims);
         }
         let claims = keys.verify(token)?;
-        // Signatures never go stale: the generation check does not apply.
-        self.tokens
-            .insert(&AtomicU64::new(0), 0, key, claims.clone());
+        // A signature never goes stale: no generation check.
+        self.tokens.put(key, claims.clone());
         Some(claims)
     }
 

@@ -2,8 +2,10 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use enclave_core::model::{MemberStatus, OrgStatus, Tier};
-use enclave_core::{Error, Role};
+use enclave_core::model::Tier;
+use enclave_core::{Error, ErrorCode, Role};
+
+use crate::auth::access::standing;
 
 use crate::auth::tokens::Claims;
 use crate::error::ApiError;
@@ -49,18 +51,13 @@ pub async fn resolve(state: &AppState, token: &str) -> Result<Principal, Error> 
     {
         return Err(Error::unauthorized("the session has ended; log in again"));
     }
+    // A suspended membership ends the token; any other shortfall only unbinds it from the org.
     let org = match &claims.org_id {
         None => None,
-        Some(org_id) => match state.auth_cache.membership(&claims.sub, org_id).await? {
-            Some(m) if m.status == MemberStatus::Suspended => {
-                return Err(Error::unauthorized(
-                    "your membership in this organization is suspended",
-                ))
-            }
-            Some(m) if m.status == MemberStatus::Active && m.org_status == OrgStatus::Active => {
-                Some((org_id.clone(), m.role, m.tier))
-            }
-            _ => None,
+        Some(org_id) => match standing(state.auth_cache.membership(&claims.sub, org_id).await?) {
+            Ok(m) => Some((org_id.clone(), m.role, m.tier)),
+            Err(e) if e.code == ErrorCode::Unauthorized => return Err(e),
+            Err(_) => None,
         },
     };
     Ok(Principal {

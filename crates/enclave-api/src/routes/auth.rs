@@ -5,12 +5,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enclave_core::id::{new_id, Kind};
-use enclave_core::model::{MemberStatus, Organization, User};
-use enclave_core::{validate, Error, Role};
+use enclave_core::model::{Organization, User};
+use enclave_core::{validate, Error, ErrorCode, Role};
 use enclave_store::{now_ms, NewSession, NewUser, RefreshRotation, RotateOutcome, UserRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::auth::access::standing;
 use crate::auth::tokens::{
     self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS,
 };
@@ -120,13 +121,13 @@ async fn login_response(
     let (org, role) = match &org_id {
         Some(id) => {
             let org = state
-                .store
+                .auth_cache
                 .org(id)
                 .await?
                 .map(|o| views::organization(&state.config, o));
             let role = state
-                .store
-                .auth_membership(&user.id, id)
+                .auth_cache
+                .membership(&user.id, id)
                 .await?
                 .map(|m| m.role);
             (org, role)
@@ -164,15 +165,8 @@ async fn choose_org(
 ) -> ApiResult<Option<String>> {
     match requested {
         Some(org_id) => {
-            let m = state.store.auth_membership(user_id, &org_id).await?;
-            match m {
-                Some(m) if m.status == MemberStatus::Active => Ok(Some(org_id)),
-                Some(m) if m.status == MemberStatus::Suspended => Err(Error::unauthorized(
-                    "your membership in this organization is suspended",
-                )
-                .into()),
-                _ => Err(Error::not_found("organization").into()),
-            }
+            standing(state.auth_cache.membership(user_id, &org_id).await?)?;
+            Ok(Some(org_id))
         }
         None => {
             let page = enclave_core::pagination::PageRequest {
@@ -273,13 +267,9 @@ pub async fn refresh(
                 .await?
                 .ok_or_else(|| Error::unauthorized("invalid refresh token"))?;
             if let Some(org_id) = &session.org_id {
-                if let Some(m) = state.store.auth_membership(&user.id, org_id).await? {
-                    if m.status == MemberStatus::Suspended {
-                        return Err(Error::unauthorized(
-                            "your membership in this organization is suspended",
-                        )
-                        .into());
-                    }
+                match standing(state.auth_cache.membership(&user.id, org_id).await?) {
+                    Err(e) if e.code == ErrorCode::Unauthorized => return Err(e.into()),
+                    _ => {}
                 }
             }
             Ok(axum::Json(
