@@ -61,6 +61,20 @@ fn new_org(slug: &str) -> NewOrg {
     }
 }
 
+/// A user and an organization they own.
+async fn owner_with_org(
+    store: &Arc<dyn Store>,
+    email: &str,
+    slug: &str,
+) -> (UserRecord, OrgRecord) {
+    let user = store.create_user(new_user(email)).await.unwrap();
+    let org = store
+        .create_org(new_org(slug), &user.id, "Owner")
+        .await
+        .unwrap();
+    (user, org)
+}
+
 fn page(limit: u32, after: Option<String>) -> PageRequest {
     PageRequest { limit, after }
 }
@@ -145,14 +159,7 @@ async fn orgs_and_slugs(store: Arc<dyn Store>) {
 }
 
 async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
-    let owner = store
-        .create_user(new_user("owner@example.com"))
-        .await
-        .unwrap();
-    let org = store
-        .create_org(new_org("acme"), &owner.id, "Owner")
-        .await
-        .unwrap();
+    let (owner, org) = owner_with_org(&store, "owner@example.com", "acme").await;
     let invite = |email: &str, role| NewInvite {
         org_id: org.id.clone(),
         new_user_id: new_id(Kind::User),
@@ -505,14 +512,7 @@ async fn expect_event(
 
 async fn invalidations_are_published(store: Arc<dyn Store>) {
     let mut rx = store.bus().subscribe();
-    let u = store
-        .create_user(new_user("ada@example.com"))
-        .await
-        .unwrap();
-    let org = store
-        .create_org(new_org("acme"), &u.id, "Ada")
-        .await
-        .unwrap();
+    let (_, org) = owner_with_org(&store, "ada@example.com", "acme").await;
     let event = Invalidation::Org {
         org_id: org.id.clone(),
     };

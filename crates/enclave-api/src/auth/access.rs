@@ -77,3 +77,57 @@ pub async fn require(
     }
     Ok(access)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn membership(status: MemberStatus, org_status: OrgStatus) -> Option<AuthMembership> {
+        Some(AuthMembership {
+            role: Role::Developer,
+            status,
+            tier: Tier::Free,
+            org_status,
+        })
+    }
+
+    fn outcome(m: Option<AuthMembership>) -> std::result::Result<Role, (u16, String)> {
+        standing(m).map(|m| m.role).map_err(|e| {
+            let rule = e.details["rule"].as_str().unwrap_or_default().to_string();
+            (e.http_status(), rule)
+        })
+    }
+
+    #[test]
+    fn standing_of_each_membership() {
+        use MemberStatus::*;
+        assert_eq!(
+            outcome(membership(Active, OrgStatus::Active)),
+            Ok(Role::Developer)
+        );
+        assert_eq!(
+            outcome(membership(Suspended, OrgStatus::Active))
+                .unwrap_err()
+                .0,
+            401
+        );
+        assert_eq!(
+            outcome(membership(Invited, OrgStatus::Active))
+                .unwrap_err()
+                .0,
+            404
+        );
+        assert_eq!(outcome(None).unwrap_err().0, 404);
+        assert_eq!(
+            outcome(membership(Active, OrgStatus::Suspended)),
+            Err((403, "organization_suspended".to_string()))
+        );
+        // A suspended member of a suspended organization learns of their own suspension first.
+        assert_eq!(
+            outcome(membership(Suspended, OrgStatus::Suspended))
+                .unwrap_err()
+                .0,
+            401
+        );
+    }
+}

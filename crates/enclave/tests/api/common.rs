@@ -233,6 +233,19 @@ impl Server {
         r.body
     }
 
+    /// Signs a new user up (the test servers allow open signup) and returns their token.
+    pub async fn signup(&self, email: &str, password: &str) -> String {
+        let r = self
+            .post(
+                "/v1/auth/signup",
+                None,
+                json!({"email": email, "password": password, "name": "Someone"}),
+            )
+            .await;
+        r.expect(201);
+        r.body["token"].as_str().unwrap().to_string()
+    }
+
     pub async fn owner_token(&self) -> String {
         self.login_as(OWNER_EMAIL, OWNER_PASSWORD, None).await["token"]
             .as_str()

@@ -88,14 +88,7 @@ async fn idempotency_key_replay(db: Db) {
         .await
         .expect_error(409, "CONFLICT");
     // The key is the caller's own: another user's same key is a different request.
-    let eve = s
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": "eve@example.com", "password": "eve-password-1234", "name": "Eve"}),
-        )
-        .await;
-    let eve_token = eve.body["token"].as_str().unwrap();
+    let eve_token = &s.signup("eve@example.com", "eve-password-1234").await;
     let theirs = s
         .raw(
             s.request(Method::POST, "/v1/organizations", Some(eve_token))
@@ -120,14 +113,7 @@ async fn rate_limits_per_identity(db: Db) {
     args.anonymous_rate_limit = Some("60/2".into());
     let s = Server::start(args).await;
     let t = s.owner_token().await;
-    let other = s
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": "o@example.com", "password": "other-password-123", "name": "O"}),
-        )
-        .await;
-    let other = other.body["token"].as_str().unwrap().to_string();
+    let other = s.signup("o@example.com", "other-password-123").await;
     let mut statuses = vec![];
     for _ in 0..4 {
         let r = s.get("/v1/auth/me", &t).await;

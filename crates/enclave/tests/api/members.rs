@@ -365,14 +365,7 @@ async fn invitation_edge_cases(db: Db) {
     let org = s.bootstrap_org.clone().unwrap();
     // Inviting someone who already has an account: accepting needs their own password, so an
     // invitation token can never take over an account.
-    let existing = s
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": "kim@example.com", "password": "kims-own-password", "name": "Kim"}),
-        )
-        .await;
-    existing.expect(201);
+    s.signup("kim@example.com", "kims-own-password").await;
     let inv = s
         .post(
             &format!("/v1/organizations/{org}/users"),

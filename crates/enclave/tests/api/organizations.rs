@@ -258,14 +258,7 @@ async fn cross_organization_is_not_found(db: Db) {
         .as_str()
         .unwrap()
         .to_string();
-    let outsider = s
-        .post(
-            "/v1/auth/signup",
-            None,
-            json!({"email": "eve@example.com", "password": "eve-password-1234", "name": "Eve"}),
-        )
-        .await;
-    let eve = outsider.body["token"].as_str().unwrap().to_string();
+    let eve = s.signup("eve@example.com", "eve-password-1234").await;
 
     for path in [
         format!("/v1/organizations/{theirs}"),
