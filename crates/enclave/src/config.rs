@@ -17,11 +17,15 @@ pub enum LogFormat {
     Json,
 }
 
-/// Flags of `enclave serve` (and `enclave migrate`, which uses the storage ones).
-#[derive(Debug, Clone, Default, Args)]
+/// Flags of `enclave serve` (and `enclave migrate`, which uses the storage ones). The TOML
+/// file given with `--config` has the same settings under the same names (all but `config`
+/// itself); unknown keys are refused.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (flags and variables win over it).
     #[arg(long, env = "ENCLAVE_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Where the embedded database, keys and engine files live.
     #[arg(long, env = "ENCLAVE_DATA_DIR")]
@@ -62,25 +66,6 @@ pub struct ServeArgs {
     /// First-start owner password; default: generated and printed once.
     #[arg(long, env = "ENCLAVE_BOOTSTRAP_PASSWORD", hide_env_values = true)]
     pub bootstrap_password: Option<String>,
-}
-
-/// The same settings in the TOML file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    http_addr: Option<String>,
-    gateway_addr: Option<String>,
-    database_url: Option<String>,
-    public_host: Option<String>,
-    log_format: Option<LogFormat>,
-    open_signup: Option<bool>,
-    default_tier: Option<String>,
-    rate_limits: Option<String>,
-    anonymous_rate_limit: Option<String>,
-    jwt_key_file: Option<PathBuf>,
-    bootstrap_email: Option<String>,
-    bootstrap_password: Option<String>,
 }
 
 /// Every setting resolved.
@@ -127,14 +112,14 @@ fn rate(name: &str, value: &str) -> anyhow::Result<(u32, u32)> {
 
 impl ServeArgs {
     pub fn resolve(self) -> anyhow::Result<ServerConfig> {
-        let file: FileConfig = match &self.config {
+        let file: ServeArgs = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
                 toml::from_str(&text)
                     .with_context(|| format!("invalid configuration file {}", path.display()))?
             }
-            None => FileConfig::default(),
+            None => ServeArgs::default(),
         };
         let data_dir = self
             .data_dir
