@@ -19,6 +19,9 @@ pub struct ApiConfig {
     pub tier_limits: HashMap<Tier, TierLimits>,
     /// Rate limit for requests without credentials, per client IP: (per minute, burst).
     pub anonymous_rate_limit: (u32, u32),
+    /// How SQL clients reach the gateway (an environment's `connection`).
+    pub gateway_host: String,
+    pub gateway_port: u16,
 }
 
 impl ApiConfig {
@@ -41,6 +44,8 @@ impl ApiConfig {
                 .map(|t| (t, t.default_limits()))
                 .collect(),
             anonymous_rate_limit: (300, 50),
+            gateway_host: "127.0.0.1".to_string(),
+            gateway_port: 5439,
         }
     }
 }

@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, health, members, organizations};
+use crate::routes::{auth, environments, health, members, organizations, promotion};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,10 @@ use crate::routes::{auth, health, members, organizations};
         organizations::create, organizations::list, organizations::get, organizations::update,
         organizations::delete, organizations::transfer_ownership,
         members::list, members::invite, members::get, members::update, members::remove, members::set_role,
+        environments::list, environments::create, environments::get, environments::get_by_slug,
+        environments::update, environments::replace, environments::delete, environments::reorder,
+        environments::suspend, environments::resume,
+        promotion::promote, promotion::promotions, promotion::clone, promotion::diff,
     ),
     components(schemas(enclave_core::ErrorCode)),
     modifiers(&BearerAuth),

@@ -2,8 +2,9 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use enclave_core::environment::{Connection, Environment};
 use enclave_core::model::{Invitation, Member, Organization, User};
-use enclave_store::{from_ms, MemberRecord, OrgRecord, UserRecord};
+use enclave_store::{from_ms, EnvRecord, MemberRecord, OrgRecord, UserRecord};
 use serde::Serialize;
 
 use crate::config::ApiConfig;
@@ -20,6 +21,31 @@ pub fn organization(config: &ApiConfig, r: OrgRecord) -> Organization {
         slug: r.slug,
         billing_email: r.billing_email,
         cloud_region: r.cloud_region,
+        settings: r.settings.0,
+        created_at: from_ms(r.created_at),
+        updated_at: from_ms(r.updated_at),
+        version: r.version,
+    }
+}
+
+pub fn environment(config: &ApiConfig, r: EnvRecord) -> Environment {
+    Environment {
+        env_type: r.env_type(),
+        status: r.status(),
+        connection: Connection {
+            host: config.gateway_host.clone(),
+            port: config.gateway_port,
+            database: r.slug.clone(),
+        },
+        env_id: r.id,
+        org_id: r.org_id,
+        name: r.name,
+        slug: r.slug,
+        index: r.position,
+        color: r.color,
+        parent_env_id: r.parent_env_id,
+        description: r.description,
+        locked: r.locked,
         settings: r.settings.0,
         created_at: from_ms(r.created_at),
         updated_at: from_ms(r.updated_at),

@@ -119,6 +119,15 @@ impl Error {
         Error::new(ErrorCode::Conflict, message).with_details(json!({ "rule": rule }))
     }
 
+    /// An organization quota is used up: `details = {quota, limit}`.
+    pub fn quota_exceeded(quota: &str, limit: u64) -> Self {
+        Error::new(
+            ErrorCode::QuotaExceeded,
+            format!("the organization's {quota} quota ({limit}) is used up"),
+        )
+        .with_details(json!({ "quota": quota, "limit": limit }))
+    }
+
     pub fn precondition_failed(message: impl Into<String>) -> Self {
         Error::new(ErrorCode::PreconditionFailed, message)
             .with_details(json!({ "rule": "if_match" }))

@@ -4,11 +4,13 @@
 //! This crate is pure — no I/O, no async runtime, no SQL — so every rule here is unit-tested
 //! without a database, and every other crate goes through it.
 
+pub mod environment;
 pub mod error;
 pub mod id;
 pub mod membership;
 pub mod model;
 pub mod pagination;
+pub mod promotion;
 pub mod role;
 pub mod validate;
 

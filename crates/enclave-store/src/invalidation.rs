@@ -23,6 +23,10 @@ pub enum Invalidation {
     User {
         user_id: String,
     },
+    /// An environment changed (status, lock, settings, deletion).
+    Environment {
+        env_id: String,
+    },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }

@@ -6,6 +6,7 @@
 //! other nodes hear about changes — are per-backend hooks.
 
 mod db_error;
+mod environments;
 mod invalidation;
 mod postgres;
 mod records;
@@ -16,6 +17,7 @@ mod time;
 
 use std::sync::Arc;
 
+pub use environments::EnvironmentStore;
 pub use invalidation::{Bus, Invalidation};
 pub use postgres::PgStore;
 pub use records::*;
@@ -35,7 +37,7 @@ pub enum Backend {
 /// change identity state publish the matching [`Invalidation`] after commit (and, on
 /// PostgreSQL, to every other node through `NOTIFY`).
 #[async_trait::async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: EnvironmentStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// The invalidation bus of this node: caches subscribe to it.
     fn bus(&self) -> &Bus;
@@ -47,13 +49,26 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> Result<UserRecord>;
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
     async fn user_by_id(&self, user_id: &str) -> Result<Option<UserRecord>>;
-    /// First start: creates the user, the organization and the owner membership only when no
-    /// user exists yet. Returns `None` when a user already existed.
-    async fn bootstrap(&self, user: NewUser, org: NewOrg) -> Result<Option<OrgRecord>>;
+    /// First start: creates the user, the organization (with `environments`, in order) and
+    /// the owner membership only when no user exists yet. Returns `None` when a user already
+    /// existed.
+    async fn bootstrap(
+        &self,
+        user: NewUser,
+        org: NewOrg,
+        environments: Vec<NewEnvironment>,
+    ) -> Result<Option<OrgRecord>>;
 
     // Organizations
-    /// Creates the organization with `owner_id` as its owner, atomically.
-    async fn create_org(&self, org: NewOrg, owner_id: &str, owner_name: &str) -> Result<OrgRecord>;
+    /// Creates the organization with `owner_id` as its owner and `environments` (in order),
+    /// atomically.
+    async fn create_org(
+        &self,
+        org: NewOrg,
+        owner_id: &str,
+        owner_name: &str,
+        environments: Vec<NewEnvironment>,
+    ) -> Result<OrgRecord>;
     async fn org(&self, org_id: &str) -> Result<Option<OrgRecord>>;
     /// Organizations where `user_id` has an active or suspended (not merely invited) membership.
     async fn orgs_of_user(&self, user_id: &str, page: &PageQuery) -> Result<(Vec<OrgRecord>, i64)>;

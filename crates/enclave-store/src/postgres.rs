@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use enclave_core::environment::{check_writable, Transition};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
+use enclave_core::promotion::Promotion;
 use enclave_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -12,6 +14,7 @@ use sqlx::{Postgres, Transaction};
 use tokio::task::JoinHandle;
 
 use crate::db_error::{internal, unique_or};
+use crate::environments::*;
 use crate::invalidation::CHANNEL;
 use crate::records::*;
 use crate::sql::*;
@@ -143,3 +146,4 @@ async fn listen(pool: PgPool, bus: Bus, node_id: String) {
 }
 
 impl_store!(PgStore, crate::Backend::Postgres);
+impl_environment_store!(PgStore);

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use enclave_core::environment::{EnvSettings, EnvStatus, EnvType, SettingsPatch};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::pagination::PageRequest;
+use enclave_core::promotion::Promotion;
 use enclave_core::Role;
 use serde_json::Value;
 use sqlx::types::Json;
@@ -203,4 +205,131 @@ pub enum IdempotencyState {
     /// Same key, different route or body.
     Mismatch,
     Completed(StoredResponse),
+}
+
+/// An environment row. `position` is the API's `index`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EnvRecord {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub slug: String,
+    pub env_type: String,
+    pub position: i64,
+    pub color: String,
+    pub parent_env_id: Option<String>,
+    pub description: String,
+    pub status: String,
+    pub locked: bool,
+    pub settings: Json<EnvSettings>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+impl EnvRecord {
+    pub fn env_type(&self) -> EnvType {
+        EnvType::parse(&self.env_type).unwrap_or(EnvType::Custom)
+    }
+    /// Unknown values cannot be written; should one appear, it reads as the most restrictive.
+    pub fn status(&self) -> EnvStatus {
+        EnvStatus::parse(&self.status).unwrap_or(EnvStatus::Suspended)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEnvironment {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub slug: String,
+    pub env_type: EnvType,
+    pub color: String,
+    pub parent_env_id: Option<String>,
+    pub description: String,
+    pub settings: EnvSettings,
+}
+
+/// A partial update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct EnvPatch {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub env_type: Option<EnvType>,
+    pub color: Option<String>,
+    pub description: Option<String>,
+    /// `Some(None)` clears the parent.
+    pub parent_env_id: Option<Option<String>>,
+    pub settings: Option<SettingsPatch>,
+    pub locked: Option<bool>,
+    pub index: Option<i64>,
+}
+
+impl EnvPatch {
+    /// True when the patch touches `locked` and nothing else — the one write a locked
+    /// environment accepts.
+    pub fn only_locked(&self) -> bool {
+        self.locked.is_some()
+            && self.name.is_none()
+            && self.slug.is_none()
+            && self.env_type.is_none()
+            && self.color.is_none()
+            && self.description.is_none()
+            && self.parent_env_id.is_none()
+            && self.settings.is_none()
+            && self.index.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EnvFilter {
+    pub status: Option<EnvStatus>,
+    pub env_type: Option<EnvType>,
+    pub parent_env_id: Option<String>,
+    /// Name or slug contains this (case-insensitive).
+    pub q: Option<String>,
+}
+
+impl EnvFilter {
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.env_type.is_none()
+            && self.parent_env_id.is_none()
+            && self.q.is_none()
+    }
+}
+
+/// A keyset page of environments in display order: rows after `(index, env_id)`.
+#[derive(Debug, Clone)]
+pub struct EnvPageQuery {
+    pub limit: u32,
+    pub after: Option<(i64, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvPage {
+    /// Up to `limit + 1` rows (the extra one tells that more exist).
+    pub rows: Vec<EnvRecord>,
+    pub total: i64,
+    pub order_version: i64,
+}
+
+/// What deleting an environment would remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvContents {
+    pub api_keys: i64,
+    pub secrets: i64,
+    pub policies: i64,
+    pub tables: i64,
+}
+
+/// A promotion's writes, applied in one transaction if the target is still at
+/// `expected_target_version` (else 412, and the caller plans again).
+#[derive(Debug, Clone)]
+pub struct PromotionApply {
+    pub org_id: String,
+    pub target_env_id: String,
+    pub expected_target_version: i64,
+    pub settings: Option<EnvSettings>,
+    pub record: Promotion,
 }

@@ -66,7 +66,7 @@ macro_rules! impl_store {
                     .map_err(internal)
             }
 
-            async fn bootstrap(&self, user: NewUser, org: NewOrg) -> enclave_core::Result<Option<OrgRecord>> {
+            async fn bootstrap(&self, user: NewUser, org: NewOrg, environments: Vec<NewEnvironment>) -> enclave_core::Result<Option<OrgRecord>> {
                 let mut tx = self.begin_write().await?;
                 let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
                     .fetch_one(&mut *tx)
@@ -86,6 +86,7 @@ macro_rules! impl_store {
                 .await;
                 match inserted {
                     Ok(rec) => {
+                        insert_default_envs!(&mut *tx, &rec.id, environments)?;
                         self.commit(tx, vec![]).await?;
                         Ok(Some(rec))
                     }
@@ -95,11 +96,12 @@ macro_rules! impl_store {
                 }
             }
 
-            async fn create_org(&self, org: NewOrg, owner_id: &str, owner_name: &str) -> enclave_core::Result<OrgRecord> {
+            async fn create_org(&self, org: NewOrg, owner_id: &str, owner_name: &str, environments: Vec<NewEnvironment>) -> enclave_core::Result<OrgRecord> {
                 let mut tx = self.begin_write().await?;
                 let rec = insert_org!(&mut *tx, org)
                     .map_err(unique_or(|| Error::conflict("slug_taken", "an organization with this slug already exists")))?;
                 insert_owner!(&mut *tx, &rec.id, owner_id, owner_name, rec.created_at).map_err(internal)?;
+                insert_default_envs!(&mut *tx, &rec.id, environments)?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
@@ -671,6 +673,26 @@ macro_rules! insert_org {
     }};
 }
 
+/// Inserts a new organization's first environments, in order; evaluates to
+/// `Result<(), Error>`.
+macro_rules! insert_default_envs {
+    ($conn:expr, $org_id:expr, $envs:expr) => {{
+        let envs: Vec<NewEnvironment> = $envs;
+        let n = envs.len() as i64;
+        let mut result = Ok(());
+        if n > 0 {
+            result = lock_org_envs!(&mut *$conn, $org_id, n).map(|_| ());
+            for (position, env) in envs.into_iter().enumerate() {
+                if result.is_err() {
+                    break;
+                }
+                result = insert_env!(&mut *$conn, env, position as i64).map(|_| ());
+            }
+        }
+        result
+    }};
+}
+
 /// Inserts the owner membership of a new organization.
 macro_rules! insert_owner {
     ($conn:expr, $org_id:expr, $user_id:expr, $name:expr, $now:expr) => {
@@ -723,5 +745,6 @@ macro_rules! missing_or_stale {
 }
 
 pub(crate) use {
-    impl_store, insert_org, insert_owner, insert_user, missing_or_stale, select_member,
+    impl_store, insert_default_envs, insert_org, insert_owner, insert_user, missing_or_stale,
+    select_member,
 };

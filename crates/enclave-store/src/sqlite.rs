@@ -6,7 +6,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use enclave_core::environment::{check_writable, Transition};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
+use enclave_core::promotion::Promotion;
 use enclave_core::{Error, Result};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -14,6 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use crate::db_error::{internal, unique_or};
+use crate::environments::*;
 use crate::records::*;
 use crate::sql::*;
 use crate::{now_ms, Bus, Invalidation};
@@ -73,3 +76,4 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, crate::Backend::Sqlite);
+impl_environment_store!(SqliteStore);

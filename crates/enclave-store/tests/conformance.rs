@@ -69,7 +69,7 @@ async fn owner_with_org(
 ) -> (UserRecord, OrgRecord) {
     let user = store.create_user(new_user(email)).await.unwrap();
     let org = store
-        .create_org(new_org(slug), &user.id, "Owner")
+        .create_org(new_org(slug), &user.id, "Owner", vec![])
         .await
         .unwrap();
     (user, org)
@@ -91,12 +91,12 @@ async fn orgs_and_slugs(store: Arc<dyn Store>) {
     assert_eq!(dup.code, ErrorCode::Conflict);
 
     let a = store
-        .create_org(new_org("acme"), &u.id, "Ada")
+        .create_org(new_org("acme"), &u.id, "Ada", vec![])
         .await
         .unwrap();
     assert_eq!(a.version, 1);
     let err = store
-        .create_org(new_org("acme"), &u.id, "Ada")
+        .create_org(new_org("acme"), &u.id, "Ada", vec![])
         .await
         .unwrap_err();
     assert_eq!(
@@ -105,7 +105,7 @@ async fn orgs_and_slugs(store: Arc<dyn Store>) {
     );
     for i in 0..4 {
         store
-            .create_org(new_org(&format!("org-{i}")), &u.id, "Ada")
+            .create_org(new_org(&format!("org-{i}")), &u.id, "Ada", vec![])
             .await
             .unwrap();
     }
@@ -464,7 +464,7 @@ async fn concurrent_writes_never_fail(store: Arc<dyn Store>) {
             let owner = owner.id.clone();
             tokio::spawn(async move {
                 let org = store
-                    .create_org(new_org(&format!("org-{i}")), &owner, "O")
+                    .create_org(new_org(&format!("org-{i}")), &owner, "O", vec![])
                     .await?;
                 store
                     .update_org(
@@ -528,12 +528,12 @@ async fn invalidations_are_published(store: Arc<dyn Store>) {
 
 async fn bootstrap_only_once(store: Arc<dyn Store>) {
     let first = store
-        .bootstrap(new_user("root@example.com"), new_org("default"))
+        .bootstrap(new_user("root@example.com"), new_org("default"), vec![])
         .await
         .unwrap();
     assert!(first.is_some());
     assert!(store
-        .bootstrap(new_user("other@example.com"), new_org("other"))
+        .bootstrap(new_user("other@example.com"), new_org("other"), vec![])
         .await
         .unwrap()
         .is_none());

@@ -53,7 +53,8 @@ pub async fn run(
         tier,
         settings: serde_json::json!({}),
     };
-    let created = store.bootstrap(user, org).await?;
+    let environments = enclave_api::routes::environments::default_environments(&org.id);
+    let created = store.bootstrap(user, org, environments).await?;
     Ok(created.map(|org| BootstrapCredentials {
         email,
         generated_password: generated.then_some(password),

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Rate limits per tier, `TIER=PER_MINUTE/BURST`, comma-separated.
     #[arg(long, env = "ENCLAVE_RATE_LIMITS")]
     pub rate_limits: Option<String>,
+    /// Environments per organization by tier, `TIER=COUNT|unlimited`, comma-separated
+    /// (default free=3, cloud=5, growth=25, enterprise=unlimited).
+    #[arg(long, env = "ENCLAVE_ENVIRONMENT_QUOTAS")]
+    pub environment_quotas: Option<String>,
     /// Rate limit of requests without credentials, per client IP: `PER_MINUTE/BURST`.
     #[arg(long, env = "ENCLAVE_ANONYMOUS_RATE_LIMIT")]
     pub anonymous_rate_limit: Option<String>,
@@ -170,6 +174,25 @@ impl ServeArgs {
                 l.rate_limit_burst = burst;
             }
         }
+        if let Some(spec) = self.environment_quotas.or(file.environment_quotas) {
+            for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (tier, count) = item.split_once('=').with_context(|| {
+                    format!("environment_quotas: `{item}` must be TIER=COUNT or TIER=unlimited")
+                })?;
+                let tier = Tier::parse(tier.trim())
+                    .with_context(|| format!("environment_quotas: unknown tier `{tier}`"))?;
+                let max = match count.trim() {
+                    "unlimited" => None,
+                    n => Some(n.parse::<u32>().with_context(|| {
+                        format!("environment_quotas: `{n}` is not a count or `unlimited`")
+                    })?),
+                };
+                tier_limits
+                    .get_mut(&tier)
+                    .expect("every tier present")
+                    .max_environments = max;
+            }
+        }
         let anonymous_rate_limit = match self.anonymous_rate_limit.or(file.anonymous_rate_limit) {
             Some(v) => rate("anonymous_rate_limit", &v)?,
             None => (300, 50),
@@ -209,6 +232,8 @@ impl ServerConfig {
             default_tier: self.default_tier,
             tier_limits: self.tier_limits.clone(),
             anonymous_rate_limit: self.anonymous_rate_limit,
+            gateway_host: self.public_host.clone(),
+            gateway_port: self.gateway_addr.port(),
         }
     }
 }
@@ -241,6 +266,16 @@ mod tests {
             (5, 2)
         );
         assert_eq!(c.tier_limits[&Tier::Enterprise].rate_limit_burst, 5000);
+        assert_eq!(c.tier_limits[&Tier::Free].max_environments, Some(3));
+        let q = ServeArgs {
+            environment_quotas: Some("free=10, growth=unlimited".into()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(q.tier_limits[&Tier::Free].max_environments, Some(10));
+        assert_eq!(q.tier_limits[&Tier::Growth].max_environments, None);
+        assert_eq!(q.tier_limits[&Tier::Cloud].max_environments, Some(5));
         assert_eq!(
             (c.anonymous_rate_limit, c.default_tier),
             ((10, 1), Tier::Growth)
@@ -265,6 +300,11 @@ mod tests {
             ..Default::default()
         })
         .contains("default_tier"));
+        assert!(bad(ServeArgs {
+            environment_quotas: Some("free=lots".into()),
+            ..Default::default()
+        })
+        .contains("environment_quotas"));
     }
 
     #[test]

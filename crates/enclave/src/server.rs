@@ -74,6 +74,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         config.default_tier,
     )
     .await?;
+    // Environments a previous run left provisioning or decommissioning (and the first
+    // start's defaults) are finished before the first request.
+    let settled = enclave_api::lifecycle::settle(store.as_ref()).await;
+    if settled > 0 {
+        tracing::info!(
+            environments = settled,
+            "environment lifecycle steps finished"
+        );
+    }
     let state = enclave_api::AppState::new(store, config.api_config())?;
     spawn_housekeeping(state.clone());
     let app = enclave_api::router(state);

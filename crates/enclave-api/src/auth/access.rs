@@ -5,7 +5,7 @@
 use enclave_core::id::{is_id, Kind};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::{Error, Permission, Result, Role};
-use enclave_store::AuthMembership;
+use enclave_store::{AuthMembership, EnvRecord};
 
 use crate::auth::Principal;
 use crate::state::AppState;
@@ -76,6 +76,33 @@ pub async fn require(
         ));
     }
     Ok(access)
+}
+
+/// The environment `env_id` and the caller's standing in its organization, checked against
+/// `permission`. Unknown ids and environments of organizations the caller does not belong to
+/// are both 404.
+pub async fn env_access(
+    state: &AppState,
+    who: &Principal,
+    env_id: &str,
+    permission: Permission,
+) -> Result<(EnvRecord, OrgAccess)> {
+    let not_found = || Error::not_found("environment");
+    if !is_id(Kind::Environment, env_id) {
+        return Err(not_found());
+    }
+    let env = state
+        .store
+        .environment(env_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let access = require(state, who, &env.org_id, permission)
+        .await
+        .map_err(|e| match e.code {
+            enclave_core::ErrorCode::NotFound => not_found(),
+            _ => e,
+        })?;
+    Ok((env, access))
 }
 
 #[cfg(test)]

@@ -114,6 +114,8 @@ impl AuthCache {
                 self.members.retain(|(_, o), _| o != org_id);
             }
             Invalidation::User { user_id } => self.users.remove(user_id),
+            // Nothing here depends on an environment.
+            Invalidation::Environment { .. } => {}
             Invalidation::All => {
                 self.sessions.clear();
                 self.members.clear();

@@ -1,9 +1,11 @@
 //! One module per resource; this file puts them on their paths.
 
 pub mod auth;
+pub mod environments;
 pub mod health;
 pub mod members;
 pub mod organizations;
+pub mod promotion;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -55,6 +57,43 @@ pub fn routes() -> Router<AppState> {
             "/v1/organizations/{org_id}/users/{user_id}/role",
             put(members::set_role),
         )
+        .route(
+            "/v1/organizations/{org_id}/environments",
+            get(environments::list).post(environments::create),
+        )
+        .route(
+            "/v1/organizations/{org_id}/environments/reorder",
+            post(environments::reorder),
+        )
+        .route(
+            "/v1/organizations/{org_id}/environments/{slug}",
+            get(environments::get_by_slug),
+        )
+        .route(
+            "/v1/environments/{env_id}",
+            get(environments::get)
+                .patch(environments::update)
+                .put(environments::replace)
+                .delete(environments::delete),
+        )
+        .route(
+            "/v1/environments/{env_id}/suspend",
+            post(environments::suspend),
+        )
+        .route(
+            "/v1/environments/{env_id}/resume",
+            post(environments::resume),
+        )
+        .route(
+            "/v1/environments/{env_id}/promote",
+            post(promotion::promote),
+        )
+        .route(
+            "/v1/environments/{env_id}/promotions",
+            get(promotion::promotions),
+        )
+        .route("/v1/environments/{env_id}/clone", post(promotion::clone))
+        .route("/v1/environments/{env_id}/diff", get(promotion::diff))
         .fallback(|| async { ApiError(Error::not_found("route")) })
         .method_not_allowed_fallback(|| async {
             let e = Error::validation("method", "not_allowed", "method not allowed on this path");

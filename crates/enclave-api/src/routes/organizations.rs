@@ -3,12 +3,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use enclave_core::environment::EnvSettings;
 use enclave_core::id::{new_id, Kind};
 use enclave_core::membership::{check_transfer, Actor, Target};
 use enclave_core::model::Organization;
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::{validate, Error, Permission};
-use enclave_store::{NewOrg, OrgPatch};
+use enclave_store::{NewEnvironment, NewOrg, OrgPatch};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -16,8 +17,9 @@ use crate::auth::access::{member_of, require};
 use crate::auth::Principal;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
+use crate::routes::environments::{default_environments, new_environment, EnvFields};
 use crate::state::AppState;
-use crate::views;
+use crate::{lifecycle, views};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,67 @@ pub struct CreateOrganization {
     pub cloud_region: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub settings: Option<serde_json::Value>,
+    /// `true` or absent: development, staging and production; `false` or `[]`: none; a list
+    /// of names: those environments, in that order.
+    #[schema(value_type = Option<Object>)]
+    pub default_environments: Option<DefaultEnvironments>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum DefaultEnvironments {
+    Standard(bool),
+    Named(Vec<String>),
+}
+
+/// The environments a new organization starts with, validated and within its quota.
+fn first_environments(
+    state: &AppState,
+    org_id: &str,
+    requested: Option<DefaultEnvironments>,
+) -> Result<Vec<NewEnvironment>, Error> {
+    let envs = match requested {
+        None | Some(DefaultEnvironments::Standard(true)) => default_environments(org_id),
+        Some(DefaultEnvironments::Standard(false)) => Vec::new(),
+        Some(DefaultEnvironments::Named(names)) => {
+            let mut envs: Vec<NewEnvironment> = Vec::with_capacity(names.len());
+            for (i, name) in names.into_iter().enumerate() {
+                let field = format!("default_environments[{i}]");
+                let env = new_environment(
+                    org_id,
+                    EnvFields {
+                        name,
+                        slug: None,
+                        env_type: None,
+                        color: None,
+                        parent_env_id: None,
+                        description: None,
+                    },
+                    EnvSettings::default(),
+                )
+                .map_err(|e| Error::validation(&field, "environment_name", e.message))?;
+                if envs.iter().any(|e| e.slug == env.slug) {
+                    return Err(Error::validation(
+                        &field,
+                        "unique",
+                        format!("{field} gives the slug `{}` twice", env.slug),
+                    ));
+                }
+                envs.push(env);
+            }
+            envs
+        }
+    };
+    if let Some(max) = state
+        .config
+        .limits(state.config.default_tier)
+        .max_environments
+    {
+        if envs.len() > max as usize {
+            return Err(Error::quota_exceeded("max_environments", u64::from(max)));
+        }
+    }
+    Ok(envs)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -90,8 +153,11 @@ pub async fn create(
         .user_by_id(&who.user_id)
         .await?
         .ok_or_else(Error::internal)?;
+    let org_id = new_id(Kind::Organization);
+    let environments = first_environments(&state, &org_id, req.default_environments)?;
+    let env_ids: Vec<String> = environments.iter().map(|e| e.id.clone()).collect();
     let org = NewOrg {
-        id: new_id(Kind::Organization),
+        id: org_id,
         name,
         slug: req.slug,
         billing_email,
@@ -99,7 +165,15 @@ pub async fn create(
         tier: state.config.default_tier,
         settings,
     };
-    let rec = state.store.create_org(org, &user.id, &user.name).await?;
+    let rec = state
+        .store
+        .create_org(org, &user.id, &user.name, environments)
+        .await?;
+    for env_id in env_ids {
+        if let Some(env) = state.store.environment(&env_id).await? {
+            lifecycle::provision(state.store.as_ref(), env).await?;
+        }
+    }
     let location = format!("/v1/organizations/{}", rec.id);
     Ok(views::created(
         rec.version,

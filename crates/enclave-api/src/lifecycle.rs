@@ -1,0 +1,59 @@
+//! The environment lifecycle's system-driven steps: a new environment turns `active` once its
+//! data store is ready, and a deleted one is removed once its resources are gone. Both are
+//! resumable — a node that died in between finishes them at its next start.
+//!
+//! The embedded engine's per-environment database arrives with the gateway; it is created and
+//! removed here, between the two store calls of each step.
+
+use enclave_core::environment::{EnvStatus, Transition};
+use enclave_core::{Error, ErrorCode, Result};
+use enclave_store::{EnvRecord, Store};
+
+/// Readies a `provisioning` environment's resources and marks it `active`.
+pub async fn provision(store: &dyn Store, env: EnvRecord) -> Result<EnvRecord> {
+    if env.status() != EnvStatus::Provisioning {
+        return Ok(env);
+    }
+    match store
+        .transition_environment(&env.id, None, Transition::Activate)
+        .await
+    {
+        // Another node (settling at its start) activated it first.
+        Err(e) if e.code == ErrorCode::Conflict => store
+            .environment(&env.id)
+            .await?
+            .ok_or_else(|| Error::not_found("environment")),
+        other => other,
+    }
+}
+
+/// Removes a `decommissioning` environment's resources, then the environment.
+pub async fn decommission(store: &dyn Store, env: &EnvRecord) -> Result<()> {
+    store.purge_environment(&env.id).await
+}
+
+/// Finishes what a previous run left half-done; returns how many environments it settled.
+/// A failure is logged and left for the next start rather than stopping this one.
+pub async fn settle(store: &dyn Store) -> usize {
+    let unsettled = match store.unsettled_environments().await {
+        Ok(envs) => envs,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list unsettled environments");
+            return 0;
+        }
+    };
+    let mut settled = 0;
+    for env in unsettled {
+        let id = env.id.clone();
+        let done = match env.status() {
+            EnvStatus::Provisioning => provision(store, env).await.map(|_| ()),
+            EnvStatus::Decommissioning => decommission(store, &env).await,
+            _ => Ok(()),
+        };
+        match done {
+            Ok(()) => settled += 1,
+            Err(e) => tracing::warn!(env_id = %id, error = %e, "environment lifecycle step failed"),
+        }
+    }
+    settled
+}

@@ -1,0 +1,545 @@
+//! Environments: list, create, get (by id or slug), update, delete (with a dry run), reorder,
+//! suspend and resume. Promotion, clone and diff are in `promotion.rs`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use enclave_core::environment::{
+    self, EnvSettings, EnvStatus, EnvType, Environment, SettingsPatch,
+};
+use enclave_core::id::{is_id, new_id, Kind};
+use enclave_core::pagination::{PageRequest, Pagination};
+use enclave_core::{validate, Error, Permission, Result};
+use enclave_store::{EnvFilter, EnvPageQuery, EnvPatch, NewEnvironment};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::access::{env_access, require};
+use crate::auth::Principal;
+use crate::error::{ApiResult, ErrorEnvelope};
+use crate::extract::{IfMatch, JsonBody, QueryParams};
+use crate::state::AppState;
+use crate::{lifecycle, views};
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnvironment {
+    /// 1–64 characters.
+    pub name: String,
+    /// `^[a-z0-9][a-z0-9_-]{0,63}$`, unique in the organization; default derived from `name`.
+    pub slug: Option<String>,
+    /// Default inferred from the slug.
+    #[serde(rename = "type")]
+    pub env_type: Option<EnvType>,
+    /// `#RRGGBB`; default by type.
+    pub color: Option<String>,
+    pub parent_env_id: Option<String>,
+    pub description: Option<String>,
+    pub settings: Option<SettingsPatch>,
+}
+
+/// `PATCH` and `PUT` take the same body: every field optional, absent ones unchanged.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEnvironment {
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    #[serde(rename = "type")]
+    pub env_type: Option<EnvType>,
+    pub color: Option<String>,
+    pub description: Option<String>,
+    /// `null` removes the parent.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub parent_env_id: Option<Option<String>>,
+    pub settings: Option<SettingsPatch>,
+    /// While true, every other write is refused.
+    pub locked: Option<bool>,
+    /// New display position; the others shift to keep `0..n-1` dense.
+    pub index: Option<i64>,
+}
+
+/// Tells `"field": null` (Some(None)) from an absent field (None).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub status: Option<EnvStatus>,
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub env_type: Option<EnvType>,
+    pub parent_env_id: Option<String>,
+    /// Name or slug contains (case-insensitive).
+    pub q: Option<String>,
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// A page of environments in display order, with the order's current version (what a
+/// reorder must name).
+#[derive(Serialize, ToSchema)]
+pub struct EnvironmentList {
+    pub data: Vec<Environment>,
+    pub pagination: Pagination,
+    pub order_version: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reorder {
+    /// Every environment of the organization, exactly once, in the new order.
+    pub order: Vec<String>,
+    /// The `order_version` of the list this order was made from.
+    pub expected_version: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Order {
+    pub order: Vec<String>,
+    pub order_version: i64,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// Answer what would be deleted, delete nothing.
+    pub dry_run: Option<bool>,
+}
+
+/// What deleting an environment would remove, and what would stop it.
+#[derive(Serialize, ToSchema)]
+pub struct DeletePreview {
+    pub env_id: String,
+    pub dry_run: bool,
+    pub would_delete: WouldDelete,
+    /// Why a real delete would be refused now (`environment_locked`, `has_children`,
+    /// `decommissioning`); empty when it would succeed.
+    pub blocked_by: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WouldDelete {
+    pub api_keys: i64,
+    pub secrets: i64,
+    pub policies: i64,
+    pub tables: i64,
+}
+
+/// The fields a new environment is made from, validated; shared by create, clone and new
+/// organizations' defaults.
+pub struct EnvFields {
+    pub name: String,
+    pub slug: Option<String>,
+    pub env_type: Option<EnvType>,
+    pub color: Option<String>,
+    pub parent_env_id: Option<String>,
+    pub description: Option<String>,
+}
+
+pub fn new_environment(
+    org_id: &str,
+    f: EnvFields,
+    settings: EnvSettings,
+) -> Result<NewEnvironment> {
+    let name = validate::display_name("name", &f.name, environment::MAX_NAME_CHARS)?;
+    let slug = match &f.slug {
+        Some(s) => environment::slug("slug", s)?,
+        None => environment::derive_slug(&name)?,
+    };
+    let env_type = f.env_type.unwrap_or_else(|| EnvType::infer(&slug));
+    let color = match &f.color {
+        Some(c) => environment::color("color", c)?,
+        None => env_type.default_color().to_string(),
+    };
+    let description =
+        environment::description("description", f.description.as_deref().unwrap_or(""))?;
+    if let Some(p) = &f.parent_env_id {
+        if !is_id(Kind::Environment, p) {
+            return Err(Error::validation(
+                "parent_env_id",
+                "same_organization",
+                "parent_env_id must name an environment of this organization",
+            ));
+        }
+    }
+    Ok(NewEnvironment {
+        id: new_id(Kind::Environment),
+        org_id: org_id.to_string(),
+        name,
+        slug,
+        env_type,
+        color,
+        parent_env_id: f.parent_env_id,
+        description,
+        settings,
+    })
+}
+
+/// What a new organization starts with: development, staging and production.
+pub fn default_environments(org_id: &str) -> Vec<NewEnvironment> {
+    ["Development", "Staging", "Production"]
+        .into_iter()
+        .map(|name| {
+            new_environment(
+                org_id,
+                EnvFields {
+                    name: name.into(),
+                    slug: None,
+                    env_type: None,
+                    color: None,
+                    parent_env_id: None,
+                    description: None,
+                },
+                EnvSettings::default(),
+            )
+            .expect("the default environments are valid")
+        })
+        .collect()
+}
+
+/// Creates and provisions an environment under the organization's quota.
+pub async fn create_and_provision(
+    state: &AppState,
+    tier: enclave_core::model::Tier,
+    env: NewEnvironment,
+) -> Result<enclave_store::EnvRecord> {
+    let limit = state.config.limits(tier).max_environments;
+    let rec = state.store.create_environment(env, limit).await?;
+    lifecycle::provision(state.store.as_ref(), rec).await
+}
+
+fn created(state: &AppState, rec: enclave_store::EnvRecord) -> Response {
+    let location = format!("/v1/environments/{}", rec.id);
+    views::created(
+        rec.version,
+        location,
+        views::environment(&state.config, rec),
+    )
+}
+
+fn one(state: &AppState, rec: enclave_store::EnvRecord) -> Response {
+    views::with_etag(rec.version, views::environment(&state.config, rec))
+}
+
+/// `position:env_id`, the keyset of the display order.
+fn env_cursor(e: &Environment) -> String {
+    format!("{}:{}", e.index, e.env_id)
+}
+
+fn parse_env_cursor(after: Option<String>) -> Result<Option<(i64, String)>> {
+    let Some(key) = after else { return Ok(None) };
+    let bad = || Error::validation("cursor", "invalid", "cursor is not one this API returned");
+    let (pos, id) = key.split_once(':').ok_or_else(bad)?;
+    let pos: i64 = pos.parse().map_err(|_| bad())?;
+    if !is_id(Kind::Environment, id) {
+        return Err(bad());
+    }
+    Ok(Some((pos, id.to_string())))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{org_id}/environments", tag = "environments", security(("bearer" = [])),
+    params(("org_id" = String, Path), ListParams), responses(
+    (status = 200, body = EnvironmentList), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(org_id): Path<String>,
+    QueryParams(q): QueryParams<ListParams>,
+) -> ApiResult<axum::Json<EnvironmentList>> {
+    require(&state, &who, &org_id, Permission::ReadEnvironments).await?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    if let Some(text) = &q.q {
+        if text.chars().count() > 128 {
+            return Err(
+                Error::validation("q", "max_length", "q must be at most 128 characters").into(),
+            );
+        }
+    }
+    let filter = EnvFilter {
+        status: q.status,
+        env_type: q.env_type,
+        parent_env_id: q.parent_env_id,
+        q: q.q.filter(|s| !s.is_empty()),
+    };
+    let query = EnvPageQuery {
+        limit: page.limit,
+        after: parse_env_cursor(page.after.clone())?,
+    };
+    let result = state.store.environments(&org_id, &filter, &query).await?;
+    let rows: Vec<Environment> = result
+        .rows
+        .into_iter()
+        .map(|r| views::environment(&state.config, r))
+        .collect();
+    let p = enclave_core::pagination::Page::from_rows(rows, &page, result.total, env_cursor);
+    Ok(axum::Json(EnvironmentList {
+        data: p.data,
+        pagination: p.pagination,
+        order_version: result.order_version,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{org_id}/environments", tag = "environments", security(("bearer" = [])),
+    params(("org_id" = String, Path)), request_body = CreateEnvironment, responses(
+    (status = 201, body = Environment), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+    (status = 404, body = ErrorEnvelope), (status = 409, description = "slug taken", body = ErrorEnvelope),
+    (status = 429, description = "QUOTA_EXCEEDED: the organization's max_environments", body = ErrorEnvelope)))]
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(org_id): Path<String>,
+    JsonBody(req): JsonBody<CreateEnvironment>,
+) -> ApiResult<Response> {
+    let access = require(&state, &who, &org_id, Permission::ManageEnvironments).await?;
+    let settings = EnvSettings::default().apply(&req.settings.unwrap_or_default())?;
+    let env = new_environment(
+        &org_id,
+        EnvFields {
+            name: req.name,
+            slug: req.slug,
+            env_type: req.env_type,
+            color: req.color,
+            parent_env_id: req.parent_env_id,
+            description: req.description,
+        },
+        settings,
+    )?;
+    let rec = create_and_provision(&state, access.tier, env).await?;
+    Ok(created(&state, rec))
+}
+
+#[utoipa::path(get, path = "/v1/environments/{env_id}", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path)), responses((status = 200, body = Environment), (status = 404, body = ErrorEnvelope)))]
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(env_id): Path<String>,
+) -> ApiResult<Response> {
+    let (env, _) = env_access(&state, &who, &env_id, Permission::ReadEnvironments).await?;
+    Ok(one(&state, env))
+}
+
+#[utoipa::path(get, path = "/v1/organizations/{org_id}/environments/{slug}", tag = "environments", security(("bearer" = [])),
+    params(("org_id" = String, Path), ("slug" = String, Path, description = "current slug, or an old one of a renamed environment")),
+    responses((status = 200, body = Environment), (status = 404, body = ErrorEnvelope)))]
+pub async fn get_by_slug(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((org_id, slug)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    require(&state, &who, &org_id, Permission::ReadEnvironments).await?;
+    let env = if slug.len() <= 64 {
+        state.store.environment_by_slug(&org_id, &slug).await?
+    } else {
+        None
+    };
+    let env = env.ok_or_else(|| Error::not_found("environment"))?;
+    Ok(one(&state, env))
+}
+
+fn patch_of(req: UpdateEnvironment) -> Result<EnvPatch> {
+    if let Some(s) = &req.settings {
+        // Ranges are checked now; the store applies the patch onto the current values.
+        EnvSettings::default().apply(s)?;
+    }
+    if let Some(Some(p)) = &req.parent_env_id {
+        if !is_id(Kind::Environment, p) {
+            return Err(Error::validation(
+                "parent_env_id",
+                "same_organization",
+                "parent_env_id must name an environment of this organization",
+            ));
+        }
+    }
+    Ok(EnvPatch {
+        name: req
+            .name
+            .as_deref()
+            .map(|n| validate::display_name("name", n, environment::MAX_NAME_CHARS))
+            .transpose()?,
+        slug: req
+            .slug
+            .as_deref()
+            .map(|s| environment::slug("slug", s))
+            .transpose()?,
+        env_type: req.env_type,
+        color: req
+            .color
+            .as_deref()
+            .map(|c| environment::color("color", c))
+            .transpose()?,
+        description: req
+            .description
+            .as_deref()
+            .map(|d| environment::description("description", d))
+            .transpose()?,
+        parent_env_id: req.parent_env_id,
+        settings: req.settings,
+        locked: req.locked,
+        index: req.index,
+    })
+}
+
+#[utoipa::path(patch, path = "/v1/environments/{env_id}", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path), ("If-Match" = Option<String>, Header)), request_body = UpdateEnvironment, responses(
+    (status = 200, body = Environment), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+    (status = 404, body = ErrorEnvelope), (status = 409, description = "slug taken, locked", body = ErrorEnvelope),
+    (status = 412, body = ErrorEnvelope)))]
+pub async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(env_id): Path<String>,
+    IfMatch(expected): IfMatch,
+    JsonBody(req): JsonBody<UpdateEnvironment>,
+) -> ApiResult<Response> {
+    env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    let patch = patch_of(req)?;
+    let rec = state
+        .store
+        .update_environment(&env_id, expected, patch)
+        .await?;
+    Ok(one(&state, rec))
+}
+
+#[utoipa::path(put, path = "/v1/environments/{env_id}", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path), ("If-Match" = Option<String>, Header)), request_body = UpdateEnvironment, responses(
+    (status = 200, body = Environment), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+    (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
+pub async fn replace(
+    state: State<AppState>,
+    who: Principal,
+    path: Path<String>,
+    if_match: IfMatch,
+    body: JsonBody<UpdateEnvironment>,
+) -> ApiResult<Response> {
+    update(state, who, path, if_match, body).await
+}
+
+#[utoipa::path(delete, path = "/v1/environments/{env_id}", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path), ("If-Match" = Option<String>, Header), DeleteParams), responses(
+    (status = 204, description = "deleted with everything in it"), (status = 200, description = "dry run", body = DeletePreview),
+    (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+    (status = 409, description = "locked, has children", body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(env_id): Path<String>,
+    IfMatch(expected): IfMatch,
+    QueryParams(q): QueryParams<DeleteParams>,
+) -> ApiResult<Response> {
+    let (env, _) = env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    if q.dry_run.unwrap_or(false) {
+        let contents = state.store.environment_contents(&env_id).await?;
+        let mut blocked_by = Vec::new();
+        if env.status() == EnvStatus::Decommissioning {
+            blocked_by.push("decommissioning".to_string());
+        }
+        if env.locked {
+            blocked_by.push("environment_locked".to_string());
+        }
+        if state.store.child_count(&env_id).await? > 0 {
+            blocked_by.push("has_children".to_string());
+        }
+        let preview = DeletePreview {
+            env_id,
+            dry_run: true,
+            would_delete: WouldDelete {
+                api_keys: contents.api_keys,
+                secrets: contents.secrets,
+                policies: contents.policies,
+                tables: contents.tables,
+            },
+            blocked_by,
+        };
+        return Ok(axum::Json(preview).into_response());
+    }
+    let rec = state
+        .store
+        .decommission_environment(&env_id, expected)
+        .await?;
+    lifecycle::decommission(state.store.as_ref(), &rec).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{org_id}/environments/reorder", tag = "environments", security(("bearer" = [])),
+    params(("org_id" = String, Path)), request_body = Reorder, responses(
+    (status = 200, body = Order), (status = 400, description = "not a complete order", body = ErrorEnvelope),
+    (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+    (status = 412, description = "the order changed since expected_version", body = ErrorEnvelope)))]
+pub async fn reorder(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(org_id): Path<String>,
+    JsonBody(req): JsonBody<Reorder>,
+) -> ApiResult<axum::Json<Order>> {
+    require(&state, &who, &org_id, Permission::ManageEnvironments).await?;
+    let order_version = state
+        .store
+        .reorder_environments(&org_id, req.expected_version, &req.order)
+        .await?;
+    Ok(axum::Json(Order {
+        order: req.order,
+        order_version,
+    }))
+}
+
+async fn transition(
+    state: &AppState,
+    who: &Principal,
+    env_id: &str,
+    expected: Option<i64>,
+    t: environment::Transition,
+) -> ApiResult<Response> {
+    env_access(state, who, env_id, Permission::ManageEnvironments).await?;
+    let rec = state
+        .store
+        .transition_environment(env_id, expected, t)
+        .await?;
+    Ok(one(state, rec))
+}
+
+#[utoipa::path(post, path = "/v1/environments/{env_id}/suspend", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path), ("If-Match" = Option<String>, Header)), responses(
+    (status = 200, body = Environment), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+    (status = 409, description = "not active, or locked", body = ErrorEnvelope)))]
+pub async fn suspend(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(env_id): Path<String>,
+    IfMatch(expected): IfMatch,
+) -> ApiResult<Response> {
+    transition(
+        &state,
+        &who,
+        &env_id,
+        expected,
+        environment::Transition::Suspend,
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/environments/{env_id}/resume", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path), ("If-Match" = Option<String>, Header)), responses(
+    (status = 200, body = Environment), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+    (status = 409, description = "not suspended, or locked", body = ErrorEnvelope)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(env_id): Path<String>,
+    IfMatch(expected): IfMatch,
+) -> ApiResult<Response> {
+    transition(
+        &state,
+        &who,
+        &env_id,
+        expected,
+        environment::Transition::Resume,
+    )
+    .await
+}

@@ -1,0 +1,244 @@
+//! Configuration between environments: promote (with dry run) and its history, clone, diff.
+//!
+//! Settings move now; policies and secrets join the same plan (one [`Change`] list, one
+//! store transaction) when those resources exist.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use enclave_core::environment::{check_writable, EnvSettings, EnvType};
+use enclave_core::id::{is_id, new_id, Kind};
+use enclave_core::pagination::{Page, PageRequest};
+use enclave_core::promotion::{
+    self, diff_settings, plan_settings, CloneItem, EnvironmentDiff, PromoteItem, Promotion,
+    PromotionCounts, PromotionStatus,
+};
+use enclave_core::{Error, ErrorCode, Permission, Result};
+use enclave_store::{EnvRecord, PromotionApply};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::access::env_access;
+use crate::auth::Principal;
+use crate::error::{ApiResult, ErrorEnvelope};
+use crate::extract::{JsonBody, QueryParams};
+use crate::routes::environments::{create_and_provision, new_environment, EnvFields};
+use crate::state::AppState;
+use crate::views;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    /// Another environment of the same organization.
+    pub target_env_id: String,
+    /// Default: everything.
+    pub include: Option<Vec<PromoteItem>>,
+    /// Answer what a real run would do; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneEnvironment {
+    pub name: String,
+    /// Default derived from `name`.
+    pub slug: Option<String>,
+    /// Default inferred from the slug.
+    #[serde(rename = "type")]
+    pub env_type: Option<EnvType>,
+    pub color: Option<String>,
+    /// Default: the source's description.
+    pub description: Option<String>,
+    pub parent_env_id: Option<String>,
+    /// Default: everything. API keys are never copied.
+    pub include: Option<Vec<CloneItem>>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DiffParams {
+    /// The environment to compare with.
+    pub against: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Another environment of `source`'s organization named by the caller; 404 otherwise.
+async fn sibling(state: &AppState, source: &EnvRecord, env_id: &str) -> Result<EnvRecord> {
+    let not_found = || Error::not_found("environment");
+    if !is_id(Kind::Environment, env_id) {
+        return Err(not_found());
+    }
+    let env = state
+        .store
+        .environment(env_id)
+        .await?
+        .ok_or_else(not_found)?;
+    if env.org_id != source.org_id {
+        return Err(not_found());
+    }
+    Ok(env)
+}
+
+#[utoipa::path(post, path = "/v1/environments/{env_id}/promote", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path, description = "the source")), request_body = Promote, responses(
+    (status = 200, body = Promotion), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+    (status = 404, body = ErrorEnvelope), (status = 409, description = "target locked", body = ErrorEnvelope)))]
+pub async fn promote(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(env_id): Path<String>,
+    JsonBody(req): JsonBody<Promote>,
+) -> ApiResult<axum::Json<Promotion>> {
+    let (source, _) = env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    let include = promotion::include(req.include, &PromoteItem::ALL)?;
+    if req.target_env_id == source.id {
+        return Err(Error::validation(
+            "target_env_id",
+            "different_environment",
+            "target_env_id must be another environment than the source",
+        )
+        .into());
+    }
+    // Planned from the target as read, applied only if it is still that version: a write
+    // landing in between makes the store answer 412, and the plan is made again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let target = sibling(&state, &source, &req.target_env_id).await?;
+        check_writable(target.locked, target.status(), false)?;
+        let mut details = Vec::new();
+        let mut settings = None;
+        if include.contains(&PromoteItem::Settings) {
+            if let Some((new, changes)) = plan_settings(&source.settings.0, &target.settings.0) {
+                settings = Some(new);
+                details.extend(changes);
+            }
+        }
+        let record = Promotion {
+            promotion_id: new_id(Kind::Promotion),
+            source_env: source.id.clone(),
+            target_env: target.id.clone(),
+            status: if req.dry_run {
+                PromotionStatus::DryRun
+            } else {
+                PromotionStatus::Completed
+            },
+            dry_run: req.dry_run,
+            include: include.iter().copied().collect(),
+            changes: PromotionCounts::of(&details),
+            details,
+            promoted_by: who.user_id.clone(),
+            promoted_at: chrono::Utc::now(),
+        };
+        if req.dry_run {
+            return Ok(axum::Json(record));
+        }
+        let apply = PromotionApply {
+            org_id: source.org_id.clone(),
+            target_env_id: target.id.clone(),
+            expected_target_version: target.version,
+            settings,
+            record: record.clone(),
+        };
+        match state.store.apply_promotion(apply).await {
+            Ok(()) => return Ok(axum::Json(record)),
+            Err(e) if e.code == ErrorCode::PreconditionFailed && attempts < 5 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/environments/{env_id}/promotions", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path), ListParams), responses(
+    (status = 200, body = Page<Promotion>), (status = 404, body = ErrorEnvelope)))]
+pub async fn promotions(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(env_id): Path<String>,
+    QueryParams(q): QueryParams<ListParams>,
+) -> ApiResult<axum::Json<Page<Promotion>>> {
+    env_access(&state, &who, &env_id, Permission::ReadEnvironments).await?;
+    let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
+    let (rows, total) = state.store.promotions(&env_id, &page).await?;
+    Ok(axum::Json(Page::from_rows(rows, &page, total, |p| {
+        p.promotion_id.clone()
+    })))
+}
+
+#[utoipa::path(post, path = "/v1/environments/{env_id}/clone", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path, description = "the source")), request_body = CloneEnvironment, responses(
+    (status = 201, body = enclave_core::environment::Environment), (status = 400, body = ErrorEnvelope),
+    (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+    (status = 409, description = "slug taken", body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
+pub async fn clone(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(env_id): Path<String>,
+    JsonBody(req): JsonBody<CloneEnvironment>,
+) -> ApiResult<Response> {
+    let (source, access) =
+        env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    let include = promotion::include(req.include, &CloneItem::ALL)?;
+    let settings = if include.contains(&CloneItem::Settings) {
+        source.settings.0.clone()
+    } else {
+        EnvSettings::default()
+    };
+    let env = new_environment(
+        &source.org_id,
+        EnvFields {
+            name: req.name,
+            slug: req.slug,
+            env_type: req.env_type,
+            color: req.color,
+            parent_env_id: req.parent_env_id,
+            description: Some(req.description.unwrap_or(source.description.clone())),
+        },
+        settings,
+    )?;
+    let rec = create_and_provision(&state, access.tier, env).await?;
+    let location = format!("/v1/environments/{}", rec.id);
+    Ok(views::created(
+        rec.version,
+        location,
+        views::environment(&state.config, rec),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/environments/{env_id}/diff", tag = "environments", security(("bearer" = [])),
+    params(("env_id" = String, Path), DiffParams), responses(
+    (status = 200, body = EnvironmentDiff), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn diff(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(env_id): Path<String>,
+    QueryParams(q): QueryParams<DiffParams>,
+) -> ApiResult<axum::Json<EnvironmentDiff>> {
+    let (this, _) = env_access(&state, &who, &env_id, Permission::ReadEnvironments).await?;
+    let against_id = q.against.ok_or_else(|| {
+        Error::validation(
+            "against",
+            "required",
+            "`against` (an environment id) is required",
+        )
+    })?;
+    let against = sibling(&state, &this, &against_id).await?;
+    let settings = diff_settings(&this.settings.0, &against.settings.0);
+    let identical = settings
+        .iter()
+        .all(|s| s.status == promotion::DiffStatus::Equal);
+    Ok(axum::Json(EnvironmentDiff {
+        env_id: this.id,
+        against_env_id: against.id,
+        identical,
+        settings,
+        policies: Vec::new(),
+        secrets: Vec::new(),
+    }))
+}

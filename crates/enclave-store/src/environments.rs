@@ -1,0 +1,641 @@
+//! Environments: their rows, order, slug aliases and promotions. Like `sql.rs`, the SQL is
+//! written once and expanded per backend by `impl_environment_store!`.
+//!
+//! Every write that depends on the organization's other environments (dense order, quota,
+//! parent tree) first updates the organization row (`lock_org_envs!`): on PostgreSQL that row
+//! lock serialises those writes per organization; SQLite has one writer anyway.
+
+use enclave_core::environment::Transition;
+use enclave_core::promotion::Promotion;
+use enclave_core::Result;
+
+use crate::records::*;
+
+pub(crate) const ENV_COLUMNS: &str = "id, org_id, name, slug, env_type, position, color, \
+     parent_env_id, description, status, locked, settings, created_at, updated_at, version";
+
+#[async_trait::async_trait]
+pub trait EnvironmentStore: Send + Sync {
+    /// Appends a new environment (status `provisioning`) to its organization's order.
+    /// `max_environments` is the organization's quota (`None`: unlimited) → 429 past it; a
+    /// slug taken (in any case) → 409.
+    async fn create_environment(
+        &self,
+        env: NewEnvironment,
+        max_environments: Option<u32>,
+    ) -> Result<EnvRecord>;
+    async fn environment(&self, env_id: &str) -> Result<Option<EnvRecord>>;
+    /// By current slug, else by an old slug of a renamed environment.
+    async fn environment_by_slug(&self, org_id: &str, slug: &str) -> Result<Option<EnvRecord>>;
+    async fn environments(
+        &self,
+        org_id: &str,
+        filter: &EnvFilter,
+        page: &EnvPageQuery,
+    ) -> Result<EnvPage>;
+    /// Applies `patch` under the rules of spec/environments.md (lock, parent tree, dense
+    /// index, unique slug); `expected_version` is the caller's `If-Match`.
+    async fn update_environment(
+        &self,
+        env_id: &str,
+        expected_version: Option<i64>,
+        patch: EnvPatch,
+    ) -> Result<EnvRecord>;
+    /// A lifecycle move (409 when illegal; suspend/resume refused while locked).
+    async fn transition_environment(
+        &self,
+        env_id: &str,
+        expected_version: Option<i64>,
+        transition: Transition,
+    ) -> Result<EnvRecord>;
+    /// First step of a delete: refuses while locked or while it has children, else marks the
+    /// environment `decommissioning`.
+    async fn decommission_environment(
+        &self,
+        env_id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<EnvRecord>;
+    /// Last step of a delete: removes the row and closes the gap in the order.
+    async fn purge_environment(&self, env_id: &str) -> Result<()>;
+    /// Environments left mid-lifecycle (`provisioning`, `decommissioning`), e.g. by a crash.
+    async fn unsettled_environments(&self) -> Result<Vec<EnvRecord>>;
+    async fn child_count(&self, env_id: &str) -> Result<i64>;
+    /// What a delete would remove besides the environment itself.
+    async fn environment_contents(&self, env_id: &str) -> Result<EnvContents>;
+    /// Applies a complete new order (every environment of the organization exactly once) if
+    /// the order is still at `expected_version`; returns the new order version.
+    async fn reorder_environments(
+        &self,
+        org_id: &str,
+        expected_version: i64,
+        order: &[String],
+    ) -> Result<i64>;
+    /// Writes a promotion's changes into its target and records it, in one transaction.
+    async fn apply_promotion(&self, apply: PromotionApply) -> Result<()>;
+    /// Promotions from or into `env_id`, newest first.
+    async fn promotions(&self, env_id: &str, page: &PageQuery) -> Result<(Vec<Promotion>, i64)>;
+}
+
+macro_rules! impl_environment_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::EnvironmentStore for $store {
+            async fn create_environment(&self, env: NewEnvironment, max_environments: Option<u32>) -> enclave_core::Result<EnvRecord> {
+                let mut tx = self.begin_write().await?;
+                let (count, _) = lock_org_envs!(&mut *tx, &env.org_id, 1)?;
+                if let Some(max) = max_environments {
+                    if count > i64::from(max) {
+                        return Err(Error::quota_exceeded("max_environments", u64::from(max)));
+                    }
+                }
+                if let Some(parent) = &env.parent_env_id {
+                    let chain = parent_chain!(&mut *tx, &env.org_id, parent)?;
+                    check_parent_row!(chain, None, 1)?;
+                }
+                let rec = insert_env!(&mut *tx, env, count - 1)?;
+                drop_alias!(&mut *tx, &rec.org_id, &rec.slug)?;
+                self.commit(tx, vec![]).await?;
+                Ok(rec)
+            }
+
+            async fn environment(&self, env_id: &str) -> enclave_core::Result<Option<EnvRecord>> {
+                sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"))
+                    .bind(env_id)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err(internal)
+            }
+
+            async fn environment_by_slug(&self, org_id: &str, slug: &str) -> enclave_core::Result<Option<EnvRecord>> {
+                let slug = slug.to_ascii_lowercase();
+                let current: Option<EnvRecord> = sqlx::query_as(&format!(
+                    "SELECT {ENV_COLUMNS} FROM environments WHERE org_id = $1 AND lower(slug) = $2"
+                ))
+                .bind(org_id)
+                .bind(&slug)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(internal)?;
+                if current.is_some() {
+                    return Ok(current);
+                }
+                let cols = ENV_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
+                sqlx::query_as(&format!(
+                    "SELECT {cols} FROM environment_slug_aliases a JOIN environments e ON e.id = a.env_id \
+                     WHERE a.org_id = $1 AND a.slug = $2"
+                ))
+                .bind(org_id)
+                .bind(&slug)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(internal)
+            }
+
+            async fn environments(&self, org_id: &str, filter: &EnvFilter, page: &EnvPageQuery) -> enclave_core::Result<EnvPage> {
+                // The order version first: a reorder landing between the two reads then makes
+                // the caller's reorder fail (412) instead of applying to an order it never saw.
+                let org: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT env_count, env_order_version FROM organizations WHERE id = $1",
+                )
+                .bind(org_id)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(internal)?;
+                let Some((count, order_version)) = org else {
+                    return Err(Error::not_found("organization"));
+                };
+                // Conditions are added only when present, so each query shape gets a plan
+                // that uses the (org_id, position, id) index for the keyset.
+                let mut conditions = String::new();
+                let mut n = 1;
+                let mut next = || { n += 1; n };
+                if filter.status.is_some() { conditions += &format!(" AND status = ${}", next()); }
+                if filter.env_type.is_some() { conditions += &format!(" AND env_type = ${}", next()); }
+                if filter.parent_env_id.is_some() { conditions += &format!(" AND parent_env_id = ${}", next()); }
+                if filter.q.is_some() {
+                    let p = next();
+                    conditions += &format!(" AND (lower(name) LIKE ${p} ESCAPE '\\' OR slug LIKE ${p} ESCAPE '\\')");
+                }
+                let pattern = filter.q.as_deref().map(|q| {
+                    let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    format!("%{escaped}%")
+                });
+                let keyset = if page.after.is_some() {
+                    let (a, b) = (next(), next());
+                    format!(" AND (position, id) > (${a}, ${b})")
+                } else {
+                    String::new()
+                };
+                let limit = next();
+                let sql = format!(
+                    "SELECT {ENV_COLUMNS} FROM environments WHERE org_id = $1{conditions}{keyset} \
+                     ORDER BY position, id LIMIT ${limit}"
+                );
+                let mut q = sqlx::query_as::<_, EnvRecord>(&sql).bind(org_id);
+                if let Some(s) = filter.status { q = q.bind(s.as_str()); }
+                if let Some(t) = filter.env_type { q = q.bind(t.as_str()); }
+                if let Some(p) = &filter.parent_env_id { q = q.bind(p.as_str()); }
+                if let Some(p) = &pattern { q = q.bind(p.as_str()); }
+                if let Some((pos, id)) = &page.after { q = q.bind(*pos).bind(id.as_str()); }
+                let rows = q.bind(i64::from(page.limit) + 1).fetch_all(self.reader()).await.map_err(internal)?;
+                let total = if filter.is_empty() {
+                    count
+                } else {
+                    let count_sql = format!("SELECT COUNT(*) FROM environments WHERE org_id = $1{conditions}");
+                    let mut c = sqlx::query_scalar::<_, i64>(&count_sql).bind(org_id);
+                    if let Some(s) = filter.status { c = c.bind(s.as_str()); }
+                    if let Some(t) = filter.env_type { c = c.bind(t.as_str()); }
+                    if let Some(p) = &filter.parent_env_id { c = c.bind(p.as_str()); }
+                    if let Some(p) = &pattern { c = c.bind(p.as_str()); }
+                    c.fetch_one(self.reader()).await.map_err(internal)?
+                };
+                Ok(EnvPage { rows, total, order_version })
+            }
+
+            async fn update_environment(&self, env_id: &str, expected_version: Option<i64>, patch: EnvPatch) -> enclave_core::Result<EnvRecord> {
+                let mut tx = self.begin_write().await?;
+                let org_id: Option<String> = sqlx::query_scalar("SELECT org_id FROM environments WHERE id = $1")
+                    .bind(env_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                let org_id = org_id.ok_or_else(|| Error::not_found("environment"))?;
+                let moves = patch.index.is_some();
+                let (count, _) = lock_org_envs!(&mut *tx, &org_id, 0, i64::from(moves))?;
+                let cur = select_env!(&mut *tx, env_id)?;
+                check_version(expected_version, cur.version)?;
+                check_writable(cur.locked, cur.status(), patch.only_locked())?;
+
+                let settings = match &patch.settings {
+                    Some(p) => cur.settings.0.apply(p)?,
+                    None => cur.settings.0.clone(),
+                };
+                let parent = match &patch.parent_env_id {
+                    None => cur.parent_env_id.clone(),
+                    Some(None) => None,
+                    Some(Some(p)) => {
+                        let chain = parent_chain!(&mut *tx, &org_id, p)?;
+                        let height: Option<i64> = sqlx::query_scalar(
+                            "WITH RECURSIVE sub(id, depth) AS ( \
+                               SELECT id, 1 FROM environments WHERE id = $1 \
+                               UNION ALL SELECT e.id, s.depth + 1 FROM environments e JOIN sub s ON e.parent_env_id = s.id \
+                               WHERE s.depth < 16) \
+                             SELECT CAST(MAX(depth) AS BIGINT) FROM sub",
+                        )
+                        .bind(env_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                        check_parent_row!(chain, Some(env_id), height.unwrap_or(1) as usize)?;
+                        Some(p.clone())
+                    }
+                };
+                let position = match patch.index {
+                    None => cur.position,
+                    Some(to) => {
+                        if !(0..count).contains(&to) {
+                            return Err(Error::validation("index", "range", format!("index must be between 0 and {}", count - 1)));
+                        }
+                        let from = cur.position;
+                        let (lo, hi, step) = if to < from { (to, from - 1, 1) } else { (from + 1, to, -1) };
+                        if to != from {
+                            sqlx::query(
+                                "UPDATE environments SET position = position + $4, updated_at = $5, version = version + 1 \
+                                 WHERE org_id = $1 AND position BETWEEN $2 AND $3",
+                            )
+                            .bind(&org_id)
+                            .bind(lo)
+                            .bind(hi)
+                            .bind(step)
+                            .bind(now_ms())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(internal)?;
+                        }
+                        to
+                    }
+                };
+                let slug = patch.slug.clone().unwrap_or_else(|| cur.slug.clone());
+                if slug != cur.slug {
+                    sqlx::query(
+                        "INSERT INTO environment_slug_aliases (org_id, slug, env_id, created_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (org_id, slug) DO UPDATE SET env_id = excluded.env_id, created_at = excluded.created_at",
+                    )
+                    .bind(&org_id)
+                    .bind(&cur.slug)
+                    .bind(env_id)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                    drop_alias!(&mut *tx, &org_id, &slug)?;
+                }
+                let rec: EnvRecord = sqlx::query_as(&format!(
+                    "UPDATE environments SET name = $2, slug = $3, env_type = $4, color = $5, description = $6, \
+                     parent_env_id = $7, settings = $8, locked = $9, position = $10, updated_at = $11, \
+                     version = version + 1 WHERE id = $1 RETURNING {ENV_COLUMNS}"
+                ))
+                .bind(env_id)
+                .bind(patch.name.as_deref().unwrap_or(&cur.name))
+                .bind(&slug)
+                .bind(patch.env_type.map(|t| t.as_str()).unwrap_or(&cur.env_type))
+                .bind(patch.color.as_deref().unwrap_or(&cur.color))
+                .bind(patch.description.as_deref().unwrap_or(&cur.description))
+                .bind(parent)
+                .bind(sqlx::types::Json(settings))
+                .bind(patch.locked.unwrap_or(cur.locked))
+                .bind(position)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unique_or(slug_taken))?;
+                self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await?;
+                Ok(rec)
+            }
+
+            async fn transition_environment(&self, env_id: &str, expected_version: Option<i64>, transition: Transition) -> enclave_core::Result<EnvRecord> {
+                let mut tx = self.begin_write().await?;
+                let cur = select_env!(&mut *tx, env_id)?;
+                check_version(expected_version, cur.version)?;
+                if transition != Transition::Activate {
+                    check_writable(cur.locked, cur.status(), false)?;
+                }
+                let next = cur.status().apply(transition)?;
+                let rec = set_status!(&mut *tx, env_id, next)?;
+                self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await?;
+                Ok(rec)
+            }
+
+            async fn decommission_environment(&self, env_id: &str, expected_version: Option<i64>) -> enclave_core::Result<EnvRecord> {
+                let mut tx = self.begin_write().await?;
+                let org_id: Option<String> = sqlx::query_scalar("SELECT org_id FROM environments WHERE id = $1")
+                    .bind(env_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                let org_id = org_id.ok_or_else(|| Error::not_found("environment"))?;
+                // Serialised with creates, so no child can appear after the check below.
+                lock_org_envs!(&mut *tx, &org_id, 0)?;
+                let cur = select_env!(&mut *tx, env_id)?;
+                check_version(expected_version, cur.version)?;
+                check_writable(cur.locked, cur.status(), false)?;
+                let children: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM environments WHERE parent_env_id = $1")
+                    .bind(env_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                if children > 0 {
+                    return Err(Error::conflict(
+                        "has_children",
+                        format!("the environment has {children} child environment(s); delete or re-parent them first"),
+                    ));
+                }
+                let next = cur.status().apply(Transition::Decommission)?;
+                let rec = set_status!(&mut *tx, env_id, next)?;
+                self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await?;
+                Ok(rec)
+            }
+
+            async fn purge_environment(&self, env_id: &str) -> enclave_core::Result<()> {
+                let mut tx = self.begin_write().await?;
+                let row: Option<(String, i64)> = sqlx::query_as("SELECT org_id, position FROM environments WHERE id = $1")
+                    .bind(env_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                let Some((org_id, position)) = row else { return Ok(()) };
+                lock_org_envs!(&mut *tx, &org_id, -1, 1)?;
+                sqlx::query("DELETE FROM environments WHERE id = $1")
+                    .bind(env_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                sqlx::query(
+                    "UPDATE environments SET position = position - 1, updated_at = $3, version = version + 1 \
+                     WHERE org_id = $1 AND position > $2",
+                )
+                .bind(&org_id)
+                .bind(position)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+                self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await
+            }
+
+            async fn unsettled_environments(&self) -> enclave_core::Result<Vec<EnvRecord>> {
+                sqlx::query_as(&format!(
+                    "SELECT {ENV_COLUMNS} FROM environments WHERE status IN ('provisioning', 'decommissioning') ORDER BY id"
+                ))
+                .fetch_all(self.reader())
+                .await
+                .map_err(internal)
+            }
+
+            async fn child_count(&self, env_id: &str) -> enclave_core::Result<i64> {
+                sqlx::query_scalar("SELECT COUNT(*) FROM environments WHERE parent_env_id = $1")
+                    .bind(env_id)
+                    .fetch_one(self.reader())
+                    .await
+                    .map_err(internal)
+            }
+
+            async fn environment_contents(&self, _env_id: &str) -> enclave_core::Result<EnvContents> {
+                // API keys, secrets, policies and tables arrive with their own issues; each
+                // adds its count here. Until then an environment holds none of them.
+                Ok(EnvContents::default())
+            }
+
+            async fn reorder_environments(&self, org_id: &str, expected_version: i64, order: &[String]) -> enclave_core::Result<i64> {
+                let mut tx = self.begin_write().await?;
+                let version: Option<i64> = sqlx::query_scalar(
+                    "UPDATE organizations SET env_order_version = env_order_version + 1 \
+                     WHERE id = $1 AND env_order_version = $2 RETURNING env_order_version",
+                )
+                .bind(org_id)
+                .bind(expected_version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+                let Some(version) = version else {
+                    return Err(Error::new(
+                        enclave_core::ErrorCode::PreconditionFailed,
+                        "the order changed since it was read (another reorder, create or delete won); list again and retry",
+                    )
+                    .with_details(serde_json::json!({ "field": "expected_version", "rule": "current_order_version" })));
+                };
+                let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM environments WHERE org_id = $1")
+                    .bind(org_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                enclave_core::environment::check_order(&ids, order)?;
+                let now = now_ms();
+                for (position, id) in order.iter().enumerate() {
+                    sqlx::query(
+                        "UPDATE environments SET position = $2, updated_at = $3, version = version + 1 \
+                         WHERE id = $1 AND position <> $2",
+                    )
+                    .bind(id)
+                    .bind(position as i64)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                }
+                self.commit(tx, vec![]).await?;
+                Ok(version)
+            }
+
+            async fn apply_promotion(&self, apply: PromotionApply) -> enclave_core::Result<()> {
+                let mut tx = self.begin_write().await?;
+                lock_org_envs!(&mut *tx, &apply.org_id, 0)?;
+                let target = select_env!(&mut *tx, &apply.target_env_id)?;
+                check_writable(target.locked, target.status(), false)?;
+                if target.version != apply.expected_target_version {
+                    return Err(Error::precondition_failed("the target environment changed while the promotion was planned"));
+                }
+                if let Some(settings) = apply.settings {
+                    sqlx::query("UPDATE environments SET settings = $2, updated_at = $3, version = version + 1 WHERE id = $1")
+                        .bind(&apply.target_env_id)
+                        .bind(sqlx::types::Json(settings))
+                        .bind(now_ms())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                }
+                let r = &apply.record;
+                sqlx::query(
+                    "INSERT INTO promotions (id, org_id, source_env_id, target_env_id, record, promoted_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&r.promotion_id)
+                .bind(&apply.org_id)
+                .bind(&r.source_env)
+                .bind(&r.target_env)
+                .bind(sqlx::types::Json(r))
+                .bind(r.promoted_at.timestamp_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+                self.commit(tx, vec![Invalidation::Environment { env_id: apply.target_env_id.clone() }]).await
+            }
+
+            async fn promotions(&self, env_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<Promotion>, i64)> {
+                let rows: Vec<(sqlx::types::Json<Promotion>,)> = sqlx::query_as(
+                    "SELECT record FROM promotions WHERE (source_env_id = $1 OR target_env_id = $1) \
+                     AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+                )
+                .bind(env_id)
+                .bind(page.after.as_deref())
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(self.reader())
+                .await
+                .map_err(internal)?;
+                let total = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM promotions WHERE source_env_id = $1 OR target_env_id = $1",
+                )
+                .bind(env_id)
+                .fetch_one(self.reader())
+                .await
+                .map_err(internal)?;
+                Ok((rows.into_iter().map(|(r,)| r.0).collect(), total))
+            }
+        }
+    };
+}
+
+/// Takes the organization's environment lock (see the module comment), adding `count` to its
+/// environment count and `order` to its order version; evaluates to
+/// `Result<(env_count, env_order_version), Error>` (404 when the organization is gone).
+macro_rules! lock_org_envs {
+    ($conn:expr, $org_id:expr, $count:expr) => {
+        lock_org_envs!($conn, $org_id, $count, i64::from($count != 0))
+    };
+    ($conn:expr, $org_id:expr, $count:expr, $order:expr) => {
+        sqlx::query_as::<_, (i64, i64)>(
+            "UPDATE organizations SET env_count = env_count + $2, \
+             env_order_version = env_order_version + $3 WHERE id = $1 \
+             RETURNING env_count, env_order_version",
+        )
+        .bind($org_id)
+        .bind(i64::from($count))
+        .bind($order)
+        .fetch_optional($conn)
+        .await
+        .map_err(internal)
+        .and_then(|row| row.ok_or_else(|| Error::not_found("organization")))
+    };
+}
+
+/// The environment `env_id`, read on `conn`; 404 when absent.
+macro_rules! select_env {
+    ($conn:expr, $env_id:expr) => {
+        sqlx::query_as::<_, EnvRecord>(&format!(
+            "SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"
+        ))
+        .bind($env_id)
+        .fetch_optional($conn)
+        .await
+        .map_err(internal)
+        .and_then(|row| row.ok_or_else(|| Error::not_found("environment")))
+    };
+}
+
+/// The parent's ancestry as `(id, status)`, parent first; empty when it is not an
+/// environment of `org_id`.
+macro_rules! parent_chain {
+    ($conn:expr, $org_id:expr, $parent:expr) => {
+        sqlx::query_as::<_, (String, String)>(
+            "WITH RECURSIVE chain(id, parent_env_id, status, depth) AS ( \
+               SELECT id, parent_env_id, status, 1 FROM environments WHERE id = $1 AND org_id = $2 \
+               UNION ALL SELECT e.id, e.parent_env_id, e.status, c.depth + 1 FROM environments e \
+               JOIN chain c ON e.id = c.parent_env_id WHERE c.depth < 16) \
+             SELECT id, status FROM chain ORDER BY depth",
+        )
+        .bind($parent)
+        .bind($org_id)
+        .fetch_all($conn)
+        .await
+        .map_err(internal)
+    };
+}
+
+/// The parent rules of `enclave_core::environment::check_parent`, plus: a parent being
+/// deleted cannot take children.
+macro_rules! check_parent_row {
+    ($chain:expr, $env:expr, $height:expr) => {{
+        let chain: Vec<(String, String)> = $chain;
+        let ids: Vec<String> = chain.iter().map(|(id, _)| id.clone()).collect();
+        enclave_core::environment::check_parent($env, &ids, $height).and_then(|()| {
+            match chain.first() {
+                Some((_, status)) if status == "decommissioning" => Err(Error::conflict(
+                    "parent_decommissioning",
+                    "the parent environment is being deleted",
+                )),
+                _ => Ok(()),
+            }
+        })
+    }};
+}
+
+/// Inserts a new environment at `position`; evaluates to `Result<EnvRecord, Error>` (409 when
+/// the slug is taken).
+macro_rules! insert_env {
+    ($conn:expr, $env:expr, $position:expr) => {{
+        let e = $env;
+        let now = now_ms();
+        sqlx::query_as::<_, EnvRecord>(&format!(
+            "INSERT INTO environments (id, org_id, name, slug, env_type, position, color, parent_env_id, \
+             description, status, locked, settings, created_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'provisioning', $10, $11, $12, $12, 1) \
+             RETURNING {ENV_COLUMNS}"
+        ))
+        .bind(e.id)
+        .bind(e.org_id)
+        .bind(e.name)
+        .bind(e.slug)
+        .bind(e.env_type.as_str())
+        .bind($position)
+        .bind(e.color)
+        .bind(e.parent_env_id)
+        .bind(e.description)
+        .bind(false)
+        .bind(sqlx::types::Json(e.settings))
+        .bind(now)
+        .fetch_one($conn)
+        .await
+        .map_err(unique_or(slug_taken))
+    }};
+}
+
+/// An old slug stops resolving once an environment takes it.
+macro_rules! drop_alias {
+    ($conn:expr, $org_id:expr, $slug:expr) => {
+        sqlx::query("DELETE FROM environment_slug_aliases WHERE org_id = $1 AND slug = $2")
+            .bind($org_id)
+            .bind($slug)
+            .execute($conn)
+            .await
+            .map(|_| ())
+            .map_err(internal)
+    };
+}
+
+macro_rules! set_status {
+    ($conn:expr, $env_id:expr, $status:expr) => {
+        sqlx::query_as::<_, EnvRecord>(&format!(
+            "UPDATE environments SET status = $2, updated_at = $3, version = version + 1 \
+             WHERE id = $1 RETURNING {ENV_COLUMNS}"
+        ))
+        .bind($env_id)
+        .bind($status.as_str())
+        .bind(now_ms())
+        .fetch_one($conn)
+        .await
+        .map_err(internal)
+    };
+}
+
+pub(crate) fn slug_taken() -> enclave_core::Error {
+    enclave_core::Error::conflict(
+        "slug_taken",
+        "an environment with this slug already exists in the organization",
+    )
+    .with_details(serde_json::json!({ "field": "slug", "rule": "slug_taken" }))
+}
+
+/// `If-Match` against the row read under the write lock.
+pub(crate) fn check_version(expected: Option<i64>, actual: i64) -> Result<()> {
+    match expected {
+        Some(v) if v != actual => Err(enclave_core::Error::precondition_failed(
+            "the resource changed since it was read (stale If-Match)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) use {
+    check_parent_row, drop_alias, impl_environment_store, insert_env, lock_org_envs, parent_chain,
+    select_env, set_status,
+};
