@@ -500,7 +500,7 @@ macro_rules! lock_org_envs {
         )
         .bind($org_id)
         .bind(i64::from($count))
-        .bind($order)
+        .bind(i64::from($order))
         .fetch_optional($conn)
         .await
         .map_err(internal)

@@ -5,6 +5,7 @@ mod auth;
 mod common;
 mod conventions;
 mod durability;
+mod environments;
 mod members;
 mod organizations;
 mod system;
