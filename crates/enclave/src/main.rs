@@ -23,6 +23,8 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(ServeArgs),
+    /// Manage environments on a running server (ENCLAVE_URL, ENCLAVE_TOKEN).
+    Env(enclave::cli::env::EnvCommand),
 }
 
 fn init_logging(format: Option<LogFormat>) {
@@ -45,8 +47,12 @@ fn init_logging(format: Option<LogFormat>) {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (Command::Serve(args) | Command::Migrate(args)) = &cli.command;
-    let config = match args.clone().resolve() {
+    let (serve, args) = match cli.command {
+        Command::Env(cmd) => return client_result(enclave::cli::env::run(cmd).await),
+        Command::Serve(args) => (true, args),
+        Command::Migrate(args) => (false, args),
+    };
+    let config = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("enclave: {e:#}");
@@ -54,16 +60,19 @@ async fn main() -> std::process::ExitCode {
         }
     };
     init_logging(config.log_format);
-    let result = match cli.command {
-        Command::Serve(_) => enclave::server::serve(config).await,
-        Command::Migrate(_) => {
-            let url = config.database_url.clone();
-            std::fs::create_dir_all(&config.data_dir).ok();
-            enclave_store::migrate(&url)
-                .await
-                .map(|_| println!("migrations applied to {}", enclave_store::redact_url(&url)))
-        }
-    };
+    client_result(if serve {
+        enclave::server::serve(config).await
+    } else {
+        let url = config.database_url.clone();
+        std::fs::create_dir_all(&config.data_dir).ok();
+        enclave_store::migrate(&url)
+            .await
+            .map(|_| println!("migrations applied to {}", enclave_store::redact_url(&url)))
+    })
+}
+
+/// A command's outcome: errors (the API's, for client commands) on one line, exit code 1.
+fn client_result(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -2,6 +2,7 @@
 //! SQLite and on PostgreSQL.
 
 mod auth;
+mod cli;
 mod common;
 mod conventions;
 mod durability;

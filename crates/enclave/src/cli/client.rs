@@ -1,0 +1,125 @@
+//! The REST client behind the CLI's subcommands: base URL and token from flags or
+//! `ENCLAVE_URL` / `ENCLAVE_TOKEN`, API errors turned into one readable line.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use reqwest::Method;
+use serde_json::Value;
+
+/// Where the server is and who is calling; shared by every client subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// The control plane's URL.
+    #[arg(
+        long,
+        env = "ENCLAVE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// An access token (`POST /v1/auth/login` → `token`).
+    #[arg(long, env = "ENCLAVE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// The organization; default: the one the token is signed in to.
+    #[arg(long, env = "ENCLAVE_ORG", global = true)]
+    pub org: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    org: Option<String>,
+}
+
+impl Client {
+    pub fn new(c: &Connection) -> anyhow::Result<Self> {
+        let token = c.token.clone().filter(|t| !t.is_empty()).context(
+            "no token: set ENCLAVE_TOKEN (or --token) to a token from POST /v1/auth/login",
+        )?;
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: c.url.trim_end_matches('/').to_string(),
+            token,
+            org: c.org.clone(),
+        })
+    }
+
+    /// Sends one request; a non-2xx answer becomes an error carrying the API's code, message
+    /// and details. 204 yields `Value::Null`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.as_u16() == 204 || bytes.is_empty() {
+            if status.is_success() {
+                return Ok(Value::Null);
+            }
+            bail!("HTTP {status}");
+        }
+        let body: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("HTTP {status}: the answer is not JSON"))?;
+        if !status.is_success() {
+            let e = &body["error"];
+            let details = match &e["details"] {
+                Value::Object(m) if !m.is_empty() => format!(" {}", e["details"]),
+                _ => String::new(),
+            };
+            bail!(
+                "{} {}: {}{details}",
+                status.as_u16(),
+                e["code"].as_str().unwrap_or("ERROR"),
+                e["message"].as_str().unwrap_or("request failed")
+            );
+        }
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// The organization to act in: `--org`, else the token's.
+    pub async fn org(&self) -> anyhow::Result<String> {
+        if let Some(o) = &self.org {
+            return Ok(o.clone());
+        }
+        let me = self.get("/v1/auth/me").await?;
+        me["org"]["org_id"]
+            .as_str()
+            .map(str::to_string)
+            .context("the token is not signed in to an organization: pass --org or set ENCLAVE_ORG")
+    }
+}
+
+/// Characters a path segment may carry unescaped; anything else is refused rather than
+/// sent somewhere unexpected.
+pub fn segment(value: &str) -> anyhow::Result<&str> {
+    if !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(value)
+    } else {
+        bail!("`{value}` is not an id or slug")
+    }
+}

@@ -1,0 +1,436 @@
+//! `enclave env …`: environments over the REST API. An environment is named by its id or
+//! by its slug in the organization (`--org`, default the token's).
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+
+use super::client::{segment, Client, Connection};
+use super::output;
+
+#[derive(Args, Debug)]
+pub struct EnvCommand {
+    #[command(flatten)]
+    pub conn: Connection,
+    #[command(subcommand)]
+    pub action: EnvAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnvAction {
+    /// List the organization's environments in display order.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long = "type")]
+        env_type: Option<String>,
+        /// Children of this environment (id or slug).
+        #[arg(long)]
+        parent: Option<String>,
+        /// Name or slug contains.
+        #[arg(long)]
+        query: Option<String>,
+    },
+    /// Create an environment.
+    Create {
+        name: String,
+        #[command(flatten)]
+        fields: Fields,
+    },
+    /// Show one environment.
+    Get {
+        env: String,
+    },
+    /// Change an environment (only the fields given).
+    Update {
+        env: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        fields: Fields,
+        /// Detach from its parent.
+        #[arg(long, conflicts_with = "parent")]
+        no_parent: bool,
+        /// Refuse every other write until unlocked.
+        #[arg(long, conflicts_with = "unlock")]
+        lock: bool,
+        #[arg(long)]
+        unlock: bool,
+        /// Move to this display position.
+        #[arg(long)]
+        index: Option<i64>,
+    },
+    /// Delete an environment and everything in it.
+    Delete {
+        env: String,
+        /// Show what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Set the complete display order.
+    Reorder {
+        /// Every environment of the organization, in the new order.
+        #[arg(required = true)]
+        envs: Vec<String>,
+    },
+    /// Create a new environment from an existing one.
+    Clone {
+        env: String,
+        name: String,
+        #[arg(long)]
+        slug: Option<String>,
+        /// What to copy: settings, policies, secrets (default all; API keys never).
+        #[arg(long, value_delimiter = ',')]
+        include: Option<Vec<String>>,
+    },
+    /// What differs between two environments.
+    Diff {
+        env: String,
+        against: String,
+    },
+    /// Refuse queries and API keys, keep everything.
+    Suspend {
+        env: String,
+    },
+    Resume {
+        env: String,
+    },
+}
+
+/// Fields shared by create and update.
+#[derive(Args, Debug, Default)]
+pub struct Fields {
+    #[arg(long)]
+    slug: Option<String>,
+    /// dev, staging, prod, custom.
+    #[arg(long = "type")]
+    env_type: Option<String>,
+    /// `#RRGGBB`.
+    #[arg(long)]
+    color: Option<String>,
+    /// Parent environment (id or slug).
+    #[arg(long)]
+    parent: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    #[arg(long)]
+    query_timeout_ms: Option<i64>,
+    #[arg(long)]
+    max_concurrent_queries: Option<i64>,
+    #[arg(long)]
+    cache_enabled: Option<bool>,
+}
+
+impl Fields {
+    async fn into_body(self, client: &Client, org: &str) -> anyhow::Result<Map<String, Value>> {
+        let mut body = Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                body.insert(k.to_string(), v);
+            }
+        };
+        put("slug", self.slug.map(Value::from));
+        put("type", self.env_type.map(Value::from));
+        put("color", self.color.map(Value::from));
+        put("description", self.description.map(Value::from));
+        let mut settings = Map::new();
+        if let Some(v) = self.query_timeout_ms {
+            settings.insert("query_timeout_ms".into(), json!(v));
+        }
+        if let Some(v) = self.max_concurrent_queries {
+            settings.insert("max_concurrent_queries".into(), json!(v));
+        }
+        if let Some(v) = self.cache_enabled {
+            settings.insert("cache_enabled".into(), json!(v));
+        }
+        if !settings.is_empty() {
+            body.insert("settings".into(), Value::Object(settings));
+        }
+        if let Some(p) = self.parent {
+            body.insert(
+                "parent_env_id".into(),
+                json!(resolve(client, org, &p).await?),
+            );
+        }
+        Ok(body)
+    }
+}
+
+/// An environment id, from an id or a slug of `org`.
+async fn resolve(client: &Client, org: &str, env: &str) -> anyhow::Result<String> {
+    if env.starts_with("env_") {
+        return Ok(segment(env)?.to_string());
+    }
+    let e = client
+        .get(&format!(
+            "/v1/organizations/{}/environments/{}",
+            segment(org)?,
+            segment(env)?
+        ))
+        .await
+        .with_context(|| format!("environment `{env}`"))?;
+    e["env_id"]
+        .as_str()
+        .map(str::to_string)
+        .context("the server answered without an env_id")
+}
+
+/// Every environment of `org` in display order (following the pages), and the order version.
+async fn all(client: &Client, org: &str, query: &str) -> anyhow::Result<(Vec<Value>, Value)> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!(
+            "/v1/organizations/{}/environments?limit=200{query}",
+            segment(org)?
+        );
+        if let Some(c) = &cursor {
+            path += &format!("&cursor={c}");
+        }
+        let page = client.get(&path).await?;
+        rows.extend(page["data"].as_array().cloned().unwrap_or_default());
+        match page["pagination"]["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return Ok((rows, page["order_version"].clone())),
+        }
+    }
+}
+
+fn env_table(envs: &[Value]) {
+    let rows: Vec<Vec<String>> = envs
+        .iter()
+        .map(|e| {
+            [
+                "index", "slug", "name", "type", "status", "locked", "env_id",
+            ]
+            .iter()
+            .map(|k| output::cell(&e[*k]))
+            .collect()
+        })
+        .collect();
+    output::table(
+        &[
+            "INDEX", "SLUG", "NAME", "TYPE", "STATUS", "LOCKED", "ENV_ID",
+        ],
+        &rows,
+    );
+}
+
+fn show(json: bool, v: &Value) {
+    if json {
+        output::json(v)
+    } else {
+        output::record(v)
+    }
+}
+
+fn query_param(name: &str, value: &str) -> String {
+    let encoded: String = value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("&{name}={encoded}")
+}
+
+pub async fn run(cmd: EnvCommand) -> anyhow::Result<()> {
+    let client = Client::new(&cmd.conn)?;
+    let json = cmd.conn.json;
+    let org = client.org().await?;
+    match cmd.action {
+        EnvAction::List {
+            status,
+            env_type,
+            parent,
+            query,
+        } => {
+            let mut q = String::new();
+            if let Some(s) = status {
+                q += &query_param("status", &s);
+            }
+            if let Some(t) = env_type {
+                q += &query_param("type", &t);
+            }
+            if let Some(p) = parent {
+                q += &query_param("parent_env_id", &resolve(&client, &org, &p).await?);
+            }
+            if let Some(text) = query {
+                q += &query_param("q", &text);
+            }
+            let (envs, order_version) = all(&client, &org, &q).await?;
+            if json {
+                output::json(&json!({"data": envs, "order_version": order_version}));
+            } else {
+                env_table(&envs);
+            }
+        }
+        EnvAction::Create { name, fields } => {
+            let mut body = fields.into_body(&client, &org).await?;
+            body.insert("name".into(), json!(name));
+            let path = format!("/v1/organizations/{}/environments", segment(&org)?);
+            let e = client
+                .call(Method::POST, &path, Some(Value::Object(body)))
+                .await?;
+            show(json, &e);
+        }
+        EnvAction::Get { env } => {
+            let id = resolve(&client, &org, &env).await?;
+            show(json, &client.get(&format!("/v1/environments/{id}")).await?);
+        }
+        EnvAction::Update {
+            env,
+            name,
+            fields,
+            no_parent,
+            lock,
+            unlock,
+            index,
+        } => {
+            let id = resolve(&client, &org, &env).await?;
+            let mut body = fields.into_body(&client, &org).await?;
+            if let Some(n) = name {
+                body.insert("name".into(), json!(n));
+            }
+            if no_parent {
+                body.insert("parent_env_id".into(), Value::Null);
+            }
+            if lock || unlock {
+                body.insert("locked".into(), json!(lock));
+            }
+            if let Some(i) = index {
+                body.insert("index".into(), json!(i));
+            }
+            anyhow::ensure!(
+                !body.is_empty(),
+                "nothing to change: give at least one field"
+            );
+            let e = client
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/environments/{id}"),
+                    Some(Value::Object(body)),
+                )
+                .await?;
+            show(json, &e);
+        }
+        EnvAction::Delete { env, dry_run } => {
+            let id = resolve(&client, &org, &env).await?;
+            if dry_run {
+                let preview = client
+                    .call(
+                        Method::DELETE,
+                        &format!("/v1/environments/{id}?dry_run=true"),
+                        None,
+                    )
+                    .await?;
+                show(json, &preview);
+            } else {
+                client
+                    .call(Method::DELETE, &format!("/v1/environments/{id}"), None)
+                    .await?;
+                if json {
+                    output::json(&json!({"deleted": id}));
+                } else {
+                    output::line(&format!("deleted {id}"));
+                }
+            }
+        }
+        EnvAction::Reorder { envs } => {
+            let (_, order_version) = all(&client, &org, "").await?;
+            let mut order = Vec::with_capacity(envs.len());
+            for e in &envs {
+                order.push(resolve(&client, &org, e).await?);
+            }
+            let path = format!("/v1/organizations/{}/environments/reorder", segment(&org)?);
+            let body = json!({"order": order, "expected_version": order_version});
+            let r = client.call(Method::POST, &path, Some(body)).await?;
+            if json {
+                output::json(&r);
+            } else {
+                let (envs, _) = all(&client, &org, "").await?;
+                env_table(&envs);
+            }
+        }
+        EnvAction::Clone {
+            env,
+            name,
+            slug,
+            include,
+        } => {
+            let id = resolve(&client, &org, &env).await?;
+            let mut body = json!({"name": name});
+            if let Some(s) = slug {
+                body["slug"] = json!(s);
+            }
+            if let Some(i) = include {
+                body["include"] = json!(i);
+            }
+            let e = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/environments/{id}/clone"),
+                    Some(body),
+                )
+                .await?;
+            show(json, &e);
+        }
+        EnvAction::Diff { env, against } => {
+            let id = resolve(&client, &org, &env).await?;
+            let other = resolve(&client, &org, &against).await?;
+            let d = client
+                .get(&format!("/v1/environments/{id}/diff?against={other}"))
+                .await?;
+            if json {
+                output::json(&d);
+            } else {
+                let mut rows: Vec<Vec<String>> = d["settings"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| {
+                        vec![
+                            "setting".into(),
+                            output::cell(&s["name"]),
+                            output::cell(&s["status"]),
+                            output::cell(&s["value"]),
+                            output::cell(&s["against_value"]),
+                        ]
+                    })
+                    .collect();
+                for kind in ["policies", "secrets"] {
+                    for item in d[kind].as_array().into_iter().flatten() {
+                        rows.push(vec![
+                            kind.trim_end_matches('s').replace("ie", "y"),
+                            output::cell(&item["name"]),
+                            output::cell(&item["status"]),
+                            String::new(),
+                            String::new(),
+                        ]);
+                    }
+                }
+                output::table(&["KIND", "NAME", "STATUS", &env, &against], &rows);
+                output::line(if d["identical"] == json!(true) {
+                    "identical"
+                } else {
+                    "different"
+                });
+            }
+        }
+        EnvAction::Suspend { env } => {
+            let id = resolve(&client, &org, &env).await?;
+            let path = format!("/v1/environments/{id}/suspend");
+            show(json, &client.call(Method::POST, &path, None).await?);
+        }
+        EnvAction::Resume { env } => {
+            let id = resolve(&client, &org, &env).await?;
+            let path = format!("/v1/environments/{id}/resume");
+            show(json, &client.call(Method::POST, &path, None).await?);
+        }
+    }
+    Ok(())
+}

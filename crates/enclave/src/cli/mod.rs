@@ -1,0 +1,5 @@
+//! Client subcommands: the CLI is a client of the same REST API as everyone else.
+
+pub mod client;
+pub mod env;
+pub mod output;

@@ -1,0 +1,209 @@
+//! The `enclave env …` client subcommands, run as a user would run them, against a real
+//! server.
+
+use serde_json::Value;
+
+use crate::both;
+use crate::common::{Db, Server};
+
+both!(env_commands);
+
+struct Cli {
+    url: String,
+    token: String,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli {
+    async fn run(&self, args: &[&str]) -> Out {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
+            .args(args)
+            .env("ENCLAVE_URL", &self.url)
+            .env("ENCLAVE_TOKEN", &self.token)
+            .env_remove("ENCLAVE_ORG")
+            .output()
+            .await
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    }
+
+    /// Runs with `--json`, expects success, parses stdout.
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all).await;
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", out.stdout))
+    }
+}
+
+fn slugs(list: &Value) -> Vec<&str> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["slug"].as_str().unwrap())
+        .collect()
+}
+
+async fn env_commands(db: Db) {
+    let mut args = db.args();
+    args.default_tier = Some("enterprise".into());
+    let s = Server::start(args).await;
+    let cli = Cli {
+        url: s.url.clone(),
+        token: s.owner_token().await,
+    };
+
+    // A table for people.
+    let table = cli.run(&["env", "list"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].starts_with("INDEX  SLUG"), "{}", table.stdout);
+    let cells: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!(
+        cells[..6],
+        ["2", "production", "Production", "prod", "active", "false"]
+    );
+    // Columns line up under their headers.
+    assert_eq!(lines[0].find("SLUG"), lines[3].find("production"));
+
+    let e = cli
+        .json(&[
+            "env",
+            "create",
+            "Preview 7",
+            "--parent",
+            "staging",
+            "--query-timeout-ms",
+            "5000",
+        ])
+        .await;
+    assert_eq!(e["slug"], "preview-7");
+    assert_eq!(e["settings"]["query_timeout_ms"], 5000);
+    let staging = cli.json(&["env", "get", "staging"]).await;
+    assert_eq!(e["parent_env_id"], staging["env_id"]);
+
+    let u = cli
+        .json(&[
+            "env",
+            "update",
+            "preview-7",
+            "--slug",
+            "pr-7",
+            "--index",
+            "0",
+            "--color",
+            "#abcdef",
+        ])
+        .await;
+    assert_eq!(
+        (u["slug"].as_str(), u["index"].as_i64()),
+        (Some("pr-7"), Some(0))
+    );
+    // The old slug still resolves.
+    assert_eq!(
+        cli.json(&["env", "get", "preview-7"]).await["env_id"],
+        e["env_id"]
+    );
+
+    let c = cli
+        .json(&["env", "clone", "pr-7", "PR 7 copy", "--include", "settings"])
+        .await;
+    assert_eq!(c["settings"]["query_timeout_ms"], 5000);
+    let d = cli.json(&["env", "diff", "pr-7", "production"]).await;
+    assert_eq!(d["identical"], false);
+    let text = cli.run(&["env", "diff", "pr-7", "production"]).await;
+    let row = text
+        .stdout
+        .lines()
+        .find(|l| l.contains("query_timeout_ms"))
+        .unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["setting", "query_timeout_ms", "different", "5000", "30000"]
+    );
+
+    let reordered = cli
+        .json(&[
+            "env",
+            "reorder",
+            "production",
+            "staging",
+            "development",
+            "pr-7",
+            "pr-7-copy",
+        ])
+        .await;
+    assert!(reordered["order_version"].is_i64());
+    let list = cli.json(&["env", "list"]).await;
+    assert_eq!(
+        slugs(&list),
+        ["production", "staging", "development", "pr-7", "pr-7-copy"]
+    );
+    let filtered = cli
+        .json(&["env", "list", "--type", "custom", "--query", "copy"])
+        .await;
+    assert_eq!(slugs(&filtered), ["pr-7-copy"]);
+
+    let preview = cli.json(&["env", "delete", "pr-7-copy", "--dry-run"]).await;
+    assert_eq!(preview["dry_run"], true);
+    let deleted = cli.run(&["env", "delete", "pr-7-copy"]).await;
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    assert!(deleted.stdout.starts_with("deleted env_"));
+    assert_eq!(
+        cli.json(&["env", "suspend", "pr-7"]).await["status"],
+        "suspended"
+    );
+    assert_eq!(
+        cli.json(&["env", "resume", "pr-7"]).await["status"],
+        "active"
+    );
+
+    // Failures: the API's error on stderr, exit code 1, nothing on stdout.
+    cli.json(&["env", "update", "staging", "--lock"]).await;
+    let refused = cli.run(&["env", "update", "staging", "--name", "x"]).await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("409 CONFLICT"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("environment_locked"));
+    assert!(refused.stdout.is_empty());
+    let missing = cli.run(&["env", "get", "nope"]).await;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("404 NOT_FOUND"),
+        "{}",
+        missing.stderr
+    );
+    let odd = cli.run(&["env", "get", "../../v1/organizations"]).await;
+    assert_eq!(odd.code, 1);
+    assert!(odd.stderr.contains("not an id or slug"), "{}", odd.stderr);
+    let anonymous = Cli {
+        url: s.url.clone(),
+        token: String::new(),
+    };
+    let no_token = anonymous.run(&["env", "list"]).await;
+    assert_eq!(no_token.code, 1);
+    assert!(no_token.stderr.contains("ENCLAVE_TOKEN"));
+    let bad_token = Cli {
+        url: s.url.clone(),
+        token: "nope".into(),
+    };
+    let r = bad_token.run(&["env", "list"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("401"), "{}", r.stderr);
+    s.stop().await;
+}
