@@ -11,7 +11,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::both;
 use crate::common::{Db, Server, OWNER_EMAIL, OWNER_PASSWORD};
 
-both!(restart_keeps_data, kill_nine_loses_no_committed_write);
+both!(
+    restart_keeps_data,
+    kill_nine_loses_no_committed_write,
+    unfinished_lifecycle_steps_finish_at_start
+);
 
 async fn restart_keeps_data(db: Db) {
     let s = db.start().await;
@@ -283,4 +287,70 @@ async fn migrate_then_sigterm_exits_cleanly(db: Db) {
         s.get("/v1/organizations", &t).await.body["pagination"]["total"],
         2
     );
+}
+
+/// A node that died between an environment's lifecycle steps (created but not yet active;
+/// marked for deletion but not yet removed) leaves them for the next start to finish.
+async fn unfinished_lifecycle_steps_finish_at_start(db: Db) {
+    let s = db.start().await;
+    let t = s.owner_token().await;
+    let org = s.bootstrap_org.clone().unwrap();
+    s.stop().await;
+
+    // What a crashed node leaves behind, written through the store as it would have.
+    let store = enclave_store::connect(&db.url).await.unwrap();
+    let env = |slug: &str| enclave_store::NewEnvironment {
+        id: enclave_core::id::new_id(enclave_core::id::Kind::Environment),
+        org_id: org.clone(),
+        name: slug.into(),
+        slug: slug.into(),
+        env_type: enclave_core::environment::EnvType::Custom,
+        color: "#000000".into(),
+        parent_env_id: None,
+        description: String::new(),
+        settings: Default::default(),
+    };
+    let half_made = store
+        .create_environment(env("half-made"), None)
+        .await
+        .unwrap();
+    let half_gone = store
+        .create_environment(env("half-gone"), None)
+        .await
+        .unwrap();
+    assert_eq!(half_made.status, "provisioning");
+    store
+        .transition_environment(
+            &half_gone.id,
+            None,
+            enclave_core::environment::Transition::Activate,
+        )
+        .await
+        .unwrap();
+    store
+        .decommission_environment(&half_gone.id, None)
+        .await
+        .unwrap();
+    drop(store);
+
+    let s = db.start().await;
+    let made = s
+        .get(&format!("/v1/environments/{}", half_made.id), &t)
+        .await;
+    made.expect(200);
+    assert_eq!(made.body["status"], "active");
+    s.get(&format!("/v1/environments/{}", half_gone.id), &t)
+        .await
+        .expect_error(404, "NOT_FOUND");
+    let list = s
+        .get(&format!("/v1/organizations/{org}/environments"), &t)
+        .await;
+    let idx: Vec<i64> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(idx, [0, 1, 2, 3]);
+    s.stop().await;
 }
