@@ -14,45 +14,13 @@
 # asserts nothing. Target (issue #3): deep page at 100 000 within 1.5x of first page at 100.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/enclave-target}"
-DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-16}"
-THREADS="${THREADS:-1}"
 LARGE="${LARGE:-100000}"
+. bench/lib.sh
 
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-  else
-    echo "wrk is needed: sudo apt-get install wrk" >&2; exit 1
-  fi
-fi
-
-cargo build --release -q -p enclave
-bin="$CARGO_TARGET_DIR/release/enclave"
-data="$(mktemp -d)"
-out="$data/stdout"
-password="load-test-passphrase-$RANDOM"
-db_url="${BENCH_DATABASE_URL:-sqlite://$data/enclave.db}"
-if [[ "$db_url" == postgres* ]]; then
-  admin="${db_url%/*}/postgres"
-  name="${db_url##*/}"
-  psql -q "$admin" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
-fi
-ENCLAVE_DATA_DIR="$data" ENCLAVE_HTTP_ADDR=127.0.0.1:0 DATABASE_URL="$db_url" \
-  ENCLAVE_BOOTSTRAP_EMAIL=bench@example.com ENCLAVE_BOOTSTRAP_PASSWORD="$password" \
-  ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000" \
-  ENCLAVE_LOG=warn ENCLAVE_LOG_FORMAT=json \
-  "$bin" serve >"$out" 2>"$data/stderr" &
-server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$out" 2>/dev/null && break; sleep 0.1; done
-url="$(sed -n 's/^Enclave control plane listening on //p' "$out")"
-[ -n "$url" ] || { echo "server did not start:"; cat "$data/stderr"; exit 1; }
-
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
-token="$(curl -sf "$url/v1/auth/login" -H 'content-type: application/json' \
-  -d "{\"email\":\"bench@example.com\",\"password\":\"$password\"}" | json '["token"]')"
+need_wrk
+start_server ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000"
+login
 new_org() {
   curl -sf "$url/v1/organizations" -H "authorization: Bearer $token" -H 'content-type: application/json' \
     -d "{\"name\":\"$1\",\"slug\":\"$1\",\"billing_email\":\"b@example.com\",\"default_environments\":false}" | json '["org_id"]'
@@ -66,21 +34,6 @@ id_small="$(PRINT_POSITIONS=$deep_small python3 bench/seed_environments.py "$db_
 id_large="$(PRINT_POSITIONS=$deep_large python3 bench/seed_environments.py "$db_url" "$large" "$LARGE" | cut -d' ' -f2)"
 total="$(curl -sf "$url/v1/organizations/$large/environments?limit=1" -H "authorization: Bearer $token" | json '["pagination"]["total"]')"
 [ "$total" = "$LARGE" ] || { echo "seeding failed: total $total"; exit 1; }
-
-# wrk's latency figures, normalised to milliseconds.
-ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
-run() { # name path [auth]
-  local args=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
-  [ "${3:-}" = auth ] && args+=(-H "Authorization: Bearer $token")
-  local report; report="$(wrk "${args[@]}" "$url$2")"
-  local rps p50 p99 errors
-  rps="$(printf '%s\n' "$report" | awk '/^Requests\/sec:/ {printf "%.0f", $2}')"
-  p50="$(printf '%s\n' "$report" | awk '$1=="50%" {print $2}' | ms)"
-  p99="$(printf '%s\n' "$report" | awk '$1=="99%" {print $2}' | ms)"
-  errors="$(printf '%s\n' "$report" | awk '/Non-2xx/ {print $NF}')"
-  [ -n "$errors" ] && { echo "$1: $errors non-2xx responses" >&2; exit 1; }
-  printf '%s|%s|%s|%s\n' "$1" "$rps" "$p50" "$p99"
-}
 
 list="/v1/organizations"
 results=()

@@ -30,6 +30,9 @@ macro_rules! conformance {
     )*};
 }
 
+#[path = "conformance/environments.rs"]
+mod environments;
+
 conformance!(
     orgs_and_slugs,
     memberships_and_owner_rule,

@@ -87,22 +87,24 @@ pub async fn env_access(
     env_id: &str,
     permission: Permission,
 ) -> Result<(EnvRecord, OrgAccess)> {
+    let env = find_env(state, env_id).await?;
+    let access = require(state, who, &env.org_id, permission)
+        .await
+        .map_err(|e| match e.code {
+            enclave_core::ErrorCode::NotFound => Error::not_found("environment"),
+            _ => e,
+        })?;
+    Ok((env, access))
+}
+
+/// The environment `env_id`, or 404 (also for anything that is not an environment id). No
+/// authorization: callers check the caller's standing in its organization.
+pub async fn find_env(state: &AppState, env_id: &str) -> Result<EnvRecord> {
     let not_found = || Error::not_found("environment");
     if !is_id(Kind::Environment, env_id) {
         return Err(not_found());
     }
-    let env = state
-        .store
-        .environment(env_id)
-        .await?
-        .ok_or_else(not_found)?;
-    let access = require(state, who, &env.org_id, permission)
-        .await
-        .map_err(|e| match e.code {
-            enclave_core::ErrorCode::NotFound => not_found(),
-            _ => e,
-        })?;
-    Ok((env, access))
+    state.store.environment(env_id).await?.ok_or_else(not_found)
 }
 
 #[cfg(test)]

@@ -214,7 +214,8 @@ pub async fn create_and_provision(
     lifecycle::provision(state.store.as_ref(), rec).await
 }
 
-fn created(state: &AppState, rec: enclave_store::EnvRecord) -> Response {
+/// 201 with `Location` and `ETag`.
+pub fn created(state: &AppState, rec: enclave_store::EnvRecord) -> Response {
     let location = format!("/v1/environments/{}", rec.id);
     views::created(
         rec.version,

@@ -6,7 +6,7 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use enclave_core::environment::{check_writable, EnvSettings, EnvType};
-use enclave_core::id::{is_id, new_id, Kind};
+use enclave_core::id::{new_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::promotion::{
     self, diff_settings, plan_settings, CloneItem, EnvironmentDiff, PromoteItem, Promotion,
@@ -17,13 +17,12 @@ use enclave_store::{EnvRecord, PromotionApply};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::access::env_access;
+use crate::auth::access::{env_access, find_env};
 use crate::auth::Principal;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, QueryParams};
-use crate::routes::environments::{create_and_provision, new_environment, EnvFields};
+use crate::routes::environments::{create_and_provision, created, new_environment, EnvFields};
 use crate::state::AppState;
-use crate::views;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -70,17 +69,9 @@ pub struct ListParams {
 
 /// Another environment of `source`'s organization named by the caller; 404 otherwise.
 async fn sibling(state: &AppState, source: &EnvRecord, env_id: &str) -> Result<EnvRecord> {
-    let not_found = || Error::not_found("environment");
-    if !is_id(Kind::Environment, env_id) {
-        return Err(not_found());
-    }
-    let env = state
-        .store
-        .environment(env_id)
-        .await?
-        .ok_or_else(not_found)?;
+    let env = find_env(state, env_id).await?;
     if env.org_id != source.org_id {
-        return Err(not_found());
+        return Err(Error::not_found("environment"));
     }
     Ok(env)
 }
@@ -203,12 +194,7 @@ pub async fn clone(
         settings,
     )?;
     let rec = create_and_provision(&state, access.tier, env).await?;
-    let location = format!("/v1/environments/{}", rec.id);
-    Ok(views::created(
-        rec.version,
-        location,
-        views::environment(&state.config, rec),
-    ))
+    Ok(created(&state, rec))
 }
 
 #[utoipa::path(get, path = "/v1/environments/{env_id}/diff", tag = "environments", security(("bearer" = [])),

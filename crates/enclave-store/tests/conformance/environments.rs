@@ -1,4 +1,4 @@
-//! The environment store, run against SQLite and PostgreSQL alike: what the database itself
+//! The environment store, run against SQLite and PostgreSQL alike (the suite's `conformance!`): what the database itself
 //! must guarantee (uniqueness, dense order, quota, atomic promotion) under concurrency.
 
 use std::sync::Arc;
@@ -9,25 +9,6 @@ use enclave_core::model::Tier;
 use enclave_core::promotion::{Promotion, PromotionCounts, PromotionStatus};
 use enclave_core::ErrorCode;
 use enclave_store::*;
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = enclave_store::testing::TempSqlite::create();
-                let store = enclave_store::connect(&db.url).await.unwrap();
-                super::$name(store).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let Some(db) = enclave_store::testing::TempPostgres::create().await else { return };
-                let store = enclave_store::connect(&db.url).await.unwrap();
-                super::$name(store).await;
-            }
-        }
-    )*};
-}
 
 conformance!(
     racing_creates_keep_order_dense,
