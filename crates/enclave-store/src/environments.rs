@@ -194,12 +194,7 @@ macro_rules! impl_environment_store {
 
             async fn update_environment(&self, env_id: &str, expected_version: Option<i64>, patch: EnvPatch) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
-                let org_id: Option<String> = sqlx::query_scalar("SELECT org_id FROM environments WHERE id = $1")
-                    .bind(env_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(internal)?;
-                let org_id = org_id.ok_or_else(|| Error::not_found("environment"))?;
+                let org_id = org_of_env!(&mut *tx, env_id)?;
                 let moves = patch.index.is_some();
                 let (count, _) = lock_org_envs!(&mut *tx, &org_id, 0, i64::from(moves))?;
                 let cur = select_env!(&mut *tx, env_id)?;
@@ -295,6 +290,9 @@ macro_rules! impl_environment_store {
 
             async fn transition_environment(&self, env_id: &str, expected_version: Option<i64>, transition: Transition) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
+                // Serialised with updates, so a lock set a moment ago is seen.
+                let org_id = org_of_env!(&mut *tx, env_id)?;
+                lock_org_envs!(&mut *tx, &org_id, 0)?;
                 let cur = select_env!(&mut *tx, env_id)?;
                 check_version(expected_version, cur.version)?;
                 if transition != Transition::Activate {
@@ -308,13 +306,8 @@ macro_rules! impl_environment_store {
 
             async fn decommission_environment(&self, env_id: &str, expected_version: Option<i64>) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
-                let org_id: Option<String> = sqlx::query_scalar("SELECT org_id FROM environments WHERE id = $1")
-                    .bind(env_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(internal)?;
-                let org_id = org_id.ok_or_else(|| Error::not_found("environment"))?;
                 // Serialised with creates, so no child can appear after the check below.
+                let org_id = org_of_env!(&mut *tx, env_id)?;
                 lock_org_envs!(&mut *tx, &org_id, 0)?;
                 let cur = select_env!(&mut *tx, env_id)?;
                 check_version(expected_version, cur.version)?;
@@ -508,6 +501,19 @@ macro_rules! lock_org_envs {
     };
 }
 
+/// The organization of environment `env_id` (immutable, so it may be read before the lock);
+/// 404 when absent.
+macro_rules! org_of_env {
+    ($conn:expr, $env_id:expr) => {
+        sqlx::query_scalar::<_, String>("SELECT org_id FROM environments WHERE id = $1")
+            .bind($env_id)
+            .fetch_optional($conn)
+            .await
+            .map_err(internal)
+            .and_then(|row| row.ok_or_else(|| Error::not_found("environment")))
+    };
+}
+
 /// The environment `env_id`, read on `conn`; 404 when absent.
 macro_rules! select_env {
     ($conn:expr, $env_id:expr) => {
@@ -636,6 +642,6 @@ pub(crate) fn check_version(expected: Option<i64>, actual: i64) -> Result<()> {
 }
 
 pub(crate) use {
-    check_parent_row, drop_alias, impl_environment_store, insert_env, lock_org_envs, parent_chain,
-    select_env, set_status,
+    check_parent_row, drop_alias, impl_environment_store, insert_env, lock_org_envs, org_of_env,
+    parent_chain, select_env, set_status,
 };
