@@ -63,6 +63,16 @@ async fn probes_metrics_and_openapi(db: Db) {
         "/v1/auth/me",
         "/v1/organizations/{org_id}",
         "/v1/organizations/{org_id}/users/{user_id}/role",
+        "/v1/organizations/{org_id}/environments",
+        "/v1/organizations/{org_id}/environments/reorder",
+        "/v1/organizations/{org_id}/environments/{slug}",
+        "/v1/environments/{env_id}",
+        "/v1/environments/{env_id}/suspend",
+        "/v1/environments/{env_id}/resume",
+        "/v1/environments/{env_id}/promote",
+        "/v1/environments/{env_id}/promotions",
+        "/v1/environments/{env_id}/clone",
+        "/v1/environments/{env_id}/diff",
     ] {
         assert!(
             paths.contains_key(p),
