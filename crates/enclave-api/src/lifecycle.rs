@@ -1,4 +1,5 @@
-//! The environment lifecycle's system-driven steps: a new environment turns `active` once its
+//! Lifecycle steps the system drives, not a request: API keys' expiry, and the environment
+//! lifecycle's system-driven steps: a new environment turns `active` once its
 //! data store is ready, and a deleted one is removed once its resources are gone. Both are
 //! resumable — a node that died in between finishes them at its next start.
 //!
@@ -56,4 +57,32 @@ pub async fn settle(store: &dyn Store) -> usize {
         }
     }
     settled
+}
+
+/// Every minute: writes `expired` for keys past their expiry or rotation grace (each one's
+/// cache entries drop on every node), and notices keys expiring within
+/// [`enclave_core::api_key::EXPIRING_NOTICE_DAYS`] once each (`key.expiring`).
+pub fn spawn_key_housekeeping(store: std::sync::Arc<dyn Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let now = enclave_store::now_ms();
+            match store.expire_api_keys(now).await {
+                Ok(ids) if !ids.is_empty() => tracing::info!(keys = ?ids, "API keys expired"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "API key expiry failed"),
+            }
+            let horizon = now + enclave_core::api_key::EXPIRING_NOTICE_DAYS * 86_400_000;
+            match store.notice_expiring_api_keys(horizon).await {
+                Ok(keys) => {
+                    for k in keys {
+                        tracing::info!(event = "key.expiring", key_id = %k.id, env_id = %k.env_id,
+                            expires_at = ?k.expires_at, "API key expires within 7 days");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "API key expiry notice failed"),
+            }
+        }
+    });
 }

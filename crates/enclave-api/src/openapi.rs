@@ -2,10 +2,10 @@
 //! `/openapi.json`. It is the contract tests and clients use.
 
 use axum::response::IntoResponse;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, environments, health, members, organizations, promotion};
+use crate::routes::{api_keys, auth, environments, health, members, organizations, promotion};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,8 @@ use crate::routes::{auth, environments, health, members, organizations, promotio
         environments::update, environments::replace, environments::delete, environments::reorder,
         environments::suspend, environments::resume,
         promotion::promote, promotion::promotions, promotion::clone, promotion::diff,
+        api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::revoke,
+        api_keys::rotate,
     ),
     components(schemas(enclave_core::ErrorCode)),
     modifiers(&BearerAuth),
@@ -31,6 +33,13 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "an environment API key (also `Authorization: ApiKey <key>`)",
+            ))),
+        );
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(

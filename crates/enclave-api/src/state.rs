@@ -6,6 +6,7 @@ use enclave_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::cache::AuthCache;
+use crate::auth::keys::KeyAuth;
 use crate::auth::passwords::Passwords;
 use crate::auth::tokens::TokenKeys;
 use crate::config::ApiConfig;
@@ -20,6 +21,7 @@ pub struct Inner {
     pub tokens: TokenKeys,
     pub passwords: Passwords,
     pub auth_cache: Arc<AuthCache>,
+    pub key_auth: Arc<KeyAuth>,
     pub rate_limits: RateLimits,
     pub metrics: PrometheusHandle,
 }
@@ -36,12 +38,15 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> anyhow::Result<Self> {
         let tokens = TokenKeys::load_or_create(&config.jwt_key_file, &config.issuer)?;
         let auth_cache = AuthCache::start(store.clone());
+        let passwords = Passwords::new();
+        let key_auth = KeyAuth::start(store.clone(), passwords.clone());
         let rate_limits = RateLimits::new(&config);
         Ok(AppState(Arc::new(Inner {
             store,
             tokens,
-            passwords: Passwords::new(),
+            passwords,
             auth_cache,
+            key_auth,
             rate_limits,
             metrics: crate::middleware::metrics::handle(),
             config,

@@ -2,9 +2,10 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use enclave_core::api_key::ApiKey;
 use enclave_core::environment::{Connection, Environment};
 use enclave_core::model::{Invitation, Member, Organization, User};
-use enclave_store::{from_ms, EnvRecord, MemberRecord, OrgRecord, UserRecord};
+use enclave_store::{from_ms, ApiKeyRecord, EnvRecord, MemberRecord, OrgRecord, UserRecord};
 use serde::Serialize;
 
 use crate::config::ApiConfig;
@@ -50,6 +51,28 @@ pub fn environment(config: &ApiConfig, r: EnvRecord) -> Environment {
         created_at: from_ms(r.created_at),
         updated_at: from_ms(r.updated_at),
         version: r.version,
+    }
+}
+
+/// A key's metadata; `plaintext` only in the answers to create and rotate.
+pub fn api_key(r: ApiKeyRecord, plaintext: Option<String>) -> ApiKey {
+    ApiKey {
+        status: r.status_at(enclave_store::now_ms()),
+        role: r.role(),
+        key_id: r.id,
+        env_id: r.env_id,
+        name: r.name,
+        prefix: r.prefix,
+        attributes: r.attributes.0,
+        scopes: r.scopes.0,
+        ip_allowlist: r.ip_allowlist.0,
+        last_used_at: r.last_used_at.map(from_ms),
+        expires_at: r.expires_at.map(from_ms),
+        grace_expires_at: r.grace_expires_at.map(from_ms),
+        rotated_to: r.rotated_to,
+        created_at: from_ms(r.created_at),
+        created_by: r.created_by,
+        key: plaintext,
     }
 }
 

@@ -84,6 +84,16 @@ impl Error {
         self
     }
 
+    /// The error of a nested object: its `details.field` gains the parent's name
+    /// (`scopes[0]` → `create_api_key.scopes[0]`).
+    pub fn within(mut self, parent: &str) -> Self {
+        if let Some(field) = self.details.get("field").and_then(Value::as_str) {
+            let nested = format!("{parent}.{field}");
+            self.details["field"] = Value::String(nested);
+        }
+        self
+    }
+
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = Some(status);
         self

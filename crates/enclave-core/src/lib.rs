@@ -4,6 +4,7 @@
 //! This crate is pure — no I/O, no async runtime, no SQL — so every rule here is unit-tested
 //! without a database, and every other crate goes through it.
 
+pub mod api_key;
 pub mod environment;
 pub mod error;
 pub mod id;

@@ -27,6 +27,10 @@ pub enum Invalidation {
     Environment {
         env_id: String,
     },
+    /// An API key changed (revoked, rotated, expired, scopes or allow-list changed).
+    ApiKey {
+        key_id: String,
+    },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }

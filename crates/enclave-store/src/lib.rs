@@ -5,6 +5,7 @@
 //! concrete implementation; the few real differences — how a write transaction starts, how
 //! other nodes hear about changes — are per-backend hooks.
 
+mod api_keys;
 mod db_error;
 mod environments;
 mod invalidation;
@@ -17,6 +18,7 @@ mod time;
 
 use std::sync::Arc;
 
+pub use api_keys::ApiKeyStore;
 pub use environments::EnvironmentStore;
 pub use invalidation::{Bus, Invalidation};
 pub use postgres::PgStore;
@@ -37,7 +39,7 @@ pub enum Backend {
 /// change identity state publish the matching [`Invalidation`] after commit (and, on
 /// PostgreSQL, to every other node through `NOTIFY`).
 #[async_trait::async_trait]
-pub trait Store: EnvironmentStore + Send + Sync + 'static {
+pub trait Store: EnvironmentStore + ApiKeyStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// The invalidation bus of this node: caches subscribe to it.
     fn bus(&self) -> &Bus;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use enclave_core::environment::{check_writable, Transition};
+use enclave_core::environment::{check_writable, EnvStatus, Transition};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::promotion::Promotion;
 use enclave_core::{Error, Result};
@@ -13,6 +13,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use tokio::task::JoinHandle;
 
+use crate::api_keys::*;
 use crate::db_error::{internal, unique_or};
 use crate::environments::*;
 use crate::invalidation::CHANNEL;
@@ -147,3 +148,4 @@ async fn listen(pool: PgPool, bus: Bus, node_id: String) {
 
 impl_store!(PgStore, crate::Backend::Postgres);
 impl_environment_store!(PgStore);
+impl_api_key_store!(PgStore);

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use enclave_core::api_key::{KeyStatus, Scope};
 use enclave_core::environment::{EnvSettings, EnvStatus, EnvType, SettingsPatch};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::pagination::PageRequest;
@@ -332,4 +333,74 @@ pub struct PromotionApply {
     pub expected_target_version: i64,
     pub settings: Option<EnvSettings>,
     pub record: Promotion,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub env_id: String,
+    pub org_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub secret_hash: String,
+    pub role: String,
+    pub attributes: Json<BTreeMap<String, String>>,
+    pub scopes: Json<Vec<Scope>>,
+    pub ip_allowlist: Json<Vec<String>>,
+    pub status: String,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub grace_expires_at: Option<i64>,
+    pub rotated_to: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+impl ApiKeyRecord {
+    /// Unknown values cannot be written; should one appear, it grants least.
+    pub fn role(&self) -> Role {
+        self.role.parse().unwrap_or(Role::Auditor)
+    }
+    /// The status now, counting expiries housekeeping has not written yet.
+    pub fn status_at(&self, now_ms: i64) -> KeyStatus {
+        KeyStatus::parse(&self.status)
+            .unwrap_or(KeyStatus::Revoked)
+            .at(now_ms, self.expires_at, self.grace_expires_at)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: String,
+    pub env_id: String,
+    pub name: String,
+    pub prefix: String,
+    pub secret_hash: String,
+    pub role: Role,
+    pub attributes: BTreeMap<String, String>,
+    pub scopes: Vec<Scope>,
+    pub ip_allowlist: Vec<String>,
+    pub expires_at: Option<i64>,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeyPatch {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub attributes: Option<BTreeMap<String, String>>,
+    pub scopes: Option<Vec<Scope>>,
+    pub ip_allowlist: Option<Vec<String>>,
+}
+
+/// Everything authenticating a key needs, in one read: the key, its environment's status and
+/// its organization's status and tier.
+#[derive(Debug, Clone)]
+pub struct KeyAuthRecord {
+    pub key: ApiKeyRecord,
+    pub env_status: EnvStatus,
+    pub org_status: OrgStatus,
+    pub tier: Tier,
 }

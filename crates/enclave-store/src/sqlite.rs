@@ -6,7 +6,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use enclave_core::environment::{check_writable, Transition};
+use enclave_core::environment::{check_writable, EnvStatus, Transition};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::promotion::Promotion;
 use enclave_core::{Error, Result};
@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
+use crate::api_keys::*;
 use crate::db_error::{internal, unique_or};
 use crate::environments::*;
 use crate::records::*;
@@ -77,3 +78,4 @@ impl SqliteStore {
 
 impl_store!(SqliteStore, crate::Backend::Sqlite);
 impl_environment_store!(SqliteStore);
+impl_api_key_store!(SqliteStore);

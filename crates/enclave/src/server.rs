@@ -112,6 +112,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
 
 fn spawn_housekeeping(state: enclave_api::AppState) {
     enclave_api::middleware::rate_limit::spawn_housekeeping(state.clone());
+    enclave_api::lifecycle::spawn_key_housekeeping(state.store.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {

@@ -2,18 +2,20 @@
 //! path, checked against the permission matrix. Not being an (active) member answers 404,
 //! never 403, so nobody learns which organizations exist.
 
+use enclave_core::api_key::{key_can, Scope};
 use enclave_core::id::{is_id, Kind};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::{Error, Permission, Result, Role};
 use enclave_store::{AuthMembership, EnvRecord};
 
-use crate::auth::Principal;
+use crate::auth::{Caller, Principal};
 use crate::state::AppState;
 
 /// The caller's standing in one organization.
 #[derive(Debug, Clone)]
 pub struct OrgAccess {
     pub org_id: String,
+    /// The acting user, or the acting API key.
     pub user_id: String,
     pub role: Role,
     pub tier: Tier,
@@ -80,21 +82,57 @@ pub async fn require(
 
 /// The environment `env_id` and the caller's standing in its organization, checked against
 /// `permission`. Unknown ids and environments of organizations the caller does not belong to
-/// are both 404.
+/// are both 404. An API key acts only in its own environment (another one of its
+/// organization is 403) and only where both its role and its scopes allow.
 pub async fn env_access(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     env_id: &str,
     permission: Permission,
 ) -> Result<(EnvRecord, OrgAccess)> {
     let env = find_env(state, env_id).await?;
-    let access = require(state, who, &env.org_id, permission)
-        .await
-        .map_err(|e| match e.code {
-            enclave_core::ErrorCode::NotFound => Error::not_found("environment"),
-            _ => e,
-        })?;
-    Ok((env, access))
+    match who {
+        Caller::User(user) => {
+            let access = require(state, user, &env.org_id, permission)
+                .await
+                .map_err(|e| match e.code {
+                    enclave_core::ErrorCode::NotFound => Error::not_found("environment"),
+                    _ => e,
+                })?;
+            Ok((env, access))
+        }
+        Caller::Key(key) => {
+            if env.org_id != key.org_id {
+                return Err(Error::not_found("environment"));
+            }
+            if env.id != key.env_id {
+                return Err(Error::forbidden(
+                    "key_environment",
+                    "an API key acts only in its own environment",
+                ));
+            }
+            if !key_can(key.role, &key.scopes, permission) {
+                let rule = match Scope::for_permission(permission) {
+                    Some(scope) if key.role.can(permission) => format!("scope:{}", scope.as_str()),
+                    _ => format!("permission:{}", permission.name()),
+                };
+                return Err(Error::forbidden(
+                    &rule,
+                    format!(
+                        "this API key may not {}",
+                        permission.name().replace('_', " ")
+                    ),
+                ));
+            }
+            let access = OrgAccess {
+                org_id: key.org_id.clone(),
+                user_id: key.key_id.clone(),
+                role: key.role,
+                tier: key.tier,
+            };
+            Ok((env, access))
+        }
+    }
 }
 
 /// The environment `env_id`, or 404 (also for anything that is not an environment id). No

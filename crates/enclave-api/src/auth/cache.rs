@@ -115,7 +115,7 @@ impl AuthCache {
             }
             Invalidation::User { user_id } => self.users.remove(user_id),
             // Nothing here depends on an environment.
-            Invalidation::Environment { .. } => {}
+            Invalidation::Environment { .. } | Invalidation::ApiKey { .. } => {}
             Invalidation::All => {
                 self.sessions.clear();
                 self.members.clear();

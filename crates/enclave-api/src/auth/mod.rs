@@ -2,8 +2,9 @@
 
 pub mod access;
 pub mod cache;
+pub mod keys;
 pub mod passwords;
 pub mod principal;
 pub mod tokens;
 
-pub use principal::Principal;
+pub use principal::{Caller, Principal};

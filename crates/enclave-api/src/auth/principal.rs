@@ -6,6 +6,7 @@ use enclave_core::model::Tier;
 use enclave_core::{Error, ErrorCode, Role};
 
 use crate::auth::access::standing;
+use crate::auth::keys::KeyPrincipal;
 
 use crate::auth::tokens::Claims;
 use crate::error::ApiError;
@@ -21,14 +22,42 @@ pub struct Principal {
     pub org: Option<(String, Role, Tier)>,
 }
 
-impl Principal {
-    /// The rate-limit identity.
-    pub fn rate_key(&self) -> &str {
-        &self.user_id
+/// Whoever is calling: a signed-in user or an environment API key. Handlers that act for a
+/// user only take [`Principal`] (a key gets 403 there); those an API key may reach take
+/// `Caller`.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    User(Principal),
+    Key(KeyPrincipal),
+}
+
+impl Caller {
+    /// The identity that rate limits, idempotency records and "created by" fields use.
+    pub fn id(&self) -> &str {
+        match self {
+            Caller::User(p) => &p.user_id,
+            Caller::Key(k) => &k.key_id,
+        }
     }
 
     pub fn tier(&self) -> Tier {
-        self.org.as_ref().map(|(_, _, t)| *t).unwrap_or(Tier::Free)
+        match self {
+            Caller::User(p) => p.org.as_ref().map(|(_, _, t)| *t).unwrap_or(Tier::Free),
+            Caller::Key(k) => k.tier,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            Error::unauthorized(
+                "authentication required: Authorization: Bearer <token> or ApiKey <key>",
+            )
+            .into()
+        })
     }
 }
 
@@ -71,8 +100,17 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
-        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
-            Error::unauthorized("authentication required: Authorization: Bearer <token>").into()
-        })
+        match parts.extensions.get::<Caller>() {
+            Some(Caller::User(p)) => Ok(p.clone()),
+            Some(Caller::Key(_)) => Err(Error::forbidden(
+                "user_required",
+                "API keys act only within their environment; this needs a signed-in user",
+            )
+            .into()),
+            None => Err(Error::unauthorized(
+                "authentication required: Authorization: Bearer <token>",
+            )
+            .into()),
+        }
     }
 }

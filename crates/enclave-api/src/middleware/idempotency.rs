@@ -14,7 +14,7 @@ use enclave_core::Error;
 use enclave_store::{now_ms, IdempotencyBegin, IdempotencyState, StoredResponse};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Principal;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::read_body;
 use crate::state::AppState;
@@ -29,10 +29,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
     let key = req.headers().get("idempotency-key").cloned();
-    let principal = req
-        .extensions()
-        .get::<Principal>()
-        .map(|p| p.user_id.clone());
+    let principal = req.extensions().get::<Caller>().map(|c| c.id().to_string());
     let (Some(key), Some(principal), true) = (key, principal, mutating) else {
         return next.run(req).await;
     };

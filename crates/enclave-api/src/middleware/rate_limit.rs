@@ -22,7 +22,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::auth::Principal;
+use crate::auth::Caller;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -136,8 +136,8 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     if UNLIMITED_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let decision = match req.extensions().get::<Principal>() {
-        Some(p) => state.rate_limits.check(Some(p.tier()), p.rate_key()),
+    let decision = match req.extensions().get::<Caller>() {
+        Some(c) => state.rate_limits.check(Some(c.tier()), c.id()),
         None => {
             let ip = req
                 .extensions()

@@ -15,7 +15,7 @@ use crate::auth::access::standing;
 use crate::auth::tokens::{
     self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS,
 };
-use crate::auth::Principal;
+use crate::auth::{Caller, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
 use crate::state::AppState;
@@ -74,14 +74,29 @@ pub struct MeOrg {
     pub tier: enclave_core::model::Tier,
 }
 
-/// The caller.
+/// An API key calling: who it is and what it may do.
+#[derive(Serialize, ToSchema)]
+pub struct MeKey {
+    pub key_id: String,
+    pub name: String,
+    pub env_id: String,
+    pub role: Role,
+    pub scopes: Vec<enclave_core::api_key::Scope>,
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// The caller: a user (`type: user`, with `user` and `session_id`) or an API key
+/// (`type: api_key`, with `key`); `org` for both.
 #[derive(Serialize, ToSchema)]
 pub struct MeResponse {
-    /// `user` (API keys arrive with their own kind).
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub user: User,
-    pub session_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<MeKey>,
     pub org: Option<MeOrg>,
 }
 
@@ -301,25 +316,46 @@ pub async fn logout(State(state): State<AppState>, who: Principal) -> ApiResult<
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/v1/auth/me", tag = "auth", security(("bearer" = []), ("api_key" = [])), responses(
     (status = 200, body = MeResponse), (status = 401, body = ErrorEnvelope)))]
-pub async fn me(
-    State(state): State<AppState>,
-    who: Principal,
-) -> ApiResult<axum::Json<MeResponse>> {
-    let user = state
-        .auth_cache
-        .user(&who.user_id)
-        .await?
-        .ok_or_else(|| Error::unauthorized("unknown user"))?;
-    Ok(axum::Json(MeResponse {
-        kind: "user",
-        user: views::user(&user),
-        session_id: who.session_id,
-        org: who
-            .org
-            .map(|(org_id, role, tier)| MeOrg { org_id, role, tier }),
-    }))
+pub async fn me(State(state): State<AppState>, who: Caller) -> ApiResult<axum::Json<MeResponse>> {
+    let me = match who {
+        Caller::User(who) => {
+            let user = state
+                .auth_cache
+                .user(&who.user_id)
+                .await?
+                .ok_or_else(|| Error::unauthorized("unknown user"))?;
+            MeResponse {
+                kind: "user",
+                user: Some(views::user(&user)),
+                session_id: Some(who.session_id),
+                key: None,
+                org: who
+                    .org
+                    .map(|(org_id, role, tier)| MeOrg { org_id, role, tier }),
+            }
+        }
+        Caller::Key(k) => MeResponse {
+            kind: "api_key",
+            user: None,
+            session_id: None,
+            org: Some(MeOrg {
+                org_id: k.org_id,
+                role: k.role,
+                tier: k.tier,
+            }),
+            key: Some(MeKey {
+                key_id: k.key_id,
+                name: k.name,
+                env_id: k.env_id,
+                role: k.role,
+                scopes: k.scopes.into_iter().collect(),
+                attributes: k.attributes,
+            }),
+        },
+    };
+    Ok(axum::Json(me))
 }
 
 #[utoipa::path(post, path = "/v1/auth/accept-invite", tag = "auth", request_body = AcceptInviteRequest, responses(

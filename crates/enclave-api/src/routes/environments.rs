@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use enclave_core::api_key::ApiKey;
 use enclave_core::environment::{
     self, EnvSettings, EnvStatus, EnvType, Environment, SettingsPatch,
 };
@@ -15,9 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::access::{env_access, require};
-use crate::auth::Principal;
+use crate::auth::{Caller, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
+use crate::routes::api_keys;
 use crate::state::AppState;
 use crate::{lifecycle, views};
 
@@ -36,6 +38,8 @@ pub struct CreateEnvironment {
     pub parent_env_id: Option<String>,
     pub description: Option<String>,
     pub settings: Option<SettingsPatch>,
+    /// A first API key for the new environment, returned (once) in `api_key`.
+    pub create_api_key: Option<api_keys::CreateApiKey>,
 }
 
 /// `PATCH` and `PUT` take the same body: every field optional, absent ones unchanged.
@@ -288,7 +292,7 @@ pub async fn list(
 
 #[utoipa::path(post, path = "/v1/organizations/{org_id}/environments", tag = "environments", security(("bearer" = [])),
     params(("org_id" = String, Path)), request_body = CreateEnvironment, responses(
-    (status = 201, body = Environment), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
+    (status = 201, description = "the environment; with `api_key` when `create_api_key` was given", body = EnvironmentWithKey), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope),
     (status = 404, body = ErrorEnvelope), (status = 409, description = "slug taken", body = ErrorEnvelope),
     (status = 429, description = "QUOTA_EXCEEDED: the organization's max_environments", body = ErrorEnvelope)))]
 pub async fn create(
@@ -311,15 +315,50 @@ pub async fn create(
         },
         settings,
     )?;
+    // The first key is checked (and its secret hashed) before anything is written, so a bad
+    // key request creates no environment.
+    let caller = Caller::User(who);
+    let key = match req.create_api_key {
+        Some(k) => {
+            let prepared = api_keys::prepare(&state, &caller, &access, &env.id, env.env_type, k);
+            Some(prepared.await.map_err(|e| e.within("create_api_key"))?)
+        }
+        None => None,
+    };
     let rec = create_and_provision(&state, access.tier, env).await?;
-    Ok(created(&state, rec))
+    let Some((key, plaintext)) = key else {
+        return Ok(created(&state, rec));
+    };
+    let api_key = api_keys::create_prepared(&state, &access, key, plaintext).await?;
+    let location = format!("/v1/environments/{}", rec.id);
+    let mut resp = views::created(
+        rec.version,
+        location,
+        EnvironmentWithKey {
+            environment: views::environment(&state.config, rec),
+            api_key,
+        },
+    );
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+/// A new environment and the first API key asked for with it (its `key` shown this once).
+#[derive(Serialize, ToSchema)]
+pub struct EnvironmentWithKey {
+    #[serde(flatten)]
+    pub environment: Environment,
+    pub api_key: ApiKey,
 }
 
 #[utoipa::path(get, path = "/v1/environments/{env_id}", tag = "environments", security(("bearer" = [])),
     params(("env_id" = String, Path)), responses((status = 200, body = Environment), (status = 404, body = ErrorEnvelope)))]
 pub async fn get(
     State(state): State<AppState>,
-    who: Principal,
+    who: Caller,
     Path(env_id): Path<String>,
 ) -> ApiResult<Response> {
     let (env, _) = env_access(&state, &who, &env_id, Permission::ReadEnvironments).await?;
@@ -394,7 +433,7 @@ fn patch_of(req: UpdateEnvironment) -> Result<EnvPatch> {
     (status = 412, body = ErrorEnvelope)))]
 pub async fn update(
     State(state): State<AppState>,
-    who: Principal,
+    who: Caller,
     Path(env_id): Path<String>,
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<UpdateEnvironment>,
@@ -414,7 +453,7 @@ pub async fn update(
     (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
 pub async fn replace(
     state: State<AppState>,
-    who: Principal,
+    who: Caller,
     path: Path<String>,
     if_match: IfMatch,
     body: JsonBody<UpdateEnvironment>,
@@ -429,7 +468,7 @@ pub async fn replace(
     (status = 409, description = "locked, has children", body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
 pub async fn delete(
     State(state): State<AppState>,
-    who: Principal,
+    who: Caller,
     Path(env_id): Path<String>,
     IfMatch(expected): IfMatch,
     QueryParams(q): QueryParams<DeleteParams>,
@@ -492,7 +531,7 @@ pub async fn reorder(
 
 async fn transition(
     state: &AppState,
-    who: &Principal,
+    who: &Caller,
     env_id: &str,
     expected: Option<i64>,
     t: environment::Transition,
@@ -511,7 +550,7 @@ async fn transition(
     (status = 409, description = "not active, or locked", body = ErrorEnvelope)))]
 pub async fn suspend(
     State(state): State<AppState>,
-    who: Principal,
+    who: Caller,
     Path(env_id): Path<String>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<Response> {
@@ -531,7 +570,7 @@ pub async fn suspend(
     (status = 409, description = "not suspended, or locked", body = ErrorEnvelope)))]
 pub async fn resume(
     State(state): State<AppState>,
-    who: Principal,
+    who: Caller,
     Path(env_id): Path<String>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<Response> {

@@ -1,5 +1,6 @@
 //! One module per resource; this file puts them on their paths.
 
+pub mod api_keys;
 pub mod auth;
 pub mod environments;
 pub mod health;
@@ -75,6 +76,20 @@ pub fn routes() -> Router<AppState> {
                 .patch(environments::update)
                 .put(environments::replace)
                 .delete(environments::delete),
+        )
+        .route(
+            "/v1/environments/{env_id}/api-keys",
+            get(api_keys::list).post(api_keys::create),
+        )
+        .route(
+            "/v1/environments/{env_id}/api-keys/{key_id}",
+            get(api_keys::get)
+                .patch(api_keys::update)
+                .delete(api_keys::revoke),
+        )
+        .route(
+            "/v1/environments/{env_id}/api-keys/{key_id}/rotate",
+            post(api_keys::rotate),
         )
         .route(
             "/v1/environments/{env_id}/suspend",

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::access::{env_access, find_env};
-use crate::auth::Principal;
+use crate::auth::{Caller, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, QueryParams};
 use crate::routes::environments::{create_and_provision, created, new_environment, EnvFields};
@@ -86,7 +86,13 @@ pub async fn promote(
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<Promote>,
 ) -> ApiResult<axum::Json<Promotion>> {
-    let (source, _) = env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    let (source, _) = env_access(
+        &state,
+        &Caller::User(who.clone()),
+        &env_id,
+        Permission::ManageEnvironments,
+    )
+    .await?;
     let include = promotion::include(req.include, &PromoteItem::ALL)?;
     if req.target_env_id == source.id {
         return Err(Error::validation(
@@ -150,7 +156,7 @@ pub async fn promote(
     (status = 200, body = Page<Promotion>), (status = 404, body = ErrorEnvelope)))]
 pub async fn promotions(
     State(state): State<AppState>,
-    who: Principal,
+    who: Caller,
     Path(env_id): Path<String>,
     QueryParams(q): QueryParams<ListParams>,
 ) -> ApiResult<axum::Json<Page<Promotion>>> {
@@ -173,8 +179,13 @@ pub async fn clone(
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<CloneEnvironment>,
 ) -> ApiResult<Response> {
-    let (source, access) =
-        env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    let (source, access) = env_access(
+        &state,
+        &Caller::User(who.clone()),
+        &env_id,
+        Permission::ManageEnvironments,
+    )
+    .await?;
     let include = promotion::include(req.include, &CloneItem::ALL)?;
     let settings = if include.contains(&CloneItem::Settings) {
         source.settings.0.clone()
@@ -206,7 +217,13 @@ pub async fn diff(
     Path(env_id): Path<String>,
     QueryParams(q): QueryParams<DiffParams>,
 ) -> ApiResult<axum::Json<EnvironmentDiff>> {
-    let (this, _) = env_access(&state, &who, &env_id, Permission::ReadEnvironments).await?;
+    let (this, _) = env_access(
+        &state,
+        &Caller::User(who.clone()),
+        &env_id,
+        Permission::ReadEnvironments,
+    )
+    .await?;
     let against_id = q.against.ok_or_else(|| {
         Error::validation(
             "against",

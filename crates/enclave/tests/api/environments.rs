@@ -257,8 +257,13 @@ async fn create_fields_and_validation(db: Db) {
         ),
         bad(
             json!({"name": "ok", "create_api_key": {"name": "k"}}),
-            "create_api_key",
-            "unknown_field",
+            "create_api_key.scopes",
+            "required",
+        ),
+        bad(
+            json!({"name": "ok", "create_api_key": {"name": "k", "scopes": ["nope"]}}),
+            "create_api_key.scopes[0]",
+            "unknown_scope",
         ),
         bad(
             json!({"name": "ok", "parent_env_id": "env_nope"}),

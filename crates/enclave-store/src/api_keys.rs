@@ -1,0 +1,302 @@
+//! Environment API keys. Like `sql.rs`, written once and expanded per backend by
+//! `impl_api_key_store!`. Every change publishes `Invalidation::ApiKey`, so verified-key
+//! caches drop the key at once on this node and (PostgreSQL) on every other.
+
+use enclave_core::Result;
+
+use crate::records::*;
+
+pub(crate) const KEY_COLUMNS: &str = "id, env_id, org_id, name, prefix, secret_hash, role, \
+     attributes, scopes, ip_allowlist, status, last_used_at, expires_at, grace_expires_at, \
+     rotated_to, created_at, created_by, updated_at, version";
+
+#[async_trait::async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Creates a key in its environment: 404 when the environment is gone or being deleted,
+    /// 429 past `max_live` active or rotating keys there.
+    async fn create_api_key(&self, key: NewApiKey, max_live: u32) -> Result<ApiKeyRecord>;
+    /// The environment's keys, newest first (keyset on the id).
+    async fn api_keys(&self, env_id: &str, page: &PageQuery) -> Result<(Vec<ApiKeyRecord>, i64)>;
+    async fn api_key(&self, env_id: &str, key_id: &str) -> Result<Option<ApiKeyRecord>>;
+    /// The key with its environment's and organization's standing, for authentication.
+    async fn key_auth(&self, key_id: &str) -> Result<Option<KeyAuthRecord>>;
+    async fn update_api_key(
+        &self,
+        env_id: &str,
+        key_id: &str,
+        patch: ApiKeyPatch,
+    ) -> Result<ApiKeyRecord>;
+    /// Revokes a live key (409 when it is already revoked or expired).
+    async fn revoke_api_key(&self, env_id: &str, key_id: &str) -> Result<ApiKeyRecord>;
+    /// Replaces an active key by `new`: the old one turns `rotating` until
+    /// `grace_expires_at` (expired at once when that is now). Returns (old, new).
+    async fn rotate_api_key(
+        &self,
+        env_id: &str,
+        key_id: &str,
+        new: NewApiKey,
+        grace_expires_at: i64,
+    ) -> Result<(ApiKeyRecord, ApiKeyRecord)>;
+    /// Records when keys were last used (one statement per batch).
+    async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<()>;
+    /// Writes `expired` for keys past `expires_at` or their rotation grace; returns them.
+    async fn expire_api_keys(&self, now_ms: i64) -> Result<Vec<String>>;
+    /// Live keys expiring before `horizon_ms` not yet noticed: marks and returns them.
+    async fn notice_expiring_api_keys(&self, horizon_ms: i64) -> Result<Vec<ApiKeyRecord>>;
+}
+
+macro_rules! impl_api_key_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::ApiKeyStore for $store {
+            async fn create_api_key(&self, key: NewApiKey, max_live: u32) -> enclave_core::Result<ApiKeyRecord> {
+                let mut tx = self.begin_write().await?;
+                let env = sqlx::query_as::<_, (String, String)>("SELECT org_id, status FROM environments WHERE id = $1")
+                    .bind(&key.env_id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                let Some((org_id, status)) = env else { return Err(Error::not_found("environment")) };
+                if status == "decommissioning" {
+                    return Err(Error::not_found("environment"));
+                }
+                // Serialised with other creates in the organization: the count below holds.
+                lock_org_envs!(&mut *tx, &org_id, 0)?;
+                let live: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM api_keys WHERE env_id = $1 AND status IN ('active', 'rotating')",
+                )
+                .bind(&key.env_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(internal)?;
+                if live >= i64::from(max_live) {
+                    return Err(Error::quota_exceeded("max_api_keys_per_environment", u64::from(max_live)));
+                }
+                let rec = insert_key!(&mut *tx, &org_id, key)?;
+                self.commit(tx, vec![]).await?;
+                Ok(rec)
+            }
+
+            async fn api_keys(&self, env_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<ApiKeyRecord>, i64)> {
+                let rows = sqlx::query_as(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE env_id = $1 AND ($2 IS NULL OR id < $2) \
+                     ORDER BY id DESC LIMIT $3"
+                ))
+                .bind(env_id)
+                .bind(page.after.as_deref())
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(self.reader())
+                .await
+                .map_err(internal)?;
+                let total = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE env_id = $1")
+                    .bind(env_id)
+                    .fetch_one(self.reader())
+                    .await
+                    .map_err(internal)?;
+                Ok((rows, total))
+            }
+
+            async fn api_key(&self, env_id: &str, key_id: &str) -> enclave_core::Result<Option<ApiKeyRecord>> {
+                sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND env_id = $2"))
+                    .bind(key_id)
+                    .bind(env_id)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err(internal)
+            }
+
+            async fn key_auth(&self, key_id: &str) -> enclave_core::Result<Option<KeyAuthRecord>> {
+                let key: Option<ApiKeyRecord> = sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+                    .bind(key_id)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err(internal)?;
+                let Some(key) = key else { return Ok(None) };
+                let standing: Option<(String, String, String)> = sqlx::query_as(
+                    "SELECT e.status, o.status, o.tier FROM environments e JOIN organizations o ON o.id = e.org_id \
+                     WHERE e.id = $1",
+                )
+                .bind(&key.env_id)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(internal)?;
+                let Some((env_status, org_status, tier)) = standing else { return Ok(None) };
+                Ok(Some(KeyAuthRecord {
+                    env_status: EnvStatus::parse(&env_status).unwrap_or(EnvStatus::Suspended),
+                    org_status: OrgStatus::parse(&org_status).unwrap_or(OrgStatus::Suspended),
+                    tier: Tier::parse(&tier).unwrap_or(Tier::Free),
+                    key,
+                }))
+            }
+
+            async fn update_api_key(&self, env_id: &str, key_id: &str, patch: ApiKeyPatch) -> enclave_core::Result<ApiKeyRecord> {
+                let mut tx = self.begin_write().await?;
+                let rec: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+                    "UPDATE api_keys SET name = COALESCE($3, name), role = COALESCE($4, role), \
+                     attributes = COALESCE($5, attributes), scopes = COALESCE($6, scopes), \
+                     ip_allowlist = COALESCE($7, ip_allowlist), updated_at = $8, version = version + 1 \
+                     WHERE id = $1 AND env_id = $2 RETURNING {KEY_COLUMNS}"
+                ))
+                .bind(key_id)
+                .bind(env_id)
+                .bind(patch.name)
+                .bind(patch.role.map(|r| r.as_str()))
+                .bind(patch.attributes.map(sqlx::types::Json))
+                .bind(patch.scopes.map(sqlx::types::Json))
+                .bind(patch.ip_allowlist.map(sqlx::types::Json))
+                .bind(now_ms())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+                let rec = rec.ok_or_else(|| Error::not_found("api_key"))?;
+                self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
+                Ok(rec)
+            }
+
+            async fn revoke_api_key(&self, env_id: &str, key_id: &str) -> enclave_core::Result<ApiKeyRecord> {
+                let mut tx = self.begin_write().await?;
+                let now = now_ms();
+                let rec: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+                    "UPDATE api_keys SET status = 'revoked', updated_at = $3, version = version + 1 \
+                     WHERE id = $1 AND env_id = $2 AND status IN ('active', 'rotating') RETURNING {KEY_COLUMNS}"
+                ))
+                .bind(key_id)
+                .bind(env_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+                let Some(rec) = rec else {
+                    let status: Option<String> = sqlx::query_scalar("SELECT status FROM api_keys WHERE id = $1 AND env_id = $2")
+                        .bind(key_id)
+                        .bind(env_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    return Err(match status {
+                        None => Error::not_found("api_key"),
+                        Some(s) => Error::conflict("key_not_live", format!("the key is already {s}")),
+                    });
+                };
+                self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
+                Ok(rec)
+            }
+
+            async fn rotate_api_key(&self, env_id: &str, key_id: &str, new: NewApiKey, grace_expires_at: i64) -> enclave_core::Result<(ApiKeyRecord, ApiKeyRecord)> {
+                let mut tx = self.begin_write().await?;
+                let now = now_ms();
+                let status = if grace_expires_at <= now { "expired" } else { "rotating" };
+                let old: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+                    "UPDATE api_keys SET status = $3, grace_expires_at = $4, rotated_to = $5, updated_at = $6, \
+                     version = version + 1 WHERE id = $1 AND env_id = $2 AND status = 'active' \
+                     AND (expires_at IS NULL OR expires_at > $6) RETURNING {KEY_COLUMNS}"
+                ))
+                .bind(key_id)
+                .bind(env_id)
+                .bind(status)
+                .bind(grace_expires_at)
+                .bind(&new.id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+                let Some(old) = old else {
+                    let status: Option<String> = sqlx::query_scalar("SELECT status FROM api_keys WHERE id = $1 AND env_id = $2")
+                        .bind(key_id)
+                        .bind(env_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    return Err(match status {
+                        None => Error::not_found("api_key"),
+                        Some(s) => Error::conflict("key_not_active", format!("only an active key can be rotated; this one is {s}")),
+                    });
+                };
+                let new = insert_key!(&mut *tx, &old.org_id, new)?;
+                self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
+                Ok((old, new))
+            }
+
+            async fn touch_api_keys(&self, used: &[(String, i64)]) -> enclave_core::Result<()> {
+                if used.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                for (key_id, at) in used {
+                    sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
+                        .bind(key_id)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                }
+                self.commit(tx, vec![]).await
+            }
+
+            async fn expire_api_keys(&self, now_ms: i64) -> enclave_core::Result<Vec<String>> {
+                let mut tx = self.begin_write().await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE api_keys SET status = 'expired', updated_at = $1, version = version + 1 \
+                     WHERE (status = 'active' AND expires_at <= $1) \
+                        OR (status = 'rotating' AND (grace_expires_at <= $1 OR expires_at <= $1)) \
+                     RETURNING id",
+                )
+                .bind(now_ms)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(internal)?;
+                let events = ids.iter().map(|k| Invalidation::ApiKey { key_id: k.clone() }).collect();
+                self.commit(tx, events).await?;
+                Ok(ids)
+            }
+
+            async fn notice_expiring_api_keys(&self, horizon_ms: i64) -> enclave_core::Result<Vec<ApiKeyRecord>> {
+                let mut tx = self.begin_write().await?;
+                let rows: Vec<ApiKeyRecord> = sqlx::query_as(&format!(
+                    "UPDATE api_keys SET expiring_noticed_at = $2 \
+                     WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= $1 \
+                     AND expiring_noticed_at IS NULL RETURNING {KEY_COLUMNS}"
+                ))
+                .bind(horizon_ms)
+                .bind(now_ms())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(internal)?;
+                self.commit(tx, vec![]).await?;
+                Ok(rows)
+            }
+        }
+    };
+}
+
+/// Inserts a key of organization `org_id`; evaluates to `Result<ApiKeyRecord, Error>`.
+macro_rules! insert_key {
+    ($conn:expr, $org_id:expr, $key:expr) => {{
+        let k = $key;
+        let now = now_ms();
+        sqlx::query_as::<_, ApiKeyRecord>(&format!(
+            "INSERT INTO api_keys (id, env_id, org_id, name, prefix, secret_hash, role, attributes, scopes, \
+             ip_allowlist, status, expires_at, created_at, created_by, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13, $12, 1) \
+             RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(k.id)
+        .bind(k.env_id)
+        .bind($org_id)
+        .bind(k.name)
+        .bind(k.prefix)
+        .bind(k.secret_hash)
+        .bind(k.role.as_str())
+        .bind(sqlx::types::Json(k.attributes))
+        .bind(sqlx::types::Json(k.scopes))
+        .bind(sqlx::types::Json(k.ip_allowlist))
+        .bind(k.expires_at)
+        .bind(now)
+        .bind(k.created_by)
+        .fetch_one($conn)
+        .await
+        .map_err(internal)
+    }};
+}
+
+pub(crate) use {impl_api_key_store, insert_key};
