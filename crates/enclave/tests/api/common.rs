@@ -222,6 +222,15 @@ impl Server {
         self.call(Method::DELETE, path, Some(token), None).await
     }
 
+    /// A request authenticated by an API key in `X-API-Key`.
+    pub async fn keyed(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Resp {
+        let mut req = self.request(method, path, None).header("x-api-key", key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.raw(req).await
+    }
+
     /// Logs in and returns the whole response body.
     pub async fn login_as(&self, email: &str, password: &str, org_id: Option<&str>) -> Value {
         let mut body = json!({"email": email, "password": password});

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a random port, driven over HTTP like any client, on
 //! SQLite and on PostgreSQL.
 
+mod api_keys;
 mod auth;
 mod cli;
 mod common;
