@@ -25,6 +25,8 @@ enum Command {
     Migrate(ServeArgs),
     /// Manage environments on a running server (ENCLAVE_URL, ENCLAVE_TOKEN).
     Env(enclave::cli::env::EnvCommand),
+    /// Manage an environment's API keys on a running server (ENCLAVE_URL, ENCLAVE_TOKEN).
+    Keys(enclave::cli::keys::KeysCommand),
 }
 
 fn init_logging(format: Option<LogFormat>) {
@@ -49,6 +51,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let (serve, args) = match cli.command {
         Command::Env(cmd) => return client_result(enclave::cli::env::run(cmd).await),
+        Command::Keys(cmd) => return client_result(enclave::cli::keys::run(cmd).await),
         Command::Serve(args) => (true, args),
         Command::Migrate(args) => (false, args),
     };

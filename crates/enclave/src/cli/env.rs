@@ -158,7 +158,7 @@ impl Fields {
 }
 
 /// An environment id, from an id or a slug of `org`.
-async fn resolve(client: &Client, org: &str, env: &str) -> anyhow::Result<String> {
+pub(crate) async fn resolve(client: &Client, org: &str, env: &str) -> anyhow::Result<String> {
     if env.starts_with("env_") {
         return Ok(segment(env)?.to_string());
     }
@@ -217,7 +217,7 @@ fn env_table(envs: &[Value]) {
     );
 }
 
-fn show(json: bool, v: &Value) {
+pub(crate) fn show(json: bool, v: &Value) {
     if json {
         output::json(v)
     } else {

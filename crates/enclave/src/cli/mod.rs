@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod env;
+pub mod keys;
 pub mod output;

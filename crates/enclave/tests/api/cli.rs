@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::both;
 use crate::common::{Db, Server};
 
-both!(env_commands);
+both!(env_commands, keys_commands);
 
 struct Cli {
     url: String,
@@ -205,5 +205,94 @@ async fn env_commands(db: Db) {
     let r = bad_token.run(&["env", "list"]).await;
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("401"), "{}", r.stderr);
+    s.stop().await;
+}
+
+async fn keys_commands(db: Db) {
+    let s = db.start().await;
+    let cli = Cli {
+        url: s.url.clone(),
+        token: s.owner_token().await,
+    };
+    let created = cli
+        .json(&[
+            "keys",
+            "create",
+            "ci",
+            "--env",
+            "production",
+            "--scopes",
+            "read_only,secrets:read",
+            "--expires-in-days",
+            "30",
+        ])
+        .await;
+    let key = created["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("ek_live_"));
+    let kid = created["key_id"].as_str().unwrap().to_string();
+    // The key works as the API's credential.
+    let me = s
+        .keyed(reqwest::Method::GET, "/v1/auth/me", &key, None)
+        .await;
+    assert_eq!(me.body["key"]["key_id"], kid.as_str());
+
+    // The table shows metadata, never the plaintext; a new key's plaintext is printed once.
+    let table = cli.run(&["keys", "list", "--env", "production"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("KEY_ID"), "{}", table.stdout);
+    assert!(table.stdout.contains(&kid) && !table.stdout.contains(&key[35..]));
+    let rotated = cli
+        .run(&[
+            "keys",
+            "rotate",
+            &kid,
+            "--env",
+            "production",
+            "--grace-period-hours",
+            "1",
+        ])
+        .await;
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    let line = rotated
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("key (shown once): "))
+        .unwrap();
+    let new_key = line.trim_start_matches("key (shown once): ");
+    assert!(new_key.starts_with("ek_live_") && new_key != key);
+    let list = cli.json(&["keys", "list", "--env", "production"]).await;
+    let statuses: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["active", "rotating"]);
+
+    let revoked = cli
+        .json(&["keys", "revoke", &kid, "--env", "production"])
+        .await;
+    assert_eq!(revoked["status"], "revoked");
+    let again = cli
+        .run(&["keys", "revoke", &kid, "--env", "production"])
+        .await;
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("409 CONFLICT"), "{}", again.stderr);
+    let no_env = cli.run(&["keys", "list"]).await;
+    assert_eq!(no_env.code, 1);
+    assert!(no_env.stderr.contains("--env"));
+    let bad = cli
+        .run(&[
+            "keys",
+            "create",
+            "x",
+            "--env",
+            "production",
+            "--scopes",
+            "nope",
+        ])
+        .await;
+    assert_eq!(bad.code, 1);
+    assert!(bad.stderr.contains("unknown_scope"), "{}", bad.stderr);
     s.stop().await;
 }
