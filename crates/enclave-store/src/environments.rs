@@ -284,7 +284,11 @@ macro_rules! impl_environment_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unique_or(slug_taken))?;
-                self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await?;
+                let mut events = vec![Invalidation::Environment { env_id: env_id.into() }];
+                if moves {
+                    events.push(Invalidation::OrgEnvironments { org_id });
+                }
+                self.commit(tx, events).await?;
                 Ok(rec)
             }
 
@@ -353,7 +357,11 @@ macro_rules! impl_environment_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(internal)?;
-                self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await
+                let events = vec![
+                    Invalidation::Environment { env_id: env_id.into() },
+                    Invalidation::OrgEnvironments { org_id },
+                ];
+                self.commit(tx, events).await
             }
 
             async fn unsettled_environments(&self) -> enclave_core::Result<Vec<EnvRecord>> {
@@ -416,7 +424,7 @@ macro_rules! impl_environment_store {
                     .await
                     .map_err(internal)?;
                 }
-                self.commit(tx, vec![]).await?;
+                self.commit(tx, vec![Invalidation::OrgEnvironments { org_id: org_id.into() }]).await?;
                 Ok(version)
             }
 

@@ -27,6 +27,10 @@ pub enum Invalidation {
     Environment {
         env_id: String,
     },
+    /// Several of an organization's environments changed at once (their order moved).
+    OrgEnvironments {
+        org_id: String,
+    },
     /// An API key changed (revoked, rotated, expired, scopes or allow-list changed).
     ApiKey {
         key_id: String,

@@ -142,7 +142,11 @@ pub async fn find_env(state: &AppState, env_id: &str) -> Result<EnvRecord> {
     if !is_id(Kind::Environment, env_id) {
         return Err(not_found());
     }
-    state.store.environment(env_id).await?.ok_or_else(not_found)
+    state
+        .auth_cache
+        .environment(env_id)
+        .await?
+        .ok_or_else(not_found)
 }
 
 #[cfg(test)]

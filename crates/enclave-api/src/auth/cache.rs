@@ -1,5 +1,6 @@
 //! What every authenticated request needs — is the token genuine, is the session live, what
-//! is the caller's role in this organization, the caller's and the organization's records —
+//! is the caller's role in this organization, the caller's, the organization's and the
+//! environment's records —
 //! without a signature check or a database round trip each time.
 //!
 //! Database-backed entries are dropped the moment the store publishes an invalidation (on
@@ -15,7 +16,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use enclave_core::Result;
-use enclave_store::{AuthMembership, Invalidation, OrgRecord, SessionRecord, Store, UserRecord};
+use enclave_store::{
+    AuthMembership, EnvRecord, Invalidation, OrgRecord, SessionRecord, Store, UserRecord,
+};
 use sha2::{Digest, Sha256};
 
 use crate::auth::tokens::{Claims, TokenKeys};
@@ -77,6 +80,7 @@ pub struct AuthCache {
     members: Table<(String, String), Option<AuthMembership>>,
     users: Table<String, Option<UserRecord>>,
     orgs: Table<String, Option<OrgRecord>>,
+    envs: Table<String, Option<EnvRecord>>,
     /// Bumped by every invalidation. A value read from the database is cached only if no
     /// invalidation happened meanwhile, so a read racing a change never re-caches stale data.
     generation: AtomicU64,
@@ -91,6 +95,7 @@ impl AuthCache {
             members: Table::new(),
             users: Table::new(),
             orgs: Table::new(),
+            envs: Table::new(),
             generation: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&cache);
@@ -112,15 +117,21 @@ impl AuthCache {
             Invalidation::Org { org_id } => {
                 self.orgs.remove(org_id);
                 self.members.retain(|(_, o), _| o != org_id);
+                self.envs
+                    .retain(|_, e| e.as_ref().is_none_or(|e| &e.org_id != org_id));
             }
             Invalidation::User { user_id } => self.users.remove(user_id),
-            // Nothing here depends on an environment.
-            Invalidation::Environment { .. } | Invalidation::ApiKey { .. } => {}
+            Invalidation::Environment { env_id } => self.envs.remove(env_id),
+            Invalidation::OrgEnvironments { org_id } => self
+                .envs
+                .retain(|_, e| e.as_ref().is_none_or(|e| &e.org_id != org_id)),
+            Invalidation::ApiKey { .. } => {}
             Invalidation::All => {
                 self.sessions.clear();
                 self.members.clear();
                 self.users.clear();
                 self.orgs.clear();
+                self.envs.clear();
             }
         }
     }
@@ -184,6 +195,17 @@ impl AuthCache {
         };
         self.read_through(&self.users, user_id.to_string(), load)
             .await
+    }
+
+    /// An environment as last written; every write to it (or to its organization's order)
+    /// drops the entry.
+    pub async fn environment(&self, env_id: &str) -> Result<Option<EnvRecord>> {
+        self.read_through(
+            &self.envs,
+            env_id.to_string(),
+            self.store.environment(env_id),
+        )
+        .await
     }
 
     pub async fn org(&self, org_id: &str) -> Result<Option<OrgRecord>> {

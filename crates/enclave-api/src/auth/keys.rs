@@ -96,7 +96,8 @@ impl KeyAuth {
             Invalidation::All => map.clear(),
             Invalidation::Session { .. }
             | Invalidation::Member { .. }
-            | Invalidation::User { .. } => {}
+            | Invalidation::User { .. }
+            | Invalidation::OrgEnvironments { .. } => {}
         }
     }
 
