@@ -1001,10 +1001,12 @@ async fn revocation_reaches_every_node() {
         .await,
     );
     as_key(&b, &k2, &path).await.expect(200);
+    b.get(&path, &owner).await.expect(200); // the environment is in b's cache now
     a.post(&format!("{path}/suspend"), Some(&owner), json!({}))
         .await
         .expect(200);
     refused_on_b_within_a_second(k2.clone()).await;
+    assert_eq!(b.get(&path, &owner).await.body["status"], "suspended");
     a.post(&format!("{path}/resume"), Some(&owner), json!({}))
         .await
         .expect(200);
