@@ -30,6 +30,8 @@ macro_rules! conformance {
     )*};
 }
 
+#[path = "conformance/api_keys.rs"]
+mod api_keys;
 #[path = "conformance/environments.rs"]
 mod environments;
 

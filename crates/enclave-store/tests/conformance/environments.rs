@@ -32,7 +32,7 @@ fn env(org: &str, slug: &str) -> NewEnvironment {
     }
 }
 
-async fn org_with(store: &Arc<dyn Store>, defaults: &[&str]) -> String {
+pub(super) async fn org_with(store: &Arc<dyn Store>, defaults: &[&str]) -> String {
     let user = store
         .create_user(NewUser {
             id: new_id(Kind::User),
