@@ -14,9 +14,34 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Reads a whole body, refusing one over [`MAX_BODY_BYTES`] with 413.
 pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| too_large().into())
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|_| too_large())?;
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            discard_body(axum::body::Body::from_stream(stream)).await;
+            return Err(too_large().into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.into())
+}
+
+/// Reads and drops what is left of a refused body (up to a bound, for a short while), so the
+/// client gets the 413 instead of a connection reset while it is still sending.
+pub async fn discard_body(body: axum::body::Body) {
+    const DRAIN_LIMIT: usize = 8 * 1024 * 1024;
+    let drain = async {
+        let mut stream = body.into_data_stream();
+        let mut seen = 0;
+        while let Some(Ok(chunk)) = futures::StreamExt::next(&mut stream).await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
 pub fn too_large() -> Error {

@@ -167,16 +167,7 @@ macro_rules! impl_api_key_store {
                 .await
                 .map_err(internal)?;
                 let Some(rec) = rec else {
-                    let status: Option<String> = sqlx::query_scalar("SELECT status FROM api_keys WHERE id = $1 AND env_id = $2")
-                        .bind(key_id)
-                        .bind(env_id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(internal)?;
-                    return Err(match status {
-                        None => Error::not_found("api_key"),
-                        Some(s) => Error::conflict("key_not_live", format!("the key is already {s}")),
-                    });
+                    return Err(key_refusal!(&mut *tx, env_id, key_id, "key_not_live", "the key is already"));
                 };
                 self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
                 Ok(rec)
@@ -201,16 +192,7 @@ macro_rules! impl_api_key_store {
                 .await
                 .map_err(internal)?;
                 let Some(old) = old else {
-                    let status: Option<String> = sqlx::query_scalar("SELECT status FROM api_keys WHERE id = $1 AND env_id = $2")
-                        .bind(key_id)
-                        .bind(env_id)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(internal)?;
-                    return Err(match status {
-                        None => Error::not_found("api_key"),
-                        Some(s) => Error::conflict("key_not_active", format!("only an active key can be rotated; this one is {s}")),
-                    });
+                    return Err(key_refusal!(&mut *tx, env_id, key_id, "key_not_active", "only an active key can be rotated; this one is"));
                 };
                 let new = insert_key!(&mut *tx, &old.org_id, new)?;
                 self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
@@ -269,6 +251,25 @@ macro_rules! impl_api_key_store {
     };
 }
 
+/// After a conditional key update matched nothing: 404 when the key is not in the
+/// environment, else 409 `rule` with `message` followed by the key's status.
+macro_rules! key_refusal {
+    ($conn:expr, $env_id:expr, $key_id:expr, $rule:expr, $message:expr) => {
+        match sqlx::query_scalar::<_, String>(
+            "SELECT status FROM api_keys WHERE id = $1 AND env_id = $2",
+        )
+        .bind($key_id)
+        .bind($env_id)
+        .fetch_optional($conn)
+        .await
+        {
+            Ok(None) => Error::not_found("api_key"),
+            Ok(Some(status)) => Error::conflict($rule, format!("{} {status}", $message)),
+            Err(e) => internal(e),
+        }
+    };
+}
+
 /// Inserts a key of organization `org_id`; evaluates to `Result<ApiKeyRecord, Error>`.
 macro_rules! insert_key {
     ($conn:expr, $org_id:expr, $key:expr) => {{
@@ -299,4 +300,4 @@ macro_rules! insert_key {
     }};
 }
 
-pub(crate) use {impl_api_key_store, insert_key};
+pub(crate) use {impl_api_key_store, insert_key, key_refusal};

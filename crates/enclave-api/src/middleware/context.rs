@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-use crate::extract::{too_large, MAX_BODY_BYTES};
+use crate::extract::{discard_body, too_large, MAX_BODY_BYTES};
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -54,6 +54,7 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let mut resp = REQUEST_ID
         .scope(id.clone(), async move {
             if oversize {
+                discard_body(req.into_body()).await;
                 ApiError(too_large()).into_response()
             } else {
                 next.run(req).await
