@@ -11,17 +11,14 @@ use enclave_core::{Error, ErrorCode, Result};
 use enclave_store::{EnvRecord, Store};
 
 /// Readies a `provisioning` environment's resources and marks it `active`.
-pub async fn provision(store: &dyn Store, env: EnvRecord) -> Result<EnvRecord> {
-    if env.status() != EnvStatus::Provisioning {
-        return Ok(env);
-    }
+pub async fn provision(store: &dyn Store, env_id: &str) -> Result<EnvRecord> {
     match store
-        .transition_environment(&env.id, None, Transition::Activate)
+        .transition_environment(env_id, None, Transition::Activate)
         .await
     {
         // Another node (settling at its start) activated it first.
         Err(e) if e.code == ErrorCode::Conflict => store
-            .environment(&env.id)
+            .environment(env_id)
             .await?
             .ok_or_else(|| Error::not_found("environment")),
         other => other,
@@ -47,7 +44,7 @@ pub async fn settle(store: &dyn Store) -> usize {
     for env in unsettled {
         let id = env.id.clone();
         let done = match env.status() {
-            EnvStatus::Provisioning => provision(store, env).await.map(|_| ()),
+            EnvStatus::Provisioning => provision(store, &id).await.map(|_| ()),
             EnvStatus::Decommissioning => decommission(store, &env).await,
             _ => Ok(()),
         };

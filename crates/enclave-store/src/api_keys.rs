@@ -37,8 +37,8 @@ pub trait ApiKeyStore: Send + Sync {
         new: NewApiKey,
         grace_expires_at: i64,
     ) -> Result<(ApiKeyRecord, ApiKeyRecord)>;
-    /// Records when keys were last used (one statement per batch).
-    async fn touch_api_keys(&self, used: &[(String, i64)]) -> Result<()>;
+    /// Records when a key was last used (never moving it back).
+    async fn touch_api_key(&self, key_id: &str, at: i64) -> Result<()>;
     /// Writes `expired` for keys past `expires_at` or their rotation grace; returns them.
     async fn expire_api_keys(&self, now_ms: i64) -> Result<Vec<String>>;
     /// Live keys expiring before `horizon_ms` not yet noticed: marks and returns them.
@@ -199,19 +199,14 @@ macro_rules! impl_api_key_store {
                 Ok((old, new))
             }
 
-            async fn touch_api_keys(&self, used: &[(String, i64)]) -> enclave_core::Result<()> {
-                if used.is_empty() {
-                    return Ok(());
-                }
+            async fn touch_api_key(&self, key_id: &str, at: i64) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                for (key_id, at) in used {
-                    sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
-                        .bind(key_id)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(internal)?;
-                }
+                sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
+                    .bind(key_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
                 self.commit(tx, vec![]).await
             }
 

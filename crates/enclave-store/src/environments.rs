@@ -411,18 +411,19 @@ macro_rules! impl_environment_store {
                     .await
                     .map_err(internal)?;
                 enclave_core::environment::check_order(&ids, order)?;
-                let now = now_ms();
-                for (position, id) in order.iter().enumerate() {
-                    sqlx::query(
-                        "UPDATE environments SET position = $2, updated_at = $3, version = version + 1 \
-                         WHERE id = $1 AND position <> $2",
-                    )
-                    .bind(id)
-                    .bind(position as i64)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(internal)?;
+                // One statement: each id's new position is a CASE arm (positions are the
+                // arms' own numbers, ids are bound), rows already in place are left alone.
+                let arms: String = (0..order.len()).map(|i| format!(" WHEN ${} THEN {i}", i + 3)).collect();
+                let sql = format!(
+                    "UPDATE environments SET position = CASE id{arms} END, updated_at = $2, version = version + 1 \
+                     WHERE org_id = $1 AND position <> CASE id{arms} END"
+                );
+                if !order.is_empty() {
+                    let mut q = sqlx::query(&sql).bind(org_id).bind(now_ms());
+                    for id in order {
+                        q = q.bind(id);
+                    }
+                    q.execute(&mut *tx).await.map_err(internal)?;
                 }
                 self.commit(tx, vec![Invalidation::OrgEnvironments { org_id: org_id.into() }]).await?;
                 Ok(version)

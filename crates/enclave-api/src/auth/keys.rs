@@ -157,10 +157,9 @@ impl KeyAuth {
             }
         };
         if due {
-            let store = self.store.clone();
-            let used = vec![(key_id.to_string(), enclave_store::now_ms())];
+            let (store, key_id) = (self.store.clone(), key_id.to_string());
             tokio::spawn(async move {
-                if let Err(e) = store.touch_api_keys(&used).await {
+                if let Err(e) = store.touch_api_key(&key_id, enclave_store::now_ms()).await {
                     tracing::warn!(error = %e, "could not record API key use");
                 }
             });

@@ -215,7 +215,7 @@ pub async fn create_and_provision(
 ) -> Result<enclave_store::EnvRecord> {
     let limit = state.config.limits(tier).max_environments;
     let rec = state.store.create_environment(env, limit).await?;
-    lifecycle::provision(state.store.as_ref(), rec).await
+    lifecycle::provision(state.store.as_ref(), &rec.id).await
 }
 
 /// 201 with `Location` and `ETag`.

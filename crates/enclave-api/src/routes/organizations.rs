@@ -170,9 +170,7 @@ pub async fn create(
         .create_org(org, &user.id, &user.name, environments)
         .await?;
     for env_id in env_ids {
-        if let Some(env) = state.store.environment(&env_id).await? {
-            lifecycle::provision(state.store.as_ref(), env).await?;
-        }
+        lifecycle::provision(state.store.as_ref(), &env_id).await?;
     }
     let location = format!("/v1/organizations/{}", rec.id);
     Ok(views::created(

@@ -116,14 +116,8 @@ async fn expiry_and_notices_over_time(store: Arc<dyn Store>) {
     assert_eq!(never.status_at(i64::MAX), KeyStatus::Active);
 
     // last_used_at only moves forward.
-    store
-        .touch_api_keys(&[(never.id.clone(), now)])
-        .await
-        .unwrap();
-    store
-        .touch_api_keys(&[(never.id.clone(), now - 10)])
-        .await
-        .unwrap();
+    store.touch_api_key(&never.id, now).await.unwrap();
+    store.touch_api_key(&never.id, now - 10).await.unwrap();
     let rec = store.api_key(&env, &never.id).await.unwrap().unwrap();
     assert_eq!(rec.last_used_at, Some(now));
 }

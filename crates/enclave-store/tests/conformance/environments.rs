@@ -190,7 +190,22 @@ async fn delete_closes_the_gap(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(v, after.order_version + 1);
     let (rows, _) = positions(&store, &org).await;
-    assert_eq!(rows[0], (0, "d".to_string()));
+    assert_eq!(
+        rows,
+        [
+            (0, "d".to_string()),
+            (1, "c".to_string()),
+            (2, "a".to_string())
+        ]
+    );
+    // An organization without environments reorders to the empty order.
+    let empty = org_with(&store, &[]).await;
+    let (_, page) = positions(&store, &empty).await;
+    let v = store
+        .reorder_environments(&empty, page.order_version, &[])
+        .await
+        .unwrap();
+    assert_eq!(v, page.order_version + 1);
 }
 
 async fn promotion_is_all_or_nothing(store: Arc<dyn Store>) {

@@ -910,10 +910,8 @@ async fn secrets_never_stored_or_logged(db: Db) {
     child.start_kill().unwrap();
     let _ = child.wait().await;
     let logs = logs.await.unwrap() + &printed + &printed_rest.await.unwrap();
-    assert!(
-        logs.contains("\"status\":200") || logs.contains("200"),
-        "logging was on"
-    );
+    // The request log was on and saw the key-authenticated requests.
+    assert!(logs.contains("/api-keys"), "no request log lines: {logs}");
 
     for key in [&key1, &key2] {
         let secret = &key[35..];
