@@ -8,12 +8,12 @@
 
 use enclave_core::environment::{EnvStatus, Transition};
 use enclave_core::{Error, ErrorCode, Result};
-use enclave_store::{EnvRecord, Store};
+use enclave_store::{EnvRecord, Origin, Store};
 
 /// Readies a `provisioning` environment's resources and marks it `active`.
 pub async fn provision(store: &dyn Store, env_id: &str) -> Result<EnvRecord> {
     match store
-        .transition_environment(env_id, None, Transition::Activate)
+        .transition_environment(env_id, None, Transition::Activate, &Origin::system())
         .await
     {
         // Another node (settling at its start) activated it first.

@@ -21,6 +21,8 @@ pub enum Kind {
     Audit,
     Promotion,
     Delivery,
+    Event,
+    Attempt,
 }
 
 impl Kind {
@@ -39,6 +41,8 @@ impl Kind {
             Kind::Audit => "aud",
             Kind::Promotion => "prm",
             Kind::Delivery => "dlv",
+            Kind::Event => "evt",
+            Kind::Attempt => "att",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! without a database, and every other crate goes through it.
 
 pub mod api_key;
+pub mod audit;
 pub mod environment;
 pub mod error;
 pub mod id;
@@ -14,6 +15,7 @@ pub mod pagination;
 pub mod promotion;
 pub mod role;
 pub mod validate;
+pub mod webhook;
 
 pub use error::{Error, ErrorCode, Result};
 pub use role::{Permission, Role};

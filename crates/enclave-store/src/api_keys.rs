@@ -4,6 +4,7 @@
 
 use enclave_core::Result;
 
+use crate::journal::Origin;
 use crate::records::*;
 
 pub(crate) const KEY_COLUMNS: &str = "id, env_id, org_id, name, prefix, secret_hash, role, \
@@ -14,7 +15,12 @@ pub(crate) const KEY_COLUMNS: &str = "id, env_id, org_id, name, prefix, secret_h
 pub trait ApiKeyStore: Send + Sync {
     /// Creates a key in its environment: 404 when the environment is gone or being deleted,
     /// 429 past `max_live` active or rotating keys there.
-    async fn create_api_key(&self, key: NewApiKey, max_live: u32) -> Result<ApiKeyRecord>;
+    async fn create_api_key(
+        &self,
+        key: NewApiKey,
+        max_live: u32,
+        origin: &Origin,
+    ) -> Result<ApiKeyRecord>;
     /// The environment's keys, newest first (keyset on the id).
     async fn api_keys(&self, env_id: &str, page: &PageQuery) -> Result<(Vec<ApiKeyRecord>, i64)>;
     async fn api_key(&self, env_id: &str, key_id: &str) -> Result<Option<ApiKeyRecord>>;
@@ -25,9 +31,15 @@ pub trait ApiKeyStore: Send + Sync {
         env_id: &str,
         key_id: &str,
         patch: ApiKeyPatch,
+        origin: &Origin,
     ) -> Result<ApiKeyRecord>;
     /// Revokes a live key (409 when it is already revoked or expired).
-    async fn revoke_api_key(&self, env_id: &str, key_id: &str) -> Result<ApiKeyRecord>;
+    async fn revoke_api_key(
+        &self,
+        env_id: &str,
+        key_id: &str,
+        origin: &Origin,
+    ) -> Result<ApiKeyRecord>;
     /// Replaces an active key by `new`: the old one turns `rotating` until
     /// `grace_expires_at` (expired at once when that is now). Returns (old, new).
     async fn rotate_api_key(
@@ -36,12 +48,15 @@ pub trait ApiKeyStore: Send + Sync {
         key_id: &str,
         new: NewApiKey,
         grace_expires_at: i64,
+        origin: &Origin,
     ) -> Result<(ApiKeyRecord, ApiKeyRecord)>;
     /// Records when a key was last used (never moving it back).
     async fn touch_api_key(&self, key_id: &str, at: i64) -> Result<()>;
-    /// Writes `expired` for keys past `expires_at` or their rotation grace; returns them.
+    /// Writes `expired` for keys past `expires_at` or their rotation grace (audited as the
+    /// system's `key.expired`); returns them.
     async fn expire_api_keys(&self, now_ms: i64) -> Result<Vec<String>>;
-    /// Live keys expiring before `horizon_ms` not yet noticed: marks and returns them.
+    /// Live keys expiring before `horizon_ms` not yet noticed: marks them, audits and announces
+    /// `key.expiring` for each, and returns them.
     async fn notice_expiring_api_keys(&self, horizon_ms: i64) -> Result<Vec<ApiKeyRecord>>;
 }
 
@@ -49,7 +64,7 @@ macro_rules! impl_api_key_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::ApiKeyStore for $store {
-            async fn create_api_key(&self, key: NewApiKey, max_live: u32) -> enclave_core::Result<ApiKeyRecord> {
+            async fn create_api_key(&self, key: NewApiKey, max_live: u32, origin: &Origin) -> enclave_core::Result<ApiKeyRecord> {
                 let mut tx = self.begin_write().await?;
                 let env = sqlx::query_as::<_, (String, String)>("SELECT org_id, status FROM environments WHERE id = $1")
                     .bind(&key.env_id)
@@ -73,6 +88,7 @@ macro_rules! impl_api_key_store {
                     return Err(Error::quota_exceeded("max_api_keys_per_environment", u64::from(max_live)));
                 }
                 let rec = insert_key!(&mut *tx, &org_id, key)?;
+                journal!(&mut *tx, origin, Change::of("key.created", None, Some(&rec)))?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
@@ -129,8 +145,9 @@ macro_rules! impl_api_key_store {
                 }))
             }
 
-            async fn update_api_key(&self, env_id: &str, key_id: &str, patch: ApiKeyPatch) -> enclave_core::Result<ApiKeyRecord> {
+            async fn update_api_key(&self, env_id: &str, key_id: &str, patch: ApiKeyPatch, origin: &Origin) -> enclave_core::Result<ApiKeyRecord> {
                 let mut tx = self.begin_write().await?;
+                let before = find_key!(&mut *tx, env_id, key_id)?;
                 let rec: Option<ApiKeyRecord> = sqlx::query_as(&format!(
                     "UPDATE api_keys SET name = COALESCE($3, name), role = COALESCE($4, role), \
                      attributes = COALESCE($5, attributes), scopes = COALESCE($6, scopes), \
@@ -149,12 +166,14 @@ macro_rules! impl_api_key_store {
                 .await
                 .map_err(internal)?;
                 let rec = rec.ok_or_else(|| Error::not_found("api_key"))?;
+                journal!(&mut *tx, origin, Change::of("key.updated", before.as_ref(), Some(&rec)))?;
                 self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
                 Ok(rec)
             }
 
-            async fn revoke_api_key(&self, env_id: &str, key_id: &str) -> enclave_core::Result<ApiKeyRecord> {
+            async fn revoke_api_key(&self, env_id: &str, key_id: &str, origin: &Origin) -> enclave_core::Result<ApiKeyRecord> {
                 let mut tx = self.begin_write().await?;
+                let before = find_key!(&mut *tx, env_id, key_id)?;
                 let now = now_ms();
                 let rec: Option<ApiKeyRecord> = sqlx::query_as(&format!(
                     "UPDATE api_keys SET status = 'revoked', updated_at = $3, version = version + 1 \
@@ -169,12 +188,14 @@ macro_rules! impl_api_key_store {
                 let Some(rec) = rec else {
                     return Err(key_refusal!(&mut *tx, env_id, key_id, "key_not_live", "the key is already"));
                 };
+                journal!(&mut *tx, origin, Change::of("key.revoked", before.as_ref(), Some(&rec)))?;
                 self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
                 Ok(rec)
             }
 
-            async fn rotate_api_key(&self, env_id: &str, key_id: &str, new: NewApiKey, grace_expires_at: i64) -> enclave_core::Result<(ApiKeyRecord, ApiKeyRecord)> {
+            async fn rotate_api_key(&self, env_id: &str, key_id: &str, new: NewApiKey, grace_expires_at: i64, origin: &Origin) -> enclave_core::Result<(ApiKeyRecord, ApiKeyRecord)> {
                 let mut tx = self.begin_write().await?;
+                let before = find_key!(&mut *tx, env_id, key_id)?;
                 let now = now_ms();
                 let status = if grace_expires_at <= now { "expired" } else { "rotating" };
                 let old: Option<ApiKeyRecord> = sqlx::query_as(&format!(
@@ -195,6 +216,9 @@ macro_rules! impl_api_key_store {
                     return Err(key_refusal!(&mut *tx, env_id, key_id, "key_not_active", "only an active key can be rotated; this one is"));
                 };
                 let new = insert_key!(&mut *tx, &old.org_id, new)?;
+                let mut after = crate::journal::Audited::audit(&old);
+                after["successor"] = crate::journal::Audited::audit(&new);
+                journal!(&mut *tx, origin, Change::of("key.rotated", before.as_ref(), Some(&old)).after(after))?;
                 self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
                 Ok((old, new))
             }
@@ -212,16 +236,20 @@ macro_rules! impl_api_key_store {
 
             async fn expire_api_keys(&self, now_ms: i64) -> enclave_core::Result<Vec<String>> {
                 let mut tx = self.begin_write().await?;
-                let ids: Vec<String> = sqlx::query_scalar(
+                let expired: Vec<ApiKeyRecord> = sqlx::query_as(&format!(
                     "UPDATE api_keys SET status = 'expired', updated_at = $1, version = version + 1 \
                      WHERE (status = 'active' AND expires_at <= $1) \
                         OR (status = 'rotating' AND (grace_expires_at <= $1 OR expires_at <= $1)) \
-                     RETURNING id",
-                )
+                     RETURNING {KEY_COLUMNS}"
+                ))
                 .bind(now_ms)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(internal)?;
+                for key in &expired {
+                    journal!(&mut *tx, &Origin::system(), Change::of("key.expired", None, Some(key)))?;
+                }
+                let ids: Vec<String> = expired.into_iter().map(|k| k.id).collect();
                 let events = ids.iter().map(|k| Invalidation::ApiKey { key_id: k.clone() }).collect();
                 self.commit(tx, events).await?;
                 Ok(ids)
@@ -239,6 +267,9 @@ macro_rules! impl_api_key_store {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(internal)?;
+                for key in &rows {
+                    journal!(&mut *tx, &Origin::system(), Change::of("key.expiring", None, Some(key)))?;
+                }
                 self.commit(tx, vec![]).await?;
                 Ok(rows)
             }
@@ -295,4 +326,20 @@ macro_rules! insert_key {
     }};
 }
 
-pub(crate) use {impl_api_key_store, insert_key, key_refusal};
+/// The key as it is before a change (locked until commit on PostgreSQL); evaluates to
+/// `Result<Option<ApiKeyRecord>, Error>`.
+macro_rules! find_key {
+    ($conn:expr, $env_id:expr, $key_id:expr) => {
+        sqlx::query_as::<_, ApiKeyRecord>(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND env_id = $2{}",
+            Self::FOR_UPDATE
+        ))
+        .bind($key_id)
+        .bind($env_id)
+        .fetch_optional($conn)
+        .await
+        .map_err(internal)
+    };
+}
+
+pub(crate) use {find_key, impl_api_key_store, insert_key, key_refusal};

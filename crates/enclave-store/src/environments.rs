@@ -9,6 +9,7 @@ use enclave_core::environment::Transition;
 use enclave_core::promotion::Promotion;
 use enclave_core::Result;
 
+use crate::journal::Origin;
 use crate::records::*;
 
 pub(crate) const ENV_COLUMNS: &str = "id, org_id, name, slug, env_type, position, color, \
@@ -23,6 +24,7 @@ pub trait EnvironmentStore: Send + Sync {
         &self,
         env: NewEnvironment,
         max_environments: Option<u32>,
+        origin: &Origin,
     ) -> Result<EnvRecord>;
     async fn environment(&self, env_id: &str) -> Result<Option<EnvRecord>>;
     /// By current slug, else by an old slug of a renamed environment.
@@ -40,13 +42,16 @@ pub trait EnvironmentStore: Send + Sync {
         env_id: &str,
         expected_version: Option<i64>,
         patch: EnvPatch,
+        origin: &Origin,
     ) -> Result<EnvRecord>;
-    /// A lifecycle move (409 when illegal; suspend/resume refused while locked).
+    /// A lifecycle move (409 when illegal; suspend/resume refused while locked). Suspend and
+    /// resume are audited; activation is not — it completes a create that already was.
     async fn transition_environment(
         &self,
         env_id: &str,
         expected_version: Option<i64>,
         transition: Transition,
+        origin: &Origin,
     ) -> Result<EnvRecord>;
     /// First step of a delete: refuses while locked or while it has children, else marks the
     /// environment `decommissioning`.
@@ -54,8 +59,10 @@ pub trait EnvironmentStore: Send + Sync {
         &self,
         env_id: &str,
         expected_version: Option<i64>,
+        origin: &Origin,
     ) -> Result<EnvRecord>;
-    /// Last step of a delete: removes the row and closes the gap in the order.
+    /// Last step of a delete: removes the row and closes the gap in the order (not audited
+    /// again: the delete was, when it was asked for).
     async fn purge_environment(&self, env_id: &str) -> Result<()>;
     /// Environments left mid-lifecycle (`provisioning`, `decommissioning`), e.g. by a crash.
     async fn unsettled_environments(&self) -> Result<Vec<EnvRecord>>;
@@ -69,9 +76,10 @@ pub trait EnvironmentStore: Send + Sync {
         org_id: &str,
         expected_version: i64,
         order: &[String],
+        origin: &Origin,
     ) -> Result<i64>;
     /// Writes a promotion's changes into its target and records it, in one transaction.
-    async fn apply_promotion(&self, apply: PromotionApply) -> Result<()>;
+    async fn apply_promotion(&self, apply: PromotionApply, origin: &Origin) -> Result<()>;
     /// Promotions from or into `env_id`, newest first.
     async fn promotions(&self, env_id: &str, page: &PageQuery) -> Result<(Vec<Promotion>, i64)>;
 }
@@ -80,7 +88,7 @@ macro_rules! impl_environment_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::EnvironmentStore for $store {
-            async fn create_environment(&self, env: NewEnvironment, max_environments: Option<u32>) -> enclave_core::Result<EnvRecord> {
+            async fn create_environment(&self, env: NewEnvironment, max_environments: Option<u32>, origin: &Origin) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
                 let (count, _) = lock_org_envs!(&mut *tx, &env.org_id, 1)?;
                 if let Some(max) = max_environments {
@@ -94,6 +102,7 @@ macro_rules! impl_environment_store {
                 }
                 let rec = insert_env!(&mut *tx, env, count - 1)?;
                 drop_alias!(&mut *tx, &rec.org_id, &rec.slug)?;
+                journal!(&mut *tx, origin, Change::of("environment.created", None, Some(&rec)))?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
@@ -192,7 +201,7 @@ macro_rules! impl_environment_store {
                 Ok(EnvPage { rows, total, order_version })
             }
 
-            async fn update_environment(&self, env_id: &str, expected_version: Option<i64>, patch: EnvPatch) -> enclave_core::Result<EnvRecord> {
+            async fn update_environment(&self, env_id: &str, expected_version: Option<i64>, patch: EnvPatch, origin: &Origin) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
                 let org_id = org_of_env!(&mut *tx, env_id)?;
                 let moves = patch.index.is_some();
@@ -284,6 +293,7 @@ macro_rules! impl_environment_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unique_or(slug_taken))?;
+                journal!(&mut *tx, origin, Change::of("environment.updated", Some(&cur), Some(&rec)))?;
                 let mut events = vec![Invalidation::Environment { env_id: env_id.into() }];
                 if moves {
                     events.push(Invalidation::OrgEnvironments { org_id });
@@ -292,7 +302,7 @@ macro_rules! impl_environment_store {
                 Ok(rec)
             }
 
-            async fn transition_environment(&self, env_id: &str, expected_version: Option<i64>, transition: Transition) -> enclave_core::Result<EnvRecord> {
+            async fn transition_environment(&self, env_id: &str, expected_version: Option<i64>, transition: Transition, origin: &Origin) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
                 // Serialised with updates, so a lock set a moment ago is seen.
                 let org_id = org_of_env!(&mut *tx, env_id)?;
@@ -304,11 +314,19 @@ macro_rules! impl_environment_store {
                 }
                 let next = cur.status().apply(transition)?;
                 let rec = set_status!(&mut *tx, env_id, next)?;
+                let action = match transition {
+                    Transition::Suspend => Some("environment.suspended"),
+                    Transition::Resume => Some("environment.resumed"),
+                    _ => None,
+                };
+                if let Some(action) = action {
+                    journal!(&mut *tx, origin, Change::of(action, Some(&cur), Some(&rec)))?;
+                }
                 self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await?;
                 Ok(rec)
             }
 
-            async fn decommission_environment(&self, env_id: &str, expected_version: Option<i64>) -> enclave_core::Result<EnvRecord> {
+            async fn decommission_environment(&self, env_id: &str, expected_version: Option<i64>, origin: &Origin) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
                 // Serialised with creates, so no child can appear after the check below.
                 let org_id = org_of_env!(&mut *tx, env_id)?;
@@ -329,6 +347,7 @@ macro_rules! impl_environment_store {
                 }
                 let next = cur.status().apply(Transition::Decommission)?;
                 let rec = set_status!(&mut *tx, env_id, next)?;
+                journal!(&mut *tx, origin, Change::of("environment.deleted", Some(&cur), None))?;
                 self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await?;
                 Ok(rec)
             }
@@ -387,7 +406,7 @@ macro_rules! impl_environment_store {
                 Ok(EnvContents::default())
             }
 
-            async fn reorder_environments(&self, org_id: &str, expected_version: i64, order: &[String]) -> enclave_core::Result<i64> {
+            async fn reorder_environments(&self, org_id: &str, expected_version: i64, order: &[String], origin: &Origin) -> enclave_core::Result<i64> {
                 let mut tx = self.begin_write().await?;
                 let version: Option<i64> = sqlx::query_scalar(
                     "UPDATE organizations SET env_order_version = env_order_version + 1 \
@@ -405,7 +424,7 @@ macro_rules! impl_environment_store {
                     )
                     .with_details(serde_json::json!({ "field": "expected_version", "rule": "current_order_version" })));
                 };
-                let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM environments WHERE org_id = $1")
+                let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM environments WHERE org_id = $1 ORDER BY position")
                     .bind(org_id)
                     .fetch_all(&mut *tx)
                     .await
@@ -425,11 +444,15 @@ macro_rules! impl_environment_store {
                     }
                     q.execute(&mut *tx).await.map_err(internal)?;
                 }
+                let change = Change::new(org_id, "environment.reordered", "organization", org_id)
+                    .before(serde_json::json!({"order": ids, "order_version": expected_version}))
+                    .after(serde_json::json!({"order": order, "order_version": version}));
+                journal!(&mut *tx, origin, change)?;
                 self.commit(tx, vec![Invalidation::OrgEnvironments { org_id: org_id.into() }]).await?;
                 Ok(version)
             }
 
-            async fn apply_promotion(&self, apply: PromotionApply) -> enclave_core::Result<()> {
+            async fn apply_promotion(&self, apply: PromotionApply, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
                 lock_org_envs!(&mut *tx, &apply.org_id, 0)?;
                 let target = select_env!(&mut *tx, &apply.target_env_id)?;
@@ -460,6 +483,11 @@ macro_rules! impl_environment_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(internal)?;
+                let change = Change::new(&apply.org_id, "environment.promoted", "environment", &target.id)
+                    .env(&target.id)
+                    .before(serde_json::json!({"settings": target.settings.0, "version": target.version}))
+                    .after(serde_json::to_value(r).unwrap_or_default());
+                journal!(&mut *tx, origin, change)?;
                 self.commit(tx, vec![Invalidation::Environment { env_id: apply.target_env_id.clone() }]).await
             }
 

@@ -6,25 +6,31 @@
 //! other nodes hear about changes — are per-backend hooks.
 
 mod api_keys;
+mod audit;
 mod db_error;
 mod environments;
 mod invalidation;
+mod journal;
 mod postgres;
 mod records;
 mod sql;
 mod sqlite;
 pub mod testing;
 mod time;
+mod webhooks;
 
 use std::sync::Arc;
 
 pub use api_keys::ApiKeyStore;
+pub use audit::AuditStore;
 pub use environments::EnvironmentStore;
 pub use invalidation::{Bus, Invalidation};
+pub use journal::{Audited, Change, Origin};
 pub use postgres::PgStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
 pub use time::{from_ms, now_ms, to_ms};
+pub use webhooks::WebhookStore;
 
 use enclave_core::Result;
 
@@ -35,11 +41,14 @@ pub enum Backend {
     Postgres,
 }
 
-/// Everything the control plane persists. Every method is one transaction; methods that
-/// change identity state publish the matching [`Invalidation`] after commit (and, on
+/// Everything the control plane persists. Every method is one transaction; every method that
+/// changes something takes the change's [`Origin`] and writes its audit entry (and webhook
+/// outbox rows) in that same transaction. Methods that change identity state publish the matching [`Invalidation`] after commit (and, on
 /// PostgreSQL, to every other node through `NOTIFY`).
 #[async_trait::async_trait]
-pub trait Store: EnvironmentStore + ApiKeyStore + Send + Sync + 'static {
+pub trait Store:
+    EnvironmentStore + ApiKeyStore + AuditStore + WebhookStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
     /// The invalidation bus of this node: caches subscribe to it.
     fn bus(&self) -> &Bus;
@@ -70,6 +79,7 @@ pub trait Store: EnvironmentStore + ApiKeyStore + Send + Sync + 'static {
         owner_id: &str,
         owner_name: &str,
         environments: Vec<NewEnvironment>,
+        origin: &Origin,
     ) -> Result<OrgRecord>;
     async fn org(&self, org_id: &str) -> Result<Option<OrgRecord>>;
     /// Organizations where `user_id` has an active or suspended (not merely invited) membership.
@@ -79,10 +89,22 @@ pub trait Store: EnvironmentStore + ApiKeyStore + Send + Sync + 'static {
         org_id: &str,
         expected_version: Option<i64>,
         patch: OrgPatch,
+        origin: &Origin,
     ) -> Result<OrgRecord>;
-    async fn delete_org(&self, org_id: &str, expected_version: Option<i64>) -> Result<()>;
+    async fn delete_org(
+        &self,
+        org_id: &str,
+        expected_version: Option<i64>,
+        origin: &Origin,
+    ) -> Result<()>;
     /// `from` (the owner) becomes admin and `to` (an active member) owner, in one transaction.
-    async fn transfer_ownership(&self, org_id: &str, from: &str, to: &str) -> Result<OrgRecord>;
+    async fn transfer_ownership(
+        &self,
+        org_id: &str,
+        from: &str,
+        to: &str,
+        origin: &Origin,
+    ) -> Result<OrgRecord>;
 
     // Memberships
     async fn member(&self, org_id: &str, user_id: &str) -> Result<Option<MemberRecord>>;
@@ -93,7 +115,7 @@ pub trait Store: EnvironmentStore + ApiKeyStore + Send + Sync + 'static {
         page: &PageQuery,
     ) -> Result<(Vec<MemberRecord>, i64)>;
     /// Creates the user when the e-mail is new, then an `invited` membership.
-    async fn invite(&self, invite: NewInvite) -> Result<MemberRecord>;
+    async fn invite(&self, invite: NewInvite, origin: &Origin) -> Result<MemberRecord>;
     async fn member_by_invite(&self, token: &str) -> Result<Option<(MemberRecord, UserRecord)>>;
     /// Activates an invited membership; sets the user's password when given.
     async fn accept_invite(
@@ -102,6 +124,7 @@ pub trait Store: EnvironmentStore + ApiKeyStore + Send + Sync + 'static {
         user_id: &str,
         password_hash: Option<String>,
         name: Option<String>,
+        origin: &Origin,
     ) -> Result<MemberRecord>;
     async fn update_member(
         &self,
@@ -109,19 +132,35 @@ pub trait Store: EnvironmentStore + ApiKeyStore + Send + Sync + 'static {
         user_id: &str,
         expected_version: i64,
         patch: MemberPatch,
+        origin: &Origin,
     ) -> Result<MemberRecord>;
-    async fn remove_member(&self, org_id: &str, user_id: &str, expected_version: i64)
-        -> Result<()>;
+    async fn remove_member(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        expected_version: i64,
+        origin: &Origin,
+    ) -> Result<()>;
     /// What authorization needs on every request: role, status and organization tier.
     async fn auth_membership(&self, user_id: &str, org_id: &str) -> Result<Option<AuthMembership>>;
 
     // Sessions
-    async fn create_session(&self, session: NewSession) -> Result<SessionRecord>;
+    /// `origin: None` when the request's own audit entry covers the sign-in (accepting an
+    /// invitation); else `session.created` is audited in the session's organization.
+    async fn create_session(
+        &self,
+        session: NewSession,
+        origin: Option<&Origin>,
+    ) -> Result<SessionRecord>;
     async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>>;
     /// Uses a refresh token once: marks it used and stores its successor. A token used before
     /// revokes its whole session (reuse detection).
-    async fn rotate_refresh(&self, rotation: RefreshRotation) -> Result<RotateOutcome>;
-    async fn revoke_session(&self, session_id: &str) -> Result<()>;
+    async fn rotate_refresh(
+        &self,
+        rotation: RefreshRotation,
+        origin: &Origin,
+    ) -> Result<RotateOutcome>;
+    async fn revoke_session(&self, session_id: &str, origin: &Origin) -> Result<()>;
     /// The user whose session a refresh token belongs to.
     async fn refresh_token_owner(&self, token_hash: &str) -> Result<Option<String>>;
 

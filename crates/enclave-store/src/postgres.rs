@@ -14,11 +14,14 @@ use sqlx::{Postgres, Transaction};
 use tokio::task::JoinHandle;
 
 use crate::api_keys::*;
+use crate::audit::*;
 use crate::db_error::{internal, unique_or};
 use crate::environments::*;
 use crate::invalidation::CHANNEL;
+use crate::journal::*;
 use crate::records::*;
 use crate::sql::*;
+use crate::webhooks::*;
 use crate::{now_ms, Bus, Invalidation};
 
 pub struct PgStore {
@@ -146,6 +149,13 @@ async fn listen(pool: PgPool, bus: Bus, node_id: String) {
     }
 }
 
+impl PgStore {
+    /// Appended to a read that must hold its rows until commit.
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+}
+
 impl_store!(PgStore, crate::Backend::Postgres);
 impl_environment_store!(PgStore);
+impl_audit_store!(PgStore);
+impl_webhook_store!(PgStore, "FOR UPDATE OF d SKIP LOCKED");
 impl_api_key_store!(PgStore);

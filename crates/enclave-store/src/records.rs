@@ -404,3 +404,179 @@ pub struct KeyAuthRecord {
     pub org_status: OrgStatus,
     pub tier: Tier,
 }
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub org_id: String,
+    pub url: String,
+    pub description: String,
+    pub events: Json<Vec<String>>,
+    pub status: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+    pub consecutive_failures: i64,
+    pub disabled_reason: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+impl WebhookRecord {
+    /// The secrets that sign a delivery sent at `now_ms`: the current one, and the previous
+    /// one during its 24 hours after a rotation.
+    pub fn signing_secrets(&self, now_ms: i64) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let (Some(old), Some(until)) = (&self.previous_secret, self.previous_secret_expires_at) {
+            if now_ms < until {
+                secrets.push(old);
+            }
+        }
+        secrets
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub id: String,
+    pub org_id: String,
+    pub url: String,
+    pub description: String,
+    pub events: Vec<String>,
+    pub secret: String,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub status: Option<enclave_core::webhook::WebhookStatus>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub webhook_id: String,
+    pub org_id: String,
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub lease_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRecord {
+    pub id: String,
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub attempt: i64,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub created_at: i64,
+}
+
+/// A due delivery a worker has leased, with where and how to send it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery: DeliveryRecord,
+    pub url: String,
+    /// Current secret first; the previous one while it still signs.
+    pub secrets: Vec<String>,
+}
+
+/// How one attempt went, and what happens next.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub attempt: i64,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub success: bool,
+    /// When to try again after a failure; `None`: give up (`failed`).
+    pub retry_at: Option<i64>,
+    /// Consecutive failed attempts after which the endpoint is disabled.
+    pub disable_after: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor_id: Option<String>,
+    pub action: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub env_id: Option<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+}
+
+impl AuditFilter {
+    pub fn is_empty(&self) -> bool {
+        self.actor_id.is_none()
+            && self.action.is_none()
+            && self.resource_type.is_none()
+            && self.resource_id.is_none()
+            && self.env_id.is_none()
+            && self.start_ms.is_none()
+            && self.end_ms.is_none()
+    }
+}
+
+/// An IAM audit row as stored; [`AuditRow::entry`] gives the entry as hashed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: String,
+    pub org_id: String,
+    pub seq: i64,
+    pub actor_type: String,
+    pub actor_id: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub env_id: Option<String>,
+    pub before_json: String,
+    pub after_json: String,
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub created_at: i64,
+    pub prev_hash: String,
+    pub entry_hash: String,
+}
+
+impl AuditRow {
+    /// The entry exactly as stored. A value that does not parse (tampering) is kept as a
+    /// string, which verification then rejects.
+    pub fn entry(self) -> enclave_core::audit::AuditEntry {
+        use enclave_core::audit::{timestamp, ActorType, AuditEntry};
+        let json = |s: String| serde_json::from_str(&s).unwrap_or(Value::String(s));
+        AuditEntry {
+            id: self.id,
+            org_id: self.org_id,
+            seq: self.seq,
+            actor_type: ActorType::parse(&self.actor_type).unwrap_or(ActorType::System),
+            actor_id: self.actor_id,
+            action: self.action,
+            resource_type: self.resource_type,
+            resource_id: self.resource_id,
+            env_id: self.env_id,
+            before: json(self.before_json),
+            after: json(self.after_json),
+            request_id: self.request_id,
+            source_ip: self.source_ip,
+            created_at: timestamp(self.created_at),
+            prev_hash: self.prev_hash,
+            entry_hash: self.entry_hash,
+        }
+    }
+}

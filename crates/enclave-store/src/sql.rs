@@ -86,7 +86,9 @@ macro_rules! impl_store {
                 .await;
                 match inserted {
                     Ok(rec) => {
+                        let change = org_created(&rec, &environments);
                         insert_default_envs!(&mut *tx, &rec.id, environments)?;
+                        journal!(&mut *tx, &Origin::system(), change)?;
                         self.commit(tx, vec![]).await?;
                         Ok(Some(rec))
                     }
@@ -96,12 +98,14 @@ macro_rules! impl_store {
                 }
             }
 
-            async fn create_org(&self, org: NewOrg, owner_id: &str, owner_name: &str, environments: Vec<NewEnvironment>) -> enclave_core::Result<OrgRecord> {
+            async fn create_org(&self, org: NewOrg, owner_id: &str, owner_name: &str, environments: Vec<NewEnvironment>, origin: &Origin) -> enclave_core::Result<OrgRecord> {
                 let mut tx = self.begin_write().await?;
                 let rec = insert_org!(&mut *tx, org)
                     .map_err(unique_or(|| Error::conflict("slug_taken", "an organization with this slug already exists")))?;
                 insert_owner!(&mut *tx, &rec.id, owner_id, owner_name, rec.created_at).map_err(internal)?;
+                let change = org_created(&rec, &environments);
                 insert_default_envs!(&mut *tx, &rec.id, environments)?;
+                journal!(&mut *tx, origin, change)?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
@@ -137,8 +141,9 @@ macro_rules! impl_store {
                 Ok((rows, total))
             }
 
-            async fn update_org(&self, org_id: &str, expected_version: Option<i64>, patch: OrgPatch) -> enclave_core::Result<OrgRecord> {
+            async fn update_org(&self, org_id: &str, expected_version: Option<i64>, patch: OrgPatch, origin: &Origin) -> enclave_core::Result<OrgRecord> {
                 let mut tx = self.begin_write().await?;
+                let before = select_org_for_update!(&mut *tx, org_id)?;
                 let rec: Option<OrgRecord> = sqlx::query_as(&format!(
                     "UPDATE organizations SET name = COALESCE($2, name), \
                      billing_email = COALESCE($3, billing_email), settings = COALESCE($4, settings), \
@@ -156,6 +161,9 @@ macro_rules! impl_store {
                 .map_err(internal)?;
                 match rec {
                     Some(rec) => {
+                        if let Some(before) = &before {
+                            journal!(&mut *tx, origin, Change::of("organization.updated", Some(before), Some(&rec)))?;
+                        }
                         self.commit(tx, vec![Invalidation::Org { org_id: org_id.to_string() }]).await?;
                         Ok(rec)
                     }
@@ -163,8 +171,9 @@ macro_rules! impl_store {
                 }
             }
 
-            async fn delete_org(&self, org_id: &str, expected_version: Option<i64>) -> enclave_core::Result<()> {
+            async fn delete_org(&self, org_id: &str, expected_version: Option<i64>, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
+                let before = select_org_for_update!(&mut *tx, org_id)?;
                 let done = sqlx::query("DELETE FROM organizations WHERE id = $1 AND ($2 IS NULL OR version = $2)")
                     .bind(org_id)
                     .bind(expected_version)
@@ -175,10 +184,13 @@ macro_rules! impl_store {
                 if done == 0 {
                     return Err(missing_or_stale!(&mut *tx, "SELECT COUNT(*) FROM organizations WHERE id = $1", org_id, "organization"));
                 }
+                if let Some(before) = &before {
+                    journal!(&mut *tx, origin, Change::of("organization.deleted", Some(before), None))?;
+                }
                 self.commit(tx, vec![Invalidation::Org { org_id: org_id.to_string() }]).await
             }
 
-            async fn transfer_ownership(&self, org_id: &str, from: &str, to: &str) -> enclave_core::Result<OrgRecord> {
+            async fn transfer_ownership(&self, org_id: &str, from: &str, to: &str, origin: &Origin) -> enclave_core::Result<OrgRecord> {
                 let mut tx = self.begin_write().await?;
                 let now = now_ms();
                 let demoted = sqlx::query(
@@ -217,6 +229,10 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(internal)?;
+                let change = Change::new(org_id, "organization.ownership_transferred", "organization", org_id)
+                    .before(serde_json::json!({"owner": from}))
+                    .after(serde_json::json!({"owner": to, "previous_owner_role": "admin"}));
+                journal!(&mut *tx, origin, change)?;
                 let mut events = [from, to]
                     .map(|u| Invalidation::Member { org_id: org_id.to_string(), user_id: u.to_string() })
                     .to_vec();
@@ -263,7 +279,7 @@ macro_rules! impl_store {
                 Ok((rows, total))
             }
 
-            async fn invite(&self, invite: NewInvite) -> enclave_core::Result<MemberRecord> {
+            async fn invite(&self, invite: NewInvite, origin: &Origin) -> enclave_core::Result<MemberRecord> {
                 let mut tx = self.begin_write().await?;
                 let existing: Option<UserRecord> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
                     .bind(&invite.email)
@@ -301,6 +317,7 @@ macro_rules! impl_store {
                 .await
                 .map_err(unique_or(|| Error::conflict("already_member", "this e-mail is already a member or invited")))?;
                 let rec = select_member!(&mut *tx, &invite.org_id, &user.id)?;
+                journal!(&mut *tx, origin, Change::of("user.invited", None, Some(&rec)))?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
@@ -316,7 +333,7 @@ macro_rules! impl_store {
                 Ok(Some((member, user)))
             }
 
-            async fn accept_invite(&self, org_id: &str, user_id: &str, password_hash: Option<String>, name: Option<String>) -> enclave_core::Result<MemberRecord> {
+            async fn accept_invite(&self, org_id: &str, user_id: &str, password_hash: Option<String>, name: Option<String>, origin: &Origin) -> enclave_core::Result<MemberRecord> {
                 let mut tx = self.begin_write().await?;
                 let now = now_ms();
                 let done = sqlx::query(
@@ -346,6 +363,8 @@ macro_rules! impl_store {
                         .map_err(internal)?;
                 }
                 let rec = select_member!(&mut *tx, org_id, user_id)?;
+                let change = Change::of("user.joined", None, Some(&rec)).before(serde_json::json!({"status": "invited"}));
+                journal!(&mut *tx, origin, change)?;
                 let events = vec![
                     Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() },
                     Invalidation::User { user_id: user_id.into() },
@@ -354,8 +373,9 @@ macro_rules! impl_store {
                 Ok(rec)
             }
 
-            async fn update_member(&self, org_id: &str, user_id: &str, expected_version: i64, patch: MemberPatch) -> enclave_core::Result<MemberRecord> {
+            async fn update_member(&self, org_id: &str, user_id: &str, expected_version: i64, patch: MemberPatch, origin: &Origin) -> enclave_core::Result<MemberRecord> {
                 let mut tx = self.begin_write().await?;
+                let before = find_member!(&mut *tx, org_id, user_id)?;
                 let done = sqlx::query(
                     "UPDATE memberships SET name = COALESCE($3, name), status = COALESCE($4, status), \
                      attributes = COALESCE($5, attributes), role = COALESCE($6, role), updated_at = $7, \
@@ -377,12 +397,17 @@ macro_rules! impl_store {
                     return Err(missing_or_stale!(&mut *tx, "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND user_id = $2", org_id, user_id, "user"));
                 }
                 let rec = select_member!(&mut *tx, org_id, user_id)?;
+                if let Some(before) = &before {
+                    let action = if before.role != rec.role { "user.role_changed" } else { "user.updated" };
+                    journal!(&mut *tx, origin, Change::of(action, Some(before), Some(&rec)))?;
+                }
                 self.commit(tx, vec![Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() }]).await?;
                 Ok(rec)
             }
 
-            async fn remove_member(&self, org_id: &str, user_id: &str, expected_version: i64) -> enclave_core::Result<()> {
+            async fn remove_member(&self, org_id: &str, user_id: &str, expected_version: i64, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
+                let before = find_member!(&mut *tx, org_id, user_id)?;
                 let done = sqlx::query(
                     "DELETE FROM memberships WHERE org_id = $1 AND user_id = $2 AND version = $3 AND role <> 'owner'",
                 )
@@ -395,6 +420,9 @@ macro_rules! impl_store {
                 .rows_affected();
                 if done == 0 {
                     return Err(missing_or_stale!(&mut *tx, "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND user_id = $2", org_id, user_id, "user"));
+                }
+                if let Some(before) = &before {
+                    journal!(&mut *tx, origin, Change::of("user.removed", Some(before), None))?;
                 }
                 self.commit(tx, vec![Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() }]).await
             }
@@ -417,7 +445,7 @@ macro_rules! impl_store {
                 }))
             }
 
-            async fn create_session(&self, s: NewSession) -> enclave_core::Result<SessionRecord> {
+            async fn create_session(&self, s: NewSession, origin: Option<&Origin>) -> enclave_core::Result<SessionRecord> {
                 let mut tx = self.begin_write().await?;
                 let rec: SessionRecord = sqlx::query_as(&format!(
                     "INSERT INTO sessions (id, user_id, org_id, created_at, expires_at) \
@@ -438,6 +466,9 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(internal)?;
+                if let (Some(origin), Some(change)) = (origin, session_change(&rec, "session.created")) {
+                    journal!(&mut *tx, origin, change)?;
+                }
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
@@ -450,7 +481,7 @@ macro_rules! impl_store {
                     .map_err(internal)
             }
 
-            async fn rotate_refresh(&self, r: RefreshRotation) -> enclave_core::Result<RotateOutcome> {
+            async fn rotate_refresh(&self, r: RefreshRotation, origin: &Origin) -> enclave_core::Result<RotateOutcome> {
                 let mut tx = self.begin_write().await?;
                 let claimed: Option<String> = sqlx::query_scalar(
                     "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
@@ -471,12 +502,18 @@ macro_rules! impl_store {
                     .map_err(internal)?;
                     return match used {
                         Some((session_id, Some(_))) => {
-                            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                            let revoked: Option<SessionRecord> = sqlx::query_as(&format!(
+                                "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {SESSION_COLUMNS}"
+                            ))
                                 .bind(&session_id)
                                 .bind(r.now)
-                                .execute(&mut *tx)
+                                .fetch_optional(&mut *tx)
                                 .await
                                 .map_err(internal)?;
+                            if let Some(change) = revoked.as_ref().and_then(|s| session_change(s, "session.revoked")) {
+                                let change = change.after(serde_json::json!({"reason": "refresh_token_reused"}));
+                                journal!(&mut *tx, origin, change)?;
+                            }
                             self.commit(tx, vec![Invalidation::Session { session_id }]).await?;
                             Ok(RotateOutcome::Reused)
                         }
@@ -502,18 +539,26 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(internal)?;
+                if let Some(change) = session_change(&session, "session.refreshed") {
+                    journal!(&mut *tx, origin, change)?;
+                }
                 self.commit(tx, vec![Invalidation::Session { session_id }]).await?;
                 Ok(RotateOutcome::Rotated { session, refresh_expires_at })
             }
 
-            async fn revoke_session(&self, session_id: &str) -> enclave_core::Result<()> {
+            async fn revoke_session(&self, session_id: &str, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                let revoked: Option<SessionRecord> = sqlx::query_as(&format!(
+                    "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {SESSION_COLUMNS}"
+                ))
                     .bind(session_id)
                     .bind(now_ms())
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(internal)?;
+                if let Some(change) = revoked.as_ref().and_then(|s| session_change(s, "session.revoked")) {
+                    journal!(&mut *tx, origin, change)?;
+                }
                 self.commit(tx, vec![Invalidation::Session { session_id: session_id.into() }]).await
             }
 
@@ -744,7 +789,63 @@ macro_rules! missing_or_stale {
     };
 }
 
+/// The organization row, locked until commit on PostgreSQL (so `before` is exact); evaluates
+/// to `Result<Option<OrgRecord>, Error>`.
+macro_rules! select_org_for_update {
+    ($conn:expr, $org_id:expr) => {
+        sqlx::query_as::<_, OrgRecord>(&format!(
+            "SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1{}",
+            Self::FOR_UPDATE
+        ))
+        .bind($org_id)
+        .fetch_optional($conn)
+        .await
+        .map_err(internal)
+    };
+}
+
+/// The member, if any; evaluates to `Result<Option<MemberRecord>, Error>`.
+macro_rules! find_member {
+    ($conn:expr, $org_id:expr, $user_id:expr) => {
+        sqlx::query_as::<_, MemberRecord>(&format!(
+            "{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2{}",
+            Self::FOR_UPDATE
+        ))
+        .bind($org_id)
+        .bind($user_id)
+        .fetch_optional($conn)
+        .await
+        .map_err(internal)
+    };
+}
+
+/// `organization.created`, listing the environments it starts with.
+pub(crate) fn org_created(
+    rec: &crate::OrgRecord,
+    environments: &[crate::NewEnvironment],
+) -> crate::journal::Change {
+    let mut after = crate::journal::Audited::audit(rec);
+    after["environments"] = environments.iter().map(|e| e.slug.clone()).collect();
+    crate::journal::Change::of("organization.created", None, Some(rec)).after(after)
+}
+
+/// A session event, audited in the session's organization (a session without one — a user
+/// with no organization yet — has no trail to be recorded in).
+pub(crate) fn session_change(
+    s: &crate::SessionRecord,
+    action: &str,
+) -> Option<crate::journal::Change> {
+    let org_id = s.org_id.as_deref()?;
+    Some(
+        crate::journal::Change::new(org_id, action, "session", &s.id).after(serde_json::json!({
+            "session_id": s.id,
+            "user_id": s.user_id,
+            "expires_at": enclave_core::audit::timestamp(s.expires_at),
+        })),
+    )
+}
+
 pub(crate) use {
-    impl_store, insert_default_envs, insert_org, insert_owner, insert_user, missing_or_stale,
-    select_member,
+    find_member, impl_store, insert_default_envs, insert_org, insert_owner, insert_user,
+    missing_or_stale, select_member, select_org_for_update,
 };

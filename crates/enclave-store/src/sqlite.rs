@@ -16,10 +16,13 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use crate::api_keys::*;
+use crate::audit::*;
 use crate::db_error::{internal, unique_or};
 use crate::environments::*;
+use crate::journal::*;
 use crate::records::*;
 use crate::sql::*;
+use crate::webhooks::*;
 use crate::{now_ms, Bus, Invalidation};
 
 pub struct SqliteStore {
@@ -76,6 +79,13 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Appended to a read that must hold its rows until commit.
+    const FOR_UPDATE: &'static str = "";
+}
+
 impl_store!(SqliteStore, crate::Backend::Sqlite);
 impl_environment_store!(SqliteStore);
+impl_audit_store!(SqliteStore);
+impl_webhook_store!(SqliteStore, "");
 impl_api_key_store!(SqliteStore);

@@ -74,7 +74,7 @@ async fn owner_with_org(
 ) -> (UserRecord, OrgRecord) {
     let user = store.create_user(new_user(email)).await.unwrap();
     let org = store
-        .create_org(new_org(slug), &user.id, "Owner", vec![])
+        .create_org(new_org(slug), &user.id, "Owner", vec![], &Origin::system())
         .await
         .unwrap();
     (user, org)
@@ -96,12 +96,12 @@ async fn orgs_and_slugs(store: Arc<dyn Store>) {
     assert_eq!(dup.code, ErrorCode::Conflict);
 
     let a = store
-        .create_org(new_org("acme"), &u.id, "Ada", vec![])
+        .create_org(new_org("acme"), &u.id, "Ada", vec![], &Origin::system())
         .await
         .unwrap();
     assert_eq!(a.version, 1);
     let err = store
-        .create_org(new_org("acme"), &u.id, "Ada", vec![])
+        .create_org(new_org("acme"), &u.id, "Ada", vec![], &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(
@@ -110,7 +110,13 @@ async fn orgs_and_slugs(store: Arc<dyn Store>) {
     );
     for i in 0..4 {
         store
-            .create_org(new_org(&format!("org-{i}")), &u.id, "Ada", vec![])
+            .create_org(
+                new_org(&format!("org-{i}")),
+                &u.id,
+                "Ada",
+                vec![],
+                &Origin::system(),
+            )
             .await
             .unwrap();
     }
@@ -129,7 +135,7 @@ async fn orgs_and_slugs(store: Arc<dyn Store>) {
         ..Default::default()
     };
     let updated = store
-        .update_org(&a.id, Some(1), patch.clone())
+        .update_org(&a.id, Some(1), patch.clone(), &Origin::system())
         .await
         .unwrap();
     assert_eq!(
@@ -141,21 +147,28 @@ async fn orgs_and_slugs(store: Arc<dyn Store>) {
         ("Acme Inc", 2, Some(1))
     );
     let stale = store
-        .update_org(&a.id, Some(1), patch.clone())
+        .update_org(&a.id, Some(1), patch.clone(), &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(stale.code, ErrorCode::PreconditionFailed);
     let missing = store
-        .update_org("org_missing", None, patch)
+        .update_org("org_missing", None, patch, &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(missing.code, ErrorCode::NotFound);
 
     assert_eq!(
-        store.delete_org(&a.id, Some(1)).await.unwrap_err().code,
+        store
+            .delete_org(&a.id, Some(1), &Origin::system())
+            .await
+            .unwrap_err()
+            .code,
         ErrorCode::PreconditionFailed
     );
-    store.delete_org(&a.id, Some(2)).await.unwrap();
+    store
+        .delete_org(&a.id, Some(2), &Origin::system())
+        .await
+        .unwrap();
     assert!(store.org(&a.id).await.unwrap().is_none());
     assert!(
         store.member(&a.id, &u.id).await.unwrap().is_none(),
@@ -175,7 +188,10 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
         expires_at: now_ms() + 1000,
     };
     let m = store
-        .invite(invite("dev@example.com", Role::Developer))
+        .invite(
+            invite("dev@example.com", Role::Developer),
+            &Origin::system(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -183,7 +199,7 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
         (MemberStatus::Invited, Role::Developer, "dev")
     );
     let again = store
-        .invite(invite("dev@example.com", Role::Analyst))
+        .invite(invite("dev@example.com", Role::Analyst), &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(again.details["rule"], "already_member");
@@ -200,6 +216,7 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
             &found.user_id,
             Some("hash".into()),
             Some("Dev".into()),
+            &Origin::system(),
         )
         .await
         .unwrap();
@@ -213,7 +230,7 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .accept_invite(&org.id, &found.user_id, None, None)
+            .accept_invite(&org.id, &found.user_id, None, None, &Origin::system())
             .await
             .unwrap_err()
             .code,
@@ -233,13 +250,25 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
         ..Default::default()
     };
     let changed = store
-        .update_member(&org.id, &active.user_id, active.version, patch.clone())
+        .update_member(
+            &org.id,
+            &active.user_id,
+            active.version,
+            patch.clone(),
+            &Origin::system(),
+        )
         .await
         .unwrap();
     assert_eq!(changed.attributes.0["department"], "sales");
     assert_eq!(
         store
-            .update_member(&org.id, &active.user_id, active.version, patch)
+            .update_member(
+                &org.id,
+                &active.user_id,
+                active.version,
+                patch,
+                &Origin::system()
+            )
             .await
             .unwrap_err()
             .code,
@@ -261,14 +290,20 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
         ..Default::default()
     };
     let err = store
-        .update_member(&org.id, &changed.user_id, changed.version, second_owner)
+        .update_member(
+            &org.id,
+            &changed.user_id,
+            changed.version,
+            second_owner,
+            &Origin::system(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.details["rule"], "single_owner");
 
     // Transfer: only to an active member; atomically swaps the roles.
     let err = store
-        .transfer_ownership(&org.id, &owner.id, &changed.user_id)
+        .transfer_ownership(&org.id, &owner.id, &changed.user_id, &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(err.details["rule"], "member_not_active");
@@ -291,11 +326,12 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
                 status: Some(MemberStatus::Active),
                 ..Default::default()
             },
+            &Origin::system(),
         )
         .await
         .unwrap();
     store
-        .transfer_ownership(&org.id, &owner.id, &reactivated.user_id)
+        .transfer_ownership(&org.id, &owner.id, &reactivated.user_id, &Origin::system())
         .await
         .unwrap();
     assert_eq!(
@@ -328,7 +364,12 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
     assert_eq!((admins.len(), total), (1, 1));
     let old_owner = &admins[0];
     store
-        .remove_member(&org.id, &old_owner.user_id, old_owner.version)
+        .remove_member(
+            &org.id,
+            &old_owner.user_id,
+            old_owner.version,
+            &Origin::system(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -349,14 +390,17 @@ async fn refresh_rotation_and_reuse(store: Arc<dyn Store>) {
     let sid = new_id(Kind::Session);
     let now = now_ms();
     store
-        .create_session(NewSession {
-            id: sid.clone(),
-            user_id: u.id.clone(),
-            org_id: None,
-            expires_at: now + 60_000,
-            refresh_hash: "r1".into(),
-            refresh_expires_at: now + 120_000,
-        })
+        .create_session(
+            NewSession {
+                id: sid.clone(),
+                user_id: u.id.clone(),
+                org_id: None,
+                expires_at: now + 60_000,
+                refresh_hash: "r1".into(),
+                refresh_expires_at: now + 120_000,
+            },
+            None,
+        )
         .await
         .unwrap();
     let rotate = |old: &str, new: &str| RefreshRotation {
@@ -366,7 +410,11 @@ async fn refresh_rotation_and_reuse(store: Arc<dyn Store>) {
         org_id: None,
         now: now_ms(),
     };
-    match store.rotate_refresh(rotate("r1", "r2")).await.unwrap() {
+    match store
+        .rotate_refresh(rotate("r1", "r2"), &Origin::system())
+        .await
+        .unwrap()
+    {
         RotateOutcome::Rotated {
             session,
             refresh_expires_at,
@@ -381,11 +429,17 @@ async fn refresh_rotation_and_reuse(store: Arc<dyn Store>) {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        store.rotate_refresh(rotate("nope", "x")).await.unwrap(),
+        store
+            .rotate_refresh(rotate("nope", "x"), &Origin::system())
+            .await
+            .unwrap(),
         RotateOutcome::Invalid
     ));
     assert!(matches!(
-        store.rotate_refresh(rotate("r1", "r3")).await.unwrap(),
+        store
+            .rotate_refresh(rotate("r1", "r3"), &Origin::system())
+            .await
+            .unwrap(),
         RotateOutcome::Reused
     ));
     assert!(
@@ -399,7 +453,10 @@ async fn refresh_rotation_and_reuse(store: Arc<dyn Store>) {
         "reuse revokes the family"
     );
     assert!(matches!(
-        store.rotate_refresh(rotate("r2", "r4")).await.unwrap(),
+        store
+            .rotate_refresh(rotate("r2", "r4"), &Origin::system())
+            .await
+            .unwrap(),
         RotateOutcome::Invalid
     ));
 }
@@ -469,7 +526,13 @@ async fn concurrent_writes_never_fail(store: Arc<dyn Store>) {
             let owner = owner.id.clone();
             tokio::spawn(async move {
                 let org = store
-                    .create_org(new_org(&format!("org-{i}")), &owner, "O", vec![])
+                    .create_org(
+                        new_org(&format!("org-{i}")),
+                        &owner,
+                        "O",
+                        vec![],
+                        &Origin::system(),
+                    )
                     .await?;
                 store
                     .update_org(
@@ -479,6 +542,7 @@ async fn concurrent_writes_never_fail(store: Arc<dyn Store>) {
                             name: Some(format!("n{i}")),
                             ..Default::default()
                         },
+                        &Origin::system(),
                     )
                     .await
             })
@@ -525,9 +589,15 @@ async fn invalidations_are_published(store: Arc<dyn Store>) {
         name: Some("renamed".into()),
         ..Default::default()
     };
-    store.update_org(&org.id, None, patch).await.unwrap();
+    store
+        .update_org(&org.id, None, patch, &Origin::system())
+        .await
+        .unwrap();
     expect_event(&mut rx, event.clone()).await;
-    store.delete_org(&org.id, None).await.unwrap();
+    store
+        .delete_org(&org.id, None, &Origin::system())
+        .await
+        .unwrap();
     expect_event(&mut rx, event).await;
 }
 

@@ -3,8 +3,10 @@
 pub mod access;
 pub mod cache;
 pub mod keys;
+pub mod origin;
 pub mod passwords;
 pub mod principal;
 pub mod tokens;
 
+pub use origin::{Origin, RequestMeta};
 pub use principal::{Caller, Principal};

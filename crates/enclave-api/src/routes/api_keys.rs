@@ -16,7 +16,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::access::{env_access, OrgAccess};
-use crate::auth::Caller;
+use crate::auth::{Caller, Origin};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{parse_json, JsonBody, QueryParams};
 use crate::state::AppState;
@@ -122,12 +122,13 @@ pub async fn create_prepared(
     access: &OrgAccess,
     key: NewApiKey,
     plaintext: String,
+    origin: &Origin,
 ) -> Result<ApiKey> {
     let max = state
         .config
         .limits(access.tier)
         .max_api_keys_per_environment;
-    let rec = state.store.create_api_key(key, max).await?;
+    let rec = state.store.create_api_key(key, max, origin).await?;
     Ok(views::api_key(rec, Some(plaintext)))
 }
 
@@ -190,12 +191,13 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     who: Caller,
+    origin: Origin,
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<CreateApiKey>,
 ) -> ApiResult<Response> {
     let (env, access) = writable_env(&state, &who, &env_id).await?;
     let (key, plaintext) = prepare(&state, &who, &access, &env.id, env.env_type(), req).await?;
-    let key = create_prepared(&state, &access, key, plaintext).await?;
+    let key = create_prepared(&state, &access, key, plaintext, &origin).await?;
     let location = key_path(&env_id, &key.key_id);
     Ok(secret_response(StatusCode::CREATED, location, key))
 }
@@ -227,6 +229,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     who: Caller,
+    origin: Origin,
     Path((env_id, key_id)): Path<(String, String)>,
     JsonBody(req): JsonBody<UpdateApiKey>,
 ) -> ApiResult<axum::Json<ApiKey>> {
@@ -269,7 +272,10 @@ pub async fn update(
         scopes: scopes.map(|s| s.into_iter().collect()),
         ip_allowlist: allowlist.map(|l| l.iter().map(|n| n.to_string()).collect()),
     };
-    let rec = state.store.update_api_key(&env_id, &key_id, patch).await?;
+    let rec = state
+        .store
+        .update_api_key(&env_id, &key_id, patch, &origin)
+        .await?;
     Ok(axum::Json(views::api_key(rec, None)))
 }
 
@@ -281,6 +287,7 @@ pub async fn update(
 pub async fn revoke(
     State(state): State<AppState>,
     who: Caller,
+    origin: Origin,
     Path((env_id, key_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     // Revoking stays possible in a locked environment: a leaked key must be stoppable.
@@ -288,7 +295,10 @@ pub async fn revoke(
     if !is_id(Kind::ApiKey, &key_id) {
         return Err(not_found().into());
     }
-    state.store.revoke_api_key(&env_id, &key_id).await?;
+    state
+        .store
+        .revoke_api_key(&env_id, &key_id, &origin)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -300,6 +310,7 @@ pub async fn revoke(
 pub async fn rotate(
     State(state): State<AppState>,
     who: Caller,
+    origin: Origin,
     Path((env_id, key_id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
@@ -344,7 +355,7 @@ pub async fn rotate(
     let grace_expires_at = now + grace_hours * 3_600_000;
     let (_, rec) = state
         .store
-        .rotate_api_key(&env_id, &key_id, new, grace_expires_at)
+        .rotate_api_key(&env_id, &key_id, new, grace_expires_at, &origin)
         .await?;
     let location = key_path(&env_id, &rec.id);
     Ok(secret_response(

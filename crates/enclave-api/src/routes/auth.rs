@@ -15,11 +15,12 @@ use crate::auth::access::standing;
 use crate::auth::tokens::{
     self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS,
 };
-use crate::auth::{Caller, Principal};
+use crate::auth::{Caller, Origin, Principal, RequestMeta};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
 use crate::state::AppState;
 use crate::views;
+use enclave_core::audit::Actor;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -109,19 +110,23 @@ async fn issue_session(
     state: &AppState,
     user: &UserRecord,
     org_id: Option<String>,
+    origin: Option<&Origin>,
 ) -> ApiResult<LoginResponse> {
     let refresh_token = tokens::random_token("ert_");
     let now = now_ms();
     let session = state
         .store
-        .create_session(NewSession {
-            id: new_id(Kind::Session),
-            user_id: user.id.clone(),
-            org_id: org_id.clone(),
-            expires_at: now + SESSION_MAX_SECONDS * 1000,
-            refresh_hash: tokens::hash_token(&refresh_token),
-            refresh_expires_at: now + REFRESH_TOKEN_SECONDS * 1000,
-        })
+        .create_session(
+            NewSession {
+                id: new_id(Kind::Session),
+                user_id: user.id.clone(),
+                org_id: org_id.clone(),
+                expires_at: now + SESSION_MAX_SECONDS * 1000,
+                refresh_hash: tokens::hash_token(&refresh_token),
+                refresh_expires_at: now + REFRESH_TOKEN_SECONDS * 1000,
+            },
+            origin,
+        )
         .await?;
     login_response(state, user, &session.id, org_id, refresh_token).await
 }
@@ -222,7 +227,8 @@ pub async fn signup(
             password_hash: Some(hash),
         })
         .await?;
-    let resp = issue_session(&state, &user, None).await?;
+    // The account belongs to no organization yet: there is no trail to record it in.
+    let resp = issue_session(&state, &user, None, None).await?;
     Ok((StatusCode::CREATED, axum::Json(resp)).into_response())
 }
 
@@ -230,6 +236,7 @@ pub async fn signup(
     (status = 200, body = LoginResponse), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
 pub async fn login(
     State(state): State<AppState>,
+    meta: RequestMeta,
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<axum::Json<LoginResponse>> {
     let email = validate::email("email", &req.email)?;
@@ -241,7 +248,10 @@ pub async fn login(
     }
     let user = user.ok_or_else(invalid_credentials)?;
     let org_id = choose_org(&state, &user.id, req.org_id).await?;
-    Ok(axum::Json(issue_session(&state, &user, org_id).await?))
+    let origin = meta.by(Actor::user(&user.id));
+    Ok(axum::Json(
+        issue_session(&state, &user, org_id, Some(&origin)).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses(
@@ -249,30 +259,34 @@ pub async fn login(
     (status = 401, description = "unknown, expired or reused refresh token (reuse revokes the session)", body = ErrorEnvelope)))]
 pub async fn refresh(
     State(state): State<AppState>,
+    meta: RequestMeta,
     JsonBody(req): JsonBody<RefreshRequest>,
 ) -> ApiResult<axum::Json<LoginResponse>> {
     let old_hash = tokens::hash_token(&req.refresh_token);
+    let user_id = state
+        .store
+        .refresh_token_owner(&old_hash)
+        .await?
+        .ok_or_else(|| Error::unauthorized("invalid or expired refresh token"))?;
     // A switch of organization is checked before the token is spent.
     let switch_to = match &req.org_id {
-        Some(org_id) => {
-            let session_user = state.store.refresh_token_owner(&old_hash).await?;
-            let user_id =
-                session_user.ok_or_else(|| Error::unauthorized("invalid refresh token"))?;
-            choose_org(&state, &user_id, Some(org_id.clone())).await?
-        }
+        Some(org_id) => choose_org(&state, &user_id, Some(org_id.clone())).await?,
         None => None,
     };
     let new_token = tokens::random_token("ert_");
     let now = now_ms();
     let outcome = state
         .store
-        .rotate_refresh(RefreshRotation {
-            old_hash,
-            new_hash: tokens::hash_token(&new_token),
-            new_expires_at: now + REFRESH_TOKEN_SECONDS * 1000,
-            org_id: switch_to,
-            now,
-        })
+        .rotate_refresh(
+            RefreshRotation {
+                old_hash,
+                new_hash: tokens::hash_token(&new_token),
+                new_expires_at: now + REFRESH_TOKEN_SECONDS * 1000,
+                org_id: switch_to,
+                now,
+            },
+            &meta.by(Actor::user(&user_id)),
+        )
         .await?;
     match outcome {
         RotateOutcome::Rotated { session, .. } => {
@@ -311,8 +325,12 @@ pub async fn refresh(
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])), responses(
     (status = 204, description = "session revoked"), (status = 401, body = ErrorEnvelope)))]
-pub async fn logout(State(state): State<AppState>, who: Principal) -> ApiResult<StatusCode> {
-    state.store.revoke_session(&who.session_id).await?;
+pub async fn logout(
+    State(state): State<AppState>,
+    who: Principal,
+    origin: Origin,
+) -> ApiResult<StatusCode> {
+    state.store.revoke_session(&who.session_id, &origin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -363,6 +381,7 @@ pub async fn me(State(state): State<AppState>, who: Caller) -> ApiResult<axum::J
     (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn accept_invite(
     State(state): State<AppState>,
+    meta: RequestMeta,
     JsonBody(req): JsonBody<AcceptInviteRequest>,
 ) -> ApiResult<axum::Json<LoginResponse>> {
     let (member, user) = state
@@ -405,7 +424,13 @@ pub async fn accept_invite(
     };
     let accepted = state
         .store
-        .accept_invite(&member.org_id, &member.user_id, new_hash, name)
+        .accept_invite(
+            &member.org_id,
+            &member.user_id,
+            new_hash,
+            name,
+            &meta.by(Actor::user(&member.user_id)),
+        )
         .await?;
     let user = state
         .store
@@ -413,7 +438,8 @@ pub async fn accept_invite(
         .await?
         .ok_or_else(Error::internal)?;
     Ok(axum::Json(
-        issue_session(&state, &user, Some(accepted.org_id)).await?,
+        // The sign-in is part of joining, recorded by the `user.joined` entry.
+        issue_session(&state, &user, Some(accepted.org_id), None).await?,
     ))
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::access::{env_access, require};
-use crate::auth::{Caller, Principal};
+use crate::auth::{Caller, Origin, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
 use crate::routes::api_keys;
@@ -212,9 +212,10 @@ pub async fn create_and_provision(
     state: &AppState,
     tier: enclave_core::model::Tier,
     env: NewEnvironment,
+    origin: &Origin,
 ) -> Result<enclave_store::EnvRecord> {
     let limit = state.config.limits(tier).max_environments;
-    let rec = state.store.create_environment(env, limit).await?;
+    let rec = state.store.create_environment(env, limit, origin).await?;
     lifecycle::provision(state.store.as_ref(), &rec.id).await
 }
 
@@ -298,6 +299,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path(org_id): Path<String>,
     JsonBody(req): JsonBody<CreateEnvironment>,
 ) -> ApiResult<Response> {
@@ -325,11 +327,11 @@ pub async fn create(
         }
         None => None,
     };
-    let rec = create_and_provision(&state, access.tier, env).await?;
+    let rec = create_and_provision(&state, access.tier, env, &origin).await?;
     let Some((key, plaintext)) = key else {
         return Ok(created(&state, rec));
     };
-    let api_key = api_keys::create_prepared(&state, &access, key, plaintext).await?;
+    let api_key = api_keys::create_prepared(&state, &access, key, plaintext, &origin).await?;
     let location = format!("/v1/environments/{}", rec.id);
     let mut resp = views::created(
         rec.version,
@@ -434,6 +436,7 @@ fn patch_of(req: UpdateEnvironment) -> Result<EnvPatch> {
 pub async fn update(
     State(state): State<AppState>,
     who: Caller,
+    origin: Origin,
     Path(env_id): Path<String>,
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<UpdateEnvironment>,
@@ -442,7 +445,7 @@ pub async fn update(
     let patch = patch_of(req)?;
     let rec = state
         .store
-        .update_environment(&env_id, expected, patch)
+        .update_environment(&env_id, expected, patch, &origin)
         .await?;
     Ok(one(&state, rec))
 }
@@ -454,11 +457,12 @@ pub async fn update(
 pub async fn replace(
     state: State<AppState>,
     who: Caller,
+    origin: Origin,
     path: Path<String>,
     if_match: IfMatch,
     body: JsonBody<UpdateEnvironment>,
 ) -> ApiResult<Response> {
-    update(state, who, path, if_match, body).await
+    update(state, who, origin, path, if_match, body).await
 }
 
 #[utoipa::path(delete, path = "/v1/environments/{env_id}", tag = "environments", security(("bearer" = [])),
@@ -469,6 +473,7 @@ pub async fn replace(
 pub async fn delete(
     State(state): State<AppState>,
     who: Caller,
+    origin: Origin,
     Path(env_id): Path<String>,
     IfMatch(expected): IfMatch,
     QueryParams(q): QueryParams<DeleteParams>,
@@ -501,7 +506,7 @@ pub async fn delete(
     }
     let rec = state
         .store
-        .decommission_environment(&env_id, expected)
+        .decommission_environment(&env_id, expected, &origin)
         .await?;
     lifecycle::decommission(state.store.as_ref(), &rec).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -515,13 +520,14 @@ pub async fn delete(
 pub async fn reorder(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path(org_id): Path<String>,
     JsonBody(req): JsonBody<Reorder>,
 ) -> ApiResult<axum::Json<Order>> {
     require(&state, &who, &org_id, Permission::ManageEnvironments).await?;
     let order_version = state
         .store
-        .reorder_environments(&org_id, req.expected_version, &req.order)
+        .reorder_environments(&org_id, req.expected_version, &req.order, &origin)
         .await?;
     Ok(axum::Json(Order {
         order: req.order,
@@ -532,6 +538,7 @@ pub async fn reorder(
 async fn transition(
     state: &AppState,
     who: &Caller,
+    origin: &Origin,
     env_id: &str,
     expected: Option<i64>,
     t: environment::Transition,
@@ -539,7 +546,7 @@ async fn transition(
     env_access(state, who, env_id, Permission::ManageEnvironments).await?;
     let rec = state
         .store
-        .transition_environment(env_id, expected, t)
+        .transition_environment(env_id, expected, t, origin)
         .await?;
     Ok(one(state, rec))
 }
@@ -551,12 +558,14 @@ async fn transition(
 pub async fn suspend(
     State(state): State<AppState>,
     who: Caller,
+    origin: Origin,
     Path(env_id): Path<String>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<Response> {
     transition(
         &state,
         &who,
+        &origin,
         &env_id,
         expected,
         environment::Transition::Suspend,
@@ -571,12 +580,14 @@ pub async fn suspend(
 pub async fn resume(
     State(state): State<AppState>,
     who: Caller,
+    origin: Origin,
     Path(env_id): Path<String>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<Response> {
     transition(
         &state,
         &who,
+        &origin,
         &env_id,
         expected,
         environment::Transition::Resume,

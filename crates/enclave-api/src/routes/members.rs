@@ -18,7 +18,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::access::{require, OrgAccess};
-use crate::auth::{tokens, Principal};
+use crate::auth::{tokens, Origin, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
 use crate::state::AppState;
@@ -126,6 +126,7 @@ pub async fn list(
 pub async fn invite(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path(org_id): Path<String>,
     JsonBody(req): JsonBody<InviteRequest>,
 ) -> ApiResult<Response> {
@@ -139,15 +140,18 @@ pub async fn invite(
     check_invite(actor(&me), req.role)?;
     let rec = state
         .store
-        .invite(NewInvite {
-            org_id: org_id.clone(),
-            new_user_id: new_id(Kind::User),
-            email,
-            name,
-            role: req.role,
-            token: tokens::random_token("inv_"),
-            expires_at: now_ms() + INVITATION_DAYS * 24 * 3600 * 1000,
-        })
+        .invite(
+            NewInvite {
+                org_id: org_id.clone(),
+                new_user_id: new_id(Kind::User),
+                email,
+                name,
+                role: req.role,
+                token: tokens::random_token("inv_"),
+                expires_at: now_ms() + INVITATION_DAYS * 24 * 3600 * 1000,
+            },
+            &origin,
+        )
         .await?;
     let location = format!("/v1/organizations/{org_id}/users/{}", rec.user_id);
     Ok(views::created(rec.version, location, views::member(rec)))
@@ -174,6 +178,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path((org_id, user_id)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<UpdateMember>,
@@ -199,7 +204,7 @@ pub async fn update(
     };
     let m = state
         .store
-        .update_member(&org_id, &user_id, current.version, patch)
+        .update_member(&org_id, &user_id, current.version, patch, &origin)
         .await?;
     Ok(views::with_etag(m.version, views::member(m)))
 }
@@ -211,6 +216,7 @@ pub async fn update(
 pub async fn remove(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path((org_id, user_id)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<StatusCode> {
@@ -219,7 +225,7 @@ pub async fn remove(
     check_removal(actor(&me), target(&current))?;
     state
         .store
-        .remove_member(&org_id, &user_id, current.version)
+        .remove_member(&org_id, &user_id, current.version, &origin)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -232,6 +238,7 @@ pub async fn remove(
 pub async fn set_role(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path((org_id, user_id)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<SetRole>,
@@ -245,7 +252,7 @@ pub async fn set_role(
     };
     let m = state
         .store
-        .update_member(&org_id, &user_id, current.version, patch)
+        .update_member(&org_id, &user_id, current.version, patch, &origin)
         .await?;
     Ok(views::with_etag(m.version, views::member(m)))
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::access::{member_of, require};
-use crate::auth::Principal;
+use crate::auth::{Origin, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
 use crate::routes::environments::{default_environments, new_environment, EnvFields};
@@ -140,6 +140,7 @@ fn cloud_region(value: &str) -> Result<String, Error> {
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     JsonBody(req): JsonBody<CreateOrganization>,
 ) -> ApiResult<Response> {
     let name = validate::display_name("name", &req.name, 128)?;
@@ -167,7 +168,7 @@ pub async fn create(
     };
     let rec = state
         .store
-        .create_org(org, &user.id, &user.name, environments)
+        .create_org(org, &user.id, &user.name, environments, &origin)
         .await?;
     for env_id in env_ids {
         lifecycle::provision(state.store.as_ref(), &env_id).await?;
@@ -227,6 +228,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path(org_id): Path<String>,
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<UpdateOrganization>,
@@ -248,7 +250,10 @@ pub async fn update(
     if let Some(s) = &patch.settings {
         validate::settings_object("settings", s)?;
     }
-    let rec = state.store.update_org(&org_id, expected, patch).await?;
+    let rec = state
+        .store
+        .update_org(&org_id, expected, patch, &origin)
+        .await?;
     Ok(views::with_etag(
         rec.version,
         views::organization(&state.config, rec),
@@ -262,11 +267,12 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path(org_id): Path<String>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<StatusCode> {
     require(&state, &who, &org_id, Permission::DeleteOrganization).await?;
-    state.store.delete_org(&org_id, expected).await?;
+    state.store.delete_org(&org_id, expected, &origin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -277,6 +283,7 @@ pub async fn delete(
 pub async fn transfer_ownership(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path(org_id): Path<String>,
     JsonBody(req): JsonBody<TransferOwnership>,
 ) -> ApiResult<Response> {
@@ -299,7 +306,7 @@ pub async fn transfer_ownership(
     )?;
     let rec = state
         .store
-        .transfer_ownership(&org_id, &me.user_id, &target.user_id)
+        .transfer_ownership(&org_id, &me.user_id, &target.user_id, &origin)
         .await?;
     Ok(views::with_etag(
         rec.version,

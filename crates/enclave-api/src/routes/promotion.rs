@@ -18,7 +18,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::access::{env_access, find_env};
-use crate::auth::{Caller, Principal};
+use crate::auth::{Caller, Origin, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, QueryParams};
 use crate::routes::environments::{create_and_provision, created, new_environment, EnvFields};
@@ -83,6 +83,7 @@ async fn sibling(state: &AppState, source: &EnvRecord, env_id: &str) -> Result<E
 pub async fn promote(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<Promote>,
 ) -> ApiResult<axum::Json<Promotion>> {
@@ -143,7 +144,7 @@ pub async fn promote(
             settings,
             record: record.clone(),
         };
-        match state.store.apply_promotion(apply).await {
+        match state.store.apply_promotion(apply, &origin).await {
             Ok(()) => return Ok(axum::Json(record)),
             Err(e) if e.code == ErrorCode::PreconditionFailed && attempts < 5 => continue,
             Err(e) => return Err(e.into()),
@@ -176,6 +177,7 @@ pub async fn promotions(
 pub async fn clone(
     State(state): State<AppState>,
     who: Principal,
+    origin: Origin,
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<CloneEnvironment>,
 ) -> ApiResult<Response> {
@@ -204,7 +206,7 @@ pub async fn clone(
         },
         settings,
     )?;
-    let rec = create_and_provision(&state, access.tier, env).await?;
+    let rec = create_and_provision(&state, access.tier, env, &origin).await?;
     Ok(created(&state, rec))
 }
 

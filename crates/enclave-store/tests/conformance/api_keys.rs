@@ -52,7 +52,11 @@ async fn quota_holds_under_concurrent_creates(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let (store, env) = (store.clone(), env.clone());
-            tokio::spawn(async move { store.create_api_key(key(&env, None), 4).await })
+            tokio::spawn(async move {
+                store
+                    .create_api_key(key(&env, None), 4, &Origin::system())
+                    .await
+            })
         })
         .collect();
     let mut ok = 0;
@@ -64,7 +68,11 @@ async fn quota_holds_under_concurrent_creates(store: Arc<dyn Store>) {
     }
     assert_eq!(ok, 4);
     let e = store
-        .create_api_key(key("env_01m7y1mvvm720aw1bq259a443y", None), 4)
+        .create_api_key(
+            key("env_01m7y1mvvm720aw1bq259a443y", None),
+            4,
+            &Origin::system(),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
@@ -74,14 +82,21 @@ async fn expiry_and_notices_over_time(store: Arc<dyn Store>) {
     let env = first_env(&store).await;
     let now = now_ms();
     let soon = store
-        .create_api_key(key(&env, Some(now + 3_600_000)), 50)
+        .create_api_key(key(&env, Some(now + 3_600_000)), 50, &Origin::system())
         .await
         .unwrap();
     let later = store
-        .create_api_key(key(&env, Some(now + 30 * 86_400_000)), 50)
+        .create_api_key(
+            key(&env, Some(now + 30 * 86_400_000)),
+            50,
+            &Origin::system(),
+        )
         .await
         .unwrap();
-    let never = store.create_api_key(key(&env, None), 50).await.unwrap();
+    let never = store
+        .create_api_key(key(&env, None), 50, &Origin::system())
+        .await
+        .unwrap();
 
     // `key.expiring` is noticed once per key, within the horizon only.
     let noticed = store
@@ -124,10 +139,19 @@ async fn expiry_and_notices_over_time(store: Arc<dyn Store>) {
 
 async fn rotation_and_revocation_rules(store: Arc<dyn Store>) {
     let env = first_env(&store).await;
-    let old = store.create_api_key(key(&env, None), 50).await.unwrap();
+    let old = store
+        .create_api_key(key(&env, None), 50, &Origin::system())
+        .await
+        .unwrap();
     let now = now_ms();
     let (o, n) = store
-        .rotate_api_key(&env, &old.id, key(&env, None), now + 60_000)
+        .rotate_api_key(
+            &env,
+            &old.id,
+            key(&env, None),
+            now + 60_000,
+            &Origin::system(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -137,7 +161,7 @@ async fn rotation_and_revocation_rules(store: Arc<dyn Store>) {
     assert_eq!(n.status, "active");
     // Only an active key rotates; a rotating one expires when its grace ends.
     let e = store
-        .rotate_api_key(&env, &old.id, key(&env, None), now)
+        .rotate_api_key(&env, &old.id, key(&env, None), now, &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
@@ -147,10 +171,19 @@ async fn rotation_and_revocation_rules(store: Arc<dyn Store>) {
     );
     // Revoking: once; not through another environment.
     let other = first_env(&store).await;
-    let e = store.revoke_api_key(&other, &n.id).await.unwrap_err();
+    let e = store
+        .revoke_api_key(&other, &n.id, &Origin::system())
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::NotFound);
-    store.revoke_api_key(&env, &n.id).await.unwrap();
-    let e = store.revoke_api_key(&env, &n.id).await.unwrap_err();
+    store
+        .revoke_api_key(&env, &n.id, &Origin::system())
+        .await
+        .unwrap();
+    let e = store
+        .revoke_api_key(&env, &n.id, &Origin::system())
+        .await
+        .unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
     let (rows, total) = store
         .api_keys(
@@ -165,7 +198,10 @@ async fn rotation_and_revocation_rules(store: Arc<dyn Store>) {
     assert_eq!(total, 2);
     assert_eq!(rows[0].id, n.id, "newest first");
     // Deleting the environment takes its keys.
-    let rec = store.decommission_environment(&env, None).await.unwrap();
+    let rec = store
+        .decommission_environment(&env, None, &Origin::system())
+        .await
+        .unwrap();
     store.purge_environment(&rec.id).await.unwrap();
     assert!(store.api_key(&env, &n.id).await.unwrap().is_none());
 }

@@ -54,7 +54,7 @@ pub(super) async fn org_with(store: &Arc<dyn Store>, defaults: &[&str]) -> Strin
         settings: serde_json::json!({}),
     };
     store
-        .create_org(org, &user.id, "Owner", envs)
+        .create_org(org, &user.id, "Owner", envs, &Origin::system())
         .await
         .unwrap();
     org_id
@@ -92,7 +92,11 @@ async fn racing_creates_keep_order_dense(store: Arc<dyn Store>) {
             } else {
                 format!("own-{i}")
             };
-            tokio::spawn(async move { store.create_environment(env(&org, &slug), None).await })
+            tokio::spawn(async move {
+                store
+                    .create_environment(env(&org, &slug), None, &Origin::system())
+                    .await
+            })
         })
         .collect();
     let mut ok = 0;
@@ -112,7 +116,7 @@ async fn racing_creates_keep_order_dense(store: Arc<dyn Store>) {
     );
     // Case-insensitive uniqueness is the database's.
     let e = store
-        .create_environment(env(&org, "SAME"), None)
+        .create_environment(env(&org, "SAME"), None, &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
@@ -126,7 +130,7 @@ async fn quota_is_checked_under_the_lock(store: Arc<dyn Store>) {
             let org = org.clone();
             tokio::spawn(async move {
                 store
-                    .create_environment(env(&org, &format!("e{i}")), Some(4))
+                    .create_environment(env(&org, &format!("e{i}")), Some(4), &Origin::system())
                     .await
             })
         })
@@ -148,7 +152,7 @@ async fn delete_closes_the_gap(store: Arc<dyn Store>) {
     let (_, before) = positions(&store, &org).await;
     let b = before.rows[1].clone();
     let rec = store
-        .decommission_environment(&b.id, Some(b.version))
+        .decommission_environment(&b.id, Some(b.version), &Origin::system())
         .await
         .unwrap();
     assert_eq!(rec.status, "decommissioning");
@@ -160,7 +164,7 @@ async fn delete_closes_the_gap(store: Arc<dyn Store>) {
         .iter()
         .any(|e| e.id == b.id));
     let e = store
-        .transition_environment(&b.id, None, Transition::Suspend)
+        .transition_environment(&b.id, None, Transition::Suspend, &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
@@ -180,12 +184,12 @@ async fn delete_closes_the_gap(store: Arc<dyn Store>) {
     // A stale reorder version is refused, and nothing moves.
     let order: Vec<String> = after.rows.iter().rev().map(|r| r.id.clone()).collect();
     let e = store
-        .reorder_environments(&org, before.order_version, &order)
+        .reorder_environments(&org, before.order_version, &order, &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::PreconditionFailed);
     let v = store
-        .reorder_environments(&org, after.order_version, &order)
+        .reorder_environments(&org, after.order_version, &order, &Origin::system())
         .await
         .unwrap();
     assert_eq!(v, after.order_version + 1);
@@ -202,7 +206,7 @@ async fn delete_closes_the_gap(store: Arc<dyn Store>) {
     let empty = org_with(&store, &[]).await;
     let (_, page) = positions(&store, &empty).await;
     let v = store
-        .reorder_environments(&empty, page.order_version, &[])
+        .reorder_environments(&empty, page.order_version, &[], &Origin::system())
         .await
         .unwrap();
     assert_eq!(v, page.order_version + 1);
@@ -230,13 +234,16 @@ async fn promotion_is_all_or_nothing(store: Arc<dyn Store>) {
     };
     // Planned against an older version of the target: refused, nothing written.
     let stale = store
-        .apply_promotion(PromotionApply {
-            org_id: org.clone(),
-            target_env_id: prod.id.clone(),
-            expected_target_version: prod.version - 1,
-            settings: Some(settings.clone()),
-            record: record(&new_id(Kind::Promotion)),
-        })
+        .apply_promotion(
+            PromotionApply {
+                org_id: org.clone(),
+                target_env_id: prod.id.clone(),
+                expected_target_version: prod.version - 1,
+                settings: Some(settings.clone()),
+                record: record(&new_id(Kind::Promotion)),
+            },
+            &Origin::system(),
+        )
         .await
         .unwrap_err();
     assert_eq!(stale.code, ErrorCode::PreconditionFailed);
@@ -258,13 +265,16 @@ async fn promotion_is_all_or_nothing(store: Arc<dyn Store>) {
 
     let id = new_id(Kind::Promotion);
     store
-        .apply_promotion(PromotionApply {
-            org_id: org.clone(),
-            target_env_id: prod.id.clone(),
-            expected_target_version: prod.version,
-            settings: Some(settings.clone()),
-            record: record(&id),
-        })
+        .apply_promotion(
+            PromotionApply {
+                org_id: org.clone(),
+                target_env_id: prod.id.clone(),
+                expected_target_version: prod.version,
+                settings: Some(settings.clone()),
+                record: record(&id),
+            },
+            &Origin::system(),
+        )
         .await
         .unwrap();
     let after = store.environment(&prod.id).await.unwrap().unwrap();
@@ -282,10 +292,17 @@ async fn organization_delete_takes_the_tree(store: Arc<dyn Store>) {
     for i in 0..5 {
         let mut e = env(&org, &format!("level-{i}"));
         e.parent_env_id = Some(parent.clone());
-        parent = store.create_environment(e, None).await.unwrap().id;
+        parent = store
+            .create_environment(e, None, &Origin::system())
+            .await
+            .unwrap()
+            .id;
         ids.push(parent.clone());
     }
-    store.delete_org(&org, None).await.unwrap();
+    store
+        .delete_org(&org, None, &Origin::system())
+        .await
+        .unwrap();
     for id in ids {
         assert!(store.environment(&id).await.unwrap().is_none());
     }

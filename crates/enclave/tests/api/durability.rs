@@ -311,11 +311,11 @@ async fn unfinished_lifecycle_steps_finish_at_start(db: Db) {
         settings: Default::default(),
     };
     let half_made = store
-        .create_environment(env("half-made"), None)
+        .create_environment(env("half-made"), None, &enclave_store::Origin::system())
         .await
         .unwrap();
     let half_gone = store
-        .create_environment(env("half-gone"), None)
+        .create_environment(env("half-gone"), None, &enclave_store::Origin::system())
         .await
         .unwrap();
     assert_eq!(half_made.status, "provisioning");
@@ -324,11 +324,12 @@ async fn unfinished_lifecycle_steps_finish_at_start(db: Db) {
             &half_gone.id,
             None,
             enclave_core::environment::Transition::Activate,
+            &enclave_store::Origin::system(),
         )
         .await
         .unwrap();
     store
-        .decommission_environment(&half_gone.id, None)
+        .decommission_environment(&half_gone.id, None, &enclave_store::Origin::system())
         .await
         .unwrap();
     drop(store);

@@ -1,0 +1,366 @@
+//! What every change writes besides itself, in its own transaction: an entry on the
+//! organization's IAM audit chain and, when the change announces a webhook event, one outbox
+//! row per subscribed endpoint.
+//!
+//! A store method that changes something ends with `journal!(&mut *tx, origin, change)`.
+//! A later feature joins by doing the same with its own action name (and, for an event, by
+//! naming the action in `enclave_core::audit::event_type`).
+
+use enclave_core::audit::{self, Actor, AuditEntry};
+use enclave_core::id::{new_id, Kind};
+use serde_json::{json, Value};
+
+use crate::records::*;
+
+/// Who asked for a change and from where: the audit entry's actor, request id and source IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+impl Origin {
+    pub fn new(actor: Actor) -> Origin {
+        Origin {
+            actor,
+            request_id: None,
+            source_ip: None,
+        }
+    }
+
+    /// Enclave acting on its own (expiry, auto-disable).
+    pub fn system() -> Origin {
+        Origin::new(Actor::system())
+    }
+}
+
+/// One audited change.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub org_id: String,
+    pub action: String,
+    pub resource_type: &'static str,
+    pub resource_id: String,
+    pub env_id: Option<String>,
+    pub before: Value,
+    pub after: Value,
+}
+
+impl Change {
+    pub fn new(
+        org_id: &str,
+        action: &str,
+        resource_type: &'static str,
+        resource_id: &str,
+    ) -> Change {
+        Change {
+            org_id: org_id.to_string(),
+            action: action.to_string(),
+            resource_type,
+            resource_id: resource_id.to_string(),
+            env_id: None,
+            before: Value::Null,
+            after: Value::Null,
+        }
+    }
+
+    /// A change to `resource` from `before` to `after` (either may be absent).
+    pub fn of<R: Audited>(action: &str, before: Option<&R>, after: Option<&R>) -> Change {
+        let subject = after.or(before).expect("a change has a before or an after");
+        let mut change = Change::new(
+            subject.org_id(),
+            action,
+            R::RESOURCE_TYPE,
+            subject.resource_id(),
+        );
+        change.env_id = subject.env_id().map(str::to_string);
+        change.before = before.map_or(Value::Null, Audited::audit);
+        change.after = after.map_or(Value::Null, Audited::audit);
+        change
+    }
+
+    pub fn env(mut self, env_id: &str) -> Change {
+        self.env_id = Some(env_id.to_string());
+        self
+    }
+
+    pub fn before(mut self, value: Value) -> Change {
+        self.before = value;
+        self
+    }
+
+    pub fn after(mut self, value: Value) -> Change {
+        self.after = value;
+        self
+    }
+
+    /// The entry to seal onto the chain (`seq`, hashes filled by the append).
+    pub(crate) fn entry(&self, origin: &Origin, seq: i64, now_ms: i64) -> AuditEntry {
+        AuditEntry {
+            id: new_id(Kind::Audit),
+            org_id: self.org_id.clone(),
+            seq,
+            actor_type: origin.actor.kind,
+            actor_id: origin.actor.id.clone(),
+            action: self.action.clone(),
+            resource_type: self.resource_type.to_string(),
+            resource_id: self.resource_id.clone(),
+            env_id: self.env_id.clone(),
+            before: audit::redact(self.before.clone()),
+            after: audit::redact(self.after.clone()),
+            request_id: origin.request_id.clone(),
+            source_ip: origin.source_ip.clone(),
+            created_at: audit::timestamp(now_ms),
+            prev_hash: String::new(),
+            entry_hash: String::new(),
+        }
+    }
+
+    /// The webhook payload `{id, type, created_at, org_id, env_id?, data}` of this change's
+    /// event, if it announces one.
+    pub(crate) fn event(&self, entry: &AuditEntry) -> Option<(String, &'static str, String)> {
+        let kind = audit::event_type(&self.action)?;
+        let id = new_id(Kind::Event);
+        let data = if entry.after.is_null() {
+            entry.before.clone()
+        } else {
+            entry.after.clone()
+        };
+        let mut body = json!({
+            "id": id,
+            "type": kind,
+            "created_at": entry.created_at,
+            "org_id": entry.org_id,
+            "data": data,
+        });
+        if let Some(env_id) = &entry.env_id {
+            body["env_id"] = json!(env_id);
+        }
+        Some((id, kind, body.to_string()))
+    }
+}
+
+/// A resource as its audit entries and events show it: an allow-list of its fields, so a
+/// field added later (a hash, a token) stays out until someone decides it belongs.
+pub trait Audited {
+    const RESOURCE_TYPE: &'static str;
+    fn org_id(&self) -> &str;
+    fn resource_id(&self) -> &str;
+    fn env_id(&self) -> Option<&str> {
+        None
+    }
+    fn audit(&self) -> Value;
+}
+
+fn ts(ms: i64) -> Value {
+    json!(audit::timestamp(ms))
+}
+
+fn opt_ts(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, ts)
+}
+
+impl Audited for OrgRecord {
+    const RESOURCE_TYPE: &'static str = "organization";
+    fn org_id(&self) -> &str {
+        &self.id
+    }
+    fn resource_id(&self) -> &str {
+        &self.id
+    }
+    fn audit(&self) -> Value {
+        json!({
+            "id": self.id, "name": self.name, "slug": self.slug,
+            "billing_email": self.billing_email, "cloud_region": self.cloud_region,
+            "tier": self.tier, "status": self.status, "settings": self.settings.0,
+            "version": self.version,
+        })
+    }
+}
+
+impl Audited for MemberRecord {
+    const RESOURCE_TYPE: &'static str = "user";
+    fn org_id(&self) -> &str {
+        &self.org_id
+    }
+    fn resource_id(&self) -> &str {
+        &self.user_id
+    }
+    fn audit(&self) -> Value {
+        json!({
+            "user_id": self.user_id, "email": self.email, "name": self.name,
+            "role": self.role, "status": self.status, "attributes": self.attributes.0,
+            "invite_expires_at": opt_ts(self.invite_expires_at), "version": self.version,
+        })
+    }
+}
+
+impl Audited for EnvRecord {
+    const RESOURCE_TYPE: &'static str = "environment";
+    fn org_id(&self) -> &str {
+        &self.org_id
+    }
+    fn resource_id(&self) -> &str {
+        &self.id
+    }
+    fn env_id(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+    fn audit(&self) -> Value {
+        json!({
+            "env_id": self.id, "name": self.name, "slug": self.slug, "type": self.env_type,
+            "index": self.position, "color": self.color, "parent_env_id": self.parent_env_id,
+            "description": self.description, "status": self.status, "locked": self.locked,
+            "settings": self.settings.0, "version": self.version,
+        })
+    }
+}
+
+impl Audited for ApiKeyRecord {
+    const RESOURCE_TYPE: &'static str = "api_key";
+    fn org_id(&self) -> &str {
+        &self.org_id
+    }
+    fn resource_id(&self) -> &str {
+        &self.id
+    }
+    fn env_id(&self) -> Option<&str> {
+        Some(&self.env_id)
+    }
+    fn audit(&self) -> Value {
+        json!({
+            "key_id": self.id, "env_id": self.env_id, "name": self.name, "prefix": self.prefix,
+            "role": self.role, "scopes": self.scopes.0, "attributes": self.attributes.0,
+            "ip_allowlist": self.ip_allowlist.0, "status": self.status,
+            "expires_at": opt_ts(self.expires_at), "grace_expires_at": opt_ts(self.grace_expires_at),
+            "rotated_to": self.rotated_to, "created_by": self.created_by, "version": self.version,
+        })
+    }
+}
+
+impl Audited for WebhookRecord {
+    const RESOURCE_TYPE: &'static str = "webhook";
+    fn org_id(&self) -> &str {
+        &self.org_id
+    }
+    fn resource_id(&self) -> &str {
+        &self.id
+    }
+    fn audit(&self) -> Value {
+        json!({
+            "webhook_id": self.id, "url": self.url, "description": self.description,
+            "events": self.events.0, "status": self.status,
+            "disabled_reason": self.disabled_reason, "version": self.version,
+        })
+    }
+}
+
+/// Appends `$change` to its organization's chain and queues its event, on the transaction's
+/// connection `$conn`. Evaluates to `enclave_core::Result<()>`.
+///
+/// The chain head is an upsert that returns the previous head and locks the row until
+/// commit, so concurrent appends to one chain take turns (PostgreSQL row lock; SQLite has a
+/// single writer) and the chain never forks.
+macro_rules! journal {
+    ($conn:expr, $origin:expr, $change:expr) => {{
+        let change: $crate::journal::Change = $change;
+        let origin: &$crate::journal::Origin = $origin;
+        async {
+            let conn = $conn;
+            let now = now_ms();
+            let (seq, head): (i64, String) = sqlx::query_as(
+                "INSERT INTO audit_chains (chain_id, seq, head_hash) VALUES ($1, 1, $2) \
+                 ON CONFLICT (chain_id) DO UPDATE SET seq = audit_chains.seq + 1 \
+                 RETURNING seq, head_hash",
+            )
+            .bind(&change.org_id)
+            .bind(enclave_core::audit::GENESIS_HASH)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(internal)?;
+            let entry = change.entry(origin, seq, now).seal(&head);
+            sqlx::query(
+                "INSERT INTO iam_audit (id, org_id, seq, actor_type, actor_id, action, \
+                 resource_type, resource_id, env_id, before_json, after_json, request_id, \
+                 source_ip, created_at, prev_hash, entry_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(&entry.id)
+            .bind(&entry.org_id)
+            .bind(entry.seq)
+            .bind(entry.actor_type.as_str())
+            .bind(&entry.actor_id)
+            .bind(&entry.action)
+            .bind(&entry.resource_type)
+            .bind(&entry.resource_id)
+            .bind(&entry.env_id)
+            .bind(entry.before.to_string())
+            .bind(entry.after.to_string())
+            .bind(&entry.request_id)
+            .bind(&entry.source_ip)
+            .bind(now)
+            .bind(&entry.prev_hash)
+            .bind(&entry.entry_hash)
+            .execute(&mut *conn)
+            .await
+            .map_err(internal)?;
+            sqlx::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
+                .bind(&change.org_id)
+                .bind(&entry.entry_hash)
+                .execute(&mut *conn)
+                .await
+                .map_err(internal)?;
+            if let Some((event_id, event_type, payload)) = change.event(&entry) {
+                let hooks: Vec<String> = sqlx::query_scalar(
+                    "SELECT DISTINCT w.id FROM webhooks w \
+                     JOIN webhook_subscriptions s ON s.webhook_id = w.id \
+                     WHERE w.org_id = $1 AND w.status = 'active' AND s.event_type IN ($2, '*')",
+                )
+                .bind(&change.org_id)
+                .bind(event_type)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(internal)?;
+                for webhook_id in hooks {
+                    enqueue_delivery!(
+                        &mut *conn,
+                        &webhook_id,
+                        &change.org_id,
+                        &event_id,
+                        event_type,
+                        &payload,
+                        now
+                    )?;
+                }
+            }
+            Ok::<(), enclave_core::Error>(())
+        }
+        .await
+    }};
+}
+
+/// Queues one delivery, due now. Evaluates to `enclave_core::Result<String>` (its id).
+macro_rules! enqueue_delivery {
+    ($conn:expr, $webhook_id:expr, $org_id:expr, $event_id:expr, $event_type:expr, $payload:expr, $now:expr) => {{
+        let id = enclave_core::id::new_id(enclave_core::id::Kind::Delivery);
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, webhook_id, org_id, event_id, event_type, \
+             payload, status, attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
+        )
+        .bind(&id)
+        .bind($webhook_id)
+        .bind($org_id)
+        .bind($event_id)
+        .bind($event_type)
+        .bind($payload)
+        .bind($now)
+        .execute($conn)
+        .await
+        .map(|_| id)
+        .map_err(internal)
+    }};
+}
+
+pub(crate) use {enqueue_delivery, journal};
