@@ -22,6 +22,31 @@ pub struct ApiConfig {
     /// How SQL clients reach the gateway (an environment's `connection`).
     pub gateway_host: String,
     pub gateway_port: u16,
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook delivery settings.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Plain `http://` and private/loopback targets allowed (development and tests only).
+    pub allow_private: bool,
+    /// The first retry delay; each later one is three times the previous (at most 6 h).
+    pub retry_base: std::time::Duration,
+    pub max_attempts: u32,
+    /// Consecutive failed attempts after which an endpoint is disabled.
+    pub disable_after: u32,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        use enclave_core::webhook as wh;
+        WebhookConfig {
+            allow_private: false,
+            retry_base: wh::DEFAULT_RETRY_BASE,
+            max_attempts: wh::DEFAULT_MAX_ATTEMPTS,
+            disable_after: wh::DEFAULT_DISABLE_AFTER,
+        }
+    }
 }
 
 impl ApiConfig {
@@ -46,6 +71,7 @@ impl ApiConfig {
             anonymous_rate_limit: (300, 50),
             gateway_host: "127.0.0.1".to_string(),
             gateway_port: 5439,
+            webhooks: WebhookConfig::default(),
         }
     }
 }

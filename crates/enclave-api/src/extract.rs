@@ -252,3 +252,13 @@ mod tests {
         assert_eq!(fail(r#"[1]"#).1, "type");
     }
 }
+
+/// `?limit=&cursor=` of a keyset-paginated list.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// 1–200, default 50.
+    pub limit: Option<i64>,
+    /// The `pagination.cursor` of the previous page.
+    pub cursor: Option<String>,
+}

@@ -12,6 +12,7 @@ pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod views;
+pub mod webhooks;
 
 pub use config::ApiConfig;
 pub use error::ApiError;

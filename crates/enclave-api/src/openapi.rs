@@ -5,7 +5,9 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{api_keys, auth, environments, health, members, organizations, promotion};
+use crate::routes::{
+    api_keys, audit, auth, environments, health, members, organizations, promotion, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +24,9 @@ use crate::routes::{api_keys, auth, environments, health, members, organizations
         promotion::promote, promotion::promotions, promotion::clone, promotion::diff,
         api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::revoke,
         api_keys::rotate,
+        audit::list, audit::get, audit::verify, audit::export,
+        webhooks::list, webhooks::create, webhooks::get, webhooks::update, webhooks::delete,
+        webhooks::rotate_secret, webhooks::test, webhooks::deliveries, webhooks::redeliver,
     ),
     components(schemas(enclave_core::ErrorCode)),
     modifiers(&BearerAuth),

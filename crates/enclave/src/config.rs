@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -70,6 +71,20 @@ pub struct ServeArgs {
     /// First-start owner password; default: generated and printed once.
     #[arg(long, env = "ENCLAVE_BOOTSTRAP_PASSWORD", hide_env_values = true)]
     pub bootstrap_password: Option<String>,
+    /// Allow webhook targets on plain http:// and private/loopback addresses (development
+    /// and tests only; default false).
+    #[arg(long, env = "ENCLAVE_WEBHOOK_ALLOW_PRIVATE")]
+    pub webhook_allow_private: Option<bool>,
+    /// First webhook retry delay in milliseconds; each later one is 3× the previous, at most
+    /// 6 h (default 30000).
+    #[arg(long, env = "ENCLAVE_WEBHOOK_RETRY_BASE_MS")]
+    pub webhook_retry_base_ms: Option<u64>,
+    /// Attempts per webhook delivery (default 8).
+    #[arg(long, env = "ENCLAVE_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Consecutive failed attempts after which a webhook is disabled (default 40).
+    #[arg(long, env = "ENCLAVE_WEBHOOK_DISABLE_AFTER")]
+    pub webhook_disable_after: Option<u32>,
 }
 
 /// Every setting resolved.
@@ -88,6 +103,7 @@ pub struct ServerConfig {
     pub jwt_key_file: PathBuf,
     pub bootstrap_email: String,
     pub bootstrap_password: Option<String>,
+    pub webhooks: enclave_api::config::WebhookConfig,
 }
 
 fn addr(name: &str, value: &str) -> anyhow::Result<SocketAddr> {
@@ -205,6 +221,28 @@ impl ServeArgs {
             .bootstrap_email
             .or(file.bootstrap_email)
             .unwrap_or_else(|| "admin@enclave.local".into());
+        let mut webhooks = enclave_api::config::WebhookConfig::default();
+        if let Some(allow) = self.webhook_allow_private.or(file.webhook_allow_private) {
+            webhooks.allow_private = allow;
+        }
+        if let Some(ms) = self.webhook_retry_base_ms.or(file.webhook_retry_base_ms) {
+            if !(100..=3_600_000).contains(&ms) {
+                bail!("webhook_retry_base_ms: {ms} must be between 100 and 3600000");
+            }
+            webhooks.retry_base = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.webhook_max_attempts.or(file.webhook_max_attempts) {
+            if !(1..=50).contains(&n) {
+                bail!("webhook_max_attempts: {n} must be between 1 and 50");
+            }
+            webhooks.max_attempts = n;
+        }
+        if let Some(n) = self.webhook_disable_after.or(file.webhook_disable_after) {
+            if n == 0 {
+                bail!("webhook_disable_after: must be at least 1");
+            }
+            webhooks.disable_after = n;
+        }
         Ok(ServerConfig {
             data_dir,
             http_addr,
@@ -219,6 +257,7 @@ impl ServeArgs {
             jwt_key_file,
             bootstrap_email,
             bootstrap_password: self.bootstrap_password.or(file.bootstrap_password),
+            webhooks,
         })
     }
 }
@@ -234,6 +273,7 @@ impl ServerConfig {
             anonymous_rate_limit: self.anonymous_rate_limit,
             gateway_host: self.public_host.clone(),
             gateway_port: self.gateway_addr.port(),
+            webhooks: self.webhooks.clone(),
         }
     }
 }

@@ -27,6 +27,8 @@ enum Command {
     Env(enclave::cli::env::EnvCommand),
     /// Manage an environment's API keys on a running server (ENCLAVE_URL, ENCLAVE_TOKEN).
     Keys(enclave::cli::keys::KeysCommand),
+    /// Export the IAM audit trail, or verify an export offline (`enclave audit verify FILE`).
+    Audit(enclave::cli::audit::AuditCommand),
 }
 
 fn init_logging(format: Option<LogFormat>) {
@@ -52,6 +54,7 @@ async fn main() -> std::process::ExitCode {
     let (serve, args) = match cli.command {
         Command::Env(cmd) => return client_result(enclave::cli::env::run(cmd).await),
         Command::Keys(cmd) => return client_result(enclave::cli::keys::run(cmd).await),
+        Command::Audit(cmd) => return client_result(enclave::cli::audit::run(cmd).await),
         Command::Serve(args) => (true, args),
         Command::Migrate(args) => (false, args),
     };

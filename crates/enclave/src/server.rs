@@ -85,6 +85,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     }
     let state = enclave_api::AppState::new(store, config.api_config())?;
     spawn_housekeeping(state.clone());
+    enclave_api::webhooks::worker::spawn(state.store.clone(), config.webhooks.clone())?;
     let app = enclave_api::router(state);
 
     let listener = TcpListener::bind(config.http_addr)

@@ -13,7 +13,7 @@ use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::{validate, Error, Permission, Result, Role};
 use enclave_store::{ApiKeyPatch, EnvRecord, NewApiKey};
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::auth::access::{env_access, OrgAccess};
 use crate::auth::{Caller, Origin};
@@ -54,12 +54,7 @@ pub struct RotateApiKey {
     pub grace_period_hours: Option<i64>,
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
+pub use crate::extract::ListParams;
 
 /// What the caller may hand on: its role, and the scopes it holds.
 fn grant_power(who: &Caller, access: &OrgAccess) -> (Role, BTreeSet<Scope>) {

@@ -1,12 +1,14 @@
 //! One module per resource; this file puts them on their paths.
 
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod environments;
 pub mod health;
 pub mod members;
 pub mod organizations;
 pub mod promotion;
+pub mod webhooks;
 
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -109,6 +111,45 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/environments/{env_id}/clone", post(promotion::clone))
         .route("/v1/environments/{env_id}/diff", get(promotion::diff))
+        .route("/v1/organizations/{org_id}/audit/iam", get(audit::list))
+        .route(
+            "/v1/organizations/{org_id}/audit/iam/verify",
+            get(audit::verify),
+        )
+        .route(
+            "/v1/organizations/{org_id}/audit/iam/export",
+            get(audit::export),
+        )
+        .route(
+            "/v1/organizations/{org_id}/audit/iam/{entry_id}",
+            get(audit::get),
+        )
+        .route(
+            "/v1/organizations/{org_id}/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/v1/organizations/{org_id}/webhooks/{webhook_id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/v1/organizations/{org_id}/webhooks/{webhook_id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/organizations/{org_id}/webhooks/{webhook_id}/test",
+            post(webhooks::test),
+        )
+        .route(
+            "/v1/organizations/{org_id}/webhooks/{webhook_id}/deliveries",
+            get(webhooks::deliveries),
+        )
+        .route(
+            "/v1/organizations/{org_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+            post(webhooks::redeliver),
+        )
         .fallback(|| async { ApiError(Error::not_found("route")) })
         .method_not_allowed_fallback(|| async {
             let e = Error::validation("method", "not_allowed", "method not allowed on this path");

@@ -11,7 +11,7 @@ use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::{validate, Error, Permission};
 use enclave_store::{NewEnvironment, NewOrg, OrgPatch};
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use crate::auth::access::{member_of, require};
 use crate::auth::{Origin, Principal};
@@ -109,13 +109,7 @@ pub struct TransferOwnership {
     pub user_id: String,
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// 1–200, default 50.
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
+pub use crate::extract::ListParams;
 
 fn cloud_region(value: &str) -> Result<String, Error> {
     let ok = (1..=32).contains(&value.len())

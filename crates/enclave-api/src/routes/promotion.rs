@@ -60,12 +60,7 @@ pub struct DiffParams {
     pub against: Option<String>,
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
+pub use crate::extract::ListParams;
 
 /// Another environment of `source`'s organization named by the caller; 404 otherwise.
 async fn sibling(state: &AppState, source: &EnvRecord, env_id: &str) -> Result<EnvRecord> {

@@ -35,7 +35,7 @@ CREATE TABLE webhooks (
     org_id                      TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
     url                         TEXT NOT NULL,
     description                 TEXT NOT NULL,
-    events                      TEXT NOT NULL,
+    events                      JSONB NOT NULL,
     status                      TEXT NOT NULL,
     secret                      TEXT NOT NULL,
     previous_secret             TEXT,

@@ -93,6 +93,40 @@ impl Client {
         Ok(body)
     }
 
+    /// Streams a GET's body into `out` (for exports); API errors as in [`Client::call`].
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> anyhow::Result<u64> {
+        let mut resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        if !resp.status().is_success() {
+            // The same error line as every other command.
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            let e = &body["error"];
+            bail!(
+                "{} {}: {}",
+                status.as_u16(),
+                e["code"].as_str().unwrap_or("ERROR"),
+                e["message"].as_str().unwrap_or("request failed")
+            );
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = resp.chunk().await? {
+            out.write_all(&chunk)?;
+            written += chunk.len() as u64;
+        }
+        out.flush()?;
+        Ok(written)
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(Method::GET, path, None).await
     }

@@ -1,5 +1,6 @@
 //! Client subcommands: the CLI is a client of the same REST API as everyone else.
 
+pub mod audit;
 pub mod client;
 pub mod env;
 pub mod keys;

@@ -78,6 +78,10 @@ impl Db {
             anonymous_rate_limit: Some("1000000/100000".into()),
             bootstrap_email: Some(OWNER_EMAIL.into()),
             bootstrap_password: Some(OWNER_PASSWORD.into()),
+            // Webhook receivers in tests listen on loopback and answer over plain HTTP; retries
+            // come quickly. The SSRF tests turn private targets off again.
+            webhook_allow_private: Some(true),
+            webhook_retry_base_ms: Some(200),
             ..Default::default()
         }
     }

@@ -2,6 +2,7 @@
 //! SQLite and on PostgreSQL.
 
 mod api_keys;
+mod audit;
 mod auth;
 mod cli;
 mod common;
@@ -10,4 +11,6 @@ mod durability;
 mod environments;
 mod members;
 mod organizations;
+mod receiver;
 mod system;
+mod webhooks;
