@@ -58,7 +58,8 @@ pub async fn settle(store: &dyn Store) -> usize {
 
 /// Every minute: writes `expired` for keys past their expiry or rotation grace (each one's
 /// cache entries drop on every node), and notices keys expiring within
-/// [`enclave_core::api_key::EXPIRING_NOTICE_DAYS`] once each (`key.expiring`).
+/// [`enclave_core::api_key::EXPIRING_NOTICE_DAYS`] once each. The store audits both (actor
+/// `system`) and queues the `key.expiring` webhook event with the notice.
 pub fn spawn_key_housekeeping(store: std::sync::Arc<dyn Store>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

@@ -99,3 +99,26 @@ pub fn client(allow_private: bool) -> reqwest::Result<reqwest::Client> {
         .user_agent(concat!("Enclave-Webhooks/", env!("CARGO_PKG_VERSION")))
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_are_resolved_then_checked() {
+        // `localhost` resolves (from /etc/hosts) to loopback: refused unless allowed.
+        assert!(matches!(
+            resolve_allowed("localhost", 443, false).await,
+            Err(Refusal::Private)
+        ));
+        assert!(resolve_allowed("localhost", 443, true).await.is_ok());
+        assert!(matches!(
+            resolve_allowed("no-such-host.invalid", 443, false).await,
+            Err(Refusal::Unresolvable(_))
+        ));
+        let e = check_target("url", "https://localhost.localdomain/x", false)
+            .await
+            .unwrap_err();
+        assert!(e.details["rule"] == "public_address" || e.details["rule"] == "resolvable");
+    }
+}

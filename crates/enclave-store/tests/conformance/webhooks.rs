@@ -1,0 +1,255 @@
+//! The webhook outbox in the store, on SQLite and PostgreSQL alike: fan-out in the change's
+//! transaction, leases that never hand one delivery to two workers, the retry bookkeeping
+//! and auto-disable; and the audit chain's head.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use enclave_core::id::{new_id, Kind};
+use enclave_core::webhook::WebhookStatus;
+use enclave_store::*;
+
+use super::environments::org_with;
+
+conformance!(
+    changes_fan_out_to_subscribed_active_webhooks,
+    leases_never_overlap,
+    attempts_retry_fail_and_disable,
+);
+
+async fn hook(store: &Arc<dyn Store>, org: &str, events: &[&str]) -> WebhookRecord {
+    store
+        .create_webhook(
+            NewWebhook {
+                id: new_id(Kind::Webhook),
+                org_id: org.into(),
+                url: "https://hooks.example.com/x".into(),
+                description: String::new(),
+                events: events.iter().map(|e| e.to_string()).collect(),
+                secret: "whsec_c2VjcmV0".into(),
+                created_by: "usr_x".into(),
+            },
+            &Origin::system(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn first_env(store: &Arc<dyn Store>, org: &str) -> EnvRecord {
+    let page = store
+        .environments(
+            org,
+            &EnvFilter::default(),
+            &EnvPageQuery {
+                limit: 1,
+                after: None,
+            },
+        )
+        .await
+        .unwrap();
+    page.rows[0].clone()
+}
+
+async fn patch_env(store: &Arc<dyn Store>, env: &str) {
+    let patch = EnvPatch {
+        description: Some("changed".into()),
+        ..Default::default()
+    };
+    store
+        .update_environment(env, None, patch, &Origin::system())
+        .await
+        .unwrap();
+}
+
+async fn changes_fan_out_to_subscribed_active_webhooks(store: Arc<dyn Store>) {
+    let org = org_with(&store, &["dev"]).await;
+    let env = first_env(&store, &org).await;
+    let all = hook(&store, &org, &["*"]).await;
+    let updates = hook(&store, &org, &["environment.updated"]).await;
+    let keys = hook(&store, &org, &["key.created"]).await;
+    let off = hook(&store, &org, &["*"]).await;
+    store
+        .update_webhook(
+            &org,
+            &off.id,
+            None,
+            WebhookPatch {
+                status: Some(WebhookStatus::Disabled),
+                ..Default::default()
+            },
+            &Origin::system(),
+        )
+        .await
+        .unwrap();
+    let head_before = store.audit_head(&org).await.unwrap().unwrap().0;
+    patch_env(&store, &env.id).await;
+    // One entry for the change, chained onto the head.
+    let (seq, head) = store.audit_head(&org).await.unwrap().unwrap();
+    assert_eq!(seq, head_before + 1);
+    let entry = &store.audit_chain(&org, seq - 1, 10).await.unwrap()[0];
+    assert_eq!(
+        (entry.action.as_str(), entry.entry_hash.as_str()),
+        ("environment.updated", head.as_str())
+    );
+    assert_eq!(entry.before["description"], "");
+    assert_eq!(entry.after["description"], "changed");
+    let page = PageQuery {
+        limit: 50,
+        after: None,
+    };
+    let queued = |id: String| {
+        let (store, org, page) = (store.clone(), org.clone(), page.clone());
+        async move { store.deliveries(&org, &id, &page).await.unwrap().0 }
+    };
+    let to_all = queued(all.id.clone()).await;
+    assert_eq!(to_all.len(), 1);
+    assert_eq!(to_all[0].event_type, "environment.updated");
+    let payload: serde_json::Value = serde_json::from_str(&to_all[0].payload).unwrap();
+    assert_eq!(payload["env_id"], env.id.as_str());
+    assert_eq!(payload["data"]["description"], "changed");
+    assert_eq!(payload["id"], to_all[0].event_id.as_str());
+    assert_eq!(queued(updates.id.clone()).await.len(), 1);
+    assert!(queued(keys.id.clone()).await.is_empty(), "not subscribed");
+    assert!(queued(off.id.clone()).await.is_empty(), "disabled");
+    // The same event (one id) to each endpoint.
+    assert_eq!(
+        queued(updates.id.clone()).await[0].event_id,
+        to_all[0].event_id
+    );
+}
+
+async fn leases_never_overlap(store: Arc<dyn Store>) {
+    let org = org_with(&store, &["dev"]).await;
+    let env = first_env(&store, &org).await;
+    hook(&store, &org, &["environment.updated"]).await;
+    for _ in 0..20 {
+        patch_env(&store, &env.id).await;
+    }
+    let now = now_ms();
+    let claims: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_deliveries(now, 60_000, 8).await.unwrap() })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for c in claims {
+        for d in c.await.unwrap() {
+            assert!(
+                seen.insert(d.delivery.id.clone()),
+                "{} claimed twice",
+                d.delivery.id
+            );
+            assert_eq!(d.url, "https://hooks.example.com/x");
+            assert_eq!(d.secrets, vec!["whsec_c2VjcmV0".to_string()]);
+        }
+    }
+    assert_eq!(seen.len(), 20);
+    // Leased rows are not handed out again until the lease runs out.
+    assert!(store
+        .claim_deliveries(now + 1, 60_000, 8)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .claim_deliveries(now + 60_001, 60_000, 50)
+            .await
+            .unwrap()
+            .len(),
+        20
+    );
+}
+
+async fn attempts_retry_fail_and_disable(store: Arc<dyn Store>) {
+    let org = org_with(&store, &["dev"]).await;
+    let env = first_env(&store, &org).await;
+    let h = hook(&store, &org, &["environment.updated"]).await;
+    patch_env(&store, &env.id).await;
+    let now = now_ms();
+    let claimed = store.claim_deliveries(now, 60_000, 8).await.unwrap();
+    let d = &claimed[0].delivery;
+    let outcome = |attempt: i64, success: bool, retry_at: Option<i64>| AttemptOutcome {
+        delivery_id: d.id.clone(),
+        webhook_id: h.id.clone(),
+        attempt,
+        status_code: Some(if success { 200 } else { 500 }),
+        latency_ms: 3,
+        error: (!success).then(|| "HTTP 500".to_string()),
+        success,
+        retry_at,
+        disable_after: 3,
+    };
+    // A failure schedules the retry; not due before its time.
+    assert!(!store
+        .record_attempt(outcome(1, false, Some(now + 5_000)))
+        .await
+        .unwrap());
+    assert!(store
+        .claim_deliveries(now + 1, 60_000, 8)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = store
+        .claim_deliveries(now + 5_000, 60_000, 8)
+        .await
+        .unwrap();
+    assert_eq!(again[0].delivery.attempts, 1);
+    // No retries left: failed, and never claimed again.
+    assert!(!store.record_attempt(outcome(2, false, None)).await.unwrap());
+    assert!(store
+        .claim_deliveries(now + 999_999, 60_000, 8)
+        .await
+        .unwrap()
+        .is_empty());
+    let page = PageQuery {
+        limit: 10,
+        after: None,
+    };
+    let (rows, attempts, total) = store.deliveries(&org, &h.id, &page).await.unwrap();
+    assert_eq!(
+        (rows[0].status.as_str(), rows[0].attempts, total),
+        ("failed", 2, 1)
+    );
+    assert_eq!(
+        attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    // The third failure in a row disables the endpoint, audited as the system's doing.
+    assert!(store.record_attempt(outcome(3, false, None)).await.unwrap());
+    let rec = store.webhook(&org, &h.id).await.unwrap().unwrap();
+    assert_eq!(rec.status, "disabled");
+    let (seq, _) = store.audit_head(&org).await.unwrap().unwrap();
+    let last = &store.audit_chain(&org, seq - 1, 1).await.unwrap()[0];
+    assert_eq!(
+        (last.action.as_str(), last.actor_id.as_str()),
+        ("webhook.disabled", "system")
+    );
+    // A redelivery makes it due again, and re-enabling resets the failure run.
+    store
+        .redeliver(&org, &h.id, &d.id, &Origin::system())
+        .await
+        .unwrap();
+    let rec = store
+        .update_webhook(
+            &org,
+            &h.id,
+            None,
+            WebhookPatch {
+                status: Some(WebhookStatus::Active),
+                ..Default::default()
+            },
+            &Origin::system(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((rec.consecutive_failures, rec.disabled_reason), (0, None));
+    assert_eq!(
+        store
+            .claim_deliveries(now_ms(), 60_000, 8)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
