@@ -15,6 +15,7 @@ conformance!(
     changes_fan_out_to_subscribed_active_webhooks,
     leases_never_overlap,
     attempts_retry_fail_and_disable,
+    key_expiry_is_audited_and_announced,
 );
 
 async fn hook(store: &Arc<dyn Store>, org: &str, events: &[&str]) -> WebhookRecord {
@@ -250,6 +251,64 @@ async fn attempts_retry_fail_and_disable(store: Arc<dyn Store>) {
             .await
             .unwrap()
             .len(),
+        1
+    );
+}
+
+async fn key_expiry_is_audited_and_announced(store: Arc<dyn Store>) {
+    let org = org_with(&store, &["dev"]).await;
+    let env = first_env(&store, &org).await;
+    let h = hook(&store, &org, &["key.expiring"]).await;
+    let now = now_ms();
+    let key = store
+        .create_api_key(
+            NewApiKey {
+                id: new_id(Kind::ApiKey),
+                env_id: env.id.clone(),
+                name: "soon".into(),
+                prefix: "ek_test_0123".into(),
+                secret_hash: "$argon2id$not-a-real-hash".into(),
+                role: enclave_core::Role::ServiceAccount,
+                attributes: Default::default(),
+                scopes: vec![],
+                ip_allowlist: vec![],
+                expires_at: Some(now + 3_600_000),
+                created_by: "usr_x".into(),
+            },
+            50,
+            &Origin::system(),
+        )
+        .await
+        .unwrap();
+    store
+        .notice_expiring_api_keys(now + 86_400_000)
+        .await
+        .unwrap();
+    let (seq, _) = store.audit_head(&org).await.unwrap().unwrap();
+    let last = &store.audit_chain(&org, seq - 1, 1).await.unwrap()[0];
+    assert_eq!(
+        (last.action.as_str(), last.actor_id.as_str()),
+        ("key.expiring", "system")
+    );
+    assert_eq!(last.resource_id, key.id);
+    assert!(
+        !last.after.to_string().contains("argon2"),
+        "no hash in the entry"
+    );
+    let page = PageQuery {
+        limit: 10,
+        after: None,
+    };
+    let (queued, _, _) = store.deliveries(&org, &h.id, &page).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].event_type, "key.expiring");
+    // Expiry itself is audited (no event of its own in the spec).
+    store.expire_api_keys(now + 3_600_001).await.unwrap();
+    let (seq, _) = store.audit_head(&org).await.unwrap().unwrap();
+    let last = &store.audit_chain(&org, seq - 1, 1).await.unwrap()[0];
+    assert_eq!(last.action, "key.expired");
+    assert_eq!(
+        store.deliveries(&org, &h.id, &page).await.unwrap().0.len(),
         1
     );
 }
