@@ -299,6 +299,19 @@ macro_rules! impl_webhook_store {
             }
 
             async fn claim_deliveries(&self, now: i64, lease_ms: i64, limit: i64) -> enclave_core::Result<Vec<ClaimedDelivery>> {
+                // Idle workers poll often: a read answers "nothing due" without taking the
+                // write lock (SQLite) or starting a write transaction (PostgreSQL).
+                let due: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+                     AND (lease_until IS NULL OR lease_until < $1) LIMIT 1",
+                )
+                .bind(now)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(internal)?;
+                if due.is_none() {
+                    return Ok(vec![]);
+                }
                 let mut tx = self.begin_write().await?;
                 // The lease test is repeated outside the subquery: on PostgreSQL a row another
                 // node claimed meanwhile is re-checked after its lock is released, and skipped.

@@ -132,13 +132,17 @@ async fn signed_events_reach_a_real_receiver(db: Db) {
     .await;
     assert!(Receiver::of_type(&rx.received(), "environment.updated").is_empty());
 
-    // The delivery log: each delivery with its attempts.
-    let log = s
-        .get(
-            &format!("{}/{hook_id}/deliveries", hooks_path(&s).await),
-            &token,
-        )
-        .await;
+    // The delivery log: each delivery with its attempts (recorded just after the answer).
+    let log_path = format!("{}/{hook_id}/deliveries", hooks_path(&s).await);
+    let mut log = s.get(&log_path, &token).await;
+    for _ in 0..100 {
+        let data = log.body["data"].as_array().unwrap();
+        if data.iter().all(|d| d["status"] == "succeeded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        log = s.get(&log_path, &token).await;
+    }
     log.expect(200);
     let deliveries = log.body["data"].as_array().unwrap();
     assert_eq!(deliveries.len(), 3, "{}", log.body);
@@ -340,7 +344,15 @@ async fn failed_deliveries_are_retried_then_disable_the_endpoint(db: Db) {
     assert_eq!(got[0].header("x-enclave-delivery-attempt"), "1");
     assert_eq!(got[1].header("x-enclave-delivery-attempt"), "2");
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
-    let log = s.get(&format!("{path}/deliveries"), &token).await;
+    // The receiver has answered; the worker records the attempt a moment later.
+    let mut log = s.get(&format!("{path}/deliveries"), &token).await;
+    for _ in 0..100 {
+        if log.body["data"][0]["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        log = s.get(&format!("{path}/deliveries"), &token).await;
+    }
     let d = &log.body["data"][0];
     assert_eq!(d["status"], "succeeded");
     assert_eq!(d["attempt_count"], 2);
