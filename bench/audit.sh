@@ -9,18 +9,25 @@
 #
 # Release build, fresh data directory (or PostgreSQL database), wrk (DURATION, CONNECTIONS,
 # THREADS). Prints tables; asserts nothing. The audit append cannot be switched off (no change
-# may go unaudited), so a write's baseline is a read of the same resource in the same run.
+# may go unaudited), so a write's baselines are a read of the same resource in the same run and,
+# with BASELINE_BIN=<an enclave binary built before the audit trail existed>, the same write on
+# that build, measured first in the same run:
+#
+#   git worktree add /tmp/pre-audit 19dd7f4 && (cd /tmp/pre-audit &&
+#     CARGO_TARGET_DIR=/tmp/pre-target cargo build --release -p enclave)
+#   BASELINE_BIN=/tmp/pre-target/release/enclave bench/audit.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNECTIONS="${CONNECTIONS:-16}"
 . bench/lib.sh
 
 need_wrk
-start_server ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000"
-login
-org="$(curl -sf "$url/v1/auth/me" -H "authorization: Bearer $token" | json '["org"]["org_id"]')"
-env_id="$(curl -sf "$url/v1/organizations/$org/environments" -H "authorization: Bearer $token" | json '["data"][0]["env_id"]')"
-
+LIMITS=(ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000")
+first_env() {
+  org="$(curl -sf "$url/v1/auth/me" -H "authorization: Bearer $token" | json '["org"]["org_id"]')"
+  env_id="$(curl -sf "$url/v1/organizations/$org/environments" -H "authorization: Bearer $token" | json '["data"][0]["env_id"]')"
+}
+patch_script() {
 lua="$(mktemp)"
 cat >"$lua" <<LUA
 wrk.method = "PATCH"
@@ -32,23 +39,32 @@ request = function()
   return wrk.format(nil, nil, nil, '{"description":"revision ' .. n .. '"}')
 end
 LUA
+}
 patch() {
   local report; report="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$lua" "$url/v1/environments/$env_id")"
   local errors; errors="$(printf '%s\n' "$report" | awk '/Non-2xx/ {print $NF}')"
   [ -n "$errors" ] && { echo "PATCH: $errors non-2xx responses" >&2; exit 1; }
-  printf '%s|%s|%s|%s\n' "PATCH /v1/environments/{id} (audited write)" \
+  printf '%s|%s|%s|%s\n' "$1" \
     "$(printf '%s\n' "$report" | awk '/^Requests\/sec:/ {printf "%.0f", $2}')" \
     "$(printf '%s\n' "$report" | awk '$1=="50%" {print $2}' | ms)" \
     "$(printf '%s\n' "$report" | awk '$1=="99%" {print $2}' | ms)"
 }
 
 results=()
-results+=("$(run "GET /v1/environments/{id} (baseline)" "/v1/environments/$env_id" auth)")
-results+=("$(patch)")
+if [ -n "${BASELINE_BIN:-}" ]; then
+  ENCLAVE_BIN="$BASELINE_BIN" start_server "${LIMITS[@]}"
+  login; first_env; patch_script
+  results+=("$(patch "PATCH /v1/environments/{id}, build without audit (baseline)")")
+  kill "$server"; wait "$server" 2>/dev/null || true; rm -rf "$data" "$lua"
+fi
+start_server "${LIMITS[@]}"
+login; first_env; patch_script
+results+=("$(run "GET /v1/environments/{id} (read)" "/v1/environments/$env_id" auth)")
+results+=("$(patch "PATCH /v1/environments/{id} (audited write)")")
 rm -f "$lua"
 
 echo
-echo "| request | req/s | p50 ms | p99 ms | req/s vs read |"
+echo "| request | req/s | p50 ms | p99 ms | req/s vs first row |"
 echo "|---|---:|---:|---:|---:|"
 base=""
 for r in "${results[@]}"; do

@@ -38,8 +38,9 @@ run() {
 # $BENCH_DATABASE_URL (that PostgreSQL database is dropped and created afresh); sets $url,
 # $password, $data, $db_url.
 start_server() {
-  cargo build --release -q -p enclave
-  local bin="$CARGO_TARGET_DIR/release/enclave"
+  # ENCLAVE_BIN runs another build (e.g. an earlier commit's, as a baseline) instead.
+  local bin="${ENCLAVE_BIN:-$CARGO_TARGET_DIR/release/enclave}"
+  [ -n "${ENCLAVE_BIN:-}" ] || cargo build --release -q -p enclave
   data="$(mktemp -d)"
   password="load-test-passphrase-$RANDOM"
   db_url="${BENCH_DATABASE_URL:-sqlite://$data/enclave.db}"
