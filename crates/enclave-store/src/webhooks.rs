@@ -393,7 +393,7 @@ macro_rules! impl_webhook_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(internal)?;
-                let before: Option<WebhookRecord> = sqlx::query_as(&format!(
+                let counted: Option<WebhookRecord> = sqlx::query_as(&format!(
                     "UPDATE webhooks SET consecutive_failures = CASE WHEN $2 THEN 0 ELSE consecutive_failures + 1 END \
                      WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
                 ))
@@ -403,7 +403,7 @@ macro_rules! impl_webhook_store {
                 .await
                 .map_err(internal)?;
                 let mut disabled = false;
-                if let Some(before) = before {
+                if let Some(before) = counted {
                     if !o.success && before.status == "active" && before.consecutive_failures >= i64::from(o.disable_after.max(1)) {
                         let reason = format!("{} consecutive failed delivery attempts", before.consecutive_failures);
                         let rec: WebhookRecord = sqlx::query_as(&format!(
@@ -427,12 +427,14 @@ macro_rules! impl_webhook_store {
     };
 }
 
-/// The webhook, checked against `If-Match`; 404 / 412. Evaluates to a `Result`.
+/// The webhook (locked until commit on PostgreSQL, so `before` is exact), checked against
+/// `If-Match`; 404 / 412. Evaluates to a `Result`.
 macro_rules! select_webhook {
     ($conn:expr, $org_id:expr, $webhook_id:expr, $expected:expr) => {{
         let expected: Option<i64> = $expected;
         let row: Option<WebhookRecord> = sqlx::query_as(&format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = $1 AND id = $2"
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = $1 AND id = $2{}",
+            Self::FOR_UPDATE
         ))
         .bind($org_id)
         .bind($webhook_id)

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use enclave_core::id::{is_id, new_id, Kind};
-use enclave_core::pagination::{Page, PageRequest, Pagination};
+use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::webhook::{self, WebhookStatus};
 use enclave_core::{Error, Permission, Result};
 use enclave_store::{
@@ -386,33 +386,26 @@ pub async fn deliveries(
     load(&state, &org_id, &webhook_id).await?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, attempts, total) = state.store.deliveries(&org_id, &webhook_id, &page).await?;
+    // Attempts come sorted like the rows (newest delivery first): one pass pairs them up.
     let mut attempts = attempts.into_iter().peekable();
-    let mut data = Vec::with_capacity(rows.len());
-    let has_more = rows.len() > page.limit as usize;
-    for d in rows.into_iter().take(page.limit as usize) {
-        // Attempts come sorted by delivery (newest first), like the rows.
-        let mut mine = Vec::new();
-        while let Some(a) = attempts.next_if(|a| a.delivery_id >= d.id) {
-            if a.delivery_id == d.id {
-                mine.push(attempt_view(a));
+    let data = rows
+        .into_iter()
+        .map(|d| {
+            let mut mine = Vec::new();
+            while let Some(a) = attempts.next_if(|a| a.delivery_id >= d.id) {
+                if a.delivery_id == d.id {
+                    mine.push(attempt_view(a));
+                }
             }
-        }
-        data.push(delivery_view(d, mine));
-    }
-    let cursor = has_more
-        .then(|| {
-            data.last()
-                .map(|d| enclave_core::pagination::encode_cursor(&d.delivery_id))
+            delivery_view(d, mine)
         })
-        .flatten();
-    Ok(axum::Json(Page {
+        .collect();
+    Ok(axum::Json(Page::from_rows(
         data,
-        pagination: Pagination {
-            cursor,
-            has_more,
-            total,
-        },
-    }))
+        &page,
+        total,
+        |d: &Delivery| d.delivery_id.clone(),
+    )))
 }
 
 #[utoipa::path(post, path = "/v1/organizations/{org_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", tag = "webhooks", security(("bearer" = [])),
