@@ -78,6 +78,9 @@ pub trait WebhookStore: Send + Sync {
     /// `disable_after`, disables the endpoint (audited as `webhook.disabled`). Returns whether
     /// it did.
     async fn record_attempt(&self, outcome: AttemptOutcome) -> Result<bool>;
+    /// Deletes finished (succeeded or failed) deliveries, with their attempts, last updated
+    /// before `before_ms`; returns how many. Pending ones are kept whatever their age.
+    async fn purge_deliveries(&self, before_ms: i64) -> Result<u64>;
 }
 
 macro_rules! impl_webhook_store {
@@ -422,6 +425,20 @@ macro_rules! impl_webhook_store {
                 }
                 self.commit(tx, vec![]).await?;
                 Ok(disabled)
+            }
+
+            async fn purge_deliveries(&self, before_ms: i64) -> enclave_core::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query(
+                    "DELETE FROM webhook_deliveries WHERE status IN ('succeeded', 'failed') AND updated_at < $1",
+                )
+                .bind(before_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?
+                .rows_affected();
+                self.commit(tx, vec![]).await?;
+                Ok(n)
             }
         }
     };

@@ -124,9 +124,18 @@ fn spawn_housekeeping(state: enclave_api::AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
             }
+            let cutoff = enclave_store::now_ms() - DELIVERY_LOG_DAYS * 86_400_000;
+            match state.store.purge_deliveries(cutoff).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "old webhook deliveries removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "webhook delivery purge failed"),
+            }
         }
     });
 }
+
+/// How long finished webhook deliveries stay in the delivery log.
+const DELIVERY_LOG_DAYS: i64 = 30;
 
 /// Runs until SIGTERM or Ctrl-C, printing where to connect and, on first start, how to log in.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {

@@ -16,6 +16,7 @@ conformance!(
     leases_never_overlap,
     attempts_retry_fail_and_disable,
     key_expiry_is_audited_and_announced,
+    finished_deliveries_are_purged,
 );
 
 async fn hook(store: &Arc<dyn Store>, org: &str, events: &[&str]) -> WebhookRecord {
@@ -311,4 +312,39 @@ async fn key_expiry_is_audited_and_announced(store: Arc<dyn Store>) {
         store.deliveries(&org, &h.id, &page).await.unwrap().0.len(),
         1
     );
+}
+
+async fn finished_deliveries_are_purged(store: Arc<dyn Store>) {
+    let org = org_with(&store, &["dev"]).await;
+    let env = first_env(&store, &org).await;
+    let h = hook(&store, &org, &["environment.updated"]).await;
+    patch_env(&store, &env.id).await;
+    patch_env(&store, &env.id).await;
+    let claimed = store.claim_deliveries(now_ms(), 60_000, 1).await.unwrap();
+    let done = &claimed[0].delivery;
+    store
+        .record_attempt(AttemptOutcome {
+            delivery_id: done.id.clone(),
+            webhook_id: h.id.clone(),
+            attempt: 1,
+            status_code: Some(200),
+            latency_ms: 1,
+            error: None,
+            success: true,
+            retry_at: None,
+            disable_after: 40,
+        })
+        .await
+        .unwrap();
+    // Nothing is old enough yet; later, only the finished one goes (its attempts with it).
+    assert_eq!(store.purge_deliveries(now_ms() - 1_000).await.unwrap(), 0);
+    assert_eq!(store.purge_deliveries(now_ms() + 1_000).await.unwrap(), 1);
+    let page = PageQuery {
+        limit: 10,
+        after: None,
+    };
+    let (left, attempts, total) = store.deliveries(&org, &h.id, &page).await.unwrap();
+    assert_eq!((left.len(), total), (1, 1));
+    assert_eq!(left[0].status, "pending");
+    assert!(attempts.is_empty());
 }
