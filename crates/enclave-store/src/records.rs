@@ -510,7 +510,7 @@ pub struct AttemptOutcome {
     pub disable_after: u32,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     pub actor_id: Option<String>,
     pub action: Option<String>,
@@ -523,13 +523,7 @@ pub struct AuditFilter {
 
 impl AuditFilter {
     pub fn is_empty(&self) -> bool {
-        self.actor_id.is_none()
-            && self.action.is_none()
-            && self.resource_type.is_none()
-            && self.resource_id.is_none()
-            && self.env_id.is_none()
-            && self.start_ms.is_none()
-            && self.end_ms.is_none()
+        *self == AuditFilter::default()
     }
 }
 

@@ -205,7 +205,8 @@ macro_rules! impl_webhook_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(internal)?;
-                let change = Change::of("webhook.secret_rotated", Some(&before), Some(&rec));
+                // The secrets are never shown; `after` says until when the old one signs.
+                let change = Change::of("webhook.secret_rotated", Some(&before), None);
                 let change = change.after(serde_json::json!({
                     "webhook_id": rec.id,
                     "previous_secret_expires_at": enclave_core::audit::timestamp(old_until),

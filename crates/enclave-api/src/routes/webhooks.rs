@@ -167,10 +167,17 @@ fn secret_response(status: StatusCode, rec: WebhookRecord) -> Response {
     resp
 }
 
-async fn load(state: &AppState, org_id: &str, webhook_id: &str) -> Result<WebhookRecord> {
-    if !is_id(Kind::Webhook, webhook_id) {
-        return Err(not_found());
+/// A path parameter that cannot be a webhook id is 404 without asking the database.
+fn check_id(webhook_id: &str) -> Result<()> {
+    if is_id(Kind::Webhook, webhook_id) {
+        Ok(())
+    } else {
+        Err(not_found())
     }
+}
+
+async fn load(state: &AppState, org_id: &str, webhook_id: &str) -> Result<WebhookRecord> {
+    check_id(webhook_id)?;
     state
         .store
         .webhook(org_id, webhook_id)
@@ -261,9 +268,7 @@ pub async fn update(
     JsonBody(req): JsonBody<UpdateWebhook>,
 ) -> ApiResult<Response> {
     require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
-    if !is_id(Kind::Webhook, &webhook_id) {
-        return Err(not_found().into());
-    }
+    check_id(&webhook_id)?;
     let events = req
         .events
         .as_deref()
@@ -307,9 +312,7 @@ pub async fn delete(
     IfMatch(expected): IfMatch,
 ) -> ApiResult<StatusCode> {
     require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
-    if !is_id(Kind::Webhook, &webhook_id) {
-        return Err(not_found().into());
-    }
+    check_id(&webhook_id)?;
     state
         .store
         .delete_webhook(&org_id, &webhook_id, expected, &origin)
@@ -328,9 +331,7 @@ pub async fn rotate_secret(
     Path((org_id, webhook_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
-    if !is_id(Kind::Webhook, &webhook_id) {
-        return Err(not_found().into());
-    }
+    check_id(&webhook_id)?;
     let old_until = enclave_store::now_ms() + webhook::OLD_SECRET_HOURS * 3_600_000;
     let rec = state
         .store

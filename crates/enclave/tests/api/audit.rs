@@ -506,7 +506,7 @@ async fn tampering_is_found_and_named(db: Db) {
     assert!(good["verified_at"].is_string() && good["first_entry_hash"].is_string());
 
     // Someone with database access removes the newest entry: caught against the head.
-    exec(
+    sql(
         &db,
         &format!("DELETE FROM iam_audit WHERE org_id = '{org}' AND seq = {count}"),
     )
@@ -518,12 +518,13 @@ async fn tampering_is_found_and_named(db: Db) {
 
     // … and edits one entry's `after`: verify names that entry.
     let victim_seq = 3;
-    let victim = query_id(
+    let victim = sql(
         &db,
         &format!("SELECT id FROM iam_audit WHERE org_id = '{org}' AND seq = {victim_seq}"),
     )
-    .await;
-    exec(
+    .await
+    .unwrap();
+    sql(
         &db,
         &format!("UPDATE iam_audit SET after_json = '{{\"forged\":true}}' WHERE id = '{victim}'"),
     )
@@ -549,7 +550,7 @@ async fn tampering_is_found_and_named(db: Db) {
     // Re-hashing the edited entry does not help: the next link breaks.
     let forged: Value = entry.body.clone();
     let rehash = enclave_core::audit::entry_hash(&forged);
-    exec(
+    sql(
         &db,
         &format!("UPDATE iam_audit SET entry_hash = '{rehash}' WHERE id = '{victim}'"),
     )
@@ -563,28 +564,17 @@ async fn tampering_is_found_and_named(db: Db) {
     assert_eq!(bad["first_invalid_entry"]["reason"], "broken_link");
 }
 
-/// Runs SQL on the test's database directly, as someone with database access could.
-async fn exec(db: &Db, sql: &str) {
+/// Runs SQL on the test's database directly, as someone with database access could; the
+/// first column of the first row, if the statement returns one.
+async fn sql(db: &Db, sql: &str) -> Option<String> {
     if db.is_postgres() {
         let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-        pool.close().await;
-    } else {
-        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-        sqlx::query(sql).execute(&pool).await.unwrap();
-        pool.close().await;
-    }
-}
-
-async fn query_id(db: &Db, sql: &str) -> String {
-    if db.is_postgres() {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        let v = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        let v = sqlx::query_scalar(sql).fetch_optional(&pool).await.unwrap();
         pool.close().await;
         v
     } else {
         let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-        let v = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+        let v = sqlx::query_scalar(sql).fetch_optional(&pool).await.unwrap();
         pool.close().await;
         v
     }

@@ -301,3 +301,39 @@ impl Server {
         )
     }
 }
+
+/// Starts the real `enclave serve` binary on `db` (random port, the known owner, `extra`
+/// settings on top); returns the child (killed when dropped) and its URL once it listens.
+pub async fn spawn_binary(db: &Db, extra: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_enclave"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("ENCLAVE_DATA_DIR", db.data_dir())
+        .env("ENCLAVE_HTTP_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", &db.url)
+        .env("ENCLAVE_BOOTSTRAP_EMAIL", OWNER_EMAIL)
+        .env("ENCLAVE_BOOTSTRAP_PASSWORD", OWNER_PASSWORD)
+        .env("ENCLAVE_RATE_LIMITS", "free=1000000/100000")
+        .env("ENCLAVE_LOG_FORMAT", "json")
+        .env("ENCLAVE_LOG", "warn")
+        .envs(extra.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("Enclave control plane listening on ") {
+                return url.trim().to_string();
+            }
+        }
+        panic!("the server exited before listening");
+    })
+    .await
+    .expect("the server did not start within 30 s");
+    // Keep draining what it prints, so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}

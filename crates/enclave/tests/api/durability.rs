@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::both;
-use crate::common::{Db, Server, OWNER_EMAIL, OWNER_PASSWORD};
+use crate::common::{spawn_binary, Db, Server, OWNER_EMAIL, OWNER_PASSWORD};
 
 both!(
     restart_keeps_data,
@@ -56,37 +56,7 @@ async fn restart_keeps_data(db: Db) {
 /// Starts the real binary, writes from several clients, kills it with SIGKILL mid-stream,
 /// restarts it, and checks that every write that was answered 201 is there.
 async fn kill_nine_loses_no_committed_write(db: Db) {
-    let spawn = || {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_enclave"));
-        cmd.arg("serve")
-            .env_clear()
-            .env("ENCLAVE_DATA_DIR", db.data_dir())
-            .env("ENCLAVE_HTTP_ADDR", "127.0.0.1:0")
-            .env("DATABASE_URL", &db.url)
-            .env("ENCLAVE_BOOTSTRAP_EMAIL", OWNER_EMAIL)
-            .env("ENCLAVE_BOOTSTRAP_PASSWORD", OWNER_PASSWORD)
-            .env("ENCLAVE_RATE_LIMITS", "free=1000000/100000")
-            .env("ENCLAVE_LOG_FORMAT", "json")
-            .env("ENCLAVE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        cmd.spawn().unwrap()
-    };
-    async fn url_of(child: &mut tokio::process::Child) -> String {
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("Enclave control plane listening on ") {
-                // Keep draining what it prints after.
-                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return url.trim().to_string();
-            }
-        }
-        panic!("server exited before listening");
-    }
-
-    let mut child = spawn();
-    let url = url_of(&mut child).await;
+    let (mut child, url) = spawn_binary(&db, &[]).await;
     let client = reqwest::Client::new();
     let login = client
         .post(format!("{url}/v1/auth/login"))
@@ -129,8 +99,7 @@ async fn kill_nine_loses_no_committed_write(db: Db) {
         committed.len()
     );
 
-    let mut child = spawn();
-    let url = url_of(&mut child).await;
+    let (mut child, url) = spawn_binary(&db, &[]).await;
     let s = Server::attach(&url);
     let token = s.owner_token().await;
     for org_id in &committed {

@@ -8,8 +8,15 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::both;
-use crate::common::{Db, Server};
+use crate::common::{spawn_binary, Db, Server};
 use crate::receiver::{enclave_signature_ok, standard_signature_ok, Receiver};
+
+/// The binary's settings for the SIGKILL test: loopback receivers, quick retries, room to create.
+const NODE_SETTINGS: &[(&str, &str)] = &[
+    ("ENCLAVE_WEBHOOK_ALLOW_PRIVATE", "true"),
+    ("ENCLAVE_WEBHOOK_RETRY_BASE_MS", "200"),
+    ("ENCLAVE_ENVIRONMENT_QUOTAS", "free=unlimited"),
+];
 
 both!(
     signed_events_reach_a_real_receiver,
@@ -475,7 +482,7 @@ async fn pending_deliveries_survive_a_kill(db: Db) {
         l.local_addr().unwrap().port()
     };
     let hook_url = format!("http://127.0.0.1:{port}/hook");
-    let mut child = spawn_binary(&db).await;
+    let mut child = spawn_binary(&db, NODE_SETTINGS).await;
     let url = child.1.clone();
     let s = Server::attach(&url);
     let token = s.owner_token().await;
@@ -503,7 +510,7 @@ async fn pending_deliveries_survive_a_kill(db: Db) {
     child.0.wait().await.unwrap();
 
     let rx = Receiver::start_on(format!("127.0.0.1:{port}").parse().unwrap()).await;
-    let child = spawn_binary(&db).await;
+    let child = spawn_binary(&db, NODE_SETTINGS).await;
     let got = rx
         .wait_for("the delivery queued before the kill", |g| !g.is_empty())
         .await;
@@ -514,42 +521,6 @@ async fn pending_deliveries_survive_a_kill(db: Db) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rx.received().len(), 1);
     drop(child);
-}
-
-/// Starts `enclave serve` on `db`; returns the child and its URL.
-async fn spawn_binary(db: &Db) -> (tokio::process::Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
-        .arg("serve")
-        .env("ENCLAVE_DATA_DIR", db.data_dir())
-        .env("DATABASE_URL", &db.url)
-        .env("ENCLAVE_HTTP_ADDR", "127.0.0.1:0")
-        .env("ENCLAVE_GATEWAY_ADDR", "127.0.0.1:0")
-        .env("ENCLAVE_BOOTSTRAP_EMAIL", crate::common::OWNER_EMAIL)
-        .env("ENCLAVE_BOOTSTRAP_PASSWORD", crate::common::OWNER_PASSWORD)
-        .env("ENCLAVE_WEBHOOK_ALLOW_PRIVATE", "true")
-        .env("ENCLAVE_WEBHOOK_RETRY_BASE_MS", "200")
-        .env("ENCLAVE_ENVIRONMENT_QUOTAS", "free=unlimited")
-        .env("ENCLAVE_LOG_FORMAT", "json")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("Enclave control plane listening on ") {
-                return url.trim().to_string();
-            }
-        }
-        panic!("the server exited before printing its address");
-    })
-    .await
-    .unwrap();
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
 }
 
 /// Two nodes on one PostgreSQL database share the outbox: every event reaches the receiver
