@@ -180,8 +180,10 @@ impl Scope {
         match self {
             QueryRead => Permission::ExecuteQueries,
             QueryWrite | TablesCreate | TablesAlter => Permission::WriteData,
-            TablesList | TablesDescribe | SchemasRead | PoliciesRead | EnvironmentsRead
-            | BillingRead => Permission::ReadEnvironments,
+            TablesList | TablesDescribe | SchemasRead | EnvironmentsRead | BillingRead => {
+                Permission::ReadEnvironments
+            }
+            PoliciesRead => Permission::ReadPolicies,
             SecretsRead => Permission::ReadSecretValues,
             SecretsWrite => Permission::ManageSecrets,
             PoliciesManage => Permission::ManagePolicies,
@@ -198,6 +200,7 @@ impl Scope {
         use Permission::*;
         Some(match p {
             ReadEnvironments => Scope::EnvironmentsRead,
+            ReadPolicies => Scope::PoliciesRead,
             ExecuteQueries => Scope::QueryRead,
             WriteData => Scope::QueryWrite,
             ManageEnvironments => Scope::EnvironmentsManage,

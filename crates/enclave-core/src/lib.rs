@@ -12,6 +12,7 @@ pub mod id;
 pub mod membership;
 pub mod model;
 pub mod pagination;
+pub mod policy;
 pub mod promotion;
 pub mod role;
 pub mod validate;

@@ -19,6 +19,8 @@ pub enum Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
     ReadEnvironments,
+    /// Reading an environment's policies (every member; keys need `policies:read`).
+    ReadPolicies,
     ExecuteQueries,
     WriteData,
     ManageEnvironments,
@@ -37,8 +39,9 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::ReadEnvironments,
+        Permission::ReadPolicies,
         Permission::ExecuteQueries,
         Permission::WriteData,
         Permission::ManageEnvironments,
@@ -58,6 +61,7 @@ impl Permission {
     pub fn name(self) -> &'static str {
         match self {
             Permission::ReadEnvironments => "read_environments",
+            Permission::ReadPolicies => "read_policies",
             Permission::ExecuteQueries => "execute_queries",
             Permission::WriteData => "write_data",
             Permission::ManageEnvironments => "manage_environments",
@@ -90,7 +94,7 @@ impl Role {
         use Permission::*;
         use Role::*;
         match permission {
-            ReadEnvironments => true,
+            ReadEnvironments | ReadPolicies => true,
             ExecuteQueries => !matches!(self, Auditor),
             WriteData | ReadSecretValues => matches!(self, Owner | Admin | Developer),
             ManageEnvironments | ManagePolicies | ManageSecrets | ManageUsers | ManageApiKeys
@@ -140,8 +144,9 @@ mod tests {
 
     /// The matrix of spec/identity.md, row by row, in the spec's column order:
     /// owner, admin, developer, analyst, auditor, service_account.
-    const MATRIX: [(Permission, [bool; 6]); 14] = [
+    const MATRIX: [(Permission, [bool; 6]); 15] = [
         (ReadEnvironments, [true, true, true, true, true, true]),
+        (ReadPolicies, [true, true, true, true, true, true]),
         (ExecuteQueries, [true, true, true, true, false, true]),
         (WriteData, [true, true, true, false, false, false]),
         (ManageEnvironments, [true, true, false, false, false, false]),
