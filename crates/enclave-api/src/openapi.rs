@@ -6,7 +6,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    api_keys, audit, auth, environments, health, members, organizations, promotion, webhooks,
+    abac_policies, api_keys, audit, auth, environments, health, members, organizations, policies,
+    promotion, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -27,6 +28,10 @@ use crate::routes::{
         audit::list, audit::get, audit::verify, audit::export,
         webhooks::list, webhooks::create, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::test, webhooks::deliveries, webhooks::redeliver,
+        policies::list, policies::create, policies::get, policies::update, policies::replace,
+        policies::delete, policies::versions, policies::restore, policies::evaluate,
+        abac_policies::list, abac_policies::create, abac_policies::get, abac_policies::update,
+        abac_policies::replace, abac_policies::delete, abac_policies::versions, abac_policies::restore,
     ),
     components(schemas(enclave_core::ErrorCode)),
     modifiers(&BearerAuth),

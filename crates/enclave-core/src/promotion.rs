@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use crate::environment::EnvSettings;
 use crate::error::{Error, Result};
+use crate::policy::{PolicySpec, PolicyType};
 
 /// What a promotion may carry (spec: `include ⊆ policies, masking_rules, rls_filters,
 /// abac_policies, secrets, settings`).
@@ -155,6 +156,101 @@ pub fn plan_settings(
     Some((source.clone(), changes))
 }
 
+/// The policy types an `include` set carries: `policies` means all of them.
+pub fn policy_types(include: &BTreeSet<PromoteItem>) -> Vec<PolicyType> {
+    let all = include.contains(&PromoteItem::Policies);
+    [
+        (PromoteItem::MaskingRules, PolicyType::ColumnMasking),
+        (PromoteItem::RlsFilters, PolicyType::RowLevelSecurity),
+        (PromoteItem::AbacPolicies, PolicyType::Abac),
+    ]
+    .into_iter()
+    .filter(|(item, _)| all || include.contains(item))
+    .map(|(_, t)| t)
+    .collect()
+}
+
+/// A policy of the target as the plan sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetPolicy<'a> {
+    pub policy_id: &'a str,
+    pub version: i64,
+    pub spec: &'a PolicySpec,
+}
+
+/// What promoting policies writes into the target.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyPlan {
+    pub changes: Vec<Change>,
+    pub creates: Vec<PolicySpec>,
+    /// `(target policy id, its version as planned, new content)`.
+    pub updates: Vec<(String, i64, PolicySpec)>,
+}
+
+/// Source policies of the included types, matched by name: missing in the target →
+/// created; different → updated (content, type included); equal → untouched. Policies only
+/// in the target are kept.
+pub fn plan_policies(
+    source: &[&PolicySpec],
+    target: &[TargetPolicy],
+    types: &[PolicyType],
+) -> PolicyPlan {
+    let mut plan = PolicyPlan::default();
+    let mut sources: Vec<&PolicySpec> = source
+        .iter()
+        .copied()
+        .filter(|p| types.contains(&p.policy_type()))
+        .collect();
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    for spec in sources {
+        let kind = spec.policy_type().promotion_kind().to_string();
+        match target.iter().find(|t| t.spec.name == spec.name) {
+            None => {
+                plan.changes.push(Change {
+                    kind,
+                    name: spec.name.clone(),
+                    action: ChangeAction::Created,
+                });
+                plan.creates.push(spec.clone());
+            }
+            Some(t) if t.spec != spec => {
+                plan.changes.push(Change {
+                    kind,
+                    name: spec.name.clone(),
+                    action: ChangeAction::Updated,
+                });
+                plan.updates
+                    .push((t.policy_id.to_string(), t.version, spec.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    plan
+}
+
+/// Policies of two environments compared by name (content, never ids or versions).
+pub fn diff_policies(this: &[&PolicySpec], against: &[&PolicySpec]) -> Vec<NamedDiff> {
+    let mut names: BTreeSet<&str> = this.iter().map(|p| p.name.as_str()).collect();
+    names.extend(against.iter().map(|p| p.name.as_str()));
+    names
+        .into_iter()
+        .map(|name| {
+            let here = this.iter().find(|p| p.name == name);
+            let there = against.iter().find(|p| p.name == name);
+            let status = match (here, there) {
+                (Some(a), Some(b)) if a == b => DiffStatus::Equal,
+                (Some(_), Some(_)) => DiffStatus::Different,
+                (Some(_), None) => DiffStatus::MissingThere,
+                _ => DiffStatus::MissingHere,
+            };
+            NamedDiff {
+                name: name.to_string(),
+                status,
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PromotionStatus {
@@ -286,6 +382,66 @@ mod tests {
         assert_eq!(diff.len(), 3);
         assert_eq!(diff[0].status, DiffStatus::Different);
         assert_eq!(diff[1].status, DiffStatus::Equal);
+    }
+
+    fn policy(name: &str, ty: PolicyType, description: &str) -> PolicySpec {
+        use crate::policy::{abac, PolicyBody};
+        let body = match ty {
+            PolicyType::ColumnMasking => PolicyBody::ColumnMasking { rules: vec![] },
+            PolicyType::RowLevelSecurity => PolicyBody::RowLevelSecurity { rules: vec![] },
+            PolicyType::Abac => PolicyBody::Abac(
+                abac::definition(abac::Effect::Deny, vec![abac::AbacAction::All], vec!["*".into()], None, None).unwrap(),
+            ),
+        };
+        PolicySpec {
+            name: name.into(),
+            description: description.into(),
+            enabled: true,
+            mode: Default::default(),
+            body,
+        }
+    }
+
+    #[test]
+    fn policy_plans_match_by_name() {
+        use PolicyType::*;
+        let src = [
+            policy("a", ColumnMasking, "new"),
+            policy("b", RowLevelSecurity, "changed"),
+            policy("c", Abac, "same"),
+            policy("d", Abac, "not included"),
+        ];
+        let tgt = [
+            policy("b", RowLevelSecurity, "old"),
+            policy("c", Abac, "same"),
+            policy("only-here", ColumnMasking, ""),
+        ];
+        let target: Vec<TargetPolicy> = tgt
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| TargetPolicy { policy_id: ["p1", "p2", "p3"][i], version: 3, spec })
+            .collect();
+        let refs: Vec<&PolicySpec> = src.iter().collect();
+        let include: BTreeSet<PromoteItem> = [PromoteItem::Policies].into();
+        let all = policy_types(&include);
+        assert_eq!(all.len(), 3);
+        let plan = plan_policies(&refs[..3], &target, &all);
+        assert_eq!(plan.creates.len(), 1);
+        assert_eq!(plan.updates, vec![("p1".to_string(), 3, src[1].clone())]);
+        let kinds: Vec<(&str, &str, ChangeAction)> =
+            plan.changes.iter().map(|c| (c.kind.as_str(), c.name.as_str(), c.action)).collect();
+        assert_eq!(kinds, [("masking_rule", "a", ChangeAction::Created), ("rls_filter", "b", ChangeAction::Updated)]);
+        let only_abac = policy_types(&[PromoteItem::AbacPolicies].into());
+        let plan = plan_policies(&refs, &target, &only_abac);
+        assert_eq!(plan.creates, vec![src[3].clone()], "c is equal; a and b are not ABAC");
+        let diff = diff_policies(&refs[..3], &tgt.iter().collect::<Vec<_>>());
+        let got: Vec<(&str, DiffStatus)> = diff.iter().map(|d| (d.name.as_str(), d.status)).collect();
+        assert_eq!(got, [
+            ("a", DiffStatus::MissingThere),
+            ("b", DiffStatus::Different),
+            ("c", DiffStatus::Equal),
+            ("only-here", DiffStatus::MissingHere),
+        ]);
     }
 
     #[test]

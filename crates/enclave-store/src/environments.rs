@@ -100,9 +100,21 @@ macro_rules! impl_environment_store {
                     let chain = parent_chain!(&mut *tx, &env.org_id, parent)?;
                     check_parent_row!(chain, None, 1)?;
                 }
+                let copies = env.policies.clone();
                 let rec = insert_env!(&mut *tx, env, count - 1)?;
                 drop_alias!(&mut *tx, &rec.org_id, &rec.slug)?;
                 journal!(&mut *tx, origin, Change::of("environment.created", None, Some(&rec)))?;
+                for spec in copies {
+                    let policy = NewPolicy {
+                        id: enclave_core::id::new_id(enclave_core::id::Kind::Policy),
+                        org_id: rec.org_id.clone(),
+                        env_id: rec.id.clone(),
+                        spec,
+                        created_by: origin.actor.id.clone(),
+                    };
+                    let copy = insert_policy!(&mut *tx, policy)?;
+                    journal!(&mut *tx, origin, Change::of("policy.created", None, Some(&copy)))?;
+                }
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
@@ -400,10 +412,17 @@ macro_rules! impl_environment_store {
                     .map_err(internal)
             }
 
-            async fn environment_contents(&self, _env_id: &str) -> enclave_core::Result<EnvContents> {
-                // API keys, secrets, policies and tables arrive with their own issues; each
-                // adds its count here. Until then an environment holds none of them.
-                Ok(EnvContents::default())
+            async fn environment_contents(&self, env_id: &str) -> enclave_core::Result<EnvContents> {
+                // Secrets and tables add their counts here with their own issues.
+                let (api_keys, policies): (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT COUNT(*) FROM api_keys WHERE env_id = $1 AND status IN ('active', 'rotating')), \
+                     (SELECT COUNT(*) FROM policies WHERE env_id = $1)",
+                )
+                .bind(env_id)
+                .fetch_one(self.reader())
+                .await
+                .map_err(internal)?;
+                Ok(EnvContents { api_keys, policies, ..EnvContents::default() })
             }
 
             async fn reorder_environments(&self, org_id: &str, expected_version: i64, order: &[String], origin: &Origin) -> enclave_core::Result<i64> {
@@ -460,6 +479,28 @@ macro_rules! impl_environment_store {
                 if target.version != apply.expected_target_version {
                     return Err(Error::precondition_failed("the target environment changed while the promotion was planned"));
                 }
+                let mut changed_policies = false;
+                for write in apply.policies {
+                    changed_policies = true;
+                    match write {
+                        PolicyWrite::Create(policy) => {
+                            if policy.env_id != target.id {
+                                return Err(Error::internal());
+                            }
+                            let rec = insert_policy!(&mut *tx, policy)
+                                .map_err(|e| if e.code == enclave_core::ErrorCode::Conflict {
+                                    Error::precondition_failed("a policy of that name appeared in the target while the promotion was planned")
+                                } else { e })?;
+                            journal!(&mut *tx, origin, Change::of("policy.created", None, Some(&rec)))?;
+                        }
+                        PolicyWrite::Update { policy_id, expected_version, spec } => {
+                            let before = select_policy!(&mut *tx, &target.id, &policy_id, Some(expected_version))?;
+                            let rec = save_policy_version!(&mut *tx, &policy_id, expected_version, &spec, &origin.actor.id)?
+                                .ok_or_else(|| Error::precondition_failed("a target policy changed while the promotion was planned"))?;
+                            journal!(&mut *tx, origin, Change::of("policy.updated", Some(&before), Some(&rec)))?;
+                        }
+                    }
+                }
                 if let Some(settings) = apply.settings {
                     sqlx::query("UPDATE environments SET settings = $2, updated_at = $3, version = version + 1 WHERE id = $1")
                         .bind(&apply.target_env_id)
@@ -488,7 +529,11 @@ macro_rules! impl_environment_store {
                     .before(serde_json::json!({"settings": target.settings.0, "version": target.version}))
                     .after(serde_json::to_value(r).unwrap_or_default());
                 journal!(&mut *tx, origin, change)?;
-                self.commit(tx, vec![Invalidation::Environment { env_id: apply.target_env_id.clone() }]).await
+                let mut events = vec![Invalidation::Environment { env_id: apply.target_env_id.clone() }];
+                if changed_policies {
+                    events.push(Invalidation::Policies { env_id: apply.target_env_id.clone() });
+                }
+                self.commit(tx, events).await
             }
 
             async fn promotions(&self, env_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<Promotion>, i64)> {

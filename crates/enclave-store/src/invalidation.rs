@@ -35,6 +35,10 @@ pub enum Invalidation {
     ApiKey {
         key_id: String,
     },
+    /// An environment's policies changed (the gateway compiles them again).
+    Policies {
+        env_id: String,
+    },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }

@@ -256,6 +256,26 @@ impl Audited for WebhookRecord {
     }
 }
 
+impl Audited for PolicyRecord {
+    const RESOURCE_TYPE: &'static str = "policy";
+    fn org_id(&self) -> &str {
+        &self.org_id
+    }
+    fn resource_id(&self) -> &str {
+        &self.id
+    }
+    fn env_id(&self) -> Option<&str> {
+        Some(&self.env_id)
+    }
+    fn audit(&self) -> Value {
+        let mut view = serde_json::to_value(&self.spec.0).unwrap_or_default();
+        view["policy_id"] = json!(self.id);
+        view["env_id"] = json!(self.env_id);
+        view["version"] = json!(self.version);
+        view
+    }
+}
+
 /// Appends `$change` to its organization's chain and queues its event, on the transaction's
 /// connection `$conn`. Evaluates to `enclave_core::Result<()>`.
 ///

@@ -11,6 +11,7 @@ mod db_error;
 mod environments;
 mod invalidation;
 mod journal;
+mod policies;
 mod postgres;
 mod records;
 mod sql;
@@ -26,6 +27,7 @@ pub use audit::AuditStore;
 pub use environments::EnvironmentStore;
 pub use invalidation::{Bus, Invalidation};
 pub use journal::{Audited, Change, Origin};
+pub use policies::PolicyStore;
 pub use postgres::PgStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
@@ -47,7 +49,7 @@ pub enum Backend {
 /// PostgreSQL, to every other node through `NOTIFY`).
 #[async_trait::async_trait]
 pub trait Store:
-    EnvironmentStore + ApiKeyStore + AuditStore + WebhookStore + Send + Sync + 'static
+    EnvironmentStore + ApiKeyStore + AuditStore + WebhookStore + PolicyStore + Send + Sync + 'static
 {
     fn backend(&self) -> Backend;
     /// The invalidation bus of this node: caches subscribe to it.

@@ -6,6 +6,7 @@ use enclave_core::api_key::{KeyStatus, Scope};
 use enclave_core::environment::{EnvSettings, EnvStatus, EnvType, SettingsPatch};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::pagination::PageRequest;
+use enclave_core::policy::PolicySpec;
 use enclave_core::promotion::Promotion;
 use enclave_core::Role;
 use serde_json::Value;
@@ -249,6 +250,8 @@ pub struct NewEnvironment {
     pub parent_env_id: Option<String>,
     pub description: String,
     pub settings: EnvSettings,
+    /// Policies created with it (a clone's copies), in the same transaction.
+    pub policies: Vec<PolicySpec>,
 }
 
 /// A partial update; `None` leaves a field as it is.
@@ -332,7 +335,79 @@ pub struct PromotionApply {
     pub target_env_id: String,
     pub expected_target_version: i64,
     pub settings: Option<EnvSettings>,
+    /// Policies created or updated in the target.
+    pub policies: Vec<PolicyWrite>,
     pub record: Promotion,
+}
+
+/// Standard policies and ABAC ones live side by side (one namespace of names) but are
+/// listed apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    Standard,
+    Abac,
+}
+
+impl PolicyKind {
+    pub fn of(spec: &PolicySpec) -> PolicyKind {
+        if spec.policy_type().is_standard() {
+            PolicyKind::Standard
+        } else {
+            PolicyKind::Abac
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Standard => "standard",
+            PolicyKind::Abac => "abac",
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PolicyRecord {
+    pub id: String,
+    pub org_id: String,
+    pub env_id: String,
+    pub name: String,
+    pub kind: String,
+    pub policy_type: String,
+    pub spec: Json<PolicySpec>,
+    pub version: i64,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PolicyVersionRecord {
+    pub policy_id: String,
+    pub version: i64,
+    pub spec: Json<PolicySpec>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewPolicy {
+    pub id: String,
+    pub org_id: String,
+    pub env_id: String,
+    pub spec: PolicySpec,
+    pub created_by: String,
+}
+
+/// One policy a promotion writes into its target.
+#[derive(Debug, Clone)]
+pub enum PolicyWrite {
+    Create(NewPolicy),
+    /// Only if the target's policy is still at `expected_version` (else 412: plan again).
+    Update {
+        policy_id: String,
+        expected_version: i64,
+        spec: PolicySpec,
+    },
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

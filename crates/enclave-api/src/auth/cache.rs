@@ -125,7 +125,7 @@ impl AuthCache {
             Invalidation::OrgEnvironments { org_id } => self
                 .envs
                 .retain(|_, e| e.as_ref().is_none_or(|e| &e.org_id != org_id)),
-            Invalidation::ApiKey { .. } => {}
+            Invalidation::ApiKey { .. } | Invalidation::Policies { .. } => {}
             Invalidation::All => {
                 self.sessions.clear();
                 self.members.clear();

@@ -97,7 +97,8 @@ impl KeyAuth {
             Invalidation::Session { .. }
             | Invalidation::Member { .. }
             | Invalidation::User { .. }
-            | Invalidation::OrgEnvironments { .. } => {}
+            | Invalidation::OrgEnvironments { .. }
+            | Invalidation::Policies { .. } => {}
         }
     }
 

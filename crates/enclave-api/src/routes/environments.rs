@@ -182,6 +182,7 @@ pub fn new_environment(
         parent_env_id: f.parent_env_id,
         description,
         settings,
+        policies: Vec::new(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! One module per resource; this file puts them on their paths.
 
+pub mod abac_policies;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -7,6 +8,7 @@ pub mod environments;
 pub mod health;
 pub mod members;
 pub mod organizations;
+pub mod policies;
 pub mod promotion;
 pub mod webhooks;
 
@@ -111,6 +113,48 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/environments/{env_id}/clone", post(promotion::clone))
         .route("/v1/environments/{env_id}/diff", get(promotion::diff))
+        .route(
+            "/v1/environments/{env_id}/policies",
+            get(policies::list).post(policies::create),
+        )
+        .route(
+            "/v1/environments/{env_id}/policies/evaluate",
+            post(policies::evaluate),
+        )
+        .route(
+            "/v1/environments/{env_id}/policies/{policy_id}",
+            get(policies::get)
+                .patch(policies::update)
+                .put(policies::replace)
+                .delete(policies::delete),
+        )
+        .route(
+            "/v1/environments/{env_id}/policies/{policy_id}/versions",
+            get(policies::versions),
+        )
+        .route(
+            "/v1/environments/{env_id}/policies/{policy_id}/versions/{version}/restore",
+            post(policies::restore),
+        )
+        .route(
+            "/v1/environments/{env_id}/abac-policies",
+            get(abac_policies::list).post(abac_policies::create),
+        )
+        .route(
+            "/v1/environments/{env_id}/abac-policies/{policy_id}",
+            get(abac_policies::get)
+                .patch(abac_policies::update)
+                .put(abac_policies::replace)
+                .delete(abac_policies::delete),
+        )
+        .route(
+            "/v1/environments/{env_id}/abac-policies/{policy_id}/versions",
+            get(abac_policies::versions),
+        )
+        .route(
+            "/v1/environments/{env_id}/abac-policies/{policy_id}/versions/{version}/restore",
+            post(abac_policies::restore),
+        )
         .route("/v1/organizations/{org_id}/audit/iam", get(audit::list))
         .route(
             "/v1/organizations/{org_id}/audit/iam/verify",

@@ -1,19 +1,20 @@
 //! Configuration between environments: promote (with dry run) and its history, clone, diff.
 //!
-//! Settings move now; policies and secrets join the same plan (one [`Change`] list, one
-//! store transaction) when those resources exist.
+//! Settings and policies move now (one change list, one store transaction); secrets join
+//! the same plan when they exist.
 
 use axum::extract::{Path, State};
 use axum::response::Response;
 use enclave_core::environment::{check_writable, EnvSettings, EnvType};
 use enclave_core::id::{new_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
+use enclave_core::policy::PolicySpec;
 use enclave_core::promotion::{
-    self, diff_settings, plan_settings, CloneItem, EnvironmentDiff, PromoteItem, Promotion,
-    PromotionCounts, PromotionStatus,
+    self, diff_policies, diff_settings, plan_policies, plan_settings, CloneItem,
+    EnvironmentDiff, PromoteItem, Promotion, PromotionCounts, PromotionStatus, TargetPolicy,
 };
 use enclave_core::{Error, ErrorCode, Permission, Result};
-use enclave_store::{EnvRecord, PromotionApply};
+use enclave_store::{EnvRecord, NewPolicy, PolicyRecord, PolicyWrite, PromotionApply};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -98,8 +99,15 @@ pub async fn promote(
         )
         .into());
     }
-    // Planned from the target as read, applied only if it is still that version: a write
-    // landing in between makes the store answer 412, and the plan is made again.
+    let policy_types = promotion::policy_types(&include);
+    let source_policies = if policy_types.is_empty() {
+        Vec::new()
+    } else {
+        state.store.env_policies(&source.id).await?
+    };
+    // Planned from the target as read, applied only if it is still that version (and each
+    // updated policy still at its version): a write landing in between makes the store
+    // answer 412, and the plan is made again.
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -112,6 +120,39 @@ pub async fn promote(
                 settings = Some(new);
                 details.extend(changes);
             }
+        }
+        let mut policies = Vec::new();
+        if !policy_types.is_empty() {
+            let target_policies = state.store.env_policies(&target.id).await?;
+            let plan = plan_policies(
+                &specs(&source_policies),
+                &target_policies
+                    .iter()
+                    .map(|p| TargetPolicy {
+                        policy_id: &p.id,
+                        version: p.version,
+                        spec: &p.spec.0,
+                    })
+                    .collect::<Vec<_>>(),
+                &policy_types,
+            );
+            details.extend(plan.changes);
+            policies.extend(plan.creates.into_iter().map(|spec| {
+                PolicyWrite::Create(NewPolicy {
+                    id: new_id(Kind::Policy),
+                    org_id: target.org_id.clone(),
+                    env_id: target.id.clone(),
+                    spec,
+                    created_by: who.user_id.clone(),
+                })
+            }));
+            policies.extend(plan.updates.into_iter().map(|(policy_id, expected_version, spec)| {
+                PolicyWrite::Update {
+                    policy_id,
+                    expected_version,
+                    spec,
+                }
+            }));
         }
         let record = Promotion {
             promotion_id: new_id(Kind::Promotion),
@@ -137,6 +178,7 @@ pub async fn promote(
             target_env_id: target.id.clone(),
             expected_target_version: target.version,
             settings,
+            policies,
             record: record.clone(),
         };
         match state.store.apply_promotion(apply, &origin).await {
@@ -189,7 +231,18 @@ pub async fn clone(
     } else {
         EnvSettings::default()
     };
-    let env = new_environment(
+    let policies = if include.contains(&CloneItem::Policies) {
+        state
+            .store
+            .env_policies(&source.id)
+            .await?
+            .into_iter()
+            .map(|p| p.spec.0)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut env = new_environment(
         &source.org_id,
         EnvFields {
             name: req.name,
@@ -201,6 +254,7 @@ pub async fn clone(
         },
         settings,
     )?;
+    env.policies = policies;
     let rec = create_and_provision(&state, access.tier, env, &origin).await?;
     Ok(created(&state, rec))
 }
@@ -230,15 +284,27 @@ pub async fn diff(
     })?;
     let against = sibling(&state, &this, &against_id).await?;
     let settings = diff_settings(&this.settings.0, &against.settings.0);
+    let (mine, theirs) = (
+        state.store.env_policies(&this.id).await?,
+        state.store.env_policies(&against.id).await?,
+    );
+    let policies = diff_policies(&specs(&mine), &specs(&theirs));
     let identical = settings
         .iter()
-        .all(|s| s.status == promotion::DiffStatus::Equal);
+        .all(|s| s.status == promotion::DiffStatus::Equal)
+        && policies
+            .iter()
+            .all(|p| p.status == promotion::DiffStatus::Equal);
     Ok(axum::Json(EnvironmentDiff {
         env_id: this.id,
         against_env_id: against.id,
         identical,
         settings,
-        policies: Vec::new(),
+        policies,
         secrets: Vec::new(),
     }))
+}
+
+fn specs(records: &[PolicyRecord]) -> Vec<&PolicySpec> {
+    records.iter().map(|r| &r.spec.0).collect()
 }

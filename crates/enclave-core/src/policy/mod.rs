@@ -9,6 +9,7 @@
 pub mod abac;
 pub mod evaluate;
 pub mod filter;
+pub mod input;
 pub mod table;
 
 use serde::{Deserialize, Serialize};

@@ -29,6 +29,7 @@ fn env(org: &str, slug: &str) -> NewEnvironment {
         parent_env_id: None,
         description: String::new(),
         settings: EnvSettings::default(),
+        policies: Vec::new(),
     }
 }
 
@@ -240,6 +241,7 @@ async fn promotion_is_all_or_nothing(store: Arc<dyn Store>) {
                 target_env_id: prod.id.clone(),
                 expected_target_version: prod.version - 1,
                 settings: Some(settings.clone()),
+                policies: Vec::new(),
                 record: record(&new_id(Kind::Promotion)),
             },
             &Origin::system(),
@@ -271,6 +273,7 @@ async fn promotion_is_all_or_nothing(store: Arc<dyn Store>) {
                 target_env_id: prod.id.clone(),
                 expected_target_version: prod.version,
                 settings: Some(settings.clone()),
+                policies: Vec::new(),
                 record: record(&id),
             },
             &Origin::system(),

@@ -21,10 +21,16 @@ both!(
 );
 
 /// Operations that change nothing in any organization's trail, and why.
-const EXEMPT: &[(&str, &str)] = &[(
-    "POST /v1/auth/signup",
-    "creates an account that belongs to no organization yet: there is no trail to write to",
-)];
+const EXEMPT: &[(&str, &str)] = &[
+    (
+        "POST /v1/auth/signup",
+        "creates an account that belongs to no organization yet: there is no trail to write to",
+    ),
+    (
+        "POST /v1/environments/{env_id}/policies/evaluate",
+        "answers what policies would do and changes nothing (a POST for its request body)",
+    ),
+];
 
 /// A request to make, and whose trail it must grow (`None`: the organization it creates).
 struct Call {
@@ -107,6 +113,60 @@ impl Ctx<'_> {
             .await;
         r.expect(201);
         r.body["webhook_id"].as_str().unwrap().to_string()
+    }
+
+    /// A policy in `env_id` under `kind` (`policies` or `abac-policies`).
+    async fn policy(&self, env_id: &str, kind: &str) -> String {
+        let body = if kind == "policies" {
+            json!({"name": self.unique("mask"), "type": "column_masking",
+                   "rules": [{"table": "t", "column": "c", "function": "full"}]})
+        } else {
+            json!({"name": self.unique("deny"), "effect": "deny", "actions": ["export"], "resources": ["*"]})
+        };
+        let r = self
+            .s
+            .post(&format!("/v1/environments/{env_id}/{kind}"), Some(&self.token), body)
+            .await;
+        r.expect(201);
+        r.body["policy_id"].as_str().unwrap().to_string()
+    }
+
+    async fn policy_recipe(&self, op: &str) -> Option<Call> {
+        let kind = if op.contains("/abac-policies") { "abac-policies" } else { "policies" };
+        let e = self.env().await;
+        if op.ends_with(&format!("/{kind}")) {
+            let p = self.policy(&e, kind).await;
+            let body = self.s.get(&format!("/v1/environments/{e}/{kind}/{p}"), &self.token).await.body;
+            let mut copy = body.clone();
+            for field in ["policy_id", "env_id", "version", "created_by", "created_at", "updated_at", "type"] {
+                copy.as_object_mut().unwrap().remove(field);
+            }
+            if kind == "policies" {
+                copy["type"] = body["type"].clone();
+            }
+            copy["name"] = json!(self.unique("copy"));
+            return self.call(Method::POST, format!("/v1/environments/{e}/{kind}"), copy);
+        }
+        let p = self.policy(&e, kind).await;
+        let path = format!("/v1/environments/{e}/{kind}/{p}");
+        if op.starts_with("PATCH") {
+            self.call(Method::PATCH, path, json!({"description": "patched"}))
+        } else if op.starts_with("PUT") {
+            let mut whole = self.s.get(&path, &self.token).await.body;
+            for field in ["policy_id", "env_id", "version", "created_by", "created_at", "updated_at"] {
+                whole.as_object_mut().unwrap().remove(field);
+            }
+            if kind == "abac-policies" {
+                whole.as_object_mut().unwrap().remove("type");
+            }
+            whole["description"] = json!("replaced");
+            self.call(Method::PUT, path, whole)
+        } else if op.starts_with("DELETE") {
+            self.call(Method::DELETE, path, json!(null))
+        } else {
+            self.s.patch(&path, &self.token, json!({"enabled": false})).await.expect(200);
+            self.call(Method::POST, format!("{path}/versions/1/restore"), json!({}))
+        }
     }
 
     async fn login(&self) -> Value {
@@ -283,6 +343,7 @@ impl Ctx<'_> {
                 let d = t.body["delivery_id"].as_str().unwrap();
                 self.call(post, format!("/v1/organizations/{o}/webhooks/{w}/deliveries/{d}/redeliver"), json!({}))
             }
+            op if op.contains("/policies") || op.contains("/abac-policies") => self.policy_recipe(op).await,
             other => panic!("no recipe for `{other}`: add one to audit.rs (and audit the endpoint)"),
         }
     }

@@ -278,6 +278,7 @@ async fn unfinished_lifecycle_steps_finish_at_start(db: Db) {
         parent_env_id: None,
         description: String::new(),
         settings: Default::default(),
+        policies: Vec::new(),
     };
     let half_made = store
         .create_environment(env("half-made"), None, &enclave_store::Origin::system())
