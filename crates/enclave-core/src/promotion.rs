@@ -390,7 +390,14 @@ mod tests {
             PolicyType::ColumnMasking => PolicyBody::ColumnMasking { rules: vec![] },
             PolicyType::RowLevelSecurity => PolicyBody::RowLevelSecurity { rules: vec![] },
             PolicyType::Abac => PolicyBody::Abac(
-                abac::definition(abac::Effect::Deny, vec![abac::AbacAction::All], vec!["*".into()], None, None).unwrap(),
+                abac::definition(
+                    abac::Effect::Deny,
+                    vec![abac::AbacAction::All],
+                    vec!["*".into()],
+                    None,
+                    None,
+                )
+                .unwrap(),
             ),
         };
         PolicySpec {
@@ -419,7 +426,11 @@ mod tests {
         let target: Vec<TargetPolicy> = tgt
             .iter()
             .enumerate()
-            .map(|(i, spec)| TargetPolicy { policy_id: ["p1", "p2", "p3"][i], version: 3, spec })
+            .map(|(i, spec)| TargetPolicy {
+                policy_id: ["p1", "p2", "p3"][i],
+                version: 3,
+                spec,
+            })
             .collect();
         let refs: Vec<&PolicySpec> = src.iter().collect();
         let include: BTreeSet<PromoteItem> = [PromoteItem::Policies].into();
@@ -428,20 +439,37 @@ mod tests {
         let plan = plan_policies(&refs[..3], &target, &all);
         assert_eq!(plan.creates.len(), 1);
         assert_eq!(plan.updates, vec![("p1".to_string(), 3, src[1].clone())]);
-        let kinds: Vec<(&str, &str, ChangeAction)> =
-            plan.changes.iter().map(|c| (c.kind.as_str(), c.name.as_str(), c.action)).collect();
-        assert_eq!(kinds, [("masking_rule", "a", ChangeAction::Created), ("rls_filter", "b", ChangeAction::Updated)]);
+        let kinds: Vec<(&str, &str, ChangeAction)> = plan
+            .changes
+            .iter()
+            .map(|c| (c.kind.as_str(), c.name.as_str(), c.action))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("masking_rule", "a", ChangeAction::Created),
+                ("rls_filter", "b", ChangeAction::Updated)
+            ]
+        );
         let only_abac = policy_types(&[PromoteItem::AbacPolicies].into());
         let plan = plan_policies(&refs, &target, &only_abac);
-        assert_eq!(plan.creates, vec![src[3].clone()], "c is equal; a and b are not ABAC");
+        assert_eq!(
+            plan.creates,
+            vec![src[3].clone()],
+            "c is equal; a and b are not ABAC"
+        );
         let diff = diff_policies(&refs[..3], &tgt.iter().collect::<Vec<_>>());
-        let got: Vec<(&str, DiffStatus)> = diff.iter().map(|d| (d.name.as_str(), d.status)).collect();
-        assert_eq!(got, [
-            ("a", DiffStatus::MissingThere),
-            ("b", DiffStatus::Different),
-            ("c", DiffStatus::Equal),
-            ("only-here", DiffStatus::MissingHere),
-        ]);
+        let got: Vec<(&str, DiffStatus)> =
+            diff.iter().map(|d| (d.name.as_str(), d.status)).collect();
+        assert_eq!(
+            got,
+            [
+                ("a", DiffStatus::MissingThere),
+                ("b", DiffStatus::Different),
+                ("c", DiffStatus::Equal),
+                ("only-here", DiffStatus::MissingHere),
+            ]
+        );
     }
 
     #[test]

@@ -250,11 +250,16 @@ macro_rules! save_policy_version {
         .map_err(unique_or(|| {
             Error::conflict(
                 "name_taken",
-                format!("this environment already has a policy named `{}`", spec.name),
+                format!(
+                    "this environment already has a policy named `{}`",
+                    spec.name
+                ),
             )
         }));
         match rec {
-            Ok(Some(rec)) => record_version!($conn, &rec.id, rec.version, spec, $by, now).map(|()| Some(rec)),
+            Ok(Some(rec)) => {
+                record_version!($conn, &rec.id, rec.version, spec, $by, now).map(|()| Some(rec))
+            }
             other => other,
         }
     }};

@@ -208,7 +208,12 @@ pub async fn create_spec(
             origin,
         )
         .await?;
-    let location = format!("/v1/environments/{}/{}/{}", rec.env_id, path_of(kind), rec.id);
+    let location = format!(
+        "/v1/environments/{}/{}/{}",
+        rec.env_id,
+        path_of(kind),
+        rec.id
+    );
     Ok(views::created(rec.version, location, view(rec)))
 }
 
@@ -253,7 +258,9 @@ pub async fn versions_of(
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, total) = state.store.policy_versions(policy_id, &page).await?;
     let rows: Vec<PolicyVersion> = rows.into_iter().map(version_view).collect();
-    Ok(Page::from_rows(rows, &page, total, |v| v.version.to_string()))
+    Ok(Page::from_rows(rows, &page, total, |v| {
+        v.version.to_string()
+    }))
 }
 
 /// Saves version `version`'s content as the next version.
@@ -367,7 +374,16 @@ pub async fn delete(
     Path((env_id, policy_id)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<StatusCode> {
-    delete_kind(&state, &who, &origin, &env_id, &policy_id, PolicyKind::Standard, expected).await?;
+    delete_kind(
+        &state,
+        &who,
+        &origin,
+        &env_id,
+        &policy_id,
+        PolicyKind::Standard,
+        expected,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -440,7 +456,11 @@ pub async fn evaluate(
 
 /// The caller as the gateway would see it: a user's role and attributes in the
 /// organization, or a key's role, attributes and scopes.
-async fn caller_principal(state: &AppState, who: &Caller, env: &EnvRecord) -> Result<EvalPrincipal> {
+async fn caller_principal(
+    state: &AppState,
+    who: &Caller,
+    env: &EnvRecord,
+) -> Result<EvalPrincipal> {
     match who {
         Caller::Key(k) => Ok(EvalPrincipal {
             role: k.role,

@@ -10,8 +10,8 @@ use enclave_core::id::{new_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::policy::PolicySpec;
 use enclave_core::promotion::{
-    self, diff_policies, diff_settings, plan_policies, plan_settings, CloneItem,
-    EnvironmentDiff, PromoteItem, Promotion, PromotionCounts, PromotionStatus, TargetPolicy,
+    self, diff_policies, diff_settings, plan_policies, plan_settings, CloneItem, EnvironmentDiff,
+    PromoteItem, Promotion, PromotionCounts, PromotionStatus, TargetPolicy,
 };
 use enclave_core::{Error, ErrorCode, Permission, Result};
 use enclave_store::{EnvRecord, NewPolicy, PolicyRecord, PolicyWrite, PromotionApply};
@@ -146,13 +146,15 @@ pub async fn promote(
                     created_by: who.user_id.clone(),
                 })
             }));
-            policies.extend(plan.updates.into_iter().map(|(policy_id, expected_version, spec)| {
-                PolicyWrite::Update {
-                    policy_id,
-                    expected_version,
-                    spec,
-                }
-            }));
+            policies.extend(
+                plan.updates
+                    .into_iter()
+                    .map(|(policy_id, expected_version, spec)| PolicyWrite::Update {
+                        policy_id,
+                        expected_version,
+                        spec,
+                    }),
+            );
         }
         let record = Promotion {
             promotion_id: new_id(Kind::Promotion),

@@ -14,8 +14,8 @@ use super::abac::{self, AbacAction, Effect};
 use super::evaluate::{Principal, Request};
 use super::table::TableRef;
 use super::{
-    description, name, standard_rules, PolicyBody, PolicyMode, PolicySpec, PolicyType,
-    RuleInput, StandardType,
+    description, name, standard_rules, PolicyBody, PolicyMode, PolicySpec, PolicyType, RuleInput,
+    StandardType,
 };
 use crate::error::{Error, Result};
 use crate::role::Role;
@@ -250,9 +250,9 @@ impl PrincipalInput {
     pub fn into_principal(self) -> Result<Principal> {
         crate::validate::attributes("principal.attributes", &self.attributes)?;
         let scopes = match self.scopes {
-            Some(list) => Some(
-                crate::api_key::expand_scopes(&list).map_err(|e| e.within("principal"))?,
-            ),
+            Some(list) => {
+                Some(crate::api_key::expand_scopes(&list).map_err(|e| e.within("principal"))?)
+            }
             None => None,
         };
         let agent = self.agent.unwrap_or_default();
@@ -350,7 +350,10 @@ mod tests {
         let PolicyBody::ColumnMasking { rules } = &spec.body else {
             panic!()
         };
-        assert_eq!((rules[0].table.as_str(), rules[0].column.as_str()), ("customers", "email"));
+        assert_eq!(
+            (rules[0].table.as_str(), rules[0].column.as_str()),
+            ("customers", "email")
+        );
     }
 
     #[test]

@@ -125,20 +125,40 @@ impl Ctx<'_> {
         };
         let r = self
             .s
-            .post(&format!("/v1/environments/{env_id}/{kind}"), Some(&self.token), body)
+            .post(
+                &format!("/v1/environments/{env_id}/{kind}"),
+                Some(&self.token),
+                body,
+            )
             .await;
         r.expect(201);
         r.body["policy_id"].as_str().unwrap().to_string()
     }
 
     async fn policy_recipe(&self, op: &str) -> Option<Call> {
-        let kind = if op.contains("/abac-policies") { "abac-policies" } else { "policies" };
+        let kind = if op.contains("/abac-policies") {
+            "abac-policies"
+        } else {
+            "policies"
+        };
         let e = self.env().await;
         if op.ends_with(&format!("/{kind}")) {
             let p = self.policy(&e, kind).await;
-            let body = self.s.get(&format!("/v1/environments/{e}/{kind}/{p}"), &self.token).await.body;
+            let body = self
+                .s
+                .get(&format!("/v1/environments/{e}/{kind}/{p}"), &self.token)
+                .await
+                .body;
             let mut copy = body.clone();
-            for field in ["policy_id", "env_id", "version", "created_by", "created_at", "updated_at", "type"] {
+            for field in [
+                "policy_id",
+                "env_id",
+                "version",
+                "created_by",
+                "created_at",
+                "updated_at",
+                "type",
+            ] {
                 copy.as_object_mut().unwrap().remove(field);
             }
             if kind == "policies" {
@@ -153,7 +173,14 @@ impl Ctx<'_> {
             self.call(Method::PATCH, path, json!({"description": "patched"}))
         } else if op.starts_with("PUT") {
             let mut whole = self.s.get(&path, &self.token).await.body;
-            for field in ["policy_id", "env_id", "version", "created_by", "created_at", "updated_at"] {
+            for field in [
+                "policy_id",
+                "env_id",
+                "version",
+                "created_by",
+                "created_at",
+                "updated_at",
+            ] {
                 whole.as_object_mut().unwrap().remove(field);
             }
             if kind == "abac-policies" {
@@ -164,8 +191,15 @@ impl Ctx<'_> {
         } else if op.starts_with("DELETE") {
             self.call(Method::DELETE, path, json!(null))
         } else {
-            self.s.patch(&path, &self.token, json!({"enabled": false})).await.expect(200);
-            self.call(Method::POST, format!("{path}/versions/1/restore"), json!({}))
+            self.s
+                .patch(&path, &self.token, json!({"enabled": false}))
+                .await
+                .expect(200);
+            self.call(
+                Method::POST,
+                format!("{path}/versions/1/restore"),
+                json!({}),
+            )
         }
     }
 

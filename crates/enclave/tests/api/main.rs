@@ -11,6 +11,7 @@ mod durability;
 mod environments;
 mod members;
 mod organizations;
+mod policies;
 mod receiver;
 mod system;
 mod webhooks;
