@@ -27,6 +27,8 @@ enum Command {
     Env(enclave::cli::env::EnvCommand),
     /// Manage an environment's API keys on a running server (ENCLAVE_URL, ENCLAVE_TOKEN).
     Keys(enclave::cli::keys::KeysCommand),
+    /// Manage an environment's policies on a running server (ENCLAVE_URL, ENCLAVE_TOKEN).
+    Policies(enclave::cli::policies::PoliciesCommand),
     /// Export the IAM audit trail, or verify an export offline (`enclave audit verify FILE`).
     Audit(enclave::cli::audit::AuditCommand),
 }
@@ -54,6 +56,7 @@ async fn main() -> std::process::ExitCode {
     let (serve, args) = match cli.command {
         Command::Env(cmd) => return client_result(enclave::cli::env::run(cmd).await),
         Command::Keys(cmd) => return client_result(enclave::cli::keys::run(cmd).await),
+        Command::Policies(cmd) => return client_result(enclave::cli::policies::run(cmd).await),
         Command::Audit(cmd) => return client_result(enclave::cli::audit::run(cmd).await),
         Command::Serve(args) => (true, args),
         Command::Migrate(args) => (false, args),

@@ -84,6 +84,25 @@ pub enum EnvAction {
         #[arg(long, value_delimiter = ',')]
         include: Option<Vec<String>>,
     },
+    /// Copy configuration (policies, settings) from one environment into another, matched
+    /// by name. Never data, never API keys.
+    Promote {
+        /// The source.
+        env: String,
+        /// The target.
+        target: String,
+        /// What to carry: policies, masking_rules, rls_filters, abac_policies, secrets,
+        /// settings (default all).
+        #[arg(long, value_delimiter = ',')]
+        include: Option<Vec<String>>,
+        /// Show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Promotions from or into an environment, newest first.
+    Promotions {
+        env: String,
+    },
     /// What differs between two environments.
     Diff {
         env: String,
@@ -379,6 +398,56 @@ pub async fn run(cmd: EnvCommand) -> anyhow::Result<()> {
                 .await?;
             show(json, &e);
         }
+        EnvAction::Promote {
+            env,
+            target,
+            include,
+            dry_run,
+        } => {
+            let id = resolve(&client, &org, &env).await?;
+            let target_id = resolve(&client, &org, &target).await?;
+            let mut body = json!({"target_env_id": target_id, "dry_run": dry_run});
+            if let Some(i) = include {
+                body["include"] = json!(i);
+            }
+            let p = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/environments/{id}/promote"),
+                    Some(body),
+                )
+                .await?;
+            if json {
+                output::json(&p);
+            } else {
+                print_promotion(&p);
+            }
+        }
+        EnvAction::Promotions { env } => {
+            let id = resolve(&client, &org, &env).await?;
+            let page = client
+                .get(&format!("/v1/environments/{id}/promotions?limit=200"))
+                .await?;
+            if json {
+                output::json(&page);
+            } else {
+                let rows: Vec<Vec<String>> = page["data"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        vec![
+                            output::cell(&p["promotion_id"]),
+                            output::cell(&p["promoted_at"]),
+                            output::cell(&p["source_env"]),
+                            output::cell(&p["target_env"]),
+                            output::cell(&p["details"].as_array().map_or(0, Vec::len).into()),
+                        ]
+                    })
+                    .collect();
+                output::table(&["PROMOTION_ID", "AT", "FROM", "TO", "CHANGES"], &rows);
+            }
+        }
         EnvAction::Diff { env, against } => {
             let id = resolve(&client, &org, &env).await?;
             let other = resolve(&client, &org, &against).await?;
@@ -433,4 +502,33 @@ pub async fn run(cmd: EnvCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_promotion(p: &Value) {
+    let rows: Vec<Vec<String>> = p["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            vec![
+                output::cell(&d["kind"]),
+                output::cell(&d["name"]),
+                output::cell(&d["action"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        output::line("nothing to promote: the target already matches");
+    } else {
+        output::table(&["KIND", "NAME", "ACTION"], &rows);
+    }
+    output::line(&format!(
+        "{} ({})",
+        if p["dry_run"] == json!(true) {
+            "dry run: nothing changed"
+        } else {
+            "promoted"
+        },
+        output::cell(&p["promotion_id"])
+    ));
 }

@@ -5,3 +5,4 @@ pub mod client;
 pub mod env;
 pub mod keys;
 pub mod output;
+pub mod policies;

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::both;
 use crate::common::{Db, Server};
 
-both!(env_commands, keys_commands);
+both!(env_commands, keys_commands, policy_commands);
 
 struct Cli {
     url: String,
@@ -295,4 +295,160 @@ async fn keys_commands(db: Db) {
     assert_eq!(bad.code, 1);
     assert!(bad.stderr.contains("unknown_scope"), "{}", bad.stderr);
     s.stop().await;
+}
+
+/// The worked example of docs/policies.md, through the CLI: policies from files in staging,
+/// evaluated, promoted to production (dry run first), then versions and a restore.
+async fn policy_commands(db: Db) {
+    let s = db.start().await;
+    let cli = Cli {
+        url: s.url.clone(),
+        token: s.owner_token().await,
+    };
+    let dir = tempfile_dir(&db);
+    let write = |name: &str, body: Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, body.to_string()).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let pii = write(
+        "pii.json",
+        serde_json::json!({"name": "pii-masking", "type": "column_masking", "rules": [
+            {"table": "customers", "column": "email", "function": "partial", "visible_chars": 4, "exempt_roles": ["admin"]},
+            {"table": "customers", "column": "ssn", "function": "hash"}]}),
+    );
+    let dept = write(
+        "dept.json",
+        serde_json::json!({"name": "department-isolation", "type": "row_level_security", "rules": [
+            {"table": "orders", "filter": "department = {department}", "exempt_roles": ["owner", "admin"]}]}),
+    );
+    let deny = write(
+        "deny.json",
+        serde_json::json!({"name": "no-pii-export", "effect": "deny", "actions": ["export"],
+            "resources": ["table:customers"], "conditions": {"principal.role": {"not_in": ["owner"]}}}),
+    );
+    for file in [&pii, &dept, &deny] {
+        cli.json(&["policies", "create", "--env", "staging", "--file", file])
+            .await;
+    }
+    let table = cli.run(&["policies", "list", "--env", "staging"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("POLICY_ID"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("department-isolation")
+            && table.stdout.contains("deny export on table:customers")
+    );
+
+    let e = cli
+        .run(&[
+            "policies",
+            "evaluate",
+            "--env",
+            "staging",
+            "--tables",
+            "customers,orders",
+            "--role",
+            "analyst",
+            "--attr",
+            "department=sales",
+        ])
+        .await;
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    assert!(e.stdout.starts_with("decision: allow"), "{}", e.stdout);
+    assert!(
+        e.stdout.contains("customers.email") && e.stdout.contains("partial"),
+        "{}",
+        e.stdout
+    );
+    assert!(
+        e.stdout.contains("department = $1") && e.stdout.contains("sales"),
+        "{}",
+        e.stdout
+    );
+    let export = cli
+        .json(&[
+            "policies",
+            "evaluate",
+            "--env",
+            "staging",
+            "--action",
+            "export",
+            "--tables",
+            "customers",
+            "--role",
+            "developer",
+        ])
+        .await;
+    assert_eq!(export["denied_by"]["name"], "no-pii-export");
+
+    let dry = cli
+        .run(&["env", "promote", "staging", "production", "--dry-run"])
+        .await;
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("masking_rule") && dry.stdout.contains("dry run: nothing changed"),
+        "{}",
+        dry.stdout
+    );
+    let prod = cli.json(&["policies", "list", "--env", "production"]).await;
+    assert_eq!(prod["data"], serde_json::json!([]));
+    let done = cli.json(&["env", "promote", "staging", "production"]).await;
+    assert_eq!(done["changes"]["policies_created"], 3);
+    let again = cli.run(&["env", "promote", "staging", "production"]).await;
+    assert!(
+        again.stdout.contains("nothing to promote"),
+        "{}",
+        again.stdout
+    );
+    let history = cli.json(&["env", "promotions", "production"]).await;
+    assert_eq!(history["data"].as_array().unwrap().len(), 2);
+
+    cli.json(&["policies", "disable", "--env", "production", "pii-masking"])
+        .await;
+    let versions = cli
+        .json(&["policies", "versions", "--env", "production", "pii-masking"])
+        .await;
+    assert_eq!(versions["data"][0]["enabled"], false);
+    let restored = cli
+        .json(&[
+            "policies",
+            "restore",
+            "--env",
+            "production",
+            "pii-masking",
+            "1",
+        ])
+        .await;
+    assert_eq!(
+        (restored["enabled"].clone(), restored["version"].clone()),
+        (serde_json::json!(true), serde_json::json!(3))
+    );
+    let gone = cli
+        .run(&["policies", "delete", "--env", "production", "no-pii-export"])
+        .await;
+    assert_eq!(gone.code, 0, "{}", gone.stderr);
+    let missing = cli
+        .run(&["policies", "get", "--env", "production", "no-pii-export"])
+        .await;
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("no policy `no-pii-export`"),
+        "{}",
+        missing.stderr
+    );
+    let bad = cli
+        .run(&["policies", "create", "--env", "staging", "--file", &deny])
+        .await;
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr.contains("no-pii-export"),
+        "a taken name is explained: {}",
+        bad.stderr
+    );
+}
+
+fn tempfile_dir(db: &Db) -> std::path::PathBuf {
+    let dir = db.data_dir().join("cli-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
