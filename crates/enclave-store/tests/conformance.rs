@@ -34,6 +34,8 @@ macro_rules! conformance {
 mod api_keys;
 #[path = "conformance/environments.rs"]
 mod environments;
+#[path = "conformance/policies.rs"]
+mod policies;
 #[path = "conformance/webhooks.rs"]
 mod webhooks;
 
