@@ -17,12 +17,18 @@ need_wrk() {
 # wrk's latency figures, normalised to milliseconds.
 ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.2f", v}'; }
 
-# run NAME PATH [auth|HEADER]: drives $url$PATH with wrk (as $token when `auth`, or with the
-# header given), prints `name|req/s|p50 ms|p99 ms`; any non-2xx answer stops the benchmark.
+# run NAME PATH [auth|HEADER] [JSON]: drives $url$PATH with wrk (as $token when `auth`, or
+# with the header given; a POST of JSON when given), prints `name|req/s|p50 ms|p99 ms`; any
+# non-2xx answer stops the benchmark.
 run() {
   local args=(-t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency)
   if [ "${3:-}" = auth ]; then args+=(-H "Authorization: Bearer $token")
   elif [ -n "${3:-}" ]; then args+=(-H "$3"); fi
+  if [ -n "${4:-}" ]; then
+    local script; script="$(mktemp --suffix=.lua)"
+    printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[%s]==]\n' "$4" >"$script"
+    args+=(-s "$script")
+  fi
   local report; report="$(wrk "${args[@]}" "$url$2")"
   local rps p50 p99 errors
   rps="$(printf '%s\n' "$report" | awk '/^Requests\/sec:/ {printf "%.0f", $2}')"
