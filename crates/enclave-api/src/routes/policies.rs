@@ -450,7 +450,13 @@ pub async fn evaluate(
     };
     let request = input::request(&env.org_id, &env.id, req.action, req.resource, req.context)?;
     let records = state.store.env_policies(&env.id).await?;
-    let set = PolicySet::compile(records.iter().map(|r| (r.id.as_str(), &r.spec.0)))?;
+    // Stored policies were validated when saved: one that no longer compiles is our fault,
+    // not the caller's.
+    let set =
+        PolicySet::compile(records.iter().map(|r| (r.id.as_str(), &r.spec.0))).map_err(|e| {
+            tracing::error!(env_id = %env.id, error = %e, "a stored policy does not compile");
+            Error::internal()
+        })?;
     Ok(axum::Json(set.evaluate(&principal, &request)))
 }
 
