@@ -88,7 +88,7 @@ macro_rules! impl_environment_store {
     ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::EnvironmentStore for $store {
-            async fn create_environment(&self, env: NewEnvironment, max_environments: Option<u32>, origin: &Origin) -> enclave_core::Result<EnvRecord> {
+            async fn create_environment(&self, mut env: NewEnvironment, max_environments: Option<u32>, origin: &Origin) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
                 let (count, _) = lock_org_envs!(&mut *tx, &env.org_id, 1)?;
                 if let Some(max) = max_environments {
@@ -100,7 +100,7 @@ macro_rules! impl_environment_store {
                     let chain = parent_chain!(&mut *tx, &env.org_id, parent)?;
                     check_parent_row!(chain, None, 1)?;
                 }
-                let copies = env.policies.clone();
+                let copies = std::mem::take(&mut env.policies);
                 let rec = insert_env!(&mut *tx, env, count - 1)?;
                 drop_alias!(&mut *tx, &rec.org_id, &rec.slug)?;
                 journal!(&mut *tx, origin, Change::of("environment.created", None, Some(&rec)))?;

@@ -69,7 +69,7 @@ pub fn action_requirement(action: AbacAction) -> (Permission, &'static [Scope]) 
 
 enum Compiled {
     Masking(Vec<MaskingRule>),
-    Rls(Vec<(String, Vec<crate::role::Role>, RowFilter)>),
+    Rls(Vec<(String, Vec<Role>, RowFilter)>),
     Abac(CompiledAbac),
 }
 

@@ -131,6 +131,21 @@ impl Client {
         self.call(Method::GET, path, None).await
     }
 
+    /// Every row of a paginated list (`path` with its query, e.g. `?limit=200`), following
+    /// the cursors; and the last page, for what a list carries beside `data`.
+    pub async fn all_pages(&self, path: &str) -> anyhow::Result<(Vec<Value>, Value)> {
+        let mut rows = Vec::new();
+        let mut next = path.to_string();
+        loop {
+            let page = self.get(&next).await?;
+            rows.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["pagination"]["cursor"].as_str() {
+                Some(c) => next = format!("{path}&cursor={c}"),
+                None => return Ok((rows, page)),
+            }
+        }
+    }
+
     /// The organization to act in: `--org`, else the token's.
     pub async fn org(&self) -> anyhow::Result<String> {
         if let Some(o) = &self.org {

@@ -197,23 +197,23 @@ pub(crate) async fn resolve(client: &Client, org: &str, env: &str) -> anyhow::Re
 
 /// Every environment of `org` in display order (following the pages), and the order version.
 async fn all(client: &Client, org: &str, query: &str) -> anyhow::Result<(Vec<Value>, Value)> {
-    let mut rows = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!(
-            "/v1/organizations/{}/environments?limit=200{query}",
-            segment(org)?
-        );
-        if let Some(c) = &cursor {
-            path += &format!("&cursor={c}");
-        }
-        let page = client.get(&path).await?;
-        rows.extend(page["data"].as_array().cloned().unwrap_or_default());
-        match page["pagination"]["cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return Ok((rows, page["order_version"].clone())),
-        }
+    let path = format!(
+        "/v1/organizations/{}/environments?limit=200{query}",
+        segment(org)?
+    );
+    let (rows, last) = client.all_pages(&path).await?;
+    Ok((rows, last["order_version"].clone()))
+}
+
+/// The environment of a `--env` flag (id or slug), required; a slug is resolved in the
+/// token's organization.
+pub(crate) async fn env_flag(client: &Client, env: Option<&str>) -> anyhow::Result<String> {
+    let env =
+        env.ok_or_else(|| anyhow::anyhow!("--env is required (an environment id or slug)"))?;
+    if env.starts_with("env_") {
+        return Ok(segment(env)?.to_string());
     }
+    resolve(client, &client.org().await?, env).await
 }
 
 fn env_table(envs: &[Value]) {

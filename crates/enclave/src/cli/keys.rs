@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::{segment, Client, Connection};
-use super::env::{resolve, show};
+use super::env::{env_flag, show};
 use super::output;
 
 #[derive(Args, Debug)]
@@ -99,32 +99,11 @@ fn show_new(json: bool, k: &Value) {
 pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     let client = Client::new(&cmd.conn)?;
     let json = cmd.conn.json;
-    let env = cmd
-        .env
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("--env is required (an environment id or slug)"))?;
-    let env_id = if env.starts_with("env_") {
-        segment(env)?.to_string()
-    } else {
-        resolve(&client, &client.org().await?, env).await?
-    };
+    let env_id = env_flag(&client, cmd.env.as_deref()).await?;
     let base = format!("/v1/environments/{env_id}/api-keys");
     match cmd.action {
         KeysAction::List => {
-            let mut keys = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let mut path = format!("{base}?limit=200");
-                if let Some(c) = &cursor {
-                    path += &format!("&cursor={c}");
-                }
-                let page = client.get(&path).await?;
-                keys.extend(page["data"].as_array().cloned().unwrap_or_default());
-                match page["pagination"]["cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_string()),
-                    None => break,
-                }
-            }
+            let (keys, _) = client.all_pages(&format!("{base}?limit=200")).await?;
             if json {
                 output::json(&json!({ "data": keys }));
             } else {

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::{segment, Client, Connection};
-use super::env::{resolve, show};
+use super::env::{env_flag, show};
 use super::output;
 
 #[derive(Args, Debug)]
@@ -104,19 +104,8 @@ fn kind_path(policy: &Value) -> &'static str {
 async fn all(client: &Client, env_id: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     for kind in ["policies", "abac-policies"] {
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path = format!("/v1/environments/{env_id}/{kind}?limit=200");
-            if let Some(c) = &cursor {
-                path += &format!("&cursor={c}");
-            }
-            let page = client.get(&path).await?;
-            out.extend(page["data"].as_array().cloned().unwrap_or_default());
-            match page["pagination"]["cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
+        let path = format!("/v1/environments/{env_id}/{kind}?limit=200");
+        out.extend(client.all_pages(&path).await?.0);
     }
     Ok(out)
 }
@@ -183,15 +172,7 @@ fn policy_table(policies: &[Value]) {
 pub async fn run(cmd: PoliciesCommand) -> anyhow::Result<()> {
     let client = Client::new(&cmd.conn)?;
     let json = cmd.conn.json;
-    let env = cmd
-        .env
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("--env is required (an environment id or slug)"))?;
-    let env_id = if env.starts_with("env_") {
-        segment(env)?.to_string()
-    } else {
-        resolve(&client, &client.org().await?, env).await?
-    };
+    let env_id = env_flag(&client, cmd.env.as_deref()).await?;
     match cmd.action {
         PoliciesAction::List => {
             let policies = all(&client, &env_id).await?;
