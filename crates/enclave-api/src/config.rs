@@ -23,6 +23,8 @@ pub struct ApiConfig {
     pub gateway_host: String,
     pub gateway_port: u16,
     pub webhooks: WebhookConfig,
+    /// Where the master key that wraps secrets' data keys comes from.
+    pub master_key: crate::secrets::MasterKeySource,
 }
 
 /// Webhook delivery settings.
@@ -72,6 +74,7 @@ impl ApiConfig {
             gateway_host: "127.0.0.1".to_string(),
             gateway_port: 5439,
             webhooks: WebhookConfig::default(),
+            master_key: crate::secrets::MasterKeySource::File(data_dir.join("master.key")),
         }
     }
 }

@@ -9,22 +9,57 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// The largest request body accepted (bytes); larger ones get 413.
+/// The largest request body accepted (bytes) by most routes; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Creating a batch of secrets and importing: up to 1 000 / 10 000 values of up to 64 KiB.
+pub const SECRETS_BULK_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Changing one secret: a 64 KiB value, JSON-escaped.
+pub const SECRET_BODY_BYTES: usize = 1024 * 1024;
 
-/// Reads a whole body, refusing one over [`MAX_BODY_BYTES`] with 413.
-pub async fn read_body(body: axum::body::Body) -> Result<axum::body::Bytes, ApiError> {
+/// The body limit of a request, set by the request-context middleware from its route.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// How large a body `method` on `route` (the matched path) may send.
+pub fn body_limit(method: &axum::http::Method, route: &str) -> usize {
+    use axum::http::Method;
+    match (method, route) {
+        (&Method::POST, "/v1/environments/{env_id}/secrets")
+        // Import is served by the `{key}` route.
+        | (&Method::POST, "/v1/environments/{env_id}/secrets/{key}") => SECRETS_BULK_BODY_BYTES,
+        (&Method::PATCH, "/v1/environments/{env_id}/secrets/{key}") => SECRET_BODY_BYTES,
+        _ => MAX_BODY_BYTES,
+    }
+}
+
+fn limit_of(extensions: &axum::http::Extensions) -> usize {
+    extensions
+        .get::<BodyLimit>()
+        .map_or(MAX_BODY_BYTES, |l| l.0)
+}
+
+/// Reads a whole body, refusing one over `limit` bytes with 413.
+pub async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-        let chunk = chunk.map_err(|_| too_large())?;
-        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+        let chunk = chunk.map_err(|_| too_large(limit))?;
+        if buf.len() + chunk.len() > limit {
             discard_body(axum::body::Body::from_stream(stream)).await;
-            return Err(too_large().into());
+            return Err(too_large(limit).into());
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.into())
+}
+
+/// The body of a request, within its route's limit.
+pub async fn request_body(req: Request) -> Result<axum::body::Bytes, ApiError> {
+    let limit = limit_of(req.extensions());
+    read_body(req.into_body(), limit).await
 }
 
 /// Reads and drops what is left of a refused body (up to a bound, for a short while), so the
@@ -44,13 +79,27 @@ pub async fn discard_body(body: axum::body::Body) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
-pub fn too_large() -> Error {
+pub fn too_large(limit: usize) -> Error {
     Error::validation(
         "body",
         "max_bytes",
-        format!("request body must be at most {MAX_BODY_BYTES} bytes"),
+        format!("request body must be at most {limit} bytes"),
     )
     .with_status(413)
+}
+
+/// A serde message without the offending value (`invalid type: string "…", expected u32` →
+/// `expected u32`): request bodies carry secrets, and errors must not echo them.
+fn without_value(msg: &str) -> &str {
+    if msg.starts_with("invalid type:")
+        || msg.starts_with("invalid value:")
+        || msg.starts_with("invalid length")
+    {
+        if let Some(at) = msg.rfind(", expected ") {
+            return &msg[at + 2..];
+        }
+    }
+    msg
 }
 
 /// Parses JSON text into `T`; request types use `#[serde(deny_unknown_fields)]`, so an
@@ -97,7 +146,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
             Error::validation(
                 &field,
                 "type",
-                format!("`{field}`: {}", strip_position(&msg)),
+                format!("`{field}`: {}", without_value(strip_position(&msg))),
             )
         }
     })
@@ -113,8 +162,8 @@ fn strip_position(msg: &str) -> &str {
     msg.split(" at line ").next().unwrap_or(msg)
 }
 
-/// A JSON body: `Content-Type: application/json`, at most [`MAX_BODY_BYTES`], no unknown
-/// fields.
+/// A JSON body: `Content-Type: application/json`, within its route's [`body_limit`], no
+/// unknown fields.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -138,7 +187,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             )
             .into());
         }
-        let bytes = read_body(req.into_body()).await?;
+        let bytes = request_body(req).await?;
         Ok(JsonBody(parse_json(&bytes)?))
     }
 }
@@ -250,6 +299,9 @@ mod tests {
         );
         assert_eq!(fail(r#"{"name":"#), ("body".into(), "json".into()));
         assert_eq!(fail(r#"[1]"#).1, "type");
+        let e = parse_json::<Body>(br#"{"name":"a","inner":{"n":"hunter2"}}"#).unwrap_err();
+        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        assert!(e.message.contains("expected u32"), "{}", e.message);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod secrets;
 pub mod state;
 pub mod views;
 pub mod webhooks;

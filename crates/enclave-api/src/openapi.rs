@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     abac_policies, api_keys, audit, auth, environments, health, members, organizations, policies,
-    promotion, webhooks,
+    promotion, secret_transfer, secrets, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -32,6 +32,8 @@ use crate::routes::{
         policies::delete, policies::versions, policies::restore, policies::evaluate,
         abac_policies::list, abac_policies::create, abac_policies::get, abac_policies::update,
         abac_policies::replace, abac_policies::delete, abac_policies::versions, abac_policies::restore,
+        secrets::list, secrets::create, secrets::get, secrets::patch, secrets::delete,
+        secrets::versions, secrets::restore, secret_transfer::export, secret_transfer::import,
     ),
     components(schemas(enclave_core::ErrorCode)),
     modifiers(&BearerAuth),

@@ -11,6 +11,7 @@ use crate::auth::passwords::Passwords;
 use crate::auth::tokens::TokenKeys;
 use crate::config::ApiConfig;
 use crate::middleware::rate_limit::RateLimits;
+use crate::secrets::{master, Keyring};
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -24,6 +25,7 @@ pub struct Inner {
     pub key_auth: Arc<KeyAuth>,
     pub rate_limits: RateLimits,
     pub metrics: PrometheusHandle,
+    pub keyring: Arc<Keyring>,
 }
 
 impl std::ops::Deref for AppState {
@@ -34,9 +36,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Loads (or creates) the signing key and starts the cache's invalidation listener.
-    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> anyhow::Result<Self> {
+    /// Loads (or creates) the signing key and the master key — refusing a master key that
+    /// is not this database's — and starts the caches' invalidation listeners.
+    pub async fn new(store: Arc<dyn Store>, config: ApiConfig) -> anyhow::Result<Self> {
         let tokens = TokenKeys::load_or_create(&config.jwt_key_file, &config.issuer)?;
+        let master_key = master::load(&config.master_key, store.as_ref()).await?;
+        let keyring = Keyring::new(store.clone(), config.master_key.clone(), master_key);
         let auth_cache = AuthCache::start(store.clone());
         let passwords = Passwords::new();
         let key_auth = KeyAuth::start(store.clone(), passwords.clone());
@@ -49,6 +54,7 @@ impl AppState {
             key_auth,
             rate_limits,
             metrics: crate::middleware::metrics::handle(),
+            keyring,
             config,
         })))
     }

@@ -201,6 +201,7 @@ impl Scope {
         Some(match p {
             ReadEnvironments => Scope::EnvironmentsRead,
             ReadPolicies => Scope::PoliciesRead,
+            ReadSecrets => Scope::SecretsRead,
             ExecuteQueries => Scope::QueryRead,
             WriteData => Scope::QueryWrite,
             ManageEnvironments => Scope::EnvironmentsManage,

@@ -423,6 +423,10 @@ pub struct Environment {
     pub status: EnvStatus,
     pub locked: bool,
     pub settings: EnvSettings,
+    /// Secret keys the environment must hold.
+    pub required_keys: Vec<String>,
+    /// The required keys it does not hold yet.
+    pub missing_keys: Vec<String>,
     pub connection: Connection,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -15,6 +15,7 @@ pub mod pagination;
 pub mod policy;
 pub mod promotion;
 pub mod role;
+pub mod secret;
 pub mod validate;
 pub mod webhook;
 

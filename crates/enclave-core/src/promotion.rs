@@ -313,7 +313,12 @@ pub struct EnvironmentDiff {
     pub identical: bool,
     pub settings: Vec<SettingDiff>,
     pub policies: Vec<NamedDiff>,
+    /// Keys compared by whether their values are equal; values are never shown.
     pub secrets: Vec<NamedDiff>,
+    /// This environment's `required_keys` it does not hold.
+    pub missing_keys: Vec<String>,
+    /// The other environment's `required_keys` it does not hold.
+    pub against_missing_keys: Vec<String>,
 }
 
 /// Compares two environments' settings (every setting listed, equal ones too).

@@ -21,6 +21,9 @@ pub enum Permission {
     ReadEnvironments,
     /// Reading an environment's policies (every member; keys need `policies:read`).
     ReadPolicies,
+    /// Listing an environment's secret keys without values (every member; keys need
+    /// `secrets:read`).
+    ReadSecrets,
     ExecuteQueries,
     WriteData,
     ManageEnvironments,
@@ -39,9 +42,10 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 16] = [
         Permission::ReadEnvironments,
         Permission::ReadPolicies,
+        Permission::ReadSecrets,
         Permission::ExecuteQueries,
         Permission::WriteData,
         Permission::ManageEnvironments,
@@ -62,6 +66,7 @@ impl Permission {
         match self {
             Permission::ReadEnvironments => "read_environments",
             Permission::ReadPolicies => "read_policies",
+            Permission::ReadSecrets => "read_secrets",
             Permission::ExecuteQueries => "execute_queries",
             Permission::WriteData => "write_data",
             Permission::ManageEnvironments => "manage_environments",
@@ -94,7 +99,7 @@ impl Role {
         use Permission::*;
         use Role::*;
         match permission {
-            ReadEnvironments | ReadPolicies => true,
+            ReadEnvironments | ReadPolicies | ReadSecrets => true,
             ExecuteQueries => !matches!(self, Auditor),
             WriteData | ReadSecretValues => matches!(self, Owner | Admin | Developer),
             ManageEnvironments | ManagePolicies | ManageSecrets | ManageUsers | ManageApiKeys
@@ -144,9 +149,10 @@ mod tests {
 
     /// The matrix of spec/identity.md, row by row, in the spec's column order:
     /// owner, admin, developer, analyst, auditor, service_account.
-    const MATRIX: [(Permission, [bool; 6]); 15] = [
+    const MATRIX: [(Permission, [bool; 6]); 16] = [
         (ReadEnvironments, [true, true, true, true, true, true]),
         (ReadPolicies, [true, true, true, true, true, true]),
+        (ReadSecrets, [true, true, true, true, true, true]),
         (ExecuteQueries, [true, true, true, true, false, true]),
         (WriteData, [true, true, true, false, false, false]),
         (ManageEnvironments, [true, true, false, false, false, false]),

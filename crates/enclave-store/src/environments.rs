@@ -13,7 +13,8 @@ use crate::journal::Origin;
 use crate::records::*;
 
 pub(crate) const ENV_COLUMNS: &str = "id, org_id, name, slug, env_type, position, color, \
-     parent_env_id, description, status, locked, settings, created_at, updated_at, version";
+     parent_env_id, description, status, locked, settings, required_keys, created_at, updated_at, \
+     version";
 
 #[async_trait::async_trait]
 pub trait EnvironmentStore: Send + Sync {
@@ -101,6 +102,7 @@ macro_rules! impl_environment_store {
                     check_parent_row!(chain, None, 1)?;
                 }
                 let copies = std::mem::take(&mut env.policies);
+                let secrets = env.secrets.take();
                 let rec = insert_env!(&mut *tx, env, count - 1)?;
                 drop_alias!(&mut *tx, &rec.org_id, &rec.slug)?;
                 journal!(&mut *tx, origin, Change::of("environment.created", None, Some(&rec)))?;
@@ -114,6 +116,15 @@ macro_rules! impl_environment_store {
                     };
                     let copy = insert_policy!(&mut *tx, policy)?;
                     journal!(&mut *tx, origin, Change::of("policy.created", None, Some(&copy)))?;
+                }
+                if let Some(EnvSecrets { data_key, secrets }) = secrets {
+                    check_keyring!(&mut *tx, &data_key.master_key_id)?;
+                    insert_data_key!(&mut *tx, &rec.id, &data_key)?;
+                    let mut changed = SecretChanges::default();
+                    for secret in secrets {
+                        apply_secret_write!(&mut *tx, origin, &rec.id, SecretWrite::Create(secret), &mut changed)?;
+                    }
+                    announce_secrets!(&mut *tx, &rec.org_id, &rec.id, &changed)?;
                 }
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
@@ -289,7 +300,7 @@ macro_rules! impl_environment_store {
                 let rec: EnvRecord = sqlx::query_as(&format!(
                     "UPDATE environments SET name = $2, slug = $3, env_type = $4, color = $5, description = $6, \
                      parent_env_id = $7, settings = $8, locked = $9, position = $10, updated_at = $11, \
-                     version = version + 1 WHERE id = $1 RETURNING {ENV_COLUMNS}"
+                     required_keys = $12, version = version + 1 WHERE id = $1 RETURNING {ENV_COLUMNS}"
                 ))
                 .bind(env_id)
                 .bind(patch.name.as_deref().unwrap_or(&cur.name))
@@ -302,6 +313,7 @@ macro_rules! impl_environment_store {
                 .bind(patch.locked.unwrap_or(cur.locked))
                 .bind(position)
                 .bind(now_ms())
+                .bind(sqlx::types::Json(patch.required_keys.as_ref().unwrap_or(&cur.required_keys.0)))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(unique_or(slug_taken))?;
@@ -373,6 +385,13 @@ macro_rules! impl_environment_store {
                     .map_err(internal)?;
                 let Some((org_id, position)) = row else { return Ok(()) };
                 lock_org_envs!(&mut *tx, &org_id, -1, 1)?;
+                // The data key first (the cascade would too): without it, every copy of the
+                // environment's ciphertext is unreadable.
+                sqlx::query("DELETE FROM secret_keys WHERE env_id = $1")
+                    .bind(env_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
                 sqlx::query("DELETE FROM environments WHERE id = $1")
                     .bind(env_id)
                     .execute(&mut *tx)
@@ -392,7 +411,9 @@ macro_rules! impl_environment_store {
                     Invalidation::Environment { env_id: env_id.into() },
                     Invalidation::OrgEnvironments { org_id },
                 ];
-                self.commit(tx, events).await
+                self.commit(tx, events).await?;
+                self.erase_freed_pages().await;
+                Ok(())
             }
 
             async fn unsettled_environments(&self) -> enclave_core::Result<Vec<EnvRecord>> {
@@ -413,16 +434,17 @@ macro_rules! impl_environment_store {
             }
 
             async fn environment_contents(&self, env_id: &str) -> enclave_core::Result<EnvContents> {
-                // Secrets and tables add their counts here with their own issues.
-                let (api_keys, policies): (i64, i64) = sqlx::query_as(
+                // Tables add their count with the gateway's engines.
+                let (api_keys, policies, secrets): (i64, i64, i64) = sqlx::query_as(
                     "SELECT (SELECT COUNT(*) FROM api_keys WHERE env_id = $1 AND status IN ('active', 'rotating')), \
-                     (SELECT COUNT(*) FROM policies WHERE env_id = $1)",
+                     (SELECT COUNT(*) FROM policies WHERE env_id = $1), \
+                     (SELECT COUNT(*) FROM secrets WHERE env_id = $1)",
                 )
                 .bind(env_id)
                 .fetch_one(self.reader())
                 .await
                 .map_err(internal)?;
-                Ok(EnvContents { api_keys, policies, ..EnvContents::default() })
+                Ok(EnvContents { api_keys, policies, secrets, ..EnvContents::default() })
             }
 
             async fn reorder_environments(&self, org_id: &str, expected_version: i64, order: &[String], origin: &Origin) -> enclave_core::Result<i64> {
@@ -501,6 +523,11 @@ macro_rules! impl_environment_store {
                         }
                     }
                 }
+                let mut changed_secrets = SecretChanges::default();
+                for write in apply.secrets {
+                    apply_secret_write!(&mut *tx, origin, &target.id, write, &mut changed_secrets)?;
+                }
+                announce_secrets!(&mut *tx, &target.org_id, &target.id, &changed_secrets)?;
                 if let Some(settings) = apply.settings {
                     sqlx::query("UPDATE environments SET settings = $2, updated_at = $3, version = version + 1 WHERE id = $1")
                         .bind(&apply.target_env_id)
@@ -655,8 +682,8 @@ macro_rules! insert_env {
         let now = now_ms();
         sqlx::query_as::<_, EnvRecord>(&format!(
             "INSERT INTO environments (id, org_id, name, slug, env_type, position, color, parent_env_id, \
-             description, status, locked, settings, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'provisioning', $10, $11, $12, $12, 1) \
+             description, status, locked, settings, required_keys, created_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'provisioning', $10, $11, $13, $12, $12, 1) \
              RETURNING {ENV_COLUMNS}"
         ))
         .bind(e.id)
@@ -671,6 +698,7 @@ macro_rules! insert_env {
         .bind(false)
         .bind(sqlx::types::Json(e.settings))
         .bind(now)
+        .bind(sqlx::types::Json(e.required_keys))
         .fetch_one($conn)
         .await
         .map_err(unique_or(slug_taken))

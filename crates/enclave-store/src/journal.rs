@@ -117,28 +117,38 @@ impl Change {
         }
     }
 
-    /// The webhook payload `{id, type, created_at, org_id, env_id?, data}` of this change's
-    /// event, if it announces one.
-    pub(crate) fn event(&self, entry: &AuditEntry) -> Option<(String, &'static str, String)> {
+    /// The webhook event this change announces, if any, and its `data`.
+    pub(crate) fn event(&self, entry: &AuditEntry) -> Option<(&'static str, Value)> {
         let kind = audit::event_type(&self.action)?;
-        let id = new_id(Kind::Event);
         let data = if entry.after.is_null() {
             entry.before.clone()
         } else {
             entry.after.clone()
         };
-        let mut body = json!({
-            "id": id,
-            "type": kind,
-            "created_at": entry.created_at,
-            "org_id": entry.org_id,
-            "data": data,
-        });
-        if let Some(env_id) = &entry.env_id {
-            body["env_id"] = json!(env_id);
-        }
-        Some((id, kind, body.to_string()))
+        Some((kind, data))
     }
+}
+
+/// The webhook payload `{id, type, created_at, org_id, env_id?, data}`; returns its id too.
+pub(crate) fn event_payload(
+    event_type: &str,
+    org_id: &str,
+    env_id: Option<&str>,
+    data: Value,
+    now_ms: i64,
+) -> (String, String) {
+    let id = new_id(Kind::Event);
+    let mut body = json!({
+        "id": id,
+        "type": event_type,
+        "created_at": audit::timestamp(now_ms),
+        "org_id": org_id,
+        "data": data,
+    });
+    if let Some(env_id) = env_id {
+        body["env_id"] = json!(env_id);
+    }
+    (id, body.to_string())
 }
 
 /// A resource as its audit entries and events show it: an allow-list of its fields, so a
@@ -212,7 +222,8 @@ impl Audited for EnvRecord {
             "env_id": self.id, "name": self.name, "slug": self.slug, "type": self.env_type,
             "index": self.position, "color": self.color, "parent_env_id": self.parent_env_id,
             "description": self.description, "status": self.status, "locked": self.locked,
-            "settings": self.settings.0, "version": self.version,
+            "settings": self.settings.0, "required_keys": self.required_keys.0,
+            "version": self.version,
         })
     }
 }
@@ -252,6 +263,27 @@ impl Audited for WebhookRecord {
             "webhook_id": self.id, "url": self.url, "description": self.description,
             "events": self.events.0, "status": self.status,
             "disabled_reason": self.disabled_reason, "version": self.version,
+        })
+    }
+}
+
+impl Audited for SecretRecord {
+    const RESOURCE_TYPE: &'static str = "secret";
+    fn org_id(&self) -> &str {
+        &self.org_id
+    }
+    fn resource_id(&self) -> &str {
+        &self.id
+    }
+    fn env_id(&self) -> Option<&str> {
+        Some(&self.env_id)
+    }
+    /// Names and metadata only: the value (not even its ciphertext) never enters the chain.
+    /// `key_name`, since `key` is a field the redaction treats as secret material.
+    fn audit(&self) -> Value {
+        json!({
+            "secret_id": self.id, "env_id": self.env_id, "key_name": self.key,
+            "comment": self.comment, "tags": self.tags.0, "version": self.version,
         })
     }
 }
@@ -331,28 +363,54 @@ macro_rules! journal {
                 .execute(&mut *conn)
                 .await
                 .map_err(internal)?;
-            if let Some((event_id, event_type, payload)) = change.event(&entry) {
-                let hooks: Vec<String> = sqlx::query_scalar(
-                    "SELECT DISTINCT w.id FROM webhooks w \
-                     JOIN webhook_subscriptions s ON s.webhook_id = w.id \
-                     WHERE w.org_id = $1 AND w.status = 'active' AND s.event_type IN ($2, '*')",
-                )
-                .bind(&change.org_id)
-                .bind(event_type)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(internal)?;
-                for webhook_id in hooks {
-                    enqueue_delivery!(
-                        &mut *conn,
-                        &webhook_id,
-                        &change.org_id,
-                        &event_id,
-                        event_type,
-                        &payload,
-                        now
-                    )?;
-                }
+            if let Some((event_type, data)) = change.event(&entry) {
+                announce!(
+                    &mut *conn,
+                    &change.org_id,
+                    change.env_id.as_deref(),
+                    event_type,
+                    data
+                )?;
+            }
+            Ok::<(), enclave_core::Error>(())
+        }
+        .await
+    }};
+}
+
+/// Queues webhook event `$event_type` with `$data` for every active endpoint of `$org_id`
+/// subscribed to it, on the transaction's connection. Evaluates to
+/// `enclave_core::Result<()>`. Changes announce through [`journal!`]; a store method that
+/// sums up several changes in one event (secrets) calls this itself.
+macro_rules! announce {
+    ($conn:expr, $org_id:expr, $env_id:expr, $event_type:expr, $data:expr) => {{
+        let conn = $conn;
+        let org_id: &str = $org_id;
+        let event_type: &str = $event_type;
+        let now = now_ms();
+        let (event_id, payload) =
+            $crate::journal::event_payload(event_type, org_id, $env_id, $data, now);
+        async {
+            let hooks: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT w.id FROM webhooks w \
+                 JOIN webhook_subscriptions s ON s.webhook_id = w.id \
+                 WHERE w.org_id = $1 AND w.status = 'active' AND s.event_type IN ($2, '*')",
+            )
+            .bind(org_id)
+            .bind(event_type)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(internal)?;
+            for webhook_id in hooks {
+                enqueue_delivery!(
+                    &mut *conn,
+                    &webhook_id,
+                    org_id,
+                    &event_id,
+                    event_type,
+                    &payload,
+                    now
+                )?;
             }
             Ok::<(), enclave_core::Error>(())
         }
@@ -383,4 +441,4 @@ macro_rules! enqueue_delivery {
     }};
 }
 
-pub(crate) use {enqueue_delivery, journal};
+pub(crate) use {announce, enqueue_delivery, journal};

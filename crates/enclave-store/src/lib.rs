@@ -14,6 +14,7 @@ mod journal;
 mod policies;
 mod postgres;
 mod records;
+mod secrets;
 mod sql;
 mod sqlite;
 pub mod testing;
@@ -30,6 +31,7 @@ pub use journal::{Audited, Change, Origin};
 pub use policies::PolicyStore;
 pub use postgres::PgStore;
 pub use records::*;
+pub use secrets::{Rewrap, SecretStore};
 pub use sqlite::SqliteStore;
 pub use time::{from_ms, now_ms, to_ms};
 pub use webhooks::WebhookStore;
@@ -49,7 +51,15 @@ pub enum Backend {
 /// PostgreSQL, to every other node through `NOTIFY`).
 #[async_trait::async_trait]
 pub trait Store:
-    EnvironmentStore + ApiKeyStore + AuditStore + WebhookStore + PolicyStore + Send + Sync + 'static
+    EnvironmentStore
+    + ApiKeyStore
+    + AuditStore
+    + WebhookStore
+    + PolicyStore
+    + SecretStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> Backend;
     /// The invalidation bus of this node: caches subscribe to it.

@@ -21,6 +21,7 @@ use crate::invalidation::CHANNEL;
 use crate::journal::*;
 use crate::policies::*;
 use crate::records::*;
+use crate::secrets::*;
 use crate::sql::*;
 use crate::webhooks::*;
 use crate::{now_ms, Bus, Invalidation};
@@ -151,6 +152,9 @@ async fn listen(pool: PgPool, bus: Bus, node_id: String) {
 }
 
 impl PgStore {
+    /// SQLite rewrites its file after a purge; PostgreSQL's dead rows are VACUUM's to reclaim.
+    async fn erase_freed_pages(&self) {}
+
     /// Appended to a read that must hold its rows until commit.
     const FOR_UPDATE: &'static str = " FOR UPDATE";
 }
@@ -161,3 +165,4 @@ impl_audit_store!(PgStore);
 impl_webhook_store!(PgStore, "FOR UPDATE OF d SKIP LOCKED");
 impl_api_key_store!(PgStore);
 impl_policy_store!(PgStore);
+impl_secret_store!(PgStore);

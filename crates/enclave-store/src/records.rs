@@ -8,6 +8,7 @@ use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::pagination::PageRequest;
 use enclave_core::policy::PolicySpec;
 use enclave_core::promotion::Promotion;
+pub use enclave_core::secret::crypto::WrappedKey;
 use enclave_core::Role;
 use serde_json::Value;
 use sqlx::types::Json;
@@ -224,6 +225,8 @@ pub struct EnvRecord {
     pub status: String,
     pub locked: bool,
     pub settings: Json<EnvSettings>,
+    /// Secret keys the environment must hold.
+    pub required_keys: Json<Vec<String>>,
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
@@ -252,6 +255,17 @@ pub struct NewEnvironment {
     pub settings: EnvSettings,
     /// Policies created with it (a clone's copies), in the same transaction.
     pub policies: Vec<PolicySpec>,
+    pub required_keys: Vec<String>,
+    /// Secrets created with it (a clone's copies, sealed under the new environment's data
+    /// key), in the same transaction.
+    pub secrets: Option<EnvSecrets>,
+}
+
+/// A new environment's data key and the secrets sealed under it.
+#[derive(Debug, Clone)]
+pub struct EnvSecrets {
+    pub data_key: WrappedKey,
+    pub secrets: Vec<NewSecret>,
 }
 
 /// A partial update; `None` leaves a field as it is.
@@ -265,6 +279,8 @@ pub struct EnvPatch {
     /// `Some(None)` clears the parent.
     pub parent_env_id: Option<Option<String>>,
     pub settings: Option<SettingsPatch>,
+    /// Validated and sorted.
+    pub required_keys: Option<Vec<String>>,
     pub locked: Option<bool>,
     pub index: Option<i64>,
 }
@@ -281,6 +297,7 @@ impl EnvPatch {
             && self.description.is_none()
             && self.parent_env_id.is_none()
             && self.settings.is_none()
+            && self.required_keys.is_none()
             && self.index.is_none()
     }
 }
@@ -337,6 +354,8 @@ pub struct PromotionApply {
     pub settings: Option<EnvSettings>,
     /// Policies created or updated in the target.
     pub policies: Vec<PolicyWrite>,
+    /// Secrets created or updated in the target (sealed under its data key).
+    pub secrets: Vec<SecretWrite>,
     pub record: Promotion,
 }
 
@@ -648,4 +667,63 @@ impl AuditRow {
             entry_hash: self.entry_hash,
         }
     }
+}
+
+/// A secret's current version. `ciphertext` is the value sealed under the environment's data
+/// key for this secret id and version; the store never sees a value.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SecretRecord {
+    pub id: String,
+    pub org_id: String,
+    pub env_id: String,
+    #[sqlx(rename = "key_name")]
+    pub key: String,
+    pub ciphertext: Vec<u8>,
+    pub comment: String,
+    pub tags: Json<Vec<String>>,
+    pub version: i64,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_by: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SecretVersionRecord {
+    pub secret_id: String,
+    pub version: i64,
+    pub ciphertext: Vec<u8>,
+    pub comment: String,
+    pub tags: Json<Vec<String>>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// A secret to create at version 1 (`ciphertext` sealed for `id` and version 1).
+#[derive(Debug, Clone)]
+pub struct NewSecret {
+    pub id: String,
+    pub org_id: String,
+    pub env_id: String,
+    pub key: String,
+    pub ciphertext: Vec<u8>,
+    pub comment: String,
+    pub tags: Vec<String>,
+}
+
+/// One write of a [`crate::SecretStore::write_secrets`] transaction.
+#[derive(Debug, Clone)]
+pub enum SecretWrite {
+    /// 409 `key_taken` when the key exists.
+    Create(NewSecret),
+    /// Saves version `expected_version + 1` (`ciphertext` sealed for it) only if the secret
+    /// is still at `expected_version` (else 412: read and seal again).
+    Update {
+        secret_id: String,
+        key: String,
+        expected_version: i64,
+        ciphertext: Vec<u8>,
+        comment: String,
+        tags: Vec<String>,
+    },
 }

@@ -22,6 +22,7 @@ use crate::environments::*;
 use crate::journal::*;
 use crate::policies::*;
 use crate::records::*;
+use crate::secrets::*;
 use crate::sql::*;
 use crate::webhooks::*;
 use crate::{now_ms, Bus, Invalidation};
@@ -39,7 +40,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted rows (a destroyed data key, its ciphertext) are overwritten with zeros,
+            // not left in free pages of the file.
+            .pragma("secure_delete", "on");
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
@@ -56,6 +60,18 @@ impl SqliteStore {
             read,
             bus: Bus::default(),
         })
+    }
+
+    /// After a purge: copies the write-ahead log back into the database and truncates it,
+    /// so the deleted rows' old page images do not linger in the `-wal` file. Best effort
+    /// (a busy reader can keep some frames until the next checkpoint).
+    async fn erase_freed_pages(&self) {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.write)
+            .await
+        {
+            tracing::warn!(error = %e, "checkpoint after an environment purge failed");
+        }
     }
 
     fn reader(&self) -> &SqlitePool {
@@ -91,3 +107,4 @@ impl_audit_store!(SqliteStore);
 impl_webhook_store!(SqliteStore, "");
 impl_api_key_store!(SqliteStore);
 impl_policy_store!(SqliteStore);
+impl_secret_store!(SqliteStore);

@@ -65,6 +65,14 @@ pub struct ServeArgs {
     /// The JWT signing key (Ed25519, PKCS#8 DER); default: created in the data directory.
     #[arg(long, env = "ENCLAVE_JWT_KEY_FILE")]
     pub jwt_key_file: Option<PathBuf>,
+    /// The master key that wraps every environment's data key (32 bytes, base64 or hex).
+    /// Every node of a cluster needs the same one. Default: the key file.
+    #[arg(long, env = "ENCLAVE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// Where the master key is kept when ENCLAVE_MASTER_KEY is not set (created with mode
+    /// 0600 on first start); default `master.key` in the data directory.
+    #[arg(long, env = "ENCLAVE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
     /// First-start owner e-mail; default admin@enclave.local.
     #[arg(long, env = "ENCLAVE_BOOTSTRAP_EMAIL")]
     pub bootstrap_email: Option<String>,
@@ -101,6 +109,7 @@ pub struct ServerConfig {
     pub tier_limits: HashMap<Tier, TierLimits>,
     pub anonymous_rate_limit: (u32, u32),
     pub jwt_key_file: PathBuf,
+    pub master_key: enclave_api::secrets::MasterKeySource,
     pub bootstrap_email: String,
     pub bootstrap_password: Option<String>,
     pub webhooks: enclave_api::config::WebhookConfig,
@@ -217,6 +226,14 @@ impl ServeArgs {
             .jwt_key_file
             .or(file.jwt_key_file)
             .unwrap_or_else(|| data_dir.join("jwt-signing-key.pk8"));
+        let master_key = match self.master_key.or(file.master_key) {
+            Some(key) => enclave_api::secrets::MasterKeySource::Configured(key),
+            None => enclave_api::secrets::MasterKeySource::File(
+                self.master_key_file
+                    .or(file.master_key_file)
+                    .unwrap_or_else(|| data_dir.join("master.key")),
+            ),
+        };
         let bootstrap_email = self
             .bootstrap_email
             .or(file.bootstrap_email)
@@ -255,6 +272,7 @@ impl ServeArgs {
             tier_limits,
             anonymous_rate_limit,
             jwt_key_file,
+            master_key,
             bootstrap_email,
             bootstrap_password: self.bootstrap_password.or(file.bootstrap_password),
             webhooks,
@@ -274,6 +292,7 @@ impl ServerConfig {
             gateway_host: self.public_host.clone(),
             gateway_port: self.gateway_addr.port(),
             webhooks: self.webhooks.clone(),
+            master_key: self.master_key.clone(),
         }
     }
 }

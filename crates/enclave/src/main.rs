@@ -29,8 +29,17 @@ enum Command {
     Keys(enclave::cli::keys::KeysCommand),
     /// Manage an environment's policies on a running server (ENCLAVE_URL, ENCLAVE_TOKEN).
     Policies(enclave::cli::policies::PoliciesCommand),
+    /// Manage an environment's secrets on a running server (ENCLAVE_URL, ENCLAVE_TOKEN or
+    /// ENCLAVE_API_KEY).
+    Secrets(enclave::cli::secrets::SecretsCommand),
+    /// Run a command with an environment's secrets as environment variables:
+    /// `enclave run --env prod -- ./server`.
+    Run(enclave::cli::secrets::RunCommand),
     /// Export the IAM audit trail, or verify an export offline (`enclave audit verify FILE`).
     Audit(enclave::cli::audit::AuditCommand),
+    /// Administration on the server's own storage (stop the servers or expect them to
+    /// reload): `enclave admin rotate-master-key`.
+    Admin(enclave::admin::AdminCommand),
 }
 
 fn init_logging(format: Option<LogFormat>) {
@@ -58,6 +67,9 @@ async fn main() -> std::process::ExitCode {
         Command::Keys(cmd) => return client_result(enclave::cli::keys::run(cmd).await),
         Command::Policies(cmd) => return client_result(enclave::cli::policies::run(cmd).await),
         Command::Audit(cmd) => return client_result(enclave::cli::audit::run(cmd).await),
+        Command::Secrets(cmd) => return client_result(enclave::cli::secrets::run(cmd).await),
+        Command::Run(cmd) => return client_result(enclave::cli::secrets::run_command(cmd).await),
+        Command::Admin(cmd) => return client_result(enclave::admin::run(cmd).await),
         Command::Serve(args) => (true, args),
         Command::Migrate(args) => (false, args),
     };

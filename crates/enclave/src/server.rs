@@ -83,7 +83,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             "environment lifecycle steps finished"
         );
     }
-    let state = enclave_api::AppState::new(store, config.api_config())?;
+    let state = enclave_api::AppState::new(store, config.api_config()).await?;
     spawn_housekeeping(state.clone());
     enclave_api::webhooks::worker::spawn(state.store.clone(), config.webhooks.clone())?;
     let app = enclave_api::router(state);

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-use crate::extract::{discard_body, too_large, MAX_BODY_BYTES};
+use crate::extract::{body_limit, discard_body, too_large, BodyLimit};
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -34,7 +34,7 @@ fn request_id_of(req: &Request) -> String {
         .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new().to_string().to_ascii_lowercase()))
 }
 
-pub async fn request_context(req: Request, next: Next) -> Response {
+pub async fn request_context(mut req: Request, next: Next) -> Response {
     let id = request_id_of(&req);
     let started = Instant::now();
     let method = req.method().clone();
@@ -44,18 +44,20 @@ pub async fn request_context(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let path = req.uri().path().to_string();
+    let limit = body_limit(&method, &route);
+    req.extensions_mut().insert(BodyLimit(limit));
     let oversize = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > MAX_BODY_BYTES);
+        .is_some_and(|n| n > limit);
 
     let mut resp = REQUEST_ID
         .scope(id.clone(), async move {
             if oversize {
                 discard_body(req.into_body()).await;
-                ApiError(too_large()).into_response()
+                ApiError(too_large(limit)).into_response()
             } else {
                 next.run(req).await
             }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::read_body;
+use crate::extract::{read_body, BodyLimit, MAX_BODY_BYTES};
 use crate::state::AppState;
 
 pub const TTL_MS: i64 = 24 * 3600 * 1000;
@@ -60,7 +60,13 @@ async fn run(
         .to_string();
     let route = format!("{} {}", req.method(), req.uri());
     let (parts, body) = req.into_parts();
-    let bytes = read_body(body).await.map_err(IntoResponse::into_response)?;
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map_or(MAX_BODY_BYTES, |l| l.0);
+    let bytes = read_body(body, limit)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let now = now_ms();
     let begin = IdempotencyBegin {
         principal: principal.clone(),

@@ -10,7 +10,7 @@ use enclave_core::environment::{
 };
 use enclave_core::id::{is_id, new_id, Kind};
 use enclave_core::pagination::{PageRequest, Pagination};
-use enclave_core::{validate, Error, Permission, Result};
+use enclave_core::{secret, validate, Error, Permission, Result};
 use enclave_store::{EnvFilter, EnvPageQuery, EnvPatch, NewEnvironment};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -38,6 +38,9 @@ pub struct CreateEnvironment {
     pub parent_env_id: Option<String>,
     pub description: Option<String>,
     pub settings: Option<SettingsPatch>,
+    /// Secret keys the environment must hold; the resource reports those it lacks in
+    /// `missing_keys`.
+    pub required_keys: Option<Vec<String>>,
     /// A first API key for the new environment, returned (once) in `api_key`.
     pub create_api_key: Option<api_keys::CreateApiKey>,
 }
@@ -57,6 +60,8 @@ pub struct UpdateEnvironment {
     #[schema(value_type = Option<String>)]
     pub parent_env_id: Option<Option<String>>,
     pub settings: Option<SettingsPatch>,
+    /// Replaces the list of secret keys the environment must hold.
+    pub required_keys: Option<Vec<String>>,
     /// While true, every other write is refused.
     pub locked: Option<bool>,
     /// New display position; the others shift to keep `0..n-1` dense.
@@ -183,6 +188,8 @@ pub fn new_environment(
         description,
         settings,
         policies: Vec::new(),
+        required_keys: Vec::new(),
+        secrets: None,
     })
 }
 
@@ -221,17 +228,58 @@ pub async fn create_and_provision(
 }
 
 /// 201 with `Location` and `ETag`.
-pub fn created(state: &AppState, rec: enclave_store::EnvRecord) -> Response {
+pub async fn created(state: &AppState, rec: enclave_store::EnvRecord) -> Result<Response> {
     let location = format!("/v1/environments/{}", rec.id);
-    views::created(
-        rec.version,
-        location,
-        views::environment(&state.config, rec),
-    )
+    let version = rec.version;
+    let env = shown(state, vec![rec])
+        .await?
+        .pop()
+        .ok_or_else(Error::internal)?;
+    Ok(views::created(version, location, env))
 }
 
-fn one(state: &AppState, rec: enclave_store::EnvRecord) -> Response {
-    views::with_etag(rec.version, views::environment(&state.config, rec))
+async fn one(state: &AppState, rec: enclave_store::EnvRecord) -> Result<Response> {
+    let version = rec.version;
+    let env = shown(state, vec![rec])
+        .await?
+        .pop()
+        .ok_or_else(Error::internal)?;
+    Ok(views::with_etag(version, env))
+}
+
+/// Environments as the API shows them, each with the required keys it lacks (one query
+/// for all of them, and none when nothing is required).
+pub async fn shown(
+    state: &AppState,
+    recs: Vec<enclave_store::EnvRecord>,
+) -> Result<Vec<Environment>> {
+    let pairs: Vec<(String, String)> = recs
+        .iter()
+        .flat_map(|r| r.required_keys.0.iter().map(|k| (r.id.clone(), k.clone())))
+        .collect();
+    let present: std::collections::BTreeSet<(String, String)> = if pairs.is_empty() {
+        Default::default()
+    } else {
+        state
+            .store
+            .existing_secret_keys(&pairs)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    Ok(recs
+        .into_iter()
+        .map(|r| {
+            let mut env = views::environment(&state.config, r);
+            env.missing_keys = env
+                .required_keys
+                .iter()
+                .filter(|k| !present.contains(&(env.env_id.clone(), (*k).clone())))
+                .cloned()
+                .collect();
+            env
+        })
+        .collect())
 }
 
 /// `position:env_id`, the keyset of the display order.
@@ -279,11 +327,7 @@ pub async fn list(
         after: parse_env_cursor(page.after.clone())?,
     };
     let result = state.store.environments(&org_id, &filter, &query).await?;
-    let rows: Vec<Environment> = result
-        .rows
-        .into_iter()
-        .map(|r| views::environment(&state.config, r))
-        .collect();
+    let rows = shown(&state, result.rows).await?;
     let p = enclave_core::pagination::Page::from_rows(rows, &page, result.total, env_cursor);
     Ok(axum::Json(EnvironmentList {
         data: p.data,
@@ -306,7 +350,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let access = require(&state, &who, &org_id, Permission::ManageEnvironments).await?;
     let settings = EnvSettings::default().apply(&req.settings.unwrap_or_default())?;
-    let env = new_environment(
+    let mut env = new_environment(
         &org_id,
         EnvFields {
             name: req.name,
@@ -318,6 +362,9 @@ pub async fn create(
         },
         settings,
     )?;
+    if let Some(keys) = &req.required_keys {
+        env.required_keys = secret::validate_required_keys("required_keys", keys)?;
+    }
     // The first key is checked (and its secret hashed) before anything is written, so a bad
     // key request creates no environment.
     let caller = Caller::User(who);
@@ -330,7 +377,7 @@ pub async fn create(
     };
     let rec = create_and_provision(&state, access.tier, env, &origin).await?;
     let Some((key, plaintext)) = key else {
-        return Ok(created(&state, rec));
+        return Ok(created(&state, rec).await?);
     };
     let api_key = api_keys::create_prepared(&state, &access, key, plaintext, &origin).await?;
     let location = format!("/v1/environments/{}", rec.id);
@@ -338,7 +385,10 @@ pub async fn create(
         rec.version,
         location,
         EnvironmentWithKey {
-            environment: views::environment(&state.config, rec),
+            environment: shown(&state, vec![rec])
+                .await?
+                .pop()
+                .ok_or_else(Error::internal)?,
             api_key,
         },
     );
@@ -365,7 +415,7 @@ pub async fn get(
     Path(env_id): Path<String>,
 ) -> ApiResult<Response> {
     let (env, _) = env_access(&state, &who, &env_id, Permission::ReadEnvironments).await?;
-    Ok(one(&state, env))
+    Ok(one(&state, env).await?)
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{org_id}/environments/{slug}", tag = "environments", security(("bearer" = [])),
@@ -383,7 +433,7 @@ pub async fn get_by_slug(
         None
     };
     let env = env.ok_or_else(|| Error::not_found("environment"))?;
-    Ok(one(&state, env))
+    Ok(one(&state, env).await?)
 }
 
 fn patch_of(req: UpdateEnvironment) -> Result<EnvPatch> {
@@ -424,6 +474,11 @@ fn patch_of(req: UpdateEnvironment) -> Result<EnvPatch> {
             .transpose()?,
         parent_env_id: req.parent_env_id,
         settings: req.settings,
+        required_keys: req
+            .required_keys
+            .as_deref()
+            .map(|k| secret::validate_required_keys("required_keys", k))
+            .transpose()?,
         locked: req.locked,
         index: req.index,
     })
@@ -448,7 +503,7 @@ pub async fn update(
         .store
         .update_environment(&env_id, expected, patch, &origin)
         .await?;
-    Ok(one(&state, rec))
+    Ok(one(&state, rec).await?)
 }
 
 #[utoipa::path(put, path = "/v1/environments/{env_id}", tag = "environments", security(("bearer" = [])),
@@ -549,7 +604,7 @@ async fn transition(
         .store
         .transition_environment(env_id, expected, t, origin)
         .await?;
-    Ok(one(state, rec))
+    Ok(one(state, rec).await?)
 }
 
 #[utoipa::path(post, path = "/v1/environments/{env_id}/suspend", tag = "environments", security(("bearer" = [])),

@@ -10,6 +10,8 @@ pub mod members;
 pub mod organizations;
 pub mod policies;
 pub mod promotion;
+pub mod secret_transfer;
+pub mod secrets;
 pub mod webhooks;
 
 use axum::http::StatusCode;
@@ -135,6 +137,27 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/environments/{env_id}/policies/{policy_id}/versions/{version}/restore",
             post(policies::restore),
+        )
+        .route(
+            "/v1/environments/{env_id}/secrets",
+            get(secrets::list).post(secrets::create),
+        )
+        // `…/secrets/export` (GET) and `…/secrets/import` (POST) go through the `{key}` route
+        // so that PATCH and DELETE still reach secrets named `export` and `import`.
+        .route(
+            "/v1/environments/{env_id}/secrets/{key}",
+            get(secrets::get)
+                .post(secrets::post_to_key)
+                .patch(secrets::patch)
+                .delete(secrets::delete),
+        )
+        .route(
+            "/v1/environments/{env_id}/secrets/{key}/versions",
+            get(secrets::versions),
+        )
+        .route(
+            "/v1/environments/{env_id}/secrets/{key}/versions/{version}/restore",
+            post(secrets::restore),
         )
         .route(
             "/v1/environments/{env_id}/abac-policies",

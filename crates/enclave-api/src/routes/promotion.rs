@@ -1,7 +1,10 @@
 //! Configuration between environments: promote (with dry run) and its history, clone, diff.
 //!
-//! Settings and policies move now (one change list, one store transaction); secrets join
-//! the same plan when they exist.
+//! Settings, policies and secrets move in one change list and one store transaction. Secret
+//! values are opened with the source's data key and sealed again with the target's; the
+//! answers name keys only.
+
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -13,8 +16,12 @@ use enclave_core::promotion::{
     self, diff_policies, diff_settings, plan_policies, plan_settings, CloneItem, EnvironmentDiff,
     PromoteItem, Promotion, PromotionCounts, PromotionStatus, TargetPolicy,
 };
+use enclave_core::secret::{self, Content};
 use enclave_core::{Error, ErrorCode, Permission, Result};
-use enclave_store::{EnvRecord, NewPolicy, PolicyRecord, PolicyWrite, PromotionApply};
+use enclave_store::{
+    EnvRecord, EnvSecrets, NewPolicy, NewSecret, PolicyRecord, PolicyWrite, PromotionApply,
+    SecretWrite,
+};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -23,6 +30,8 @@ use crate::auth::{Caller, Origin, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, QueryParams};
 use crate::routes::environments::{create_and_provision, created, new_environment, EnvFields};
+use crate::routes::secret_transfer;
+use crate::secrets;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
@@ -100,6 +109,12 @@ pub async fn promote(
         .into());
     }
     let policy_types = promotion::policy_types(&include);
+    let with_secrets = include.contains(&PromoteItem::Secrets);
+    let source_secrets = if with_secrets {
+        contents_of(secrets::env_contents(&state, &source.id).await?)
+    } else {
+        BTreeMap::new()
+    };
     let source_policies = if policy_types.is_empty() {
         Vec::new()
     } else {
@@ -156,6 +171,41 @@ pub async fn promote(
                     }),
             );
         }
+        let mut secret_writes = Vec::new();
+        if with_secrets {
+            let target_secrets = secrets::env_contents(&state, &target.id).await?;
+            let changes =
+                secret::plan_promotion(&source_secrets, &contents_of(target_secrets.clone()));
+            if !changes.is_empty() && !req.dry_run {
+                let key = state.keyring.for_writing(&target.id).await?;
+                for change in &changes {
+                    let content = &source_secrets[&change.name];
+                    secret_writes.push(match target_secrets.get(&change.name) {
+                        None => {
+                            let id = new_id(Kind::Secret);
+                            SecretWrite::Create(NewSecret {
+                                ciphertext: key.seal(&id, 1, &content.value),
+                                id,
+                                org_id: target.org_id.clone(),
+                                env_id: target.id.clone(),
+                                key: change.name.clone(),
+                                comment: content.comment.clone(),
+                                tags: content.tags.clone(),
+                            })
+                        }
+                        Some((rec, _)) => SecretWrite::Update {
+                            secret_id: rec.id.clone(),
+                            key: rec.key.clone(),
+                            expected_version: rec.version,
+                            ciphertext: key.seal(&rec.id, rec.version + 1, &content.value),
+                            comment: content.comment.clone(),
+                            tags: content.tags.clone(),
+                        },
+                    });
+                }
+            }
+            details.extend(changes);
+        }
         let record = Promotion {
             promotion_id: new_id(Kind::Promotion),
             source_env: source.id.clone(),
@@ -181,11 +231,18 @@ pub async fn promote(
             expected_target_version: target.version,
             settings,
             policies,
+            secrets: secret_writes,
             record: record.clone(),
         };
         match state.store.apply_promotion(apply, &origin).await {
             Ok(()) => return Ok(axum::Json(record)),
-            Err(e) if e.code == ErrorCode::PreconditionFailed && attempts < 5 => continue,
+            Err(e)
+                if (e.code == ErrorCode::PreconditionFailed
+                    || e.details["rule"] == "key_taken")
+                    && attempts < 5 =>
+            {
+                continue
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -257,8 +314,31 @@ pub async fn clone(
         settings,
     )?;
     env.policies = policies;
+    if include.contains(&CloneItem::Secrets) {
+        env.required_keys = source.required_keys.0.clone();
+        let copies = secrets::env_contents(&state, &source.id).await?;
+        if !copies.is_empty() {
+            let (key, data_key) = state.keyring.new_data_key(&env.id);
+            let secrets = copies
+                .into_values()
+                .map(|(rec, content)| {
+                    let id = new_id(Kind::Secret);
+                    NewSecret {
+                        ciphertext: key.seal(&id, 1, &content.value),
+                        id,
+                        org_id: env.org_id.clone(),
+                        env_id: env.id.clone(),
+                        key: rec.key,
+                        comment: content.comment,
+                        tags: content.tags,
+                    }
+                })
+                .collect();
+            env.secrets = Some(EnvSecrets { data_key, secrets });
+        }
+    }
     let rec = create_and_provision(&state, access.tier, env, &origin).await?;
-    Ok(created(&state, rec))
+    Ok(created(&state, rec).await?)
 }
 
 #[utoipa::path(get, path = "/v1/environments/{env_id}/diff", tag = "environments", security(("bearer" = [])),
@@ -291,20 +371,38 @@ pub async fn diff(
         state.store.env_policies(&against.id).await?,
     );
     let policies = diff_policies(&specs(&mine), &specs(&theirs));
-    let identical = settings
-        .iter()
-        .all(|s| s.status == promotion::DiffStatus::Equal)
-        && policies
+    let (mine, theirs) = (
+        secret_transfer::values(&state, &this.id).await?,
+        secret_transfer::values(&state, &against.id).await?,
+    );
+    let secrets = secret::diff(&mine, &theirs);
+    let equal = |s: &promotion::DiffStatus| *s == promotion::DiffStatus::Equal;
+    let identical = settings.iter().all(|s| equal(&s.status))
+        && policies.iter().all(|p| equal(&p.status))
+        && secrets.iter().all(|s| equal(&s.status));
+    let missing = |required: &[String], held: &BTreeMap<String, String>| -> Vec<String> {
+        required
             .iter()
-            .all(|p| p.status == promotion::DiffStatus::Equal);
+            .filter(|k| !held.contains_key(*k))
+            .cloned()
+            .collect()
+    };
     Ok(axum::Json(EnvironmentDiff {
+        missing_keys: missing(&this.required_keys.0, &mine),
+        against_missing_keys: missing(&against.required_keys.0, &theirs),
         env_id: this.id,
         against_env_id: against.id,
         identical,
         settings,
         policies,
-        secrets: Vec::new(),
+        secrets,
     }))
+}
+
+fn contents_of(
+    secrets: BTreeMap<String, (enclave_store::SecretRecord, Content)>,
+) -> BTreeMap<String, Content> {
+    secrets.into_iter().map(|(k, (_, c))| (k, c)).collect()
 }
 
 fn specs(records: &[PolicyRecord]) -> Vec<&PolicySpec> {

@@ -30,6 +30,8 @@ fn env(org: &str, slug: &str) -> NewEnvironment {
         description: String::new(),
         settings: EnvSettings::default(),
         policies: Vec::new(),
+        required_keys: Vec::new(),
+        secrets: None,
     }
 }
 
@@ -242,6 +244,7 @@ async fn promotion_is_all_or_nothing(store: Arc<dyn Store>) {
                 expected_target_version: prod.version - 1,
                 settings: Some(settings.clone()),
                 policies: Vec::new(),
+                secrets: Vec::new(),
                 record: record(&new_id(Kind::Promotion)),
             },
             &Origin::system(),
@@ -274,6 +277,7 @@ async fn promotion_is_all_or_nothing(store: Arc<dyn Store>) {
                 expected_target_version: prod.version,
                 settings: Some(settings.clone()),
                 policies: Vec::new(),
+                secrets: Vec::new(),
                 record: record(&id),
             },
             &Origin::system(),

@@ -204,6 +204,7 @@ async fn promotion_writes_check_versions(store: Arc<dyn Store>) {
         .chain([extra.map(|s| PolicyWrite::Create(new_policy(&prod, s)))])
         .flatten()
         .collect(),
+        secrets: Vec::new(),
         record: record(&new_id(Kind::Promotion)),
     };
     // Planned from version 0 (stale): refused, and the create beside it is not applied.

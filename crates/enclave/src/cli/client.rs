@@ -20,6 +20,9 @@ pub struct Connection {
     /// An access token (`POST /v1/auth/login` → `token`).
     #[arg(long, env = "ENCLAVE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// An environment API key instead of a token (it acts in its own environment only).
+    #[arg(long, env = "ENCLAVE_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
     /// The organization; default: the one the token is signed in to.
     #[arg(long, env = "ENCLAVE_ORG", global = true)]
     pub org: Option<String>,
@@ -28,24 +31,49 @@ pub struct Connection {
     pub json: bool,
 }
 
+/// How the client proves who it is.
+enum Credential {
+    Token(String),
+    ApiKey(String),
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: String,
+    credential: Credential,
     org: Option<String>,
 }
 
 impl Client {
     pub fn new(c: &Connection) -> anyhow::Result<Self> {
-        let token = c.token.clone().filter(|t| !t.is_empty()).context(
-            "no token: set ENCLAVE_TOKEN (or --token) to a token from POST /v1/auth/login",
-        )?;
+        let present = |v: &Option<String>| v.clone().filter(|t| !t.is_empty());
+        let credential = match (present(&c.token), present(&c.api_key)) {
+            (Some(t), _) => Credential::Token(t),
+            (None, Some(k)) => Credential::ApiKey(k),
+            (None, None) => bail!(
+                "no credentials: set ENCLAVE_TOKEN (a token from POST /v1/auth/login) or \
+                 ENCLAVE_API_KEY (an environment API key)"
+            ),
+        };
         Ok(Client {
             http: reqwest::Client::new(),
             base: c.url.trim_end_matches('/').to_string(),
-            token,
+            credential,
             org: c.org.clone(),
         })
+    }
+
+    /// Whether this client acts as an API key (in that key's environment only).
+    pub fn is_api_key(&self) -> bool {
+        matches!(self.credential, Credential::ApiKey(_))
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.credential {
+            Credential::Token(t) => req.bearer_auth(t),
+            Credential::ApiKey(k) => req.header("x-api-key", k),
+        }
     }
 
     /// Sends one request; a non-2xx answer becomes an error carrying the API's code, message
@@ -56,13 +84,29 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(&b);
         }
+        self.send(req).await
+    }
+
+    /// Sends `body` as is, with its content type.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Value> {
+        let req = self
+            .request(method, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.send(req).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let resp = req
             .send()
             .await
@@ -100,9 +144,7 @@ impl Client {
         out: &mut (dyn std::io::Write + Send),
     ) -> anyhow::Result<u64> {
         let mut resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .request(Method::GET, path)
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;

@@ -208,6 +208,20 @@ async fn all(client: &Client, org: &str, query: &str) -> anyhow::Result<(Vec<Val
 /// The environment of a `--env` flag (id or slug), required; a slug is resolved in the
 /// token's organization.
 pub(crate) async fn env_flag(client: &Client, env: Option<&str>) -> anyhow::Result<String> {
+    if client.is_api_key() {
+        // A key acts in its own environment: that is the default, and the only choice.
+        let me = client.get("/v1/auth/me").await?;
+        let own = me["key"]["env_id"]
+            .as_str()
+            .context("the server did not say which environment this API key belongs to")?
+            .to_string();
+        return match env {
+            Some(e) if e.starts_with("env_") && e != own => {
+                anyhow::bail!("this API key belongs to environment {own}, not {e}")
+            }
+            _ => Ok(own),
+        };
+    }
     let env =
         env.ok_or_else(|| anyhow::anyhow!("--env is required (an environment id or slug)"))?;
     if env.starts_with("env_") {

@@ -6,3 +6,4 @@ pub mod env;
 pub mod keys;
 pub mod output;
 pub mod policies;
+pub mod secrets;

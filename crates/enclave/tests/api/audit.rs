@@ -203,6 +203,46 @@ impl Ctx<'_> {
         }
     }
 
+    /// Secrets: one entry per secret a request writes (the walk writes one each time).
+    async fn secret_recipe(&self, op: &str) -> Option<Call> {
+        let e = self.env().await;
+        let base = format!("/v1/environments/{e}/secrets");
+        if op == "POST /v1/environments/{env_id}/secrets" {
+            return self.call(Method::POST, base, json!({"key": "NEW_KEY", "value": "v"}));
+        }
+        if op.ends_with("/import") {
+            return self.call(
+                Method::POST,
+                format!("{base}/import"),
+                json!({"IMPORTED": "x"}),
+            );
+        }
+        self.s
+            .post(
+                &base,
+                Some(&self.token),
+                json!({"key": "WALKED", "value": "one"}),
+            )
+            .await
+            .expect(201);
+        let path = format!("{base}/WALKED");
+        if op.starts_with("PATCH") {
+            self.call(Method::PATCH, path, json!({"value": "two"}))
+        } else if op.starts_with("DELETE") {
+            self.call(Method::DELETE, path, json!(null))
+        } else {
+            self.s
+                .patch(&path, &self.token, json!({"value": "two"}))
+                .await
+                .expect(200);
+            self.call(
+                Method::POST,
+                format!("{path}/versions/1/restore"),
+                json!({}),
+            )
+        }
+    }
+
     async fn login(&self) -> Value {
         self.s
             .login_as(OWNER_EMAIL, OWNER_PASSWORD, Some(&self.org))
@@ -378,6 +418,7 @@ impl Ctx<'_> {
                 self.call(post, format!("/v1/organizations/{o}/webhooks/{w}/deliveries/{d}/redeliver"), json!({}))
             }
             op if op.contains("/policies") || op.contains("/abac-policies") => self.policy_recipe(op).await,
+            op if op.contains("/secrets") => self.secret_recipe(op).await,
             other => panic!("no recipe for `{other}`: add one to audit.rs (and audit the endpoint)"),
         }
     }

@@ -279,6 +279,8 @@ async fn unfinished_lifecycle_steps_finish_at_start(db: Db) {
         description: String::new(),
         settings: Default::default(),
         policies: Vec::new(),
+        required_keys: Vec::new(),
+        secrets: None,
     };
     let half_made = store
         .create_environment(env("half-made"), None, &enclave_store::Origin::system())

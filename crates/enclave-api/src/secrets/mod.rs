@@ -1,0 +1,95 @@
+//! Secrets in the control plane: the master key (loading, checking, rotating), the node's
+//! keyring, and sealing and opening values for the routes.
+
+pub mod keyring;
+pub mod master;
+
+use enclave_core::secret::crypto::DataKey;
+use enclave_core::secret::{Content, Secret, SecretVersion};
+use enclave_core::{Error, Result};
+use enclave_store::{from_ms, SecretRecord, SecretVersionRecord};
+
+pub use keyring::Keyring;
+pub use master::MasterKeySource;
+
+fn undecryptable(env_id: &str, secret_id: &str, version: i64) -> Error {
+    tracing::error!(
+        env_id,
+        secret_id,
+        version,
+        "a secret value does not open with its environment's data key"
+    );
+    Error::internal()
+}
+
+/// The record's current value.
+pub fn open(key: &DataKey, rec: &SecretRecord) -> Result<String> {
+    key.open(&rec.id, rec.version, &rec.ciphertext)
+        .map_err(|_| undecryptable(&rec.env_id, &rec.id, rec.version))
+}
+
+/// The record's current content (value, comment, tags).
+pub fn content(key: &DataKey, rec: &SecretRecord) -> Result<Content> {
+    Ok(Content {
+        value: open(key, rec)?,
+        comment: rec.comment.clone(),
+        tags: rec.tags.0.clone(),
+    })
+}
+
+/// A secret as the API shows it; `value` only when revealed.
+pub fn view(rec: &SecretRecord, value: Option<String>) -> Secret {
+    Secret {
+        secret_id: rec.id.clone(),
+        env_id: rec.env_id.clone(),
+        key: rec.key.clone(),
+        value,
+        comment: rec.comment.clone(),
+        tags: rec.tags.0.clone(),
+        version: rec.version,
+        created_at: from_ms(rec.created_at),
+        updated_at: from_ms(rec.updated_at),
+        updated_by: rec.updated_by.clone(),
+    }
+}
+
+pub fn version_view(
+    key: &DataKey,
+    env_id: &str,
+    current: i64,
+    v: &SecretVersionRecord,
+) -> Result<SecretVersion> {
+    Ok(SecretVersion {
+        version: v.version,
+        value: key
+            .open(&v.secret_id, v.version, &v.ciphertext)
+            .map_err(|_| undecryptable(env_id, &v.secret_id, v.version))?,
+        comment: v.comment.clone(),
+        tags: v.tags.0.clone(),
+        created_at: from_ms(v.created_at),
+        created_by: v.created_by.clone(),
+        current: v.version == current,
+    })
+}
+
+/// Every secret of an environment with its opened content, by key.
+pub async fn env_contents(
+    state: &crate::AppState,
+    env_id: &str,
+) -> Result<std::collections::BTreeMap<String, (SecretRecord, Content)>> {
+    let recs = state.store.env_secrets(env_id).await?;
+    if recs.is_empty() {
+        return Ok(Default::default());
+    }
+    let key = state
+        .keyring
+        .existing(env_id)
+        .await?
+        .ok_or_else(Error::internal)?;
+    recs.into_iter()
+        .map(|r| {
+            let c = content(&key, &r)?;
+            Ok((r.key.clone(), (r, c)))
+        })
+        .collect()
+}

@@ -1,0 +1,498 @@
+//! An environment's secrets, every saved version of each, its data key and the database's
+//! keyring. Only ciphertext and wrapped keys pass through here: sealing and opening happen
+//! above, where the master key is.
+//!
+//! Writes lock the environment row (refused while it is locked or being deleted), write one
+//! audit entry per secret (names and metadata, never values) and queue one `secret.changed`
+//! event per transaction naming the keys it touched.
+
+use enclave_core::secret::crypto::WrappedKey;
+use enclave_core::Result;
+
+use crate::journal::Origin;
+use crate::records::*;
+
+pub(crate) const SECRET_COLUMNS: &str = "id, org_id, env_id, key_name, ciphertext, comment, tags, \
+     version, created_by, created_at, updated_by, updated_at";
+
+/// Re-wraps one data key: `(env_id, key_id, wrapped) → wrapped under the new master key`.
+pub type Rewrap<'a> = dyn Fn(&str, &str, &[u8]) -> Result<Vec<u8>> + Send + Sync + 'a;
+
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The id of the master key this database's data keys are wrapped with; the first call
+    /// records `master_key_id` as that key.
+    async fn keyring(&self, master_key_id: &str) -> Result<String>;
+    /// The recorded master key id, if any.
+    async fn keyring_id(&self) -> Result<Option<String>>;
+    /// The environment's data key, as stored.
+    async fn data_key(&self, env_id: &str) -> Result<Option<WrappedKey>>;
+    /// Stores `key` as the environment's data key unless it already has one, and returns the
+    /// one it has. 503 `master_key_rotated` when the keyring names another master key than
+    /// the one `key` is wrapped with (this node holds a rotated-out key).
+    async fn create_data_key(&self, env_id: &str, key: WrappedKey) -> Result<WrappedKey>;
+    /// Re-wraps every data key from master key `from` to `to` and records `to`, in one
+    /// transaction; returns how many keys moved. 412 when the keyring is not at `from`.
+    async fn rotate_master_key(&self, from: &str, to: &str, rewrap: &Rewrap<'_>) -> Result<u64>;
+
+    /// By key (byte order), keyset on the key.
+    async fn secrets(&self, env_id: &str, page: &PageQuery) -> Result<(Vec<SecretRecord>, i64)>;
+    /// Every secret of the environment, by key: export, import, promotion, clone, diff.
+    async fn env_secrets(&self, env_id: &str) -> Result<Vec<SecretRecord>>;
+    async fn secret(&self, env_id: &str, key: &str) -> Result<Option<SecretRecord>>;
+    /// Creates and updates secrets of one environment, all or nothing; returns them as
+    /// written, in order.
+    async fn write_secrets(
+        &self,
+        env_id: &str,
+        writes: Vec<SecretWrite>,
+        origin: &Origin,
+    ) -> Result<Vec<SecretRecord>>;
+    async fn delete_secret(
+        &self,
+        env_id: &str,
+        key: &str,
+        expected_version: Option<i64>,
+        origin: &Origin,
+    ) -> Result<()>;
+    /// Newest first.
+    async fn secret_versions(
+        &self,
+        secret_id: &str,
+        page: &PageQuery,
+    ) -> Result<(Vec<SecretVersionRecord>, i64)>;
+    async fn secret_version(
+        &self,
+        secret_id: &str,
+        version: i64,
+    ) -> Result<Option<SecretVersionRecord>>;
+    /// Which of the `(env_id, key)` pairs exist (for environments' missing required keys).
+    async fn existing_secret_keys(
+        &self,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<(String, String)>>;
+}
+
+macro_rules! impl_secret_store {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::SecretStore for $store {
+            async fn keyring(&self, master_key_id: &str) -> enclave_core::Result<String> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO keyring (id, master_key_id, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
+                    .bind(master_key_id)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                let id: String = sqlx::query_scalar("SELECT master_key_id FROM keyring WHERE id = 1")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                self.commit(tx, vec![]).await?;
+                Ok(id)
+            }
+
+            async fn keyring_id(&self) -> enclave_core::Result<Option<String>> {
+                sqlx::query_scalar("SELECT master_key_id FROM keyring WHERE id = 1")
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err(internal)
+            }
+
+            async fn data_key(&self, env_id: &str) -> enclave_core::Result<Option<WrappedKey>> {
+                let row: Option<(String, Vec<u8>, String)> = sqlx::query_as(
+                    "SELECT key_id, wrapped, master_key_id FROM secret_keys WHERE env_id = $1",
+                )
+                .bind(env_id)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(internal)?;
+                Ok(row.map(|(key_id, wrapped, master_key_id)| WrappedKey { key_id, wrapped, master_key_id }))
+            }
+
+            async fn create_data_key(&self, env_id: &str, key: WrappedKey) -> enclave_core::Result<WrappedKey> {
+                let mut tx = self.begin_write().await?;
+                check_keyring!(&mut *tx, &key.master_key_id)?;
+                insert_data_key!(&mut *tx, env_id, &key)?;
+                let (key_id, wrapped, master_key_id): (String, Vec<u8>, String) = sqlx::query_as(
+                    "SELECT key_id, wrapped, master_key_id FROM secret_keys WHERE env_id = $1",
+                )
+                .bind(env_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(internal)?;
+                self.commit(tx, vec![]).await?;
+                Ok(WrappedKey { key_id, wrapped, master_key_id })
+            }
+
+            async fn rotate_master_key(&self, from: &str, to: &str, rewrap: &$crate::secrets::Rewrap<'_>) -> enclave_core::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let current: Option<String> = sqlx::query_scalar(&format!(
+                    "SELECT master_key_id FROM keyring WHERE id = 1{}",
+                    Self::FOR_UPDATE
+                ))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+                if current.as_deref() != Some(from) {
+                    return Err(Error::precondition_failed(format!(
+                        "the database's master key is {}, not {from}",
+                        current.as_deref().unwrap_or("not recorded yet")
+                    )));
+                }
+                let keys: Vec<(String, String, Vec<u8>, String)> = sqlx::query_as(&format!(
+                    "SELECT env_id, key_id, wrapped, master_key_id FROM secret_keys ORDER BY env_id{}",
+                    Self::FOR_UPDATE
+                ))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(internal)?;
+                let mut moved = 0;
+                for (env_id, key_id, wrapped, master_key_id) in keys {
+                    if master_key_id != from {
+                        tracing::error!(env_id = %env_id, master_key_id = %master_key_id, "a data key is wrapped by another master key than the keyring's");
+                        return Err(Error::internal());
+                    }
+                    let rewrapped = rewrap(&env_id, &key_id, &wrapped)?;
+                    sqlx::query("UPDATE secret_keys SET wrapped = $2, master_key_id = $3 WHERE env_id = $1")
+                        .bind(&env_id)
+                        .bind(rewrapped)
+                        .bind(to)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                    moved += 1;
+                }
+                sqlx::query("UPDATE keyring SET master_key_id = $1, rotated_at = $2 WHERE id = 1")
+                    .bind(to)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                self.commit(tx, vec![]).await?;
+                Ok(moved)
+            }
+
+            async fn secrets(&self, env_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<SecretRecord>, i64)> {
+                let rows = sqlx::query_as(&format!(
+                    "SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 \
+                     AND ($2 IS NULL OR key_name > $2) ORDER BY key_name LIMIT $3"
+                ))
+                .bind(env_id)
+                .bind(page.after.as_deref())
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(self.reader())
+                .await
+                .map_err(internal)?;
+                let total = sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE env_id = $1")
+                    .bind(env_id)
+                    .fetch_one(self.reader())
+                    .await
+                    .map_err(internal)?;
+                Ok((rows, total))
+            }
+
+            async fn env_secrets(&self, env_id: &str) -> enclave_core::Result<Vec<SecretRecord>> {
+                sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 ORDER BY key_name"))
+                    .bind(env_id)
+                    .fetch_all(self.reader())
+                    .await
+                    .map_err(internal)
+            }
+
+            async fn secret(&self, env_id: &str, key: &str) -> enclave_core::Result<Option<SecretRecord>> {
+                sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 AND key_name = $2"))
+                    .bind(env_id)
+                    .bind(key)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err(internal)
+            }
+
+            async fn write_secrets(&self, env_id: &str, writes: Vec<SecretWrite>, origin: &Origin) -> enclave_core::Result<Vec<SecretRecord>> {
+                let mut tx = self.begin_write().await?;
+                let env = writable_env!(&mut *tx, env_id)?;
+                let mut changed = SecretChanges::default();
+                let mut out = Vec::with_capacity(writes.len());
+                for write in writes {
+                    let rec = apply_secret_write!(&mut *tx, origin, env_id, write, &mut changed)?;
+                    out.push(rec);
+                }
+                announce_secrets!(&mut *tx, &env.org_id, env_id, &changed)?;
+                self.commit(tx, vec![]).await?;
+                Ok(out)
+            }
+
+            async fn delete_secret(&self, env_id: &str, key: &str, expected_version: Option<i64>, origin: &Origin) -> enclave_core::Result<()> {
+                let mut tx = self.begin_write().await?;
+                let env = writable_env!(&mut *tx, env_id)?;
+                let before: Option<SecretRecord> = sqlx::query_as(&format!(
+                    "SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 AND key_name = $2{}",
+                    Self::FOR_UPDATE
+                ))
+                .bind(env_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+                let before = before.ok_or_else(|| Error::not_found("secret"))?;
+                if expected_version.is_some_and(|v| v != before.version) {
+                    return Err(Error::precondition_failed("the secret changed since it was read (If-Match)"));
+                }
+                sqlx::query("DELETE FROM secrets WHERE id = $1")
+                    .bind(&before.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
+                journal!(&mut *tx, origin, Change::of("secret.deleted", Some(&before), None))?;
+                let changed = SecretChanges { deleted: vec![before.key.clone()], ..Default::default() };
+                announce_secrets!(&mut *tx, &env.org_id, env_id, &changed)?;
+                self.commit(tx, vec![]).await
+            }
+
+            async fn secret_versions(&self, secret_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<SecretVersionRecord>, i64)> {
+                let after: Option<i64> = match page.after.as_deref() {
+                    None => None,
+                    Some(c) => Some(c.parse().map_err(|_| Error::validation("cursor", "cursor", "the cursor is not one this list gave"))?),
+                };
+                let rows = sqlx::query_as(
+                    "SELECT secret_id, version, ciphertext, comment, tags, created_by, created_at FROM secret_versions \
+                     WHERE secret_id = $1 AND ($2 IS NULL OR version < $2) ORDER BY version DESC LIMIT $3",
+                )
+                .bind(secret_id)
+                .bind(after)
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(self.reader())
+                .await
+                .map_err(internal)?;
+                let total = sqlx::query_scalar("SELECT COUNT(*) FROM secret_versions WHERE secret_id = $1")
+                    .bind(secret_id)
+                    .fetch_one(self.reader())
+                    .await
+                    .map_err(internal)?;
+                Ok((rows, total))
+            }
+
+            async fn secret_version(&self, secret_id: &str, version: i64) -> enclave_core::Result<Option<SecretVersionRecord>> {
+                sqlx::query_as(
+                    "SELECT secret_id, version, ciphertext, comment, tags, created_by, created_at FROM secret_versions \
+                     WHERE secret_id = $1 AND version = $2",
+                )
+                .bind(secret_id)
+                .bind(version)
+                .fetch_optional(self.reader())
+                .await
+                .map_err(internal)
+            }
+
+            async fn existing_secret_keys(&self, pairs: &[(String, String)]) -> enclave_core::Result<Vec<(String, String)>> {
+                let mut found = Vec::new();
+                // 400 pairs (800 parameters) per query: far below both databases' limits.
+                for chunk in pairs.chunks(400) {
+                    let tuples: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("(env_id = ${} AND key_name = ${})", 2 * i + 1, 2 * i + 2))
+                        .collect();
+                    let sql = format!("SELECT env_id, key_name FROM secrets WHERE {}", tuples.join(" OR "));
+                    let mut q = sqlx::query_as::<_, (String, String)>(&sql);
+                    for (env_id, key) in chunk {
+                        q = q.bind(env_id).bind(key);
+                    }
+                    found.extend(q.fetch_all(self.reader()).await.map_err(internal)?);
+                }
+                Ok(found)
+            }
+        }
+    };
+}
+
+/// The keys one transaction created, updated and deleted: its one `secret.changed` event.
+#[derive(Debug, Default)]
+pub(crate) struct SecretChanges {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+impl SecretChanges {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.updated.is_empty() && self.deleted.is_empty()
+    }
+
+    pub(crate) fn data(&self, env_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "env_id": env_id,
+            "created": self.created,
+            "updated": self.updated,
+            "deleted": self.deleted,
+        })
+    }
+}
+
+/// Queues the transaction's one `secret.changed` event (key names only), unless nothing
+/// changed. Evaluates to `Result<()>`.
+macro_rules! announce_secrets {
+    ($conn:expr, $org_id:expr, $env_id:expr, $changes:expr) => {{
+        let changes: &$crate::secrets::SecretChanges = $changes;
+        if changes.is_empty() {
+            Ok(())
+        } else {
+            announce!(
+                $conn,
+                $org_id,
+                Some($env_id),
+                "secret.changed",
+                changes.data($env_id)
+            )
+        }
+    }};
+}
+
+/// Applies one [`SecretWrite`] in the transaction: the row, its version row, its audit
+/// entry; records the key in `$changes`. Evaluates to `Result<SecretRecord>`.
+macro_rules! apply_secret_write {
+    ($conn:expr, $origin:expr, $env_id:expr, $write:expr, $changes:expr) => {{
+        let origin: &Origin = $origin;
+        let env_id: &str = $env_id;
+        let changes: &mut $crate::secrets::SecretChanges = $changes;
+        let now = now_ms();
+        let by = &origin.actor.id;
+        let result: enclave_core::Result<SecretRecord> = async {
+            match $write {
+                SecretWrite::Create(new) => {
+                    if new.env_id != env_id {
+                        return Err(Error::internal());
+                    }
+                    let rec: SecretRecord = sqlx::query_as(&format!(
+                        "INSERT INTO secrets (id, org_id, env_id, key_name, ciphertext, comment, tags, version, \
+                         created_by, created_at, updated_by, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $8, $9) RETURNING {SECRET_COLUMNS}"
+                    ))
+                    .bind(&new.id)
+                    .bind(&new.org_id)
+                    .bind(&new.env_id)
+                    .bind(&new.key)
+                    .bind(&new.ciphertext)
+                    .bind(&new.comment)
+                    .bind(sqlx::types::Json(&new.tags))
+                    .bind(by)
+                    .bind(now)
+                    .fetch_one(&mut *$conn)
+                    .await
+                    .map_err(unique_or(|| {
+                        Error::conflict("key_taken", format!("this environment already has a secret `{}`", new.key))
+                            .with_details(serde_json::json!({"rule": "key_taken", "key": new.key}))
+                    }))?;
+                    record_secret_version!(&mut *$conn, &rec, now)?;
+                    journal!(&mut *$conn, origin, Change::of("secret.created", None, Some(&rec)))?;
+                    changes.created.push(rec.key.clone());
+                    Ok(rec)
+                }
+                SecretWrite::Update { secret_id, key, expected_version, ciphertext, comment, tags } => {
+                    let before: Option<SecretRecord> = sqlx::query_as(&format!(
+                        "SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 AND id = $2{}",
+                        Self::FOR_UPDATE
+                    ))
+                    .bind(env_id)
+                    .bind(&secret_id)
+                    .fetch_optional(&mut *$conn)
+                    .await
+                    .map_err(internal)?;
+                    let stale = || Error::precondition_failed(format!("the secret `{key}` changed while this write was prepared"));
+                    let before = before.ok_or_else(stale)?;
+                    if before.version != expected_version {
+                        return Err(stale());
+                    }
+                    let rec: SecretRecord = sqlx::query_as(&format!(
+                        "UPDATE secrets SET ciphertext = $2, comment = $3, tags = $4, version = version + 1, \
+                         updated_by = $5, updated_at = $6 WHERE id = $1 RETURNING {SECRET_COLUMNS}"
+                    ))
+                    .bind(&secret_id)
+                    .bind(&ciphertext)
+                    .bind(&comment)
+                    .bind(sqlx::types::Json(&tags))
+                    .bind(by)
+                    .bind(now)
+                    .fetch_one(&mut *$conn)
+                    .await
+                    .map_err(internal)?;
+                    record_secret_version!(&mut *$conn, &rec, now)?;
+                    journal!(&mut *$conn, origin, Change::of("secret.updated", Some(&before), Some(&rec)))?;
+                    changes.updated.push(rec.key.clone());
+                    Ok(rec)
+                }
+            }
+        }
+        .await;
+        result
+    }};
+}
+
+/// Appends the secret's current version to its history.
+macro_rules! record_secret_version {
+    ($conn:expr, $rec:expr, $now:expr) => {{
+        let rec: &SecretRecord = $rec;
+        sqlx::query(
+            "INSERT INTO secret_versions (secret_id, version, ciphertext, comment, tags, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&rec.id)
+        .bind(rec.version)
+        .bind(&rec.ciphertext)
+        .bind(&rec.comment)
+        .bind(sqlx::types::Json(&rec.tags.0))
+        .bind(&rec.updated_by)
+        .bind($now)
+        .execute(&mut *$conn)
+        .await
+        .map(|_| ())
+        .map_err(internal)
+    }};
+}
+
+/// Checks, holding the keyring row until commit, that the database's master key is
+/// `$master_key_id`; 503 `master_key_rotated` otherwise. Evaluates to `Result<()>`.
+macro_rules! check_keyring {
+    ($conn:expr, $master_key_id:expr) => {{
+        let current: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT master_key_id FROM keyring WHERE id = 1{}",
+            Self::FOR_UPDATE
+        ))
+        .fetch_optional(&mut *$conn)
+        .await
+        .map_err(internal)?;
+        if current.as_deref() == Some($master_key_id) {
+            Ok(())
+        } else {
+            Err(enclave_core::Error::unavailable(
+                "the master key was rotated: this server must be restarted with the new one",
+            )
+            .with_details(serde_json::json!({"rule": "master_key_rotated"})))
+        }
+    }};
+}
+
+/// Stores an environment's data key unless it has one. Evaluates to `Result<()>`.
+macro_rules! insert_data_key {
+    ($conn:expr, $env_id:expr, $key:expr) => {{
+        let key: &enclave_core::secret::crypto::WrappedKey = $key;
+        sqlx::query(
+            "INSERT INTO secret_keys (env_id, key_id, wrapped, master_key_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (env_id) DO NOTHING",
+        )
+        .bind($env_id)
+        .bind(&key.key_id)
+        .bind(&key.wrapped)
+        .bind(&key.master_key_id)
+        .bind(now_ms())
+        .execute(&mut *$conn)
+        .await
+        .map(|_| ())
+        .map_err(internal)
+    }};
+}
+
+pub(crate) use {
+    announce_secrets, apply_secret_write, check_keyring, impl_secret_store, insert_data_key,
+    record_secret_version,
+};
