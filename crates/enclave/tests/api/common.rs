@@ -305,13 +305,19 @@ impl Server {
 /// Starts the real `enclave serve` binary on `db` (random port, the known owner, `extra`
 /// settings on top); returns the child (killed when dropped) and its URL once it listens.
 pub async fn spawn_binary(db: &Db, extra: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    spawn_binary_logging(db, extra, std::process::Stdio::null()).await
+}
+
+/// [`spawn_binary`], its log (stderr) going to `log`.
+pub async fn spawn_binary_logging(
+    db: &Db,
+    extra: &[(&str, &str)],
+    log: std::process::Stdio,
+) -> (tokio::process::Child, String) {
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_enclave"));
+    let mut cmd = binary(db);
     cmd.arg("serve")
-        .env_clear()
-        .env("ENCLAVE_DATA_DIR", db.data_dir())
         .env("ENCLAVE_HTTP_ADDR", "127.0.0.1:0")
-        .env("DATABASE_URL", &db.url)
         .env("ENCLAVE_BOOTSTRAP_EMAIL", OWNER_EMAIL)
         .env("ENCLAVE_BOOTSTRAP_PASSWORD", OWNER_PASSWORD)
         .env("ENCLAVE_RATE_LIMITS", "free=1000000/100000")
@@ -319,7 +325,7 @@ pub async fn spawn_binary(db: &Db, extra: &[(&str, &str)]) -> (tokio::process::C
         .env("ENCLAVE_LOG", "warn")
         .envs(extra.iter().copied())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -336,4 +342,13 @@ pub async fn spawn_binary(db: &Db, extra: &[(&str, &str)]) -> (tokio::process::C
     // Keep draining what it prints, so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, url)
+}
+
+/// The `enclave` binary with nothing of this process's environment but the storage of `db`.
+pub fn binary(db: &Db) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_enclave"));
+    cmd.env_clear()
+        .env("ENCLAVE_DATA_DIR", db.data_dir())
+        .env("DATABASE_URL", &db.url);
+    cmd
 }

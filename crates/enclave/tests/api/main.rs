@@ -13,5 +13,7 @@ mod members;
 mod organizations;
 mod policies;
 mod receiver;
+mod secrets;
+mod secrets_at_rest;
 mod system;
 mod webhooks;
