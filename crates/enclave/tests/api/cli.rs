@@ -6,7 +6,12 @@ use serde_json::Value;
 use crate::both;
 use crate::common::{Db, Server};
 
-both!(env_commands, keys_commands, policy_commands);
+both!(
+    env_commands,
+    keys_commands,
+    policy_commands,
+    secret_commands
+);
 
 struct Cli {
     url: String,
@@ -21,14 +26,33 @@ struct Out {
 
 impl Cli {
     async fn run(&self, args: &[&str]) -> Out {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
+        self.run_as(args, ("ENCLAVE_TOKEN", &self.token), None)
+            .await
+    }
+
+    /// Runs with one credential variable (`ENCLAVE_TOKEN` or `ENCLAVE_API_KEY`) and, when
+    /// given, `stdin` as standard input.
+    async fn run_as(&self, args: &[&str], credential: (&str, &str), stdin: Option<&str>) -> Out {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
             .args(args)
             .env("ENCLAVE_URL", &self.url)
-            .env("ENCLAVE_TOKEN", &self.token)
+            .env_remove("ENCLAVE_TOKEN")
+            .env_remove("ENCLAVE_API_KEY")
+            .env(credential.0, credential.1)
             .env_remove("ENCLAVE_ORG")
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
             .await
             .unwrap();
+        drop(input);
+        let out = child.wait_with_output().await.unwrap();
         Out {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into(),
@@ -445,6 +469,203 @@ async fn policy_commands(db: Db) {
         "a taken name is explained: {}",
         bad.stderr
     );
+}
+
+/// `enclave secrets …` and `enclave run`, with a token and with an API key.
+async fn secret_commands(db: Db) {
+    let s = db.start().await;
+    let cli = Cli {
+        url: s.url.clone(),
+        token: s.owner_token().await,
+    };
+    let ok = |out: &Out| assert_eq!(out.code, 0, "{}", out.stderr);
+    let token = ("ENCLAVE_TOKEN", cli.token.as_str());
+    // A value from standard input stays out of the command line.
+    let out = cli
+        .run_as(
+            &[
+                "secrets",
+                "set",
+                "DB_PASSWORD",
+                "--env",
+                "staging",
+                "--comment",
+                "rotated monthly",
+            ],
+            token,
+            Some("s3cr3t pass\n"),
+        )
+        .await;
+    ok(&out);
+    let out = cli
+        .run(&[
+            "secrets",
+            "set",
+            "API_URL=https://api.example.com",
+            "PORT=8080",
+            "--env",
+            "staging",
+        ])
+        .await;
+    ok(&out);
+    assert!(
+        out.stdout.contains("created (2): API_URL, PORT"),
+        "{}",
+        out.stdout
+    );
+    let out = cli
+        .run(&["secrets", "set", "PORT=9090", "--env", "staging"])
+        .await;
+    ok(&out);
+    let got = cli
+        .run(&["secrets", "get", "PORT", "--env", "staging"])
+        .await;
+    assert_eq!(got.stdout, "9090\n");
+    let got = cli
+        .run(&["secrets", "get", "DB_PASSWORD", "--env", "staging"])
+        .await;
+    assert_eq!(
+        got.stdout, "s3cr3t pass\n",
+        "one trailing newline of stdin dropped"
+    );
+    let list = cli.run(&["secrets", "list", "--env", "staging"]).await;
+    ok(&list);
+    assert!(
+        list.stdout.starts_with("KEY") && list.stdout.contains("rotated monthly"),
+        "{}",
+        list.stdout
+    );
+    assert!(
+        !list.stdout.contains("s3cr3t"),
+        "no values without --reveal"
+    );
+    let list = cli
+        .run(&["secrets", "list", "--env", "staging", "--reveal"])
+        .await;
+    assert!(list.stdout.contains("s3cr3t pass"));
+
+    // Import a file (dry run first), export it back.
+    let dir = tempfile_dir(&db);
+    let file = dir.join("app.env");
+    std::fs::write(&file, "LOG_LEVEL=debug\nPORT=1\n").unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let dry = cli
+        .run(&["secrets", "import", &file, "--env", "staging", "--dry-run"])
+        .await;
+    ok(&dry);
+    assert!(
+        dry.stdout.contains("would be created (1): LOG_LEVEL")
+            && dry.stdout.contains("skipped (1): PORT"),
+        "{}",
+        dry.stdout
+    );
+    let real = cli
+        .run(&[
+            "secrets",
+            "import",
+            &file,
+            "--env",
+            "staging",
+            "--overwrite",
+        ])
+        .await;
+    assert!(real.stdout.contains("updated (1): PORT"), "{}", real.stdout);
+    let export = cli.run(&["secrets", "export", "--env", "staging"]).await;
+    ok(&export);
+    assert!(
+        export.stdout.contains("DB_PASSWORD='s3cr3t pass'\n") && export.stdout.contains("PORT=1\n"),
+        "{}",
+        export.stdout
+    );
+    let json = cli
+        .json(&["secrets", "export", "--env", "staging", "--format", "json"])
+        .await;
+    assert_eq!(json["LOG_LEVEL"], "debug");
+    let versions = cli
+        .run(&["secrets", "versions", "PORT", "--env", "staging"])
+        .await;
+    assert_eq!(versions.stdout.lines().count(), 4, "{}", versions.stdout);
+    ok(&cli
+        .run(&["secrets", "restore", "PORT", "1", "--env", "staging"])
+        .await);
+    assert_eq!(
+        cli.run(&["secrets", "get", "PORT", "--env", "staging"])
+            .await
+            .stdout,
+        "8080\n"
+    );
+    ok(&cli
+        .run(&["secrets", "delete", "LOG_LEVEL", "--env", "staging"])
+        .await);
+    let gone = cli
+        .run(&["secrets", "get", "LOG_LEVEL", "--env", "staging"])
+        .await;
+    assert!(
+        gone.code != 0 && gone.stderr.contains("404 NOT_FOUND"),
+        "{}",
+        gone.stderr
+    );
+
+    // `enclave run`: the secrets as environment variables, not Enclave's own credentials.
+    let run = cli
+        .run(&[
+            "run",
+            "--env",
+            "staging",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$DB_PASSWORD|$PORT|${ENCLAVE_TOKEN:-none}\"; exit 3",
+        ])
+        .await;
+    assert_eq!(run.code, 3, "the command's exit status: {}", run.stderr);
+    assert_eq!(run.stdout, "s3cr3t pass|8080|none\n");
+    // With an API key (its own environment; `secrets:read` is enough to run).
+    let key = cli
+        .json(&[
+            "keys",
+            "create",
+            "runner",
+            "--env",
+            "staging",
+            "--scopes",
+            "secrets:read",
+            "--role",
+            "developer",
+        ])
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = cli
+        .run_as(
+            &["run", "--", "sh", "-c", "echo $API_URL"],
+            ("ENCLAVE_API_KEY", &key),
+            None,
+        )
+        .await;
+    assert_eq!(run.stdout, "https://api.example.com\n", "{}", run.stderr);
+    let other = cli
+        .run_as(
+            &["secrets", "list", "--env", "env_01aaaaaaaaaaaaaaaaaaaaaaaa"],
+            ("ENCLAVE_API_KEY", &key),
+            None,
+        )
+        .await;
+    assert!(
+        other.stderr.contains("belongs to environment"),
+        "{}",
+        other.stderr
+    );
+    let missing = cli
+        .run(&["run", "--env", "staging", "--", "/no/such/program"])
+        .await;
+    assert!(
+        missing.code != 0 && missing.stderr.contains("cannot run /no/such/program"),
+        "{}",
+        missing.stderr
+    );
+    s.stop().await;
 }
 
 fn tempfile_dir(db: &Db) -> std::path::PathBuf {
