@@ -121,9 +121,8 @@ macro_rules! impl_environment_store {
                     check_keyring!(&mut *tx, &data_key.master_key_id)?;
                     insert_data_key!(&mut *tx, &rec.id, &data_key)?;
                     let mut changed = SecretChanges::default();
-                    for secret in secrets {
-                        apply_secret_write!(&mut *tx, origin, &rec.id, SecretWrite::Create(secret), &mut changed)?;
-                    }
+                    let writes = secrets.into_iter().map(SecretWrite::Create).collect();
+                    write_secret_batch!(&mut *tx, origin, &rec.id, writes, &mut changed)?;
                     announce_secrets!(&mut *tx, &rec.org_id, &rec.id, &changed)?;
                 }
                 self.commit(tx, vec![]).await?;
@@ -524,9 +523,7 @@ macro_rules! impl_environment_store {
                     }
                 }
                 let mut changed_secrets = SecretChanges::default();
-                for write in apply.secrets {
-                    apply_secret_write!(&mut *tx, origin, &target.id, write, &mut changed_secrets)?;
-                }
+                write_secret_batch!(&mut *tx, origin, &target.id, apply.secrets, &mut changed_secrets)?;
                 announce_secrets!(&mut *tx, &target.org_id, &target.id, &changed_secrets)?;
                 if let Some(settings) = apply.settings {
                     sqlx::query("UPDATE environments SET settings = $2, updated_at = $3, version = version + 1 WHERE id = $1")

@@ -214,11 +214,7 @@ macro_rules! impl_secret_store {
                 let mut tx = self.begin_write().await?;
                 let env = writable_env!(&mut *tx, env_id)?;
                 let mut changed = SecretChanges::default();
-                let mut out = Vec::with_capacity(writes.len());
-                for write in writes {
-                    let rec = apply_secret_write!(&mut *tx, origin, env_id, write, &mut changed)?;
-                    out.push(rec);
-                }
+                let out = write_secret_batch!(&mut *tx, origin, env_id, writes, &mut changed)?;
                 announce_secrets!(&mut *tx, &env.org_id, env_id, &changed)?;
                 self.commit(tx, vec![]).await?;
                 Ok(out)
@@ -314,17 +310,33 @@ pub(crate) struct SecretChanges {
     pub deleted: Vec<String>,
 }
 
+/// 409 `key_taken`: the environment has a secret `key` (empty when the database, not the
+/// check before it, found the clash).
+pub(crate) fn key_taken(key: &str) -> enclave_core::Error {
+    enclave_core::Error::conflict(
+        "key_taken",
+        format!("this environment already has a secret `{key}`"),
+    )
+    .with_details(serde_json::json!({"rule": "key_taken", "key": key}))
+}
+
 impl SecretChanges {
     pub(crate) fn is_empty(&self) -> bool {
         self.created.is_empty() && self.updated.is_empty() && self.deleted.is_empty()
     }
 
+    /// The event's `data`: key names, sorted.
     pub(crate) fn data(&self, env_id: &str) -> serde_json::Value {
+        let sorted = |keys: &[String]| {
+            let mut keys = keys.to_vec();
+            keys.sort();
+            keys
+        };
         serde_json::json!({
             "env_id": env_id,
-            "created": self.created,
-            "updated": self.updated,
-            "deleted": self.deleted,
+            "created": sorted(&self.created),
+            "updated": sorted(&self.updated),
+            "deleted": sorted(&self.deleted),
         })
     }
 }
@@ -348,105 +360,160 @@ macro_rules! announce_secrets {
     }};
 }
 
-/// Applies one [`SecretWrite`] in the transaction: the row, its version row, its audit
-/// entry; records the key in `$changes`. Evaluates to `Result<SecretRecord>`.
-macro_rules! apply_secret_write {
-    ($conn:expr, $origin:expr, $env_id:expr, $write:expr, $changes:expr) => {{
+/// Applies `$writes` (one environment's) in the transaction: creates 400 rows per statement
+/// (a key that exists → 409 `key_taken` naming it), then updates one by one (each only from
+/// its expected version, else 412), every version row, and one audit entry per secret
+/// through [`journal_batch!`]; records the keys in `$changes`. Evaluates to
+/// `Result<Vec<SecretRecord>>`: creates in the order given, then updates.
+macro_rules! write_secret_batch {
+    ($conn:expr, $origin:expr, $env_id:expr, $writes:expr, $changes:expr) => {{
         let origin: &Origin = $origin;
         let env_id: &str = $env_id;
         let changes: &mut $crate::secrets::SecretChanges = $changes;
-        let now = now_ms();
-        let by = &origin.actor.id;
-        let result: enclave_core::Result<SecretRecord> = async {
-            match $write {
-                SecretWrite::Create(new) => {
-                    if new.env_id != env_id {
-                        return Err(Error::internal());
-                    }
-                    let rec: SecretRecord = sqlx::query_as(&format!(
-                        "INSERT INTO secrets (id, org_id, env_id, key_name, ciphertext, comment, tags, version, \
-                         created_by, created_at, updated_by, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $8, $9) RETURNING {SECRET_COLUMNS}"
-                    ))
-                    .bind(&new.id)
-                    .bind(&new.org_id)
-                    .bind(&new.env_id)
-                    .bind(&new.key)
-                    .bind(&new.ciphertext)
-                    .bind(&new.comment)
-                    .bind(sqlx::types::Json(&new.tags))
-                    .bind(by)
-                    .bind(now)
-                    .fetch_one(&mut *$conn)
-                    .await
-                    .map_err(unique_or(|| {
-                        Error::conflict("key_taken", format!("this environment already has a secret `{}`", new.key))
-                            .with_details(serde_json::json!({"rule": "key_taken", "key": new.key}))
-                    }))?;
-                    record_secret_version!(&mut *$conn, &rec, now)?;
-                    journal!(&mut *$conn, origin, Change::of("secret.created", None, Some(&rec)))?;
-                    changes.created.push(rec.key.clone());
-                    Ok(rec)
-                }
-                SecretWrite::Update { secret_id, key, expected_version, ciphertext, comment, tags } => {
-                    let before: Option<SecretRecord> = sqlx::query_as(&format!(
-                        "SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 AND id = $2{}",
-                        Self::FOR_UPDATE
-                    ))
-                    .bind(env_id)
-                    .bind(&secret_id)
-                    .fetch_optional(&mut *$conn)
-                    .await
-                    .map_err(internal)?;
-                    let stale = || Error::precondition_failed(format!("the secret `{key}` changed while this write was prepared"));
-                    let before = before.ok_or_else(stale)?;
-                    if before.version != expected_version {
-                        return Err(stale());
-                    }
-                    let rec: SecretRecord = sqlx::query_as(&format!(
-                        "UPDATE secrets SET ciphertext = $2, comment = $3, tags = $4, version = version + 1, \
-                         updated_by = $5, updated_at = $6 WHERE id = $1 RETURNING {SECRET_COLUMNS}"
-                    ))
-                    .bind(&secret_id)
-                    .bind(&ciphertext)
-                    .bind(&comment)
-                    .bind(sqlx::types::Json(&tags))
-                    .bind(by)
-                    .bind(now)
-                    .fetch_one(&mut *$conn)
-                    .await
-                    .map_err(internal)?;
-                    record_secret_version!(&mut *$conn, &rec, now)?;
-                    journal!(&mut *$conn, origin, Change::of("secret.updated", Some(&before), Some(&rec)))?;
-                    changes.updated.push(rec.key.clone());
-                    Ok(rec)
+        let writes: Vec<SecretWrite> = $writes;
+        let result: enclave_core::Result<Vec<SecretRecord>> = async {
+            let now = now_ms();
+            let by = &origin.actor.id;
+            let mut creates = Vec::new();
+            let mut updates = Vec::new();
+            for write in writes {
+                match write {
+                    SecretWrite::Create(new) if new.env_id == env_id => creates.push(new),
+                    SecretWrite::Create(_) => return Err(Error::internal()),
+                    update => updates.push(update),
                 }
             }
+            let mut out: Vec<SecretRecord> = Vec::with_capacity(creates.len() + updates.len());
+            let mut journal = Vec::with_capacity(creates.len() + updates.len());
+            for chunk in creates.chunks(400) {
+                let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                let taken_sql = format!(
+                    "SELECT key_name FROM secrets WHERE env_id = $1 AND key_name IN ({}) ORDER BY key_name LIMIT 1",
+                    list.join(", ")
+                );
+                let mut taken = sqlx::query_scalar::<_, String>(&taken_sql).bind(env_id);
+                for new in chunk {
+                    taken = taken.bind(&new.key);
+                }
+                if let Some(key) = taken.fetch_optional(&mut *$conn).await.map_err(internal)? {
+                    return Err($crate::secrets::key_taken(&key));
+                }
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let b = 2 + i * 7;
+                        format!(
+                            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 1, $1, $2, $1, $2)",
+                            b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO secrets (id, org_id, env_id, key_name, ciphertext, comment, tags, version, \
+                     created_by, created_at, updated_by, updated_at) VALUES {} RETURNING {SECRET_COLUMNS}",
+                    rows.join(", ")
+                );
+                let mut q = sqlx::query_as::<_, SecretRecord>(&sql).bind(by).bind(now);
+                for new in chunk {
+                    q = q
+                        .bind(&new.id)
+                        .bind(&new.org_id)
+                        .bind(&new.env_id)
+                        .bind(&new.key)
+                        .bind(&new.ciphertext)
+                        .bind(&new.comment)
+                        .bind(sqlx::types::Json(&new.tags));
+                }
+                let mut recs = q
+                    .fetch_all(&mut *$conn)
+                    .await
+                    .map_err(unique_or(|| $crate::secrets::key_taken("")))?;
+                // RETURNING's row order is not promised: put them back in the order given.
+                let order: std::collections::HashMap<&str, usize> =
+                    chunk.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+                recs.sort_by_key(|r| order.get(r.id.as_str()).copied().unwrap_or(usize::MAX));
+                record_secret_versions!(&mut *$conn, &recs, now)?;
+                for rec in recs {
+                    journal.push(Change::of("secret.created", None, Some(&rec)));
+                    changes.created.push(rec.key.clone());
+                    out.push(rec);
+                }
+            }
+            for update in updates {
+                let SecretWrite::Update { secret_id, key, expected_version, ciphertext, comment, tags } = update else {
+                    return Err(Error::internal());
+                };
+                let before: Option<SecretRecord> = sqlx::query_as(&format!(
+                    "SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 AND id = $2{}",
+                    Self::FOR_UPDATE
+                ))
+                .bind(env_id)
+                .bind(&secret_id)
+                .fetch_optional(&mut *$conn)
+                .await
+                .map_err(internal)?;
+                let stale = || Error::precondition_failed(format!("the secret `{key}` changed while this write was prepared"));
+                let before = before.ok_or_else(stale)?;
+                if before.version != expected_version {
+                    return Err(stale());
+                }
+                let rec: SecretRecord = sqlx::query_as(&format!(
+                    "UPDATE secrets SET ciphertext = $2, comment = $3, tags = $4, version = version + 1, \
+                     updated_by = $5, updated_at = $6 WHERE id = $1 RETURNING {SECRET_COLUMNS}"
+                ))
+                .bind(&secret_id)
+                .bind(&ciphertext)
+                .bind(&comment)
+                .bind(sqlx::types::Json(&tags))
+                .bind(by)
+                .bind(now)
+                .fetch_one(&mut *$conn)
+                .await
+                .map_err(internal)?;
+                record_secret_versions!(&mut *$conn, std::slice::from_ref(&rec), now)?;
+                journal.push(Change::of("secret.updated", Some(&before), Some(&rec)));
+                changes.updated.push(rec.key.clone());
+                out.push(rec);
+            }
+            journal_batch!(&mut *$conn, origin, journal)?;
+            Ok(out)
         }
         .await;
         result
     }};
 }
 
-/// Appends the secret's current version to its history.
-macro_rules! record_secret_version {
-    ($conn:expr, $rec:expr, $now:expr) => {{
-        let rec: &SecretRecord = $rec;
-        sqlx::query(
-            "INSERT INTO secret_versions (secret_id, version, ciphertext, comment, tags, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&rec.id)
-        .bind(rec.version)
-        .bind(&rec.ciphertext)
-        .bind(&rec.comment)
-        .bind(sqlx::types::Json(&rec.tags.0))
-        .bind(&rec.updated_by)
-        .bind($now)
-        .execute(&mut *$conn)
-        .await
-        .map(|_| ())
-        .map_err(internal)
+/// Appends each record's current version to its history, 400 rows per statement.
+macro_rules! record_secret_versions {
+    ($conn:expr, $recs:expr, $now:expr) => {{
+        let recs: &[SecretRecord] = $recs;
+        let result: enclave_core::Result<()> = async {
+            for chunk in recs.chunks(400) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let b = 1 + i * 6;
+                        format!("(${}, ${}, ${}, ${}, ${}, ${}, $1)", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6)
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO secret_versions (secret_id, version, ciphertext, comment, tags, created_by, created_at) VALUES {}",
+                    rows.join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind($now);
+                for rec in chunk {
+                    q = q
+                        .bind(&rec.id)
+                        .bind(rec.version)
+                        .bind(&rec.ciphertext)
+                        .bind(&rec.comment)
+                        .bind(sqlx::types::Json(&rec.tags.0))
+                        .bind(&rec.updated_by);
+                }
+                q.execute(&mut *$conn).await.map_err(internal)?;
+            }
+            Ok(())
+        }
+        .await;
+        result
     }};
 }
 
@@ -493,6 +560,6 @@ macro_rules! insert_data_key {
 }
 
 pub(crate) use {
-    announce_secrets, apply_secret_write, check_keyring, impl_secret_store, insert_data_key,
-    record_secret_version,
+    announce_secrets, check_keyring, impl_secret_store, insert_data_key, record_secret_versions,
+    write_secret_batch,
 };
