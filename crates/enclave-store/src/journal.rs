@@ -379,8 +379,10 @@ macro_rules! journal {
 }
 
 /// [`journal!`] for many changes of one organization at once: the chain head is moved once by
-/// `n`, the entries are sealed in order in memory and inserted 500 per statement — what a bulk
-/// write (an import of 10 000 secrets) needs to stay a few statements per 500 changes.
+/// `n`, the entries are sealed in order in memory and inserted 100 per statement — what a bulk
+/// write (an import of 10 000 secrets) needs to stay a few statements per 100 changes. (Larger
+/// batches are slower on SQLite: sqlx's binding cost there grows with a statement's
+/// parameters; see bench/README.md.)
 /// Evaluates to `enclave_core::Result<()>`.
 macro_rules! journal_batch {
     ($conn:expr, $origin:expr, $changes:expr) => {{
@@ -417,7 +419,7 @@ macro_rules! journal_batch {
                     e
                 })
                 .collect();
-            for chunk in entries.chunks(500) {
+            for chunk in entries.chunks(100) {
                 let rows: Vec<String> = (0..chunk.len())
                     .map(|i| {
                         let b = i * 16;

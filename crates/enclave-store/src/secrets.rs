@@ -284,8 +284,8 @@ macro_rules! impl_secret_store {
 
             async fn existing_secret_keys(&self, pairs: &[(String, String)]) -> enclave_core::Result<Vec<(String, String)>> {
                 let mut found = Vec::new();
-                // 400 pairs (800 parameters) per query: far below both databases' limits.
-                for chunk in pairs.chunks(400) {
+                // 100 pairs (200 parameters) per query: sqlx's SQLite binding slows with more.
+                for chunk in pairs.chunks(100) {
                     let tuples: Vec<String> = (0..chunk.len())
                         .map(|i| format!("(env_id = ${} AND key_name = ${})", 2 * i + 1, 2 * i + 2))
                         .collect();
@@ -360,7 +360,7 @@ macro_rules! announce_secrets {
     }};
 }
 
-/// Applies `$writes` (one environment's) in the transaction: creates 400 rows per statement
+/// Applies `$writes` (one environment's) in the transaction: creates 100 rows per statement
 /// (a key that exists → 409 `key_taken` naming it), then updates one by one (each only from
 /// its expected version, else 412), every version row, and one audit entry per secret
 /// through [`journal_batch!`]; records the keys in `$changes`. Evaluates to
@@ -385,7 +385,7 @@ macro_rules! write_secret_batch {
             }
             let mut out: Vec<SecretRecord> = Vec::with_capacity(creates.len() + updates.len());
             let mut journal = Vec::with_capacity(creates.len() + updates.len());
-            for chunk in creates.chunks(400) {
+            for chunk in creates.chunks(100) {
                 let list: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
                 let taken_sql = format!(
                     "SELECT key_name FROM secrets WHERE env_id = $1 AND key_name IN ({}) ORDER BY key_name LIMIT 1",
@@ -482,12 +482,12 @@ macro_rules! write_secret_batch {
     }};
 }
 
-/// Appends each record's current version to its history, 400 rows per statement.
+/// Appends each record's current version to its history, 100 rows per statement.
 macro_rules! record_secret_versions {
     ($conn:expr, $recs:expr, $now:expr) => {{
         let recs: &[SecretRecord] = $recs;
         let result: enclave_core::Result<()> = async {
-            for chunk in recs.chunks(400) {
+            for chunk in recs.chunks(100) {
                 let rows: Vec<String> = (0..chunk.len())
                     .map(|i| {
                         let b = 1 + i * 6;
