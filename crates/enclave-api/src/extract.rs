@@ -162,6 +162,18 @@ fn strip_position(msg: &str) -> &str {
     msg.split(" at line ").next().unwrap_or(msg)
 }
 
+/// Whether the request says its body is JSON (`Content-Type: application/json…`).
+pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
+}
+
 /// A JSON body: `Content-Type: application/json`, within its route's [`body_limit`], no
 /// unknown fields.
 pub struct JsonBody<T>(pub T);
@@ -170,16 +182,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
-        if !is_json {
+        if !is_json(req.headers()) {
             return Err(Error::validation(
                 "content-type",
                 "json",
@@ -199,30 +202,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let query = parts.uri.query().unwrap_or_default();
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de)
-            .map(QueryParams)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let msg = e.into_inner().to_string();
-                let err = if let Some(name) = between(&msg, "unknown field `", "`") {
-                    Error::validation(
-                        name,
-                        "unknown_parameter",
-                        format!("unknown query parameter `{name}`"),
-                    )
-                } else {
-                    let field = if path == "." {
-                        "query".to_string()
-                    } else {
-                        path
-                    };
-                    Error::validation(&field, "type", format!("query parameter `{field}`: {msg}"))
-                };
-                ApiError(err)
-            })
+        Ok(QueryParams(parse_query(
+            parts.uri.query().unwrap_or_default(),
+        )?))
     }
+}
+
+/// Parses a query string into `T`; an unknown parameter or a missing required one is a 400
+/// naming it.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        if let Some(name) = between(&msg, "unknown field `", "`") {
+            Error::validation(
+                name,
+                "unknown_parameter",
+                format!("unknown query parameter `{name}`"),
+            )
+        } else if let Some(name) = between(&msg, "missing field `", "`") {
+            Error::validation(
+                name,
+                "required",
+                format!("query parameter `{name}` is required"),
+            )
+        } else {
+            let field = if path == "." {
+                "query".to_string()
+            } else {
+                path
+            };
+            Error::validation(&field, "type", format!("query parameter `{field}`: {msg}"))
+        }
+    })
 }
 
 /// `If-Match`: `None` when absent or `*`; the expected version otherwise. An ETag this API

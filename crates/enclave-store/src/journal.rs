@@ -309,81 +309,23 @@ impl Audited for PolicyRecord {
 }
 
 /// Appends `$change` to its organization's chain and queues its event, on the transaction's
-/// connection `$conn`. Evaluates to `enclave_core::Result<()>`.
-///
-/// The chain head is an upsert that returns the previous head and locks the row until
-/// commit, so concurrent appends to one chain take turns (PostgreSQL row lock; SQLite has a
-/// single writer) and the chain never forks.
+/// connection `$conn`: [`journal_batch!`] with one change. Evaluates to
+/// `enclave_core::Result<()>`.
 macro_rules! journal {
     ($conn:expr, $origin:expr, $change:expr) => {{
         let change: $crate::journal::Change = $change;
-        let origin: &$crate::journal::Origin = $origin;
-        async {
-            let conn = $conn;
-            let now = now_ms();
-            let (seq, head): (i64, String) = sqlx::query_as(
-                "INSERT INTO audit_chains (chain_id, seq, head_hash) VALUES ($1, 1, $2) \
-                 ON CONFLICT (chain_id) DO UPDATE SET seq = audit_chains.seq + 1 \
-                 RETURNING seq, head_hash",
-            )
-            .bind(&change.org_id)
-            .bind(enclave_core::audit::GENESIS_HASH)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(internal)?;
-            let entry = change.entry(origin, seq, now).seal(&head);
-            sqlx::query(
-                "INSERT INTO iam_audit (id, org_id, seq, actor_type, actor_id, action, \
-                 resource_type, resource_id, env_id, before_json, after_json, request_id, \
-                 source_ip, created_at, prev_hash, entry_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(&entry.id)
-            .bind(&entry.org_id)
-            .bind(entry.seq)
-            .bind(entry.actor_type.as_str())
-            .bind(&entry.actor_id)
-            .bind(&entry.action)
-            .bind(&entry.resource_type)
-            .bind(&entry.resource_id)
-            .bind(&entry.env_id)
-            .bind(entry.before.to_string())
-            .bind(entry.after.to_string())
-            .bind(&entry.request_id)
-            .bind(&entry.source_ip)
-            .bind(now)
-            .bind(&entry.prev_hash)
-            .bind(&entry.entry_hash)
-            .execute(&mut *conn)
-            .await
-            .map_err(internal)?;
-            sqlx::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
-                .bind(&change.org_id)
-                .bind(&entry.entry_hash)
-                .execute(&mut *conn)
-                .await
-                .map_err(internal)?;
-            if let Some((event_type, data)) = change.event(&entry) {
-                announce!(
-                    &mut *conn,
-                    &change.org_id,
-                    change.env_id.as_deref(),
-                    event_type,
-                    data
-                )?;
-            }
-            Ok::<(), enclave_core::Error>(())
-        }
-        .await
+        journal_batch!($conn, $origin, vec![change])
     }};
 }
 
-/// [`journal!`] for many changes of one organization at once: the chain head is moved once by
-/// `n`, the entries are sealed in order in memory and inserted 100 per statement — what a bulk
-/// write (an import of 10 000 secrets) needs to stay a few statements per 100 changes. (Larger
-/// batches are slower on SQLite: sqlx's binding cost there grows with a statement's
-/// parameters; see bench/README.md.)
-/// Evaluates to `enclave_core::Result<()>`.
+/// Appends `$changes` (of one organization) to its chain and queues their events. The chain
+/// head is an upsert that moves it by `n` and returns the previous head, locking the row until
+/// commit, so concurrent appends to one chain take turns (PostgreSQL row lock; SQLite has a
+/// single writer) and the chain never forks. The entries are sealed in order in memory and
+/// inserted 100 per statement, so a bulk write (an import of 10 000 secrets) stays a few
+/// statements per 100 changes (larger batches are slower on SQLite: sqlx's binding cost there
+/// grows with a statement's parameters; see bench/README.md). Evaluates to
+/// `enclave_core::Result<()>`.
 macro_rules! journal_batch {
     ($conn:expr, $origin:expr, $changes:expr) => {{
         let changes: Vec<$crate::journal::Change> = $changes;

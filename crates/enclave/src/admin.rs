@@ -48,14 +48,7 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
         .transpose()
         .context("ENCLAVE_NEW_MASTER_KEY is not a valid master key")?;
     let given = new_key.is_some();
-    let store = enclave_store::connect(&config.database_url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open storage at {}",
-                enclave_store::redact_url(&config.database_url)
-            )
-        })?;
+    let store = crate::server::open_store(&config.database_url).await?;
     let done = master::rotate(
         &config.master_key,
         &config.data_dir,

@@ -59,14 +59,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             config.data_dir.display()
         )
     })?;
-    let store = enclave_store::connect(&config.database_url)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open storage at {}",
-                enclave_store::redact_url(&config.database_url)
-            )
-        })?;
+    let store = open_store(&config.database_url).await?;
     let bootstrap = bootstrap::run(
         store.as_ref(),
         &config.bootstrap_email,
@@ -109,6 +102,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         shutdown: Some(tx),
         task,
     })
+}
+
+/// Opens (and migrates) the storage at `url`, saying which one when it cannot.
+pub async fn open_store(url: &str) -> anyhow::Result<std::sync::Arc<dyn enclave_store::Store>> {
+    enclave_store::connect(url)
+        .await
+        .with_context(|| format!("cannot open storage at {}", enclave_store::redact_url(url)))
 }
 
 fn spawn_housekeeping(state: enclave_api::AppState) {

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use enclave_core::id::{new_id, Kind};
 use enclave_core::secret::{self, dotenv, ImportOutcome};
-use enclave_core::{Error, ErrorCode, Permission, Result};
+use enclave_core::{ErrorCode, Permission, Result};
 use enclave_store::{NewSecret, SecretRecord, SecretWrite};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::access::env_access;
 use crate::auth::{Caller, Origin};
 use crate::error::{ApiResult, ErrorEnvelope};
-use crate::extract::request_body;
+use crate::extract::{is_json, parse_query, request_body};
 use crate::routes::secrets::may_read_values;
 use crate::secrets;
 use crate::state::AppState;
@@ -46,31 +46,6 @@ pub struct ImportParams {
     pub overwrite: Option<bool>,
 }
 
-/// Parses a query string like [`crate::extract::QueryParams`] does.
-fn query<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T> {
-    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.as_bytes()));
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let msg = e.into_inner().to_string();
-        match msg
-            .strip_prefix("unknown field `")
-            .and_then(|m| m.split('`').next())
-        {
-            Some(name) => Error::validation(
-                name,
-                "unknown_parameter",
-                format!("unknown query parameter `{name}`"),
-            ),
-            None if msg.starts_with("missing field") => Error::validation(
-                "format",
-                "required",
-                "`format` (dotenv or json) is required",
-            ),
-            None => Error::validation(&field, "type", format!("query parameter `{field}`: {msg}")),
-        }
-    })
-}
-
 #[utoipa::path(get, path = "/v1/environments/{env_id}/secrets/export", tag = "secrets", security(("bearer" = []), ("api_key" = [])),
     params(("env_id" = String, Path), ExportParams), responses(
     (status = 200, description = "every secret: `text/plain` `.env` lines, or a JSON object", content_type = "text/plain", body = String),
@@ -81,7 +56,7 @@ pub async fn export(
     env_id: &str,
     raw_query: &str,
 ) -> ApiResult<Response> {
-    let params: ExportParams = query(raw_query)?;
+    let params: ExportParams = parse_query(raw_query)?;
     let (env, _) = env_access(state, who, env_id, Permission::ReadSecretValues).await?;
     let values = values(state, &env.id).await?;
     let resp = match params.format {
@@ -124,18 +99,10 @@ pub async fn import(
     RawQuery(raw_query): RawQuery,
     req: Request,
 ) -> ApiResult<Response> {
-    let params: ImportParams = query(raw_query.as_deref().unwrap_or_default())?;
+    let params: ImportParams = parse_query(raw_query.as_deref().unwrap_or_default())?;
     let (env, access) = env_access(&state, &who, &env_id, Permission::ManageSecrets).await?;
     let can_read = may_read_values(&who, &access);
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
+    let json = is_json(req.headers());
     let body = request_body(req).await?;
     let incoming = secret::parse_import(&body, json)?;
     let dry_run = params.dry_run.unwrap_or(false);

@@ -352,3 +352,34 @@ pub fn binary(db: &Db) -> tokio::process::Command {
         .env("DATABASE_URL", &db.url);
     cmd
 }
+
+/// A server with its bootstrapped organization and its owner's token; each test file adds the
+/// helpers it needs in an `impl Org` of its own.
+pub struct Org {
+    pub s: Server,
+    pub token: String,
+    pub org: String,
+}
+
+impl Org {
+    /// A fresh server on `db` with unlimited environments.
+    pub async fn start(db: &Db) -> Org {
+        let s = Server::start(crate::audit::walk_args(db)).await;
+        let token = s.owner_token().await;
+        let org = s.bootstrap_org.clone().unwrap();
+        Org { s, token, org }
+    }
+
+    /// The id of the environment `slug`.
+    pub async fn env(&self, slug: &str) -> String {
+        let r = self
+            .s
+            .get(
+                &format!("/v1/organizations/{}/environments/{slug}", self.org),
+                &self.token,
+            )
+            .await;
+        r.expect(200);
+        r.body["env_id"].as_str().unwrap().to_string()
+    }
+}

@@ -5,34 +5,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::both;
-use crate::common::{Db, Server};
-
-struct Org {
-    s: Server,
-    token: String,
-    org: String,
-}
+use crate::common::{Db, Org};
 
 impl Org {
-    async fn start(db: &Db) -> Org {
-        let s = Server::start(crate::audit::walk_args(db)).await;
-        let token = s.owner_token().await;
-        let org = s.bootstrap_org.clone().unwrap();
-        Org { s, token, org }
-    }
-
-    async fn env(&self, slug: &str) -> String {
-        let r = self
-            .s
-            .get(
-                &format!("/v1/organizations/{}/environments/{slug}", self.org),
-                &self.token,
-            )
-            .await;
-        r.expect(200);
-        r.body["env_id"].as_str().unwrap().to_string()
-    }
-
     async fn create(&self, env: &str, kind: &str, body: Value) -> Value {
         let r = self
             .s

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::both;
-use crate::common::{Db, Server};
+use crate::common::{Db, Org};
 use crate::receiver::Receiver;
 
 both!(
@@ -19,32 +19,7 @@ both!(
     events_name_keys_only,
 );
 
-pub struct Org {
-    pub s: Server,
-    pub token: String,
-    pub org: String,
-}
-
 impl Org {
-    pub async fn start(db: &Db) -> Org {
-        let s = Server::start(crate::audit::walk_args(db)).await;
-        let token = s.owner_token().await;
-        let org = s.bootstrap_org.clone().unwrap();
-        Org { s, token, org }
-    }
-
-    pub async fn env(&self, slug: &str) -> String {
-        let r = self
-            .s
-            .get(
-                &format!("/v1/organizations/{}/environments/{slug}", self.org),
-                &self.token,
-            )
-            .await;
-        r.expect(200);
-        r.body["env_id"].as_str().unwrap().to_string()
-    }
-
     pub async fn set(&self, env: &str, key: &str, value: &str) -> Value {
         let r = self
             .s

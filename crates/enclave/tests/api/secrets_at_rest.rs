@@ -9,8 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::both;
-use crate::common::{binary, spawn_binary, spawn_binary_logging, Db, Server};
-use crate::secrets::Org;
+use crate::common::{binary, spawn_binary, spawn_binary_logging, Db, Org, Server};
 
 both!(
     no_value_at_rest_or_in_logs,
