@@ -25,7 +25,22 @@ pub struct ApiConfig {
     pub webhooks: WebhookConfig,
     /// Where the master key that wraps secrets' data keys comes from.
     pub master_key: crate::secrets::MasterKeySource,
+    /// Most rows one statement returns through the gateway (the rest are left out).
+    pub query_row_limit: u64,
+    /// Statements that may wait per environment once `max_concurrent_queries` run.
+    pub query_queue_limit: usize,
+    /// Where bulk loads (imports, `COPY … FROM STDIN`) are spooled before the engine reads them.
+    pub spool_dir: std::path::PathBuf,
+    /// The largest bulk load, in bytes.
+    pub load_max_bytes: u64,
 }
+
+/// Rows a statement returns at most, unless configured.
+pub const DEFAULT_QUERY_ROW_LIMIT: u64 = 1_000_000;
+/// Statements that may queue per environment, unless configured.
+pub const DEFAULT_QUERY_QUEUE_LIMIT: usize = 64;
+/// The largest import or `COPY` data: 1 GiB.
+pub const LOAD_MAX_BYTES: u64 = 1 << 30;
 
 /// Webhook delivery settings.
 #[derive(Debug, Clone)]
@@ -75,6 +90,10 @@ impl ApiConfig {
             gateway_port: 5439,
             webhooks: WebhookConfig::default(),
             master_key: crate::secrets::MasterKeySource::File(data_dir.join("master.key")),
+            query_row_limit: DEFAULT_QUERY_ROW_LIMIT,
+            query_queue_limit: DEFAULT_QUERY_QUEUE_LIMIT,
+            spool_dir: data_dir.join("spool"),
+            load_max_bytes: LOAD_MAX_BYTES,
         }
     }
 }

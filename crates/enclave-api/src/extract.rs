@@ -16,6 +16,12 @@ pub const SECRETS_BULK_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Changing one secret: a 64 KiB value, JSON-escaped.
 pub const SECRET_BODY_BYTES: usize = 1024 * 1024;
 
+/// A query: up to 1 MiB of SQL and its parameters, JSON-escaped.
+pub const QUERY_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// An import's file (CSV or Parquet), spooled to disk as it arrives: 1 GiB.
+pub const IMPORT_BODY_BYTES: usize = 1 << 30;
+
 /// The body limit of a request, set by the request-context middleware from its route.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
@@ -28,6 +34,8 @@ pub fn body_limit(method: &axum::http::Method, route: &str) -> usize {
         // Import is served by the `{key}` route.
         | (&Method::POST, "/v1/environments/{env_id}/secrets/{key}") => SECRETS_BULK_BODY_BYTES,
         (&Method::PATCH, "/v1/environments/{env_id}/secrets/{key}") => SECRET_BODY_BYTES,
+        (&Method::POST, "/v1/query" | "/v1/query/arrow") => QUERY_BODY_BYTES,
+        (&Method::POST, "/v1/environments/{env_id}/tables/{table}/import") => IMPORT_BODY_BYTES,
         _ => MAX_BODY_BYTES,
     }
 }

@@ -3,15 +3,17 @@
 //! data store is ready, and a deleted one is removed once its resources are gone. Both are
 //! resumable — a node that died in between finishes them at its next start.
 //!
-//! The embedded engine's per-environment database arrives with the gateway; it is created and
-//! removed here, between the two store calls of each step.
+//! The engine's per-environment storage (the embedded engine's database file) is created
+//! before an environment turns `active` and removed before the environment's rows go.
 
 use enclave_core::environment::{EnvStatus, Transition};
 use enclave_core::{Error, ErrorCode, Result};
+use enclave_gateway::engine::Engines;
 use enclave_store::{EnvRecord, Origin, Store};
 
 /// Readies a `provisioning` environment's resources and marks it `active`.
-pub async fn provision(store: &dyn Store, env_id: &str) -> Result<EnvRecord> {
+pub async fn provision(store: &dyn Store, engines: &Engines, env_id: &str) -> Result<EnvRecord> {
+    engines.provision(env_id).await?;
     match store
         .transition_environment(env_id, None, Transition::Activate, &Origin::system())
         .await
@@ -26,13 +28,14 @@ pub async fn provision(store: &dyn Store, env_id: &str) -> Result<EnvRecord> {
 }
 
 /// Removes a `decommissioning` environment's resources, then the environment.
-pub async fn decommission(store: &dyn Store, env: &EnvRecord) -> Result<()> {
+pub async fn decommission(store: &dyn Store, engines: &Engines, env: &EnvRecord) -> Result<()> {
+    engines.remove(&env.id).await?;
     store.purge_environment(&env.id).await
 }
 
 /// Finishes what a previous run left half-done; returns how many environments it settled.
 /// A failure is logged and left for the next start rather than stopping this one.
-pub async fn settle(store: &dyn Store) -> usize {
+pub async fn settle(store: &dyn Store, engines: &Engines) -> usize {
     let unsettled = match store.unsettled_environments().await {
         Ok(envs) => envs,
         Err(e) => {
@@ -44,8 +47,8 @@ pub async fn settle(store: &dyn Store) -> usize {
     for env in unsettled {
         let id = env.id.clone();
         let done = match env.status() {
-            EnvStatus::Provisioning => provision(store, &id).await.map(|_| ()),
-            EnvStatus::Decommissioning => decommission(store, &env).await,
+            EnvStatus::Provisioning => provision(store, engines, &id).await.map(|_| ()),
+            EnvStatus::Decommissioning => decommission(store, engines, &env).await,
             _ => Ok(()),
         };
         match done {

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     abac_policies, api_keys, audit, auth, environments, health, members, organizations, policies,
-    promotion, secret_transfer, secrets, webhooks,
+    promotion, query, query_audit, secret_transfer, secrets, tables, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -26,6 +26,8 @@ use crate::routes::{
         api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::revoke,
         api_keys::rotate,
         audit::list, audit::get, audit::verify, audit::export,
+        query::query, query::query_arrow, tables::list, tables::get, tables::import,
+        query_audit::list, query_audit::get, query_audit::verify, query_audit::export,
         webhooks::list, webhooks::create, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate_secret, webhooks::test, webhooks::deliveries, webhooks::redeliver,
         policies::list, policies::create, policies::get, policies::update, policies::replace,

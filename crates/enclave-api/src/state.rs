@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use enclave_gateway::engine::postgres::PgEngine;
+use enclave_gateway::engine::{Engine, Engines};
+use enclave_gateway::{Gateway, GatewayConfig};
 use enclave_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -11,7 +14,7 @@ use crate::auth::passwords::Passwords;
 use crate::auth::tokens::TokenKeys;
 use crate::config::ApiConfig;
 use crate::middleware::rate_limit::RateLimits;
-use crate::secrets::{master, Keyring};
+use crate::secrets::{master, EngineSecrets, Keyring};
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -26,6 +29,8 @@ pub struct Inner {
     pub rate_limits: RateLimits,
     pub metrics: PrometheusHandle,
     pub keyring: Arc<Keyring>,
+    /// The data plane: both doors run statements through it.
+    pub gateway: Arc<Gateway>,
 }
 
 impl std::ops::Deref for AppState {
@@ -38,7 +43,11 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Loads (or creates) the signing key and the master key — refusing a master key that
     /// is not this database's — and starts the caches' invalidation listeners.
-    pub async fn new(store: Arc<dyn Store>, config: ApiConfig) -> anyhow::Result<Self> {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        engine: Arc<dyn Engine>,
+        config: ApiConfig,
+    ) -> anyhow::Result<Self> {
         let tokens = TokenKeys::load_or_create(&config.jwt_key_file, &config.issuer)?;
         let master_key = master::load(&config.master_key, store.as_ref()).await?;
         let keyring = Keyring::new(store.clone(), config.master_key.clone(), master_key);
@@ -46,6 +55,24 @@ impl AppState {
         let passwords = Passwords::new();
         let key_auth = KeyAuth::start(store.clone(), passwords.clone());
         let rate_limits = RateLimits::new(&config);
+        let engines = Engines {
+            embedded: engine,
+            postgres: Arc::new(PgEngine::new(Arc::new(EngineSecrets {
+                store: store.clone(),
+                keyring: keyring.clone(),
+            }))),
+        };
+        let gateway = Gateway::new(
+            store.clone(),
+            engines,
+            key_auth.clone(),
+            GatewayConfig {
+                row_limit: config.query_row_limit,
+                queue_limit: config.query_queue_limit,
+                spool_dir: config.spool_dir.clone(),
+                load_limit: config.load_max_bytes,
+            },
+        );
         Ok(AppState(Arc::new(Inner {
             store,
             tokens,
@@ -55,6 +82,7 @@ impl AppState {
             rate_limits,
             metrics: crate::middleware::metrics::handle(),
             keyring,
+            gateway,
             config,
         })))
     }

@@ -278,7 +278,12 @@ impl Verifier {
         }
         self.result.entry_count += 1;
         let position = self.result.entry_count;
-        let id = entry.get("id").and_then(Value::as_str).map(str::to_string);
+        // IAM entries are named by `id`, query-audit entries by `query_id`.
+        let id = entry
+            .get("id")
+            .or_else(|| entry.get("query_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let fail = |reason: &str| InvalidEntry {
             position,
             entry_id: id.clone(),

@@ -156,6 +156,30 @@ pub struct EnvSettings {
     pub max_concurrent_queries: i64,
     /// Default true.
     pub cache_enabled: bool,
+    /// Where the environment's data lives: the embedded engine (default) or a PostgreSQL
+    /// database.
+    pub engine: EngineKind,
+    /// With `engine: postgres`, the key of the environment's secret that holds the connection
+    /// string (`postgres://…`).
+    pub engine_secret: Option<String>,
+}
+
+/// The engines an environment's data can live in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Duckdb,
+    Postgres,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Duckdb => "duckdb",
+            EngineKind::Postgres => "postgres",
+        }
+    }
 }
 
 impl Default for EnvSettings {
@@ -164,6 +188,8 @@ impl Default for EnvSettings {
             query_timeout_ms: 30_000,
             max_concurrent_queries: 100,
             cache_enabled: true,
+            engine: EngineKind::Duckdb,
+            engine_secret: None,
         }
     }
 }
@@ -175,6 +201,8 @@ pub struct SettingsPatch {
     pub query_timeout_ms: Option<i64>,
     pub max_concurrent_queries: Option<i64>,
     pub cache_enabled: Option<bool>,
+    pub engine: Option<EngineKind>,
+    pub engine_secret: Option<String>,
 }
 
 impl EnvSettings {
@@ -201,6 +229,24 @@ impl EnvSettings {
                 None => self.max_concurrent_queries,
             },
             cache_enabled: patch.cache_enabled.unwrap_or(self.cache_enabled),
+            engine: patch.engine.unwrap_or(self.engine),
+            engine_secret: match &patch.engine_secret {
+                Some(key) => {
+                    crate::secret::validate_key("settings.engine_secret", key)?;
+                    Some(key.clone())
+                }
+                None => self.engine_secret.clone(),
+            },
+        })
+        .and_then(|s| {
+            if s.engine == EngineKind::Postgres && s.engine_secret.is_none() {
+                return Err(Error::validation(
+                    "settings.engine_secret",
+                    "required",
+                    "settings.engine_secret (the key of the secret holding the connection string) is required with engine postgres",
+                ));
+            }
+            Ok(s)
         })
     }
 
@@ -210,6 +256,8 @@ impl EnvSettings {
             ("query_timeout_ms", json!(self.query_timeout_ms)),
             ("max_concurrent_queries", json!(self.max_concurrent_queries)),
             ("cache_enabled", json!(self.cache_enabled)),
+            ("engine", json!(self.engine)),
+            ("engine_secret", json!(self.engine_secret)),
         ]
     }
 
@@ -520,9 +568,11 @@ mod tests {
                 query_timeout_ms: Some(100),
                 max_concurrent_queries: Some(10_000),
                 cache_enabled: Some(false),
+                engine: Some(EngineKind::Postgres),
+                engine_secret: Some("DATABASE_URL".into()),
             })
             .unwrap();
-        assert_eq!(d.differing(&ok).len(), 3);
+        assert_eq!(d.differing(&ok).len(), 5);
         assert!(d.differing(&d).is_empty());
         for (patch, field) in [
             (
@@ -545,6 +595,20 @@ mod tests {
                     ..Default::default()
                 },
                 "settings.max_concurrent_queries",
+            ),
+            (
+                SettingsPatch {
+                    engine: Some(EngineKind::Postgres),
+                    ..Default::default()
+                },
+                "settings.engine_secret",
+            ),
+            (
+                SettingsPatch {
+                    engine_secret: Some("1 bad".into()),
+                    ..Default::default()
+                },
+                "settings.engine_secret",
             ),
         ] {
             assert_eq!(d.apply(&patch).unwrap_err().details["field"], field);

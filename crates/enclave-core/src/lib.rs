@@ -14,6 +14,7 @@ pub mod model;
 pub mod pagination;
 pub mod policy;
 pub mod promotion;
+pub mod query;
 pub mod role;
 pub mod secret;
 pub mod validate;

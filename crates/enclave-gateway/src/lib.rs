@@ -1,1 +1,26 @@
-//! enclave-gateway
+//! Enclave's data plane: every environment's data behind a policy-enforcing SQL pipeline
+//! (`spec/gateway.md`), reached through the Postgres wire protocol ([`wire`]) and the HTTP
+//! query endpoints (mounted by `enclave-api` over [`Gateway::run`]).
+//!
+//! A statement goes through explicit stages in [`pipeline`]: admission, parse and classify,
+//! authorize, execute (with the environment's timeout and the row cap), audit and respond.
+//! Policy enforcement, translation, cache and metering slot in between them in later
+//! releases.
+
+pub mod admission;
+pub mod audit;
+pub mod catalog;
+pub mod copy_in;
+pub mod engine;
+pub mod identity;
+pub mod load;
+pub mod pipeline;
+pub mod results;
+pub mod session;
+pub mod wire;
+
+/// The embedded engine's crate, for callers that read or write its files (tests, tools).
+pub use duckdb;
+pub use identity::{Authenticator, Door, Identity};
+pub use pipeline::{Gateway, GatewayConfig, Outcome, Rows};
+pub use session::Session;

@@ -396,6 +396,12 @@ macro_rules! impl_environment_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(internal)?;
+                // The query audit's chain head (its entries cascade with the environment).
+                sqlx::query("DELETE FROM audit_chains WHERE chain_id = $1")
+                    .bind(env_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(internal)?;
                 sqlx::query(
                     "UPDATE environments SET position = position - 1, updated_at = $3, version = version + 1 \
                      WHERE org_id = $1 AND position > $2",

@@ -13,6 +13,7 @@ mod invalidation;
 mod journal;
 mod policies;
 mod postgres;
+mod query_audit;
 mod records;
 mod secrets;
 mod sql;
@@ -30,6 +31,7 @@ pub use invalidation::{Bus, Invalidation};
 pub use journal::{Audited, Change, Origin};
 pub use policies::PolicyStore;
 pub use postgres::PgStore;
+pub use query_audit::{QueryAuditFilter, QueryAuditStore};
 pub use records::*;
 pub use secrets::{Rewrap, SecretStore};
 pub use sqlite::SqliteStore;
@@ -57,6 +59,7 @@ pub trait Store:
     + WebhookStore
     + PolicyStore
     + SecretStore
+    + QueryAuditStore
     + Send
     + Sync
     + 'static

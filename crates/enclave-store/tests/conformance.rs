@@ -36,6 +36,8 @@ mod api_keys;
 mod environments;
 #[path = "conformance/policies.rs"]
 mod policies;
+#[path = "conformance/query_audit.rs"]
+mod query_audit;
 #[path = "conformance/secrets.rs"]
 mod secrets;
 #[path = "conformance/webhooks.rs"]

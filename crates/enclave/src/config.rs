@@ -34,9 +34,21 @@ pub struct ServeArgs {
     /// Control-plane HTTP address (port 0 picks a free port).
     #[arg(long, env = "ENCLAVE_HTTP_ADDR")]
     pub http_addr: Option<String>,
-    /// Gateway (Postgres wire) address, reserved for the data plane.
+    /// Gateway (Postgres wire) address (port 0 picks a free port).
     #[arg(long, env = "ENCLAVE_GATEWAY_ADDR")]
     pub gateway_addr: Option<String>,
+    /// Most rows one statement returns through the gateway (default 1 000 000).
+    #[arg(long, env = "ENCLAVE_QUERY_ROW_LIMIT")]
+    pub query_row_limit: Option<u64>,
+    /// PEM certificate chain for TLS on the gateway (with `gateway_tls_key`).
+    #[arg(long, env = "ENCLAVE_GATEWAY_TLS_CERT")]
+    pub gateway_tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for TLS on the gateway.
+    #[arg(long, env = "ENCLAVE_GATEWAY_TLS_KEY")]
+    pub gateway_tls_key: Option<PathBuf>,
+    /// Refuse plaintext connections to the gateway (needs the certificate and key).
+    #[arg(long, env = "ENCLAVE_GATEWAY_TLS_REQUIRE")]
+    pub gateway_tls_require: Option<bool>,
     /// `sqlite://…` or `postgres://…`; default: SQLite in the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -113,6 +125,8 @@ pub struct ServerConfig {
     pub bootstrap_email: String,
     pub bootstrap_password: Option<String>,
     pub webhooks: enclave_api::config::WebhookConfig,
+    pub query_row_limit: u64,
+    pub gateway_tls: Option<enclave_gateway::wire::TlsConfig>,
 }
 
 fn addr(name: &str, value: &str) -> anyhow::Result<SocketAddr> {
@@ -276,6 +290,27 @@ impl ServeArgs {
             bootstrap_email,
             bootstrap_password: self.bootstrap_password.or(file.bootstrap_password),
             webhooks,
+            query_row_limit: match self.query_row_limit.or(file.query_row_limit) {
+                Some(0) => anyhow::bail!("query_row_limit must be at least 1"),
+                Some(n) => n,
+                None => enclave_api::config::DEFAULT_QUERY_ROW_LIMIT,
+            },
+            gateway_tls: match (
+                self.gateway_tls_cert.or(file.gateway_tls_cert),
+                self.gateway_tls_key.or(file.gateway_tls_key),
+                self.gateway_tls_require
+                    .or(file.gateway_tls_require)
+                    .unwrap_or(false),
+            ) {
+                (Some(cert), Some(key), require) => {
+                    Some(enclave_gateway::wire::TlsConfig { cert, key, require })
+                }
+                (None, None, false) => None,
+                (None, None, true) => {
+                    bail!("gateway_tls_require needs gateway_tls_cert and gateway_tls_key")
+                }
+                _ => bail!("gateway_tls_cert and gateway_tls_key go together"),
+            },
         })
     }
 }
@@ -293,6 +328,10 @@ impl ServerConfig {
             gateway_port: self.gateway_addr.port(),
             webhooks: self.webhooks.clone(),
             master_key: self.master_key.clone(),
+            query_row_limit: self.query_row_limit,
+            query_queue_limit: enclave_api::config::DEFAULT_QUERY_QUEUE_LIMIT,
+            spool_dir: self.data_dir.join("spool"),
+            load_max_bytes: enclave_api::config::LOAD_MAX_BYTES,
         }
     }
 }

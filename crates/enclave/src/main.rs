@@ -35,6 +35,11 @@ enum Command {
     /// Run a command with an environment's secrets as environment variables:
     /// `enclave run --env prod -- ./server`.
     Run(enclave::cli::secrets::RunCommand),
+    /// Run SQL in an environment through the gateway's HTTP door:
+    /// `enclave query --env dev "SELECT 1"` (ENCLAVE_URL, ENCLAVE_TOKEN or ENCLAVE_API_KEY).
+    Query(enclave::cli::data::QueryCommand),
+    /// An environment's tables: list, show one, import a CSV or Parquet file.
+    Tables(enclave::cli::data::TablesCommand),
     /// Export the IAM audit trail, or verify an export offline (`enclave audit verify FILE`).
     Audit(enclave::cli::audit::AuditCommand),
     /// Administration on the server's own storage (stop the servers or expect them to
@@ -69,6 +74,8 @@ async fn main() -> std::process::ExitCode {
         Command::Audit(cmd) => return client_result(enclave::cli::audit::run(cmd).await),
         Command::Secrets(cmd) => return client_result(enclave::cli::secrets::run(cmd).await),
         Command::Run(cmd) => return client_result(enclave::cli::secrets::run_command(cmd).await),
+        Command::Query(cmd) => return client_result(enclave::cli::data::query(cmd).await),
+        Command::Tables(cmd) => return client_result(enclave::cli::data::tables(cmd).await),
         Command::Admin(cmd) => return client_result(enclave::admin::run(cmd).await),
         Command::Serve(args) => (true, args),
         Command::Migrate(args) => (false, args),

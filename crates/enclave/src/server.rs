@@ -26,6 +26,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A server started in this process.
 pub struct Running {
     pub http_addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
     pub bootstrap: Option<BootstrapCredentials>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
@@ -67,18 +68,38 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         config.default_tier,
     )
     .await?;
+    let embedded: std::sync::Arc<dyn enclave_gateway::engine::Engine> = std::sync::Arc::new(
+        enclave_gateway::engine::duckdb::DuckDbEngine::new(&config.data_dir)?,
+    );
+    let gateway_listener = TcpListener::bind(config.gateway_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.gateway_addr))?;
+    let gateway_addr = gateway_listener.local_addr()?;
+    let mut api_config = config.api_config();
+    api_config.gateway_port = gateway_addr.port();
+    let state = enclave_api::AppState::new(store, embedded, api_config).await?;
     // Environments a previous run left provisioning or decommissioning (and the first
     // start's defaults) are finished before the first request.
-    let settled = enclave_api::lifecycle::settle(store.as_ref()).await;
+    let settled =
+        enclave_api::lifecycle::settle(state.store.as_ref(), state.gateway.engines()).await;
     if settled > 0 {
         tracing::info!(
             environments = settled,
             "environment lifecycle steps finished"
         );
     }
-    let state = enclave_api::AppState::new(store, config.api_config()).await?;
+    let tls = match &config.gateway_tls {
+        Some(tls) => Some(enclave_gateway::wire::Tls::load(tls)?),
+        None => None,
+    };
+    let gateway = tokio::spawn(enclave_gateway::wire::serve(
+        gateway_listener,
+        state.gateway.clone(),
+        tls,
+    ));
     spawn_housekeeping(state.clone());
     enclave_api::webhooks::worker::spawn(state.store.clone(), config.webhooks.clone())?;
+    let audit = state.gateway.audit().clone();
     let app = enclave_api::router(state);
 
     let listener = TcpListener::bind(config.http_addr)
@@ -87,17 +108,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let http_addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(
+        let served = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async {
             let _ = rx.await;
         })
-        .await
+        .await;
+        // No new statements: close the wire door, then store every pending audit entry.
+        gateway.abort();
+        audit.flush().await;
+        served
     });
     Ok(Running {
         http_addr,
+        gateway_addr,
         bootstrap,
         shutdown: Some(tx),
         task,
@@ -148,8 +174,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     );
     say!("  data directory: {}", config.data_dir.display());
     say!(
-        "  gateway address (reserved for the data plane): {}",
-        config.gateway_addr
+        "Enclave gateway (Postgres wire) listening on {}",
+        running.gateway_addr
     );
     if let Some(b) = &running.bootstrap {
         print_bootstrap(&url, b);

@@ -231,3 +231,27 @@ fn usable_now(v: &Verified, ip: Option<IpAddr>) -> Result<()> {
     }
     Ok(())
 }
+
+/// The gateway authenticates keys through this same cache (both doors).
+#[async_trait::async_trait]
+impl enclave_gateway::Authenticator for KeyAuth {
+    async fn api_key(&self, key: &str, ip: Option<IpAddr>) -> Result<enclave_gateway::Identity> {
+        let k = self.authenticate(key, ip).await?;
+        Ok(k.identity())
+    }
+}
+
+impl KeyPrincipal {
+    /// The key as the gateway's pipeline sees it.
+    pub fn identity(&self) -> enclave_gateway::Identity {
+        enclave_gateway::Identity {
+            kind: enclave_core::audit::ActorType::ApiKey,
+            id: self.key_id.clone(),
+            org_id: self.org_id.clone(),
+            env_id: self.env_id.clone(),
+            role: self.role,
+            scopes: Some(self.scopes.clone()),
+            attributes: self.attributes.clone(),
+        }
+    }
+}

@@ -23,6 +23,9 @@ pub const TTL_MS: i64 = 24 * 3600 * 1000;
 /// Response headers kept with a stored response.
 const KEPT_HEADERS: [&str; 3] = ["content-type", "etag", "location"];
 
+/// The largest body a request with an `Idempotency-Key` may send: 64 MiB.
+pub const IDEMPOTENT_BODY_BYTES: usize = 64 * 1024 * 1024;
+
 pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let mutating = matches!(
         *req.method(),
@@ -60,10 +63,13 @@ async fn run(
         .to_string();
     let route = format!("{} {}", req.method(), req.uri());
     let (parts, body) = req.into_parts();
+    // A replayable request is hashed whole, in memory: bulk imports with a key are held to
+    // IDEMPOTENT_BODY_BYTES.
     let limit = parts
         .extensions
         .get::<BodyLimit>()
-        .map_or(MAX_BODY_BYTES, |l| l.0);
+        .map_or(MAX_BODY_BYTES, |l| l.0)
+        .min(IDEMPOTENT_BODY_BYTES);
     let bytes = read_body(body, limit)
         .await
         .map_err(IntoResponse::into_response)?;

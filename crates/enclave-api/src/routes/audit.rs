@@ -22,7 +22,7 @@ use crate::extract::QueryParams;
 use crate::state::AppState;
 
 /// Entries read per query while verifying or exporting.
-const CHAIN_PAGE: i64 = 1000;
+pub const CHAIN_PAGE: i64 = 1000;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -71,24 +71,24 @@ fn filter_of(q: &AuditParams) -> Result<AuditFilter> {
             other => Ok(other.clone()),
         }
     };
-    let filter = AuditFilter {
+    let (start_ms, end_ms) = date_range(q.start_date.as_deref(), q.end_date.as_deref())?;
+    Ok(AuditFilter {
         actor_id: text("actor_id", &q.actor_id)?,
         action: text("action", &q.action)?,
         resource_type: text("resource_type", &q.resource_type)?,
         resource_id: text("resource_id", &q.resource_id)?,
         env_id: text("env_id", &q.env_id)?,
-        start_ms: q
-            .start_date
-            .as_deref()
-            .map(|d| date_ms("start_date", d))
-            .transpose()?,
-        end_ms: q
-            .end_date
-            .as_deref()
-            .map(|d| date_ms("end_date", d))
-            .transpose()?,
-    };
-    if let (Some(s), Some(e)) = (filter.start_ms, filter.end_ms) {
+        start_ms,
+        end_ms,
+    })
+}
+
+/// `start_date` (inclusive) and `end_date` (exclusive) of a trail's list, in milliseconds;
+/// the end must come after the start.
+pub fn date_range(start: Option<&str>, end: Option<&str>) -> Result<(Option<i64>, Option<i64>)> {
+    let start_ms = start.map(|d| date_ms("start_date", d)).transpose()?;
+    let end_ms = end.map(|d| date_ms("end_date", d)).transpose()?;
+    if let (Some(s), Some(e)) = (start_ms, end_ms) {
         if e <= s {
             return Err(Error::validation(
                 "end_date",
@@ -97,7 +97,7 @@ fn filter_of(q: &AuditParams) -> Result<AuditFilter> {
             ));
         }
     }
-    Ok(filter)
+    Ok((start_ms, end_ms))
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{org_id}/audit/iam", tag = "audit", security(("bearer" = [])),
@@ -150,15 +150,33 @@ pub struct VerifyResponse {
 /// Walks the whole chain in order, then compares its end with the head the appends left,
 /// so a removed newest entry is caught as well as an edited or missing one.
 pub async fn verify_chain(store: &dyn Store, org_id: &str) -> Result<Verification> {
+    verify_pages(store, org_id, |after| async move {
+        let entries = store.audit_chain(org_id, after, CHAIN_PAGE).await?;
+        Ok(entries.iter().map(|e| (e.seq, e.to_value())).collect())
+    })
+    .await
+}
+
+/// Verifies the chain `chain_id` (an organization's IAM trail or an environment's query
+/// trail) from pages of `(seq, entry)` that `page(after_seq)` returns in chain order.
+pub async fn verify_pages<F, Fut>(
+    store: &dyn Store,
+    chain_id: &str,
+    page: F,
+) -> Result<Verification>
+where
+    F: Fn(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(i64, serde_json::Value)>>>,
+{
     let mut verifier = Verifier::default();
     let mut after = 0;
     'pages: loop {
-        let entries = store.audit_chain(org_id, after, CHAIN_PAGE).await?;
+        let entries = page(after).await?;
         let Some(last) = entries.last() else { break };
-        after = last.seq;
+        after = last.0;
         let full = entries.len() as i64 == CHAIN_PAGE;
-        for entry in &entries {
-            if !verifier.push(&entry.to_value()) {
+        for (_, entry) in &entries {
+            if !verifier.push(entry) {
                 break 'pages;
             }
         }
@@ -168,7 +186,7 @@ pub async fn verify_chain(store: &dyn Store, org_id: &str) -> Result<Verificatio
     }
     let mut result = verifier.finish();
     if result.chain_valid {
-        let head = store.audit_head(org_id).await?;
+        let head = store.audit_head(chain_id).await?;
         let (count, hash) = head.unwrap_or((0, String::new()));
         let matches = count as u64 == result.entry_count
             && result.last_entry_hash.as_deref().unwrap_or_default() == hash;
@@ -212,20 +230,38 @@ pub async fn export(
 ) -> ApiResult<Response> {
     require(&state, &who, &org_id, Permission::ReadAudit).await?;
     let store: Arc<dyn Store> = state.store.clone();
-    // Streamed a page at a time: memory stays flat whatever the trail's length.
+    Ok(ndjson_chain(
+        move |after| {
+            let (store, org_id) = (store.clone(), org_id.clone());
+            async move {
+                let entries = store.audit_chain(&org_id, after, CHAIN_PAGE).await?;
+                Ok(entries.iter().map(|e| (e.seq, e.to_value())).collect())
+            }
+        },
+        "iam-audit.ndjson",
+    ))
+}
+
+/// A chain streamed as NDJSON in chain order, a page at a time (memory stays flat whatever
+/// the trail's length); `page(after_seq)` returns `(seq, entry)` pairs.
+pub fn ndjson_chain<F, Fut>(page: F, filename: &'static str) -> Response
+where
+    F: Fn(i64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<(i64, serde_json::Value)>>> + Send + 'static,
+{
+    let page = Arc::new(page);
     let pages = futures::stream::unfold(Some(0i64), move |after| {
-        let store = store.clone();
-        let org_id = org_id.clone();
+        let page = page.clone();
         async move {
             let after = after?;
-            match store.audit_chain(&org_id, after, CHAIN_PAGE).await {
+            match page(after).await {
                 Ok(entries) if entries.is_empty() => None,
                 Ok(entries) => {
                     let next = (entries.len() as i64 == CHAIN_PAGE)
-                        .then(|| entries.last().map(|e| e.seq))
+                        .then(|| entries.last().map(|(seq, _)| *seq))
                         .flatten();
                     let mut buf = Vec::with_capacity(entries.len() * 512);
-                    for entry in &entries {
+                    for (_, entry) in &entries {
                         serde_json::to_writer(&mut buf, entry).ok();
                         buf.push(b'\n');
                     }
@@ -241,9 +277,8 @@ pub async fn export(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"iam-audit.ndjson\""),
-    );
-    Ok(resp)
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
 }

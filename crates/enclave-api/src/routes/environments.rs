@@ -224,7 +224,7 @@ pub async fn create_and_provision(
 ) -> Result<enclave_store::EnvRecord> {
     let limit = state.config.limits(tier).max_environments;
     let rec = state.store.create_environment(env, limit, origin).await?;
-    lifecycle::provision(state.store.as_ref(), &rec.id).await
+    lifecycle::provision(state.store.as_ref(), state.gateway.engines(), &rec.id).await
 }
 
 /// 201 with `Location` and `ETag`.
@@ -564,7 +564,7 @@ pub async fn delete(
         .store
         .decommission_environment(&env_id, expected, &origin)
         .await?;
-    lifecycle::decommission(state.store.as_ref(), &rec).await?;
+    lifecycle::decommission(state.store.as_ref(), state.gateway.engines(), &rec).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

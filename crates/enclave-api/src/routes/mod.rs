@@ -10,8 +10,11 @@ pub mod members;
 pub mod organizations;
 pub mod policies;
 pub mod promotion;
+pub mod query;
+pub mod query_audit;
 pub mod secret_transfer;
 pub mod secrets;
+pub mod tables;
 pub mod webhooks;
 
 use axum::http::StatusCode;
@@ -177,6 +180,30 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/environments/{env_id}/abac-policies/{policy_id}/versions/{version}/restore",
             post(abac_policies::restore),
+        )
+        .route("/v1/query", post(query::query))
+        .route("/v1/query/arrow", post(query::query_arrow))
+        .route("/v1/environments/{env_id}/tables", get(tables::list))
+        .route("/v1/environments/{env_id}/tables/{table}", get(tables::get))
+        .route(
+            "/v1/environments/{env_id}/tables/{table}/import",
+            post(tables::import),
+        )
+        .route(
+            "/v1/environments/{env_id}/audit/queries",
+            get(query_audit::list),
+        )
+        .route(
+            "/v1/environments/{env_id}/audit/queries/verify",
+            get(query_audit::verify),
+        )
+        .route(
+            "/v1/environments/{env_id}/audit/queries/export",
+            get(query_audit::export),
+        )
+        .route(
+            "/v1/environments/{env_id}/audit/queries/{query_id}",
+            get(query_audit::get),
         )
         .route("/v1/organizations/{org_id}/audit/iam", get(audit::list))
         .route(

@@ -165,7 +165,7 @@ pub async fn create(
         .create_org(org, &user.id, &user.name, environments, &origin)
         .await?;
     for env_id in env_ids {
-        lifecycle::provision(state.store.as_ref(), &env_id).await?;
+        lifecycle::provision(state.store.as_ref(), state.gateway.engines(), &env_id).await?;
     }
     let location = format!("/v1/organizations/{}", rec.id);
     Ok(views::created(

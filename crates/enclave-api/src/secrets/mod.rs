@@ -93,3 +93,22 @@ pub async fn env_contents(
         })
         .collect()
 }
+
+/// The environment's secrets as the PostgreSQL engine reads its connection string.
+pub struct EngineSecrets {
+    pub store: std::sync::Arc<dyn enclave_store::Store>,
+    pub keyring: std::sync::Arc<Keyring>,
+}
+
+#[async_trait::async_trait]
+impl enclave_gateway::engine::postgres::SecretSource for EngineSecrets {
+    async fn secret(&self, env_id: &str, key: &str) -> Result<Option<String>> {
+        let Some(rec) = self.store.secret(env_id, key).await? else {
+            return Ok(None);
+        };
+        let Some(data_key) = self.keyring.existing(env_id).await? else {
+            return Ok(None);
+        };
+        open(&data_key, &rec).map(Some)
+    }
+}

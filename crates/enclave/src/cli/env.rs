@@ -139,6 +139,12 @@ pub struct Fields {
     max_concurrent_queries: Option<i64>,
     #[arg(long)]
     cache_enabled: Option<bool>,
+    /// Where the data lives: `duckdb` (embedded) or `postgres`.
+    #[arg(long)]
+    engine: Option<String>,
+    /// With `--engine postgres`: the key of the secret holding the connection string.
+    #[arg(long)]
+    engine_secret: Option<String>,
 }
 
 impl Fields {
@@ -162,6 +168,12 @@ impl Fields {
         }
         if let Some(v) = self.cache_enabled {
             settings.insert("cache_enabled".into(), json!(v));
+        }
+        if let Some(v) = self.engine {
+            settings.insert("engine".into(), json!(v));
+        }
+        if let Some(v) = self.engine_secret {
+            settings.insert("engine_secret".into(), json!(v));
         }
         if !settings.is_empty() {
             body.insert("settings".into(), Value::Object(settings));

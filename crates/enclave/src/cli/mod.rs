@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod data;
 pub mod env;
 pub mod keys;
 pub mod output;

@@ -819,6 +819,7 @@ async fn secrets_never_stored_or_logged(db: Db) {
         .env_clear()
         .env("ENCLAVE_DATA_DIR", db.data_dir())
         .env("ENCLAVE_HTTP_ADDR", "127.0.0.1:0")
+        .env("ENCLAVE_GATEWAY_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", &db.url)
         .env("ENCLAVE_BOOTSTRAP_EMAIL", OWNER_EMAIL)
         .env("ENCLAVE_BOOTSTRAP_PASSWORD", OWNER_PASSWORD)

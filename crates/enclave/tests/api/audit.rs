@@ -30,6 +30,18 @@ const EXEMPT: &[(&str, &str)] = &[
         "POST /v1/environments/{env_id}/policies/evaluate",
         "answers what policies would do and changes nothing (a POST for its request body)",
     ),
+    (
+        "POST /v1/environments/{env_id}/tables/{table}/import",
+        "loads rows into the environment's data: recorded in the environment's query audit (tests/api/gateway.rs), not the IAM trail",
+    ),
+    (
+        "POST /v1/query",
+        "runs SQL on the environment's data: recorded in the environment's query audit (tests/api/gateway.rs), not the IAM trail",
+    ),
+    (
+        "POST /v1/query/arrow",
+        "runs SQL on the environment's data: recorded in the environment's query audit (tests/api/gateway.rs), not the IAM trail",
+    ),
 ];
 
 /// A request to make, and whose trail it must grow (`None`: the organization it creates).

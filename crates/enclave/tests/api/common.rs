@@ -72,6 +72,7 @@ impl Db {
         ServeArgs {
             data_dir: Some(self.data_dir()),
             http_addr: Some("127.0.0.1:0".into()),
+            gateway_addr: Some("127.0.0.1:0".into()),
             database_url: Some(self.url.clone()),
             open_signup: Some(true),
             rate_limits: Some("free=1000000/100000".into()),
@@ -93,6 +94,8 @@ impl Db {
 
 pub struct Server {
     pub url: String,
+    /// The gateway's Postgres wire address (`host:port`).
+    pub gateway: String,
     pub client: reqwest::Client,
     running: Option<Running>,
     /// The bootstrapped organization (on first start).
@@ -146,6 +149,7 @@ impl Server {
             .unwrap();
         Server {
             url: format!("http://{}", running.http_addr),
+            gateway: running.gateway_addr.to_string(),
             client: reqwest::Client::new(),
             bootstrap_org: running.bootstrap.as_ref().map(|b| b.org_id.clone()),
             running: Some(running),
@@ -156,6 +160,7 @@ impl Server {
     pub fn attach(url: &str) -> Server {
         Server {
             url: url.to_string(),
+            gateway: String::new(),
             client: reqwest::Client::new(),
             running: None,
             bootstrap_org: None,
@@ -318,6 +323,7 @@ pub async fn spawn_binary_logging(
     let mut cmd = binary(db);
     cmd.arg("serve")
         .env("ENCLAVE_HTTP_ADDR", "127.0.0.1:0")
+        .env("ENCLAVE_GATEWAY_ADDR", "127.0.0.1:0")
         .env("ENCLAVE_BOOTSTRAP_EMAIL", OWNER_EMAIL)
         .env("ENCLAVE_BOOTSTRAP_PASSWORD", OWNER_PASSWORD)
         .env("ENCLAVE_RATE_LIMITS", "free=1000000/100000")
@@ -364,7 +370,12 @@ pub struct Org {
 impl Org {
     /// A fresh server on `db` with unlimited environments.
     pub async fn start(db: &Db) -> Org {
-        let s = Server::start(crate::audit::walk_args(db)).await;
+        Org::start_with(crate::audit::walk_args(db)).await
+    }
+
+    /// A fresh server with these settings.
+    pub async fn start_with(args: ServeArgs) -> Org {
+        let s = Server::start(args).await;
         let token = s.owner_token().await;
         let org = s.bootstrap_org.clone().unwrap();
         Org { s, token, org }

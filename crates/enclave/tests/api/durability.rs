@@ -3,6 +3,8 @@
 //! changes at once.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -69,15 +71,22 @@ async fn kill_nine_loses_no_committed_write(db: Db) {
         .unwrap()
         .to_string();
 
+    // Writers count what was answered 201; the kill comes once several have committed (and
+    // while they keep writing), however fast this machine creates organizations.
+    let answered = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let mut committed = vec![];
                 for i in 0.. {
                     let body = json!({"name": "crash", "slug": format!("crash-{w}-{i}"), "billing_email": "a@b.io"});
                     match client.post(format!("{url}/v1/organizations")).bearer_auth(&token).json(&body).send().await {
-                        Ok(r) if r.status() == 201 => committed.push(r.json::<serde_json::Value>().await.map(|b| b["org_id"].as_str().unwrap().to_string())),
+                        Ok(r) if r.status() == 201 => {
+                            committed.push(r.json::<serde_json::Value>().await.map(|b| b["org_id"].as_str().unwrap().to_string()));
+                            answered.fetch_add(1, Ordering::SeqCst);
+                        }
                         Ok(r) => panic!("unexpected status {}", r.status()),
                         Err(_) => break,
                     }
@@ -86,7 +95,10 @@ async fn kill_nine_loses_no_committed_write(db: Db) {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::SeqCst) < 12 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.start_kill().unwrap(); // SIGKILL
     child.wait().await.unwrap();
     let mut committed = vec![];
@@ -203,6 +215,8 @@ async fn migrate_then_sigterm_exits_cleanly(db: Db) {
         .args([
             "serve",
             "--http-addr",
+            "127.0.0.1:0",
+            "--gateway-addr",
             "127.0.0.1:0",
             "--database-url",
             &db.url,

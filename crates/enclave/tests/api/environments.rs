@@ -167,10 +167,13 @@ async fn create_fields_and_validation(db: Db) {
     assert_eq!(e["locked"], false);
     assert_eq!(
         e["settings"],
-        json!({"query_timeout_ms": 5000, "max_concurrent_queries": 100, "cache_enabled": true})
+        json!({"query_timeout_ms": 5000, "max_concurrent_queries": 100, "cache_enabled": true,
+               "engine": "duckdb", "engine_secret": null})
     );
     assert_eq!(e["connection"]["database"], "preview-pr-42");
-    assert_eq!(e["connection"]["port"], 5439);
+    // The port the gateway actually listens on (tests bind port 0).
+    let gateway_port: u16 = s.gateway.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert_eq!(e["connection"]["port"], gateway_port);
     assert_eq!(e["connection"]["host"], "127.0.0.1");
     assert!(e["version"].as_i64().unwrap() >= 1);
 
@@ -244,6 +247,16 @@ async fn create_fields_and_validation(db: Db) {
             json!({"name": "ok", "settings": {"max_concurrent_queries": 10_001}}),
             "settings.max_concurrent_queries",
             "range",
+        ),
+        bad(
+            json!({"name": "ok", "settings": {"engine": "postgres"}}),
+            "settings.engine_secret",
+            "required",
+        ),
+        bad(
+            json!({"name": "ok", "settings": {"engine": "postgres", "engine_secret": "no spaces"}}),
+            "settings.engine_secret",
+            "pattern",
         ),
         bad(
             json!({"name": "ok", "settings": {"turbo": true}}),
@@ -1140,7 +1153,9 @@ async fn clone_diff_and_promote(db: Db) {
         [
             ("query_timeout_ms", "different"),
             ("max_concurrent_queries", "equal"),
-            ("cache_enabled", "different")
+            ("cache_enabled", "different"),
+            ("engine", "equal"),
+            ("engine_secret", "equal")
         ]
     );
     assert_eq!(d.body["settings"][0]["value"], 5000);

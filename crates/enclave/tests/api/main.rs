@@ -9,6 +9,7 @@ mod common;
 mod conventions;
 mod durability;
 mod environments;
+mod gateway;
 mod members;
 mod organizations;
 mod policies;

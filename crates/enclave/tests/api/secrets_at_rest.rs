@@ -221,6 +221,7 @@ async fn refused_start(db: &Db, extra: &[(&str, &str)]) -> String {
     let mut cmd = binary(db);
     cmd.arg("serve")
         .env("ENCLAVE_HTTP_ADDR", "127.0.0.1:0")
+        .env("ENCLAVE_GATEWAY_ADDR", "127.0.0.1:0")
         .env("ENCLAVE_LOG_FORMAT", "json")
         .envs(extra.iter().copied())
         .stdout(Stdio::piped())

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Benchmark: the SQL gateway. (1) Embedded engine: a point query and an aggregate over ROWS rows,
+# one client at a time, through the wire (pgbench, simple protocol) and through HTTP
+# (POST /v1/query, wrk), next to DuckDB's own in-process time for the same queries on the same
+# table (crates/enclave-gateway/examples/duckdb_inprocess.rs, the same DuckDB build) and a
+# loopback TCP round trip, all in this run. Targets: point query ≤ 1.5 × (engine + loopback
+# round trip); aggregate ≤ 1.1 × the engine. (2) PostgreSQL engine: pgbench's select-only
+# workload (scale SCALE) through the gateway next to the same pgbench against PostgreSQL
+# directly.
+#
+#   bench/gateway.sh
+#   ROWS=1000000 ITERATIONS=300 SCALE=10 CLIENTS=4 DURATION=10s bench/gateway.sh
+#   PG_URL=postgres://postgres@127.0.0.1:5432 bench/gateway.sh   # where the PostgreSQL engine's database goes
+#
+# It measures; it asserts nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${ROWS:-1000000}"
+ITERATIONS="${ITERATIONS:-300}"
+SCALE="${SCALE:-10}"
+CLIENTS="${CLIENTS:-4}"
+PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432}"
+CONNECTIONS=1
+. bench/lib.sh
+
+need_wrk
+command -v pgbench >/dev/null || { echo "pgbench is needed (PostgreSQL's client tools)" >&2; exit 1; }
+cargo build --release -q -p enclave-gateway --example duckdb_inprocess
+start_server ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000" \
+  ENCLAVE_GATEWAY_ADDR=127.0.0.1:0
+gateway="$(sed -n 's/^Enclave gateway (Postgres wire) listening on //p' "$data/stdout")"
+gw_port="${gateway##*:}"
+login
+org="$(curl -sf "$url/v1/auth/me" -H "authorization: Bearer $token" | json '["org"]["org_id"]')"
+env_of() { curl -sf "$url/v1/organizations/$org/environments/$1" -H "authorization: Bearer $token" | json '["env_id"]'; }
+key_of() {
+  curl -sf "$url/v1/environments/$1/api-keys" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+    -d '{"name":"bench","scopes":["developer"],"role":"developer"}' | json '["key"]'
+}
+sql() { # KEY SQL: runs it over HTTP
+  python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$2" |
+    curl -sf "$url/v1/query" -H "x-api-key: $1" -H 'content-type: application/json' --data-binary @- >/dev/null
+}
+dev="$(env_of development)"
+dev_key="$(key_of "$dev")"
+# Statements run one at a time per client; allow the benchmark's clients and their queues.
+curl -sf -X PATCH "$url/v1/environments/$dev" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+  -d '{"settings":{"query_timeout_ms":600000}}' >/dev/null
+
+echo "loading $ROWS rows..." >&2
+sql "$dev_key" "CREATE TABLE t AS SELECT range AS id, range % 100 AS g, (range * 7 % 1000) / 10.0 AS v FROM range($ROWS)"
+
+point="SELECT id, g, v FROM t WHERE id = 4242"
+aggregate="SELECT g, sum(v) AS total, count(*) AS n FROM t GROUP BY g ORDER BY g"
+
+inprocess="$("$CARGO_TARGET_DIR/release/examples/duckdb_inprocess" "$ROWS" "$ITERATIONS" "$data")"
+engine_ms() { printf '%s\n' "$inprocess" | awk -F'|' -v q="$1" '$1==q {print $2}'; }
+
+# A loopback TCP round trip (one byte each way), mean over 20 000.
+rtt="$(python3 - <<'EOF'
+import socket, threading, time
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+def echo():
+    c, _ = server.accept(); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while (b := c.recv(1)): c.sendall(b)
+threading.Thread(target=echo, daemon=True).start()
+s = socket.create_connection(server.getsockname()); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+for _ in range(2000): s.sendall(b"x"); s.recv(1)
+n = 20000; t = time.perf_counter()
+for _ in range(n): s.sendall(b"x"); s.recv(1)
+print(f"{(time.perf_counter() - t) / n * 1000:.3f}")
+EOF
+)"
+
+wire_ms() { # SQL → mean latency (ms) over ITERATIONS through the wire, one client
+  printf '%s;\n' "$1" >"$data/query.sql"
+  PGPASSWORD="$dev_key" pgbench -n -M simple -c 1 -t "$ITERATIONS" -f "$data/query.sql" \
+    -h 127.0.0.1 -p "$gw_port" -U bench development 2>/dev/null |
+    awk -F'= ' '/latency average/ {split($2, a, " "); print a[1]}'
+}
+http_ms() { # SQL → mean latency (ms) through HTTP, one client
+  local body; body="$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$1")"
+  local script; script="$(mktemp --suffix=.lua)"
+  printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["X-API-Key"] = "%s"\nwrk.body = [==[%s]==]\n' "$dev_key" "$body" >"$script"
+  wrk -t1 -c1 -d"$DURATION" --latency -s "$script" "$url/v1/query" |
+    awk '$1=="Latency" {print $2}' | ms
+}
+
+rows=()
+for q in point aggregate; do
+  text="${!q}"
+  rows+=("$q|$(engine_ms "$q")|$(wire_ms "$text")|$(http_ms "$text")")
+done
+
+# The PostgreSQL engine: pgbench's select-only workload, directly and through the gateway.
+pgdb="enclave_bench_pgengine"
+psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $pgdb" -c "CREATE DATABASE $pgdb" >/dev/null
+pgbench -q -i -s "$SCALE" "$PG_URL/$pgdb" >/dev/null 2>&1
+staging="$(env_of staging)"
+curl -sf "$url/v1/environments/$staging/secrets" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+  -d "{\"key\":\"DATABASE_URL\",\"value\":\"$PG_URL/$pgdb\"}" >/dev/null
+curl -sf -X PATCH "$url/v1/environments/$staging" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+  -d '{"settings":{"engine":"postgres","engine_secret":"DATABASE_URL","query_timeout_ms":600000}}' >/dev/null
+staging_key="$(key_of "$staging")"
+tps() { awk -F'= ' '/^tps/ {split($2, a, " "); printf "%.0f", a[1]}'; }
+lat() { awk -F'= ' '/latency average/ {split($2, a, " "); print a[1]}'; }
+direct="$(pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" "$PG_URL/$pgdb" 2>/dev/null)"
+through="$(PGPASSWORD="$staging_key" pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" \
+  -h 127.0.0.1 -p "$gw_port" -U bench staging 2>/dev/null)"
+psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $pgdb WITH (FORCE)" >/dev/null
+
+echo
+echo "embedded engine: $ROWS rows, $ITERATIONS runs per query, one client · loopback round trip $rtt ms · $(nproc) cores · release build"
+echo
+printf '| %-9s | %10s | %10s | %10s | %24s | %14s |\n' query 'DuckDB ms' 'wire ms' 'HTTP ms' 'wire / (DuckDB + RTT)' 'HTTP / DuckDB'
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..26})" "$(printf -- '-%.0s' {1..16})"
+for r in "${rows[@]}"; do
+  IFS='|' read -r name engine wire http <<<"$r"
+  printf '| %-9s | %10.3f | %10.3f | %10.3f | %23.2fx | %13.2fx |\n' "$name" "$engine" "$wire" "$http" \
+    "$(awk -v w="$wire" -v e="$engine" -v r="$rtt" 'BEGIN {print w/(e+r)}')" \
+    "$(awk -v h="$http" -v e="$engine" 'BEGIN {print h/e}')"
+done
+echo
+echo "PostgreSQL engine: pgbench -S (select-only), scale $SCALE, $CLIENTS clients, ${DURATION}"
+echo
+printf '| %-26s | %10s | %12s | %10s |\n' path tps 'latency ms' 'vs direct'
+printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..28})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})"
+d_tps="$(printf '%s\n' "$direct" | tps)"
+for which in direct through; do
+  report="${!which}"
+  name="PostgreSQL directly"
+  [ "$which" = through ] && name="through the gateway (wire)"
+  t="$(printf '%s\n' "$report" | tps)"
+  printf '| %-26s | %10s | %12s | %9.2fx |\n' "$name" "$t" "$(printf '%s\n' "$report" | lat)" \
+    "$(awk -v a="$t" -v b="$d_tps" 'BEGIN {print a/b}')"
+done

@@ -1,0 +1,594 @@
+//! Parse (stage 2) and classify (stage 3): one statement at a time, its kind, the tables and
+//! table functions it touches, and the allow-list of statements an engine may ever see.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+use sqlparser::ast::{
+    CopySource, CopyTarget, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType,
+    Query, Set, Statement, TableFactor, Visit, Visitor,
+};
+use sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
+use sqlparser::parser::{Parser, ParserError};
+
+use crate::error::{Error, Result};
+use crate::query::sqlstate::with_sqlstate;
+
+/// Which SQL grammar statements are read with: the engine's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    DuckDb,
+    Postgres,
+}
+
+/// A statement's kind: what the caller's role and scopes must allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Queries and `EXPLAIN` of queries.
+    Read,
+    /// `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `TRUNCATE`, `COPY … FROM STDIN`.
+    Write,
+    /// Creating, changing or dropping tables, views, indexes, schemas, sequences.
+    Ddl,
+    /// `SET`, `SHOW`, `RESET`, transaction control: never touches data.
+    Session,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Read => "read",
+            Kind::Write => "write",
+            Kind::Ddl => "ddl",
+            Kind::Session => "session",
+        }
+    }
+}
+
+/// What a session statement asks of the session; the gateway answers these itself, except
+/// transaction control, which the engine's connection must also see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    /// `SET name = value` / `SET name TO value` / `SET TIME ZONE value`: kept on the session.
+    Set { name: String, value: String },
+    /// `RESET name`; `None` for `RESET ALL`.
+    Reset { name: Option<String> },
+    /// `SHOW name` (`SHOW ALL` is `all`).
+    Show { name: String },
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`, savepoints: passed on to the engine.
+    Transaction,
+    /// `DISCARD ALL` and friends: clears what the session kept.
+    Discard,
+}
+
+/// One parsed and classified statement.
+#[derive(Debug, Clone)]
+pub struct Analyzed {
+    pub statement: Statement,
+    pub kind: Kind,
+    /// For DDL: whether it creates something (`tables:create`) or changes or drops something
+    /// (`tables:alter`).
+    pub creates: bool,
+    pub session: Option<SessionCommand>,
+    /// Every table or view the statement names, through joins, subqueries, CTEs and set
+    /// operations (CTE names themselves excluded), as `schema.table` when qualified; unquoted
+    /// identifiers lower-cased as the engines fold them.
+    pub tables: Vec<String>,
+    /// `COPY table [(columns)] FROM STDIN`: the table loaded.
+    pub copy_in: Option<String>,
+    /// The statement as the engine receives it (re-serialised from the syntax tree).
+    pub sql: String,
+}
+
+/// Parses `sql` into statements, each classified; the first statement that may not run stops
+/// the whole string before anything runs.
+pub fn parse(sql: &str, dialect: Dialect) -> Result<Vec<Analyzed>> {
+    let statements = match dialect {
+        // Clients speak PostgreSQL (psql's catalog queries use `OPERATOR(pg_catalog.~)`), and
+        // users DuckDB: the generic grammar reads both.
+        Dialect::DuckDb => Parser::parse_sql(&GenericDialect {}, sql),
+        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
+    }
+    .map_err(|e| syntax_error(sql, e))?;
+    statements.into_iter().map(classify).collect()
+}
+
+/// A parser error as `42601` with the 1-based character position PostgreSQL reports.
+fn syntax_error(sql: &str, e: ParserError) -> Error {
+    let text = match &e {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
+        ParserError::RecursionLimitExceeded => "statement nested too deeply".to_string(),
+    };
+    // PostgreSQL reports an unexpected end of input at the end of the string.
+    let position =
+        position_of(sql, &text).or_else(|| text.contains("EOF").then(|| sql.chars().count() + 1));
+    let message = text
+        .split(" at Line: ")
+        .next()
+        .unwrap_or(&text)
+        .trim()
+        .to_string();
+    let mut details = serde_json::json!({"field": "sql", "rule": "syntax"});
+    if let Some(p) = position {
+        details["position"] = p.into();
+    }
+    with_sqlstate(
+        Error::new(
+            crate::error::ErrorCode::ValidationError,
+            format!("syntax error: {message}"),
+        )
+        .with_details(details),
+        "42601",
+    )
+}
+
+/// `… at Line: L, Column: C` → the character offset (1-based) of that place in `sql`.
+fn position_of(sql: &str, message: &str) -> Option<usize> {
+    let tail = message.rsplit_once("Line: ")?.1;
+    let (line, rest) = tail.split_once(", Column: ")?;
+    let line: usize = line.trim().parse().ok()?;
+    let column: usize = rest
+        .trim()
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()?;
+    let before: usize = sql
+        .split('\n')
+        .take(line.saturating_sub(1))
+        .map(|l| l.chars().count() + 1)
+        .sum();
+    Some(before + column)
+}
+
+fn not_allowed(what: &str) -> Error {
+    with_sqlstate(
+        Error::forbidden(
+            "statement_not_allowed",
+            format!("{what} is not allowed through the gateway"),
+        ),
+        "42501",
+    )
+}
+
+/// Table functions a query may call: they compute rows, none reads a file or the network.
+const TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest"];
+
+/// Whether `name` (as written, possibly `pg_catalog.`-qualified) is an allowed table function.
+fn allowed_table_function(name: &str) -> bool {
+    let bare = name.strip_prefix("pg_catalog.").unwrap_or(name);
+    TABLE_FUNCTIONS.contains(&bare)
+}
+
+/// Scalar functions refused anywhere in a statement: they reach the host, the server's files
+/// or other databases (the engines' sandboxes refuse them too; this names the reason early).
+const HOST_FUNCTIONS: &[&str] = &[
+    "getenv",
+    "read_text",
+    "read_blob",
+    "pg_read_file",
+    "pg_read_binary_file",
+    "pg_ls_dir",
+    "pg_stat_file",
+    "lo_import",
+    "lo_export",
+    "dblink",
+    "dblink_exec",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "pg_reload_conf",
+    "set_config",
+];
+
+fn classify(statement: Statement) -> Result<Analyzed> {
+    let mut creates = false;
+    let mut session = None;
+    let mut copy_in = None;
+    let kind = match &statement {
+        Statement::Query(_) => Kind::Read,
+        Statement::Explain {
+            statement: inner,
+            analyze,
+            ..
+        } => {
+            let inner = classify((**inner).clone())?;
+            match inner.kind {
+                Kind::Read => Kind::Read,
+                // EXPLAIN ANALYZE runs the statement.
+                k if *analyze => k,
+                Kind::Session => return Err(not_allowed("EXPLAIN of a session statement")),
+                _ => Kind::Read,
+            }
+        }
+        Statement::ExplainTable { .. } => Kind::Read,
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_)
+        | Statement::Truncate(_) => Kind::Write,
+        Statement::Copy {
+            source, to, target, ..
+        } => match (source, to, target) {
+            (CopySource::Table { table_name, .. }, false, CopyTarget::Stdin) => {
+                copy_in = Some(object_name(table_name));
+                Kind::Write
+            }
+            _ => {
+                return Err(not_allowed(
+                    "COPY other than COPY table FROM STDIN (files, programs and COPY TO)",
+                ))
+            }
+        },
+        Statement::CreateTable(t) => {
+            if t.location.is_some() {
+                return Err(not_allowed("CREATE TABLE … LOCATION"));
+            }
+            creates = true;
+            Kind::Ddl
+        }
+        Statement::CreateView(_)
+        | Statement::CreateIndex(_)
+        | Statement::CreateSchema { .. }
+        | Statement::CreateSequence { .. } => {
+            creates = true;
+            Kind::Ddl
+        }
+        Statement::AlterTable(_)
+        | Statement::AlterIndex { .. }
+        | Statement::AlterView { .. }
+        | Statement::RenameTable(_)
+        | Statement::Comment { .. } => Kind::Ddl,
+        Statement::Drop { object_type, .. } => match object_type {
+            ObjectType::Table
+            | ObjectType::View
+            | ObjectType::Index
+            | ObjectType::Schema
+            | ObjectType::Sequence
+            | ObjectType::MaterializedView => Kind::Ddl,
+            other => return Err(not_allowed(&format!("DROP {other}"))),
+        },
+        Statement::Set(set) => {
+            session = Some(set_command(set)?);
+            Kind::Session
+        }
+        Statement::ShowVariable { variable } => {
+            session = Some(SessionCommand::Show {
+                name: ident_path(variable),
+            });
+            Kind::Session
+        }
+        Statement::Reset(reset) => {
+            let text = reset.to_string();
+            let name = text.trim_start_matches("RESET").trim().to_ascii_lowercase();
+            session = Some(SessionCommand::Reset {
+                name: (name != "all").then_some(name),
+            });
+            Kind::Session
+        }
+        Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => {
+            session = Some(SessionCommand::Transaction);
+            Kind::Session
+        }
+        Statement::Discard { .. } => {
+            session = Some(SessionCommand::Discard);
+            Kind::Session
+        }
+        other => {
+            let text = other.to_string();
+            let word: String = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(not_allowed(&word.to_ascii_uppercase()));
+        }
+    };
+    let mut touched = Touched::default();
+    let _ = statement.visit(&mut touched);
+    if let Some(f) = touched.refused_function {
+        return Err(not_allowed(&format!("the function {f}")));
+    }
+    let mut tables: Vec<String> = touched
+        .tables
+        .into_iter()
+        .filter(|t| !touched.ctes.contains(t))
+        .collect();
+    // The visitor sees relations in queries; COPY's table is not one of them.
+    if let Some(table) = copy_in.as_ref().filter(|t| !tables.contains(t)) {
+        tables.push(table.clone());
+    }
+    Ok(Analyzed {
+        sql: statement.to_string(),
+        statement,
+        kind,
+        creates,
+        session,
+        tables,
+        copy_in,
+    })
+}
+
+fn set_command(set: &Set) -> Result<SessionCommand> {
+    Ok(match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => SessionCommand::Set {
+            name: object_name(variable),
+            value: values.iter().map(expr_text).collect::<Vec<_>>().join(", "),
+        },
+        Set::SetTimeZone { value, .. } => SessionCommand::Set {
+            name: "timezone".into(),
+            value: expr_text(value),
+        },
+        Set::SetNames { charset_name, .. } => SessionCommand::Set {
+            name: "client_encoding".into(),
+            value: charset_name.value.clone(),
+        },
+        Set::SetTransaction { .. } => SessionCommand::Transaction,
+        Set::SetRole { .. } | Set::SetSessionAuthorization(_) => {
+            return Err(not_allowed("SET ROLE / SET SESSION AUTHORIZATION"))
+        }
+        other => {
+            let text = other.to_string();
+            SessionCommand::Set {
+                name: text.trim_start_matches("SET").trim().to_ascii_lowercase(),
+                value: String::new(),
+            }
+        }
+    })
+}
+
+/// A `SET` value as the session keeps it: string literals without their quotes.
+fn expr_text(e: &Expr) -> String {
+    match e {
+        Expr::Value(v) => match &v.value {
+            sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A name as the engines resolve it: unquoted parts folded to lower case.
+fn ident(i: &Ident) -> String {
+    match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_ascii_lowercase(),
+    }
+}
+
+fn ident_path(parts: &[Ident]) -> String {
+    parts.iter().map(ident).collect::<Vec<_>>().join(".")
+}
+
+pub(crate) fn object_name(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => ident(i),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Collects tables, CTE names and anything refused while walking a statement.
+#[derive(Default)]
+struct Touched {
+    tables: BTreeSet<String>,
+    ctes: BTreeSet<String>,
+    refused_function: Option<String>,
+    /// The next relation visited is an allowed table function's name, not a table.
+    function_name_next: bool,
+}
+
+impl Touched {
+    fn refuse(&mut self, name: String) -> ControlFlow<()> {
+        self.refused_function = Some(name);
+        ControlFlow::Break(())
+    }
+}
+
+impl Visitor for Touched {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.ctes.insert(ident(&cte.alias.name));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        if std::mem::take(&mut self.function_name_next) {
+            return ControlFlow::Continue(());
+        }
+        self.tables.insert(object_name(relation));
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => {
+                let name = object_name(name);
+                if !allowed_table_function(&name) {
+                    return self.refuse(name);
+                }
+                self.function_name_next = true;
+            }
+            TableFactor::TableFunction {
+                expr: Expr::Function(f),
+                ..
+            } => {
+                let name = object_name(&f.name);
+                if !allowed_table_function(&name) {
+                    return self.refuse(name);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            let name = object_name(&f.name);
+            let bare = name.rsplit('.').next().unwrap_or(&name);
+            if HOST_FUNCTIONS.contains(&bare) {
+                return self.refuse(name);
+            }
+            // `read_csv(…)` and friends as scalar calls are refused like table functions.
+            if bare.starts_with("read_") || bare == "glob" {
+                if let FunctionArguments::List(_) = f.args {
+                    return self.refuse(name);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Analyzed {
+        let mut v = parse(sql, Dialect::DuckDb).unwrap();
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    fn refused(sql: &str) -> Error {
+        parse(sql, Dialect::DuckDb).unwrap_err()
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(one("SELECT 1").kind, Kind::Read);
+        assert_eq!(one("EXPLAIN SELECT 1").kind, Kind::Read);
+        assert_eq!(one("INSERT INTO t VALUES (1)").kind, Kind::Write);
+        assert_eq!(one("UPDATE t SET a = 1").kind, Kind::Write);
+        assert_eq!(one("DELETE FROM t").kind, Kind::Write);
+        assert_eq!(one("EXPLAIN ANALYZE DELETE FROM t").kind, Kind::Write);
+        let create = one("CREATE TABLE t (a INT)");
+        assert_eq!((create.kind, create.creates), (Kind::Ddl, true));
+        let drop = one("DROP TABLE t");
+        assert_eq!((drop.kind, drop.creates), (Kind::Ddl, false));
+        assert_eq!(one("ALTER TABLE t ADD COLUMN b INT").kind, Kind::Ddl);
+        assert_eq!(one("BEGIN").session, Some(SessionCommand::Transaction));
+        assert_eq!(one("COMMIT").kind, Kind::Session);
+    }
+
+    #[test]
+    fn session_commands() {
+        assert_eq!(
+            one("SET application_name = 'psql'").session,
+            Some(SessionCommand::Set {
+                name: "application_name".into(),
+                value: "psql".into()
+            })
+        );
+        assert_eq!(
+            one("SET extra_float_digits TO 3").session,
+            Some(SessionCommand::Set {
+                name: "extra_float_digits".into(),
+                value: "3".into()
+            })
+        );
+        assert_eq!(
+            one("SHOW server_version").session,
+            Some(SessionCommand::Show {
+                name: "server_version".into()
+            })
+        );
+        assert_eq!(
+            one("SET TIME ZONE 'UTC'").session,
+            Some(SessionCommand::Set {
+                name: "timezone".into(),
+                value: "UTC".into()
+            })
+        );
+    }
+
+    #[test]
+    fn tables_through_joins_subqueries_ctes_and_set_operations() {
+        let a = one("WITH recent AS (SELECT * FROM orders WHERE ts > now()) \
+             SELECT * FROM recent r JOIN Customers c ON c.id = r.cid \
+             WHERE EXISTS (SELECT 1 FROM sales.refunds f WHERE f.oid = r.id) \
+             UNION SELECT * FROM \"Archive\"");
+        assert_eq!(
+            a.tables,
+            vec!["Archive", "customers", "orders", "sales.refunds"]
+        );
+        assert_eq!(one("INSERT INTO t SELECT * FROM u").tables, vec!["t", "u"]);
+        assert_eq!(
+            one("SELECT * FROM generate_series(1, 3)").tables,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn the_sandbox_is_named_before_the_engine() {
+        for sql in [
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "SELECT * FROM read_csv_auto('/etc/passwd')",
+            "SELECT read_text('/etc/passwd')",
+            "SELECT getenv('HOME')",
+            "COPY t TO '/tmp/out.csv'",
+            "COPY t FROM '/etc/passwd'",
+            "COPY (SELECT 1) TO STDOUT",
+            "INSTALL httpfs",
+            "LOAD httpfs",
+            "ATTACH '/tmp/x.db' AS x",
+            "PRAGMA enable_external_access",
+            "CREATE SECRET s (TYPE s3)",
+            "SET ROLE admin",
+            "CALL something()",
+            "GRANT ALL ON t TO public",
+        ] {
+            let e = refused(sql);
+            assert_eq!(
+                crate::query::sqlstate(&e),
+                "42501",
+                "{sql} should be refused, got {e:?}"
+            );
+        }
+        let copy = one("COPY t (a, b) FROM STDIN");
+        assert_eq!(
+            (copy.kind, copy.copy_in.as_deref()),
+            (Kind::Write, Some("t"))
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        // The string opens at line 2, column 8: 9 characters and a newline before it.
+        let e = refused("SELECT 1;\nSELECT 'abc");
+        assert_eq!(crate::query::sqlstate(&e), "42601");
+        assert_eq!(e.details["position"], 18, "{e:?}");
+        let e = refused("SELEC 1");
+        assert_eq!(e.details["position"], 1);
+    }
+
+    #[test]
+    fn multi_statement_strings_are_split() {
+        let v = parse("SELECT 1; SELECT 2;", Dialect::Postgres).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[1].sql, "SELECT 2");
+        // One refused statement stops the string before anything runs.
+        assert!(parse("SELECT 1; ATTACH 'x' AS y", Dialect::DuckDb).is_err());
+    }
+}

@@ -1,0 +1,128 @@
+//! One entry of an environment's query audit trail (stage 12 of `spec/gateway.md`): every
+//! statement the gateway handled, allowed or refused, hash-chained like the IAM trail.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::audit::{entry_hash, ActorType};
+
+/// Who ran a statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QueryPrincipal {
+    #[serde(rename = "type")]
+    pub kind: ActorType,
+    pub id: String,
+    /// The role the statement ran with.
+    pub role: String,
+}
+
+/// The agent a statement came from, as the client named it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AgentIdentity {
+    pub id: Option<String>,
+    pub framework: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QueryAuditEntry {
+    /// `qry_…`: the `query_id` the client was given.
+    pub query_id: String,
+    pub env_id: String,
+    /// Position in the environment's chain, from 1.
+    pub seq: i64,
+    pub principal: QueryPrincipal,
+    pub agent: AgentIdentity,
+    /// `wire` or `http`.
+    pub door: String,
+    pub source_ip: Option<String>,
+    /// The statement with every literal replaced by `?`; for statements that did not parse,
+    /// `null` (their text is never kept).
+    pub sql_redacted: Option<String>,
+    /// `read`, `write`, `ddl`, `session`; `null` when the statement did not parse.
+    pub statement_kind: Option<String>,
+    pub tables: Vec<String>,
+    pub columns_masked: Vec<String>,
+    pub row_filters_applied: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub policy_verdicts: Vec<Value>,
+    pub rows_returned: i64,
+    pub duration_ms: i64,
+    pub credits_estimated: f64,
+    pub credits_consumed: f64,
+    pub cache_hit: bool,
+    /// `ok`, `error` (the engine failed it), `refused` (a pipeline stage did), `timeout`,
+    /// `cancelled`.
+    pub outcome: String,
+    /// The SQLSTATE of a failed statement.
+    pub error_code: Option<String>,
+    /// RFC 3339 UTC with milliseconds.
+    pub created_at: String,
+    pub prev_hash: String,
+    pub entry_hash: String,
+}
+
+impl QueryAuditEntry {
+    /// Seals the entry onto a chain whose head is `prev_hash`, at position `seq`.
+    pub fn seal(mut self, seq: i64, prev_hash: &str) -> QueryAuditEntry {
+        self.seq = seq;
+        self.prev_hash = prev_hash.to_string();
+        self.entry_hash = String::new();
+        self.entry_hash = entry_hash(&self.to_value());
+        self
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{verify, GENESIS_HASH};
+
+    fn entry(id: &str) -> QueryAuditEntry {
+        QueryAuditEntry {
+            query_id: id.into(),
+            env_id: "env_1".into(),
+            seq: 0,
+            principal: QueryPrincipal {
+                kind: ActorType::ApiKey,
+                id: "key_1".into(),
+                role: "analyst".into(),
+            },
+            agent: AgentIdentity::default(),
+            door: "wire".into(),
+            source_ip: None,
+            sql_redacted: Some("SELECT ?".into()),
+            statement_kind: Some("read".into()),
+            tables: vec![],
+            columns_masked: vec![],
+            row_filters_applied: vec![],
+            policy_verdicts: vec![],
+            rows_returned: 1,
+            duration_ms: 0,
+            credits_estimated: 0.0,
+            credits_consumed: 0.0,
+            cache_hit: false,
+            outcome: "ok".into(),
+            error_code: None,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            prev_hash: String::new(),
+            entry_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn entries_chain_and_verify() {
+        let a = entry("qry_a").seal(1, GENESIS_HASH);
+        let b = entry("qry_b").seal(2, &a.entry_hash);
+        let values = [a.to_value(), b.to_value()];
+        assert!(verify(values.iter()).chain_valid);
+        let mut edited = b.to_value();
+        edited["rows_returned"] = 2.into();
+        let r = verify([values[0].clone(), edited].iter());
+        assert_eq!(r.first_invalid_entry.unwrap().reason, "hash_mismatch");
+    }
+}

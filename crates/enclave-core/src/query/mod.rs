@@ -1,0 +1,19 @@
+//! What the gateway knows about a SQL statement before it runs (pipeline stages 2–4 of
+//! `spec/gateway.md`): parsing one statement at a time, the statement's kind and the tables
+//! it touches, whether the caller may run it, the text the query audit keeps (literals
+//! redacted) and the SQLSTATE an error is reported with.
+//!
+//! Statements are parsed with sqlparser and an allow-list decides what may run: the engine is
+//! sent the re-serialised statement, never the client's original text, so a construct the
+//! parser does not understand never reaches an engine.
+
+mod analyze;
+pub mod audit;
+mod authorize;
+mod redact;
+mod sqlstate;
+
+pub use analyze::{parse, Analyzed, Dialect, Kind, SessionCommand};
+pub use authorize::{authorize, required_permission, required_scope, Actor};
+pub use redact::redact;
+pub use sqlstate::{sqlstate, with_sqlstate};

@@ -1,0 +1,468 @@
+//! The embedded engine: one DuckDB database file per environment under
+//! `<data-dir>/engine/`, created at provisioning and removed at deletion.
+//!
+//! Sandbox: every database is opened with external access disabled (no file, network or
+//! `ATTACH` from SQL), extension auto-install/auto-load off, and the configuration locked, so
+//! no statement can turn any of it back on. The pipeline's allow-list refuses such
+//! statements earlier; this holds even for a statement that slipped past it.
+//!
+//! DuckDB is synchronous: statements run on the blocking pool, and their batches cross to
+//! the async side through a bounded channel.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use duckdb::{params_from_iter, Config, Connection, InterruptHandle};
+use enclave_core::query::{with_sqlstate, Dialect};
+use enclave_core::{Error, ErrorCode, Result};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Engine, EngineConnection, Execution, Interrupt, Param};
+use crate::load::{LoadRequest, Loaded};
+use enclave_store::EnvRecord;
+
+pub struct DuckDbEngine {
+    inner: Arc<Databases>,
+}
+
+/// How many databases stay open while idle. Each open database holds DuckDB's buffer pool
+/// and worker threads; an organization with hundreds of environments must not hold them all.
+pub const OPEN_DATABASES: usize = 32;
+
+struct Databases {
+    dir: PathBuf,
+    /// Open databases, most recently used last. Opening replays the WAL, so busy
+    /// environments stay open; idle ones beyond [`OPEN_DATABASES`] are closed.
+    open: Mutex<Vec<(String, Arc<Database>)>>,
+}
+
+/// One open environment database: the connection sessions are cloned from. Sessions hold
+/// an `Arc` of it, so it is closed only once nobody uses it — opening a file a second time
+/// while an instance still has it open would let two instances write one file.
+struct Database {
+    root: Mutex<Connection>,
+}
+
+impl DuckDbEngine {
+    pub fn new(data_dir: &std::path::Path) -> Result<DuckDbEngine> {
+        let dir = data_dir.join("engine");
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            tracing::error!(error = %e, dir = %dir.display(), "cannot create the engine directory");
+            Error::internal()
+        })?;
+        Ok(DuckDbEngine {
+            inner: Arc::new(Databases {
+                dir,
+                open: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The environment's database, opened (and created) on the blocking pool.
+    async fn database(&self, env_id: &str) -> Result<Arc<Database>> {
+        let inner = self.inner.clone();
+        let env_id = env_id.to_string();
+        tokio::task::spawn_blocking(move || inner.database(&env_id))
+            .await
+            .map_err(|_| Error::internal())?
+    }
+
+    /// How many databases are open (for tests and metrics).
+    pub fn open_databases(&self) -> usize {
+        self.inner.open.lock().unwrap().len()
+    }
+}
+
+impl Databases {
+    fn path(&self, env_id: &str) -> Result<PathBuf> {
+        // Ids are generated (`env_` + ULID); refuse anything else before it names a path.
+        if !env_id.starts_with("env_") || !env_id[4..].bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::internal());
+        }
+        Ok(self.dir.join(format!("{env_id}.duckdb")))
+    }
+
+    /// The environment's database, opened (and created) if needed.
+    fn database(&self, env_id: &str) -> Result<Arc<Database>> {
+        // Opening happens under the lock: two sessions of one environment racing here must
+        // not open its file twice. Opens are rare (idle databases stay open) and short.
+        let mut open = self.open.lock().unwrap();
+        if let Some(i) = open.iter().position(|(id, _)| id == env_id) {
+            let entry = open.remove(i);
+            let db = entry.1.clone();
+            open.push(entry);
+            return Ok(db);
+        }
+        let db = Arc::new(self.open_file(env_id)?);
+        open.push((env_id.to_string(), db.clone()));
+        // Close the least recently used idle databases beyond the limit (the list's only
+        // holder is the list itself).
+        let mut excess = open.len().saturating_sub(OPEN_DATABASES);
+        open.retain(|(_, db)| {
+            let close = excess > 0 && Arc::strong_count(db) == 1;
+            excess -= usize::from(close);
+            !close
+        });
+        Ok(db)
+    }
+
+    fn open_file(&self, env_id: &str) -> Result<Database> {
+        let path = self.path(env_id)?;
+        let conn = Connection::open_with_flags(&path, sandbox()?).map_err(|e| {
+            tracing::error!(error = %e, env_id, "cannot open the environment's database");
+            Error::unavailable("the environment's database cannot be opened")
+        })?;
+        // The catalog shim psql and drivers read (see `compat`), written once per version.
+        let current = conn
+            .query_row(super::compat::SHIM_VERSION_SQL, [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .is_ok_and(|v| v == super::compat::SHIM_VERSION);
+        if !current {
+            conn.execute_batch(&super::compat::shim_sql())
+                .map_err(|e| {
+                    tracing::error!(error = %e, env_id, "cannot create the catalog shim");
+                    Error::internal()
+                })?;
+        }
+        Ok(Database {
+            root: Mutex::new(conn),
+        })
+    }
+}
+
+/// The configuration every database is opened with.
+fn sandbox() -> Result<Config> {
+    let config = || -> duckdb::Result<Config> {
+        Config::default()
+            .enable_external_access(false)?
+            .enable_autoload_extension(false)?
+            .with("allow_community_extensions", "false")?
+            .with("lock_configuration", "true")
+    };
+    config().map_err(|e| {
+        tracing::error!(error = %e, "DuckDB refused the sandbox configuration");
+        Error::internal()
+    })
+}
+
+#[async_trait::async_trait]
+impl Engine for DuckDbEngine {
+    fn dialect(&self) -> Dialect {
+        Dialect::DuckDb
+    }
+
+    fn render(
+        &self,
+        statement: &sqlparser::ast::Statement,
+        params: Vec<Param>,
+        database: &str,
+    ) -> (String, Vec<Param>) {
+        (super::compat::render(statement, database), params)
+    }
+
+    async fn provision(&self, env_id: &str) -> Result<()> {
+        self.database(env_id).await.map(|_| ())
+    }
+
+    async fn remove(&self, env_id: &str) -> Result<()> {
+        let path = self.inner.path(env_id)?;
+        // A session still running keeps its instance until it ends; the environment's status
+        // already refuses new statements, and the unlinked file goes with the instance.
+        self.inner
+            .open
+            .lock()
+            .unwrap()
+            .retain(|(id, _)| id != env_id);
+        for p in [path.clone(), path.with_extension("duckdb.wal")] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(error = %e, file = %p.display(), "cannot remove the environment's database");
+                    return Err(Error::internal());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>> {
+        self.connect_to(&env.id).await
+    }
+}
+
+impl DuckDbEngine {
+    /// A session's connection to the environment's database.
+    async fn connect_to(&self, env_id: &str) -> Result<Box<dyn EngineConnection>> {
+        let database = self.database(env_id).await?;
+        let conn = database
+            .root
+            .lock()
+            .unwrap()
+            .try_clone()
+            .map_err(engine_error)?;
+        let interrupt = conn.interrupt_handle();
+        Ok(Box::new(DuckDbConnection {
+            in_transaction: AtomicBool::new(false),
+            conn: Arc::new(SessionConnection {
+                conn: Mutex::new(conn),
+                _database: database,
+            }),
+            interrupt: Arc::new(DuckInterrupt(interrupt)),
+        }))
+    }
+}
+
+struct DuckInterrupt(Arc<InterruptHandle>);
+
+impl Interrupt for DuckInterrupt {
+    fn interrupt(&self) {
+        self.0.interrupt();
+    }
+}
+
+struct DuckDbConnection {
+    conn: Arc<SessionConnection>,
+    /// Whether the session began a transaction it has not ended (a load then joins it).
+    in_transaction: AtomicBool,
+    interrupt: Arc<DuckInterrupt>,
+}
+
+/// A session's connection, keeping its database open for as long as it (or a statement
+/// still streaming on the blocking pool) lives.
+struct SessionConnection {
+    conn: Mutex<Connection>,
+    _database: Arc<Database>,
+}
+
+fn to_value(p: Param) -> duckdb::types::Value {
+    use duckdb::types::Value;
+    match p {
+        Param::Null => Value::Null,
+        Param::Bool(b) => Value::Boolean(b),
+        Param::Int(i) => Value::BigInt(i),
+        Param::Float(f) => Value::Double(f),
+        Param::Text(s) => Value::Text(s),
+        Param::Bytes(b) => Value::Blob(b),
+    }
+}
+
+#[async_trait::async_trait]
+impl EngineConnection for DuckDbConnection {
+    async fn execute(&mut self, sql: &str, params: Vec<Param>, row_cap: u64) -> Result<Execution> {
+        if let Some(open) = super::transaction_change(sql) {
+            self.in_transaction.store(open, Ordering::SeqCst);
+        }
+        let (schema_tx, schema_rx) = oneshot::channel();
+        let (tx, rx) = mpsc::channel(2);
+        let truncated = Arc::new(AtomicBool::new(false));
+        let flag = truncated.clone();
+        let conn = self.conn.clone();
+        let sql = sql.to_string();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.conn.lock().unwrap();
+            let mut stmt = match conn.prepare(&sql) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = schema_tx.send(Err(engine_error(e)));
+                    return;
+                }
+            };
+            let values = params.into_iter().map(to_value);
+            let mut stream = match stmt.stream_arrow(params_from_iter(values)) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = schema_tx.send(Err(engine_error(e)));
+                    return;
+                }
+            };
+            if schema_tx.send(Ok(stream.get_schema())).is_err() {
+                return;
+            }
+            let mut left = row_cap;
+            for batch in stream.by_ref() {
+                let batch = match batch {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(engine_error(e)));
+                        return;
+                    }
+                };
+                let rows = batch.num_rows() as u64;
+                let (batch, done) = if rows > left {
+                    flag.store(true, Ordering::Relaxed);
+                    (batch.slice(0, left as usize), true)
+                } else {
+                    (batch, false)
+                };
+                left -= batch.num_rows() as u64;
+                if batch.num_rows() > 0 && tx.blocking_send(Ok(batch)).is_err() {
+                    return; // the client went away
+                }
+                if done {
+                    return;
+                }
+            }
+        });
+        let schema = schema_rx.await.map_err(|_| Error::internal())??;
+        Ok(Execution {
+            schema,
+            batches: rx,
+            truncated,
+        })
+    }
+
+    async fn load(&mut self, request: LoadRequest, deadline: Instant) -> Result<Loaded> {
+        let conn = self.conn.clone();
+        let in_transaction = self.in_transaction.load(Ordering::SeqCst);
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.conn.lock().unwrap();
+            super::duckdb_load::load(&conn, &request, in_transaction, deadline)
+        })
+        .await
+        .map_err(|_| Error::internal())?
+    }
+
+    fn interrupter(&self) -> Arc<dyn Interrupt> {
+        self.interrupt.clone()
+    }
+}
+
+/// A DuckDB error as the client sees it: its message, with the SQLSTATE PostgreSQL uses for
+/// the same failure.
+pub fn engine_error(e: duckdb::Error) -> Error {
+    let message = e.to_string();
+    let first = message.lines().next().unwrap_or_default().to_string();
+    let state = sqlstate_of(&first);
+    let code = match state {
+        "57014" => ErrorCode::ValidationError,
+        "42501" => ErrorCode::Forbidden,
+        "XX000" => ErrorCode::InternalError,
+        _ => ErrorCode::ValidationError,
+    };
+    if state == "XX000" {
+        tracing::error!(error = %message, "engine failure");
+    }
+    let mut error = Error::new(code, first).with_details(serde_json::json!({"rule": "engine"}));
+    if state == "57014" {
+        error = error.with_status(408);
+    }
+    with_sqlstate(error, state)
+}
+
+fn sqlstate_of(message: &str) -> &'static str {
+    let has = |p: &str| message.contains(p);
+    if has("INTERRUPT") || has("Interrupted") {
+        "57014"
+    } else if has("Permission Error")
+        || has("disabled by configuration")
+        || has("lock_configuration")
+        || has("locked")
+    {
+        "42501"
+    } else if has("Parser Error") {
+        "42601"
+    } else if has("Catalog Error") && (has("Table with name") || has("Table or view")) {
+        "42P01"
+    } else if has("Catalog Error") && has("Function") {
+        "42883"
+    } else if has("Catalog Error") && has("already exists") {
+        "42P07"
+    } else if has("Catalog Error") {
+        "42704"
+    } else if has("Binder Error") && has("column") {
+        "42703"
+    } else if has("Binder Error") {
+        "42803"
+    } else if has("Constraint Error") && (has("Duplicate key") || has("unique")) {
+        "23505"
+    } else if has("Constraint Error") && has("NOT NULL") {
+        "23502"
+    } else if has("Constraint Error") {
+        "23514"
+    } else if has("Conversion Error") {
+        "22P02"
+    } else if has("Out of Range") {
+        "22003"
+    } else if has("CSV Error") || has("Parquet") {
+        "22P04"
+    } else if has("Invalid Input") {
+        "22023"
+    } else if has("Division by zero") || has("division by zero") {
+        "22012"
+    } else if has("TransactionContext Error") {
+        "25000"
+    } else if has("Out of Memory") {
+        "53200"
+    } else if has("Error") {
+        "42000"
+    } else {
+        "XX000"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_id(i: usize) -> String {
+        format!("env_{i:026}")
+    }
+
+    async fn rows(engine: &DuckDbEngine, env_id: &str, sql: &str) -> usize {
+        let mut conn = engine.connect_to(env_id).await.unwrap();
+        let mut execution = conn.execute(sql, vec![], u64::MAX).await.unwrap();
+        let mut n = 0;
+        while let Some(batch) = execution.batches.recv().await {
+            n += batch.unwrap().num_rows();
+        }
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_databases_close_beyond_the_limit_and_keep_their_data() {
+        let dir = std::env::temp_dir().join(format!("enclave-engine-{}", std::process::id()));
+        let engine = DuckDbEngine::new(&dir).unwrap();
+        let first = env_id(0);
+        engine.provision(&first).await.unwrap();
+        rows(&engine, &first, "CREATE TABLE t AS SELECT * FROM range(3)").await;
+        // A session holding the first environment keeps it open however many others open.
+        let held = engine.connect_to(&first).await.unwrap();
+        for i in 1..=OPEN_DATABASES + 8 {
+            engine.provision(&env_id(i)).await.unwrap();
+        }
+        assert_eq!(engine.open_databases(), OPEN_DATABASES);
+        assert!(engine
+            .inner
+            .open
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, _)| *id == first));
+        drop(held);
+        for i in OPEN_DATABASES + 9..=OPEN_DATABASES + 16 {
+            engine.provision(&env_id(i)).await.unwrap();
+        }
+        assert!(!engine
+            .inner
+            .open
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, _)| *id == first));
+        // Reopened: the data and the catalog shim are there.
+        assert_eq!(rows(&engine, &first, "SELECT * FROM t").await, 3);
+        assert_eq!(
+            rows(&engine, &first, crate::engine::compat::SHIM_VERSION_SQL).await,
+            1
+        );
+        for i in 0..=OPEN_DATABASES + 16 {
+            engine.remove(&env_id(i)).await.unwrap();
+        }
+        assert_eq!(engine.open_databases(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

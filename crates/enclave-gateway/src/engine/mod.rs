@@ -1,0 +1,120 @@
+//! Engines run statements for the pipeline; results come back as Arrow record batches,
+//! streamed through a bounded channel so a large result is never held whole.
+
+pub mod compat;
+pub mod duckdb;
+mod duckdb_load;
+pub mod postgres;
+mod postgres_load;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::duckdb::arrow::datatypes::SchemaRef;
+use ::duckdb::arrow::record_batch::RecordBatch;
+use enclave_core::environment::EngineKind;
+use enclave_core::query::Dialect;
+use enclave_core::Result;
+use tokio::sync::mpsc;
+
+use crate::load::{LoadRequest, Loaded};
+use enclave_store::EnvRecord;
+
+/// A bound parameter value, as either door decoded it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// What an execution produced.
+pub struct Execution {
+    pub schema: SchemaRef,
+    /// The result's batches, at most `row_cap` rows in all; an error ends the stream.
+    pub batches: mpsc::Receiver<Result<RecordBatch>>,
+    /// Whether rows beyond the cap were left out.
+    pub truncated: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Stops a running statement from another task (the timeout, a cancel request).
+pub trait Interrupt: Send + Sync {
+    fn interrupt(&self);
+}
+
+/// One client session's connection to its environment's data.
+#[async_trait::async_trait]
+pub trait EngineConnection: Send + Sync {
+    /// Runs one statement. Rows stream through the returned [`Execution`]; statements without
+    /// rows return a schema without fields, or (for writes) DuckDB's single `Count` column.
+    async fn execute(&mut self, sql: &str, params: Vec<Param>, row_cap: u64) -> Result<Execution>;
+    /// Loads a spooled file into a table in one transaction (or the session's open one);
+    /// past `deadline` the load stops with 57014.
+    async fn load(&mut self, request: LoadRequest, deadline: Instant) -> Result<Loaded>;
+    /// A handle that interrupts whatever this connection runs.
+    fn interrupter(&self) -> Arc<dyn Interrupt>;
+}
+
+/// Whether a statement opens (`Some(true)`) or ends (`Some(false)`) a transaction: sessions
+/// follow their own, as engines cannot be asked without disturbing it.
+pub(crate) fn transaction_change(sql: &str) -> Option<bool> {
+    let first = sql.split_whitespace().next().unwrap_or_default();
+    match first.to_ascii_uppercase().trim_end_matches(';') {
+        "BEGIN" | "START" => Some(true),
+        "COMMIT" | "ROLLBACK" | "END" | "ABORT" => Some(false),
+        _ => None,
+    }
+}
+
+/// An engine: where each environment's data lives.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// The SQL grammar statements for this engine are parsed with.
+    fn dialect(&self) -> Dialect;
+    /// The text of a (parsed, allowed) statement as this engine runs it, and the parameters
+    /// still to bind (an engine may write them into the text instead). `database` is the
+    /// name clients know the environment by (its slug).
+    fn render(
+        &self,
+        statement: &sqlparser::ast::Statement,
+        params: Vec<Param>,
+        database: &str,
+    ) -> (String, Vec<Param>);
+    /// Creates the environment's storage (at provisioning).
+    async fn provision(&self, env_id: &str) -> Result<()>;
+    /// Removes the environment's storage for good (at deletion).
+    async fn remove(&self, env_id: &str) -> Result<()>;
+    /// A new connection to the environment's data.
+    async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>>;
+}
+
+/// The engines environments keep their data in; `settings.engine` picks one.
+#[derive(Clone)]
+pub struct Engines {
+    /// DuckDB: every environment gets its database file at provisioning.
+    pub embedded: Arc<dyn Engine>,
+    pub postgres: Arc<dyn Engine>,
+}
+
+impl Engines {
+    pub fn of(&self, env: &EnvRecord) -> &Arc<dyn Engine> {
+        match env.settings.0.engine {
+            EngineKind::Duckdb => &self.embedded,
+            EngineKind::Postgres => &self.postgres,
+        }
+    }
+
+    /// Readies a new environment's storage (the embedded database file).
+    pub async fn provision(&self, env_id: &str) -> Result<()> {
+        self.embedded.provision(env_id).await
+    }
+
+    /// Removes a deleted environment's storage and closes its connections.
+    pub async fn remove(&self, env_id: &str) -> Result<()> {
+        self.postgres.remove(env_id).await?;
+        self.embedded.remove(env_id).await
+    }
+}

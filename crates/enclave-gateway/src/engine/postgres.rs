@@ -1,0 +1,633 @@
+//! The PostgreSQL engine: an environment whose `settings.engine` is `postgres` keeps its data
+//! in a PostgreSQL database named by a connection string in one of its secrets
+//! (`settings.engine_secret`). Statements go through the same pipeline; the database's own
+//! role decides what it may do beyond that (give Enclave a role without superuser rights).
+//!
+//! Statements run with the simple query protocol, parameters written into the statement as
+//! literals from the syntax tree (never spliced as text), so every result value arrives in
+//! PostgreSQL's text form and any type can be returned: booleans, integers, floats, text,
+//! bytea, dates and timestamps keep their type; others (numeric, uuid, json, arrays,
+//! intervals, …) arrive as text. Each session holds one pooled connection, so transactions
+//! span statements; a connection that may still be in a transaction is closed rather than
+//! pooled again. Timeouts and cancel requests reach the server as `pg_cancel_backend`.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::duckdb::arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
+    Int16Builder, Int32Builder, Int64Array, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use ::duckdb::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use ::duckdb::arrow::record_batch::RecordBatch;
+use enclave_core::environment::EngineKind;
+use enclave_core::query::{with_sqlstate, Dialect};
+use enclave_core::{Error, ErrorCode, Result};
+use enclave_store::EnvRecord;
+use futures::StreamExt;
+use sqlparser::ast::{visit_expressions_mut, Expr, Statement, Value};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Column as _, Either, Executor, Postgres, Row, TypeInfo as _};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{Engine, EngineConnection, Execution, Interrupt, Param};
+use crate::load::{LoadRequest, Loaded};
+
+/// Where the engine finds an environment's secrets (the control plane decrypts them).
+#[async_trait::async_trait]
+pub trait SecretSource: Send + Sync {
+    async fn secret(&self, env_id: &str, key: &str) -> Result<Option<String>>;
+}
+
+/// Connections one environment's sessions may hold at once.
+const POOL_SIZE: u32 = 32;
+/// Rows per Arrow batch.
+const BATCH_ROWS: usize = 1024;
+
+pub struct PgEngine {
+    secrets: Arc<dyn SecretSource>,
+    /// Each environment's pools, with the connection string they were opened for (a changed
+    /// secret opens new ones; the old close as their sessions end).
+    pools: std::sync::Mutex<HashMap<String, (String, Pools)>>,
+}
+
+#[derive(Clone)]
+struct Pools {
+    sessions: PgPool,
+    /// For `pg_cancel_backend` while every session connection is busy.
+    control: PgPool,
+}
+
+impl PgEngine {
+    pub fn new(secrets: Arc<dyn SecretSource>) -> PgEngine {
+        PgEngine {
+            secrets,
+            pools: std::sync::Mutex::default(),
+        }
+    }
+
+    async fn pools(&self, env: &EnvRecord) -> Result<Pools> {
+        let settings = &env.settings.0;
+        let key = match (settings.engine, &settings.engine_secret) {
+            (EngineKind::Postgres, Some(key)) => key,
+            _ => return Err(Error::internal()),
+        };
+        let url = self.secrets.secret(&env.id, key).await?.ok_or_else(|| {
+            unavailable(format!(
+                "the environment's engine secret {key} is not set: store the PostgreSQL connection string in it"
+            ))
+        })?;
+        if let Some((opened_for, pools)) = self.pools.lock().unwrap().get(&env.id) {
+            if *opened_for == url {
+                return Ok(pools.clone());
+            }
+        }
+        let options: PgConnectOptions = url.parse().map_err(|_| {
+            unavailable(format!(
+                "the environment's engine secret {key} does not hold a PostgreSQL connection string"
+            ))
+        })?;
+        // Text results are read as these settings print them.
+        let options = options
+            .options([
+                ("TimeZone", "UTC"),
+                ("DateStyle", "ISO"),
+                ("IntervalStyle", "postgres"),
+                ("standard_conforming_strings", "on"),
+            ])
+            .application_name("enclave");
+        let pool = |size: u32| {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .min_connections(0)
+                .acquire_timeout(Duration::from_secs(5))
+                .idle_timeout(Duration::from_secs(300))
+                .connect_lazy_with(options.clone())
+        };
+        let pools = Pools {
+            sessions: pool(POOL_SIZE),
+            control: pool(2),
+        };
+        self.pools
+            .lock()
+            .unwrap()
+            .insert(env.id.clone(), (url, pools.clone()));
+        Ok(pools)
+    }
+}
+
+fn unavailable(message: String) -> Error {
+    with_sqlstate(Error::unavailable(message), "08006")
+}
+
+/// A PostgreSQL error as the client sees it: its own SQLSTATE and message.
+pub(super) fn pg_error(e: sqlx::Error) -> Error {
+    match e {
+        sqlx::Error::Database(db) => {
+            let state = db.code().map(|c| c.to_string()).unwrap_or("XX000".into());
+            let status = match &state[..2] {
+                "42" if state == "42501" => 403,
+                "57" => 408,
+                "53" => 503,
+                "08" => 503,
+                _ => 400,
+            };
+            let code = match status {
+                403 => ErrorCode::Forbidden,
+                503 => ErrorCode::ServiceUnavailable,
+                _ => ErrorCode::ValidationError,
+            };
+            let error = Error::new(code, db.message().to_string())
+                .with_details(serde_json::json!({"rule": "engine"}))
+                .with_status(status);
+            with_sqlstate(error, &state)
+        }
+        sqlx::Error::PoolTimedOut => with_sqlstate(
+            Error::unavailable("every connection to the environment's database is in use"),
+            "53300",
+        ),
+        other => {
+            tracing::warn!(error = %other, "PostgreSQL engine connection failed");
+            unavailable("the environment's PostgreSQL database cannot be reached".into())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for PgEngine {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn render(
+        &self,
+        statement: &Statement,
+        params: Vec<Param>,
+        _database: &str,
+    ) -> (String, Vec<Param>) {
+        if params.is_empty() {
+            return (statement.to_string(), params);
+        }
+        let mut statement = statement.clone();
+        let _ = visit_expressions_mut(&mut statement, |e| {
+            if let Expr::Value(v) = e {
+                if let Value::Placeholder(p) = &v.value {
+                    let n = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+                    if let Some(param) = n.and_then(|n| params.get(n.wrapping_sub(1))) {
+                        *e = literal(param);
+                    }
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        (statement.to_string(), vec![])
+    }
+
+    /// The database is the user's: nothing to create.
+    async fn provision(&self, _env_id: &str) -> Result<()> {
+        Ok(())
+    }
+
+    /// Nor to remove (the data stays where its owner put it); pools are closed.
+    async fn remove(&self, env_id: &str) -> Result<()> {
+        if let Some((_, pools)) = self.pools.lock().unwrap().remove(env_id) {
+            tokio::spawn(async move {
+                pools.sessions.close().await;
+                pools.control.close().await;
+            });
+        }
+        Ok(())
+    }
+
+    async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>> {
+        let pools = self.pools(env).await?;
+        let mut conn = pools.sessions.acquire().await.map_err(pg_error)?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+        Ok(Box::new(PgSession {
+            conn: Arc::new(Mutex::new(Some(conn))),
+            in_transaction: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            interrupt: Arc::new(PgInterrupt {
+                control: pools.control,
+                pid,
+            }),
+        }))
+    }
+}
+
+/// A parameter as a literal of the statement.
+fn literal(param: &Param) -> Expr {
+    let text = |s: String| Expr::value(Value::SingleQuotedString(s));
+    let cast = |s: String, ty: &str| Expr::Cast {
+        kind: sqlparser::ast::CastKind::DoubleColon,
+        expr: Box::new(text(s)),
+        data_type: sqlparser::ast::DataType::Custom(
+            sqlparser::ast::ObjectName::from(vec![sqlparser::ast::Ident::new(ty)]),
+            vec![],
+        ),
+        format: None,
+    };
+    match param {
+        Param::Null => Expr::value(Value::Null),
+        Param::Bool(b) => Expr::value(Value::Boolean(*b)),
+        Param::Int(i) => Expr::Nested(Box::new(Expr::value(Value::Number(i.to_string(), false)))),
+        Param::Float(f) if f.is_finite() => Expr::Nested(Box::new(Expr::value(Value::Number(
+            format!("{f:?}"),
+            false,
+        )))),
+        Param::Float(f) => cast(format!("{f}").replace("inf", "Infinity"), "float8"),
+        Param::Text(s) => text(s.clone()),
+        Param::Bytes(b) => cast(format!("\\x{}", hex::encode(b)), "bytea"),
+    }
+}
+
+struct PgInterrupt {
+    control: PgPool,
+    pid: i32,
+}
+
+impl Interrupt for PgInterrupt {
+    fn interrupt(&self) {
+        let (pool, pid) = (self.control.clone(), self.pid);
+        tokio::spawn(async move {
+            if let Err(e) = sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, pid, "cannot cancel a PostgreSQL statement");
+            }
+        });
+    }
+}
+
+struct PgSession {
+    /// Taken by the statement running on it; `None` only while being dropped.
+    conn: Arc<Mutex<Option<PoolConnection<Postgres>>>>,
+    /// Whether the session may be inside a transaction it began (then its connection is
+    /// closed at the end rather than handed to another session mid-transaction).
+    in_transaction: Arc<std::sync::atomic::AtomicBool>,
+    interrupt: Arc<PgInterrupt>,
+}
+
+impl PgSession {
+    /// Follows the session's transaction control statements.
+    fn track(&self, sql: &str) {
+        if let Some(open) = super::transaction_change(sql) {
+            self.in_transaction
+                .store(open, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        if self
+            .in_transaction
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            if let Ok(mut slot) = self.conn.try_lock() {
+                if let Some(conn) = slot.take() {
+                    // Closing the connection rolls the transaction back.
+                    drop(conn.detach());
+                }
+            }
+        }
+    }
+}
+
+/// Whether a statement's text may answer rows (otherwise it answers a count).
+fn may_return_rows(sql: &str) -> bool {
+    let first = sql
+        .trim_start_matches(['(', ' '])
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "SELECT" | "WITH" | "VALUES" | "TABLE" | "SHOW" | "EXPLAIN" | "FETCH"
+    ) || sql.to_ascii_uppercase().contains(" RETURNING ")
+}
+
+#[async_trait::async_trait]
+impl EngineConnection for PgSession {
+    async fn execute(&mut self, sql: &str, params: Vec<Param>, row_cap: u64) -> Result<Execution> {
+        if !params.is_empty() {
+            // The engine's `render` wrote them into the statement.
+            return Err(Error::internal());
+        }
+        self.track(sql);
+        let (schema_tx, schema_rx) = oneshot::channel();
+        let (tx, rx) = mpsc::channel(2);
+        let truncated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = truncated.clone();
+        let conn = self.conn.clone().lock_owned().await;
+        let sql = sql.to_string();
+        tokio::spawn(async move {
+            let mut conn = conn;
+            let Some(conn) = conn.as_mut() else { return };
+            stream(conn, &sql, row_cap, schema_tx, tx, &flag).await;
+        });
+        let schema = schema_rx.await.map_err(|_| Error::internal())??;
+        Ok(Execution {
+            schema,
+            batches: rx,
+            truncated,
+        })
+    }
+
+    async fn load(&mut self, request: LoadRequest, deadline: Instant) -> Result<Loaded> {
+        let in_transaction = self
+            .in_transaction
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let mut slot = self.conn.clone().lock_owned().await;
+        let conn = slot.as_mut().ok_or_else(Error::internal)?;
+        super::postgres_load::load(conn, &request, in_transaction, deadline).await
+    }
+
+    fn interrupter(&self) -> Arc<dyn Interrupt> {
+        self.interrupt.clone()
+    }
+}
+
+/// Runs `sql` and sends its schema, then its rows in batches (or the count of a statement
+/// without rows).
+async fn stream(
+    conn: &mut PoolConnection<Postgres>,
+    sql: &str,
+    row_cap: u64,
+    schema_tx: oneshot::Sender<Result<SchemaRef>>,
+    tx: mpsc::Sender<Result<RecordBatch>>,
+    truncated: &std::sync::atomic::AtomicBool,
+) {
+    let mut schema_tx = Some(schema_tx);
+    let mut batch: Option<BatchBuilder> = None;
+    let mut affected = 0u64;
+    let mut left = row_cap;
+    let fail =
+        |schema_tx: &mut Option<oneshot::Sender<Result<SchemaRef>>>, e: Error| match schema_tx
+            .take()
+        {
+            Some(s) => {
+                let _ = s.send(Err(e));
+            }
+            None => {
+                let _ = tx.try_send(Err(e));
+            }
+        };
+    {
+        let mut results = sqlx::raw_sql(sql).fetch_many(&mut **conn);
+        while let Some(item) = results.next().await {
+            match item {
+                Err(e) => {
+                    let e = pg_error(e);
+                    if schema_tx.is_none() {
+                        let _ = tx.send(Err(e)).await;
+                    } else {
+                        fail(&mut schema_tx, e);
+                    }
+                    return;
+                }
+                Ok(Either::Left(done)) => affected += done.rows_affected(),
+                Ok(Either::Right(row)) => {
+                    if batch.is_none() {
+                        let builder = BatchBuilder::new(&row);
+                        if let Some(s) = schema_tx.take() {
+                            if s.send(Ok(builder.schema.clone())).is_err() {
+                                return;
+                            }
+                        }
+                        batch = Some(builder);
+                    }
+                    if left == 0 {
+                        truncated.store(true, std::sync::atomic::Ordering::Relaxed);
+                        continue; // read to the end: the connection must be ready again
+                    }
+                    let builder = batch.as_mut().expect("set above");
+                    if let Err(e) = builder.push(&row) {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    left -= 1;
+                    if builder.len == BATCH_ROWS && tx.send(builder.finish()).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
+        }
+    }
+    match (batch, schema_tx) {
+        (Some(mut builder), _) => {
+            if builder.len > 0 {
+                let _ = tx.send(builder.finish()).await;
+            }
+        }
+        (None, Some(schema_tx)) => {
+            // No rows: the columns a query would have had, or the count of a write.
+            let described = if may_return_rows(sql) {
+                match (&mut **conn).describe(sql).await {
+                    Ok(d) => d.columns().iter().map(field_of).collect(),
+                    Err(e) => {
+                        let _ = schema_tx.send(Err(pg_error(e)));
+                        return;
+                    }
+                }
+            } else {
+                vec![]
+            };
+            if described.is_empty() {
+                let schema = Arc::new(Schema::new(vec![Field::new(
+                    "Count",
+                    DataType::Int64,
+                    false,
+                )]));
+                let count: ArrayRef = Arc::new(Int64Array::from(vec![affected as i64]));
+                if schema_tx.send(Ok(schema.clone())).is_ok() {
+                    let _ = tx
+                        .send(
+                            RecordBatch::try_new(schema, vec![count])
+                                .map_err(|_| Error::internal()),
+                        )
+                        .await;
+                }
+            } else {
+                let _ = schema_tx.send(Ok(Arc::new(Schema::new(described))));
+            }
+        }
+        (None, None) => {}
+    }
+}
+
+/// How a column's text values become Arrow values.
+enum ColumnBuilder {
+    Bool(BooleanBuilder),
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Bytes(BinaryBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    TimestampTz(TimestampMicrosecondBuilder),
+    Text(StringBuilder),
+}
+
+/// The Arrow type a PostgreSQL type (by name) is read as.
+fn data_type(pg_type: &str) -> DataType {
+    match pg_type {
+        "BOOL" => DataType::Boolean,
+        "INT2" => DataType::Int16,
+        "INT4" => DataType::Int32,
+        "INT8" | "OID" => DataType::Int64,
+        "FLOAT4" => DataType::Float32,
+        "FLOAT8" => DataType::Float64,
+        "BYTEA" => DataType::Binary,
+        "DATE" => DataType::Date32,
+        "TIMESTAMP" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "TIMESTAMPTZ" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        _ => DataType::Utf8,
+    }
+}
+
+fn field_of(column: &sqlx::postgres::PgColumn) -> Field {
+    Field::new(column.name(), data_type(column.type_info().name()), true)
+}
+
+impl ColumnBuilder {
+    fn new(dt: &DataType) -> ColumnBuilder {
+        match dt {
+            DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
+            DataType::Int16 => ColumnBuilder::I16(Int16Builder::new()),
+            DataType::Int32 => ColumnBuilder::I32(Int32Builder::new()),
+            DataType::Int64 => ColumnBuilder::I64(Int64Builder::new()),
+            DataType::Float32 => ColumnBuilder::F32(Float32Builder::new()),
+            DataType::Float64 => ColumnBuilder::F64(Float64Builder::new()),
+            DataType::Binary => ColumnBuilder::Bytes(BinaryBuilder::new()),
+            DataType::Date32 => ColumnBuilder::Date(Date32Builder::new()),
+            DataType::Timestamp(_, None) => {
+                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new())
+            }
+            DataType::Timestamp(_, Some(_)) => {
+                ColumnBuilder::TimestampTz(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+            }
+            _ => ColumnBuilder::Text(StringBuilder::new()),
+        }
+    }
+
+    fn push(&mut self, value: Option<&str>) -> std::result::Result<(), ()> {
+        use chrono::{DateTime, NaiveDate, NaiveDateTime};
+        fn parse<T: std::str::FromStr>(s: &str) -> std::result::Result<T, ()> {
+            s.parse().map_err(|_| ())
+        }
+        let Some(s) = value else {
+            match self {
+                ColumnBuilder::Bool(b) => b.append_null(),
+                ColumnBuilder::I16(b) => b.append_null(),
+                ColumnBuilder::I32(b) => b.append_null(),
+                ColumnBuilder::I64(b) => b.append_null(),
+                ColumnBuilder::F32(b) => b.append_null(),
+                ColumnBuilder::F64(b) => b.append_null(),
+                ColumnBuilder::Bytes(b) => b.append_null(),
+                ColumnBuilder::Date(b) => b.append_null(),
+                ColumnBuilder::Timestamp(b) | ColumnBuilder::TimestampTz(b) => b.append_null(),
+                ColumnBuilder::Text(b) => b.append_null(),
+            }
+            return Ok(());
+        };
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+        match self {
+            ColumnBuilder::Bool(b) => b.append_value(s == "t"),
+            ColumnBuilder::I16(b) => b.append_value(parse(s)?),
+            ColumnBuilder::I32(b) => b.append_value(parse(s)?),
+            ColumnBuilder::I64(b) => b.append_value(parse(s)?),
+            ColumnBuilder::F32(b) => b.append_value(parse(s)?),
+            ColumnBuilder::F64(b) => b.append_value(parse(s)?),
+            ColumnBuilder::Bytes(b) => {
+                b.append_value(hex::decode(s.strip_prefix("\\x").ok_or(())?).map_err(|_| ())?)
+            }
+            ColumnBuilder::Date(b) => {
+                let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| ())?;
+                b.append_value((d - epoch).num_days() as i32)
+            }
+            ColumnBuilder::Timestamp(b) => {
+                let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").map_err(|_| ())?;
+                b.append_value(t.and_utc().timestamp_micros())
+            }
+            ColumnBuilder::TimestampTz(b) => {
+                let t = DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z").map_err(|_| ())?;
+                b.append_value(t.timestamp_micros())
+            }
+            ColumnBuilder::Text(b) => b.append_value(s),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::I16(b) => Arc::new(b.finish()),
+            ColumnBuilder::I32(b) => Arc::new(b.finish()),
+            ColumnBuilder::I64(b) => Arc::new(b.finish()),
+            ColumnBuilder::F32(b) => Arc::new(b.finish()),
+            ColumnBuilder::F64(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bytes(b) => Arc::new(b.finish()),
+            ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) | ColumnBuilder::TimestampTz(b) => Arc::new(b.finish()),
+            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Rows gathered into one Arrow batch.
+struct BatchBuilder {
+    schema: SchemaRef,
+    columns: Vec<ColumnBuilder>,
+    len: usize,
+}
+
+impl BatchBuilder {
+    fn new(row: &PgRow) -> BatchBuilder {
+        let fields: Vec<Field> = row.columns().iter().map(field_of).collect();
+        let columns = fields
+            .iter()
+            .map(|f| ColumnBuilder::new(f.data_type()))
+            .collect();
+        BatchBuilder {
+            schema: Arc::new(Schema::new(fields)),
+            columns,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, row: &PgRow) -> Result<()> {
+        for (i, column) in self.columns.iter_mut().enumerate() {
+            let raw = row.try_get_raw(i).map_err(pg_error)?;
+            let text = if sqlx::ValueRef::is_null(&raw) {
+                None
+            } else {
+                Some(raw.as_str().map_err(|_| Error::internal())?)
+            };
+            column.push(text).map_err(|()| {
+                let field = self.schema.field(i);
+                tracing::error!(column = field.name(), "unreadable PostgreSQL value");
+                Error::internal()
+            })?;
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<RecordBatch> {
+        self.len = 0;
+        let arrays = self.columns.iter_mut().map(ColumnBuilder::finish).collect();
+        RecordBatch::try_new(self.schema.clone(), arrays).map_err(|_| Error::internal())
+    }
+}

@@ -1,0 +1,61 @@
+//! Who a statement runs for. The gateway does not authenticate by itself: the control
+//! plane's key cache (revocation, expiry, IP allow-lists, suspension) does, behind
+//! [`Authenticator`], for both doors.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use enclave_core::api_key::Scope;
+use enclave_core::audit::ActorType;
+use enclave_core::query::Actor;
+use enclave_core::{Result, Role};
+
+/// An authenticated caller bound to one environment.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub kind: ActorType,
+    /// `key_…` or `usr_…`.
+    pub id: String,
+    pub org_id: String,
+    pub env_id: String,
+    pub role: Role,
+    /// A key's scopes; `None` for a member (their role alone decides).
+    pub scopes: Option<BTreeSet<Scope>>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Identity {
+    pub fn actor(&self) -> Actor<'_> {
+        match &self.scopes {
+            Some(scopes) => Actor::Key {
+                role: self.role,
+                scopes,
+            },
+            None => Actor::Member { role: self.role },
+        }
+    }
+}
+
+/// Checks credentials presented to the gateway.
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// An environment API key presented from `ip`: its identity, or 401 saying why (revoked,
+    /// expired, suspended environment or organization, IP not allowed).
+    async fn api_key(&self, key: &str, ip: Option<IpAddr>) -> Result<Identity>;
+}
+
+/// Which door a statement came through (kept in the query audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Wire,
+    Http,
+}
+
+impl Door {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Wire => "wire",
+            Door::Http => "http",
+        }
+    }
+}

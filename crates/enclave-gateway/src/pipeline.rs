@@ -1,0 +1,840 @@
+//! The pipeline every statement goes through, from both doors, in the order of
+//! `spec/gateway.md`:
+//!
+//! - 1, admission ([`crate::admission`]);
+//! - 2 and 3, parse and classify ([`enclave_core::query::parse`]);
+//! - 4, authorize ([`enclave_core::query::authorize`], plus the environment's and the
+//!   credential's standing);
+//! - 5–9 (estimate, quota, rewrite, translate, cache) arrive with later releases and slot in
+//!   before execute;
+//! - 10, execute on the environment's engine with `settings.query_timeout_ms` and the row cap;
+//! - 12, audit: one entry per statement, allowed or refused;
+//! - 13, respond: rows stream from the engine to the client as they come ([`Rows`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use duckdb::arrow::datatypes::SchemaRef;
+use duckdb::arrow::record_batch::RecordBatch;
+use enclave_core::audit::timestamp;
+use enclave_core::environment::EnvStatus;
+use enclave_core::id::{new_id, Kind as IdKind};
+use enclave_core::query::audit::{QueryAuditEntry, QueryPrincipal};
+use enclave_core::query::{self, sqlstate, with_sqlstate, Analyzed, Kind, SessionCommand};
+use enclave_core::{Error, ErrorCode, Result};
+use enclave_store::{EnvRecord, Invalidation, Store};
+use tokio::sync::mpsc;
+
+use crate::admission::{Admission, Permit};
+use crate::audit::AuditWriter;
+use crate::engine::{Engines, Interrupt, Param};
+use crate::identity::Authenticator;
+use crate::load::{LoadRequest, Loaded};
+use crate::session::Session;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Most rows a statement returns; the rest are left out (`truncated`).
+    pub row_limit: u64,
+    /// Statements that may wait per environment once its concurrency limit is reached.
+    pub queue_limit: usize,
+    /// Where loads are spooled (emptied at start).
+    pub spool_dir: std::path::PathBuf,
+    /// The largest load (HTTP import body or COPY data), in bytes.
+    pub load_limit: u64,
+}
+
+/// The data plane's shared state.
+pub struct Gateway {
+    store: Arc<dyn Store>,
+    engines: Engines,
+    auth: Arc<dyn Authenticator>,
+    admission: Arc<Admission>,
+    audit: AuditWriter,
+    config: GatewayConfig,
+    envs: Arc<RwLock<HashMap<String, EnvRecord>>>,
+}
+
+/// What one statement produced.
+pub enum Outcome {
+    /// Rows streaming from the engine.
+    Rows(Box<Rows>),
+    /// A statement without rows: its command tag (`INSERT 0 3`, `CREATE TABLE`, `SET`) and
+    /// the rows it changed.
+    Command {
+        query_id: String,
+        tag: String,
+        rows: Option<u64>,
+    },
+    /// `SHOW name`: one value.
+    Show {
+        query_id: String,
+        name: String,
+        value: String,
+    },
+}
+
+impl Gateway {
+    pub fn new(
+        store: Arc<dyn Store>,
+        engines: Engines,
+        auth: Arc<dyn Authenticator>,
+        config: GatewayConfig,
+    ) -> Arc<Gateway> {
+        let envs: Arc<RwLock<HashMap<String, EnvRecord>>> = Arc::default();
+        let weak = Arc::downgrade(&envs);
+        store.bus().on_publish(move |event| {
+            let Some(envs) = weak.upgrade() else { return };
+            let mut envs = envs.write().unwrap();
+            match event {
+                Invalidation::Environment { env_id } => {
+                    envs.remove(env_id);
+                }
+                Invalidation::OrgEnvironments { org_id } | Invalidation::Org { org_id } => {
+                    envs.retain(|_, e| &e.org_id != org_id)
+                }
+                Invalidation::All => envs.clear(),
+                _ => {}
+            }
+        });
+        clear_spool(&config.spool_dir);
+        Arc::new(Gateway {
+            audit: AuditWriter::start(store.clone()),
+            admission: Admission::new(config.queue_limit),
+            store,
+            engines,
+            auth,
+            config,
+            envs,
+        })
+    }
+
+    pub fn engines(&self) -> &Engines {
+        &self.engines
+    }
+
+    pub fn audit(&self) -> &AuditWriter {
+        &self.audit
+    }
+
+    pub fn auth(&self) -> &Arc<dyn Authenticator> {
+        &self.auth
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// The environment as the pipeline sees it (cached; every change drops the entry).
+    async fn environment(&self, env_id: &str) -> Result<EnvRecord> {
+        if let Some(env) = self.envs.read().unwrap().get(env_id) {
+            return Ok(env.clone());
+        }
+        let env = self
+            .store
+            .environment(env_id)
+            .await?
+            .ok_or_else(|| Error::not_found("environment"))?;
+        self.envs
+            .write()
+            .unwrap()
+            .insert(env_id.to_string(), env.clone());
+        Ok(env)
+    }
+
+    /// The slug clients name the environment by (`database` on the wire).
+    pub async fn environment_slug(&self, env_id: &str) -> Result<String> {
+        Ok(self.environment(env_id).await?.slug)
+    }
+
+    /// The columns a read statement returns, found by running it under `LIMIT 0` (with the
+    /// caller's authorization, no rows and no audit entry: nothing is read).
+    pub async fn describe(
+        &self,
+        session: &mut Session,
+        statement: &Analyzed,
+        params: Vec<Param>,
+    ) -> Result<SchemaRef> {
+        let env = self.check(session, statement).await?;
+        let (sql, params) = self
+            .engines
+            .of(&env)
+            .render(&statement.statement, params, &env.slug);
+        let sql = format!("SELECT * FROM ({sql}) AS enclave_describe LIMIT 0");
+        let conn = self.connection(session, &env).await?;
+        let mut execution = conn.execute(&sql, params, 0).await?;
+        while execution.batches.recv().await.is_some() {}
+        Ok(execution.schema)
+    }
+
+    /// Stages 2–3 for a whole string: its statements, or the refusal (audited) of the string.
+    pub async fn parse(&self, session: &Session, sql: &str) -> Result<Vec<Analyzed>> {
+        let started = Instant::now();
+        let dialect = self
+            .engines
+            .of(&self.environment(&session.identity.env_id).await?)
+            .dialect();
+        if sql.len() > MAX_SQL_BYTES {
+            let e = Error::validation(
+                "sql",
+                "max_length",
+                format!("a statement string may hold at most {MAX_SQL_BYTES} bytes"),
+            );
+            self.refused(session, None, started, &e);
+            return Err(with_sqlstate(e, "54000"));
+        }
+        query::parse(sql, dialect).inspect_err(|e| {
+            self.refused(session, None, started, e);
+        })
+    }
+
+    /// Stages 1 and 4–13 for one parsed statement.
+    pub async fn execute(
+        &self,
+        session: &mut Session,
+        statement: &Analyzed,
+        params: Vec<Param>,
+        timeout_ms: Option<i64>,
+    ) -> Result<Outcome> {
+        let started = Instant::now();
+        let checked = self.check(session, statement).await;
+        let env = match checked {
+            Ok(env) => env,
+            Err(e) => {
+                self.refused(session, Some(statement), started, &e);
+                return Err(e);
+            }
+        };
+        if statement.copy_in.is_some() {
+            // The wire door turns COPY … FROM STDIN into a load; no other door has a STDIN.
+            let e = with_sqlstate(
+                Error::validation(
+                    "sql",
+                    "copy_from_stdin",
+                    "COPY … FROM STDIN needs the wire protocol; over HTTP, use POST /v1/environments/{env_id}/tables/{table}/import",
+                ),
+                "0A000",
+            );
+            self.refused(session, Some(statement), started, &e);
+            return Err(e);
+        }
+        if let Some(command) = &statement.session {
+            if !matches!(command, SessionCommand::Transaction) {
+                let query_id = self.finish(session, Some(statement), started, 0, "ok", None);
+                return Ok(self
+                    .session_command(session, command, query_id)
+                    .expect("answered from the session"));
+            }
+        }
+        let (permit, deadline, timeout) = self
+            .admit(session, statement, &env, started, timeout_ms)
+            .await?;
+        self.run(
+            session, &env, statement, params, deadline, timeout, permit, started,
+        )
+        .await
+    }
+
+    /// Stage 1: a slot among the environment's concurrent statements, waited for until the
+    /// statement's deadline (refusals and timeouts are audited here).
+    async fn admit(
+        &self,
+        session: &Session,
+        statement: &Analyzed,
+        env: &EnvRecord,
+        started: Instant,
+        timeout_ms: Option<i64>,
+    ) -> Result<(Permit, Instant, Duration)> {
+        let limit = env.settings.0.query_timeout_ms;
+        let timeout = Duration::from_millis(match timeout_ms {
+            Some(t) if t > 0 && t < limit => t as u64,
+            _ => limit as u64,
+        });
+        let deadline = started + timeout;
+        match tokio::time::timeout_at(
+            deadline.into(),
+            self.admission.admit(
+                &env.id,
+                env.settings.0.max_concurrent_queries as usize,
+                session.priority,
+            ),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Ok((p, deadline, timeout)),
+            Ok(Err(e)) => {
+                self.refused(session, Some(statement), started, &e);
+                Err(e)
+            }
+            Err(_) => {
+                let e = timeout_error(timeout);
+                self.finish(session, Some(statement), started, 0, "timeout", Some(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// A bulk load (HTTP import, `COPY … FROM STDIN`) through stages 1, 4, 10 and 12,
+    /// authorized and audited as its `COPY` statement; creating a missing table also needs
+    /// what `CREATE TABLE` needs. Returns the query id and what was loaded.
+    pub async fn load(
+        &self,
+        session: &mut Session,
+        statement: &Analyzed,
+        mut request: LoadRequest,
+    ) -> Result<(String, Loaded)> {
+        let started = Instant::now();
+        let env = match self.check(session, statement).await {
+            Ok(env) => env,
+            Err(e) => {
+                self.refused(session, Some(statement), started, &e);
+                return Err(e);
+            }
+        };
+        let mut may_not_create = None;
+        if request.create {
+            let ddl = query::parse(
+                &format!("CREATE TABLE \"{}\" (c INTEGER)", request.table),
+                self.engines.of(&env).dialect(),
+            )?;
+            if let Err(e) = query::authorize(&ddl[0], session.identity.actor()) {
+                request.create = false;
+                may_not_create = Some(e);
+            }
+        }
+        let (permit, deadline, timeout) =
+            self.admit(session, statement, &env, started, None).await?;
+        let mut ticket = Ticket {
+            writer: self.audit.clone(),
+            entry: Some(self.entry(session, Some(statement))),
+            started,
+            rows: 0,
+            _permit: permit,
+        };
+        let query_id = ticket.query_id();
+        let loaded = match self.connection(session, &env).await {
+            Ok(conn) => conn.load(request, deadline).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(loaded) => {
+                ticket.rows = loaded.rows as i64;
+                ticket.close("ok", None);
+                Ok((query_id, loaded))
+            }
+            Err(e) => {
+                let e = match (sqlstate(&e), may_not_create) {
+                    ("57014", _) => timeout_error(timeout),
+                    ("42P01", Some(denied)) => denied,
+                    _ => e,
+                };
+                ticket.close(outcome_of(&e), Some(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Stage 4: the credential is still good, the environment is active, and the caller's
+    /// role (and a key's scopes) allow the statement's kind.
+    pub(crate) async fn check(
+        &self,
+        session: &mut Session,
+        statement: &Analyzed,
+    ) -> Result<EnvRecord> {
+        if let Some(key) = &session.credential {
+            // The verified-key cache answers this without Argon2id or the database; it is
+            // what makes revocation, expiry and suspension reach open sessions.
+            let identity = self.auth.api_key(key, session.source_ip).await?;
+            if identity.env_id != session.identity.env_id {
+                return Err(Error::unauthorized("the API key changed environment"));
+            }
+            session.identity = identity;
+        }
+        let env = self.environment(&session.identity.env_id).await?;
+        match env.status() {
+            EnvStatus::Active => {}
+            EnvStatus::Suspended => {
+                return Err(with_sqlstate(
+                    Error::forbidden("environment_suspended", "the environment is suspended"),
+                    "42501",
+                ))
+            }
+            EnvStatus::Provisioning => {
+                return Err(with_sqlstate(
+                    Error::unavailable("the environment is still being provisioned"),
+                    "57P03",
+                ))
+            }
+            EnvStatus::Decommissioning => {
+                return Err(with_sqlstate(Error::not_found("environment"), "3D000"))
+            }
+        }
+        query::authorize(statement, session.identity.actor())?;
+        Ok(env)
+    }
+
+    /// `SET`, `SHOW`, `RESET`, `DISCARD` are answered from the session (with the statement's
+    /// query id); transaction control goes on to the engine (`None`).
+    fn session_command(
+        &self,
+        session: &mut Session,
+        command: &SessionCommand,
+        query_id: String,
+    ) -> Option<Outcome> {
+        let tag = match command {
+            SessionCommand::Set { name, value } => {
+                session.set(name, value);
+                "SET"
+            }
+            SessionCommand::Show { name } => {
+                return Some(Outcome::Show {
+                    query_id,
+                    name: name.clone(),
+                    value: session.show(name).unwrap_or_default().to_string(),
+                })
+            }
+            SessionCommand::Reset { name: Some(n) } => {
+                session.parameters.remove(n);
+                "RESET"
+            }
+            SessionCommand::Reset { name: None } => {
+                session.parameters.clear();
+                "RESET"
+            }
+            SessionCommand::Discard => {
+                session.parameters.clear();
+                "DISCARD ALL"
+            }
+            SessionCommand::Transaction => return None,
+        };
+        Some(Outcome::Command {
+            query_id,
+            tag: tag.to_string(),
+            rows: None,
+        })
+    }
+
+    /// The session's engine connection, opened on first use (kept so transactions span
+    /// statements).
+    async fn connection<'s>(
+        &self,
+        session: &'s mut Session,
+        env: &EnvRecord,
+    ) -> Result<&'s mut Box<dyn crate::engine::EngineConnection>> {
+        if session.connection.is_none() {
+            session.connection = Some(self.engines.of(env).connect(env).await?);
+        }
+        Ok(session.connection.as_mut().expect("connected above"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        session: &mut Session,
+        env: &EnvRecord,
+        statement: &Analyzed,
+        params: Vec<Param>,
+        deadline: Instant,
+        timeout: Duration,
+        permit: Permit,
+        started: Instant,
+    ) -> Result<Outcome> {
+        // From here on the ticket writes the statement's audit entry, whatever happens.
+        let mut ticket = Ticket {
+            writer: self.audit.clone(),
+            entry: Some(self.entry(session, Some(statement))),
+            started,
+            rows: 0,
+            _permit: permit,
+        };
+        let cancel = session.cancel.take();
+        let conn = match self.connection(session, env).await {
+            Ok(c) => c,
+            Err(e) => {
+                ticket.close("error", Some(&e));
+                return Err(e);
+            }
+        };
+        let timer = Timer::start(conn.interrupter(), deadline, cancel);
+        let (sql, params) = self
+            .engines
+            .of(env)
+            .render(&statement.statement, params, &env.slug);
+        let execution = match conn.execute(&sql, params, self.config.row_limit).await {
+            Ok(x) => x,
+            Err(e) => {
+                let e = timer.explain(e, timeout);
+                ticket.close(outcome_of(&e), Some(&e));
+                return Err(e);
+            }
+        };
+        let mut rows = Rows {
+            query_id: ticket.query_id(),
+            schema: execution.schema,
+            batches: execution.batches,
+            truncated: execution.truncated,
+            timer,
+            timeout,
+            ticket,
+            done: false,
+            tag: command_tag(statement),
+        };
+        if statement.kind == Kind::Read || returns_rows(statement, &rows.schema) {
+            return Ok(Outcome::Rows(Box::new(rows)));
+        }
+        // Writes, DDL and transaction control: the engine's answer is a count at most.
+        let count = rows.drain().await?;
+        let tag = match (statement.kind, count) {
+            (Kind::Write, Some(n)) if rows.tag == "INSERT" => format!("INSERT 0 {n}"),
+            (Kind::Write, Some(n)) => format!("{} {n}", rows.tag),
+            _ => rows.tag.clone(),
+        };
+        Ok(Outcome::Command {
+            query_id: rows.query_id.clone(),
+            tag,
+            rows: count,
+        })
+    }
+
+    /// A draft audit entry for a statement of `session` (outcome filled in later).
+    fn entry(&self, session: &Session, statement: Option<&Analyzed>) -> QueryAuditEntry {
+        QueryAuditEntry {
+            query_id: new_id(IdKind::Query),
+            env_id: session.identity.env_id.clone(),
+            seq: 0,
+            principal: QueryPrincipal {
+                kind: session.identity.kind,
+                id: session.identity.id.clone(),
+                role: session.identity.role.as_str().to_string(),
+            },
+            agent: session.agent.clone(),
+            door: session.door.as_str().to_string(),
+            source_ip: session.source_ip.map(|ip| ip.to_string()),
+            sql_redacted: statement.map(|s| query::redact(&s.statement)),
+            statement_kind: statement.map(|s| s.kind.as_str().to_string()),
+            tables: statement.map(|s| s.tables.clone()).unwrap_or_default(),
+            columns_masked: vec![],
+            row_filters_applied: vec![],
+            policy_verdicts: vec![],
+            rows_returned: 0,
+            duration_ms: 0,
+            credits_estimated: 0.0,
+            credits_consumed: 0.0,
+            cache_hit: false,
+            outcome: String::new(),
+            error_code: None,
+            created_at: timestamp(enclave_store::now_ms()),
+            prev_hash: String::new(),
+            entry_hash: String::new(),
+        }
+    }
+
+    pub(crate) fn refused(
+        &self,
+        session: &Session,
+        statement: Option<&Analyzed>,
+        started: Instant,
+        e: &Error,
+    ) {
+        let query_id = self.finish(session, statement, started, 0, "refused", Some(e));
+        tracing::debug!(%query_id, error = %e.message, "statement refused");
+    }
+
+    /// Writes the audit entry of a statement that is over; returns its query id.
+    pub(crate) fn finish(
+        &self,
+        session: &Session,
+        statement: Option<&Analyzed>,
+        started: Instant,
+        rows: i64,
+        outcome: &str,
+        error: Option<&Error>,
+    ) -> String {
+        let mut entry = self.entry(session, statement);
+        let query_id = entry.query_id.clone();
+        entry.rows_returned = rows;
+        entry.duration_ms = started.elapsed().as_millis() as i64;
+        entry.outcome = outcome.to_string();
+        entry.error_code = error.map(|e| sqlstate(e).to_string());
+        self.audit.record(entry);
+        query_id
+    }
+}
+
+/// Loads interrupted by a crash leave their spool files behind; nothing can resume them.
+fn clear_spool(dir: &std::path::Path) {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        tracing::error!(error = %e, dir = %dir.display(), "cannot create the spool directory");
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|x| x == "spool") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Statement strings longer than this are refused before parsing.
+pub const MAX_SQL_BYTES: usize = 1 << 20;
+
+fn outcome_of(e: &Error) -> &'static str {
+    match (sqlstate(e), e.details.get("rule").and_then(|r| r.as_str())) {
+        ("57014", Some("cancel_request")) => "cancelled",
+        ("57014", _) => "timeout",
+        _ => "error",
+    }
+}
+
+fn cancel_error() -> Error {
+    with_sqlstate(
+        Error::new(
+            ErrorCode::ValidationError,
+            "canceling statement due to user request",
+        )
+        .with_details(serde_json::json!({"rule": "cancel_request"}))
+        .with_status(408),
+        "57014",
+    )
+}
+
+fn timeout_error(timeout: Duration) -> Error {
+    with_sqlstate(
+        Error::new(
+            ErrorCode::ValidationError,
+            format!(
+                "canceling statement due to statement timeout ({} ms)",
+                timeout.as_millis()
+            ),
+        )
+        .with_details(serde_json::json!({"rule": "query_timeout_ms", "timeout_ms": timeout.as_millis() as u64}))
+        .with_status(408),
+        "57014",
+    )
+}
+
+/// The first words of a statement's PostgreSQL command tag.
+fn command_tag(statement: &Analyzed) -> String {
+    use sqlparser::ast::Statement as S;
+    match &statement.statement {
+        S::Query(_) | S::Explain { .. } | S::ExplainTable { .. } => "SELECT".into(),
+        S::Insert(_) => "INSERT".into(),
+        S::Update(_) => "UPDATE".into(),
+        S::Delete(_) => "DELETE".into(),
+        S::Merge(_) => "MERGE".into(),
+        S::Copy { .. } => "COPY".into(),
+        S::StartTransaction { .. } => "BEGIN".into(),
+        S::Commit { .. } => "COMMIT".into(),
+        S::Rollback { .. } => "ROLLBACK".into(),
+        _ => {
+            // DDL: `CREATE TABLE`, `DROP VIEW`, `ALTER TABLE`, … (the first two keywords).
+            let text = statement.sql.to_ascii_uppercase();
+            let words: Vec<&str> = text
+                .split_whitespace()
+                .filter(|w| !matches!(*w, "OR" | "REPLACE" | "TEMPORARY" | "TEMP" | "UNIQUE"))
+                .take(2)
+                .collect();
+            words.join(" ")
+        }
+    }
+}
+
+/// `INSERT … RETURNING` and the like answer with rows rather than a count.
+fn returns_rows(statement: &Analyzed, schema: &SchemaRef) -> bool {
+    statement.kind == Kind::Write
+        && !(schema.fields().len() == 1 && schema.field(0).name() == "Count")
+}
+
+/// DuckDB answers writes with one `Count` row.
+fn affected(batch: &RecordBatch) -> Option<u64> {
+    use duckdb::arrow::array::AsArray;
+    use duckdb::arrow::datatypes::Int64Type;
+    let column = batch.column_by_name("Count")?;
+    let counts = column.as_primitive_opt::<Int64Type>()?;
+    Some(
+        (0..counts.len())
+            .map(|i| counts.value(i).max(0) as u64)
+            .sum(),
+    )
+}
+
+/// Interrupts the statement at its deadline (stage 10's timeout), or when the client asks
+/// (a wire cancel request), unless it finished first.
+struct Timer {
+    /// 0: running; [`TIMED_OUT`] or [`CANCELLED`] once it interrupted the statement.
+    fired: Arc<AtomicU8>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const TIMED_OUT: u8 = 1;
+const CANCELLED: u8 = 2;
+
+impl Timer {
+    fn start(
+        interrupt: Arc<dyn Interrupt>,
+        deadline: Instant,
+        cancel: Option<futures::channel::oneshot::Receiver<()>>,
+    ) -> Timer {
+        let fired = Arc::new(AtomicU8::new(0));
+        let flag = fired.clone();
+        let task = tokio::spawn(async move {
+            let cancelled = async {
+                // A dropped sender (the session's next statement) is no request.
+                let requested = match cancel {
+                    Some(rx) => rx.await.is_ok(),
+                    None => false,
+                };
+                if !requested {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let why = tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => TIMED_OUT,
+                _ = cancelled => CANCELLED,
+            };
+            flag.store(why, Ordering::SeqCst);
+            interrupt.interrupt();
+        });
+        Timer { fired, task }
+    }
+
+    /// Why the statement was interrupted, as the error the client gets.
+    fn reason(&self, timeout: Duration) -> Option<Error> {
+        match self.fired.load(Ordering::SeqCst) {
+            TIMED_OUT => Some(timeout_error(timeout)),
+            CANCELLED => Some(cancel_error()),
+            _ => None,
+        }
+    }
+
+    /// An engine error caused by our interrupt is the timeout (or the cancel request).
+    fn explain(&self, e: Error, timeout: Duration) -> Error {
+        self.reason(timeout).unwrap_or(e)
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The audit entry of a running statement, written when its rows are done.
+struct Ticket {
+    writer: AuditWriter,
+    entry: Option<QueryAuditEntry>,
+    started: Instant,
+    rows: i64,
+    _permit: Permit,
+}
+
+impl Ticket {
+    fn query_id(&self) -> String {
+        self.entry
+            .as_ref()
+            .map(|e| e.query_id.clone())
+            .unwrap_or_default()
+    }
+
+    fn close(&mut self, outcome: &str, error: Option<&Error>) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.rows_returned = self.rows;
+            entry.duration_ms = self.started.elapsed().as_millis() as i64;
+            entry.outcome = outcome.to_string();
+            entry.error_code = error.map(|e| sqlstate(e).to_string());
+            self.writer.record(entry);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Rows left unread: the client went away or stopped reading.
+        self.close("cancelled", None);
+    }
+}
+
+/// A statement's rows, streaming. Its concurrency slot, timeout and audit entry last until
+/// the rows are read to the end (or dropped).
+pub struct Rows {
+    pub query_id: String,
+    pub schema: SchemaRef,
+    /// The command tag's first word (`SELECT`, or the write of `… RETURNING`).
+    pub tag: String,
+    batches: mpsc::Receiver<Result<RecordBatch>>,
+    truncated: Arc<AtomicBool>,
+    timer: Timer,
+    timeout: Duration,
+    ticket: Ticket,
+    done: bool,
+}
+
+impl Rows {
+    /// The next batch; `None` at the end. An error ends the rows.
+    pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if self.done {
+            return None;
+        }
+        match self.batches.recv().await {
+            Some(Ok(batch)) => {
+                self.ticket.rows += batch.num_rows() as i64;
+                Some(Ok(batch))
+            }
+            Some(Err(e)) => Some(Err(self.fail(e))),
+            None => self.end().err().map(Err),
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.done = true;
+        let e = self.timer.explain(e, self.timeout);
+        self.ticket.close(outcome_of(&e), Some(&e));
+        e
+    }
+
+    /// The engine is done: the statement succeeded unless our timeout interrupted it between
+    /// batches (then the rows so far are not the result).
+    fn end(&mut self) -> Result<()> {
+        self.done = true;
+        if let Some(e) = self.timer.reason(self.timeout) {
+            self.ticket.close(outcome_of(&e), Some(&e));
+            return Err(e);
+        }
+        self.ticket.close("ok", None);
+        Ok(())
+    }
+
+    /// Reads a rowless answer to its end: the affected-row count of a write.
+    async fn drain(&mut self) -> Result<Option<u64>> {
+        let mut count = None;
+        while let Some(batch) = self.batches.recv().await {
+            match batch {
+                Ok(b) => {
+                    if let Some(c) = affected(&b) {
+                        count = Some(count.unwrap_or(0) + c);
+                    }
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        self.ticket.rows = count.unwrap_or(0) as i64;
+        self.end()?;
+        Ok(count)
+    }
+
+    /// Rows read so far.
+    pub fn row_count(&self) -> i64 {
+        self.ticket.rows
+    }
+
+    /// Whether the row cap left rows out (known once the rows are read).
+    pub fn truncated(&self) -> bool {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds since the statement was admitted.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.ticket.started.elapsed().as_millis() as u64
+    }
+}

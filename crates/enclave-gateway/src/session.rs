@@ -1,0 +1,113 @@
+//! A client's session: who it is, where from, which agent, the parameters it `SET`, and its
+//! engine connection (kept for the session so transactions span statements).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use enclave_core::query::audit::AgentIdentity;
+
+use crate::admission::Priority;
+use crate::engine::EngineConnection;
+use crate::identity::{Door, Identity};
+
+/// Parameters a session reports without asking the engine (what PostgreSQL clients read at
+/// startup and with `SHOW`).
+pub const SERVER_VERSION: &str = "15.0 (Enclave)";
+
+pub struct Session {
+    pub identity: Identity,
+    /// The key a wire session authenticated with: re-checked (in the cache) before every
+    /// statement, so revocation and suspension reach open sessions too. `None` where the
+    /// caller was authenticated for this one request (HTTP).
+    pub credential: Option<String>,
+    pub door: Door,
+    pub source_ip: Option<IpAddr>,
+    pub agent: AgentIdentity,
+    pub priority: Priority,
+    /// `SET` values and startup `options`, by lower-cased name.
+    pub parameters: BTreeMap<String, String>,
+    pub(crate) connection: Option<Box<dyn EngineConnection>>,
+    /// Fires when the client asks to cancel the next statement (a wire cancel request).
+    pub cancel: Option<futures::channel::oneshot::Receiver<()>>,
+    /// A `COPY … FROM STDIN` receiving its data.
+    pub(crate) copy_in: Option<crate::copy_in::PendingCopy>,
+}
+
+impl Session {
+    pub fn new(
+        identity: Identity,
+        credential: Option<String>,
+        door: Door,
+        source_ip: Option<IpAddr>,
+    ) -> Session {
+        let mut parameters = BTreeMap::new();
+        for (k, v) in [
+            ("server_version", SERVER_VERSION),
+            ("server_encoding", "UTF8"),
+            ("client_encoding", "UTF8"),
+            ("datestyle", "ISO, MDY"),
+            ("timezone", "UTC"),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+            ("transaction_isolation", "serializable"),
+            ("search_path", "main, public"),
+            ("max_identifier_length", "63"),
+        ] {
+            parameters.insert(k.to_string(), v.to_string());
+        }
+        Session {
+            identity,
+            credential,
+            door,
+            source_ip,
+            agent: AgentIdentity::default(),
+            priority: Priority::Normal,
+            parameters,
+            connection: None,
+            cancel: None,
+            copy_in: None,
+        }
+    }
+
+    /// Applies a parameter from `SET`, startup `options` or a header: agent identity and
+    /// priority are taken from their names; everything is kept for `SHOW`.
+    pub fn set(&mut self, name: &str, value: &str) {
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            "enclave_agent_id" => self.agent.id = Some(value.to_string()),
+            "enclave_framework" => self.agent.framework = Some(value.to_string()),
+            "application_name" if self.agent.id.is_none() && !value.is_empty() => {
+                self.agent.id = Some(value.to_string())
+            }
+            "enclave_priority" => {
+                if let Some(p) = Priority::parse(value) {
+                    self.priority = p;
+                }
+            }
+            _ => {}
+        }
+        self.parameters.insert(name, value.to_string());
+    }
+
+    pub fn show(&self, name: &str) -> Option<&str> {
+        self.parameters
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// `-c name=value` pairs of a startup `options` string (also `--name=value`).
+    pub fn apply_options(&mut self, options: &str) {
+        let mut words = options.split_whitespace();
+        while let Some(word) = words.next() {
+            let pair = match word {
+                "-c" => words.next(),
+                w if w.starts_with("-c") => Some(&w[2..]),
+                w if w.starts_with("--") => Some(&w[2..]),
+                _ => None,
+            };
+            if let Some((k, v)) = pair.and_then(|p| p.split_once('=')) {
+                self.set(&k.replace('-', "_"), v);
+            }
+        }
+    }
+}
