@@ -10,7 +10,8 @@ both!(
     env_commands,
     keys_commands,
     policy_commands,
-    secret_commands
+    secret_commands,
+    data_commands
 );
 
 struct Cli {
@@ -672,4 +673,118 @@ fn tempfile_dir(db: &Db) -> std::path::PathBuf {
     let dir = db.data_dir().join("cli-files");
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// `enclave tables` and `enclave query`, with a token and with an API key.
+async fn data_commands(db: Db) {
+    let s = db.start().await;
+    let cli = Cli {
+        url: s.url.clone(),
+        token: s.owner_token().await,
+    };
+    let ok = |out: &Out| assert_eq!(out.code, 0, "{}", out.stderr);
+    let dir = db.data_dir().join("cli-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("orders.csv");
+    std::fs::write(&csv, "id,region,amount\n1,eu,12.5\n2,us,40\n3,eu,7\n").unwrap();
+    let csv = csv.to_str().unwrap();
+
+    let out = cli
+        .run(&["tables", "import", "orders", csv, "--env", "staging"])
+        .await;
+    ok(&out);
+    assert_eq!(out.stdout, "created and loaded orders: 3 rows\n");
+    let out = cli.run(&["tables", "--env", "staging"]).await;
+    ok(&out);
+    assert!(
+        out.stdout.starts_with("NAME") && out.stdout.contains("orders  table  3"),
+        "{}",
+        out.stdout
+    );
+    let out = cli
+        .run(&["tables", "show", "orders", "--env", "staging"])
+        .await;
+    ok(&out);
+    assert!(out.stdout.contains("region  VARCHAR"), "{}", out.stdout);
+    let out = cli
+        .run(&[
+            "query",
+            "--env",
+            "staging",
+            "SELECT region, sum(amount) AS total FROM orders WHERE amount > $1 GROUP BY region ORDER BY region",
+            "--param",
+            "5",
+        ])
+        .await;
+    ok(&out);
+    assert_eq!(
+        out.stdout,
+        "region  total\neu      19.5\nus      40.0\n(2 rows)\n"
+    );
+    let json = cli
+        .json(&[
+            "query",
+            "--env",
+            "staging",
+            "SELECT count(*) AS n FROM orders",
+        ])
+        .await;
+    assert_eq!(json["rows"][0][0], 3);
+    // A statement without rows prints its command tag; SQL from standard input.
+    let out = cli
+        .run_as(
+            &["query", "--env", "staging", "-"],
+            ("ENCLAVE_TOKEN", &cli.token),
+            Some("DELETE FROM orders WHERE id = 3"),
+        )
+        .await;
+    ok(&out);
+    assert_eq!(out.stdout, "DELETE 1\n");
+    // An API key acts in its own environment without --env; errors are one line, exit 1.
+    let key = cli
+        .json(&[
+            "keys",
+            "create",
+            "cli",
+            "--env",
+            "staging",
+            "--scopes",
+            "developer",
+            "--role",
+            "developer",
+        ])
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = cli
+        .run_as(
+            &["query", "SELECT count(*) AS n FROM orders"],
+            ("ENCLAVE_API_KEY", &key),
+            None,
+        )
+        .await;
+    ok(&out);
+    assert!(out.stdout.contains("2"), "{}", out.stdout);
+    let out = cli
+        .run(&["query", "--env", "staging", "SELECT * FROM nowhere"])
+        .await;
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("400") && out.stderr.contains("42P01"),
+        "{}",
+        out.stderr
+    );
+    let out = cli
+        .run(&[
+            "tables",
+            "import",
+            "orders",
+            "/nonexistent.csv",
+            "--env",
+            "staging",
+        ])
+        .await;
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("cannot read"), "{}", out.stderr);
 }
