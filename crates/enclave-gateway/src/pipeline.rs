@@ -306,13 +306,7 @@ impl Gateway {
         }
         let (permit, deadline, timeout) =
             self.admit(session, statement, &env, started, None).await?;
-        let mut ticket = Ticket {
-            writer: self.audit.clone(),
-            entry: Some(self.entry(session, Some(statement))),
-            started,
-            rows: 0,
-            _permit: permit,
-        };
+        let mut ticket = self.ticket(session, statement, started, permit);
         let query_id = ticket.query_id();
         let loaded = match self.connection(session, &env).await {
             Ok(conn) => conn.load(request, deadline).await,
@@ -442,13 +436,7 @@ impl Gateway {
         started: Instant,
     ) -> Result<Outcome> {
         // From here on the ticket writes the statement's audit entry, whatever happens.
-        let mut ticket = Ticket {
-            writer: self.audit.clone(),
-            entry: Some(self.entry(session, Some(statement))),
-            started,
-            rows: 0,
-            _permit: permit,
-        };
+        let mut ticket = self.ticket(session, statement, started, permit);
         let cancel = session.cancel.take();
         let conn = match self.connection(session, env).await {
             Ok(c) => c,
@@ -496,6 +484,24 @@ impl Gateway {
             tag,
             rows: count,
         })
+    }
+
+    /// The ticket of an admitted statement: its slot and its audit entry, written when the
+    /// ticket closes (or is dropped).
+    fn ticket(
+        &self,
+        session: &Session,
+        statement: &Analyzed,
+        started: Instant,
+        permit: Permit,
+    ) -> Ticket {
+        Ticket {
+            writer: self.audit.clone(),
+            entry: Some(self.entry(session, Some(statement))),
+            started,
+            rows: 0,
+            _permit: permit,
+        }
     }
 
     /// A draft audit entry for a statement of `session` (outcome filled in later).
