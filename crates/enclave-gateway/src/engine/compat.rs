@@ -105,6 +105,11 @@ fn replacement(name: &str) -> Option<Expr> {
         "pg_relation_is_publishable" => Some(Expr::value(Value::Boolean(false))),
         // Every environment database is UTF-8.
         "pg_encoding_to_char" => Some(text("UTF8")),
+        // What PostgreSQL clients parse (`PostgreSQL <major>.<minor> …`), as `server_version`.
+        "version" => Some(text(&format!(
+            "PostgreSQL {} on the embedded DuckDB engine",
+            crate::session::SERVER_VERSION
+        ))),
         _ => None,
     }
 }
@@ -326,6 +331,10 @@ mod tests {
             "SELECT app.pg_get_userbyid(1)"
         );
         // Arrays of catalog types (psql describing a table) and the one database (listing them).
+        assert_eq!(
+            rendered("SELECT version()"),
+            "SELECT 'PostgreSQL 15.0 (Enclave) on the embedded DuckDB engine'"
+        );
         assert_eq!(
             rendered("SELECT x::pg_catalog.int2[] FROM t"),
             "SELECT x::SMALLINT[] FROM t"

@@ -697,6 +697,50 @@ async fn python(script: &str, args: &[&str]) -> Option<(bool, String, String)> {
     ))
 }
 
+/// Runs a node-postgres snippet (`scripts/test-clients node`).
+async fn node(script: &str, args: &[&str]) -> Option<(bool, String, String)> {
+    let modules = match std::env::var("ENCLAVE_TEST_NODE_PATH") {
+        Ok(p) => p,
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("ENCLAVE_TEST_NODE_PATH is not set: run the tests through scripts/test")
+        }
+        Err(_) => {
+            eprintln!("skipping node-postgres: ENCLAVE_TEST_NODE_PATH is not set");
+            return None;
+        }
+    };
+    let out = tokio::process::Command::new("node")
+        .arg("-e")
+        .arg(script)
+        .arg("--")
+        .args(args)
+        .env("NODE_PATH", modules)
+        .output()
+        .await
+        .expect("node is installed");
+    Some((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+const NODE_PG: &str = r#"
+const { Client } = require('pg');
+const [host, port, password] = process.argv.slice(1);
+(async () => {
+  const client = new Client({ host, port: Number(port), user: 'agent', password, database: 'development',
+                              application_name: 'node-test' });
+  await client.connect();
+  const r = await client.query('SELECT $1::int + 1 AS n, $2 AS s', [41, 'hi']);
+  console.log(JSON.stringify(r.rows));
+  const v = await client.query('SELECT version() AS v');
+  console.log(v.rows[0].v.startsWith('PostgreSQL ') ? 'version ok' : v.rows[0].v);
+  try { await client.query('SELECT nope FROM items'); } catch (e) { console.log('error', e.code); }
+  await client.end();
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
 const PSYCOPG3: &str = r#"
 import sys, psycopg
 host, port, key = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -765,6 +809,16 @@ async fn wire_clients(db: Db, engine: Engine) {
         )
         .await;
         assert!(ok, "{err}");
+    }
+
+    // node-postgres: parameters (extended protocol), version(), an error's SQLSTATE.
+    if let Some((ok, out, err)) = node(NODE_PG, &[&host, &port, &dev]).await {
+        assert!(ok, "node-postgres failed: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [r#"[{"n":42,"s":"hi"}]"#, "version ok", "error 42703"]
+        );
     }
 
     // psql: a query and \dt.
