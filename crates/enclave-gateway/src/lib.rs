@@ -16,11 +16,13 @@ pub mod identity;
 pub mod load;
 pub mod pipeline;
 pub mod results;
+pub mod running;
 pub mod session;
 pub mod wire;
 
 /// The embedded engine's crate, for callers that read or write its files (tests, tools).
 pub use duckdb;
 pub use identity::{Authenticator, Door, Identity};
-pub use pipeline::{Gateway, GatewayConfig, Outcome, Rows};
+pub use pipeline::{Gateway, GatewayConfig, Outcome};
+pub use running::Rows;
 pub use session::Session;

@@ -9,8 +9,8 @@ use pgwire::api::results::{DataRowEncoder, FieldInfo};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::data::DataRow;
 
-use crate::pipeline::Rows;
 use crate::results::{pg_type, Cell, ColumnReader};
+use crate::running::Rows;
 
 pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
     schema

@@ -1,0 +1,246 @@
+//! A statement once admitted: its ticket (slot and audit entry), the timer that interrupts it
+//! at its deadline or at the client's cancel request, and its rows as they stream (stages 10,
+//! 12 and 13 of the pipeline).
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duckdb::arrow::datatypes::SchemaRef;
+use duckdb::arrow::record_batch::RecordBatch;
+use enclave_core::query::audit::QueryAuditEntry;
+use enclave_core::query::{sqlstate, with_sqlstate};
+use enclave_core::{Error, ErrorCode, Result};
+use tokio::sync::mpsc;
+
+use crate::admission::Permit;
+use crate::audit::AuditWriter;
+use crate::engine::Interrupt;
+
+pub(crate) fn outcome_of(e: &Error) -> &'static str {
+    match (sqlstate(e), e.details.get("rule").and_then(|r| r.as_str())) {
+        ("57014", Some("cancel_request")) => "cancelled",
+        ("57014", _) => "timeout",
+        _ => "error",
+    }
+}
+
+pub(crate) fn cancel_error() -> Error {
+    with_sqlstate(
+        Error::new(
+            ErrorCode::ValidationError,
+            "canceling statement due to user request",
+        )
+        .with_details(serde_json::json!({"rule": "cancel_request"}))
+        .with_status(408),
+        "57014",
+    )
+}
+
+pub(crate) fn timeout_error(timeout: Duration) -> Error {
+    with_sqlstate(
+        Error::new(
+            ErrorCode::ValidationError,
+            format!(
+                "canceling statement due to statement timeout ({} ms)",
+                timeout.as_millis()
+            ),
+        )
+        .with_details(serde_json::json!({"rule": "query_timeout_ms", "timeout_ms": timeout.as_millis() as u64}))
+        .with_status(408),
+        "57014",
+    )
+}
+
+/// DuckDB answers writes with one `Count` row.
+fn affected(batch: &RecordBatch) -> Option<u64> {
+    use duckdb::arrow::array::AsArray;
+    use duckdb::arrow::datatypes::Int64Type;
+    let column = batch.column_by_name("Count")?;
+    let counts = column.as_primitive_opt::<Int64Type>()?;
+    Some(
+        (0..counts.len())
+            .map(|i| counts.value(i).max(0) as u64)
+            .sum(),
+    )
+}
+
+/// Interrupts the statement at its deadline (stage 10's timeout), or when the client asks
+/// (a wire cancel request), unless it finished first.
+pub(crate) struct Timer {
+    /// 0: running; [`TIMED_OUT`] or [`CANCELLED`] once it interrupted the statement.
+    fired: Arc<AtomicU8>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const TIMED_OUT: u8 = 1;
+const CANCELLED: u8 = 2;
+
+impl Timer {
+    pub(crate) fn start(
+        interrupt: Arc<dyn Interrupt>,
+        deadline: Instant,
+        cancel: Option<futures::channel::oneshot::Receiver<()>>,
+    ) -> Timer {
+        let fired = Arc::new(AtomicU8::new(0));
+        let flag = fired.clone();
+        let task = tokio::spawn(async move {
+            let cancelled = async {
+                // A dropped sender (the session's next statement) is no request.
+                let requested = match cancel {
+                    Some(rx) => rx.await.is_ok(),
+                    None => false,
+                };
+                if !requested {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let why = tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => TIMED_OUT,
+                _ = cancelled => CANCELLED,
+            };
+            flag.store(why, Ordering::SeqCst);
+            interrupt.interrupt();
+        });
+        Timer { fired, task }
+    }
+
+    /// Why the statement was interrupted, as the error the client gets.
+    pub(crate) fn reason(&self, timeout: Duration) -> Option<Error> {
+        match self.fired.load(Ordering::SeqCst) {
+            TIMED_OUT => Some(timeout_error(timeout)),
+            CANCELLED => Some(cancel_error()),
+            _ => None,
+        }
+    }
+
+    /// An engine error caused by our interrupt is the timeout (or the cancel request).
+    pub(crate) fn explain(&self, e: Error, timeout: Duration) -> Error {
+        self.reason(timeout).unwrap_or(e)
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The audit entry of a running statement, written when its rows are done.
+pub(crate) struct Ticket {
+    pub(crate) writer: AuditWriter,
+    pub(crate) entry: Option<QueryAuditEntry>,
+    pub(crate) started: Instant,
+    pub(crate) rows: i64,
+    pub(crate) _permit: Permit,
+}
+
+impl Ticket {
+    pub(crate) fn query_id(&self) -> String {
+        self.entry
+            .as_ref()
+            .map(|e| e.query_id.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn close(&mut self, outcome: &str, error: Option<&Error>) {
+        if let Some(mut entry) = self.entry.take() {
+            entry.rows_returned = self.rows;
+            entry.duration_ms = self.started.elapsed().as_millis() as i64;
+            entry.outcome = outcome.to_string();
+            entry.error_code = error.map(|e| sqlstate(e).to_string());
+            self.writer.record(entry);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // Rows left unread: the client went away or stopped reading.
+        self.close("cancelled", None);
+    }
+}
+
+/// A statement's rows, streaming. Its concurrency slot, timeout and audit entry last until
+/// the rows are read to the end (or dropped).
+pub struct Rows {
+    pub query_id: String,
+    pub schema: SchemaRef,
+    /// The command tag's first word (`SELECT`, or the write of `… RETURNING`).
+    pub tag: String,
+    pub(crate) batches: mpsc::Receiver<Result<RecordBatch>>,
+    pub(crate) truncated: Arc<AtomicBool>,
+    pub(crate) timer: Timer,
+    pub(crate) timeout: Duration,
+    pub(crate) ticket: Ticket,
+    pub(crate) done: bool,
+}
+
+impl Rows {
+    /// The next batch; `None` at the end. An error ends the rows.
+    pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if self.done {
+            return None;
+        }
+        match self.batches.recv().await {
+            Some(Ok(batch)) => {
+                self.ticket.rows += batch.num_rows() as i64;
+                Some(Ok(batch))
+            }
+            Some(Err(e)) => Some(Err(self.fail(e))),
+            None => self.end().err().map(Err),
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.done = true;
+        let e = self.timer.explain(e, self.timeout);
+        self.ticket.close(outcome_of(&e), Some(&e));
+        e
+    }
+
+    /// The engine is done: the statement succeeded unless our timeout interrupted it between
+    /// batches (then the rows so far are not the result).
+    fn end(&mut self) -> Result<()> {
+        self.done = true;
+        if let Some(e) = self.timer.reason(self.timeout) {
+            self.ticket.close(outcome_of(&e), Some(&e));
+            return Err(e);
+        }
+        self.ticket.close("ok", None);
+        Ok(())
+    }
+
+    /// Reads a rowless answer to its end: the affected-row count of a write.
+    pub(crate) async fn drain(&mut self) -> Result<Option<u64>> {
+        let mut count = None;
+        while let Some(batch) = self.batches.recv().await {
+            match batch {
+                Ok(b) => {
+                    if let Some(c) = affected(&b) {
+                        count = Some(count.unwrap_or(0) + c);
+                    }
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        self.ticket.rows = count.unwrap_or(0) as i64;
+        self.end()?;
+        Ok(count)
+    }
+
+    /// Rows read so far.
+    pub fn row_count(&self) -> i64 {
+        self.ticket.rows
+    }
+
+    /// Whether the row cap left rows out (known once the rows are read).
+    pub fn truncated(&self) -> bool {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds since the statement was admitted.
+    pub fn elapsed_ms(&self) -> u64 {
+        self.ticket.started.elapsed().as_millis() as u64
+    }
+}
