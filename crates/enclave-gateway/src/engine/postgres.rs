@@ -210,9 +210,13 @@ impl Engine for PgEngine {
             .fetch_one(&mut *conn)
             .await
             .map_err(pg_error)?;
+        let in_transaction = Arc::new(std::sync::atomic::AtomicBool::new(false));
         Ok(Box::new(PgSession {
-            conn: Arc::new(Mutex::new(Some(conn))),
-            in_transaction: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            conn: Arc::new(Mutex::new(Held {
+                conn: Some(conn),
+                in_transaction: in_transaction.clone(),
+            })),
+            in_transaction,
             interrupt: Arc::new(PgInterrupt {
                 control: pools.control,
                 pid,
@@ -268,8 +272,8 @@ impl Interrupt for PgInterrupt {
 }
 
 struct PgSession {
-    /// Taken by the statement running on it; `None` only while being dropped.
-    conn: Arc<Mutex<Option<PoolConnection<Postgres>>>>,
+    /// Locked by the statement running on it.
+    conn: Arc<Mutex<Held>>,
     /// Whether the session may be inside a transaction it began (then its connection is
     /// closed at the end rather than handed to another session mid-transaction).
     in_transaction: Arc<std::sync::atomic::AtomicBool>,
@@ -286,17 +290,22 @@ impl PgSession {
     }
 }
 
-impl Drop for PgSession {
+/// A session's pooled connection. Whenever the last holder lets go — the session, or a
+/// statement still streaming after the client left — a connection that may be inside a
+/// transaction is closed (which rolls the transaction back) instead of going back to the pool.
+struct Held {
+    conn: Option<PoolConnection<Postgres>>,
+    in_transaction: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         if self
             .in_transaction
             .load(std::sync::atomic::Ordering::SeqCst)
         {
-            if let Ok(mut slot) = self.conn.try_lock() {
-                if let Some(conn) = slot.take() {
-                    // Closing the connection rolls the transaction back.
-                    drop(conn.detach());
-                }
+            if let Some(conn) = self.conn.take() {
+                drop(conn.detach());
             }
         }
     }
@@ -332,7 +341,9 @@ impl EngineConnection for PgSession {
         let sql = sql.to_string();
         tokio::spawn(async move {
             let mut conn = conn;
-            let Some(conn) = conn.as_mut() else { return };
+            let Some(conn) = conn.conn.as_mut() else {
+                return;
+            };
             stream(conn, &sql, row_cap, schema_tx, tx, &flag).await;
         });
         let schema = schema_rx.await.map_err(|_| Error::internal())??;
@@ -344,12 +355,15 @@ impl EngineConnection for PgSession {
     }
 
     async fn load(&mut self, request: LoadRequest, deadline: Instant) -> Result<Loaded> {
-        let in_transaction = self
-            .in_transaction
-            .load(std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering;
         let mut slot = self.conn.clone().lock_owned().await;
-        let conn = slot.as_mut().ok_or_else(Error::internal)?;
-        super::postgres_load::load(conn, &request, in_transaction, deadline).await
+        let conn = slot.conn.as_mut().ok_or_else(Error::internal)?;
+        // A load runs in a transaction: should the session end in the middle, its connection
+        // is closed rather than pooled.
+        let in_transaction = self.in_transaction.swap(true, Ordering::SeqCst);
+        let loaded = super::postgres_load::load(conn, &request, in_transaction, deadline).await;
+        self.in_transaction.store(in_transaction, Ordering::SeqCst);
+        loaded
     }
 
     fn interrupter(&self) -> Arc<dyn Interrupt> {
