@@ -645,3 +645,53 @@ impl BatchBuilder {
         RecordBatch::try_new(self.schema.clone(), arrays).map_err(|_| Error::internal())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSecrets;
+
+    #[async_trait::async_trait]
+    impl SecretSource for NoSecrets {
+        async fn secret(&self, _env_id: &str, _key: &str) -> Result<Option<String>> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn parameters_become_literals_of_the_statement() {
+        let engine = PgEngine::new(Arc::new(NoSecrets));
+        let statement = enclave_core::query::parse(
+            "SELECT $1, $2, $3, $4, $5, $6 FROM t WHERE name = $1",
+            Dialect::Postgres,
+        )
+        .unwrap()
+        .remove(0)
+        .statement;
+        let params = vec![
+            Param::Text("it's; DROP TABLE t --".into()),
+            Param::Int(-5),
+            Param::Null,
+            Param::Bytes(vec![0, 255]),
+            Param::Float(f64::NEG_INFINITY),
+            Param::Bool(true),
+        ];
+        let (sql, left) = engine.render(&statement, params, "db");
+        assert!(left.is_empty());
+        assert_eq!(
+            sql,
+            "SELECT 'it''s; DROP TABLE t --', (-5), NULL, '\\x00ff'::bytea, '-Infinity'::float8, \
+             true FROM t WHERE name = 'it''s; DROP TABLE t --'"
+        );
+    }
+
+    #[test]
+    fn statements_that_may_answer_rows() {
+        assert!(may_return_rows("SELECT 1"));
+        assert!(may_return_rows("WITH x AS (SELECT 1) SELECT * FROM x"));
+        assert!(may_return_rows("INSERT INTO t VALUES (1) RETURNING id"));
+        assert!(!may_return_rows("INSERT INTO t VALUES (1)"));
+        assert!(!may_return_rows("CREATE TABLE t (a INT)"));
+    }
+}
