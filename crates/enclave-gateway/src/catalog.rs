@@ -97,6 +97,28 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// How many tables and views the environment holds: asked of its engine directly, for
+    /// the control plane (a deletion's dry run), not as a client's statement.
+    pub async fn table_count(&self, env: &enclave_store::EnvRecord) -> Result<i64> {
+        let mut conn = self.engines().of(env).connect(env).await?;
+        let mut execution = conn
+            .execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",
+                vec![],
+                1,
+            )
+            .await?;
+        let mut count = 0;
+        while let Some(batch) = execution.batches.recv().await {
+            if let Some(n) = json_rows(&batch?).first().and_then(|row| row[0].as_i64()) {
+                count = n;
+            }
+        }
+        Ok(count)
+    }
+}
+
 fn kind_of(table_type: &str) -> &'static str {
     if table_type.eq_ignore_ascii_case("VIEW") {
         "view"

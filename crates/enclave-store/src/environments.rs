@@ -449,7 +449,7 @@ macro_rules! impl_environment_store {
                 .fetch_one(self.reader())
                 .await
                 .map_err(internal)?;
-                Ok(EnvContents { api_keys, policies, secrets, ..EnvContents::default() })
+                Ok(EnvContents { api_keys, policies, secrets })
             }
 
             async fn reorder_environments(&self, org_id: &str, expected_version: i64, order: &[String], origin: &Origin) -> enclave_core::Result<i64> {

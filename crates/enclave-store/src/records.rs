@@ -335,13 +335,12 @@ pub struct EnvPage {
     pub order_version: i64,
 }
 
-/// What deleting an environment would remove.
+/// What deleting an environment would remove from the store (its tables are the engine's).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnvContents {
     pub api_keys: i64,
     pub secrets: i64,
     pub policies: i64,
-    pub tables: i64,
 }
 
 /// A promotion's writes, applied in one transaction if the target is still at

@@ -137,7 +137,9 @@ pub struct WouldDelete {
     pub api_keys: i64,
     pub secrets: i64,
     pub policies: i64,
-    pub tables: i64,
+    /// Tables and views in the environment's data; null when its engine cannot be reached
+    /// (a PostgreSQL engine whose connection string is missing or wrong).
+    pub tables: Option<i64>,
 }
 
 /// The fields a new environment is made from, validated; shared by create, clone and new
@@ -554,7 +556,7 @@ pub async fn delete(
                 api_keys: contents.api_keys,
                 secrets: contents.secrets,
                 policies: contents.policies,
-                tables: contents.tables,
+                tables: state.gateway.table_count(&env).await.ok(),
             },
             blocked_by,
         };

@@ -1167,6 +1167,22 @@ async fn tables_import_and_copy(db: Db, engine: Engine) {
         assert!(ok, "psycopg copy failed: {err}");
         assert_eq!(out.trim(), "3");
     }
+    // A deletion's dry run counts the environment's tables, on either engine.
+    let listed =
+        o.s.keyed(
+            Method::GET,
+            &format!("/v1/environments/{env}/tables"),
+            &dev,
+            None,
+        )
+        .await;
+    let total = listed.body["pagination"]["total"].as_i64().unwrap();
+    assert!(total >= 2, "{}", listed.body);
+    let preview =
+        o.s.delete(&format!("/v1/environments/{env}?dry_run=true"), &o.token)
+            .await;
+    preview.expect(200);
+    assert_eq!(preview.body["would_delete"]["tables"], total);
     std::fs::remove_dir_all(&dir).unwrap();
 
     // Every load is in the query trail as the COPY it is, with the rows it loaded.
