@@ -12,6 +12,7 @@ use crate::auth::cache::AuthCache;
 use crate::auth::keys::KeyAuth;
 use crate::auth::passwords::Passwords;
 use crate::auth::tokens::TokenKeys;
+use crate::auth::wire::WireAuth;
 use crate::config::ApiConfig;
 use crate::middleware::rate_limit::RateLimits;
 use crate::secrets::{master, EngineSecrets, Keyring};
@@ -22,7 +23,7 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub store: Arc<dyn Store>,
     pub config: ApiConfig,
-    pub tokens: TokenKeys,
+    pub tokens: Arc<TokenKeys>,
     pub passwords: Passwords,
     pub auth_cache: Arc<AuthCache>,
     pub key_auth: Arc<KeyAuth>,
@@ -48,7 +49,10 @@ impl AppState {
         engine: Arc<dyn Engine>,
         config: ApiConfig,
     ) -> anyhow::Result<Self> {
-        let tokens = TokenKeys::load_or_create(&config.jwt_key_file, &config.issuer)?;
+        let tokens = Arc::new(TokenKeys::load_or_create(
+            &config.jwt_key_file,
+            &config.issuer,
+        )?);
         let master_key = master::load(&config.master_key, store.as_ref()).await?;
         let keyring = Keyring::new(store.clone(), config.master_key.clone(), master_key);
         let auth_cache = AuthCache::start(store.clone());
@@ -62,10 +66,16 @@ impl AppState {
                 keyring: keyring.clone(),
             }))),
         };
+        let wire_auth = Arc::new(WireAuth {
+            keys: key_auth.clone(),
+            tokens: tokens.clone(),
+            cache: auth_cache.clone(),
+            store: store.clone(),
+        });
         let gateway = Gateway::new(
             store.clone(),
             engines,
-            key_auth.clone(),
+            wire_auth,
             GatewayConfig {
                 row_limit: config.query_row_limit,
                 queue_limit: config.query_queue_limit,

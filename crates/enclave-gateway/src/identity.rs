@@ -42,6 +42,47 @@ pub trait Authenticator: Send + Sync + 'static {
     /// An environment API key presented from `ip`: its identity, or 401 saying why (revoked,
     /// expired, suspended environment or organization, IP not allowed).
     async fn api_key(&self, key: &str, ip: Option<IpAddr>) -> Result<Identity>;
+    /// A person signing in as themselves: their e-mail, a current access token, and the slug
+    /// of an environment of the organization the token is signed in to.
+    async fn user(&self, email: &str, token: &str, database: &str) -> Result<Identity>;
+}
+
+/// What a wire session authenticated with, presented again before each statement.
+#[derive(Clone)]
+pub enum Credential {
+    Key(String),
+    User {
+        email: String,
+        token: String,
+        database: String,
+    },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key or the token.
+        match self {
+            Credential::Key(_) => f.write_str("Credential::Key"),
+            Credential::User { email, .. } => write!(f, "Credential::User({email})"),
+        }
+    }
+}
+
+impl Credential {
+    pub async fn authenticate(
+        &self,
+        auth: &dyn Authenticator,
+        ip: Option<IpAddr>,
+    ) -> Result<Identity> {
+        match self {
+            Credential::Key(key) => auth.api_key(key, ip).await,
+            Credential::User {
+                email,
+                token,
+                database,
+            } => auth.user(email, token, database).await,
+        }
+    }
 }
 
 /// Which door a statement came through (kept in the query audit).

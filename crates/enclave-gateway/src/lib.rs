@@ -22,7 +22,7 @@ pub mod wire;
 
 /// The embedded engine's crate, for callers that read or write its files (tests, tools).
 pub use duckdb;
-pub use identity::{Authenticator, Door, Identity};
+pub use identity::{Authenticator, Credential, Door, Identity};
 pub use pipeline::{Gateway, GatewayConfig, Outcome};
 pub use running::Rows;
 pub use session::Session;

@@ -335,12 +335,14 @@ impl Gateway {
         session: &mut Session,
         statement: &Analyzed,
     ) -> Result<EnvRecord> {
-        if let Some(key) = &session.credential {
-            // The verified-key cache answers this without Argon2id or the database; it is
-            // what makes revocation, expiry and suspension reach open sessions.
-            let identity = self.auth.api_key(key, session.source_ip).await?;
+        if let Some(credential) = session.credential.clone() {
+            // The verified-key and token caches answer this without Argon2id or the database;
+            // it is what makes revocation, logout, expiry and suspension reach open sessions.
+            let identity = credential
+                .authenticate(self.auth.as_ref(), session.source_ip)
+                .await?;
             if identity.env_id != session.identity.env_id {
-                return Err(Error::unauthorized("the API key changed environment"));
+                return Err(Error::unauthorized("the credential changed environment"));
             }
             session.identity = identity;
         }

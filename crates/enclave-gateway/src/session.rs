@@ -8,7 +8,7 @@ use enclave_core::query::audit::AgentIdentity;
 
 use crate::admission::Priority;
 use crate::engine::EngineConnection;
-use crate::identity::{Door, Identity};
+use crate::identity::{Credential, Door, Identity};
 
 /// Parameters a session reports without asking the engine (what PostgreSQL clients read at
 /// startup and with `SHOW`).
@@ -16,10 +16,10 @@ pub const SERVER_VERSION: &str = "15.0 (Enclave)";
 
 pub struct Session {
     pub identity: Identity,
-    /// The key a wire session authenticated with: re-checked (in the cache) before every
-    /// statement, so revocation and suspension reach open sessions too. `None` where the
-    /// caller was authenticated for this one request (HTTP).
-    pub credential: Option<String>,
+    /// What a wire session authenticated with: re-checked (in the caches) before every
+    /// statement, so revocation, logout and suspension reach open sessions too. `None` where
+    /// the caller was authenticated for this one request (HTTP).
+    pub credential: Option<Credential>,
     pub door: Door,
     pub source_ip: Option<IpAddr>,
     pub agent: AgentIdentity,
@@ -36,7 +36,7 @@ pub struct Session {
 impl Session {
     pub fn new(
         identity: Identity,
-        credential: Option<String>,
+        credential: Option<Credential>,
         door: Door,
         source_ip: Option<IpAddr>,
     ) -> Session {

@@ -233,11 +233,14 @@ fn usable_now(v: &Verified, ip: Option<IpAddr>) -> Result<()> {
 }
 
 /// The gateway authenticates keys through this same cache (both doors).
-#[async_trait::async_trait]
-impl enclave_gateway::Authenticator for KeyAuth {
-    async fn api_key(&self, key: &str, ip: Option<IpAddr>) -> Result<enclave_gateway::Identity> {
-        let k = self.authenticate(key, ip).await?;
-        Ok(k.identity())
+impl KeyAuth {
+    /// A key presented to the gateway, as its pipeline sees it.
+    pub async fn api_key(
+        &self,
+        key: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<enclave_gateway::Identity> {
+        Ok(self.authenticate(key, ip).await?.identity())
     }
 }
 

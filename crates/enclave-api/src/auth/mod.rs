@@ -7,6 +7,7 @@ pub mod origin;
 pub mod passwords;
 pub mod principal;
 pub mod tokens;
+pub mod wire;
 
 pub use origin::{Origin, RequestMeta};
 pub use principal::{Caller, Principal};

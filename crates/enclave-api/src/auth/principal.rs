@@ -8,7 +8,8 @@ use enclave_core::{Error, ErrorCode, Role};
 use crate::auth::access::standing;
 use crate::auth::keys::KeyPrincipal;
 
-use crate::auth::tokens::Claims;
+use crate::auth::cache::AuthCache;
+use crate::auth::tokens::{Claims, TokenKeys};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -64,16 +65,18 @@ impl FromRequestParts<AppState> for Caller {
 /// Checks a bearer token: a valid signature, a live session of the same user, and — when the
 /// token names an organization — a membership there that is not suspended.
 pub async fn resolve(state: &AppState, token: &str) -> Result<Principal, Error> {
+    resolve_with(&state.auth_cache, &state.tokens, token).await
+}
+
+/// [`resolve`] with the caches it reads (the gateway's wire login has no request state).
+pub async fn resolve_with(
+    cache: &AuthCache,
+    keys: &TokenKeys,
+    token: &str,
+) -> Result<Principal, Error> {
     let bad = || Error::unauthorized("invalid or expired token");
-    let claims: Claims = state
-        .auth_cache
-        .verified_claims(&state.tokens, token)
-        .ok_or_else(bad)?;
-    let session = state
-        .auth_cache
-        .session(&claims.sid)
-        .await?
-        .ok_or_else(bad)?;
+    let claims: Claims = cache.verified_claims(keys, token).ok_or_else(bad)?;
+    let session = cache.session(&claims.sid).await?.ok_or_else(bad)?;
     if session.user_id != claims.sub
         || session.revoked_at.is_some()
         || session.expires_at <= enclave_store::now_ms()
@@ -83,7 +86,7 @@ pub async fn resolve(state: &AppState, token: &str) -> Result<Principal, Error> 
     // A suspended membership ends the token; any other shortfall only unbinds it from the org.
     let org = match &claims.org_id {
         None => None,
-        Some(org_id) => match standing(state.auth_cache.membership(&claims.sub, org_id).await?) {
+        Some(org_id) => match standing(cache.membership(&claims.sub, org_id).await?) {
             Ok(m) => Some((org_id.clone(), m.role, m.tier)),
             Err(e) if e.code == ErrorCode::Unauthorized => return Err(e),
             Err(_) => None,

@@ -1,5 +1,6 @@
-//! Startup: the password is an environment API key (the user name is free); a `database`
-//! startup parameter, when given, must be that environment's slug. Startup `options`
+//! Startup: the password is an environment API key (the user name is free; a `database`
+//! startup parameter, when given, must be that environment's slug), or — with an e-mail as the
+//! user name — a person's access token, `database` naming the environment by its slug. Startup `options`
 //! (`-c name=value`), `application_name` and `enclave_*` parameters go on the session.
 
 use std::fmt::Debug;
@@ -19,13 +20,13 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::sync::Mutex;
 
-use crate::identity::{Door, Identity};
+use crate::identity::{Credential, Door, Identity};
 use crate::pipeline::Gateway;
 use crate::session::{Session, SERVER_VERSION};
 use crate::wire::SessionSlot;
 
 pub struct Startup {
-    driver: AuthDriver<DefaultServerParameterProvider, (Identity, String)>,
+    driver: AuthDriver<DefaultServerParameterProvider, (Identity, Credential)>,
     connections: Arc<ConnectionManager>,
     cleartext: CleartextPasswordAuth<KeySource>,
     /// Refuse connections that did not negotiate TLS.
@@ -68,7 +69,7 @@ fn refuse(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
-/// Checks the password as an API key.
+/// Checks the password: an API key, or a person's access token.
 struct KeySource {
     gateway: Arc<Gateway>,
 }
@@ -80,7 +81,7 @@ impl Debug for KeySource {
 }
 
 #[async_trait]
-impl AuthSource<(Identity, String)> for KeySource {
+impl AuthSource<(Identity, Credential)> for KeySource {
     async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
         // Keys are only ever verified (Argon2id), never read back.
         Err(refuse("28P01", "password authentication failed"))
@@ -90,18 +91,39 @@ impl AuthSource<(Identity, String)> for KeySource {
         &self,
         login: &LoginInfo,
         presented: &[u8],
-    ) -> PgWireResult<Option<(Identity, String)>> {
-        let key = std::str::from_utf8(presented)
-            .map_err(|_| refuse("28P01", "invalid API key"))?
+    ) -> PgWireResult<Option<(Identity, Credential)>> {
+        let password = std::str::from_utf8(presented)
+            .map_err(|_| refuse("28P01", "password authentication failed"))?
             .to_string();
+        let database = login.database().filter(|d| !d.is_empty());
+        // A person signs in with their e-mail and an access token; anything else is a key.
+        let user = login.user().filter(|u| u.contains('@'));
+        if let (Some(email), false) = (user, password.starts_with("ek_")) {
+            let database = database.ok_or_else(|| {
+                refuse(
+                    "28000",
+                    "signing in as a user needs dbname: the environment's slug",
+                )
+            })?;
+            let credential = Credential::User {
+                email: email.to_string(),
+                token: password,
+                database: database.to_string(),
+            };
+            let identity = credential
+                .authenticate(self.gateway.auth().as_ref(), None)
+                .await
+                .map_err(|e| refuse("28P01", e.message))?;
+            return Ok(Some((identity, credential)));
+        }
         let ip: Option<IpAddr> = login.host().parse().ok();
         let identity = self
             .gateway
             .auth()
-            .api_key(&key, ip)
+            .api_key(&password, ip)
             .await
             .map_err(|e| refuse("28P01", e.message))?;
-        if let Some(db) = login.database().filter(|d| !d.is_empty()) {
+        if let Some(db) = database {
             let slug = self
                 .gateway
                 .environment_slug(&identity.env_id)
@@ -116,7 +138,7 @@ impl AuthSource<(Identity, String)> for KeySource {
                 ));
             }
         }
-        Ok(Some((identity, key)))
+        Ok(Some((identity, Credential::Key(password))))
     }
 }
 
@@ -157,11 +179,11 @@ impl StartupHandler for Startup {
                 identity,
                 final_message,
             } => {
-                let Some((identity, key)) = identity else {
+                let Some((identity, credential)) = identity else {
                     return Err(refuse("28P01", "password authentication failed"));
                 };
                 let ip = Some(client.socket_addr().ip());
-                let mut session = Session::new(identity, Some(key), Door::Wire, ip);
+                let mut session = Session::new(identity, Some(credential), Door::Wire, ip);
                 for (name, value) in client.metadata() {
                     match name.as_str() {
                         "options" => session.apply_options(value),

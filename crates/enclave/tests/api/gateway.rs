@@ -632,12 +632,13 @@ async fn query_audit_trail(db: Db) {
 
 /// Runs `psql` against the gateway with `key` as the password.
 async fn psql(o: &Org, key: &str, database: &str, args: &[&str]) -> (bool, String, String) {
-    psql_with(o, key, database, args, "prefer").await
+    psql_with(o, "agent", key, database, args, "prefer").await
 }
 
 async fn psql_with(
     o: &Org,
-    key: &str,
+    user: &str,
+    password: &str,
     database: &str,
     args: &[&str],
     sslmode: &str,
@@ -650,7 +651,7 @@ async fn psql_with(
             "-p",
             port,
             "-U",
-            "agent",
+            user,
             "-d",
             database,
             "-X",
@@ -658,7 +659,7 @@ async fn psql_with(
             "ON_ERROR_STOP=1",
         ])
         .args(args)
-        .env("PGPASSWORD", key)
+        .env("PGPASSWORD", password)
         .env("PGSSLMODE", sslmode)
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
@@ -862,6 +863,44 @@ async fn wire_clients(db: Db, engine: Engine) {
     assert!(!ok && err.contains("does not match"), "{err}");
     let (ok, _, _) = psql(&o, "ek_live_nope", "development", &["-c", "SELECT 1"]).await;
     assert!(!ok);
+    // A person connects as themselves: e-mail, a current access token, the environment's slug;
+    // their role decides. Another e-mail with the token is refused.
+    let as_owner = ["-A", "-t", "-c", "SELECT count(*) FROM items"];
+    let (ok, out, err) = psql_with(
+        &o,
+        crate::common::OWNER_EMAIL,
+        &o.token,
+        "development",
+        &as_owner,
+        "prefer",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.trim().parse::<i64>().is_ok(), "{out}");
+    let (ok, _, err) = psql_with(
+        &o,
+        "someone@example.net",
+        &o.token,
+        "development",
+        &as_owner,
+        "prefer",
+    )
+    .await;
+    assert!(!ok && err.contains("access token"), "{err}");
+    let (ok, _, err) = psql_with(
+        &o,
+        crate::common::OWNER_EMAIL,
+        "not-a-token",
+        "development",
+        &as_owner,
+        "prefer",
+    )
+    .await;
+    assert!(
+        !ok && err.contains("28P01") || err.contains("invalid"),
+        "{err}"
+    );
+
     // A read-only key cannot write on the wire either.
     let reader = o.query_key(&env, &["read_only"], "developer").await;
     let (ok, _, err) = psql(&o, &reader, "development", &["-c", "DELETE FROM items"]).await;
@@ -885,6 +924,9 @@ async fn wire_clients(db: Db, engine: Engine) {
             || std::env::var("ENCLAVE_TEST_PYTHON").is_err()
     );
     assert!(entries.iter().all(|e| !e.to_string().contains("4.25")));
+    assert!(entries
+        .iter()
+        .any(|e| e["door"] == "wire" && e["principal"]["type"] == "user"));
 }
 
 /// Tables are listed as the engine has them; CSV and Parquet imports create or append to a
@@ -1265,6 +1307,7 @@ async fn tls_and_require_mode() {
 
     let (ok, out, err) = psql_with(
         &o,
+        "agent",
         &dev,
         "development",
         &["-c", "\\conninfo", "-c", "SELECT 7"],
@@ -1273,7 +1316,15 @@ async fn tls_and_require_mode() {
     .await;
     assert!(ok, "{err}");
     assert!(out.contains("SSL connection") && out.contains('7'), "{out}");
-    let (ok, _, err) = psql_with(&o, &dev, "development", &["-c", "SELECT 7"], "disable").await;
+    let (ok, _, err) = psql_with(
+        &o,
+        "agent",
+        &dev,
+        "development",
+        &["-c", "SELECT 7"],
+        "disable",
+    )
+    .await;
     assert!(!ok && err.contains("requires TLS"), "{err}");
     // The HTTP door is unaffected.
     o.sql(&dev, "SELECT 7", json!([])).await.expect(200);

@@ -1,0 +1,69 @@
+//! Who connects to the gateway: an environment API key (the password; the user name is free),
+//! or a person as themselves — user name their e-mail, password a current access token,
+//! `database` the environment's slug — who then acts with their organization role. Both are
+//! re-checked in the caches before every statement, so logout, suspension, revocation and
+//! expiry reach open sessions.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use enclave_core::audit::ActorType;
+use enclave_core::{Error, Permission, Result};
+use enclave_gateway::{Authenticator, Identity};
+use enclave_store::Store;
+
+use crate::auth::cache::AuthCache;
+use crate::auth::keys::KeyAuth;
+use crate::auth::principal::resolve_with;
+use crate::auth::tokens::TokenKeys;
+
+pub struct WireAuth {
+    pub keys: Arc<KeyAuth>,
+    pub tokens: Arc<TokenKeys>,
+    pub cache: Arc<AuthCache>,
+    pub store: Arc<dyn Store>,
+}
+
+#[async_trait::async_trait]
+impl Authenticator for WireAuth {
+    async fn api_key(&self, key: &str, ip: Option<IpAddr>) -> Result<Identity> {
+        self.keys.api_key(key, ip).await
+    }
+
+    async fn user(&self, email: &str, token: &str, database: &str) -> Result<Identity> {
+        let refused =
+            || Error::unauthorized("the password must be a current access token of the user named");
+        let principal = resolve_with(&self.cache, &self.tokens, token).await?;
+        let user = self
+            .cache
+            .user(&principal.user_id)
+            .await?
+            .ok_or_else(refused)?;
+        if !user.email.eq_ignore_ascii_case(email.trim()) {
+            return Err(refused());
+        }
+        let (org_id, role, _) = principal.org.ok_or_else(|| {
+            Error::unauthorized("the access token is not signed in to an organization")
+        })?;
+        let env = self
+            .store
+            .environment_by_slug(&org_id, &database.to_ascii_lowercase())
+            .await?
+            .ok_or_else(|| Error::not_found("environment"))?;
+        if !role.can(Permission::ReadEnvironments) {
+            return Err(Error::forbidden(
+                "permission:read_environments",
+                format!("the {role} role may not use environments"),
+            ));
+        }
+        Ok(Identity {
+            kind: ActorType::User,
+            id: principal.user_id,
+            org_id,
+            env_id: env.id,
+            role,
+            scopes: None,
+            attributes: Default::default(),
+        })
+    }
+}
