@@ -83,7 +83,7 @@ http_ms() { # SQL → mean latency (ms) through HTTP, one client
   local script; script="$(mktemp --suffix=.lua)"
   printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["X-API-Key"] = "%s"\nwrk.body = [==[%s]==]\n' "$dev_key" "$body" >"$script"
   wrk -t1 -c1 -d"$DURATION" --latency -s "$script" "$url/v1/query" |
-    awk '$1=="Latency" {print $2}' | ms
+    awk '$1=="Latency" && $2 ~ /^[0-9]/ {print $2; exit}' | ms
 }
 
 rows=()

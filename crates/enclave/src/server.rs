@@ -106,6 +106,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
+    // Responses stream in several writes (a query's head, rows, tail): without TCP_NODELAY,
+    // Nagle's algorithm holds each later write until the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let served = axum::serve(
