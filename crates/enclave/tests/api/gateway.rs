@@ -665,6 +665,26 @@ async fn psql_with(
         .output()
         .await
         .expect("psql is installed");
+    outcome(out)
+}
+
+/// A test client installed by `scripts/test-clients` (its path in `var`); outside CI a missing
+/// one skips that part of the test, in CI it is a failure.
+fn test_client(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(p) => Some(p),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set: run the tests through scripts/test")
+        }
+        Err(_) => {
+            eprintln!("skipping a client test: {var} is not set");
+            None
+        }
+    }
+}
+
+/// A client's exit status, stdout and stderr.
+fn outcome(out: std::process::Output) -> (bool, String, String) {
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -672,18 +692,9 @@ async fn psql_with(
     )
 }
 
-/// Runs a Python snippet with the test clients' interpreter (`scripts/test-clients`).
+/// Runs a Python snippet with the test clients' interpreter (psycopg 3 and 2).
 async fn python(script: &str, args: &[&str]) -> Option<(bool, String, String)> {
-    let python = match std::env::var("ENCLAVE_TEST_PYTHON") {
-        Ok(p) => p,
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("ENCLAVE_TEST_PYTHON is not set: run the tests through scripts/test")
-        }
-        Err(_) => {
-            eprintln!("skipping the Python clients: ENCLAVE_TEST_PYTHON is not set");
-            return None;
-        }
-    };
+    let python = test_client("ENCLAVE_TEST_PYTHON")?;
     let out = tokio::process::Command::new(python)
         .arg("-c")
         .arg(script)
@@ -691,25 +702,12 @@ async fn python(script: &str, args: &[&str]) -> Option<(bool, String, String)> {
         .output()
         .await
         .unwrap();
-    Some((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    ))
+    Some(outcome(out))
 }
 
-/// Runs a node-postgres snippet (`scripts/test-clients node`).
+/// Runs a node-postgres snippet.
 async fn node(script: &str, args: &[&str]) -> Option<(bool, String, String)> {
-    let modules = match std::env::var("ENCLAVE_TEST_NODE_PATH") {
-        Ok(p) => p,
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("ENCLAVE_TEST_NODE_PATH is not set: run the tests through scripts/test")
-        }
-        Err(_) => {
-            eprintln!("skipping node-postgres: ENCLAVE_TEST_NODE_PATH is not set");
-            return None;
-        }
-    };
+    let modules = test_client("ENCLAVE_TEST_NODE_PATH")?;
     let out = tokio::process::Command::new("node")
         .arg("-e")
         .arg(script)
@@ -719,11 +717,7 @@ async fn node(script: &str, args: &[&str]) -> Option<(bool, String, String)> {
         .output()
         .await
         .expect("node is installed");
-    Some((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    ))
+    Some(outcome(out))
 }
 
 const NODE_PG: &str = r#"
