@@ -3,7 +3,6 @@
 //! authorized, limited and audited like any other query.
 
 use enclave_core::{Error, Result};
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::Param;
@@ -11,7 +10,7 @@ use crate::pipeline::{Gateway, Outcome};
 use crate::results::json_rows;
 use crate::session::Session;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TableInfo {
     pub name: String,
     /// `table` or `view`.
@@ -19,11 +18,10 @@ pub struct TableInfo {
     pub columns: Vec<ColumnInfo>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ColumnInfo {
     pub name: String,
     /// The engine's type name (`INTEGER`, `VARCHAR`, `DECIMAL(10,2)`, …).
-    #[serde(rename = "type")]
     pub data_type: String,
     pub nullable: bool,
 }

@@ -30,12 +30,13 @@ impl Gateway {
         let prepared = async {
             let (table, columns, format) = load::copy_request(&statement.statement)?;
             self.check(session, statement).await?;
-            let spool = Spool::create(
-                &self.config().spool_dir,
-                &enclave_core::id::new_id(enclave_core::id::Kind::Query),
+            let spool = Spool::open(
+                self.config().spool_dir.clone(),
+                enclave_core::id::new_id(enclave_core::id::Kind::Query),
                 self.config().load_limit,
-                Some(&format),
-            )?;
+                Some(format.clone()),
+            )
+            .await?;
             Ok::<_, Error>((table, columns, format, spool))
         }
         .await;

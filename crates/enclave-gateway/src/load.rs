@@ -244,6 +244,18 @@ impl Spool {
         })
     }
 
+    /// [`Spool::create`] on the blocking pool (creating a file blocks).
+    pub async fn open(
+        dir: PathBuf,
+        name: String,
+        limit: u64,
+        format: Option<CopyFormat>,
+    ) -> Result<Spool> {
+        tokio::task::spawn_blocking(move || Spool::create(&dir, &name, limit, format.as_ref()))
+            .await
+            .map_err(|_| Error::internal())?
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

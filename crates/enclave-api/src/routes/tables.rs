@@ -293,7 +293,7 @@ pub async fn import(
 async fn spool_body(state: &AppState, body: Body) -> Result<Spool> {
     let config = state.gateway.config();
     let name = enclave_core::id::new_id(enclave_core::id::Kind::Query);
-    let mut spool = Spool::create(&config.spool_dir, &name, config.load_limit, None)?;
+    let mut spool = Spool::open(config.spool_dir.clone(), name, config.load_limit, None).await?;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk

@@ -68,11 +68,6 @@ impl DuckDbEngine {
             .await
             .map_err(|_| Error::internal())?
     }
-
-    /// How many databases are open (for tests and metrics).
-    pub fn open_databases(&self) -> usize {
-        self.inner.open.lock().unwrap().len()
-    }
 }
 
 impl Databases {
@@ -106,6 +101,25 @@ impl Databases {
             !close
         });
         Ok(db)
+    }
+
+    /// Closes the environment's database (once no session uses it) and removes its files.
+    fn remove(&self, env_id: &str) -> Result<()> {
+        let path = self.path(env_id)?;
+        // A session still running keeps its instance until it ends; the environment's status
+        // already refuses new statements, and the unlinked file goes with the instance.
+        self.open.lock().unwrap().retain(|(id, _)| id != env_id);
+        for p in [path.clone(), path.with_extension("duckdb.wal")] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(error = %e, file = %p.display(), "cannot remove the environment's database");
+                    return Err(Error::internal());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn open_file(&self, env_id: &str) -> Result<Database> {
@@ -168,25 +182,13 @@ impl Engine for DuckDbEngine {
     }
 
     async fn remove(&self, env_id: &str) -> Result<()> {
-        let path = self.inner.path(env_id)?;
-        // A session still running keeps its instance until it ends; the environment's status
-        // already refuses new statements, and the unlinked file goes with the instance.
-        self.inner
-            .open
-            .lock()
-            .unwrap()
-            .retain(|(id, _)| id != env_id);
-        for p in [path.clone(), path.with_extension("duckdb.wal")] {
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::error!(error = %e, file = %p.display(), "cannot remove the environment's database");
-                    return Err(Error::internal());
-                }
-            }
-        }
-        Ok(())
+        // The list's lock may be held by an open in progress, and unlinking blocks: both on
+        // the blocking pool.
+        let inner = self.inner.clone();
+        let env_id = env_id.to_string();
+        tokio::task::spawn_blocking(move || inner.remove(&env_id))
+            .await
+            .map_err(|_| Error::internal())?
     }
 
     async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>> {
@@ -407,6 +409,12 @@ fn sqlstate_of(message: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl DuckDbEngine {
+        fn open_databases(&self) -> usize {
+            self.inner.open.lock().unwrap().len()
+        }
+    }
 
     fn env_id(i: usize) -> String {
         format!("env_{i:026}")

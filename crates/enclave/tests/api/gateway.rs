@@ -891,7 +891,7 @@ async fn wire_clients(db: Db, engine: Engine) {
     )
     .await;
     assert!(
-        !ok && err.contains("28P01") || err.contains("invalid"),
+        !ok && (err.contains("28P01") || err.contains("invalid")),
         "{err}"
     );
 
@@ -1195,7 +1195,7 @@ async fn tables_import_and_copy(db: Db, engine: Engine) {
     assert_eq!(o.count(&dev, "items").await, 10);
     let (ok, _, err) = psql(&o, &reader, "development", &["-c", &copy]).await;
     assert!(
-        !ok && err.contains("42501") || err.contains("scope"),
+        !ok && (err.contains("42501") || err.contains("scope")),
         "{err}"
     );
 
