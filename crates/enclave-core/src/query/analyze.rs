@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 use sqlparser::ast::{
     CopySource, CopyTarget, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType,
-    Query, Set, Statement, TableFactor, Visit, Visitor,
+    Query, Select, Set, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 use sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use sqlparser::parser::{Parser, ParserError};
@@ -76,6 +76,10 @@ pub struct Analyzed {
     /// operations (CTE names themselves excluded), as `schema.table` when qualified; unquoted
     /// identifiers lower-cased as the engines fold them.
     pub tables: Vec<String>,
+    /// Every name the statement reads or writes as a relation, CTE names included: what
+    /// policies are asked about (a CTE may share a table's name, and scoping is the
+    /// rewrite's business, not the classifier's).
+    pub relations: Vec<String>,
     /// `COPY table [(columns)] FROM STDIN`: the table loaded.
     pub copy_in: Option<String>,
     /// The statement as the engine receives it (re-serialised from the syntax tree).
@@ -179,6 +183,41 @@ const HOST_FUNCTIONS: &[&str] = &[
     "pg_cancel_backend",
     "pg_reload_conf",
     "set_config",
+    // Run SQL text of their own, out of the rewrite's reach (PostgreSQL).
+    "query_to_xml",
+    "query_to_xmlschema",
+    "query_to_xml_and_xmlschema",
+    "table_to_xml",
+    "table_to_xmlschema",
+    "table_to_xml_and_xmlschema",
+    "cursor_to_xml",
+    "cursor_to_xmlschema",
+    "schema_to_xml",
+    "schema_to_xmlschema",
+    "schema_to_xml_and_xmlschema",
+    "database_to_xml",
+    "database_to_xmlschema",
+    "database_to_xml_and_xmlschema",
+    // Would show what the rewrite added (filter values, the hash key) or a column's
+    // statistics over every row, hidden ones too.
+    "current_query",
+    "pg_stat_get_activity",
+    "stats",
+    // Raises an error carrying any value it is given: an oracle on values the optimizer
+    // evaluates early.
+    "error",
+];
+
+/// Relations refused by name: they show column values (statistics) or other sessions'
+/// statements, out of the policies' reach (PostgreSQL catalogs).
+const HIDDEN_RELATIONS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext_data",
+    "pg_stat_activity",
+    "pg_stat_statements",
 ];
 
 fn classify(statement: Statement) -> Result<Analyzed> {
@@ -291,8 +330,9 @@ fn classify(statement: Statement) -> Result<Analyzed> {
     let mut touched = Touched::default();
     let _ = statement.visit(&mut touched);
     if let Some(f) = touched.refused_function {
-        return Err(not_allowed(&format!("the function {f}")));
+        return Err(not_allowed(&f));
     }
+    let mut relations: Vec<String> = touched.tables.iter().cloned().collect();
     let mut tables: Vec<String> = touched
         .tables
         .into_iter()
@@ -301,6 +341,7 @@ fn classify(statement: Statement) -> Result<Analyzed> {
     // The visitor sees relations in queries; COPY's table is not one of them.
     if let Some(table) = copy_in.as_ref().filter(|t| !tables.contains(t)) {
         tables.push(table.clone());
+        relations.push(table.clone());
     }
     Ok(Analyzed {
         sql: statement.to_string(),
@@ -309,6 +350,7 @@ fn classify(statement: Statement) -> Result<Analyzed> {
         creates,
         session,
         tables,
+        relations,
         copy_in,
     })
 }
@@ -378,6 +420,22 @@ pub(crate) fn object_name(name: &ObjectName) -> String {
         .join(".")
 }
 
+/// What a query body may not hold, through set operations (nested queries are visited on
+/// their own).
+fn refused_body(body: &SetExpr) -> Option<&'static str> {
+    match body {
+        SetExpr::SetOperation { left, right, .. } => refused_body(left).or(refused_body(right)),
+        // A write inside a query (`WITH d AS (DELETE … RETURNING *) SELECT …`) would run under
+        // the query's kind.
+        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
+            Some("a data-modifying statement inside a query")
+        }
+        // `TABLE name` names a table without a relation the policy rewrite could see.
+        SetExpr::Table(_) => Some("TABLE name (write SELECT * FROM name)"),
+        _ => None,
+    }
+}
+
 /// Collects tables, CTE names and anything refused while walking a statement.
 #[derive(Default)]
 struct Touched {
@@ -390,7 +448,7 @@ struct Touched {
 
 impl Touched {
     fn refuse(&mut self, name: String) -> ControlFlow<()> {
-        self.refused_function = Some(name);
+        self.refused_function = Some(format!("the function {name}"));
         ControlFlow::Break(())
     }
 }
@@ -404,6 +462,21 @@ impl Visitor for Touched {
                 self.ctes.insert(ident(&cte.alias.name));
             }
         }
+        match refused_body(&query.body) {
+            Some(what) => {
+                self.refused_function = Some(what.into());
+                ControlFlow::Break(())
+            }
+            None => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        if select.into.is_some() {
+            // `SELECT … INTO t` creates a table under a read's kind.
+            self.refused_function = Some("SELECT … INTO (use CREATE TABLE … AS)".into());
+            return ControlFlow::Break(());
+        }
         ControlFlow::Continue(())
     }
 
@@ -411,7 +484,17 @@ impl Visitor for Touched {
         if std::mem::take(&mut self.function_name_next) {
             return ControlFlow::Continue(());
         }
-        self.tables.insert(object_name(relation));
+        let name = object_name(relation);
+        let bare = name
+            .rsplit('.')
+            .next()
+            .unwrap_or(&name)
+            .to_ascii_lowercase();
+        if HIDDEN_RELATIONS.contains(&bare.as_str()) {
+            self.refused_function = Some(format!("the relation {name}"));
+            return ControlFlow::Break(());
+        }
+        self.tables.insert(name);
         ControlFlow::Continue(())
     }
 
@@ -558,6 +641,14 @@ mod tests {
             "SET ROLE admin",
             "CALL something()",
             "GRANT ALL ON t TO public",
+            "SELECT error(email) FROM customers",
+            "SELECT current_query()",
+            "SELECT stats(email) FROM customers",
+            "SELECT query_to_xml('select * from customers', true, false, '')",
+            "SELECT most_common_vals FROM pg_catalog.pg_stats",
+            "SELECT query FROM pg_stat_activity",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "SELECT * INTO copy FROM customers",
         ] {
             let e = refused(sql);
             assert_eq!(
@@ -565,6 +656,12 @@ mod tests {
                 "42501",
                 "{sql} should be refused, got {e:?}"
             );
+        }
+        // PostgreSQL's `TABLE name` never runs: refused where the grammar reads it.
+        for sql in ["TABLE customers", "SELECT 1 UNION TABLE customers"] {
+            for dialect in [Dialect::Postgres, Dialect::DuckDb] {
+                assert!(parse(sql, dialect).is_err(), "{sql}");
+            }
         }
         let copy = one("COPY t (a, b) FROM STDIN");
         assert_eq!(

@@ -10,6 +10,8 @@
 mod analyze;
 pub mod audit;
 mod authorize;
+pub mod catalog;
+pub mod enforce;
 mod redact;
 mod sqlstate;
 

@@ -143,6 +143,7 @@ impl MasterKey {
             env_id: env_id.to_string(),
             key_id: key_id.clone(),
             key: aead_key(&bytes),
+            mask_key: mask_key(&bytes),
         };
         bytes.zeroize();
         let wrapped = WrappedKey {
@@ -158,11 +159,13 @@ impl MasterKey {
         let bytes = Zeroizing::new(open(&self.key, wrapped, &wrap_aad(env_id, key_id))?);
         let mut bytes: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| OpenError)?;
         let key = aead_key(&bytes);
+        let mask_key = mask_key(&bytes);
         bytes.zeroize();
         Ok(DataKey {
             env_id: env_id.to_string(),
             key_id: key_id.to_string(),
             key,
+            mask_key,
         })
     }
 
@@ -206,6 +209,16 @@ pub struct DataKey {
     env_id: String,
     key_id: String,
     key: LessSafeKey,
+    /// The key `hash` masks are computed with (spec/policies.md: keyed per environment),
+    /// derived from the data key so every node has it and master key rotations keep it.
+    mask_key: String,
+}
+
+/// HMAC-SHA256 of a fixed label under the data key's bytes, as hex.
+fn mask_key(bytes: &[u8; KEY_LEN]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(bytes).expect("HMAC takes any key length");
+    mac.update(b"enclave mask hash v1");
+    hex_lower(&mac.finalize().into_bytes())
 }
 
 impl DataKey {
@@ -215,6 +228,11 @@ impl DataKey {
 
     pub fn env_id(&self) -> &str {
         &self.env_id
+    }
+
+    /// The environment's key for `hash` masks (hex).
+    pub fn mask_hash_key(&self) -> &str {
+        &self.mask_key
     }
 
     /// Seals `value` as version `version` of secret `secret_id`.

@@ -1,0 +1,238 @@
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+
+use super::*;
+use crate::policy::abac::AbacAction;
+use crate::policy::evaluate::{PolicySet, Principal, Request};
+use crate::policy::{MaskingRule, PolicyBody, PolicyMode, PolicySpec, RlsRule};
+use crate::query::catalog::Column;
+use crate::query::parse;
+use crate::Role;
+
+fn policies() -> PolicySet {
+    let specs = [
+        PolicySpec {
+            name: "pii".into(),
+            description: String::new(),
+            enabled: true,
+            mode: PolicyMode::Enforce,
+            body: PolicyBody::ColumnMasking {
+                rules: vec![
+                    MaskingRule {
+                        table: "customers".into(),
+                        column: "email".into(),
+                        function: MaskFunction::Hash,
+                        visible_chars: None,
+                        exempt_roles: vec![Role::Admin],
+                    },
+                    MaskingRule {
+                        table: "customers".into(),
+                        column: "ssn".into(),
+                        function: MaskFunction::Partial,
+                        visible_chars: Some(4),
+                        exempt_roles: vec![Role::Admin],
+                    },
+                ],
+            },
+        },
+        PolicySpec {
+            name: "own-region".into(),
+            description: String::new(),
+            enabled: true,
+            mode: PolicyMode::Enforce,
+            body: PolicyBody::RowLevelSecurity {
+                rules: vec![RlsRule {
+                    table: "customers".into(),
+                    filter: "customers.region = {region}".into(),
+                    exempt_roles: vec![Role::Admin],
+                }],
+            },
+        },
+    ];
+    let ids = ["pol_a", "pol_b"];
+    PolicySet::compile(ids.into_iter().zip(specs.iter())).unwrap()
+}
+
+fn catalog() -> Catalog {
+    let col = |n: &str, t: &str| Column {
+        name: n.into(),
+        data_type: t.into(),
+    };
+    Catalog::new([
+        Relation {
+            schema: "main".into(),
+            name: "customers".into(),
+            kind: RelationKind::Table,
+            columns: vec![
+                col("id", "INTEGER"),
+                col("email", "VARCHAR"),
+                col("ssn", "VARCHAR"),
+                col("region", "VARCHAR"),
+            ],
+            reads: None,
+        },
+        Relation {
+            schema: "main".into(),
+            name: "orders".into(),
+            kind: RelationKind::Table,
+            columns: vec![col("id", "INTEGER"), col("customer_id", "INTEGER")],
+            reads: None,
+        },
+        Relation {
+            schema: "main".into(),
+            name: "customer_view".into(),
+            kind: RelationKind::View,
+            columns: vec![col("email", "VARCHAR")],
+            reads: Some(vec!["customers".into()]),
+        },
+    ])
+}
+
+fn run(sql: &str, role: Role) -> Result<Option<Enforced>> {
+    let analyzed = parse(sql, Dialect::DuckDb).unwrap().remove(0);
+    let c = catalog();
+    let who = Principal {
+        role,
+        user_id: Some("usr_1".into()),
+        email: None,
+        key_id: None,
+        attributes: BTreeMap::from([("region".to_string(), "eu".to_string())]),
+        scopes: None,
+        agent_id: None,
+        framework: None,
+    };
+    let req = Request {
+        org_id: "org_1".into(),
+        env_id: "env_1".into(),
+        action: AbacAction::Query,
+        tables: request_tables(Some(&c), &analyzed.relations),
+        ip: None,
+        at: Utc::now(),
+    };
+    let eval = policies().evaluate(&who, &req);
+    let first = max_placeholder(&analyzed.statement);
+    enforce(&analyzed, &eval, &c, Dialect::DuckDb, first, Some("k3y"))
+}
+
+fn sql(sql: &str) -> Enforced {
+    run(sql, Role::Analyst).unwrap().expect("rewritten")
+}
+
+fn refused(text: &str) -> String {
+    let e = run(text, Role::Analyst).expect_err(text);
+    assert_eq!(crate::query::sqlstate(&e), "42501", "{text}: {e:?}");
+    e.details["rule"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn references_become_guarded_derived_tables() {
+    let e = sql("SELECT * FROM customers WHERE id = $1");
+    let text = e.statement.to_string();
+    assert!(
+        text.starts_with("SELECT * FROM (SELECT CASE WHEN (region = $2) THEN \"id\" END AS \"id\", \
+         CASE WHEN (region = $2) THEN sha256(CAST($3 AS VARCHAR) || CAST(\"email\" AS VARCHAR)) END AS \"email\", \
+         CASE WHEN (region = $2) THEN '***' || right(CAST(\"ssn\" AS VARCHAR), 4) END AS \"ssn\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("FROM customers WHERE (region = $2)) AS customers WHERE id = $1"),
+        "{text}"
+    );
+    assert_eq!(e.params, vec!["eu", "k3y"]);
+    assert_eq!(e.columns_masked, vec!["customers.email", "customers.ssn"]);
+    assert_eq!(e.row_filters, vec!["customers"]);
+}
+
+#[test]
+fn every_reference_is_covered_and_shares_parameters() {
+    let e = sql("WITH x AS (SELECT email FROM Customers c) SELECT * FROM x \
+         JOIN main.customers ON true WHERE EXISTS (SELECT 1 FROM \"CUSTOMERS\" c2) \
+         UNION ALL SELECT email FROM memory.main.customers");
+    let text = e.statement.to_string();
+    assert_eq!(text.matches("FROM Customers WHERE").count(), 1, "{text}");
+    assert_eq!(text.matches("FROM main.customers WHERE").count(), 1);
+    assert_eq!(text.matches("FROM \"CUSTOMERS\" WHERE").count(), 1);
+    assert_eq!(text.matches("FROM memory.main.customers WHERE").count(), 1);
+    assert!(text.contains(") c)") && text.contains(") c2)"), "{text}");
+    // One filter value and one key, whatever the number of references.
+    assert_eq!(e.params.len(), 2);
+}
+
+#[test]
+fn exempt_roles_and_other_tables_are_left_alone() {
+    assert!(run("SELECT * FROM customers", Role::Admin)
+        .unwrap()
+        .is_none());
+    assert!(run("SELECT * FROM orders", Role::Analyst)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn writes_see_only_their_rows() {
+    let e = sql("UPDATE customers AS c SET region = 'eu' WHERE id = 3");
+    assert_eq!(
+        e.statement.to_string(),
+        "UPDATE customers AS c SET region = 'eu' WHERE (id = 3) AND (c.region = $1)"
+    );
+    let e = sql("DELETE FROM customers");
+    assert_eq!(
+        e.statement.to_string(),
+        "DELETE FROM customers WHERE (customers.region = $1)"
+    );
+    let e = sql("INSERT INTO customers (id, region) VALUES (1, 'eu')");
+    let text = e.statement.to_string();
+    assert!(
+        text.starts_with("INSERT INTO customers (\"id\", \"region\") SELECT * FROM (VALUES (1, 'eu')) AS enclave_new (\"id\", \"region\")"),
+        "{text}"
+    );
+    assert!(text.contains(WITH_CHECK_MARK), "{text}");
+    // A filter column the INSERT does not give is NULL to the check.
+    let e = sql("INSERT INTO customers (id) SELECT id FROM orders");
+    assert!(e.statement.to_string().contains("WHEN (NULL = $1)"));
+}
+
+#[test]
+fn what_cannot_be_proven_safe_is_refused() {
+    assert_eq!(
+        refused("UPDATE customers SET region = email"),
+        "policy_masked_column"
+    );
+    assert_eq!(
+        refused("DELETE FROM customers WHERE email LIKE 'a%'"),
+        "policy_masked_column"
+    );
+    assert_eq!(
+        refused("DELETE FROM customers RETURNING *"),
+        "policy_masked_column"
+    );
+    assert_eq!(
+        refused("INSERT INTO customers (id, region) VALUES (1, 'x') ON CONFLICT DO NOTHING"),
+        "policy_row_filter"
+    );
+    assert_eq!(refused("EXPLAIN SELECT * FROM customers"), "policy_explain");
+    assert_eq!(refused("SELECT * FROM customer_view"), "policy_view");
+    assert_eq!(
+        refused("CREATE VIEW v AS SELECT * FROM customers"),
+        "policy_view"
+    );
+    assert_eq!(
+        refused("ALTER TABLE customers RENAME COLUMN email TO e"),
+        "policy_statement"
+    );
+    assert_eq!(refused("TRUNCATE customers"), "policy_row_filter");
+    assert_eq!(
+        refused("WITH customers AS (SELECT 1 AS email) SELECT * FROM customers"),
+        "policy_cte_name"
+    );
+    // Tables the catalog does not know cannot be rewritten: 42P01, never passed through.
+    let analyzed_missing = run("SELECT * FROM x.other.customers", Role::Analyst).unwrap_err();
+    assert_eq!(crate::query::sqlstate(&analyzed_missing), "42P01");
+}
+
+#[test]
+fn ctas_reads_through_the_policies() {
+    let e = sql("CREATE TABLE copy AS SELECT * FROM customers");
+    assert!(e.statement.to_string().contains("sha256("));
+}
