@@ -39,6 +39,11 @@ pub enum Invalidation {
     Policies {
         env_id: String,
     },
+    /// An environment's tables or views changed (DDL through the gateway): the relations the
+    /// policy rewrite knows are read again.
+    Catalog {
+        env_id: String,
+    },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }

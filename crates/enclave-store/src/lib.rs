@@ -69,6 +69,9 @@ pub trait Store:
     fn bus(&self) -> &Bus;
     /// Storage reachable (for `/ready`).
     async fn ping(&self) -> Result<()>;
+    /// Publishes invalidations of state kept outside the store (an engine's catalog) to this
+    /// node's caches and every other node's.
+    async fn announce(&self, events: Vec<Invalidation>) -> Result<()>;
 
     // Users
     async fn count_users(&self) -> Result<i64>;

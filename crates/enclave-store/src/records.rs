@@ -136,6 +136,8 @@ pub struct AuthMembership {
     pub status: MemberStatus,
     pub tier: Tier,
     pub org_status: OrgStatus,
+    /// The member's attributes (ABAC conditions and `{placeholder}`s of row filters).
+    pub attributes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -35,6 +35,11 @@ macro_rules! impl_store {
                 sqlx::query("SELECT 1").execute(self.reader()).await.map(|_| ()).map_err(internal)
             }
 
+            async fn announce(&self, events: Vec<$crate::Invalidation>) -> enclave_core::Result<()> {
+                let tx = self.begin_write().await?;
+                self.commit(tx, events).await
+            }
+
             async fn count_users(&self) -> enclave_core::Result<i64> {
                 sqlx::query_scalar("SELECT COUNT(*) FROM users")
                     .fetch_one(self.reader())
@@ -428,8 +433,9 @@ macro_rules! impl_store {
             }
 
             async fn auth_membership(&self, user_id: &str, org_id: &str) -> enclave_core::Result<Option<AuthMembership>> {
-                let row: Option<(String, String, String, String)> = sqlx::query_as(
-                    "SELECT m.role, m.status, o.tier, o.status FROM memberships m \
+                #[allow(clippy::type_complexity)]
+                let row: Option<(String, String, String, String, sqlx::types::Json<std::collections::BTreeMap<String, String>>)> = sqlx::query_as(
+                    "SELECT m.role, m.status, o.tier, o.status, m.attributes FROM memberships m \
                      JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 AND m.org_id = $2",
                 )
                 .bind(user_id)
@@ -437,11 +443,12 @@ macro_rules! impl_store {
                 .fetch_optional(self.reader())
                 .await
                 .map_err(internal)?;
-                Ok(row.map(|(role, status, tier, org_status)| AuthMembership {
+                Ok(row.map(|(role, status, tier, org_status, attributes)| AuthMembership {
                     role: role.parse().unwrap_or(enclave_core::Role::Auditor),
                     status: MemberStatus::parse(&status).unwrap_or(MemberStatus::Suspended),
                     tier: Tier::parse(&tier).unwrap_or(Tier::Free),
                     org_status: OrgStatus::parse(&org_status).unwrap_or(OrgStatus::Suspended),
+                    attributes: attributes.0,
                 }))
             }
 
