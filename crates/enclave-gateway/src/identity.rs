@@ -22,6 +22,8 @@ pub struct Identity {
     /// A key's scopes; `None` for a member (their role alone decides).
     pub scopes: Option<BTreeSet<Scope>>,
     pub attributes: BTreeMap<String, String>,
+    /// A person's e-mail (the `{email}` of row filters); `None` for a key.
+    pub email: Option<String>,
 }
 
 impl Identity {

@@ -3,14 +3,16 @@
 //! query endpoints (mounted by `enclave-api` over [`Gateway::run`]).
 //!
 //! A statement goes through explicit stages in [`pipeline`]: admission, parse and classify,
-//! authorize, execute (with the environment's timeout and the row cap), audit and respond.
-//! Policy enforcement, translation, cache and metering slot in between them in later
+//! authorize (roles, key scopes, ABAC), rewrite (masks and row filters, [`enforcement`]),
+//! execute (with the environment's timeout and the row cap), audit and respond.
+//! Estimates, quotas, translation, cache and metering slot in between them in later
 //! releases.
 
 pub mod admission;
 pub mod audit;
 pub mod catalog;
 pub mod copy_in;
+pub mod enforcement;
 pub mod engine;
 pub mod identity;
 pub mod load;

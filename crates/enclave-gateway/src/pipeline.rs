@@ -4,9 +4,10 @@
 //! - 1, admission ([`crate::admission`]);
 //! - 2 and 3, parse and classify ([`enclave_core::query::parse`]);
 //! - 4, authorize ([`enclave_core::query::authorize`], plus the environment's and the
-//!   credential's standing);
-//! - 5–9 (estimate, quota, rewrite, translate, cache) arrive with later releases and slot in
-//!   before execute;
+//!   credential's standing, and ABAC in [`crate::enforcement`]);
+//! - 7, rewrite: masks and row filters under the query ([`crate::enforcement`],
+//!   [`enclave_core::query::enforce`]);
+//! - 5, 6, 8, 9 (estimate, quota, translate, cache) arrive with later releases;
 //! - 10, execute on the environment's engine with `settings.query_timeout_ms` and the row cap;
 //! - 12, audit: one entry per statement, allowed or refused;
 //! - 13, respond: rows stream from the engine to the client as they come ([`Rows`]).
@@ -26,6 +27,7 @@ use enclave_store::{EnvRecord, Invalidation, Store};
 
 use crate::admission::{Admission, Permit};
 use crate::audit::AuditWriter;
+use crate::enforcement::{self, Enforcement, ErrorPolicy, MaskKeys, PolicyAudit, PolicyState};
 use crate::engine::{Engines, Param};
 use crate::identity::Authenticator;
 use crate::load::{LoadRequest, Loaded};
@@ -53,6 +55,7 @@ pub struct Gateway {
     audit: AuditWriter,
     config: GatewayConfig,
     envs: Arc<RwLock<HashMap<String, EnvRecord>>>,
+    policies: Arc<PolicyState>,
 }
 
 /// What one statement produced.
@@ -79,6 +82,7 @@ impl Gateway {
         store: Arc<dyn Store>,
         engines: Engines,
         auth: Arc<dyn Authenticator>,
+        mask_keys: Arc<dyn MaskKeys>,
         config: GatewayConfig,
     ) -> Arc<Gateway> {
         let envs: Arc<RwLock<HashMap<String, EnvRecord>>> = Arc::default();
@@ -99,6 +103,7 @@ impl Gateway {
         });
         clear_spool(&config.spool_dir);
         Arc::new(Gateway {
+            policies: PolicyState::start(store.clone(), mask_keys),
             audit: AuditWriter::start(store.clone()),
             admission: Admission::new(config.queue_limit),
             store,
@@ -156,10 +161,11 @@ impl Gateway {
         params: Vec<Param>,
     ) -> Result<SchemaRef> {
         let env = self.check(session, statement).await?;
-        let (sql, params) = self
-            .engines
-            .of(&env)
-            .render(&statement.statement, params, &env.slug);
+        let enforcement = self
+            .enforce(session, &env, statement, params.len())
+            .await
+            .map_err(|(e, _)| e)?;
+        let (sql, params) = self.render(&env, statement, params, &enforcement);
         let sql = format!("SELECT * FROM ({sql}) AS enclave_describe LIMIT 0");
         let conn = self.connection(session, &env).await?;
         let mut execution = conn.execute(&sql, params, 0).await?;
@@ -226,13 +232,79 @@ impl Gateway {
                     .expect("answered from the session"));
             }
         }
+        let enforcement = match self.enforce(session, &env, statement, params.len()).await {
+            Ok(x) => x,
+            Err((e, audit)) => {
+                self.refused_with(session, Some(statement), started, &e, &audit);
+                return Err(e);
+            }
+        };
         let (permit, deadline, timeout) = self
             .admit(session, statement, &env, started, timeout_ms)
             .await?;
-        self.run(
-            session, &env, statement, params, deadline, timeout, permit, started,
+        let outcome = self
+            .run(
+                session,
+                &env,
+                statement,
+                params,
+                &enforcement,
+                (deadline, timeout),
+                permit,
+                started,
+            )
+            .await;
+        self.after(session, &env, statement, outcome.is_ok()).await;
+        outcome
+    }
+
+    /// Stage 4's ABAC and stage 7 for one statement.
+    async fn enforce(
+        &self,
+        session: &Session,
+        env: &EnvRecord,
+        statement: &Analyzed,
+        params: usize,
+    ) -> std::result::Result<Enforcement, (Error, PolicyAudit)> {
+        enforcement::apply(
+            &self.policies,
+            &self.engines,
+            session,
+            env,
+            statement,
+            params,
         )
         .await
+    }
+
+    /// The statement's text for the engine: as the policies rewrote it, with the parameters
+    /// the rewrite added after the caller's.
+    fn render(
+        &self,
+        env: &EnvRecord,
+        statement: &Analyzed,
+        mut params: Vec<Param>,
+        enforcement: &Enforcement,
+    ) -> (String, Vec<Param>) {
+        let parsed = match &enforcement.rewrite {
+            Some(r) => {
+                params.extend(r.params.iter().cloned().map(Param::Text));
+                &r.statement
+            }
+            None => &statement.statement,
+        };
+        self.engines.of(env).render(parsed, params, &env.slug)
+    }
+
+    /// After DDL the policy rewrite reads the catalog again, here and on every node — once
+    /// more at the end of the transaction, when what it made becomes visible to others.
+    async fn after(&self, session: &mut Session, env: &EnvRecord, statement: &Analyzed, ok: bool) {
+        let ddl = ok && statement.kind == Kind::Ddl;
+        let transaction_ended = matches!(statement.session, Some(SessionCommand::Transaction));
+        if ddl || (transaction_ended && session.ddl_pending) {
+            session.ddl_pending = ddl;
+            self.policies.catalog_changed(&env.id).await;
+        }
     }
 
     /// Stage 1: a slot among the environment's concurrent statements, waited for until the
@@ -291,6 +363,10 @@ impl Gateway {
                 return Err(e);
             }
         };
+        if let Err((e, audit)) = self.enforce(session, &env, statement, 0).await {
+            self.refused_with(session, Some(statement), started, &e, &audit);
+            return Err(e);
+        }
         let mut may_not_create = None;
         if request.create {
             let ddl = query::parse(
@@ -314,6 +390,9 @@ impl Gateway {
             Ok(loaded) => {
                 ticket.rows = loaded.rows as i64;
                 ticket.close("ok", None);
+                if loaded.created {
+                    self.policies.catalog_changed(&env.id).await;
+                }
                 Ok((query_id, loaded))
             }
             Err(e) => {
@@ -430,13 +509,15 @@ impl Gateway {
         env: &EnvRecord,
         statement: &Analyzed,
         params: Vec<Param>,
-        deadline: Instant,
-        timeout: Duration,
+        enforcement: &Enforcement,
+        (deadline, timeout): (Instant, Duration),
         permit: Permit,
         started: Instant,
     ) -> Result<Outcome> {
         // From here on the ticket writes the statement's audit entry, whatever happens.
         let mut ticket = self.ticket(session, statement, started, permit);
+        ticket.set_policy(&enforcement.audit);
+        let errors = ErrorPolicy::of(enforcement);
         let cancel = session.cancel.take();
         let conn = match self.connection(session, env).await {
             Ok(c) => c,
@@ -446,14 +527,12 @@ impl Gateway {
             }
         };
         let timer = Timer::start(conn.interrupter(), deadline, cancel);
-        let (sql, params) = self
-            .engines
-            .of(env)
-            .render(&statement.statement, params, &env.slug);
+        let (sql, params) = self.render(env, statement, params, enforcement);
+        let conn = session.connection.as_mut().expect("connected above");
         let execution = match conn.execute(&sql, params, self.config.row_limit).await {
             Ok(x) => x,
             Err(e) => {
-                let e = timer.explain(e, timeout);
+                let e = errors.explain(timer.explain(e, timeout));
                 ticket.close(outcome_of(&e), Some(&e));
                 return Err(e);
             }
@@ -468,6 +547,7 @@ impl Gateway {
             ticket,
             done: false,
             tag: command_tag(statement),
+            errors,
         };
         if statement.kind == Kind::Read || returns_rows(statement, &rows.schema) {
             return Ok(Outcome::Rows(Box::new(rows)));
@@ -544,7 +624,25 @@ impl Gateway {
         started: Instant,
         e: &Error,
     ) {
-        let query_id = self.finish(session, statement, started, 0, "refused", Some(e));
+        self.refused_with(session, statement, started, e, &PolicyAudit::default());
+    }
+
+    /// A refusal, with what the policies said about the statement.
+    pub(crate) fn refused_with(
+        &self,
+        session: &Session,
+        statement: Option<&Analyzed>,
+        started: Instant,
+        e: &Error,
+        audit: &PolicyAudit,
+    ) {
+        let mut entry = self.entry(session, statement);
+        let query_id = entry.query_id.clone();
+        entry.duration_ms = started.elapsed().as_millis() as i64;
+        entry.outcome = "refused".to_string();
+        entry.error_code = Some(sqlstate(e).to_string());
+        audit.fill(&mut entry);
+        self.audit.record(entry);
         tracing::debug!(%query_id, error = %e.message, "statement refused");
     }
 

@@ -143,6 +143,12 @@ impl Ticket {
             .unwrap_or_default()
     }
 
+    pub(crate) fn set_policy(&mut self, audit: &crate::enforcement::PolicyAudit) {
+        if let Some(entry) = self.entry.as_mut() {
+            audit.fill(entry);
+        }
+    }
+
     pub(crate) fn close(&mut self, outcome: &str, error: Option<&Error>) {
         if let Some(mut entry) = self.entry.take() {
             entry.rows_returned = self.rows;
@@ -174,6 +180,8 @@ pub struct Rows {
     pub(crate) timeout: Duration,
     pub(crate) ticket: Ticket,
     pub(crate) done: bool,
+    /// How errors of a statement under policies are reported.
+    pub(crate) errors: crate::enforcement::ErrorPolicy,
 }
 
 impl Rows {
@@ -194,7 +202,7 @@ impl Rows {
 
     fn fail(&mut self, e: Error) -> Error {
         self.done = true;
-        let e = self.timer.explain(e, self.timeout);
+        let e = self.errors.explain(self.timer.explain(e, self.timeout));
         self.ticket.close(outcome_of(&e), Some(&e));
         e
     }

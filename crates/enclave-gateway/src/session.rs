@@ -31,6 +31,9 @@ pub struct Session {
     pub cancel: Option<futures::channel::oneshot::Receiver<()>>,
     /// A `COPY … FROM STDIN` receiving its data.
     pub(crate) copy_in: Option<crate::copy_in::PendingCopy>,
+    /// DDL ran since the last transaction boundary: the end of the transaction makes it
+    /// visible to other sessions, and the catalog is read again then.
+    pub(crate) ddl_pending: bool,
 }
 
 impl Session {
@@ -66,6 +69,7 @@ impl Session {
             connection: None,
             cancel: None,
             copy_in: None,
+            ddl_pending: false,
         }
     }
 

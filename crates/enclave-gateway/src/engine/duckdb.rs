@@ -164,6 +164,18 @@ fn sandbox() -> Result<Config> {
 
 #[async_trait::async_trait]
 impl Engine for DuckDbEngine {
+    fn catalog_query(&self) -> &'static str {
+        "SELECT c.table_schema, c.table_name, t.table_type, c.column_name, c.data_type, v.sql \
+         FROM information_schema.columns AS c \
+         JOIN information_schema.tables AS t ON t.table_catalog = c.table_catalog \
+           AND t.table_schema = c.table_schema AND t.table_name = c.table_name \
+         LEFT JOIN duckdb_views() AS v ON v.database_name = c.table_catalog \
+           AND v.schema_name = c.table_schema AND v.view_name = c.table_name AND NOT v.internal \
+         WHERE c.table_catalog = current_database() \
+           AND c.table_schema NOT IN ('information_schema', 'pg_catalog', 'enclave_catalog') \
+         ORDER BY c.table_schema, c.table_name, c.ordinal_position"
+    }
+
     fn dialect(&self) -> Dialect {
         Dialect::DuckDb
     }

@@ -74,6 +74,10 @@ pub(crate) fn transaction_change(sql: &str) -> Option<bool> {
 pub trait Engine: Send + Sync + 'static {
     /// The SQL grammar statements for this engine are parsed with.
     fn dialect(&self) -> Dialect;
+    /// A query listing every user relation's columns in order, as rows of `(schema, name,
+    /// table_type, column, data_type, view_definition)`; what the policy rewrite resolves
+    /// names against.
+    fn catalog_query(&self) -> &'static str;
     /// The text of a (parsed, allowed) statement as this engine runs it, and the parameters
     /// still to bind (an engine may write them into the text instead). `database` is the
     /// name clients know the environment by (its slug).

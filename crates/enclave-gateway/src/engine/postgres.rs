@@ -159,6 +159,17 @@ pub(super) fn pg_error(e: sqlx::Error) -> Error {
 
 #[async_trait::async_trait]
 impl Engine for PgEngine {
+    fn catalog_query(&self) -> &'static str {
+        "SELECT c.table_schema, c.table_name, t.table_type, c.column_name, c.data_type, v.definition \
+         FROM information_schema.columns AS c \
+         JOIN information_schema.tables AS t ON t.table_schema = c.table_schema \
+           AND t.table_name = c.table_name \
+         LEFT JOIN pg_catalog.pg_views AS v ON v.schemaname = c.table_schema \
+           AND v.viewname = c.table_name \
+         WHERE c.table_schema NOT IN ('information_schema', 'pg_catalog') \
+         ORDER BY c.table_schema, c.table_name, c.ordinal_position"
+    }
+
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
