@@ -76,6 +76,10 @@ impl AppState {
             store.clone(),
             engines,
             wire_auth,
+            Arc::new(EngineSecrets {
+                store: store.clone(),
+                keyring: keyring.clone(),
+            }),
             GatewayConfig {
                 row_limit: config.query_row_limit,
                 queue_limit: config.query_queue_limit,

@@ -159,6 +159,7 @@ mod tests {
             status,
             tier: Tier::Free,
             org_status,
+            attributes: Default::default(),
         })
     }
 

@@ -125,7 +125,9 @@ impl AuthCache {
             Invalidation::OrgEnvironments { org_id } => self
                 .envs
                 .retain(|_, e| e.as_ref().is_none_or(|e| &e.org_id != org_id)),
-            Invalidation::ApiKey { .. } | Invalidation::Policies { .. } => {}
+            Invalidation::ApiKey { .. }
+            | Invalidation::Policies { .. }
+            | Invalidation::Catalog { .. } => {}
             Invalidation::All => {
                 self.sessions.clear();
                 self.members.clear();

@@ -98,7 +98,8 @@ impl KeyAuth {
             | Invalidation::Member { .. }
             | Invalidation::User { .. }
             | Invalidation::OrgEnvironments { .. }
-            | Invalidation::Policies { .. } => {}
+            | Invalidation::Policies { .. }
+            | Invalidation::Catalog { .. } => {}
         }
     }
 
@@ -255,6 +256,7 @@ impl KeyPrincipal {
             role: self.role,
             scopes: Some(self.scopes.clone()),
             attributes: self.attributes.clone(),
+            email: None,
         }
     }
 }

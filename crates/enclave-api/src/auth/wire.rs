@@ -56,14 +56,33 @@ impl Authenticator for WireAuth {
                 format!("the {role} role may not use environments"),
             ));
         }
-        Ok(Identity {
-            kind: ActorType::User,
-            id: principal.user_id,
-            org_id,
-            env_id: env.id,
-            role,
-            scopes: None,
-            attributes: Default::default(),
-        })
+        person(&self.cache, &principal.user_id, &org_id, &env.id, role).await
     }
+}
+
+/// A person acting in an environment as the pipeline sees them: their role, e-mail and
+/// member attributes (from the caches, so each statement's re-check stays cheap).
+pub async fn person(
+    cache: &AuthCache,
+    user_id: &str,
+    org_id: &str,
+    env_id: &str,
+    role: enclave_core::Role,
+) -> Result<Identity> {
+    let email = cache.user(user_id).await?.map(|u| u.email);
+    let attributes = cache
+        .membership(user_id, org_id)
+        .await?
+        .map(|m| m.attributes)
+        .unwrap_or_default();
+    Ok(Identity {
+        kind: ActorType::User,
+        id: user_id.to_string(),
+        org_id: org_id.to_string(),
+        env_id: env_id.to_string(),
+        role,
+        scopes: None,
+        attributes,
+        email,
+    })
 }

@@ -8,7 +8,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use enclave_core::audit::ActorType;
 use enclave_core::query::Analyzed;
 use enclave_core::{Error, Permission, Result};
 use enclave_gateway::engine::Param;
@@ -140,15 +139,14 @@ async fn identity(state: &AppState, who: &Caller, env_id: Option<&str>) -> Resul
             })?;
             let (env, access) =
                 env_access(state, who, env_id, Permission::ReadEnvironments).await?;
-            Ok(Identity {
-                kind: ActorType::User,
-                id: user.user_id.clone(),
-                org_id: env.org_id,
-                env_id: env.id,
-                role: access.role,
-                scopes: None,
-                attributes: Default::default(),
-            })
+            crate::auth::wire::person(
+                &state.auth_cache,
+                &user.user_id,
+                &env.org_id,
+                &env.id,
+                access.role,
+            )
+            .await
         }
     }
 }

@@ -94,6 +94,19 @@ pub async fn env_contents(
         .collect()
 }
 
+/// The environment's key for `hash` masks, derived from its data key (made on first use).
+#[async_trait::async_trait]
+impl enclave_gateway::enforcement::MaskKeys for EngineSecrets {
+    async fn mask_key(&self, env_id: &str) -> Result<String> {
+        Ok(self
+            .keyring
+            .for_writing(env_id)
+            .await?
+            .mask_hash_key()
+            .to_string())
+    }
+}
+
 /// The environment's secrets as the PostgreSQL engine reads its connection string.
 pub struct EngineSecrets {
     pub store: std::sync::Arc<dyn enclave_store::Store>,
