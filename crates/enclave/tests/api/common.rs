@@ -31,6 +31,30 @@ macro_rules! both {
     )*};
 }
 
+/// Runs each named test on the embedded engine (with the store on SQLite and on PostgreSQL)
+/// and on the PostgreSQL engine (an environment whose data is in a PostgreSQL database).
+#[macro_export]
+macro_rules! engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::gateway::Engine;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Db::sqlite(), Engine::Embedded).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(db) = $crate::common::Db::postgres().await else { return };
+                super::$name(db, Engine::Embedded).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres_engine() {
+                super::$name($crate::common::Db::sqlite(), Engine::Postgres).await;
+            }
+        }
+    )*};
+}
+
 /// A database (and data directory) of one test; dropped with the test.
 pub struct Db {
     pub url: String,

@@ -7,34 +7,11 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::both;
 use crate::common::{Db, Org};
+use crate::{both, engines};
 use enclave_store::testing::TempPostgres;
 
 both!(sandbox_and_authorization, query_audit_trail);
-
-/// Runs each named test on the embedded engine (with the store on SQLite and on PostgreSQL)
-/// and on the PostgreSQL engine (an environment whose data is in a PostgreSQL database).
-macro_rules! engines {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::Engine;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name($crate::common::Db::sqlite(), Engine::Embedded).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let Some(db) = $crate::common::Db::postgres().await else { return };
-                super::$name(db, Engine::Embedded).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres_engine() {
-                super::$name($crate::common::Db::sqlite(), Engine::Postgres).await;
-            }
-        }
-    )*};
-}
 
 engines!(
     http_queries_and_errors,
@@ -45,7 +22,7 @@ engines!(
 );
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Engine {
+pub(crate) enum Engine {
     Embedded,
     Postgres,
 }
@@ -53,7 +30,7 @@ enum Engine {
 /// The development environment of a new organization, on `engine`: for PostgreSQL, a fresh
 /// database whose URL is kept in the environment's `DATABASE_URL` secret (returned so that it
 /// lives as long as the test). `None`: PostgreSQL is unreachable outside CI.
-async fn development(o: &Org, engine: Engine) -> Option<(String, Option<TempPostgres>)> {
+pub(crate) async fn development(o: &Org, engine: Engine) -> Option<(String, Option<TempPostgres>)> {
     let env = o.env("development").await;
     if engine == Engine::Embedded {
         return Some((env, None));
@@ -78,7 +55,7 @@ async fn development(o: &Org, engine: Engine) -> Option<(String, Option<TempPost
 
 impl Org {
     /// A new key of the development environment with `scopes` and `role`.
-    async fn query_key(&self, env: &str, scopes: &[&str], role: &str) -> String {
+    pub(crate) async fn query_key(&self, env: &str, scopes: &[&str], role: &str) -> String {
         let r = self
             .s
             .post(
@@ -91,7 +68,7 @@ impl Org {
         r.body["key"].as_str().unwrap().to_string()
     }
 
-    async fn sql(&self, key: &str, sql: &str, params: Value) -> crate::common::Resp {
+    pub(crate) async fn sql(&self, key: &str, sql: &str, params: Value) -> crate::common::Resp {
         self.s
             .keyed(
                 Method::POST,
@@ -105,7 +82,7 @@ impl Org {
 
 impl Org {
     /// `POST …/tables/{table}/import` with `body` as `content_type`, options in `query`.
-    async fn import_file(
+    pub(crate) async fn import_file(
         &self,
         key: &str,
         env: &str,
@@ -125,7 +102,7 @@ impl Org {
         self.s.raw(req.body(body)).await
     }
 
-    async fn count(&self, key: &str, table: &str) -> i64 {
+    pub(crate) async fn count(&self, key: &str, table: &str) -> i64 {
         let r = self
             .sql(key, &format!("SELECT count(*) FROM {table}"), json!([]))
             .await;
@@ -134,7 +111,7 @@ impl Org {
     }
 }
 
-fn sqlstate(r: &crate::common::Resp) -> &str {
+pub(crate) fn sqlstate(r: &crate::common::Resp) -> &str {
     r.body["error"]["details"]["sqlstate"]
         .as_str()
         .unwrap_or_default()
@@ -631,7 +608,12 @@ async fn query_audit_trail(db: Db) {
 }
 
 /// Runs `psql` against the gateway with `key` as the password.
-async fn psql(o: &Org, key: &str, database: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) async fn psql(
+    o: &Org,
+    key: &str,
+    database: &str,
+    args: &[&str],
+) -> (bool, String, String) {
     psql_with(o, "agent", key, database, args, "prefer").await
 }
 
@@ -693,7 +675,7 @@ fn outcome(out: std::process::Output) -> (bool, String, String) {
 }
 
 /// Runs a Python snippet with the test clients' interpreter (psycopg 3 and 2).
-async fn python(script: &str, args: &[&str]) -> Option<(bool, String, String)> {
+pub(crate) async fn python(script: &str, args: &[&str]) -> Option<(bool, String, String)> {
     let python = test_client("ENCLAVE_TEST_PYTHON")?;
     let out = tokio::process::Command::new(python)
         .arg("-c")

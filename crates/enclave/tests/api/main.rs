@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod conventions;
 mod durability;
+mod enforcement;
 mod environments;
 mod gateway;
 mod members;
