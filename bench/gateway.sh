@@ -24,14 +24,9 @@ CONNECTIONS=1
 . bench/lib.sh
 
 need_wrk
-command -v pgbench >/dev/null || { echo "pgbench is needed (PostgreSQL's client tools)" >&2; exit 1; }
+need_pgbench
 cargo build --release -q -p enclave-gateway --example duckdb_inprocess
-start_server ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000" \
-  ENCLAVE_GATEWAY_ADDR=127.0.0.1:0
-gateway="$(sed -n 's/^Enclave gateway (Postgres wire) listening on //p' "$data/stdout")"
-gw_port="${gateway##*:}"
-login
-org="$(curl -sf "$url/v1/auth/me" -H "authorization: Bearer $token" | json '["org"]["org_id"]')"
+start_gateway_server
 env_of() { curl -sf "$url/v1/organizations/$org/environments/$1" -H "authorization: Bearer $token" | json '["env_id"]'; }
 key_of() {
   curl -sf "$url/v1/environments/$1/api-keys" -H "authorization: Bearer $token" -H 'content-type: application/json' \

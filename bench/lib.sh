@@ -73,3 +73,19 @@ login() {
   token="$(curl -sf "$url/v1/auth/login" -H 'content-type: application/json' \
     -d "{\"email\":\"bench@example.com\",\"password\":\"$password\"}" | json '["token"]')"
 }
+
+need_pgbench() {
+  command -v pgbench >/dev/null || { echo "pgbench is needed (PostgreSQL's client tools)" >&2; exit 1; }
+}
+
+# start_gateway_server: a server without rate limits with its gateway on a free port; sets
+# $gw_port, $token (login) and $org besides what start_server sets.
+start_gateway_server() {
+  start_server ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000" \
+    ENCLAVE_GATEWAY_ADDR=127.0.0.1:0
+  local gateway
+  gateway="$(sed -n 's/^Enclave gateway (Postgres wire) listening on //p' "$data/stdout")"
+  gw_port="${gateway##*:}"
+  login
+  org="$(curl -sf "$url/v1/auth/me" -H "authorization: Bearer $token" | json '["org"]["org_id"]')"
+}
