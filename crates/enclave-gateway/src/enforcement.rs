@@ -268,7 +268,8 @@ impl PolicyAudit {
         entry.policy_verdicts = self.policy_verdicts.clone();
     }
 
-    fn of(eval: &Evaluation) -> PolicyAudit {
+    /// The verdicts of ABAC policies (enforced and shadow) in an evaluation.
+    fn abac_verdicts(eval: &Evaluation) -> Vec<Value> {
         let mut verdicts = Vec::new();
         for m in &eval.matched {
             if let Some(effect) = m.effect {
@@ -281,6 +282,19 @@ impl PolicyAudit {
                 verdicts.push(json!({"policy_id": m.policy_id, "name": m.name, "action": action, "mode": m.mode, "tables": m.tables}));
             }
         }
+        if let Some(p) = &eval.shadow.would_deny {
+            let known = verdicts
+                .iter()
+                .any(|v| v["policy_id"] == p.policy_id && v["action"] == "would_deny");
+            if !known {
+                verdicts.push(json!({"policy_id": p.policy_id, "name": p.name, "action": "would_deny", "mode": "shadow"}));
+            }
+        }
+        verdicts
+    }
+
+    fn of(eval: &Evaluation) -> PolicyAudit {
+        let mut verdicts = Self::abac_verdicts(eval);
         let mut mask_verdicts = |masks: &[enclave_core::policy::evaluate::ColumnMask],
                                  action: &str,
                                  mode: &str| {
@@ -299,14 +313,6 @@ impl PolicyAudit {
                 for s in &f.sources {
                     verdicts.push(json!({"policy_id": s.policy_id, "name": s.policy_name, "action": action, "mode": mode, "table": f.table}));
                 }
-            }
-        }
-        if let Some(p) = &eval.shadow.would_deny {
-            let known = verdicts
-                .iter()
-                .any(|v| v["policy_id"] == p.policy_id && v["action"] == "would_deny");
-            if !known {
-                verdicts.push(json!({"policy_id": p.policy_id, "name": p.name, "action": "would_deny", "mode": "shadow"}));
             }
         }
         PolicyAudit {
@@ -408,6 +414,20 @@ pub(crate) async fn apply(
         let mut audit = PolicyAudit::of(&eval);
         if eval.decision == Decision::Deny {
             return Err((violation(&eval), audit));
+        }
+        if session.export && statement.kind == Kind::Read {
+            // A download is a read and an export: both must be allowed.
+            let export = Request {
+                action: AbacAction::Export,
+                ..request.clone()
+            };
+            let verdict = policies.set.evaluate(&principal(session), &export);
+            audit
+                .policy_verdicts
+                .extend(PolicyAudit::abac_verdicts(&verdict));
+            if verdict.decision == Decision::Deny {
+                return Err((violation(&verdict), audit));
+            }
         }
         let Some(catalog) = catalog else {
             return Ok(Enforcement {

@@ -34,6 +34,9 @@ pub struct Session {
     /// DDL ran since the last transaction boundary: the end of the transaction makes it
     /// visible to other sessions, and the catalog is read again then.
     pub(crate) ddl_pending: bool,
+    /// Results leave as a download (the HTTP Arrow door): reads are also the ABAC action
+    /// `export`.
+    pub export: bool,
 }
 
 impl Session {
@@ -70,6 +73,7 @@ impl Session {
             cancel: None,
             copy_in: None,
             ddl_pending: false,
+            export: false,
         }
     }
 

@@ -190,9 +190,11 @@ async fn run(
     meta: RequestMeta,
     headers: &HeaderMap,
     body: QueryRequest,
+    export: bool,
 ) -> Result<Outcome> {
     body.validate()?;
     let mut session = http_session(state, who, &meta, headers, body.env_id.as_deref()).await?;
+    session.export = export;
     let params = body
         .params
         .into_iter()
@@ -249,7 +251,7 @@ pub async fn query(
     headers: HeaderMap,
     JsonBody(body): JsonBody<QueryRequest>,
 ) -> ApiResult<Response> {
-    let outcome = run(&state, &who, meta, &headers, body).await?;
+    let outcome = run(&state, &who, meta, &headers, body, false).await?;
     let mut rows = match outcome {
         Outcome::Rows(rows) => rows,
         Outcome::Command {
@@ -355,7 +357,7 @@ pub async fn query_arrow(
     headers: HeaderMap,
     JsonBody(body): JsonBody<QueryRequest>,
 ) -> ApiResult<Response> {
-    let outcome = run(&state, &who, meta, &headers, body).await?;
+    let outcome = run(&state, &who, meta, &headers, body, true).await?;
     let mut rows = match outcome {
         Outcome::Rows(rows) => rows,
         Outcome::Command { .. } | Outcome::Show { .. } => {

@@ -741,6 +741,36 @@ with psycopg.connect(host=h, port=p, user="a", password=k, dbname=d, application
         assert!(out.starts_with("42501") && out.contains("no-rogue-agents"), "{out}");
     }
 
+    // A download through the Arrow door is also an `export`.
+    f.o.s
+        .post(
+            &policies,
+            Some(&f.o.token),
+            json!({"name": "no-customer-export", "effect": "deny", "actions": ["export"], "resources": ["table:customers"],
+                   "conditions": {"principal.role": {"not_in": ["owner"]}}}),
+        )
+        .await
+        .expect(201);
+    let body = json!({"sql": "SELECT id FROM customers"});
+    let r =
+        f.o.s
+            .keyed(
+                Method::POST,
+                "/v1/query/arrow",
+                &f.analyst,
+                Some(body.clone()),
+            )
+            .await;
+    r.expect_error(422, "POLICY_VIOLATION");
+    assert_eq!(
+        r.body["error"]["details"]["policy_name"],
+        "no-customer-export"
+    );
+    f.o.s
+        .keyed(Method::POST, "/v1/query", &f.analyst, Some(body))
+        .await
+        .expect(200);
+
     // Shadow policies change nothing but are recorded.
     let r =
         f.o.sql(
