@@ -82,6 +82,7 @@ pub fn enforce(
         filtered: BTreeSet::new(),
         policies: BTreeSet::new(),
         covers: 0,
+        guard: needs_guard(&statement.statement),
     };
     refuse_shadowing_ctes(&statement.statement, eval)?;
     let mut out = statement.statement.clone();
@@ -184,6 +185,8 @@ struct Context<'a> {
     filtered: BTreeSet<String>,
     policies: BTreeSet<String>,
     covers: usize,
+    /// Whether filtered columns are guarded (see [`needs_guard`]).
+    guard: bool,
 }
 
 impl<'a> Context<'a> {
@@ -378,7 +381,7 @@ impl<'a> Context<'a> {
                 }
             }
         };
-        if let Some(f) = &cover.filter {
+        if let (Some(f), true) = (&cover.filter, self.guard) {
             sql = format!("CASE WHEN {f} THEN {sql} END");
         }
         Ok(format!("{sql} AS {q}"))
@@ -707,6 +710,40 @@ impl VisitorMut for Rewriter<'_, '_> {
         };
         ControlFlow::Continue(())
     }
+}
+
+/// Whether the caller's statement has predicates an engine could push into a derived table
+/// and evaluate before its filter (WHERE, HAVING, QUALIFY, join conditions, LATERAL, DML).
+/// Without any, the caller's expressions are computed from the derived table's output — after
+/// its filter — so the guards (a CASE per column, evaluated per row) would only cost time.
+pub fn needs_guard(statement: &Statement) -> bool {
+    struct Predicates;
+    impl Visitor for Predicates {
+        type Break = ();
+        fn pre_visit_select(&mut self, s: &sqlparser::ast::Select) -> ControlFlow<()> {
+            let joins = s.from.iter().any(|t| !t.joins.is_empty());
+            if s.selection.is_some()
+                || s.having.is_some()
+                || s.qualify.is_some()
+                || s.prewhere.is_some()
+                || !s.connect_by.is_empty()
+                || joins
+                || s.from.len() > 1
+            {
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_table_factor(&mut self, f: &TableFactor) -> ControlFlow<()> {
+            match f {
+                TableFactor::Derived { lateral: true, .. }
+                | TableFactor::Function { lateral: true, .. } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    !matches!(statement, Statement::Query(_) | Statement::CreateTable(_))
+        || statement.visit(&mut Predicates).is_break()
 }
 
 /// A CTE named like a covered table would make its references ambiguous to the rewrite.

@@ -160,6 +160,31 @@ fn every_reference_is_covered_and_shares_parameters() {
 }
 
 #[test]
+fn guards_only_where_predicates_could_run_first() {
+    // No predicate of the caller's: their expressions run on the filtered output.
+    let e = sql("SELECT g.region, count(*) FROM customers AS g GROUP BY 1 ORDER BY 2 LIMIT 3");
+    let text = e.statement.to_string();
+    assert!(!text.contains("CASE WHEN"), "{text}");
+    assert!(text.contains("WHERE (region = $1)"), "{text}");
+    for with_predicates in [
+        "SELECT id FROM customers WHERE id > 1",
+        "SELECT region FROM customers GROUP BY region HAVING count(*) > 1",
+        "SELECT c.id FROM customers c JOIN orders o ON o.customer_id = c.id",
+        "SELECT c.id FROM customers c, orders o",
+        "SELECT x.n FROM customers c, LATERAL (SELECT c.name AS n) x",
+        "SELECT (SELECT max(id) FROM customers WHERE id > 0)",
+    ] {
+        assert!(
+            sql(with_predicates)
+                .statement
+                .to_string()
+                .contains("CASE WHEN"),
+            "{with_predicates}"
+        );
+    }
+}
+
+#[test]
 fn exempt_roles_and_other_tables_are_left_alone() {
     assert!(run("SELECT * FROM customers", Role::Admin)
         .unwrap()
