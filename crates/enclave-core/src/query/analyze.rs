@@ -89,14 +89,18 @@ pub struct Analyzed {
 /// Parses `sql` into statements, each classified; the first statement that may not run stops
 /// the whole string before anything runs.
 pub fn parse(sql: &str, dialect: Dialect) -> Result<Vec<Analyzed>> {
-    let statements = match dialect {
-        // Clients speak PostgreSQL (psql's catalog queries use `OPERATOR(pg_catalog.~)`), and
-        // users DuckDB: the generic grammar reads both.
-        Dialect::DuckDb => Parser::parse_sql(&GenericDialect {}, sql),
-        Dialect::Postgres => Parser::parse_sql(&PostgreSqlDialect {}, sql),
-    }
-    .map_err(|e| syntax_error(sql, e))?;
+    let statements =
+        Parser::parse_sql(grammar(dialect).as_ref(), sql).map_err(|e| syntax_error(sql, e))?;
     statements.into_iter().map(classify).collect()
+}
+
+/// sqlparser's grammar for an engine's dialect. Clients speak PostgreSQL (psql's catalog
+/// queries use `OPERATOR(pg_catalog.~)`), and users DuckDB: the generic grammar reads both.
+pub(crate) fn grammar(dialect: Dialect) -> Box<dyn sqlparser::dialect::Dialect> {
+    match dialect {
+        Dialect::DuckDb => Box::new(GenericDialect {}),
+        Dialect::Postgres => Box::new(PostgreSqlDialect {}),
+    }
 }
 
 /// A parser error as `42601` with the 1-based character position PostgreSQL reports.

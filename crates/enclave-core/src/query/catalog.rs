@@ -78,14 +78,6 @@ impl Catalog {
         catalog
     }
 
-    pub fn len(&self) -> usize {
-        self.relations.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.relations.is_empty()
-    }
-
     fn get(&self, schema: &str, name: &str) -> Option<&Relation> {
         self.relations
             .get(&(schema.to_ascii_lowercase(), name.to_ascii_lowercase()))

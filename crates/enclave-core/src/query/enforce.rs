@@ -27,10 +27,9 @@ use sqlparser::ast::{
     Query, SelectItem, Statement, TableAlias, TableFactor, TableObject, Value, ValueWithSpan,
     Visit, VisitMut, Visitor, VisitorMut,
 };
-use sqlparser::dialect::{Dialect as SqlDialect, GenericDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 
-use super::analyze::{Analyzed, Dialect};
+use super::analyze::{grammar, object_name, Analyzed, Dialect};
 use super::catalog::{split, Catalog, Relation, RelationKind};
 use super::sqlstate::with_sqlstate;
 use crate::error::{Error, Result};
@@ -190,14 +189,10 @@ struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
+    /// A name's parts as the classifier lists them, so a reference resolves here exactly as
+    /// it did when the policies were asked about it.
     fn parts(name: &ObjectName) -> Vec<String> {
-        name.0
-            .iter()
-            .map(|p| match p {
-                ObjectNamePart::Identifier(i) => i.value.clone(),
-                other => other.to_string(),
-            })
-            .collect()
+        split(&object_name(name))
     }
 
     fn masks_of(&self, refs: &[TableRef]) -> Vec<ColumnMask> {
@@ -810,15 +805,8 @@ fn qualify(filter: &Expr, qualifier: &Ident) -> Expr {
     f
 }
 
-fn sql_dialect(dialect: Dialect) -> Box<dyn SqlDialect> {
-    match dialect {
-        Dialect::DuckDb => Box::new(GenericDialect {}),
-        Dialect::Postgres => Box::new(PostgreSqlDialect {}),
-    }
-}
-
 fn parse_expr(sql: &str, dialect: Dialect) -> Result<Expr> {
-    let d = sql_dialect(dialect);
+    let d = grammar(dialect);
     Parser::new(d.as_ref())
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
@@ -827,7 +815,7 @@ fn parse_expr(sql: &str, dialect: Dialect) -> Result<Expr> {
 }
 
 fn parse_statement(sql: &str, dialect: Dialect) -> Result<Statement> {
-    let d = sql_dialect(dialect);
+    let d = grammar(dialect);
     let mut v = Parser::parse_sql(d.as_ref(), sql).map_err(|_| Error::internal())?;
     match (v.pop(), v.is_empty()) {
         (Some(s), true) => Ok(s),

@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use enclave_core::query::enforce::max_placeholder;
 use enclave_core::query::{sqlstate, Analyzed, Kind};
 use enclave_core::Error;
 use futures::stream::{self, StreamExt};
@@ -182,7 +183,10 @@ impl QueryParser for Parser {
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
-        Ok(vec![Type::UNKNOWN; placeholders(&stmt.statement)])
+        Ok(vec![
+            Type::UNKNOWN;
+            max_placeholder(&stmt.statement.statement)
+        ])
     }
 
     /// Not used: `do_describe_statement` and `do_describe_portal` ask the engine.
@@ -193,23 +197,6 @@ impl QueryParser for Parser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         Ok(vec![])
     }
-}
-
-/// How many `$n` parameters a statement takes (the highest `n`).
-fn placeholders(statement: &Analyzed) -> usize {
-    use sqlparser::ast::{visit_expressions, Expr, Value};
-    let mut highest = 0;
-    let _ = visit_expressions(&statement.statement, |e| {
-        if let Expr::Value(v) = e {
-            if let Value::Placeholder(p) = &v.value {
-                if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
-                    highest = highest.max(n);
-                }
-            }
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-    highest
 }
 
 impl QueryHandler {
@@ -368,7 +355,7 @@ impl ExtendedQueryHandler for QueryHandler {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let n = placeholders(&stmt.statement.statement);
+        let n = max_placeholder(&stmt.statement.statement.statement);
         let params: Vec<Type> = (0..n)
             .map(|i| {
                 stmt.parameter_types
