@@ -27,6 +27,8 @@ pub struct ApiConfig {
     pub master_key: crate::secrets::MasterKeySource,
     /// Most rows one statement returns through the gateway (the rest are left out).
     pub query_row_limit: u64,
+    /// What one request's SQL may hold (size, statements, nesting, select-list width).
+    pub sql_limits: enclave_core::query::Limits,
     /// Statements that may wait per environment once `max_concurrent_queries` run.
     pub query_queue_limit: usize,
     /// Where bulk loads (imports, `COPY … FROM STDIN`) are spooled before the engine reads them.
@@ -91,6 +93,7 @@ impl ApiConfig {
             webhooks: WebhookConfig::default(),
             master_key: crate::secrets::MasterKeySource::File(data_dir.join("master.key")),
             query_row_limit: DEFAULT_QUERY_ROW_LIMIT,
+            sql_limits: enclave_core::query::Limits::default(),
             query_queue_limit: DEFAULT_QUERY_QUEUE_LIMIT,
             spool_dir: data_dir.join("spool"),
             load_max_bytes: LOAD_MAX_BYTES,

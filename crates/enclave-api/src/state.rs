@@ -82,6 +82,7 @@ impl AppState {
             }),
             GatewayConfig {
                 row_limit: config.query_row_limit,
+                sql_limits: config.sql_limits,
                 queue_limit: config.query_queue_limit,
                 spool_dir: config.spool_dir.clone(),
                 load_limit: config.load_max_bytes,

@@ -62,7 +62,12 @@ impl Gateway {
         );
         let statements = self.parse(session, &sql).await?;
         let outcome = self
-            .execute(session, &statements[0], vec![Param::Text(param)], None)
+            .execute(
+                session,
+                &statements[0],
+                vec![Param::Text(param)],
+                crate::RequestClock::start(None),
+            )
             .await?;
         let Outcome::Rows(mut rows) = outcome else {
             return Err(Error::internal());

@@ -16,6 +16,7 @@ pub mod enforcement;
 pub mod engine;
 pub mod identity;
 pub mod load;
+pub mod peer;
 pub mod pipeline;
 pub mod results;
 pub mod running;
@@ -25,6 +26,6 @@ pub mod wire;
 /// The embedded engine's crate, for callers that read or write its files (tests, tools).
 pub use duckdb;
 pub use identity::{Authenticator, Credential, Door, Identity};
-pub use pipeline::{Gateway, GatewayConfig, Outcome};
+pub use pipeline::{Gateway, GatewayConfig, Outcome, RequestClock};
 pub use running::Rows;
 pub use session::Session;

@@ -44,7 +44,31 @@ pub struct GatewayConfig {
     pub spool_dir: std::path::PathBuf,
     /// The largest load (HTTP import body or COPY data), in bytes.
     pub load_limit: u64,
+    /// What one request's SQL may hold.
+    pub sql_limits: query::Limits,
 }
+
+/// One request's time: an HTTP query, a wire `Query` message (every statement in it) or an
+/// `Execute`. The environment's `query_timeout_ms`, or the caller's shorter `timeout_ms`,
+/// bounds the whole request, not each of its statements.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestClock {
+    pub started: Instant,
+    pub timeout_ms: Option<i64>,
+}
+
+impl RequestClock {
+    pub fn start(timeout_ms: Option<i64>) -> RequestClock {
+        RequestClock {
+            started: Instant::now(),
+            timeout_ms,
+        }
+    }
+}
+
+/// SQL texts longer than this are parsed on the blocking pool, a few at a time: parsing a
+/// megabyte takes long enough to stall the other tasks of an async worker.
+const INLINE_PARSE_BYTES: usize = 16 << 10;
 
 /// The data plane's shared state.
 pub struct Gateway {
@@ -56,6 +80,8 @@ pub struct Gateway {
     config: GatewayConfig,
     envs: Arc<RwLock<HashMap<String, EnvRecord>>>,
     policies: Arc<PolicyState>,
+    /// Long SQL texts parsed at once (each may take a large syntax tree's memory).
+    parse_slots: tokio::sync::Semaphore,
 }
 
 /// What one statement produced.
@@ -111,6 +137,9 @@ impl Gateway {
             auth,
             config,
             envs,
+            parse_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 
@@ -180,16 +209,21 @@ impl Gateway {
             .engines
             .of(&self.environment(&session.identity.env_id).await?)
             .dialect();
-        if sql.len() > MAX_SQL_BYTES {
-            let e = Error::validation(
-                "sql",
-                "max_length",
-                format!("a statement string may hold at most {MAX_SQL_BYTES} bytes"),
-            );
-            self.refused(session, None, started, &e);
-            return Err(with_sqlstate(e, "54000"));
-        }
-        query::parse(sql, dialect).inspect_err(|e| {
+        let limits = self.config.sql_limits;
+        let parsed = if sql.len() <= INLINE_PARSE_BYTES || sql.len() > limits.max_statement_bytes {
+            query::parse_within(sql, dialect, &limits)
+        } else {
+            let _slot = self
+                .parse_slots
+                .acquire()
+                .await
+                .map_err(|_| Error::internal())?;
+            let sql = sql.to_string();
+            tokio::task::spawn_blocking(move || query::parse_within(&sql, dialect, &limits))
+                .await
+                .map_err(|_| Error::internal())?
+        };
+        parsed.inspect_err(|e| {
             self.refused(session, None, started, e);
         })
     }
@@ -200,7 +234,7 @@ impl Gateway {
         session: &mut Session,
         statement: &Analyzed,
         params: Vec<Param>,
-        timeout_ms: Option<i64>,
+        clock: RequestClock,
     ) -> Result<Outcome> {
         let started = Instant::now();
         let checked = self.check(session, statement).await;
@@ -239,9 +273,8 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let (permit, deadline, timeout) = self
-            .admit(session, statement, &env, started, timeout_ms)
-            .await?;
+        let (permit, deadline, timeout) =
+            self.admit(session, statement, &env, started, clock).await?;
         let outcome = self
             .run(
                 session,
@@ -293,7 +326,7 @@ impl Gateway {
             }
             None => &statement.statement,
         };
-        self.engines.of(env).render(parsed, params, &env.slug)
+        statement.with_stack(|| self.engines.of(env).render(parsed, params, &env.slug))
     }
 
     /// After DDL the policy rewrite reads the catalog again, here and on every node — once
@@ -308,21 +341,27 @@ impl Gateway {
     }
 
     /// Stage 1: a slot among the environment's concurrent statements, waited for until the
-    /// statement's deadline (refusals and timeouts are audited here).
+    /// request's deadline (refusals and timeouts are audited here).
     async fn admit(
         &self,
         session: &Session,
         statement: &Analyzed,
         env: &EnvRecord,
         started: Instant,
-        timeout_ms: Option<i64>,
+        clock: RequestClock,
     ) -> Result<(Permit, Instant, Duration)> {
         let limit = env.settings.0.query_timeout_ms;
-        let timeout = Duration::from_millis(match timeout_ms {
+        let timeout = Duration::from_millis(match clock.timeout_ms {
             Some(t) if t > 0 && t < limit => t as u64,
             _ => limit as u64,
         });
-        let deadline = started + timeout;
+        let deadline = clock.started + timeout;
+        if deadline <= Instant::now() {
+            // The request's earlier statements used up its time.
+            let e = timeout_error(timeout);
+            self.finish(session, Some(statement), started, 0, "timeout", Some(&e));
+            return Err(e);
+        }
         match tokio::time::timeout_at(
             deadline.into(),
             self.admission.admit(
@@ -378,8 +417,9 @@ impl Gateway {
                 may_not_create = Some(e);
             }
         }
-        let (permit, deadline, timeout) =
-            self.admit(session, statement, &env, started, None).await?;
+        let (permit, deadline, timeout) = self
+            .admit(session, statement, &env, started, RequestClock::start(None))
+            .await?;
         let mut ticket = self.ticket(session, statement, started, permit);
         let query_id = ticket.query_id();
         let loaded = match self.connection(session, &env).await {
@@ -519,6 +559,7 @@ impl Gateway {
         ticket.set_policy(&enforcement.audit);
         let errors = ErrorPolicy::of(enforcement);
         let cancel = session.cancel.take();
+        let peer = session.peer.clone();
         let conn = match self.connection(session, env).await {
             Ok(c) => c,
             Err(e) => {
@@ -526,7 +567,7 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let timer = Timer::start(conn.interrupter(), deadline, cancel);
+        let timer = Timer::start(conn.interrupter(), deadline, cancel, peer);
         let (sql, params) = self.render(env, statement, params, enforcement);
         let conn = session.connection.as_mut().expect("connected above");
         let execution = match conn.execute(&sql, params, self.config.row_limit).await {
@@ -598,7 +639,7 @@ impl Gateway {
             agent: session.agent.clone(),
             door: session.door.as_str().to_string(),
             source_ip: session.source_ip.map(|ip| ip.to_string()),
-            sql_redacted: statement.map(|s| query::redact(&s.statement)),
+            sql_redacted: statement.map(|s| s.with_stack(|| query::redact(&s.statement))),
             statement_kind: statement.map(|s| s.kind.as_str().to_string()),
             tables: statement.map(|s| s.tables.clone()).unwrap_or_default(),
             columns_masked: vec![],
@@ -679,9 +720,6 @@ fn clear_spool(dir: &std::path::Path) {
         }
     }
 }
-
-/// Statement strings longer than this are refused before parsing.
-pub const MAX_SQL_BYTES: usize = 1 << 20;
 
 /// The first words of a statement's PostgreSQL command tag.
 fn command_tag(statement: &Analyzed) -> String {

@@ -16,11 +16,13 @@ use tokio::sync::mpsc;
 use crate::admission::Permit;
 use crate::audit::AuditWriter;
 use crate::engine::Interrupt;
+use crate::peer::Peer;
 
 pub(crate) fn outcome_of(e: &Error) -> &'static str {
     match (sqlstate(e), e.details.get("rule").and_then(|r| r.as_str())) {
         ("57014", Some("cancel_request")) => "cancelled",
         ("57014", _) => "timeout",
+        ("08006", _) => "cancelled",
         _ => "error",
     }
 }
@@ -34,6 +36,18 @@ pub(crate) fn cancel_error() -> Error {
         .with_details(serde_json::json!({"rule": "cancel_request"}))
         .with_status(408),
         "57014",
+    )
+}
+
+/// The client hung up while its statement ran (nobody reads this error; the audit does).
+pub(crate) fn disconnect_error() -> Error {
+    with_sqlstate(
+        Error::new(
+            ErrorCode::ValidationError,
+            "canceling statement: the client closed the connection",
+        )
+        .with_details(serde_json::json!({"rule": "client_disconnected"})),
+        "08006",
     )
 }
 
@@ -65,8 +79,8 @@ fn affected(batch: &RecordBatch) -> Option<u64> {
     )
 }
 
-/// Interrupts the statement at its deadline (stage 10's timeout), or when the client asks
-/// (a wire cancel request), unless it finished first.
+/// Interrupts the statement at its deadline (stage 10's timeout), when the client asks (a
+/// wire cancel request) or when the client hangs up, unless it finished first.
 pub(crate) struct Timer {
     /// 0: running; [`TIMED_OUT`] or [`CANCELLED`] once it interrupted the statement.
     fired: Arc<AtomicU8>,
@@ -75,12 +89,14 @@ pub(crate) struct Timer {
 
 const TIMED_OUT: u8 = 1;
 const CANCELLED: u8 = 2;
+const DISCONNECTED: u8 = 3;
 
 impl Timer {
     pub(crate) fn start(
         interrupt: Arc<dyn Interrupt>,
         deadline: Instant,
         cancel: Option<futures::channel::oneshot::Receiver<()>>,
+        peer: Option<Arc<Peer>>,
     ) -> Timer {
         let fired = Arc::new(AtomicU8::new(0));
         let flag = fired.clone();
@@ -95,9 +111,16 @@ impl Timer {
                     std::future::pending::<()>().await;
                 }
             };
+            let hung_up = async {
+                match &peer {
+                    Some(peer) => peer.closed().await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
             let why = tokio::select! {
                 _ = tokio::time::sleep_until(deadline.into()) => TIMED_OUT,
                 _ = cancelled => CANCELLED,
+                _ = hung_up => DISCONNECTED,
             };
             flag.store(why, Ordering::SeqCst);
             interrupt.interrupt();
@@ -110,6 +133,7 @@ impl Timer {
         match self.fired.load(Ordering::SeqCst) {
             TIMED_OUT => Some(timeout_error(timeout)),
             CANCELLED => Some(cancel_error()),
+            DISCONNECTED => Some(disconnect_error()),
             _ => None,
         }
     }

@@ -29,6 +29,8 @@ pub struct Session {
     pub(crate) connection: Option<Box<dyn EngineConnection>>,
     /// Fires when the client asks to cancel the next statement (a wire cancel request).
     pub cancel: Option<futures::channel::oneshot::Receiver<()>>,
+    /// The wire client's socket, watched for hanging up while statements run.
+    pub peer: Option<std::sync::Arc<crate::peer::Peer>>,
     /// A `COPY … FROM STDIN` receiving its data.
     pub(crate) copy_in: Option<crate::copy_in::PendingCopy>,
     /// DDL ran since the last transaction boundary: the end of the transaction makes it
@@ -71,6 +73,7 @@ impl Session {
             parameters,
             connection: None,
             cancel: None,
+            peer: None,
             copy_in: None,
             ddl_pending: false,
             export: false,

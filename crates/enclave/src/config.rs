@@ -40,6 +40,34 @@ pub struct ServeArgs {
     /// Most rows one statement returns through the gateway (default 1 000 000).
     #[arg(long, env = "ENCLAVE_QUERY_ROW_LIMIT")]
     pub query_row_limit: Option<u64>,
+    /// Most bytes of SQL text in one request: a wire Query or Parse, an HTTP body's `sql`
+    /// (default 1 048 576).
+    #[arg(long, env = "ENCLAVE_QUERY_MAX_BYTES")]
+    pub query_max_bytes: Option<usize>,
+    /// Most statements in one request's SQL text (default 1 000).
+    #[arg(long, env = "ENCLAVE_QUERY_MAX_STATEMENTS")]
+    pub query_max_statements: Option<usize>,
+    /// How deep a statement's expressions, subqueries and set operations may nest
+    /// (default 1 000, as DuckDB's `max_expression_depth`).
+    #[arg(long, env = "ENCLAVE_QUERY_MAX_DEPTH")]
+    pub query_max_depth: Option<usize>,
+    /// Most items in one select list (default 10 000).
+    #[arg(long, env = "ENCLAVE_QUERY_MAX_SELECT_ITEMS")]
+    pub query_max_select_items: Option<usize>,
+    /// Wire connections open at once (default: half the file descriptors the process may
+    /// open, at most 10 000; the rest stay for HTTP, the store and engine files).
+    #[arg(long, env = "ENCLAVE_GATEWAY_MAX_CONNECTIONS")]
+    pub gateway_max_connections: Option<usize>,
+    /// Wire connections still authenticating at once (default 256, at most half of
+    /// `gateway_max_connections`).
+    #[arg(long, env = "ENCLAVE_GATEWAY_MAX_STARTUPS")]
+    pub gateway_max_startups: Option<usize>,
+    /// Of those, from one source address (default 32).
+    #[arg(long, env = "ENCLAVE_GATEWAY_MAX_STARTUPS_PER_SOURCE")]
+    pub gateway_max_startups_per_source: Option<usize>,
+    /// Milliseconds a wire connection has to authenticate (default 10 000).
+    #[arg(long, env = "ENCLAVE_GATEWAY_STARTUP_TIMEOUT_MS")]
+    pub gateway_startup_timeout_ms: Option<u64>,
     /// PEM certificate chain for TLS on the gateway (with `gateway_tls_key`).
     #[arg(long, env = "ENCLAVE_GATEWAY_TLS_CERT")]
     pub gateway_tls_cert: Option<PathBuf>,
@@ -126,7 +154,99 @@ pub struct ServerConfig {
     pub bootstrap_password: Option<String>,
     pub webhooks: enclave_api::config::WebhookConfig,
     pub query_row_limit: u64,
+    pub sql_limits: enclave_core::query::Limits,
+    /// The wire connection budget as configured; unset numbers follow the file descriptor
+    /// limit the server finds at start ([`WireSettings::limits`]).
+    pub wire: WireSettings,
     pub gateway_tls: Option<enclave_gateway::wire::TlsConfig>,
+}
+
+/// The wire connection budget as configured.
+#[derive(Debug, Clone)]
+pub struct WireSettings {
+    pub max_connections: Option<usize>,
+    pub max_startups: Option<usize>,
+    pub max_startups_per_source: Option<usize>,
+    pub startup_timeout: Duration,
+}
+
+impl WireSettings {
+    /// The budget for a process that may open `file_limit` descriptors: unset numbers leave
+    /// half of them to HTTP connections, the stores' pools and the engines' files.
+    pub fn limits(
+        &self,
+        file_limit: u64,
+        sql: &enclave_core::query::Limits,
+    ) -> enclave_gateway::wire::WireLimits {
+        let defaults = enclave_gateway::wire::WireLimits::default();
+        let max_connections = self
+            .max_connections
+            .unwrap_or_else(|| (file_limit.saturating_sub(64) / 2).clamp(16, 10_000) as usize);
+        let max_unauthenticated = self
+            .max_startups
+            .unwrap_or(defaults.max_unauthenticated.min(max_connections / 2).max(1));
+        enclave_gateway::wire::WireLimits {
+            max_connections,
+            max_unauthenticated,
+            max_unauthenticated_per_source: self
+                .max_startups_per_source
+                .unwrap_or(defaults.max_unauthenticated_per_source),
+            startup_timeout: self.startup_timeout,
+            max_sql_bytes: sql.max_statement_bytes,
+            max_data_bytes: defaults.max_data_bytes,
+        }
+    }
+}
+
+fn positive(name: &str, value: Option<usize>) -> anyhow::Result<Option<usize>> {
+    match value {
+        Some(0) => bail!("{name}: must be at least 1"),
+        other => Ok(other),
+    }
+}
+
+/// The SQL limits, each within a range that keeps the server safe (a depth beyond 10 000
+/// would need more stack than is reasonable to map per statement).
+fn sql_limits(
+    bytes: Option<usize>,
+    statements: Option<usize>,
+    depth: Option<usize>,
+    select_items: Option<usize>,
+) -> anyhow::Result<enclave_core::query::Limits> {
+    let mut limits = enclave_core::query::Limits::default();
+    for (name, value, range, slot) in [
+        (
+            "query_max_bytes",
+            bytes,
+            1024..=(64 << 20),
+            &mut limits.max_statement_bytes,
+        ),
+        (
+            "query_max_statements",
+            statements,
+            1..=100_000,
+            &mut limits.max_statements,
+        ),
+        ("query_max_depth", depth, 16..=10_000, &mut limits.max_depth),
+        (
+            "query_max_select_items",
+            select_items,
+            1..=1_000_000,
+            &mut limits.max_select_items,
+        ),
+    ] {
+        if let Some(v) = value {
+            if !range.contains(&v) {
+                bail!(
+                    "{name}: {v} must be between {} and {}",
+                    range.start(),
+                    range.end()
+                );
+            }
+            *slot = v;
+        }
+    }
+    Ok(limits)
 }
 
 fn addr(name: &str, value: &str) -> anyhow::Result<SocketAddr> {
@@ -295,6 +415,38 @@ impl ServeArgs {
                 Some(n) => n,
                 None => enclave_api::config::DEFAULT_QUERY_ROW_LIMIT,
             },
+            sql_limits: sql_limits(
+                self.query_max_bytes.or(file.query_max_bytes),
+                self.query_max_statements.or(file.query_max_statements),
+                self.query_max_depth.or(file.query_max_depth),
+                self.query_max_select_items.or(file.query_max_select_items),
+            )?,
+            wire: WireSettings {
+                max_connections: positive(
+                    "gateway_max_connections",
+                    self.gateway_max_connections
+                        .or(file.gateway_max_connections),
+                )?,
+                max_startups: positive(
+                    "gateway_max_startups",
+                    self.gateway_max_startups.or(file.gateway_max_startups),
+                )?,
+                max_startups_per_source: positive(
+                    "gateway_max_startups_per_source",
+                    self.gateway_max_startups_per_source
+                        .or(file.gateway_max_startups_per_source),
+                )?,
+                startup_timeout: match self
+                    .gateway_startup_timeout_ms
+                    .or(file.gateway_startup_timeout_ms)
+                {
+                    Some(ms) if !(100..=600_000).contains(&ms) => {
+                        bail!("gateway_startup_timeout_ms: {ms} must be between 100 and 600000")
+                    }
+                    Some(ms) => Duration::from_millis(ms),
+                    None => Duration::from_secs(10),
+                },
+            },
             gateway_tls: match (
                 self.gateway_tls_cert.or(file.gateway_tls_cert),
                 self.gateway_tls_key.or(file.gateway_tls_key),
@@ -329,6 +481,7 @@ impl ServerConfig {
             webhooks: self.webhooks.clone(),
             master_key: self.master_key.clone(),
             query_row_limit: self.query_row_limit,
+            sql_limits: self.sql_limits,
             query_queue_limit: enclave_api::config::DEFAULT_QUERY_QUEUE_LIMIT,
             spool_dir: self.data_dir.join("spool"),
             load_max_bytes: enclave_api::config::LOAD_MAX_BYTES,

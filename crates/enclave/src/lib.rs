@@ -4,4 +4,5 @@ pub mod admin;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod limits;
 pub mod server;

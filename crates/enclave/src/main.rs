@@ -88,6 +88,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     init_logging(config.log_format);
+    log_panics();
     client_result(if serve {
         enclave::server::serve(config).await
     } else {
@@ -97,6 +98,24 @@ async fn main() -> std::process::ExitCode {
             .await
             .map(|_| println!("migrations applied to {}", enclave_store::redact_url(&url)))
     })
+}
+
+/// A panic (which ends only the task it happens in: one connection, one request) is logged
+/// as one error line of the server's log, not the default multi-line report on stderr.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(panic = %message, %location, "a task panicked");
+    }));
 }
 
 /// A command's outcome: errors (the API's, for client commands) on one line, exit code 1.

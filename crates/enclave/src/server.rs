@@ -92,10 +92,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         Some(tls) => Some(enclave_gateway::wire::Tls::load(tls)?),
         None => None,
     };
+    let file_limit = crate::limits::raise_file_limit();
+    let wire_limits = config.wire.limits(file_limit, &config.sql_limits);
+    tracing::info!(
+        file_limit,
+        max_connections = wire_limits.max_connections,
+        max_unauthenticated = wire_limits.max_unauthenticated,
+        "gateway connection budget"
+    );
     let gateway = tokio::spawn(enclave_gateway::wire::serve(
         gateway_listener,
         state.gateway.clone(),
         tls,
+        wire_limits,
     ));
     spawn_housekeeping(state.clone());
     enclave_api::webhooks::worker::spawn(state.store.clone(), config.webhooks.clone())?;

@@ -12,7 +12,7 @@ use enclave_core::query::Analyzed;
 use enclave_core::{Error, Permission, Result};
 use enclave_gateway::engine::Param;
 use enclave_gateway::results::{json_rows, pg_type, type_name, IpcStream};
-use enclave_gateway::{Door, Identity, Outcome, Rows, Session};
+use enclave_gateway::{Door, Identity, Outcome, RequestClock, Rows, Session};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -193,6 +193,7 @@ async fn run(
     export: bool,
 ) -> Result<Outcome> {
     body.validate()?;
+    let clock = RequestClock::start(body.timeout_ms);
     let mut session = http_session(state, who, &meta, headers, body.env_id.as_deref()).await?;
     session.export = export;
     let params = body
@@ -212,7 +213,7 @@ async fn run(
     };
     for statement in earlier {
         if let Outcome::Rows(mut rows) = gateway
-            .execute(&mut session, statement, params.clone(), body.timeout_ms)
+            .execute(&mut session, statement, params.clone(), clock)
             .await?
         {
             while let Some(batch) = rows.next().await {
@@ -220,9 +221,7 @@ async fn run(
             }
         }
     }
-    gateway
-        .execute(&mut session, last, params, body.timeout_ms)
-        .await
+    gateway.execute(&mut session, last, params, clock).await
 }
 
 fn columns_json(rows: &Rows) -> Vec<Column> {

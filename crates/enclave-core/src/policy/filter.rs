@@ -78,6 +78,10 @@ pub const PURE_FUNCTIONS: &[&str] = &[
 
 pub const MAX_FILTER_CHARS: usize = 4096;
 
+/// How deep a filter's expression may nest (`a = 1 OR a = 2 OR …` nests one level a term):
+/// the rewrite places it inside the caller's statement, which makes room for this much.
+pub const MAX_FILTER_DEPTH: usize = 128;
+
 /// A validated filter: its source text and the parsed expression, in which placeholder
 /// `placeholders[i]` is the parameter `$(i+1)`.
 #[derive(Debug, Clone)]
@@ -136,6 +140,13 @@ impl RowFilter {
                 field,
                 "single_expression",
                 format!("the filter must be one expression; unexpected `{rest}` after it"),
+            ));
+        }
+        if crate::query::limits::expression_depth(&expr, MAX_FILTER_DEPTH).is_none() {
+            return Err(invalid(
+                field,
+                "max_depth",
+                format!("a filter may nest at most {MAX_FILTER_DEPTH} levels deep"),
             ));
         }
         check_pure(field, &expr, table)?;

@@ -20,6 +20,7 @@ use crate::role::Role;
 use crate::validate;
 
 pub use abac::{AbacAction, AbacDefinition, Effect};
+pub use filter::MAX_FILTER_DEPTH;
 pub use table::TableRef;
 
 /// At most this many rules in one standard policy.

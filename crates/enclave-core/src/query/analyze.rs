@@ -10,9 +10,12 @@ use sqlparser::ast::{
     Query, Select, Set, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 use sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result};
+use crate::query::limits::{check, too_long, too_many_statements, with_stack, Limits, PARSE_STACK};
 use crate::query::sqlstate::with_sqlstate;
 
 /// Which SQL grammar statements are read with: the engine's own.
@@ -84,14 +87,80 @@ pub struct Analyzed {
     pub copy_in: Option<String>,
     /// The statement as the engine receives it (re-serialised from the syntax tree).
     pub sql: String,
+    /// How deep its syntax nests (at most the parse's `max_depth`): what the stages that
+    /// walk it by recursion make room for ([`Analyzed::with_stack`]).
+    pub depth: usize,
 }
 
-/// Parses `sql` into statements, each classified; the first statement that may not run stops
-/// the whole string before anything runs.
+/// Levels the policy rewrite may add above a statement's own: a derived table, its select
+/// list and guard, and a row filter (whose own nesting is bounded when it is saved).
+const REWRITE_LEVELS: usize = 16 + crate::policy::MAX_FILTER_DEPTH;
+
+impl Analyzed {
+    /// Runs `f` with room on the stack to walk this statement, or its rewrite under the
+    /// policies, by recursion (printing, cloning, rewriting, dropping).
+    pub fn with_stack<R>(&self, f: impl FnOnce() -> R) -> R {
+        with_stack(self.depth + REWRITE_LEVELS, f)
+    }
+}
+
+/// Parses `sql` into statements, each classified, within the default [`Limits`].
 pub fn parse(sql: &str, dialect: Dialect) -> Result<Vec<Analyzed>> {
-    let statements =
-        Parser::parse_sql(grammar(dialect).as_ref(), sql).map_err(|e| syntax_error(sql, e))?;
-    statements.into_iter().map(classify).collect()
+    parse_within(sql, dialect, &Limits::default())
+}
+
+/// Parses `sql` into statements, each classified; the first statement that may not run, or
+/// that breaks one of `limits`, stops the whole string before anything runs.
+pub fn parse_within(sql: &str, dialect: Dialect, limits: &Limits) -> Result<Vec<Analyzed>> {
+    if sql.len() > limits.max_statement_bytes {
+        return Err(too_long(limits));
+    }
+    // Whatever is refused is dropped in here too, on the parser's stack.
+    stacker::maybe_grow(PARSE_STACK, PARSE_STACK, || {
+        let statements = split(sql, dialect, limits)?;
+        statements
+            .into_iter()
+            .map(|(statement, depth)| classify(statement, depth))
+            .collect()
+    })
+}
+
+/// The statements of `sql` with their depths, stopping at the first one past `limits` (as
+/// sqlparser's `parse_statements`, one statement at a time).
+fn split(sql: &str, dialect: Dialect, limits: &Limits) -> Result<Vec<(Statement, usize)>> {
+    let grammar = grammar(dialect);
+    let syntax = |e| syntax_error(sql, e);
+    let mut parser = Parser::new(grammar.as_ref())
+        .try_with_sql(sql)
+        .map_err(syntax)?;
+    let mut statements = Vec::new();
+    let mut expecting_delimiter = false;
+    loop {
+        while parser.consume_token(&Token::SemiColon) {
+            expecting_delimiter = false;
+        }
+        match &parser.peek_token_ref().token {
+            Token::EOF => break,
+            Token::Word(w) if expecting_delimiter && w.keyword == Keyword::END => break,
+            _ => {}
+        }
+        if expecting_delimiter {
+            let found = parser.peek_token();
+            return Err(syntax(
+                parser
+                    .expected::<()>("end of statement", found)
+                    .unwrap_err(),
+            ));
+        }
+        if statements.len() == limits.max_statements {
+            return Err(too_many_statements(limits));
+        }
+        let statement = parser.parse_statement().map_err(syntax)?;
+        let depth = check(&statement, limits)?;
+        statements.push((statement, depth));
+        expecting_delimiter = true;
+    }
+    Ok(statements)
 }
 
 /// sqlparser's grammar for an engine's dialect. Clients speak PostgreSQL (psql's catalog
@@ -224,7 +293,7 @@ const HIDDEN_RELATIONS: &[&str] = &[
     "pg_stat_statements",
 ];
 
-fn classify(statement: Statement) -> Result<Analyzed> {
+fn classify(statement: Statement, depth: usize) -> Result<Analyzed> {
     let mut creates = false;
     let mut session = None;
     let mut copy_in = None;
@@ -235,7 +304,7 @@ fn classify(statement: Statement) -> Result<Analyzed> {
             analyze,
             ..
         } => {
-            let inner = classify((**inner).clone())?;
+            let inner = classify((**inner).clone(), depth)?;
             match inner.kind {
                 Kind::Read => Kind::Read,
                 // EXPLAIN ANALYZE runs the statement.
@@ -356,6 +425,7 @@ fn classify(statement: Statement) -> Result<Analyzed> {
         tables,
         relations,
         copy_in,
+        depth,
     })
 }
 

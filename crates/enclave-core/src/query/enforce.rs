@@ -68,6 +68,18 @@ pub fn enforce(
     if eval.masks.is_empty() && eval.row_filters.is_empty() {
         return Ok(None);
     }
+    statement
+        .with_stack(|| rewrite_statement(statement, eval, catalog, dialect, first_param, hash_key))
+}
+
+fn rewrite_statement(
+    statement: &Analyzed,
+    eval: &Evaluation,
+    catalog: &Catalog,
+    dialect: Dialect,
+    first_param: usize,
+    hash_key: Option<&str>,
+) -> Result<Option<Enforced>> {
     let mut cx = Context {
         catalog,
         eval,

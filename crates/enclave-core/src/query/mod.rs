@@ -12,10 +12,12 @@ pub mod audit;
 mod authorize;
 pub mod catalog;
 pub mod enforce;
+pub(crate) mod limits;
 mod redact;
 mod sqlstate;
 
-pub use analyze::{parse, Analyzed, Dialect, Kind, SessionCommand};
+pub use analyze::{parse, parse_within, Analyzed, Dialect, Kind, SessionCommand};
 pub use authorize::{authorize, required_permission, required_scope, Actor};
+pub use limits::{with_stack, Limits};
 pub use redact::redact;
 pub use sqlstate::{sqlstate, with_sqlstate};

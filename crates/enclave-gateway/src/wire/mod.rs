@@ -2,7 +2,10 @@
 //! environment API key as the password, simple and extended query, each statement through
 //! the [`Gateway`] pipeline, results streamed as `DataRow`s.
 
+mod checked;
+mod connection;
 mod encode;
+mod frames;
 mod startup;
 mod tls;
 
@@ -32,9 +35,10 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::engine::Param;
-use crate::pipeline::{Gateway, Outcome};
+use crate::pipeline::{Gateway, Outcome, RequestClock};
 use crate::session::Session;
 
+pub use connection::WireLimits;
 use startup::CancelKey;
 pub use startup::Startup;
 pub use tls::{Tls, TlsConfig};
@@ -68,8 +72,14 @@ pub(crate) fn pg_error(e: Error) -> PgWireError {
     PgWireError::UserError(Box::new(info))
 }
 
-/// Accepts connections until the listener fails; each runs in its own task.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, tls: Option<Tls>) {
+/// Accepts connections until the listener fails; each runs in its own task, within
+/// `limits`.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    tls: Option<Tls>,
+    limits: WireLimits,
+) {
     // Cancel requests come on a new connection with the (pid, secret) the session got at
     // startup; the manager finds the session's handle and fires its current statement's.
     let connections = Arc::new(ConnectionManager::new());
@@ -87,23 +97,24 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, tls: Option<Tls
             tls.as_ref().is_some_and(|t| t.require),
         )),
     });
+    let occupancy = connection::Occupancy::new(limits);
     loop {
-        let (socket, _) = match listener.accept().await {
-            Ok(s) => s,
+        let socket = match listener.accept().await {
+            Ok((s, _)) => s,
             Err(e) => {
+                // Out of file descriptors: the connections held are let go over time.
                 tracing::warn!(error = %e, "gateway accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = socket.set_nodelay(true);
-        let handlers = handlers.clone();
-        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, acceptor, handlers).await {
-                tracing::debug!(error = %e, "wire connection ended with an error");
-            }
-        });
+        connection::spawn(
+            socket,
+            handlers.clone(),
+            tls.as_ref().map(|t| t.acceptor.clone()),
+            &occupancy,
+        );
     }
 }
 
@@ -209,6 +220,7 @@ impl QueryHandler {
         params: Vec<Param>,
         format: &Format,
         buffer: bool,
+        clock: RequestClock,
     ) -> PgWireResult<Response> {
         if statement.copy_in.is_some() {
             let columns = self
@@ -224,7 +236,7 @@ impl QueryHandler {
         }
         let outcome = self
             .gateway
-            .execute(session, statement, params, None)
+            .execute(session, statement, params, clock)
             .await
             .map_err(pg_error)?;
         Ok(match outcome {
@@ -275,6 +287,7 @@ impl SimpleQueryHandler for QueryHandler {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let clock = RequestClock::start(None);
         let slot = session_of(client)?;
         let mut session = slot.0.lock().await;
         let statements = self
@@ -286,6 +299,10 @@ impl SimpleQueryHandler for QueryHandler {
         let mut responses = Vec::with_capacity(statements.len());
         let last = statements.len().saturating_sub(1);
         for (i, statement) in statements.iter().enumerate() {
+            if i > 0 && session.peer.as_ref().is_some_and(|p| p.gone()) {
+                // Nobody will read the rest: it does not run.
+                break;
+            }
             if let Some(key) = &handle {
                 session.cancel = Some(key.handle.start_query().await);
             }
@@ -296,6 +313,7 @@ impl SimpleQueryHandler for QueryHandler {
                     vec![],
                     &Format::UnifiedText,
                     i < last,
+                    clock,
                 )
                 .await
             {
@@ -330,6 +348,7 @@ impl ExtendedQueryHandler for QueryHandler {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let clock = RequestClock::start(None);
         let slot = session_of(client)?;
         let mut session = slot.0.lock().await;
         let params = decode_params(portal)?;
@@ -343,6 +362,7 @@ impl ExtendedQueryHandler for QueryHandler {
             params,
             &portal.result_column_format,
             false,
+            clock,
         )
         .await
     }

@@ -184,6 +184,7 @@ impl StartupHandler for Startup {
                 };
                 let ip = Some(client.socket_addr().ip());
                 let mut session = Session::new(identity, Some(credential), Door::Wire, ip);
+                session.peer = client.session_extensions().get::<crate::peer::Peer>();
                 for (name, value) in client.metadata() {
                     match name.as_str() {
                         "options" => session.apply_options(value),

@@ -343,10 +343,21 @@ pub async fn spawn_binary_logging(
     extra: &[(&str, &str)],
     log: std::process::Stdio,
 ) -> (tokio::process::Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let mut cmd = binary(db);
-    cmd.arg("serve")
-        .env("ENCLAVE_HTTP_ADDR", "127.0.0.1:0")
+    cmd.arg("serve");
+    let (child, url, _) = spawn_server(cmd, extra, log).await;
+    (child, url)
+}
+
+/// Runs `cmd` (an `enclave serve`, possibly wrapped) on random ports with the known owner;
+/// returns the child (killed when dropped), its URL and its gateway address once it listens.
+pub async fn spawn_server(
+    mut cmd: tokio::process::Command,
+    extra: &[(&str, &str)],
+    log: std::process::Stdio,
+) -> (tokio::process::Child, String, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    cmd.env("ENCLAVE_HTTP_ADDR", "127.0.0.1:0")
         .env("ENCLAVE_GATEWAY_ADDR", "127.0.0.1:0")
         .env("ENCLAVE_BOOTSTRAP_EMAIL", OWNER_EMAIL)
         .env("ENCLAVE_BOOTSTRAP_PASSWORD", OWNER_PASSWORD)
@@ -359,10 +370,17 @@ pub async fn spawn_binary_logging(
         .kill_on_drop(true);
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+    let (url, gateway) = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut url = None;
         while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("Enclave control plane listening on ") {
-                return url.trim().to_string();
+            if let Some(u) = line.strip_prefix("Enclave control plane listening on ") {
+                url = Some(u.trim().to_string());
+            }
+            if let Some(g) = line.strip_prefix("Enclave gateway (Postgres wire) listening on ") {
+                return (
+                    url.expect("the control plane is printed first"),
+                    g.trim().to_string(),
+                );
             }
         }
         panic!("the server exited before listening");
@@ -371,7 +389,7 @@ pub async fn spawn_binary_logging(
     .expect("the server did not start within 30 s");
     // Keep draining what it prints, so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    (child, url, gateway)
 }
 
 /// The `enclave` binary with nothing of this process's environment but the storage of `db`.

@@ -261,3 +261,14 @@ fn ctas_reads_through_the_policies() {
     let e = sql("CREATE TABLE copy AS SELECT * FROM customers");
     assert!(e.statement.to_string().contains("sha256("));
 }
+
+#[test]
+fn a_statement_at_the_depth_limit_is_rewritten_without_running_out_of_stack() {
+    // The rewrite clones and walks the whole statement; it runs with room for its depth.
+    let text = format!(
+        "SELECT email FROM customers WHERE id = 1{}",
+        " OR id = 1".repeat(950)
+    );
+    let e = sql(&text);
+    assert!(e.statement.to_string().contains("customers"));
+}
