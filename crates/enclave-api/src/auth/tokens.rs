@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 pub const ACCESS_TOKEN_SECONDS: i64 = 3600;
 pub const REFRESH_TOKEN_SECONDS: i64 = 7 * 24 * 3600;
 pub const SESSION_MAX_SECONDS: i64 = 30 * 24 * 3600;
+/// How far the clocks of a cluster's nodes may disagree: a token issued by a node whose clock
+/// runs ahead is still good.
+pub const CLOCK_SKEW_SECONDS: i64 = 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -54,7 +57,7 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = CLOCK_SKEW_SECONDS as u64;
         Ok(TokenKeys {
             encoding: EncodingKey::from_ed_der(&pkcs8),
             decoding: DecodingKey::from_ed_der(&public),
@@ -75,11 +78,18 @@ impl TokenKeys {
         jsonwebtoken::encode(&header, claims, &self.encoding).expect("Ed25519 signing cannot fail")
     }
 
-    /// The claims of a valid, unexpired token of ours; `None` for anything else.
+    /// The claims of a valid, unexpired token of ours; `None` for anything else — also a
+    /// token issued in the future (beyond the clock skew) or living longer than an access
+    /// token does, which only a leaked signing key could have made.
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .ok()
-            .map(|d| d.claims)
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .ok()?
+            .claims;
+        let now = chrono::Utc::now().timestamp();
+        let lifetime = claims.exp - claims.iat;
+        let plausible = claims.iat <= now + CLOCK_SKEW_SECONDS
+            && (1..=ACCESS_TOKEN_SECONDS).contains(&lifetime);
+        plausible.then_some(claims)
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -145,7 +155,7 @@ mod tests {
             sub: "usr_1".into(),
             org_id: None,
             role: None,
-            iat: 0,
+            iat: chrono::Utc::now().timestamp(),
             exp: chrono::Utc::now().timestamp() + 60,
             iss: "enclave".into(),
             jti: "j".into(),
@@ -160,10 +170,32 @@ mod tests {
         let other = TokenKeys::load_or_create(&path, "someone-else").unwrap();
         assert!(other.verify(&token).is_none());
         let expired = Claims {
+            iat: 0,
             exp: 1000,
-            ..claims
+            ..claims.clone()
         };
         assert!(keys.verify(&keys.sign(&expired)).is_none());
+        // Signed with our key, but issued in the future or living ten years: refused.
+        let now = chrono::Utc::now().timestamp();
+        let future = Claims {
+            iat: now + 3600,
+            exp: now + 3660,
+            ..claims.clone()
+        };
+        assert!(keys.verify(&keys.sign(&future)).is_none());
+        let decade = Claims {
+            iat: now,
+            exp: now + 10 * 365 * 86_400,
+            ..claims.clone()
+        };
+        assert!(keys.verify(&keys.sign(&decade)).is_none());
+        // Within the skew, and a full hour: accepted.
+        let skewed = Claims {
+            iat: now + 20,
+            exp: now + 20 + ACCESS_TOKEN_SECONDS,
+            ..claims
+        };
+        assert!(keys.verify(&keys.sign(&skewed)).is_some());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -291,7 +291,74 @@ const HIDDEN_RELATIONS: &[&str] = &[
     "pg_statistic_ext_data",
     "pg_stat_activity",
     "pg_stat_statements",
+    // Every setting, among them the server's paths (DuckDB's temp and secret directories,
+    // PostgreSQL's data directory and configuration files).
+    "pg_settings",
+    "pg_file_settings",
+    "pg_hba_file_rules",
+    "pg_config",
 ];
+
+/// Settings `current_setting` may read: what clients ask for, none of them a path on the
+/// server (`temp_directory`, `secret_directory`, `data_directory`, … are not).
+const SETTINGS_SHOWN: &[&str] = &[
+    "application_name",
+    "block_size",
+    "bytea_output",
+    "client_encoding",
+    "datestyle",
+    "default_collation",
+    "default_null_order",
+    "default_order",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "extra_float_digits",
+    "idle_in_transaction_session_timeout",
+    "integer_datetimes",
+    "intervalstyle",
+    "is_superuser",
+    "lc_collate",
+    "lc_ctype",
+    "lc_messages",
+    "lc_monetary",
+    "lc_numeric",
+    "lc_time",
+    "lock_timeout",
+    "max_identifier_length",
+    "max_memory",
+    "memory_limit",
+    "search_path",
+    "server_encoding",
+    "server_version",
+    "server_version_num",
+    "standard_conforming_strings",
+    "statement_timeout",
+    "threads",
+    "timezone",
+    "transaction_isolation",
+    "transaction_read_only",
+    "worker_threads",
+];
+
+/// Whether a `current_setting(…)` call reads only a setting of [`SETTINGS_SHOWN`] (named by
+/// a literal: a computed name could be any setting).
+fn setting_shown(args: &FunctionArguments) -> bool {
+    let FunctionArguments::List(list) = args else {
+        return false;
+    };
+    let Some(sqlparser::ast::FunctionArg::Unnamed(sqlparser::ast::FunctionArgExpr::Expr(
+        Expr::Value(v),
+    ))) = list.args.first()
+    else {
+        return false;
+    };
+    match &v.value {
+        sqlparser::ast::Value::SingleQuotedString(name) => {
+            SETTINGS_SHOWN.contains(&name.to_ascii_lowercase().as_str())
+        }
+        _ => false,
+    }
+}
 
 fn classify(statement: Statement, depth: usize) -> Result<Analyzed> {
     let mut creates = false;
@@ -607,6 +674,11 @@ impl Visitor for Touched {
             if HOST_FUNCTIONS.contains(&bare) {
                 return self.refuse(name);
             }
+            if bare == "current_setting" && !setting_shown(&f.args) {
+                self.refused_function =
+                    Some("current_setting of a setting that may name the server's files".into());
+                return ControlFlow::Break(());
+            }
             // `read_csv(…)` and friends as scalar calls are refused like table functions.
             if bare.starts_with("read_") || bare == "glob" {
                 if let FunctionArguments::List(_) = f.args {
@@ -698,6 +770,17 @@ mod tests {
     }
 
     #[test]
+    fn settings_clients_read_are_shown() {
+        for sql in [
+            "SELECT current_setting('server_version_num')",
+            "SELECT pg_catalog.current_setting('TimeZone')",
+            "SELECT current_setting('search_path')",
+        ] {
+            assert_eq!(one(sql).kind, Kind::Read, "{sql}");
+        }
+    }
+
+    #[test]
     fn the_sandbox_is_named_before_the_engine() {
         for sql in [
             "SELECT * FROM read_csv('/etc/passwd')",
@@ -723,6 +806,13 @@ mod tests {
             "SELECT query FROM pg_stat_activity",
             "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
             "SELECT * INTO copy FROM customers",
+            // The server's paths.
+            "SELECT current_setting('temp_directory')",
+            "SELECT pg_catalog.current_setting('Secret_Directory')",
+            "SELECT current_setting('data_directory')",
+            "SELECT current_setting(name) FROM t",
+            "SELECT name, setting FROM pg_catalog.pg_settings",
+            "SELECT * FROM pg_settings",
         ] {
             let e = refused(sql);
             assert_eq!(

@@ -98,6 +98,22 @@ async fn sql_past_the_limits_is_refused_and_the_server_stays_up(db: Db, engine: 
         vec![vec![Some("42".into())]]
     );
 
+    // No setting shows the server's paths.
+    for sql in [
+        "SELECT current_setting('temp_directory')",
+        "SELECT name, setting FROM pg_settings",
+    ] {
+        let r = o.sql(&key, sql, json!([])).await;
+        assert_eq!(sqlstate(&r), "42501", "{sql}: {}", r.body);
+        assert!(!r
+            .body
+            .to_string()
+            .contains(&*db.data_dir().to_string_lossy()));
+    }
+    o.sql(&key, "SELECT current_setting('search_path')", json!([]))
+        .await
+        .expect(200);
+
     // The server is up for everyone, and the audit has one refusal per request, not one
     // per statement.
     o.s.get("/health", &o.token).await.expect(200);
