@@ -54,8 +54,9 @@ pub struct ServeArgs {
     /// Most items in one select list (default 10 000).
     #[arg(long, env = "ENCLAVE_QUERY_MAX_SELECT_ITEMS")]
     pub query_max_select_items: Option<usize>,
-    /// Wire connections open at once (default: half the file descriptors the process may
-    /// open, at most 10 000; the rest stay for HTTP, the store and engine files).
+    /// Wire connections open at once (default: as many as half the file descriptors the
+    /// process may open hold, two each, at most 10 000; the rest stay for HTTP, the store
+    /// and engine files).
     #[arg(long, env = "ENCLAVE_GATEWAY_MAX_CONNECTIONS")]
     pub gateway_max_connections: Option<usize>,
     /// Wire connections still authenticating at once (default 256, at most half of
@@ -172,7 +173,9 @@ pub struct WireSettings {
 
 impl WireSettings {
     /// The budget for a process that may open `file_limit` descriptors: unset numbers leave
-    /// half of them to HTTP connections, the stores' pools and the engines' files.
+    /// half of them to HTTP connections, the stores' pools and the engines' files. A wire
+    /// connection holds two: its socket, and the duplicate that watches for the client
+    /// hanging up.
     pub fn limits(
         &self,
         file_limit: u64,
@@ -181,7 +184,7 @@ impl WireSettings {
         let defaults = enclave_gateway::wire::WireLimits::default();
         let max_connections = self
             .max_connections
-            .unwrap_or_else(|| (file_limit.saturating_sub(64) / 2).clamp(16, 10_000) as usize);
+            .unwrap_or_else(|| (file_limit.saturating_sub(64) / 4).clamp(16, 10_000) as usize);
         let max_unauthenticated = self
             .max_startups
             .unwrap_or(defaults.max_unauthenticated.min(max_connections / 2).max(1));
@@ -492,6 +495,56 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_limits_and_the_connection_budget() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.sql_limits, enclave_core::query::Limits::default());
+        // 1 024 files: 240 connections (two descriptors each, half the files), 120 signing in.
+        let wire = c.wire.limits(1024, &c.sql_limits);
+        assert_eq!((wire.max_connections, wire.max_unauthenticated), (240, 120));
+        assert_eq!(wire.max_unauthenticated_per_source, 32);
+        assert_eq!(wire.startup_timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.wire.limits(u64::MAX, &c.sql_limits).max_connections,
+            10_000
+        );
+        let args = ServeArgs {
+            query_max_depth: Some(200),
+            query_max_statements: Some(10),
+            gateway_max_connections: Some(50),
+            gateway_startup_timeout_ms: Some(2000),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            (c.sql_limits.max_depth, c.sql_limits.max_statements),
+            (200, 10)
+        );
+        let wire = c.wire.limits(1024, &c.sql_limits);
+        assert_eq!((wire.max_connections, wire.max_unauthenticated), (50, 25));
+        assert_eq!(wire.startup_timeout, Duration::from_secs(2));
+        for bad in [
+            ServeArgs {
+                query_max_depth: Some(20_000),
+                ..Default::default()
+            },
+            ServeArgs {
+                query_max_bytes: Some(10),
+                ..Default::default()
+            },
+            ServeArgs {
+                gateway_max_startups: Some(0),
+                ..Default::default()
+            },
+            ServeArgs {
+                gateway_startup_timeout_ms: Some(5),
+                ..Default::default()
+            },
+        ] {
+            assert!(bad.clone().resolve().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn defaults_and_overrides() {

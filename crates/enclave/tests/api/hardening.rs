@@ -128,6 +128,19 @@ async fn sql_past_the_limits_is_refused_and_the_server_stays_up(db: Db, engine: 
     assert!(refused < 60, "{refused} refusals recorded");
 }
 
+/// The bootstrap organization of the server at `url` (another process), and a developer key
+/// of its development environment.
+async fn developer_of(url: &str) -> (Org, String) {
+    let s = crate::common::Server::attach(url);
+    let token = s.owner_token().await;
+    let orgs = s.get("/v1/organizations", &token).await;
+    let org = orgs.body["data"][0]["org_id"].as_str().unwrap().to_string();
+    let o = Org { s, token, org };
+    let env = o.env("development").await;
+    let key = o.query_key(&env, &["developer"], "developer").await;
+    (o, key)
+}
+
 /// A request's time bounds all of its statements: a string of many statements, each well
 /// within the timeout, stops at the request's deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,13 +225,7 @@ async fn malformed_wire_messages_end_only_their_connection() {
         std::fs::File::create(&log).unwrap().into(),
     )
     .await;
-    let s = crate::common::Server::attach(&url);
-    let token = s.owner_token().await;
-    let orgs = s.get("/v1/organizations", &token).await;
-    let org = orgs.body["data"][0]["org_id"].as_str().unwrap().to_string();
-    let o = Org { s, token, org };
-    let env = o.env("development").await;
-    let key = o.query_key(&env, &["developer"], "developer").await;
+    let (o, key) = developer_of(&url).await;
 
     // Truncated messages: the counts promise more than the message holds.
     let mut bind = b"\0\0".to_vec();
@@ -302,13 +309,7 @@ async fn an_idle_socket_flood_leaves_http_and_sign_ins_working() {
         std::process::Stdio::null(),
     )
     .await;
-    let s = crate::common::Server::attach(&url);
-    let token = s.owner_token().await;
-    let orgs = s.get("/v1/organizations", &token).await;
-    let org = orgs.body["data"][0]["org_id"].as_str().unwrap().to_string();
-    let o = Org { s, token, org };
-    let env = o.env("development").await;
-    let key = o.query_key(&env, &["developer"], "developer").await;
+    let (o, key) = developer_of(&url).await;
 
     // The flood comes from another loopback address than the clients below.
     let mut flood = Vec::new();
