@@ -110,12 +110,7 @@ fn refusal(sqlstate: &str, rule: &str, limit: usize, message: String) -> Error {
 /// limits allow. The walk stops at the first level past the limit, so it never goes deeper
 /// than the limit itself.
 pub(crate) fn check(statement: &Statement, limits: &Limits) -> Result<usize, Error> {
-    let mut walk = Walk {
-        limits,
-        entered: Vec::new(),
-        depth: 0,
-        deepest: 0,
-    };
+    let mut walk = Walk::new(limits);
     let outcome = match walk.enter(own_type_depth(statement)) {
         ControlFlow::Continue(()) => statement.visit(&mut walk),
         refused => refused,
@@ -132,12 +127,7 @@ pub(crate) fn expression_depth(expr: &Expr, max_depth: usize) -> Option<usize> {
         max_depth,
         ..Limits::default()
     };
-    let mut walk = Walk {
-        limits: &limits,
-        entered: Vec::new(),
-        depth: 0,
-        deepest: 0,
-    };
+    let mut walk = Walk::new(&limits);
     match expr.visit(&mut walk) {
         ControlFlow::Break(_) => None,
         ControlFlow::Continue(()) => Some(walk.deepest),
@@ -152,7 +142,16 @@ struct Walk<'a> {
     deepest: usize,
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    fn new(limits: &'a Limits) -> Self {
+        Walk {
+            limits,
+            entered: Vec::new(),
+            depth: 0,
+            deepest: 0,
+        }
+    }
+
     fn enter(&mut self, levels: usize) -> ControlFlow<Error> {
         self.entered.push(levels);
         self.depth += levels;
