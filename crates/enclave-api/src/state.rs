@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::cache::AuthCache;
 use crate::auth::keys::KeyAuth;
 use crate::auth::passwords::Passwords;
-use crate::auth::tokens::TokenKeys;
+use crate::auth::tokens::{self, TokenKeys};
 use crate::auth::wire::WireAuth;
 use crate::config::ApiConfig;
 use crate::middleware::rate_limit::RateLimits;
@@ -55,6 +55,22 @@ impl AppState {
         )?);
         let master_key = master::load(&config.master_key, store.as_ref()).await?;
         let keyring = Keyring::new(store.clone(), config.master_key.clone(), master_key);
+        // Webhook signing secrets an older release stored in clear are sealed before serving.
+        let sealed = keyring.seal_stored_in_clear().await?;
+        if sealed > 0 {
+            tracing::info!(
+                webhooks = sealed,
+                "webhook signing secrets sealed with the master key"
+            );
+        }
+        // Invitation tokens an older release stored in clear are replaced by their hashes.
+        let hashed = store.hash_invite_tokens(&tokens::hash_token).await?;
+        if hashed > 0 {
+            tracing::info!(
+                invitations = hashed,
+                "invitation tokens replaced by their hashes"
+            );
+        }
         let auth_cache = AuthCache::start(store.clone());
         let passwords = Passwords::new();
         let key_auth = KeyAuth::start(store.clone(), passwords.clone());

@@ -80,8 +80,14 @@ pub fn api_key(r: ApiKeyRecord, plaintext: Option<String>) -> ApiKey {
 }
 
 pub fn member(r: MemberRecord) -> Member {
-    let invitation = match (r.invite_token.clone(), r.invite_expires_at) {
-        (Some(token), Some(exp)) => Some(Invitation {
+    member_with_token(r, None)
+}
+
+/// A membership; `token` (an invitation's, of which only the hash is stored) only in the
+/// answer to the invitation.
+pub fn member_with_token(r: MemberRecord, token: Option<String>) -> Member {
+    let invitation = match (&r.invite_token, r.invite_expires_at) {
+        (Some(_), Some(exp)) => Some(Invitation {
             token,
             expires_at: from_ms(exp),
         }),

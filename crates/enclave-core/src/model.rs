@@ -138,7 +138,8 @@ pub struct User {
 /// A pending invitation, shown to owners and admins until it is accepted.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Invitation {
-    pub token: String,
+    /// Only in the answer to the invitation: the server keeps just its hash.
+    pub token: Option<String>,
     pub expires_at: DateTime<Utc>,
 }
 

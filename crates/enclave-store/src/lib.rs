@@ -36,7 +36,7 @@ pub use records::*;
 pub use secrets::{Rewrap, SecretStore};
 pub use sqlite::SqliteStore;
 pub use time::{from_ms, now_ms, to_ms};
-pub use webhooks::WebhookStore;
+pub use webhooks::{Reseal, WebhookStore};
 
 use enclave_core::Result;
 
@@ -51,6 +51,9 @@ pub enum Backend {
 /// changes something takes the change's [`Origin`] and writes its audit entry (and webhook
 /// outbox rows) in that same transaction. Methods that change identity state publish the matching [`Invalidation`] after commit (and, on
 /// PostgreSQL, to every other node through `NOTIFY`).
+/// How a token is stored instead of itself: `token → hash`.
+pub type HashToken = dyn Fn(&str) -> String + Send + Sync;
+
 #[async_trait::async_trait]
 pub trait Store:
     EnvironmentStore
@@ -134,7 +137,14 @@ pub trait Store:
     ) -> Result<(Vec<MemberRecord>, i64)>;
     /// Creates the user when the e-mail is new, then an `invited` membership.
     async fn invite(&self, invite: NewInvite, origin: &Origin) -> Result<MemberRecord>;
-    async fn member_by_invite(&self, token: &str) -> Result<Option<(MemberRecord, UserRecord)>>;
+    /// The invited membership whose token hashes to `token_hash`.
+    async fn member_by_invite(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(MemberRecord, UserRecord)>>;
+    /// Replaces every invitation token an older release stored in clear (`inv_…`) by its
+    /// `hash`; returns how many.
+    async fn hash_invite_tokens(&self, hash: &HashToken) -> Result<u64>;
     /// Activates an invited membership; sets the user's password when given.
     async fn accept_invite(
         &self,

@@ -117,6 +117,7 @@ pub struct NewInvite {
     pub email: String,
     pub name: Option<String>,
     pub role: Role,
+    /// The invitation token's SHA-256 (hex): the token itself is never stored.
     pub token: String,
     pub expires_at: i64,
 }

@@ -31,9 +31,16 @@ pub trait SecretStore: Send + Sync {
     /// one it has. 503 `master_key_rotated` when the keyring names another master key than
     /// the one `key` is wrapped with (this node holds a rotated-out key).
     async fn create_data_key(&self, env_id: &str, key: WrappedKey) -> Result<WrappedKey>;
-    /// Re-wraps every data key from master key `from` to `to` and records `to`, in one
-    /// transaction; returns how many keys moved. 412 when the keyring is not at `from`.
-    async fn rotate_master_key(&self, from: &str, to: &str, rewrap: &Rewrap<'_>) -> Result<u64>;
+    /// Re-wraps every data key from master key `from` to `to`, re-seals every webhook
+    /// signing secret (`reseal`) and records `to`, in one transaction; returns how many data
+    /// keys moved. 412 when the keyring is not at `from`.
+    async fn rotate_master_key(
+        &self,
+        from: &str,
+        to: &str,
+        rewrap: &Rewrap<'_>,
+        reseal: &crate::webhooks::Reseal<'_>,
+    ) -> Result<u64>;
 
     /// By key (byte order), keyset on the key.
     async fn secrets(&self, env_id: &str, page: &PageQuery) -> Result<(Vec<SecretRecord>, i64)>;
@@ -126,7 +133,7 @@ macro_rules! impl_secret_store {
                 Ok(WrappedKey { key_id, wrapped, master_key_id })
             }
 
-            async fn rotate_master_key(&self, from: &str, to: &str, rewrap: &$crate::secrets::Rewrap<'_>) -> enclave_core::Result<u64> {
+            async fn rotate_master_key(&self, from: &str, to: &str, rewrap: &$crate::secrets::Rewrap<'_>, reseal: &$crate::webhooks::Reseal<'_>) -> enclave_core::Result<u64> {
                 let mut tx = self.begin_write().await?;
                 let current: Option<String> = sqlx::query_scalar(&format!(
                     "SELECT master_key_id FROM keyring WHERE id = 1{}",
@@ -164,6 +171,7 @@ macro_rules! impl_secret_store {
                         .map_err(internal)?;
                     moved += 1;
                 }
+                reseal_webhooks!(&mut *tx, reseal)?;
                 sqlx::query("UPDATE keyring SET master_key_id = $1, rotated_at = $2 WHERE id = 1")
                     .bind(to)
                     .bind(now_ms())

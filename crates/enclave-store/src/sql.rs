@@ -338,6 +338,31 @@ macro_rules! impl_store {
                 Ok(Some((member, user)))
             }
 
+            async fn hash_invite_tokens(&self, hash: &$crate::HashToken) -> enclave_core::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let clear: Vec<(String, String, String)> = sqlx::query_as(&format!(
+                    "SELECT org_id, user_id, invite_token FROM memberships WHERE invite_token LIKE 'inv_%'{}",
+                    Self::FOR_UPDATE
+                ))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(internal)?;
+                let count = clear.len() as u64;
+                let hashed: Vec<(String, String, String)> =
+                    clear.into_iter().map(|(o, u, t)| (o, u, hash(&t))).collect();
+                for (org_id, user_id, token_hash) in hashed {
+                    sqlx::query("UPDATE memberships SET invite_token = $3 WHERE org_id = $1 AND user_id = $2")
+                        .bind(org_id)
+                        .bind(user_id)
+                        .bind(token_hash)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(internal)?;
+                }
+                self.commit(tx, vec![]).await?;
+                Ok(count)
+            }
+
             async fn accept_invite(&self, org_id: &str, user_id: &str, password_hash: Option<String>, name: Option<String>, origin: &Origin) -> enclave_core::Result<MemberRecord> {
                 let mut tx = self.begin_write().await?;
                 let now = now_ms();

@@ -81,7 +81,15 @@ pub trait WebhookStore: Send + Sync {
     /// Deletes finished (succeeded or failed) deliveries, with their attempts, last updated
     /// before `before_ms`; returns how many. Pending ones are kept whatever their age.
     async fn purge_deliveries(&self, before_ms: i64) -> Result<u64>;
+    /// Passes every stored signing secret (current and previous) of every webhook through
+    /// `reseal` — `(webhook_id, stored) → stored` — and writes back those it changed, in one
+    /// transaction: how secrets an older release kept in clear get sealed. Returns how many
+    /// webhooks changed.
+    async fn reseal_webhook_secrets(&self, reseal: &Reseal<'_>) -> Result<u64>;
 }
+
+/// Turns one stored webhook secret into what is stored instead: `(webhook_id, stored)`.
+pub type Reseal<'a> = dyn Fn(&str, &str) -> Result<String> + Send + Sync + 'a;
 
 macro_rules! impl_webhook_store {
     ($store:ty, $skip_locked:expr) => {
@@ -428,6 +436,13 @@ macro_rules! impl_webhook_store {
                 Ok(disabled)
             }
 
+            async fn reseal_webhook_secrets(&self, reseal: &$crate::webhooks::Reseal<'_>) -> enclave_core::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let changed = reseal_webhooks!(&mut *tx, reseal)?;
+                self.commit(tx, vec![]).await?;
+                Ok(changed)
+            }
+
             async fn purge_deliveries(&self, before_ms: i64) -> enclave_core::Result<u64> {
                 let mut tx = self.begin_write().await?;
                 let n = sqlx::query(
@@ -471,6 +486,62 @@ macro_rules! select_webhook {
     }};
 }
 
+/// Applies a [`Reseal`] to every webhook's stored secrets within the transaction `$conn`
+/// (rows locked on PostgreSQL); evaluates to a `Result` with how many webhooks changed.
+macro_rules! reseal_webhooks {
+    ($conn:expr, $reseal:expr) => {{
+        let conn = $conn;
+        let reseal: &$crate::webhooks::Reseal<'_> = $reseal;
+        let rows: std::result::Result<Vec<(String, String, Option<String>)>, _> =
+            sqlx::query_as(&format!(
+                "SELECT id, secret, previous_secret FROM webhooks ORDER BY id{}",
+                Self::FOR_UPDATE
+            ))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(internal);
+        let mut changed: enclave_core::Result<u64> = Ok(0);
+        match rows {
+            Err(e) => changed = Err(e),
+            Ok(rows) => {
+                for (id, secret, previous) in rows {
+                    let update = (|| -> enclave_core::Result<Option<(String, Option<String>)>> {
+                        let new_secret = reseal(&id, &secret)?;
+                        let new_previous =
+                            previous.as_deref().map(|p| reseal(&id, p)).transpose()?;
+                        Ok((new_secret != secret || new_previous != previous)
+                            .then_some((new_secret, new_previous)))
+                    })();
+                    let (new_secret, new_previous) = match update {
+                        Ok(Some(u)) => u,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            changed = Err(e);
+                            break;
+                        }
+                    };
+                    if let Err(e) = sqlx::query(
+                        "UPDATE webhooks SET secret = $2, previous_secret = $3 WHERE id = $1",
+                    )
+                    .bind(&id)
+                    .bind(&new_secret)
+                    .bind(&new_previous)
+                    .execute(&mut *conn)
+                    .await
+                    {
+                        changed = Err(internal(e));
+                        break;
+                    }
+                    if let Ok(n) = changed.as_mut() {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+        changed
+    }};
+}
+
 macro_rules! select_delivery {
     ($conn:expr, $webhook_id:expr, $delivery_id:expr) => {
         sqlx::query_as::<_, DeliveryRecord>(&format!(
@@ -505,4 +576,4 @@ macro_rules! subscribe {
     }};
 }
 
-pub(crate) use {impl_webhook_store, select_delivery, select_webhook, subscribe};
+pub(crate) use {impl_webhook_store, reseal_webhooks, select_delivery, select_webhook, subscribe};

@@ -107,7 +107,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         wire_limits,
     ));
     spawn_housekeeping(state.clone());
-    enclave_api::webhooks::worker::spawn(state.store.clone(), config.webhooks.clone())?;
+    enclave_api::webhooks::worker::spawn(
+        state.store.clone(),
+        state.keyring.clone(),
+        config.webhooks.clone(),
+    )?;
     let audit = state.gateway.audit().clone();
     let app = enclave_api::router(state);
 

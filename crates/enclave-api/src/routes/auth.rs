@@ -386,7 +386,7 @@ pub async fn accept_invite(
 ) -> ApiResult<axum::Json<LoginResponse>> {
     let (member, user) = state
         .store
-        .member_by_invite(&req.token)
+        .member_by_invite(&crate::auth::tokens::hash_token(&req.token))
         .await?
         .ok_or_else(|| Error::not_found("invitation"))?;
     if member.invite_expires_at.is_some_and(|exp| exp <= now_ms()) {

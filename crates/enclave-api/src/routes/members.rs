@@ -121,7 +121,7 @@ pub async fn list(
 
 #[utoipa::path(post, path = "/v1/organizations/{org_id}/users", tag = "members", security(("bearer" = [])),
     params(("org_id" = String, Path)), request_body = InviteRequest, responses(
-    (status = 201, description = "invited; the invitation token is in `invitation.token`", body = Member),
+    (status = 201, description = "invited; the invitation token is in `invitation.token`, shown this once", body = Member),
     (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 pub async fn invite(
     State(state): State<AppState>,
@@ -138,6 +138,7 @@ pub async fn invite(
         .map(|n| validate::display_name("name", n, 128))
         .transpose()?;
     check_invite(actor(&me), req.role)?;
+    let token = tokens::random_token("inv_");
     let rec = state
         .store
         .invite(
@@ -147,14 +148,16 @@ pub async fn invite(
                 email,
                 name,
                 role: req.role,
-                token: tokens::random_token("inv_"),
+                token: tokens::hash_token(&token),
                 expires_at: now_ms() + INVITATION_DAYS * 24 * 3600 * 1000,
             },
             &origin,
         )
         .await?;
     let location = format!("/v1/organizations/{org_id}/users/{}", rec.user_id);
-    Ok(views::created(rec.version, location, views::member(rec)))
+    let version = rec.version;
+    let member = views::member_with_token(rec, Some(token));
+    Ok(views::created(version, location, member))
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{org_id}/users/{user_id}", tag = "members", security(("bearer" = [])),

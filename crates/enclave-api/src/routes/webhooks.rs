@@ -149,12 +149,13 @@ fn not_found() -> Error {
     Error::not_found("webhook")
 }
 
-/// A response carrying a signing secret: never stored by caches on the way.
-fn secret_response(status: StatusCode, rec: WebhookRecord) -> Response {
+/// A response carrying the signing secret (only ever stored sealed): never stored by caches
+/// on the way.
+fn secret_response(status: StatusCode, rec: WebhookRecord, secret: &str) -> Response {
     let location = format!("/v1/organizations/{}/webhooks/{}", rec.org_id, rec.id);
     let version = rec.version;
     let body = WebhookWithSecret {
-        signing_secret: rec.secret.clone(),
+        signing_secret: secret.to_string(),
         webhook: view(rec),
     };
     let mut resp = if status == StatusCode::CREATED {
@@ -223,22 +224,24 @@ pub async fn create(
     let description =
         webhook::description("description", req.description.as_deref().unwrap_or(""))?;
     let target = check_target("url", &req.url, state.config.webhooks.allow_private).await?;
+    let id = new_id(Kind::Webhook);
+    let secret = webhook::generate_secret();
     let rec = state
         .store
         .create_webhook(
             NewWebhook {
-                id: new_id(Kind::Webhook),
+                secret: state.keyring.seal_text(&id, &secret),
+                id,
                 org_id,
                 url: target.url,
                 description,
                 events,
-                secret: webhook::generate_secret(),
                 created_by: who.user_id,
             },
             &origin,
         )
         .await?;
-    Ok(secret_response(StatusCode::CREATED, rec))
+    Ok(secret_response(StatusCode::CREATED, rec, &secret))
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{org_id}/webhooks/{webhook_id}", tag = "webhooks", security(("bearer" = [])),
@@ -333,17 +336,18 @@ pub async fn rotate_secret(
     require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
     check_id(&webhook_id)?;
     let old_until = enclave_store::now_ms() + webhook::OLD_SECRET_HOURS * 3_600_000;
+    let secret = webhook::generate_secret();
     let rec = state
         .store
         .rotate_webhook_secret(
             &org_id,
             &webhook_id,
-            webhook::generate_secret(),
+            state.keyring.seal_text(&webhook_id, &secret),
             old_until,
             &origin,
         )
         .await?;
-    Ok(secret_response(StatusCode::OK, rec))
+    Ok(secret_response(StatusCode::OK, rec, &secret))
 }
 
 #[utoipa::path(post, path = "/v1/organizations/{org_id}/webhooks/{webhook_id}/test", tag = "webhooks", security(("bearer" = [])),

@@ -5,10 +5,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use enclave_core::secret::crypto::{DataKey, MasterKey, WrappedKey};
+use enclave_core::secret::crypto::{
+    is_sealed_text, sealed_text_key_id, DataKey, MasterKey, WrappedKey,
+};
 use enclave_core::{Error, Result};
 use enclave_store::{Invalidation, Store};
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use super::master::{read_key_file, MasterKeySource};
 
@@ -78,6 +81,42 @@ impl Keyring {
                 false
             }
         }
+    }
+
+    /// `value`, a secret the server keeps for `owner` (a webhook's signing secret), sealed by
+    /// the master key for storing.
+    pub fn seal_text(&self, owner: &str, value: &str) -> String {
+        self.master().seal_text(owner, value)
+    }
+
+    /// Opens what [`Keyring::seal_text`] stored; the key file is read again when another
+    /// process rotated the master key since.
+    pub fn open_text(&self, owner: &str, stored: &str) -> Result<Zeroizing<String>> {
+        let key_id = sealed_text_key_id(stored).unwrap_or_default();
+        if key_id != self.master().id() && !self.reload() {
+            return Err(rotated_away());
+        }
+        self.master()
+            .open_text(owner, stored)
+            .map(Zeroizing::new)
+            .map_err(|_| {
+                tracing::error!(owner, "a sealed secret does not open with the master key");
+                Error::internal()
+            })
+    }
+
+    /// Seals every webhook signing secret an older release stored in clear; returns how many
+    /// webhooks changed (none once done: sealed ones are left as they are).
+    pub async fn seal_stored_in_clear(&self) -> Result<u64> {
+        let master = self.master();
+        let seal = |owner: &str, stored: &str| -> Result<String> {
+            Ok(if is_sealed_text(stored) {
+                stored.to_string()
+            } else {
+                master.seal_text(owner, stored)
+            })
+        };
+        self.store.reseal_webhook_secrets(&seal).await
     }
 
     /// The environment's data key, if it has one (it gets one with its first secret).

@@ -192,8 +192,18 @@ pub async fn rotate(
             enclave_core::Error::internal()
         })
     };
+    // Webhook signing secrets move with the data keys, in the same transaction.
+    let reseal = |webhook_id: &str, stored: &str| {
+        new.reseal_text(&old, webhook_id, stored).map_err(|_| {
+            tracing::error!(
+                webhook_id,
+                "a webhook signing secret does not open with the current master key"
+            );
+            enclave_core::Error::internal()
+        })
+    };
     let data_keys = store
-        .rotate_master_key(old.id(), new.id(), &rewrap)
+        .rotate_master_key(old.id(), new.id(), &rewrap, &reseal)
         .await
         .context("the rotation was rolled back; nothing changed")?;
     let new_key_file = match (source, written) {

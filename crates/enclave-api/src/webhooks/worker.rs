@@ -13,6 +13,7 @@ use futures::future::join_all;
 use tokio::task::JoinHandle;
 
 use crate::config::WebhookConfig;
+use crate::secrets::keyring::Keyring;
 
 /// A claimed delivery is this node's for this long: longer than one attempt can take (10 s),
 /// short enough that a node dying mid-send delays the retry by only a minute.
@@ -24,7 +25,12 @@ const POLL: Duration = Duration::from_millis(500);
 /// Bytes of a failed response kept in the delivery log.
 const ERROR_BODY_CHARS: usize = 200;
 
-pub fn spawn(store: Arc<dyn Store>, config: WebhookConfig) -> anyhow::Result<JoinHandle<()>> {
+/// `keyring` opens the endpoints' signing secrets, which are stored sealed by the master key.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
+    config: WebhookConfig,
+) -> anyhow::Result<JoinHandle<()>> {
     let client = super::guard::client(config.allow_private)?;
     Ok(tokio::spawn(async move {
         loop {
@@ -32,7 +38,7 @@ pub fn spawn(store: Arc<dyn Store>, config: WebhookConfig) -> anyhow::Result<Joi
                 Ok(batch) if !batch.is_empty() => {
                     let sends = batch
                         .into_iter()
-                        .map(|d| deliver(store.as_ref(), &client, &config, d));
+                        .map(|d| deliver(store.as_ref(), &keyring, &client, &config, d));
                     join_all(sends).await;
                     // More may be due: look again at once.
                     continue;
@@ -48,6 +54,7 @@ pub fn spawn(store: Arc<dyn Store>, config: WebhookConfig) -> anyhow::Result<Joi
 /// One attempt at one delivery, recorded whatever happens.
 async fn deliver(
     store: &dyn Store,
+    keyring: &Keyring,
     client: &reqwest::Client,
     config: &WebhookConfig,
     claimed: ClaimedDelivery,
@@ -55,7 +62,7 @@ async fn deliver(
     let d = &claimed.delivery;
     let attempt = d.attempts + 1;
     let started = Instant::now();
-    let result = send(client, config, &claimed, attempt).await;
+    let result = send(keyring, client, config, &claimed, attempt).await;
     let latency_ms = started.elapsed().as_millis() as i64;
     let (success, status_code, error) = match result {
         Ok((status, _)) if (200..300).contains(&status) => (true, Some(status), None),
@@ -94,6 +101,7 @@ async fn deliver(
 /// Sends the delivery's exact payload with both signatures; the status and the start of the
 /// body, or why nothing was answered.
 async fn send(
+    keyring: &Keyring,
     client: &reqwest::Client,
     config: &WebhookConfig,
     claimed: &ClaimedDelivery,
@@ -105,16 +113,17 @@ async fn send(
     webhook::target("url", &claimed.url, config.allow_private).map_err(|e| e.message)?;
     let timestamp = chrono::Utc::now().timestamp();
     let body = d.payload.as_bytes();
-    let standard: Vec<String> = claimed
+    let secrets = claimed
         .secrets
+        .iter()
+        .map(|s| keyring.open_text(&d.webhook_id, s))
+        .collect::<enclave_core::Result<Vec<_>>>()
+        .map_err(|e| format!("the signing secret cannot be opened: {}", e.message))?;
+    let standard: Vec<String> = secrets
         .iter()
         .map(|s| standard_signature(s, &d.event_id, timestamp, body))
         .collect();
-    let enclave: Vec<String> = claimed
-        .secrets
-        .iter()
-        .map(|s| enclave_signature(s, body))
-        .collect();
+    let enclave: Vec<String> = secrets.iter().map(|s| enclave_signature(s, body)).collect();
     let resp = client
         .post(&claimed.url)
         .header("content-type", "application/json")

@@ -183,6 +183,57 @@ impl MasterKey {
     }
 }
 
+/// How a secret the server itself keeps (a webhook's signing secret) is stored: sealed by the
+/// master key as `sealed:v1:<master key id>:<base64 of the sealed bytes>`, bound to what it
+/// belongs to (`owner`, e.g. the webhook's id) so it opens nowhere else.
+const SEALED_TEXT: &str = "sealed:v1:";
+
+/// Whether `stored` is a sealed text (rather than a value stored in clear by an older
+/// release).
+pub fn is_sealed_text(stored: &str) -> bool {
+    stored.starts_with(SEALED_TEXT)
+}
+
+/// The id of the master key that sealed `stored`, if it is a sealed text.
+pub fn sealed_text_key_id(stored: &str) -> Option<&str> {
+    stored.strip_prefix(SEALED_TEXT)?.split(':').next()
+}
+
+fn text_aad(owner: &str) -> Vec<u8> {
+    format!("enclave sealed text v1\0{owner}").into_bytes()
+}
+
+impl MasterKey {
+    /// Seals `value`, a secret of `owner`, for storing.
+    pub fn seal_text(&self, owner: &str, value: &str) -> String {
+        let sealed = seal(&self.key, value.as_bytes(), &text_aad(owner));
+        format!("{SEALED_TEXT}{}:{}", self.id, STANDARD.encode(sealed))
+    }
+
+    /// Opens what [`MasterKey::seal_text`] sealed for `owner` with this key.
+    pub fn open_text(&self, owner: &str, stored: &str) -> Result<String, OpenError> {
+        let rest = stored.strip_prefix(SEALED_TEXT).ok_or(OpenError)?;
+        let (key_id, encoded) = rest.split_once(':').ok_or(OpenError)?;
+        if key_id != self.id {
+            return Err(OpenError);
+        }
+        let bytes = STANDARD.decode(encoded).map_err(|_| OpenError)?;
+        let plain = open(&self.key, &bytes, &text_aad(owner))?;
+        String::from_utf8(plain).map_err(|_| OpenError)
+    }
+
+    /// Seals anew under this key what `old` sealed (a master key rotation).
+    pub fn reseal_text(
+        &self,
+        old: &MasterKey,
+        owner: &str,
+        stored: &str,
+    ) -> Result<String, OpenError> {
+        let value = Zeroizing::new(old.open_text(owner, stored)?);
+        Ok(self.seal_text(owner, &value))
+    }
+}
+
 impl Drop for MasterKey {
     fn drop(&mut self) {
         // Best effort: the key schedule inside `key` is ring's to manage.
@@ -275,6 +326,26 @@ fn hex_lower(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sealed_texts_open_only_for_their_owner_and_key() {
+        let k = MasterKey::generate();
+        let stored = k.seal_text("wh_1", "whsec_abc");
+        assert!(is_sealed_text(&stored));
+        assert!(!stored.contains("whsec_abc"));
+        assert_eq!(sealed_text_key_id(&stored), Some(k.id()));
+        assert_eq!(k.open_text("wh_1", &stored).unwrap(), "whsec_abc");
+        // Copied to another webhook, or opened with another key: refused.
+        assert!(k.open_text("wh_2", &stored).is_err());
+        let other = MasterKey::generate();
+        assert!(other.open_text("wh_1", &stored).is_err());
+        // Rotation: sealed anew under the new key, the old one no longer opens it.
+        let moved = other.reseal_text(&k, "wh_1", &stored).unwrap();
+        assert_eq!(other.open_text("wh_1", &moved).unwrap(), "whsec_abc");
+        assert!(k.open_text("wh_1", &moved).is_err());
+        assert!(!is_sealed_text("whsec_plain"));
+        assert!(k.open_text("wh_1", "whsec_plain").is_err());
+    }
     use super::*;
 
     #[test]

@@ -18,6 +18,7 @@ conformance!(
     writes_are_all_or_nothing,
     versions_order_and_cascade,
     rotation_rewraps_atomically,
+    secrets_in_clear_are_resealed,
 );
 
 async fn env_of(store: &Arc<dyn Store>, org: &str, slug: &str) -> EnvRecord {
@@ -280,7 +281,39 @@ async fn rotation_rewraps_atomically(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .remove(0);
+    // A webhook whose signing secret is sealed by the master key, and rotated once (its
+    // previous secret still signs).
+    let hook_id = new_id(Kind::Webhook);
+    store
+        .create_webhook(
+            NewWebhook {
+                id: hook_id.clone(),
+                org_id: org.clone(),
+                url: "https://hooks.example.com/x".into(),
+                description: String::new(),
+                events: vec!["secret.changed".into()],
+                secret: old.seal_text(&hook_id, "whsec_first"),
+                created_by: "usr_x".into(),
+            },
+            &o,
+        )
+        .await
+        .unwrap();
+    store
+        .rotate_webhook_secret(
+            &org,
+            &hook_id,
+            old.seal_text(&hook_id, "whsec_second"),
+            enclave_store::now_ms() + 60_000,
+            &o,
+        )
+        .await
+        .unwrap();
     let new = MasterKey::generate();
+    let reseal = |webhook_id: &str, stored: &str| {
+        new.reseal_text(&old, webhook_id, stored)
+            .map_err(|_| enclave_core::Error::internal())
+    };
     // A failure half-way rolls everything back.
     let calls = std::sync::atomic::AtomicUsize::new(0);
     let failing = |env_id: &str, key_id: &str, wrapped: &[u8]| {
@@ -291,7 +324,7 @@ async fn rotation_rewraps_atomically(store: Arc<dyn Store>) {
             .map_err(|_| enclave_core::Error::internal())
     };
     store
-        .rotate_master_key(old.id(), new.id(), &failing)
+        .rotate_master_key(old.id(), new.id(), &failing, &reseal)
         .await
         .unwrap_err();
     assert_eq!(store.keyring_id().await.unwrap().as_deref(), Some(old.id()));
@@ -310,14 +343,14 @@ async fn rotation_rewraps_atomically(store: Arc<dyn Store>) {
             .map_err(|_| enclave_core::Error::internal())
     };
     let stale = store
-        .rotate_master_key(new.id(), old.id(), &rewrap)
+        .rotate_master_key(new.id(), old.id(), &rewrap, &reseal)
         .await
         .unwrap_err();
     assert_eq!(stale.code, ErrorCode::PreconditionFailed);
     // The real one: both keys move, the value still opens, the old master key opens nothing.
     assert_eq!(
         store
-            .rotate_master_key(old.id(), new.id(), &rewrap)
+            .rotate_master_key(old.id(), new.id(), &rewrap, &reseal)
             .await
             .unwrap(),
         2
@@ -328,4 +361,58 @@ async fn rotation_rewraps_atomically(store: Arc<dyn Store>) {
     let reopened = new.unwrap(&dev.id, &w.key_id, &w.wrapped).unwrap();
     assert_eq!(reopened.open(&rec.id, 1, &rec.ciphertext).unwrap(), "kept");
     assert!(old.unwrap(&dev.id, &w.key_id, &w.wrapped).is_err());
+    // The webhook's secrets moved in the same transaction: both open with the new key only.
+    let hook = store.webhook(&org, &hook_id).await.unwrap().unwrap();
+    assert_eq!(
+        new.open_text(&hook_id, &hook.secret).unwrap(),
+        "whsec_second"
+    );
+    let previous = hook.previous_secret.unwrap();
+    assert_eq!(new.open_text(&hook_id, &previous).unwrap(), "whsec_first");
+    assert!(old.open_text(&hook_id, &hook.secret).is_err());
+}
+
+/// What an older release stored in clear goes through `reseal_webhook_secrets`; what it
+/// leaves unchanged is not written.
+async fn secrets_in_clear_are_resealed(store: Arc<dyn Store>) {
+    let org = org_with(&store, &["dev"]).await;
+    let key = MasterKey::generate();
+    let o = Origin::system();
+    let mut ids = Vec::new();
+    for secret in ["whsec_in_clear", "already"] {
+        let id = new_id(Kind::Webhook);
+        let stored = match secret {
+            "already" => key.seal_text(&id, secret),
+            clear => clear.to_string(),
+        };
+        store
+            .create_webhook(
+                NewWebhook {
+                    id: id.clone(),
+                    org_id: org.clone(),
+                    url: "https://hooks.example.com/x".into(),
+                    description: String::new(),
+                    events: vec!["secret.changed".into()],
+                    secret: stored,
+                    created_by: "usr_x".into(),
+                },
+                &o,
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let seal = |id: &str, stored: &str| {
+        Ok(if enclave_core::secret::crypto::is_sealed_text(stored) {
+            stored.to_string()
+        } else {
+            key.seal_text(id, stored)
+        })
+    };
+    assert_eq!(store.reseal_webhook_secrets(&seal).await.unwrap(), 1);
+    assert_eq!(store.reseal_webhook_secrets(&seal).await.unwrap(), 0);
+    for (id, value) in ids.iter().zip(["whsec_in_clear", "already"]) {
+        let hook = store.webhook(&org, id).await.unwrap().unwrap();
+        assert_eq!(key.open_text(id, &hook.secret).unwrap(), value);
+    }
 }

@@ -714,7 +714,7 @@ async fn tampering_is_found_and_named(db: Db) {
 
 /// Runs SQL on the test's database directly, as someone with database access could; the
 /// first column of the first row, if the statement returns one.
-async fn sql(db: &Db, sql: &str) -> Option<String> {
+pub(crate) async fn sql(db: &Db, sql: &str) -> Option<String> {
     if db.is_postgres() {
         let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
         let v = sqlx::query_scalar(sql).fetch_optional(&pool).await.unwrap();

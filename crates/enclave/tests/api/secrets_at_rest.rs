@@ -16,6 +16,7 @@ both!(
     the_master_key_must_be_the_databases,
     rotation_keeps_every_value_readable,
     deleting_an_environment_erases_its_data_key,
+    what_an_older_release_kept_in_clear_is_sealed_at_start,
 );
 
 /// Every file under `dir` whose bytes contain `needle`.
@@ -67,6 +68,7 @@ async fn no_value_at_rest_or_in_logs(db: Db) {
         &[
             ("ENCLAVE_LOG", "debug"),
             ("ENCLAVE_ENVIRONMENT_QUOTAS", "free=unlimited"),
+            ("ENCLAVE_WEBHOOK_ALLOW_PRIVATE", "true"),
         ],
         Stdio::from(log),
     )
@@ -175,10 +177,53 @@ async fn no_value_at_rest_or_in_logs(db: Db) {
         .await;
     bad.expect(400);
     assert!(!bad.body.to_string().contains(&canary));
+    // Webhook signing secrets (a rotation keeps the old one for a day) and an invitation
+    // token: shown once, kept only sealed or hashed.
+    let hooks = format!("/v1/organizations/{}/webhooks", o.org);
+    let hook =
+        o.s.post(
+            &hooks,
+            Some(&o.token),
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["secret.changed"]}),
+        )
+        .await;
+    hook.expect(201);
+    let hook_id = hook.body["webhook_id"].as_str().unwrap().to_string();
+    let rotated =
+        o.s.post(
+            &format!("{hooks}/{hook_id}/rotate-secret"),
+            Some(&o.token),
+            json!({}),
+        )
+        .await;
+    rotated.expect(200);
+    let invite =
+        o.s.post(
+            &format!("/v1/organizations/{}/users", o.org),
+            Some(&o.token),
+            json!({"email": "invited@example.com", "role": "analyst"}),
+        )
+        .await;
+    invite.expect(201);
+    let shown_once: Vec<String> = [
+        &hook.body["signing_secret"],
+        &rotated.body["signing_secret"],
+        &invite.body["invitation"]["token"],
+    ]
+    .iter()
+    .map(|v| v.as_str().unwrap().to_string())
+    .collect();
     drop(child);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let data_dir = db.data_dir();
+    for secret in &shown_once {
+        assert_eq!(
+            files_containing(&data_dir, secret.as_bytes()),
+            Vec::<String>::new(),
+            "a webhook secret or invitation token in the data directory"
+        );
+    }
     assert!(data_dir.join("master.key").exists());
     assert_eq!(
         files_containing(&data_dir, canary.as_bytes()),
@@ -199,6 +244,9 @@ async fn no_value_at_rest_or_in_logs(db: Db) {
             !rows.contains(&canary) && !rows.contains(&hex),
             "a value in PostgreSQL"
         );
+        for secret in &shown_once {
+            assert!(!rows.contains(secret.as_str()), "{secret} in PostgreSQL");
+        }
         // The scan sees what is stored in the clear: comments are not secret.
         assert!(rows.contains(&comment), "the scan reads the rows");
     } else {
@@ -401,4 +449,67 @@ async fn deleting_an_environment_erases_its_data_key(db: Db) {
             "the wrapped key is erased from the files"
         );
     }
+}
+
+/// A webhook signing secret and an invitation token stored in clear (as releases before the
+/// hardening did) are sealed and hashed when the server starts; the invitation still works.
+async fn what_an_older_release_kept_in_clear_is_sealed_at_start(db: Db) {
+    use crate::audit::sql;
+    let o = Org::start(&db).await;
+    let hook =
+        o.s.post(
+            &format!("/v1/organizations/{}/webhooks", o.org),
+            Some(&o.token),
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["secret.changed"]}),
+        )
+        .await;
+    hook.expect(201);
+    let hook_id = hook.body["webhook_id"].as_str().unwrap().to_string();
+    let invite =
+        o.s.post(
+            &format!("/v1/organizations/{}/users", o.org),
+            Some(&o.token),
+            json!({"email": "late@example.com", "role": "analyst"}),
+        )
+        .await;
+    invite.expect(201);
+    let user_id = invite.body["user_id"].as_str().unwrap().to_string();
+    o.s.stop().await;
+    // What an older release left behind.
+    let (old_secret, old_token) = ("whsec_b2xkcmVsZWFzZQ", "inv_oldreleasetoken1234567890");
+    sql(
+        &db,
+        &format!("UPDATE webhooks SET secret = '{old_secret}' WHERE id = '{hook_id}'"),
+    )
+    .await;
+    sql(
+        &db,
+        &format!("UPDATE memberships SET invite_token = '{old_token}' WHERE user_id = '{user_id}'"),
+    )
+    .await;
+
+    let s = Server::start(db.args()).await;
+    let stored = sql(
+        &db,
+        &format!("SELECT secret FROM webhooks WHERE id = '{hook_id}'"),
+    )
+    .await
+    .unwrap();
+    assert!(stored.starts_with("sealed:v1:"), "{stored}");
+    assert!(!stored.contains(old_secret));
+    let stored = sql(
+        &db,
+        &format!("SELECT invite_token FROM memberships WHERE user_id = '{user_id}'"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 64, "a SHA-256 in hex: {stored}");
+    s.post(
+        "/v1/auth/accept-invite",
+        None,
+        json!({"token": old_token, "password": crate::common::PASSWORD}),
+    )
+    .await
+    .expect(200);
+    s.stop().await;
 }
