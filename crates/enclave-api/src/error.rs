@@ -39,6 +39,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry_after = self.0.details["retry_after_seconds"].as_u64();
         let body = ErrorEnvelope {
             error: ErrorBody {
                 code: self.0.code,
@@ -51,6 +52,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if let Some(secs) = retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
         }
         resp
     }

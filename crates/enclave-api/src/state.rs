@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::auth::cache::AuthCache;
 use crate::auth::keys::KeyAuth;
 use crate::auth::passwords::Passwords;
+use crate::auth::throttle::Throttle;
 use crate::auth::tokens::{self, TokenKeys};
 use crate::auth::wire::WireAuth;
 use crate::config::ApiConfig;
@@ -27,6 +28,8 @@ pub struct Inner {
     pub passwords: Passwords,
     pub auth_cache: Arc<AuthCache>,
     pub key_auth: Arc<KeyAuth>,
+    /// Failed sign-ins (passwords and API keys) slow down per source and account.
+    pub throttle: Arc<Throttle>,
     pub rate_limits: RateLimits,
     pub metrics: PrometheusHandle,
     pub keyring: Arc<Keyring>,
@@ -73,7 +76,8 @@ impl AppState {
         }
         let auth_cache = AuthCache::start(store.clone());
         let passwords = Passwords::new();
-        let key_auth = KeyAuth::start(store.clone(), passwords.clone());
+        let throttle = Arc::new(Throttle::new());
+        let key_auth = KeyAuth::start(store.clone(), passwords.clone(), throttle.clone());
         let rate_limits = RateLimits::new(&config);
         let engines = Engines {
             embedded: engine,
@@ -110,6 +114,7 @@ impl AppState {
             passwords,
             auth_cache,
             key_auth,
+            throttle,
             rate_limits,
             metrics: crate::middleware::metrics::handle(),
             keyring,

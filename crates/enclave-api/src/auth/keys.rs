@@ -23,6 +23,7 @@ use ipnet::IpNet;
 use ring::hmac;
 
 use crate::auth::passwords::Passwords;
+use crate::auth::throttle::{Subject, Throttle};
 
 const MAX_ENTRIES: usize = 100_000;
 /// `last_used_at` is written at most this often per key (per node).
@@ -57,6 +58,7 @@ struct Verified {
 pub struct KeyAuth {
     store: Arc<dyn Store>,
     passwords: Passwords,
+    throttle: Arc<Throttle>,
     mac: hmac::Key,
     verified: RwLock<HashMap<[u8; 32], Verified>>,
     /// Bumped by every invalidation; a lookup that raced one is not cached.
@@ -65,11 +67,17 @@ pub struct KeyAuth {
 }
 
 impl KeyAuth {
-    pub fn start(store: Arc<dyn Store>, passwords: Passwords) -> Arc<Self> {
+    /// `throttle` slows down the failed checks of cold keys, per source and per key id.
+    pub fn start(
+        store: Arc<dyn Store>,
+        passwords: Passwords,
+        throttle: Arc<Throttle>,
+    ) -> Arc<Self> {
         let rng = ring::rand::SystemRandom::new();
         let auth = Arc::new(KeyAuth {
             store: store.clone(),
             passwords,
+            throttle,
             mac: hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system randomness"),
             verified: RwLock::default(),
             generation: AtomicU64::new(0),
@@ -115,18 +123,26 @@ impl KeyAuth {
         let verified = match cached {
             Some(v) => v,
             None => {
+                // Guessing from one address, or at one key, slows down before Argon2id runs.
+                let account = Subject::Account(parts.key_id.clone());
+                let mut subjects = vec![account.clone()];
+                subjects.extend(ip.map(Subject::Source));
+                self.throttle.check(&subjects)?;
                 let generation = self.generation.load(Ordering::SeqCst);
                 let record = self.store.key_auth(&parts.key_id).await?;
                 let hash = record.as_ref().map(|r| r.key.secret_hash.clone());
                 // An unknown key id costs a (dummy) Argon2id check too: the time taken never
                 // tells whether a guessed key exists.
-                if !self.passwords.verify(parts.secret.clone(), hash).await? {
+                let right = self.passwords.verify(parts.secret.clone(), hash).await?
+                    && record
+                        .as_ref()
+                        .is_some_and(|r| r.key.prefix == enclave_core::api_key::prefix(presented));
+                if !right {
+                    self.throttle.failed(&subjects);
                     return Err(invalid());
                 }
+                self.throttle.succeeded(&account);
                 let record = record.ok_or_else(invalid)?;
-                if record.key.prefix != enclave_core::api_key::prefix(presented) {
-                    return Err(invalid());
-                }
                 let v = verified(record)?;
                 if self.generation.load(Ordering::SeqCst) == generation {
                     let mut map = self.verified.write().unwrap();

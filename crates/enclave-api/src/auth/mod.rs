@@ -6,6 +6,7 @@ pub mod keys;
 pub mod origin;
 pub mod passwords;
 pub mod principal;
+pub mod throttle;
 pub mod tokens;
 pub mod wire;
 

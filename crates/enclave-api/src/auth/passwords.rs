@@ -1,6 +1,9 @@
 //! Argon2id password hashing. It costs tens of milliseconds of CPU by design, so it runs on
-//! the blocking pool, at most one hash per core at a time, never on the async runtime.
+//! the blocking pool, at most one hash per core at a time, never on the async runtime — and
+//! behind a bounded queue: past [`MAX_WAITING`] checks waiting, more are refused at once (503)
+//! rather than queued, so a flood of sign-ins cannot make every other one wait for seconds.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -8,9 +11,13 @@ use argon2::Argon2;
 use enclave_core::{Error, Result};
 use tokio::sync::Semaphore;
 
+/// Checks that may wait for a core (about a second of work on two cores).
+pub const MAX_WAITING: usize = 32;
+
 #[derive(Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl Default for Passwords {
@@ -26,6 +33,7 @@ impl Passwords {
             .unwrap_or(2);
         Passwords {
             permits: Arc::new(Semaphore::new(cores)),
+            waiting: Arc::default(),
         }
     }
 
@@ -58,14 +66,40 @@ impl Passwords {
         &self,
         f: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::internal())?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let _waiting = Waiting::enter(&self.waiting).ok_or_else(|| {
+                    Error::unavailable("too many sign-ins are being checked; retry shortly")
+                })?;
+                self.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::internal())?
+            }
+        };
+        let _permit = permit;
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|_| Error::internal())?
+    }
+}
+
+/// A place in the queue for a core, given back when dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(count: &'a AtomicUsize) -> Option<Waiting<'a>> {
+        let before = count.fetch_add(1, Ordering::SeqCst);
+        let place = Waiting(count);
+        (before < MAX_WAITING).then_some(place)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -91,5 +125,32 @@ mod tests {
             .unwrap());
         assert!(!p.verify("anything".into(), None).await.unwrap());
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_checks_is_refused_past_the_queue_not_queued() {
+        let p = Passwords::new();
+        let checks: Vec<_> = (0..200)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { p.verify("guess".into(), None).await })
+            })
+            .collect();
+        let mut refused = 0;
+        for c in checks {
+            match c.await.unwrap() {
+                Ok(ok) => assert!(!ok),
+                Err(e) => {
+                    assert_eq!(e.code, enclave_core::ErrorCode::ServiceUnavailable);
+                    refused += 1;
+                }
+            }
+        }
+        assert!(
+            refused > 0 && refused <= 200 - MAX_WAITING,
+            "{refused} refused"
+        );
+        // Once the flood is over, checks run again.
+        assert!(!p.verify("again".into(), None).await.unwrap());
     }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::access::standing;
+use crate::auth::throttle::Subject;
 use crate::auth::tokens::{
     self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS,
 };
@@ -240,12 +241,24 @@ pub async fn login(
     JsonBody(req): JsonBody<LoginRequest>,
 ) -> ApiResult<axum::Json<LoginResponse>> {
     let email = validate::email("email", &req.email)?;
+    // Guessing from one address, or at one account, slows down before Argon2id runs.
+    let account = Subject::Account(email.clone());
+    let mut subjects = vec![account.clone()];
+    subjects.extend(
+        meta.source_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .map(Subject::Source),
+    );
+    state.throttle.check(&subjects)?;
     let user = state.store.user_by_email(&email).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     // Verified even for unknown users, so timing does not tell which e-mails exist.
     if !state.passwords.verify(req.password, hash).await? {
+        state.throttle.failed(&subjects);
         return Err(invalid_credentials().into());
     }
+    state.throttle.succeeded(&account);
     let user = user.ok_or_else(invalid_credentials)?;
     let org_id = choose_org(&state, &user.id, req.org_id).await?;
     let origin = meta.by(Actor::user(&user.id));

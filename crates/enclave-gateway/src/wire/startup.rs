@@ -69,6 +69,16 @@ fn refuse(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
+/// A failed sign-in's SQLSTATE: throttled (too many failures, or too many checks at once)
+/// or simply wrong.
+fn refusal_code(e: &enclave_core::Error) -> &'static str {
+    match e.code {
+        enclave_core::ErrorCode::RateLimited => "53400",
+        enclave_core::ErrorCode::ServiceUnavailable => "53300",
+        _ => "28P01",
+    }
+}
+
 /// Checks the password: an API key, or a person's access token.
 struct KeySource {
     gateway: Arc<Gateway>,
@@ -122,7 +132,7 @@ impl AuthSource<(Identity, Credential)> for KeySource {
             .auth()
             .api_key(&password, ip)
             .await
-            .map_err(|e| refuse("28P01", e.message))?;
+            .map_err(|e| refuse(refusal_code(&e), e.message))?;
         if let Some(db) = database {
             let slug = self
                 .gateway

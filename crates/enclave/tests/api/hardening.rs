@@ -8,11 +8,12 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::common::{Db, Org};
-use crate::engines;
 use crate::gateway::{development, sqlstate, Engine};
 use crate::raw_wire::{cstring, errors, message, rows, RawWire};
+use crate::{both, engines};
 
 engines!(sql_past_the_limits_is_refused_and_the_server_stays_up);
+both!(failed_sign_ins_slow_down);
 
 /// Chains the parser nests one level a term; 2 000 terms took the server down.
 fn chains() -> Vec<(&'static str, String)> {
@@ -345,4 +346,49 @@ async fn an_idle_socket_flood_leaves_http_and_sign_ins_working() {
     for f in flood.iter_mut().take(32) {
         assert!(f.closed().await);
     }
+}
+
+/// Guessing passwords or keys slows down past ten failures, per source and per account, on
+/// HTTP and on the wire; the right password still works once the wait is over.
+async fn failed_sign_ins_slow_down(db: Db) {
+    let o = Org::start(&db).await;
+    let login = |password: &str| {
+        o.s.post(
+            "/v1/auth/login",
+            None,
+            json!({"email": crate::common::OWNER_EMAIL, "password": password}),
+        )
+    };
+    for _ in 0..11 {
+        login("wrong-password-123").await.expect(401);
+    }
+    let r = login("wrong-password-123").await;
+    r.expect_error(429, "RATE_LIMITED");
+    assert_eq!(r.body["error"]["details"]["rule"], "failed_sign_ins");
+    assert!(r
+        .header("retry-after")
+        .is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+    // Even the right password waits: the check is not made at all.
+    login(crate::common::OWNER_PASSWORD).await.expect(429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    login(crate::common::OWNER_PASSWORD).await.expect(200);
+
+    // Wrong keys on the wire, after the source's wait is over.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let env = o.env("development").await;
+    let key = o.query_key(&env, &["developer"], "developer").await;
+    let mut wrong = key.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'a' { 'b' } else { 'a' });
+    let mut codes = Vec::new();
+    for _ in 0..14 {
+        let mut c = RawWire::connect(&o.s.gateway).await;
+        c.startup(&[("user", "guess")]).await;
+        assert_eq!(c.read().await.map(|m| m.0), Some(b'R'));
+        c.send(b'p', &cstring(&wrong)).await;
+        let e = errors(&c.until_ready().await);
+        codes.push(e[0][&'C'].clone());
+    }
+    assert!(codes.contains(&"28P01".to_string()), "{codes:?}");
+    assert_eq!(codes.last().unwrap(), "53400", "{codes:?}");
 }
