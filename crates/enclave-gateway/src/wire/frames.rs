@@ -367,4 +367,108 @@ mod tests {
         c.extend_from_slice(&[0; 4]);
         assert!(frame(&c, true, &LIMITS).is_err());
     }
+
+    /// Random bytes, and mutations of well-formed messages, through the check and then
+    /// pgwire's decoder (as a connection does): what the check lets through decodes without a
+    /// panic and to exactly its own bytes. A bounded run in every test run;
+    /// `PROPTEST_CASES` runs longer.
+    mod fuzz {
+        use bytes::BytesMut;
+        use pgwire::messages::{DecodeContext, PgWireFrontendMessage, ProtocolVersion};
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn seeds() -> Vec<(bool, Vec<u8>)> {
+            let mut startup = Vec::new();
+            let body = b"\0\x03\0\0user\0me\0database\0dev\0\0";
+            startup.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            startup.extend_from_slice(body);
+            let mut cancel = 16u32.to_be_bytes().to_vec();
+            cancel.extend_from_slice(&CANCEL_CODE.to_be_bytes());
+            cancel.extend_from_slice(&[0, 0, 0, 7, 1, 2, 3, 4]);
+            let mut execute = b"portal\0".to_vec();
+            execute.extend_from_slice(&100i32.to_be_bytes());
+            vec![
+                (true, startup),
+                (true, cancel),
+                (false, typed(b'Q', b"select 1; select 2\0")),
+                (
+                    false,
+                    typed(b'P', b"s1\0select $1, $2\0\0\x02\0\0\0\x17\0\0\0\x19"),
+                ),
+                (false, bind(&[Some(b"42"), None, Some(b"")])),
+                (false, typed(b'E', &execute)),
+                (false, typed(b'D', b"Ps1\0")),
+                (false, typed(b'C', b"Sportal\0")),
+                (false, typed(b'S', b"")),
+                (false, typed(b'H', b"")),
+                (false, typed(b'd', b"1,2\n3,4\n")),
+                (false, typed(b'c', b"")),
+                (false, typed(b'f', b"gave up\0")),
+                (false, typed(b'p', b"ek_secret\0")),
+            ]
+        }
+
+        /// Checks `bytes` message by message as [`super::super::checked`] does, decoding each
+        /// accepted one on its own.
+        fn check_and_decode(bytes: &[u8], mut startup: bool) {
+            let mut rest = bytes;
+            while let Ok(Some(len)) = frame(rest, startup, &LIMITS) {
+                let mut message = BytesMut::from(&rest[..len]);
+                // As a new connection decodes: protocol 3.2 until the startup says otherwise.
+                let mut ctx = DecodeContext::new(ProtocolVersion::default());
+                ctx.awaiting_frontend_ssl = false;
+                ctx.awaiting_frontend_startup = startup;
+                let decoded = PgWireFrontendMessage::decode(&mut message, &ctx);
+                if let Ok(Some(_)) = decoded {
+                    assert!(
+                        message.is_empty(),
+                        "decoding {:?} left {} bytes",
+                        &rest[..len],
+                        message.len()
+                    );
+                }
+                rest = &rest[len..];
+                startup = false;
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 2000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200), startup: bool) {
+                check_and_decode(&bytes, startup);
+            }
+
+            #[test]
+            fn mutated_messages(
+                seed in 0..14usize,
+                edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0..3u8), 1..8),
+                then in 0..14usize,
+            ) {
+                let seeds = seeds();
+                let (startup, mut bytes) = seeds[seed % seeds.len()].clone();
+                for (at, byte, how) in edits {
+                    let at = at % (bytes.len() + 1);
+                    match how {
+                        0 if at < bytes.len() => bytes[at] = byte,
+                        1 => bytes.insert(at, byte),
+                        _ => bytes.truncate(at),
+                    }
+                }
+                // Followed by a well-formed message, which must still decode on its own.
+                let next = seeds[then % seeds.len()].clone();
+                if !next.0 {
+                    bytes.extend(next.1);
+                }
+                check_and_decode(&bytes, startup);
+            }
+        }
+    }
 }
