@@ -3,6 +3,7 @@
 
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
@@ -37,8 +38,8 @@ use crate::routes::{
         secrets::list, secrets::create, secrets::get, secrets::patch, secrets::delete,
         secrets::versions, secrets::restore, secret_transfer::export, secret_transfer::import,
     ),
-    components(schemas(enclave_core::ErrorCode)),
-    modifiers(&BearerAuth),
+    components(schemas(enclave_core::ErrorCode, secret_transfer::ExportFormat)),
+    modifiers(&BearerAuth, &CommonResponses),
 )]
 pub struct ApiDoc;
 
@@ -66,6 +67,130 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Answers every operation can give besides its own: 401 where credentials are required,
+/// 400 where a body is read (malformed JSON, unknown fields), 429 past the rate limit (all but
+/// the probes).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let limited = !crate::middleware::rate_limit::UNLIMITED_PATHS.contains(&path.as_str());
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let answers = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    answers.entry(status.to_string()).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                                    .build(),
+                            )
+                            .build()
+                            .into()
+                    });
+                };
+                if secured {
+                    add("401", "missing, invalid, expired or revoked credentials");
+                }
+                if operation.request_body.is_some() {
+                    add("400", "the body is not valid JSON of this shape (`details.field`, `details.rule`)");
+                }
+                if limited {
+                    add(
+                        "429",
+                        "rate limit exceeded, or too many failed sign-ins (`Retry-After`)",
+                    );
+                }
+            }
+        }
+    }
+}
+
 pub async fn serve() -> impl IntoResponse {
     axum::Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 50);
+        for r in found {
+            let path = r
+                .strip_prefix("#/")
+                .unwrap_or_else(|| panic!("{r} is not local"));
+            let target = path.split('/').fold(&doc, |v, part| &v[part]);
+            assert!(!target.is_null(), "dangling $ref {r}");
+        }
+    }
+
+    #[test]
+    fn every_secured_operation_documents_401_and_429() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let answers = &op["responses"];
+                if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                    assert!(!answers["401"].is_null(), "{method} {path}: no 401");
+                    checked += 1;
+                }
+                if !["/health", "/ready", "/metrics"].contains(&path.as_str()) {
+                    assert!(!answers["429"].is_null(), "{method} {path}: no 429");
+                }
+                if !op["requestBody"].is_null() {
+                    assert!(!answers["400"].is_null(), "{method} {path}: no 400");
+                }
+            }
+        }
+        assert!(checked > 50, "{checked}");
+    }
+
+    #[test]
+    fn schemas_say_what_answers_hold() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        // A plain create answers without `api_key`.
+        let with_key = &schemas["EnvironmentWithKey"];
+        let required = with_key["required"].as_array().cloned().unwrap_or_default();
+        assert!(!required.contains(&Value::from("api_key")), "{with_key}");
+        // Creations have no `before`, deletions no `after`: both may be null.
+        for field in ["before", "after"] {
+            let s = schemas["AuditEntry"]["properties"][field].to_string();
+            assert!(s.contains("null"), "{field}: {s}");
+        }
+    }
 }

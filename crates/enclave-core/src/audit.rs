@@ -107,10 +107,10 @@ pub struct AuditEntry {
     pub resource_id: String,
     pub env_id: Option<String>,
     /// The resource before the change (`null` for creations); secrets redacted.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub before: Value,
     /// The resource after the change (`null` for deletions); secrets redacted.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub after: Value,
     pub request_id: Option<String>,
     pub source_ip: Option<String>,

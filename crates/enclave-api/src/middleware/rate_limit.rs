@@ -130,7 +130,7 @@ pub fn spawn_housekeeping(state: AppState) {
     });
 }
 
-const UNLIMITED_PATHS: [&str; 3] = ["/health", "/ready", "/metrics"];
+pub(crate) const UNLIMITED_PATHS: [&str; 3] = ["/health", "/ready", "/metrics"];
 
 pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if UNLIMITED_PATHS.contains(&req.uri().path()) {

@@ -391,7 +391,7 @@ pub async fn create(
                 .await?
                 .pop()
                 .ok_or_else(Error::internal)?,
-            api_key,
+            api_key: Some(api_key),
         },
     );
     resp.headers_mut().insert(
@@ -406,7 +406,9 @@ pub async fn create(
 pub struct EnvironmentWithKey {
     #[serde(flatten)]
     pub environment: Environment,
-    pub api_key: ApiKey,
+    /// Only when `create_api_key` was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<ApiKey>,
 }
 
 #[utoipa::path(get, path = "/v1/environments/{env_id}", tag = "environments", security(("bearer" = [])),
