@@ -19,6 +19,31 @@ both!(
     what_an_older_release_kept_in_clear_is_sealed_at_start,
 );
 
+/// A new webhook (to a loopback target) and an invitation of `email`: the answers that show
+/// a signing secret and an invitation token, once.
+async fn webhook_and_invitation(
+    o: &Org,
+    email: &str,
+) -> (crate::common::Resp, crate::common::Resp) {
+    let hook =
+        o.s.post(
+            &format!("/v1/organizations/{}/webhooks", o.org),
+            Some(&o.token),
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["secret.changed"]}),
+        )
+        .await;
+    hook.expect(201);
+    let invite =
+        o.s.post(
+            &format!("/v1/organizations/{}/users", o.org),
+            Some(&o.token),
+            json!({"email": email, "role": "analyst"}),
+        )
+        .await;
+    invite.expect(201);
+    (hook, invite)
+}
+
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
@@ -179,32 +204,19 @@ async fn no_value_at_rest_or_in_logs(db: Db) {
     assert!(!bad.body.to_string().contains(&canary));
     // Webhook signing secrets (a rotation keeps the old one for a day) and an invitation
     // token: shown once, kept only sealed or hashed.
-    let hooks = format!("/v1/organizations/{}/webhooks", o.org);
-    let hook =
-        o.s.post(
-            &hooks,
-            Some(&o.token),
-            json!({"url": "http://127.0.0.1:9/hook", "events": ["secret.changed"]}),
-        )
-        .await;
-    hook.expect(201);
-    let hook_id = hook.body["webhook_id"].as_str().unwrap().to_string();
+    let (hook, invite) = webhook_and_invitation(&o, "invited@example.com").await;
+    let hook_id = hook.body["webhook_id"].as_str().unwrap();
     let rotated =
         o.s.post(
-            &format!("{hooks}/{hook_id}/rotate-secret"),
+            &format!(
+                "/v1/organizations/{}/webhooks/{hook_id}/rotate-secret",
+                o.org
+            ),
             Some(&o.token),
             json!({}),
         )
         .await;
     rotated.expect(200);
-    let invite =
-        o.s.post(
-            &format!("/v1/organizations/{}/users", o.org),
-            Some(&o.token),
-            json!({"email": "invited@example.com", "role": "analyst"}),
-        )
-        .await;
-    invite.expect(201);
     let shown_once: Vec<String> = [
         &hook.body["signing_secret"],
         &rotated.body["signing_secret"],
@@ -456,23 +468,8 @@ async fn deleting_an_environment_erases_its_data_key(db: Db) {
 async fn what_an_older_release_kept_in_clear_is_sealed_at_start(db: Db) {
     use crate::audit::sql;
     let o = Org::start(&db).await;
-    let hook =
-        o.s.post(
-            &format!("/v1/organizations/{}/webhooks", o.org),
-            Some(&o.token),
-            json!({"url": "http://127.0.0.1:9/hook", "events": ["secret.changed"]}),
-        )
-        .await;
-    hook.expect(201);
+    let (hook, invite) = webhook_and_invitation(&o, "late@example.com").await;
     let hook_id = hook.body["webhook_id"].as_str().unwrap().to_string();
-    let invite =
-        o.s.post(
-            &format!("/v1/organizations/{}/users", o.org),
-            Some(&o.token),
-            json!({"email": "late@example.com", "role": "analyst"}),
-        )
-        .await;
-    invite.expect(201);
     let user_id = invite.body["user_id"].as_str().unwrap().to_string();
     o.s.stop().await;
     // What an older release left behind.

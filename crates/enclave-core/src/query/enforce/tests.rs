@@ -92,6 +92,11 @@ fn catalog() -> Catalog {
 fn run(sql: &str, role: Role) -> Result<Option<Enforced>> {
     let analyzed = parse(sql, Dialect::DuckDb).unwrap().remove(0);
     let c = catalog();
+    enforce_as(&analyzed, &c, role)
+}
+
+/// The policies' verdict on `analyzed` for a user of `role` (region `eu`), applied.
+fn enforce_as(analyzed: &Analyzed, c: &Catalog, role: Role) -> Result<Option<Enforced>> {
     let who = Principal {
         role,
         user_id: Some("usr_1".into()),
@@ -106,13 +111,13 @@ fn run(sql: &str, role: Role) -> Result<Option<Enforced>> {
         org_id: "org_1".into(),
         env_id: "env_1".into(),
         action: AbacAction::Query,
-        tables: request_tables(Some(&c), &analyzed.relations),
+        tables: request_tables(Some(c), &analyzed.relations),
         ip: None,
         at: Utc::now(),
     };
     let eval = policies().evaluate(&who, &req);
     let first = max_placeholder(&analyzed.statement);
-    enforce(&analyzed, &eval, &c, Dialect::DuckDb, first, Some("k3y"))
+    enforce(analyzed, &eval, c, Dialect::DuckDb, first, Some("k3y"))
 }
 
 fn sql(sql: &str) -> Enforced {
@@ -382,27 +387,7 @@ mod fuzz {
         };
         let c = catalog();
         for analyzed in &statements {
-            let who = Principal {
-                role: Role::Analyst,
-                user_id: Some("usr_1".into()),
-                email: None,
-                key_id: None,
-                attributes: BTreeMap::from([("region".to_string(), "eu".to_string())]),
-                scopes: None,
-                agent_id: None,
-                framework: None,
-            };
-            let req = Request {
-                org_id: "org_1".into(),
-                env_id: "env_1".into(),
-                action: AbacAction::Query,
-                tables: request_tables(Some(&c), &analyzed.relations),
-                ip: None,
-                at: Utc::now(),
-            };
-            let eval = policies().evaluate(&who, &req);
-            let first = max_placeholder(&analyzed.statement);
-            let enforced = enforce(analyzed, &eval, &c, Dialect::DuckDb, first, Some("k3y"));
+            let enforced = enforce_as(analyzed, &c, Role::Analyst);
             analyzed.with_stack(|| {
                 let _ = crate::query::redact(&analyzed.statement);
                 if let Ok(Some(e)) = &enforced {
