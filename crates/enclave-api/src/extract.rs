@@ -246,6 +246,39 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
     })
 }
 
+/// Path parameters, as axum's `Path`, with a malformed one (a version that is no integer, a
+/// segment that is not UTF-8) refused like any other bad input: 400 naming the parameter.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => {
+                use axum::extract::path::ErrorKind;
+                let field = match &rejection {
+                    axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e) => {
+                        match e.kind() {
+                            ErrorKind::ParseErrorAtKey { key, .. }
+                            | ErrorKind::InvalidUtf8InPathParam { key } => key.clone(),
+                            _ => "path".to_string(),
+                        }
+                    }
+                    _ => "path".to_string(),
+                };
+                Err(Error::validation(
+                    &field,
+                    "type",
+                    format!("path parameter `{field}` is not valid here"),
+                )
+                .into())
+            }
+        }
+    }
+}
+
 /// `If-Match`: `None` when absent or `*`; the expected version otherwise. An ETag this API
 /// never issued can match nothing, so it yields a version that fails the check (412).
 pub struct IfMatch(pub Option<i64>);
@@ -329,8 +362,10 @@ mod tests {
 /// `?limit=&cursor=` of a keyset-paginated list.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `pagination.cursor` of the previous page.
     pub cursor: Option<String>,

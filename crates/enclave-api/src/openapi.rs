@@ -2,13 +2,14 @@
 //! `/openapi.json`. It is the contract tests and clients use.
 
 use axum::response::IntoResponse;
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    abac_policies, api_keys, audit, auth, environments, health, members, organizations, policies,
-    promotion, query, query_audit, secret_transfer, secrets, tables, webhooks,
+    abac_policies, account, api_keys, audit, auth, environments, health, members, organizations,
+    policies, promotion, query, query_audit, secret_transfer, secrets, tables, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -16,10 +17,14 @@ use crate::routes::{
     info(title = "Enclave API", description = "Self-hosted isolated data environments: the control plane."),
     paths(
         health::health, health::ready, health::metrics,
-        auth::signup, auth::login, auth::refresh, auth::logout, auth::me, auth::accept_invite, auth::jwks,
+        auth::signup, auth::login, auth::login_mfa, auth::refresh, auth::logout, auth::me,
+        auth::accept_invite, auth::jwks,
+        account::change_password, account::reset_password, account::status, account::begin_totp,
+        account::confirm_totp, account::disable_totp, account::new_recovery_codes,
         organizations::create, organizations::list, organizations::get, organizations::update,
         organizations::delete, organizations::transfer_ownership,
         members::list, members::invite, members::get, members::update, members::remove, members::set_role,
+        members::reset_password, members::reset_mfa,
         environments::list, environments::create, environments::get, environments::get_by_slug,
         environments::update, environments::replace, environments::delete, environments::reorder,
         environments::suspend, environments::resume,
@@ -67,9 +72,11 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Answers every operation can give besides its own: 401 where credentials are required,
-/// 400 where a body is read (malformed JSON, unknown fields), 429 past the rate limit (all but
-/// the probes).
+/// Answers every operation can give besides its own: 401 and 403 where credentials are
+/// required (a role or key scope may not; an API key where a person is needed), 400 where a
+/// body or parameters are read (malformed JSON, unknown fields, a bad parameter), 404 where the
+/// path names something, 412 where `If-Match` is taken, 429 past the rate limit (all but the
+/// probes).
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -87,6 +94,17 @@ impl Modify for CommonResponses {
             .flatten()
             {
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let params = operation.parameters.as_deref().unwrap_or_default();
+                let in_path = params
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let conditional = params
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Header) && p.name == "If-Match");
+                let reads_input = operation.request_body.is_some()
+                    || params
+                        .iter()
+                        .any(|p| !matches!(p.parameter_in, ParameterIn::Header));
                 let answers = &mut operation.responses.responses;
                 let mut add = |status: &str, description: &str| {
                     answers.entry(status.to_string()).or_insert_with(|| {
@@ -104,9 +122,25 @@ impl Modify for CommonResponses {
                 };
                 if secured {
                     add("401", "missing, invalid, expired or revoked credentials");
+                    add(
+                        "403",
+                        "the caller's role or key scope may not do this (`details.rule`)",
+                    );
                 }
-                if operation.request_body.is_some() {
-                    add("400", "the body is not valid JSON of this shape (`details.field`, `details.rule`)");
+                if reads_input {
+                    add(
+                        "400",
+                        "the body or a parameter is not valid (`details.field`, `details.rule`)",
+                    );
+                }
+                if in_path {
+                    add("404", "nothing the caller may see has this id");
+                }
+                if conditional {
+                    add(
+                        "412",
+                        "`If-Match` names another version than the current one",
+                    );
                 }
                 if limited {
                     add(
@@ -173,6 +207,14 @@ mod tests {
                 }
                 if !op["requestBody"].is_null() {
                     assert!(!answers["400"].is_null(), "{method} {path}: no 400");
+                }
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                if params.iter().any(|p| p["in"] == "path") {
+                    assert!(!answers["404"].is_null(), "{method} {path}: no 404");
+                    assert!(!answers["400"].is_null(), "{method} {path}: no 400");
+                }
+                if params.iter().any(|p| p["name"] == "If-Match") {
+                    assert!(!answers["412"].is_null(), "{method} {path}: no 412");
                 }
             }
         }

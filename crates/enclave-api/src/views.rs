@@ -101,6 +101,7 @@ pub fn member_with_token(r: MemberRecord, token: Option<String>) -> Member {
         email: r.email,
         name: r.name,
         attributes: r.attributes.0,
+        mfa_enabled: r.mfa_enabled_at.is_some(),
         invitation,
         created_at: from_ms(r.created_at),
         updated_at: from_ms(r.updated_at),
@@ -113,6 +114,7 @@ pub fn user(r: &UserRecord) -> User {
         user_id: r.id.clone(),
         email: r.email.clone(),
         name: r.name.clone(),
+        mfa_enabled: r.mfa_enabled_at.is_some(),
         created_at: from_ms(r.created_at),
     }
 }

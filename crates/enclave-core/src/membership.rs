@@ -128,6 +128,33 @@ pub fn check_removal(actor: Actor, target: Target) -> Result<()> {
     admin_needs_owner(actor, target)
 }
 
+/// Recovering a member's account — a password reset link, or turning off a second factor
+/// they lost — by an owner or admin. Never one's own (change it yourself), never the owner's
+/// (the owner keeps recovery codes; nobody above them could vouch), an admin's only by the
+/// owner, and not before the invitation is accepted.
+pub fn check_account_recovery(actor: Actor, target: Target) -> Result<()> {
+    if actor.user_id == target.user_id {
+        return Err(Error::forbidden(
+            "own_account",
+            "recover someone else's account; change your own password or second factor under /v1/auth",
+        ));
+    }
+    if target.role == Role::Owner {
+        return Err(Error::forbidden(
+            "owner_account",
+            "nobody can reset the owner's account; the owner uses a recovery code",
+        ));
+    }
+    admin_needs_owner(actor, target)?;
+    if target.status == MemberStatus::Invited {
+        return Err(Error::conflict(
+            "invitation_pending",
+            "this member has not accepted the invitation yet; invite them again instead",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST …/transfer-ownership`.
 pub fn check_transfer(actor: Actor, target: Target) -> Result<()> {
     if actor.role != Role::Owner {
@@ -156,6 +183,64 @@ pub fn check_transfer(actor: Actor, target: Target) -> Result<()> {
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+
+    #[test]
+    fn account_recovery() {
+        let admin = Actor {
+            user_id: "usr_a",
+            role: Role::Admin,
+        };
+        let owner = Actor {
+            user_id: "usr_o",
+            role: Role::Owner,
+        };
+        let member = |user_id, role, status| Target {
+            user_id,
+            role,
+            status,
+        };
+        let rule = |r: Result<()>| {
+            r.map_err(|e| e.details["rule"].as_str().unwrap_or_default().to_string())
+        };
+        let dev = member("usr_d", Role::Developer, MemberStatus::Active);
+        assert_eq!(rule(check_account_recovery(admin, dev)), Ok(()));
+        assert_eq!(rule(check_account_recovery(owner, dev)), Ok(()));
+        let suspended = member("usr_d", Role::Developer, MemberStatus::Suspended);
+        assert_eq!(rule(check_account_recovery(admin, suspended)), Ok(()));
+        assert_eq!(
+            rule(check_account_recovery(
+                admin,
+                member("usr_a", Role::Admin, MemberStatus::Active)
+            )),
+            Err("own_account".into())
+        );
+        assert_eq!(
+            rule(check_account_recovery(
+                admin,
+                member("usr_o", Role::Owner, MemberStatus::Active)
+            )),
+            Err("owner_account".into())
+        );
+        assert_eq!(
+            rule(check_account_recovery(
+                admin,
+                member("usr_b", Role::Admin, MemberStatus::Active)
+            )),
+            Err("only_owner_manages_admins".into())
+        );
+        assert_eq!(
+            rule(check_account_recovery(
+                owner,
+                member("usr_b", Role::Admin, MemberStatus::Active)
+            )),
+            Ok(())
+        );
+        let invited = member("usr_i", Role::Developer, MemberStatus::Invited);
+        assert_eq!(
+            check_account_recovery(admin, invited).unwrap_err().code,
+            ErrorCode::Conflict
+        );
+    }
 
     const OWNER: Actor = Actor {
         user_id: "usr_o",

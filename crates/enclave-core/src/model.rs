@@ -132,6 +132,8 @@ pub struct User {
     pub user_id: String,
     pub email: String,
     pub name: String,
+    /// A second factor (TOTP) is turned on: signing in asks for a code.
+    pub mfa_enabled: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -155,6 +157,8 @@ pub struct Member {
     pub role: Role,
     pub status: MemberStatus,
     pub attributes: BTreeMap<String, String>,
+    /// The member has a second factor (TOTP) turned on.
+    pub mfa_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invitation: Option<Invitation>,
     pub created_at: DateTime<Utc>,

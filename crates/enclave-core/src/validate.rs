@@ -156,6 +156,25 @@ pub fn settings_object(field: &str, value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// An organization's `settings`: [`settings_object`], and the keys Enclave itself reads
+/// typed — `mfa_required` is a boolean.
+pub fn org_settings(field: &str, value: &serde_json::Value) -> Result<()> {
+    settings_object(field, value)?;
+    match value.get("mfa_required") {
+        None | Some(serde_json::Value::Bool(_)) => Ok(()),
+        Some(_) => Err(Error::validation(
+            &format!("{field}.mfa_required"),
+            "type",
+            format!("{field}.mfa_required must be true or false"),
+        )),
+    }
+}
+
+/// Whether organization `settings` require a second factor of every member.
+pub fn requires_mfa(settings: &serde_json::Value) -> bool {
+    settings.get("mfa_required") == Some(&serde_json::Value::Bool(true))
+}
+
 /// A string map such as a member's `attributes`: at most 64 entries, keys
 /// `^[a-zA-Z_][a-zA-Z0-9_.-]{0,63}$`, values at most 256 characters.
 pub fn attributes(field: &str, map: &std::collections::BTreeMap<String, String>) -> Result<()> {

@@ -5,6 +5,7 @@
 //! concrete implementation; the few real differences — how a write transaction starts, how
 //! other nodes hear about changes — are per-backend hooks.
 
+mod accounts;
 mod api_keys;
 mod audit;
 mod db_error;
@@ -24,6 +25,7 @@ mod webhooks;
 
 use std::sync::Arc;
 
+pub use accounts::AccountStore;
 pub use api_keys::ApiKeyStore;
 pub use audit::AuditStore;
 pub use environments::EnvironmentStore;
@@ -57,6 +59,7 @@ pub type HashToken = dyn Fn(&str) -> String + Send + Sync;
 #[async_trait::async_trait]
 pub trait Store:
     EnvironmentStore
+    + AccountStore
     + ApiKeyStore
     + AuditStore
     + WebhookStore

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use tokio::task::JoinHandle;
 
+use crate::accounts::*;
 use crate::api_keys::*;
 use crate::audit::*;
 use crate::db_error::{internal, unique_or};
@@ -165,6 +166,7 @@ impl_environment_store!(PgStore);
 impl_audit_store!(PgStore);
 impl_webhook_store!(PgStore, "FOR UPDATE OF d SKIP LOCKED");
 impl_api_key_store!(PgStore);
+impl_account_store!(PgStore);
 impl_policy_store!(PgStore);
 impl_secret_store!(PgStore);
 impl_query_audit_store!(PgStore);

@@ -23,6 +23,8 @@ pub struct UserRecord {
     pub email: String,
     pub name: String,
     pub password_hash: Option<String>,
+    /// When the user turned a TOTP second factor on; `None` while they have none.
+    pub mfa_enabled_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -91,6 +93,7 @@ pub struct MemberRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
+    pub mfa_enabled_at: Option<i64>,
 }
 
 impl MemberRecord {
@@ -139,6 +142,8 @@ pub struct AuthMembership {
     pub org_status: OrgStatus,
     /// The member's attributes (ABAC conditions and `{placeholder}`s of row filters).
     pub attributes: BTreeMap<String, String>,
+    /// The organization requires a second factor of every member (`settings.mfa_required`).
+    pub mfa_required: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -149,6 +154,8 @@ pub struct SessionRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// When the session's user gave a second factor (at sign-in, or by enrolling one in it).
+    pub mfa_at: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +166,42 @@ pub struct NewSession {
     pub expires_at: i64,
     pub refresh_hash: String,
     pub refresh_expires_at: i64,
+    /// The sign-in gave a second factor.
+    pub mfa: bool,
+}
+
+/// What signing in with a second factor needs to know of an account.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MfaState {
+    pub user_id: String,
+    /// The active TOTP secret, sealed with the master key.
+    pub mfa_secret: Option<String>,
+    /// An enrolment begun and not confirmed yet, sealed with the master key.
+    pub mfa_pending_secret: Option<String>,
+    pub mfa_enabled_at: Option<i64>,
+    /// The last 30-second step a code was accepted for.
+    pub mfa_last_step: i64,
+    pub recovery_codes_left: i64,
+}
+
+/// A password reset an owner or admin started: only the token's hash is stored.
+#[derive(Debug, Clone)]
+pub struct NewPasswordReset {
+    pub token_hash: String,
+    pub user_id: String,
+    pub org_id: String,
+    pub created_by: String,
+    pub expires_at: i64,
+}
+
+/// A password reset as listed (never the token).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PasswordResetRecord {
+    pub user_id: String,
+    pub org_id: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone)]

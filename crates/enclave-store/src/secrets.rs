@@ -172,6 +172,7 @@ macro_rules! impl_secret_store {
                     moved += 1;
                 }
                 reseal_webhooks!(&mut *tx, reseal)?;
+                reseal_totp_secrets!(&mut *tx, reseal)?;
                 sqlx::query("UPDATE keyring SET master_key_id = $1, rotated_at = $2 WHERE id = 1")
                     .bind(to)
                     .bind(now_ms())

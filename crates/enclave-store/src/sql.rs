@@ -13,11 +13,13 @@ pub(crate) const ORG_COLUMNS: &str = "id, name, slug, billing_email, cloud_regio
 
 pub(crate) const MEMBER_SELECT: &str = "SELECT m.org_id, m.user_id, u.email, m.name, m.role, \
      m.status, m.attributes, m.invite_token, m.invite_expires_at, m.created_at, m.updated_at, \
-     m.version FROM memberships m JOIN users u ON u.id = m.user_id";
+     m.version, u.mfa_enabled_at FROM memberships m JOIN users u ON u.id = m.user_id";
 
-pub(crate) const USER_COLUMNS: &str = "id, email, name, password_hash, created_at, updated_at";
+pub(crate) const USER_COLUMNS: &str =
+    "id, email, name, password_hash, mfa_enabled_at, created_at, updated_at";
 
-pub(crate) const SESSION_COLUMNS: &str = "id, user_id, org_id, created_at, expires_at, revoked_at";
+pub(crate) const SESSION_COLUMNS: &str =
+    "id, user_id, org_id, created_at, expires_at, revoked_at, mfa_at";
 
 macro_rules! impl_store {
     ($store:ty, $backend:expr) => {
@@ -459,8 +461,8 @@ macro_rules! impl_store {
 
             async fn auth_membership(&self, user_id: &str, org_id: &str) -> enclave_core::Result<Option<AuthMembership>> {
                 #[allow(clippy::type_complexity)]
-                let row: Option<(String, String, String, String, sqlx::types::Json<std::collections::BTreeMap<String, String>>)> = sqlx::query_as(
-                    "SELECT m.role, m.status, o.tier, o.status, m.attributes FROM memberships m \
+                let row: Option<(String, String, String, String, sqlx::types::Json<std::collections::BTreeMap<String, String>>, sqlx::types::Json<serde_json::Value>)> = sqlx::query_as(
+                    "SELECT m.role, m.status, o.tier, o.status, m.attributes, o.settings FROM memberships m \
                      JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 AND m.org_id = $2",
                 )
                 .bind(user_id)
@@ -468,26 +470,28 @@ macro_rules! impl_store {
                 .fetch_optional(self.reader())
                 .await
                 .map_err(internal)?;
-                Ok(row.map(|(role, status, tier, org_status, attributes)| AuthMembership {
+                Ok(row.map(|(role, status, tier, org_status, attributes, settings)| AuthMembership {
                     role: role.parse().unwrap_or(enclave_core::Role::Auditor),
                     status: MemberStatus::parse(&status).unwrap_or(MemberStatus::Suspended),
                     tier: Tier::parse(&tier).unwrap_or(Tier::Free),
                     org_status: OrgStatus::parse(&org_status).unwrap_or(OrgStatus::Suspended),
                     attributes: attributes.0,
+                    mfa_required: enclave_core::validate::requires_mfa(&settings.0),
                 }))
             }
 
             async fn create_session(&self, s: NewSession, origin: Option<&Origin>) -> enclave_core::Result<SessionRecord> {
                 let mut tx = self.begin_write().await?;
                 let rec: SessionRecord = sqlx::query_as(&format!(
-                    "INSERT INTO sessions (id, user_id, org_id, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5) RETURNING {SESSION_COLUMNS}"
+                    "INSERT INTO sessions (id, user_id, org_id, created_at, expires_at, mfa_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SESSION_COLUMNS}"
                 ))
                 .bind(&s.id)
                 .bind(&s.user_id)
                 .bind(&s.org_id)
                 .bind(now_ms())
                 .bind(s.expires_at)
+                .bind(s.mfa.then(now_ms))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(internal)?;

@@ -15,6 +15,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
+use crate::accounts::*;
 use crate::api_keys::*;
 use crate::audit::*;
 use crate::db_error::{internal, unique_or};
@@ -107,6 +108,7 @@ impl_environment_store!(SqliteStore);
 impl_audit_store!(SqliteStore);
 impl_webhook_store!(SqliteStore, "");
 impl_api_key_store!(SqliteStore);
+impl_account_store!(SqliteStore);
 impl_policy_store!(SqliteStore);
 impl_secret_store!(SqliteStore);
 impl_query_audit_store!(SqliteStore);

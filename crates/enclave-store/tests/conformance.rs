@@ -406,6 +406,7 @@ async fn refresh_rotation_and_reuse(store: Arc<dyn Store>) {
                 expires_at: now + 60_000,
                 refresh_hash: "r1".into(),
                 refresh_expires_at: now + 120_000,
+                mfa: false,
             },
             None,
         )

@@ -45,12 +45,26 @@ pub fn standing(m: Option<AuthMembership>) -> Result<AuthMembership> {
     Ok(m)
 }
 
-/// The caller's active membership in `org_id`, or the error [`standing`] gives.
+/// An organization that requires a second factor refuses a session opened without one.
+pub fn second_factor(m: &AuthMembership, session_mfa: bool) -> Result<()> {
+    if m.mfa_required && !session_mfa {
+        return Err(Error::forbidden(
+            "mfa_required",
+            "this organization requires two-factor authentication: enrol a TOTP factor \
+             (POST /v1/auth/mfa/totp) or sign in again with your code",
+        ));
+    }
+    Ok(())
+}
+
+/// The caller's active membership in `org_id`, or the error [`standing`] gives; 403
+/// `mfa_required` where the organization requires a second factor the session lacks.
 pub async fn member_of(state: &AppState, who: &Principal, org_id: &str) -> Result<OrgAccess> {
     if !is_id(Kind::Organization, org_id) {
         return Err(Error::not_found("organization"));
     }
     let m = standing(state.auth_cache.membership(&who.user_id, org_id).await?)?;
+    second_factor(&m, who.mfa)?;
     Ok(OrgAccess {
         org_id: org_id.to_string(),
         user_id: who.user_id.clone(),
@@ -160,6 +174,7 @@ mod tests {
             tier: Tier::Free,
             org_status,
             attributes: Default::default(),
+            mfa_required: false,
         })
     }
 
@@ -168,6 +183,19 @@ mod tests {
             let rule = e.details["rule"].as_str().unwrap_or_default().to_string();
             (e.http_status(), rule)
         })
+    }
+
+    #[test]
+    fn a_required_second_factor_refuses_sessions_without_one() {
+        let mut m = membership(MemberStatus::Active, OrgStatus::Active).unwrap();
+        assert!(second_factor(&m, false).is_ok());
+        m.mfa_required = true;
+        assert!(second_factor(&m, true).is_ok());
+        let e = second_factor(&m, false).unwrap_err();
+        assert_eq!(
+            (e.http_status(), e.details["rule"].as_str()),
+            (403, Some("mfa_required"))
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 pub mod access;
 pub mod cache;
 pub mod keys;
+pub mod mfa;
 pub mod origin;
 pub mod passwords;
 pub mod principal;
+pub mod proof;
 pub mod throttle;
 pub mod tokens;
 pub mod wire;

@@ -18,6 +18,8 @@ use crate::state::AppState;
 pub struct Principal {
     pub user_id: String,
     pub session_id: String,
+    /// The session was opened with a second factor (or one was enrolled in it).
+    pub mfa: bool,
     /// The organization the token was issued for and the caller's role there, when they are
     /// still an active member of it.
     pub org: Option<(String, Role, Tier)>,
@@ -95,6 +97,7 @@ pub async fn resolve_with(
     Ok(Principal {
         user_id: claims.sub,
         session_id: claims.sid,
+        mfa: session.mfa_at.is_some(),
         org,
     })
 }

@@ -4,7 +4,9 @@
 //! the account's count (not the source's); a quiet period forgets both.
 //!
 //! The caps differ on purpose: a source guessing keeps getting slower (up to 5 minutes), while
-//! an account's wait stays short (up to 30 s), so an attacker cannot lock its owner out.
+//! an account's wait stays short (up to 30 s), so an attacker cannot lock its owner out. A
+//! second factor is stricter (5 free failures, up to 15 minutes): whoever guesses codes
+//! already holds the password, and a 6-digit code has only a million values.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,10 +18,12 @@ use serde_json::json;
 
 /// Failures allowed before any wait.
 const FREE_FAILURES: u32 = 10;
+const FREE_SECOND_FACTOR_FAILURES: u32 = 5;
 /// The first wait; each further failure doubles it.
 const FIRST_WAIT: Duration = Duration::from_secs(1);
 const SOURCE_CAP: Duration = Duration::from_secs(300);
 const ACCOUNT_CAP: Duration = Duration::from_secs(30);
+const SECOND_FACTOR_CAP: Duration = Duration::from_secs(900);
 /// A subject with no failure for this long starts afresh.
 const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Subjects remembered at most (oldest forgotten first when full).
@@ -30,6 +34,8 @@ const MAX_SUBJECTS: usize = 100_000;
 pub enum Subject {
     Source(IpAddr),
     Account(String),
+    /// A user's second factor (by user id).
+    SecondFactor(String),
 }
 
 impl Subject {
@@ -37,6 +43,14 @@ impl Subject {
         match self {
             Subject::Source(_) => SOURCE_CAP,
             Subject::Account(_) => ACCOUNT_CAP,
+            Subject::SecondFactor(_) => SECOND_FACTOR_CAP,
+        }
+    }
+
+    fn free_failures(&self) -> u32 {
+        match self {
+            Subject::SecondFactor(_) => FREE_SECOND_FACTOR_FAILURES,
+            _ => FREE_FAILURES,
         }
     }
 }
@@ -76,7 +90,7 @@ impl Throttle {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         Err(Error::new(
             ErrorCode::RateLimited,
-            format!("too many failed sign-ins; retry in {secs} s"),
+            format!("too many failed attempts; retry in {secs} s"),
         )
         .with_details(json!({"rule": "failed_sign_ins", "retry_after_seconds": secs})))
     }
@@ -102,7 +116,7 @@ impl Throttle {
             }
             f.count += 1;
             f.last = now;
-            f.until = now + wait_after(f.count, s.cap());
+            f.until = now + wait_after(f.count, s.free_failures(), s.cap());
         }
     }
 
@@ -113,11 +127,11 @@ impl Throttle {
 }
 
 /// The wait after the `count`th failure in a row.
-fn wait_after(count: u32, cap: Duration) -> Duration {
-    if count <= FREE_FAILURES {
+fn wait_after(count: u32, free: u32, cap: Duration) -> Duration {
+    if count <= free {
         return Duration::ZERO;
     }
-    let doublings = (count - FREE_FAILURES - 1).min(20);
+    let doublings = (count - free - 1).min(20);
     FIRST_WAIT.saturating_mul(1 << doublings).min(cap)
 }
 
@@ -128,12 +142,26 @@ mod tests {
     #[test]
     fn waits_double_past_the_free_failures_up_to_the_cap() {
         let source = Duration::from_secs(300);
-        assert_eq!(wait_after(10, source), Duration::ZERO);
-        assert_eq!(wait_after(11, source), Duration::from_secs(1));
-        assert_eq!(wait_after(12, source), Duration::from_secs(2));
-        assert_eq!(wait_after(15, source), Duration::from_secs(16));
-        assert_eq!(wait_after(40, source), source);
-        assert_eq!(wait_after(40, ACCOUNT_CAP), ACCOUNT_CAP);
+        let free = FREE_FAILURES;
+        assert_eq!(wait_after(10, free, source), Duration::ZERO);
+        assert_eq!(wait_after(11, free, source), Duration::from_secs(1));
+        assert_eq!(wait_after(12, free, source), Duration::from_secs(2));
+        assert_eq!(wait_after(15, free, source), Duration::from_secs(16));
+        assert_eq!(wait_after(40, free, source), source);
+        assert_eq!(wait_after(40, free, ACCOUNT_CAP), ACCOUNT_CAP);
+        let code = Subject::SecondFactor("usr_1".into());
+        assert_eq!(
+            wait_after(5, code.free_failures(), code.cap()),
+            Duration::ZERO
+        );
+        assert_eq!(
+            wait_after(6, code.free_failures(), code.cap()),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            wait_after(30, code.free_failures(), code.cap()),
+            SECOND_FACTOR_CAP
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::auth::mfa::{ChallengeClaims, CHALLENGE_AUDIENCE, CHALLENGE_SECONDS};
+
 pub const ACCESS_TOKEN_SECONDS: i64 = 3600;
 pub const REFRESH_TOKEN_SECONDS: i64 = 7 * 24 * 3600;
 pub const SESSION_MAX_SECONDS: i64 = 30 * 24 * 3600;
@@ -38,6 +40,7 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    challenge_validation: Validation,
     kid: String,
     public_x: String,
     issuer: String,
@@ -58,10 +61,14 @@ impl TokenKeys {
         validation.set_issuer(&[issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = CLOCK_SKEW_SECONDS as u64;
+        let mut challenge_validation = validation.clone();
+        challenge_validation.set_audience(&[CHALLENGE_AUDIENCE]);
+        challenge_validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         Ok(TokenKeys {
             encoding: EncodingKey::from_ed_der(&pkcs8),
             decoding: DecodingKey::from_ed_der(&public),
             validation,
+            challenge_validation,
             kid,
             public_x: URL_SAFE_NO_PAD.encode(&public),
             issuer: issuer.to_string(),
@@ -90,6 +97,28 @@ impl TokenKeys {
         let plausible = claims.iat <= now + CLOCK_SKEW_SECONDS
             && (1..=ACCESS_TOKEN_SECONDS).contains(&lifetime);
         plausible.then_some(claims)
+    }
+
+    /// A signed second-factor challenge (see [`ChallengeClaims`]).
+    pub fn sign_challenge(&self, claims: &ChallengeClaims) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).expect("Ed25519 signing cannot fail")
+    }
+
+    /// The claims of a genuine, unexpired challenge of ours; never an access token's.
+    pub fn verify_challenge(&self, token: &str) -> Option<ChallengeClaims> {
+        let claims = jsonwebtoken::decode::<ChallengeClaims>(
+            token,
+            &self.decoding,
+            &self.challenge_validation,
+        )
+        .ok()?
+        .claims;
+        let lifetime = claims.exp - claims.iat;
+        let now = chrono::Utc::now().timestamp();
+        (claims.iat <= now + CLOCK_SKEW_SECONDS && (1..=CHALLENGE_SECONDS).contains(&lifetime))
+            .then_some(claims)
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -196,6 +225,25 @@ mod tests {
             ..claims
         };
         assert!(keys.verify(&keys.sign(&skewed)).is_some());
+        // A second-factor challenge is no access token, and an access token no challenge.
+        let challenge = ChallengeClaims {
+            sub: "usr_1".into(),
+            org_id: None,
+            iat: now,
+            exp: now + CHALLENGE_SECONDS,
+            iss: "enclave".into(),
+            aud: CHALLENGE_AUDIENCE.into(),
+            jti: "c".into(),
+        };
+        let signed = keys.sign_challenge(&challenge);
+        assert_eq!(keys.verify_challenge(&signed).unwrap().sub, "usr_1");
+        assert!(keys.verify(&signed).is_none());
+        assert!(keys.verify_challenge(&keys.sign(&skewed)).is_none());
+        let long = ChallengeClaims {
+            exp: now + 3600,
+            ..challenge
+        };
+        assert!(keys.verify_challenge(&keys.sign_challenge(&long)).is_none());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -12,6 +12,7 @@ use enclave_core::{Error, Permission, Result};
 use enclave_gateway::{Authenticator, Identity};
 use enclave_store::Store;
 
+use crate::auth::access::second_factor;
 use crate::auth::cache::AuthCache;
 use crate::auth::keys::KeyAuth;
 use crate::auth::principal::resolve_with;
@@ -50,6 +51,11 @@ impl Authenticator for WireAuth {
             .environment_by_slug(&org_id, &database.to_ascii_lowercase())
             .await?
             .ok_or_else(|| Error::not_found("environment"))?;
+        // Tokens are issued only after the second factor of an account that has one; an
+        // organization requiring one refuses tokens of sessions opened without it.
+        if let Some(m) = self.cache.membership(&principal.user_id, &org_id).await? {
+            second_factor(&m, principal.mfa)?;
+        }
         if !role.can(Permission::ReadEnvironments) {
             return Err(Error::forbidden(
                 "permission:read_environments",

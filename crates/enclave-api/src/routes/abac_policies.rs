@@ -1,7 +1,9 @@
 //! `/v1/environments/{env_id}/abac-policies`: attribute-based allow/deny rules. Same
 //! permissions, versions and restore as standard policies (shared in `policies.rs`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use enclave_core::pagination::Page;

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::access::standing;
+use crate::auth::mfa::{self, ChallengeClaims};
+use crate::auth::proof;
 use crate::auth::throttle::Subject;
 use crate::auth::tokens::{
     self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS,
@@ -38,6 +40,26 @@ pub struct LoginRequest {
     pub password: String,
     /// The organization to sign in to; default: the first one the user is an active member of.
     pub org_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginMfaRequest {
+    /// From the `202` answer to the password.
+    pub mfa_token: String,
+    /// The authenticator app's current 6-digit code, or one of the recovery codes.
+    pub code: String,
+}
+
+/// The password was right and the account has a second factor: no tokens yet. Send a code
+/// with `mfa_token` to `POST /v1/auth/login/mfa` within `expires_in` seconds.
+#[derive(Serialize, ToSchema)]
+pub struct MfaChallenge {
+    pub mfa_required: bool,
+    pub mfa_token: String,
+    pub expires_in: i64,
+    /// `totp` (a code from the app) and `recovery_code`.
+    pub methods: Vec<&'static str>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -106,12 +128,14 @@ fn invalid_credentials() -> Error {
     Error::unauthorized("invalid e-mail or password")
 }
 
-/// Starts a session for `user` in `org_id` (already checked) and returns its tokens.
+/// Starts a session for `user` in `org_id` (already checked) and returns its tokens; `mfa`
+/// when the sign-in gave a second factor.
 async fn issue_session(
     state: &AppState,
     user: &UserRecord,
     org_id: Option<String>,
     origin: Option<&Origin>,
+    mfa: bool,
 ) -> ApiResult<LoginResponse> {
     let refresh_token = tokens::random_token("ert_");
     let now = now_ms();
@@ -125,6 +149,7 @@ async fn issue_session(
                 expires_at: now + SESSION_MAX_SECONDS * 1000,
                 refresh_hash: tokens::hash_token(&refresh_token),
                 refresh_expires_at: now + REFRESH_TOKEN_SECONDS * 1000,
+                mfa,
             },
             origin,
         )
@@ -175,6 +200,27 @@ async fn login_response(
         org,
         role,
     })
+}
+
+/// 202 with a signed challenge: the password was right, the second factor comes next.
+fn challenge(state: &AppState, user_id: &str, org_id: Option<String>) -> Response {
+    let now = chrono::Utc::now().timestamp();
+    let claims = ChallengeClaims {
+        sub: user_id.to_string(),
+        org_id,
+        iat: now,
+        exp: now + mfa::CHALLENGE_SECONDS,
+        iss: state.tokens.issuer().to_string(),
+        aud: mfa::CHALLENGE_AUDIENCE.to_string(),
+        jti: ulid::Ulid::new().to_string().to_ascii_lowercase(),
+    };
+    let body = MfaChallenge {
+        mfa_required: true,
+        mfa_token: state.tokens.sign_challenge(&claims),
+        expires_in: mfa::CHALLENGE_SECONDS,
+        methods: vec!["totp", "recovery_code"],
+    };
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
 }
 
 /// `org_id` when the user is an active member of it; else, with no `org_id` asked for, the
@@ -229,17 +275,21 @@ pub async fn signup(
         })
         .await?;
     // The account belongs to no organization yet: there is no trail to record it in.
-    let resp = issue_session(&state, &user, None, None).await?;
+    let resp = issue_session(&state, &user, None, None, false).await?;
     Ok((StatusCode::CREATED, axum::Json(resp)).into_response())
 }
 
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest, responses(
-    (status = 200, body = LoginResponse), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
+    (status = 200, description = "signed in", body = LoginResponse),
+    (status = 202, description = "the password is right; the account's second factor is asked for next", body = MfaChallenge),
+    (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope),
+    (status = 403, description = "the organization asked for is suspended", body = ErrorEnvelope),
+    (status = 404, description = "not a member of the organization asked for", body = ErrorEnvelope)))]
 pub async fn login(
     State(state): State<AppState>,
     meta: RequestMeta,
     JsonBody(req): JsonBody<LoginRequest>,
-) -> ApiResult<axum::Json<LoginResponse>> {
+) -> ApiResult<Response> {
     let email = validate::email("email", &req.email)?;
     // Guessing from one address, or at one account, slows down before Argon2id runs.
     let account = Subject::Account(email.clone());
@@ -261,9 +311,45 @@ pub async fn login(
     state.throttle.succeeded(&account);
     let user = user.ok_or_else(invalid_credentials)?;
     let org_id = choose_org(&state, &user.id, req.org_id).await?;
+    if user.mfa_enabled_at.is_some() {
+        return Ok(challenge(&state, &user.id, org_id));
+    }
     let origin = meta.by(Actor::user(&user.id));
+    let resp = issue_session(&state, &user, org_id, Some(&origin), false).await?;
+    Ok(axum::Json(resp).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/auth/login/mfa", tag = "auth", request_body = LoginMfaRequest, responses(
+    (status = 200, description = "signed in with both factors", body = LoginResponse),
+    (status = 400, body = ErrorEnvelope),
+    (status = 401, description = "the challenge expired or the code is wrong", body = ErrorEnvelope),
+    (status = 403, description = "the organization is suspended", body = ErrorEnvelope),
+    (status = 404, description = "no longer a member of the organization", body = ErrorEnvelope)))]
+pub async fn login_mfa(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    JsonBody(req): JsonBody<LoginMfaRequest>,
+) -> ApiResult<axum::Json<LoginResponse>> {
+    let claims = state
+        .tokens
+        .verify_challenge(&req.mfa_token)
+        .ok_or_else(|| {
+            Error::unauthorized("the sign-in expired or is not genuine; log in again")
+        })?;
+    let user = state
+        .store
+        .user_by_id(&claims.sub)
+        .await?
+        .filter(|u| u.mfa_enabled_at.is_some())
+        .ok_or_else(|| Error::unauthorized("the sign-in expired; log in again"))?;
+    let origin = meta.by(Actor::user(&user.id));
+    proof::second_factor(&state, &user.id, &req.code, true, &origin).await?;
+    let org_id = match claims.org_id {
+        Some(org_id) => choose_org(&state, &user.id, Some(org_id)).await?,
+        None => choose_org(&state, &user.id, None).await?,
+    };
     Ok(axum::Json(
-        issue_session(&state, &user, org_id, Some(&origin)).await?,
+        issue_session(&state, &user, org_id, Some(&origin), true).await?,
     ))
 }
 
@@ -391,12 +477,14 @@ pub async fn me(State(state): State<AppState>, who: Caller) -> ApiResult<axum::J
 
 #[utoipa::path(post, path = "/v1/auth/accept-invite", tag = "auth", request_body = AcceptInviteRequest, responses(
     (status = 200, description = "membership active; signed in to the organization", body = LoginResponse),
-    (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+    (status = 202, description = "membership active; the account's second factor is asked for before signing in", body = MfaChallenge),
+    (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+    (status = 409, description = "the invitation was accepted already", body = ErrorEnvelope)))]
 pub async fn accept_invite(
     State(state): State<AppState>,
     meta: RequestMeta,
     JsonBody(req): JsonBody<AcceptInviteRequest>,
-) -> ApiResult<axum::Json<LoginResponse>> {
+) -> ApiResult<Response> {
     let (member, user) = state
         .store
         .member_by_invite(&crate::auth::tokens::hash_token(&req.token))
@@ -450,10 +538,13 @@ pub async fn accept_invite(
         .user_by_id(&accepted.user_id)
         .await?
         .ok_or_else(Error::internal)?;
-    Ok(axum::Json(
-        // The sign-in is part of joining, recorded by the `user.joined` entry.
-        issue_session(&state, &user, Some(accepted.org_id), None).await?,
-    ))
+    // An existing account with a second factor signs in with it, as at login.
+    if user.mfa_enabled_at.is_some() {
+        return Ok(challenge(&state, &user.id, Some(accepted.org_id)));
+    }
+    // The sign-in is part of joining, recorded by the `user.joined` entry.
+    let resp = issue_session(&state, &user, Some(accepted.org_id), None, false).await?;
+    Ok(axum::Json(resp).into_response())
 }
 
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "the token signing keys (JWKS)")))]

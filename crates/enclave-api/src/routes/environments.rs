@@ -1,7 +1,9 @@
 //! Environments: list, create, get (by id or slug), update, delete (with a dry run), reorder,
 //! suspend and resume. Promotion, clone and diff are in `promotion.rs`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enclave_core::api_key::ApiKey;
@@ -77,6 +79,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     pub status: Option<EnvStatus>,
     #[serde(rename = "type")]
@@ -86,6 +89,7 @@ pub struct ListParams {
     /// Name or slug contains (case-insensitive).
     pub q: Option<String>,
     /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -116,6 +120,7 @@ pub struct Order {
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteParams {
     /// Answer what would be deleted, delete nothing.
     pub dry_run: Option<bool>,

@@ -3,18 +3,21 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use enclave_core::id::{new_id, Kind};
 use enclave_core::membership::{
-    check_invite, check_removal, check_role_change, check_status_change, Actor, Target,
+    check_account_recovery, check_invite, check_removal, check_role_change, check_status_change,
+    Actor, Target,
 };
 use enclave_core::model::{Member, MemberStatus};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::{validate, Error, Permission, Role};
-use enclave_store::{now_ms, MemberFilter, MemberPatch, MemberRecord, NewInvite};
-use serde::Deserialize;
+use enclave_store::{now_ms, MemberFilter, MemberPatch, MemberRecord, NewInvite, NewPasswordReset};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::access::{require, OrgAccess};
@@ -25,6 +28,17 @@ use crate::state::AppState;
 use crate::views;
 
 const INVITATION_DAYS: i64 = 7;
+/// A reset link is good once, for a day: long enough to hand it over, short enough to lapse.
+const RESET_HOURS: i64 = 24;
+
+/// Shown once, to hand to the member: `token` sets a new password at
+/// `POST /v1/auth/reset-password`. Only its hash is stored.
+#[derive(Serialize, ToSchema)]
+pub struct PasswordResetLink {
+    pub user_id: String,
+    pub token: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -52,9 +66,11 @@ pub struct SetRole {
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListMembers {
     pub role: Option<Role>,
     pub status: Option<MemberStatus>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -258,4 +274,83 @@ pub async fn set_role(
         .update_member(&org_id, &user_id, current.version, patch, &origin)
         .await?;
     Ok(views::with_etag(m.version, views::member(m)))
+}
+
+/// The member whose account an owner or admin may recover: the rules of
+/// [`check_account_recovery`], and no membership in another organization — whose admins never
+/// agreed to this one's resetting their member.
+async fn recoverable(
+    state: &AppState,
+    me: &OrgAccess,
+    org_id: &str,
+    user_id: &str,
+) -> ApiResult<MemberRecord> {
+    let current = load(state, org_id, user_id, None).await?;
+    check_account_recovery(actor(me), target(&current))?;
+    if state.store.membership_count(user_id).await? > 1 {
+        return Err(Error::conflict(
+            "user_in_other_organizations",
+            "this account belongs to other organizations too; only its owner can recover it",
+        )
+        .into());
+    }
+    Ok(current)
+}
+
+#[utoipa::path(post, path = "/v1/organizations/{org_id}/users/{user_id}/password-reset", tag = "members", security(("bearer" = [])),
+    params(("org_id" = String, Path), ("user_id" = String, Path)), responses(
+    (status = 201, description = "a one-time reset token, valid 24 hours, shown once; earlier ones stop working", body = PasswordResetLink),
+    (status = 403, description = "one's own account, the owner's, or an admin's without being owner", body = ErrorEnvelope),
+    (status = 404, body = ErrorEnvelope),
+    (status = 409, description = "invitation not accepted yet, or the account belongs to other organizations", body = ErrorEnvelope)))]
+pub async fn reset_password(
+    State(state): State<AppState>,
+    who: Principal,
+    origin: Origin,
+    Path((org_id, user_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    recoverable(&state, &me, &org_id, &user_id).await?;
+    let token = tokens::random_token("epr_");
+    let expires_at = now_ms() + RESET_HOURS * 3600 * 1000;
+    state
+        .store
+        .create_password_reset(
+            NewPasswordReset {
+                token_hash: tokens::hash_token(&token),
+                user_id: user_id.clone(),
+                org_id: org_id.clone(),
+                created_by: who.user_id.clone(),
+                expires_at,
+            },
+            &origin,
+        )
+        .await?;
+    let body = PasswordResetLink {
+        user_id,
+        token,
+        expires_at: enclave_store::from_ms(expires_at),
+    };
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/organizations/{org_id}/users/{user_id}/mfa", tag = "members", security(("bearer" = [])),
+    params(("org_id" = String, Path), ("user_id" = String, Path)), responses(
+    (status = 204, description = "the member's second factor is off; they enrol again"),
+    (status = 403, description = "one's own account, the owner's, or an admin's without being owner", body = ErrorEnvelope),
+    (status = 404, body = ErrorEnvelope),
+    (status = 409, description = "no second factor on, invitation pending, or the account belongs to other organizations", body = ErrorEnvelope)))]
+pub async fn reset_mfa(
+    State(state): State<AppState>,
+    who: Principal,
+    origin: Origin,
+    Path((org_id, user_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    recoverable(&state, &me, &org_id, &user_id).await?;
+    state
+        .store
+        .disable_totp(&user_id, "user.mfa_reset", &origin)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,7 @@
 //! One module per resource; this file puts them on their paths.
 
 pub mod abac_policies;
+pub mod account;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
@@ -17,14 +18,17 @@ pub mod secrets;
 pub mod tables;
 pub mod webhooks;
 
+use axum::extract::MatchedPath;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use enclave_core::Error;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+
+const SECRET_ROUTE: &str = "/v1/environments/{env_id}/secrets/{key}";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,6 +43,17 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/me", get(auth::me))
         .route("/v1/auth/accept-invite", post(auth::accept_invite))
+        .route("/v1/auth/login/mfa", post(auth::login_mfa))
+        .route("/v1/auth/password", post(account::change_password))
+        .route("/v1/auth/reset-password", post(account::reset_password))
+        .route("/v1/auth/mfa", get(account::status))
+        .route("/v1/auth/mfa/totp", post(account::begin_totp))
+        .route("/v1/auth/mfa/totp/confirm", post(account::confirm_totp))
+        .route("/v1/auth/mfa/totp/disable", post(account::disable_totp))
+        .route(
+            "/v1/auth/mfa/recovery-codes",
+            post(account::new_recovery_codes),
+        )
         .route(
             "/v1/organizations",
             get(organizations::list).post(organizations::create),
@@ -66,6 +81,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/organizations/{org_id}/users/{user_id}/role",
             put(members::set_role),
+        )
+        .route(
+            "/v1/organizations/{org_id}/users/{user_id}/password-reset",
+            post(members::reset_password),
+        )
+        .route(
+            "/v1/organizations/{org_id}/users/{user_id}/mfa",
+            delete(members::reset_mfa),
         )
         .route(
             "/v1/organizations/{org_id}/environments",
@@ -148,7 +171,7 @@ pub fn routes() -> Router<AppState> {
         // `…/secrets/export` (GET) and `…/secrets/import` (POST) go through the `{key}` route
         // so that PATCH and DELETE still reach secrets named `export` and `import`.
         .route(
-            "/v1/environments/{env_id}/secrets/{key}",
+            SECRET_ROUTE,
             get(secrets::get)
                 .post(secrets::post_to_key)
                 .patch(secrets::patch)
@@ -245,8 +268,17 @@ pub fn routes() -> Router<AppState> {
             post(webhooks::redeliver),
         )
         .fallback(|| async { ApiError(Error::not_found("route")) })
-        .method_not_allowed_fallback(|| async {
+        .method_not_allowed_fallback(|path: Option<MatchedPath>| async move {
             let e = Error::validation("method", "not_allowed", "method not allowed on this path");
-            ApiError(e.with_status(StatusCode::METHOD_NOT_ALLOWED.as_u16())).into_response()
+            let mut resp =
+                ApiError(e.with_status(StatusCode::METHOD_NOT_ALLOWED.as_u16())).into_response();
+            // The `{key}` route also carries `POST …/secrets/import`; a secret itself has no POST.
+            if path.is_some_and(|p| p.as_str() == SECRET_ROUTE) {
+                resp.headers_mut().insert(
+                    axum::http::header::ALLOW,
+                    axum::http::HeaderValue::from_static(secrets::SECRET_METHODS),
+                );
+            }
+            resp
         })
 }

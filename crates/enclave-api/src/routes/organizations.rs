@@ -1,6 +1,8 @@
 //! `/v1/organizations`: create, list mine, get, update, delete, transfer ownership.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use enclave_core::environment::EnvSettings;
@@ -142,7 +144,8 @@ pub async fn create(
     let billing_email = validate::email("billing_email", &req.billing_email)?;
     let cloud_region = req.cloud_region.as_deref().map(cloud_region).transpose()?;
     let settings = req.settings.unwrap_or_else(|| serde_json::json!({}));
-    validate::settings_object("settings", &settings)?;
+    validate::org_settings("settings", &settings)?;
+    own_second_factor_first(&who, &settings)?;
     let user = state
         .store
         .user_by_id(&who.user_id)
@@ -242,7 +245,8 @@ pub async fn update(
         settings: req.settings,
     };
     if let Some(s) = &patch.settings {
-        validate::settings_object("settings", s)?;
+        validate::org_settings("settings", s)?;
+        own_second_factor_first(&who, s)?;
     }
     let rec = state
         .store
@@ -306,4 +310,16 @@ pub async fn transfer_ownership(
         rec.version,
         views::organization(&state.config, rec),
     ))
+}
+
+/// Requiring a second factor of every member starts with one's own: an owner or admin without
+/// one would lock themselves out.
+fn own_second_factor_first(who: &Principal, settings: &serde_json::Value) -> Result<(), Error> {
+    if validate::requires_mfa(settings) && !who.mfa {
+        return Err(Error::conflict(
+            "enrol_first",
+            "turn on your own second factor (and sign in with it) before requiring one of every member",
+        ));
+    }
+    Ok(())
 }

@@ -5,7 +5,9 @@
 //! Reading: every member (keys: `policies:read`); changing: owner and admin (keys:
 //! `policies:manage`). Validation and evaluation live in `enclave_core::policy`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};

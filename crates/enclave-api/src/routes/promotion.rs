@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::response::Response;
 use enclave_core::environment::{check_writable, EnvSettings, EnvType};
 use enclave_core::id::{new_id, Kind};
@@ -65,9 +67,10 @@ pub struct CloneEnvironment {
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DiffParams {
-    /// The environment to compare with.
-    pub against: Option<String>,
+    /// The environment to compare with (required).
+    pub against: String,
 }
 
 pub use crate::extract::ListParams;
@@ -357,14 +360,7 @@ pub async fn diff(
         Permission::ReadEnvironments,
     )
     .await?;
-    let against_id = q.against.ok_or_else(|| {
-        Error::validation(
-            "against",
-            "required",
-            "`against` (an environment id) is required",
-        )
-    })?;
-    let against = sibling(&state, &this, &against_id).await?;
+    let against = sibling(&state, &this, &q.against).await?;
     let settings = diff_settings(&this.settings.0, &against.settings.0);
     let (mine, theirs) = (
         state.store.env_policies(&this.id).await?,

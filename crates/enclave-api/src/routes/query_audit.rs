@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::response::Response;
 use chrono::Utc;
 use enclave_core::id::{is_id, Kind};
@@ -26,13 +28,16 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct QueryAuditParams {
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
     /// `usr_…` or `key_…`.
     pub principal_id: Option<String>,
     /// `ok`, `error`, `refused`, `timeout`, `cancelled`.
+    #[param(pattern = "^(ok|error|refused|timeout|cancelled)$")]
     pub outcome: Option<String>,
     /// `read`, `write`, `ddl`, `session`.
+    #[param(pattern = "^(read|write|ddl|session)$")]
     pub statement_kind: Option<String>,
     /// Inclusive; RFC 3339 or `YYYY-MM-DD`.
     pub start_date: Option<String>,

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
+
+use crate::extract::Path;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use enclave_core::id::{new_id, Kind};
 use enclave_core::secret::{self, dotenv, ImportOutcome};
-use enclave_core::{ErrorCode, Permission, Result};
+use enclave_core::{Error, ErrorCode, Permission, Result};
 use enclave_store::{NewSecret, SecretRecord, SecretWrite};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -33,12 +35,14 @@ pub enum ExportFormat {
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportParams {
     pub format: ExportFormat,
 }
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ImportParams {
     /// Answer what the import would do; change nothing.
     pub dry_run: Option<bool>,
@@ -48,7 +52,8 @@ pub struct ImportParams {
 
 #[utoipa::path(get, path = "/v1/environments/{env_id}/secrets/export", tag = "secrets", security(("bearer" = []), ("api_key" = [])),
     params(("env_id" = String, Path), ExportParams), responses(
-    (status = 200, description = "every secret: `text/plain` `.env` lines, or a JSON object", content_type = "text/plain", body = String),
+    (status = 200, description = "every secret: `.env` lines (`format=dotenv`), or a JSON object of KEY: value (`format=json`)",
+        content((String = "text/plain"), (std::collections::BTreeMap<String, String> = "application/json"))),
     (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn export(
     state: &AppState,
@@ -104,6 +109,14 @@ pub async fn import(
     let can_read = may_read_values(&who, &access);
     let json = is_json(req.headers());
     let body = request_body(req).await?;
+    if body.is_empty() {
+        return Err(Error::validation(
+            "body",
+            "required",
+            "the body is the `.env` text or JSON object to import",
+        )
+        .into());
+    }
     let incoming = secret::parse_import(&body, json)?;
     let dry_run = params.dry_run.unwrap_or(false);
     let overwrite = params.overwrite.unwrap_or(false);

@@ -6,7 +6,9 @@
 //! (keys: `secrets:read`); changing: owner, admin (keys: `secrets:write`). Values are sealed
 //! and opened here with the environment's data key; the store sees ciphertext only.
 
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
+
+use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enclave_core::api_key::key_can;
@@ -33,10 +35,12 @@ const ATTEMPTS: u32 = 5;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SecretListParams {
     /// Include values (needs permission to read secret values; 403 otherwise).
     pub reveal: Option<bool>,
     /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// The `pagination.cursor` of the previous page.
     pub cursor: Option<String>,
@@ -199,6 +203,9 @@ pub async fn get(
     ))
 }
 
+/// The methods of one secret (`Allow` when another is tried).
+pub const SECRET_METHODS: &str = "GET,HEAD,PATCH,DELETE";
+
 /// `POST …/secrets/import` shares the `{key}` route; nothing else is posted to a key.
 pub async fn post_to_key(
     state: State<AppState>,
@@ -209,11 +216,18 @@ pub async fn post_to_key(
     req: Request,
 ) -> ApiResult<Response> {
     if key != "import" {
-        return Err(Error::new(
-            ErrorCode::NotFound,
+        let refused = Error::validation(
+            "method",
+            "not_allowed",
             "POST is not a method of a secret; use PATCH to change one",
         )
-        .into());
+        .with_status(StatusCode::METHOD_NOT_ALLOWED.as_u16());
+        let mut resp = crate::error::ApiError(refused).into_response();
+        resp.headers_mut().insert(
+            axum::http::header::ALLOW,
+            axum::http::HeaderValue::from_static(SECRET_METHODS),
+        );
+        return Ok(resp);
     }
     secret_transfer::import(state, who, origin, Path(env_id), query, req).await
 }

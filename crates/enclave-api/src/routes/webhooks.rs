@@ -1,7 +1,9 @@
 //! `/v1/organizations/{org_id}/webhooks`: endpoints (CRUD; the signing secret shown once),
 //! secret rotation, a test event, the delivery log and redelivery. Owner and admin only.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};

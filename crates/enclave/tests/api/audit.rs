@@ -35,6 +35,10 @@ const EXEMPT: &[(&str, &str)] = &[
         "loads rows into the environment's data: recorded in the environment's query audit (tests/api/gateway.rs), not the IAM trail",
     ),
     (
+        "POST /v1/auth/mfa/totp",
+        "keeps an enrolment that does nothing until its first code confirms it; the confirmation is audited (user.mfa_enabled)",
+    ),
+    (
         "POST /v1/query",
         "runs SQL on the environment's data: recorded in the environment's query audit (tests/api/gateway.rs), not the IAM trail",
     ),
@@ -99,6 +103,23 @@ impl Ctx<'_> {
             .add_member(&self.token, org, &email, "developer")
             .await
             .0
+    }
+
+    /// A new member of `org` (`email`, its user id, a token of theirs).
+    async fn person(&self, org: &str) -> (String, String, String) {
+        let email = format!("{}@example.com", self.unique("person"));
+        let (user_id, token) = self
+            .s
+            .add_member(&self.token, org, &email, "developer")
+            .await;
+        (email, user_id, token)
+    }
+
+    /// A new member of `org` with a TOTP factor on: (email, user id, token, secret).
+    async fn person_with_totp(&self, org: &str) -> (String, String, String, String) {
+        let (email, user_id, token) = self.person(org).await;
+        let (secret, _) = crate::account::enrol_totp(self.s, &token, PASSWORD).await;
+        (email, user_id, token, secret)
     }
 
     async fn org(&self) -> String {
@@ -300,6 +321,56 @@ impl Ctx<'_> {
                     token: None,
                     ..self.call(post, "/v1/auth/accept-invite".into(), json!({"token": token, "password": PASSWORD}))?
                 })
+            }
+            "POST /v1/auth/login/mfa" => {
+                let (email, _, _, secret) = self.person_with_totp(o).await;
+                let first = self
+                    .s
+                    .post("/v1/auth/login", None, json!({"email": email, "password": PASSWORD, "org_id": o}))
+                    .await;
+                let code = next_code(&secret);
+                Some(Call {
+                    token: None,
+                    ..self.call(post, "/v1/auth/login/mfa".into(), json!({"mfa_token": first.body["mfa_token"], "code": code}))?
+                })
+            }
+            "POST /v1/auth/password" => {
+                let (_, _, token) = self.person(o).await;
+                Some(Call {
+                    token: Some(token),
+                    ..self.call(post, "/v1/auth/password".into(), json!({"current_password": PASSWORD, "new_password": "a-new-walk-password-9"}))?
+                })
+            }
+            "POST /v1/auth/reset-password" => {
+                let (_, u, _) = self.person(o).await;
+                let link = self.s.post(&format!("/v1/organizations/{o}/users/{u}/password-reset"), Some(&self.token), json!({})).await;
+                Some(Call {
+                    token: None,
+                    ..self.call(post, "/v1/auth/reset-password".into(), json!({"token": link.body["token"], "new_password": "a-reset-walk-password-9"}))?
+                })
+            }
+            "POST /v1/auth/mfa/totp/confirm" => {
+                let (_, _, token) = self.person(o).await;
+                let begun = self.s.post("/v1/auth/mfa/totp", Some(&token), json!({"password": PASSWORD})).await;
+                let code = enclave_api::auth::mfa::code_at(begun.body["secret"].as_str().unwrap(), chrono::Utc::now().timestamp() as u64).unwrap();
+                Some(Call { token: Some(token), ..self.call(post, "/v1/auth/mfa/totp/confirm".into(), json!({"code": code}))? })
+            }
+            "POST /v1/auth/mfa/totp/disable" => {
+                let (_, _, token, secret) = self.person_with_totp(o).await;
+                let code = next_code(&secret);
+                Some(Call { token: Some(token), ..self.call(post, "/v1/auth/mfa/totp/disable".into(), json!({"password": PASSWORD, "code": code}))? })
+            }
+            "POST /v1/auth/mfa/recovery-codes" => {
+                let (_, _, token, _) = self.person_with_totp(o).await;
+                Some(Call { token: Some(token), ..self.call(post, "/v1/auth/mfa/recovery-codes".into(), json!({"password": PASSWORD}))? })
+            }
+            "POST /v1/organizations/{org_id}/users/{user_id}/password-reset" => {
+                let (_, u, _) = self.person(o).await;
+                self.call(post, format!("/v1/organizations/{o}/users/{u}/password-reset"), json!({}))
+            }
+            "DELETE /v1/organizations/{org_id}/users/{user_id}/mfa" => {
+                let (_, u, _, _) = self.person_with_totp(o).await;
+                self.call(Method::DELETE, format!("/v1/organizations/{o}/users/{u}/mfa"), json!(null))
             }
             "POST /v1/organizations" => Some(Call {
                 org: None,
@@ -1013,4 +1084,9 @@ async fn listing_filters_permissions_and_redaction(db: Db) {
             "{secret} found in the audit trail"
         );
     }
+}
+
+/// The code of the step after the current one (the current one may be spent already).
+fn next_code(secret: &str) -> String {
+    enclave_api::auth::mfa::code_at(secret, chrono::Utc::now().timestamp() as u64 + 30).unwrap()
 }

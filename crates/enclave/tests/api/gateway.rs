@@ -617,7 +617,7 @@ pub(crate) async fn psql(
     psql_with(o, "agent", key, database, args, "prefer").await
 }
 
-async fn psql_with(
+pub(crate) async fn psql_with(
     o: &Org,
     user: &str,
     password: &str,
@@ -652,7 +652,7 @@ async fn psql_with(
 
 /// A test client installed by `scripts/test-clients` (its path in `var`); outside CI a missing
 /// one skips that part of the test, in CI it is a failure.
-fn test_client(var: &str) -> Option<String> {
+pub(crate) fn test_client(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(p) => Some(p),
         Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {

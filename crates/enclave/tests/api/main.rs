@@ -1,11 +1,13 @@
 //! Integration tests: the real server on a random port, driven over HTTP like any client, on
 //! SQLite and on PostgreSQL.
 
+mod account;
 mod api_keys;
 mod audit;
 mod auth;
 mod cli;
 mod common;
+mod contract;
 mod conventions;
 mod durability;
 mod enforcement;

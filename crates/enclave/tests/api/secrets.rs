@@ -307,9 +307,12 @@ async fn crud_versions_and_validation(db: Db) {
             .await
             .expect(204);
     }
-    o.s.post(&format!("{base}/OTHER"), Some(&o.token), json!({}))
-        .await
-        .expect_error(404, "NOT_FOUND");
+    // A secret has no POST: 405, and `Allow` says what it has.
+    let posted =
+        o.s.post(&format!("{base}/OTHER"), Some(&o.token), json!({}))
+            .await;
+    posted.expect_error(405, "VALIDATION_ERROR");
+    assert_eq!(posted.header("allow"), Some("GET,HEAD,PATCH,DELETE"));
 
     // Delete, If-Match, locked environments.
     let d =

@@ -377,6 +377,11 @@ async fn rotation_keeps_every_value_readable(db: Db) {
     );
     o.set(&dev, "A", "dev-a").await;
     o.set(&stg, "B", "stg-b").await;
+    // A member's TOTP secret is sealed with the master key too, and moves with it.
+    let (_, member) =
+        o.s.add_member(&o.token, &o.org, "totp@example.com", "developer")
+            .await;
+    let (totp, _) = crate::account::enrol_totp(&o.s, &member, crate::common::PASSWORD).await;
     let key_file = db.data_dir().join("master.key");
     let old = std::fs::read_to_string(&key_file).unwrap();
     let out = admin(&db, &["admin", "rotate-master-key"], &[]).await;
@@ -402,6 +407,15 @@ async fn rotation_keeps_every_value_readable(db: Db) {
     ] {
         assert_eq!(o2.value(env, k).await.as_deref(), Some(v));
     }
+    let next_code =
+        enclave_api::auth::mfa::code_at(&totp, chrono::Utc::now().timestamp() as u64 + 30).unwrap();
+    crate::account::login_with(
+        &o2.s,
+        "totp@example.com",
+        crate::common::PASSWORD,
+        &next_code,
+    )
+    .await;
     o2.s.stop().await;
     let err = refused_start(&db, &[("ENCLAVE_MASTER_KEY", old.trim())]).await;
     assert!(err.contains("does not match"), "{err}");
