@@ -52,10 +52,7 @@ pub async fn second_factor(
     recovery: bool,
     origin: &Origin,
 ) -> Result<()> {
-    let factor = Subject::SecondFactor(user_id.to_string());
-    let mut subjects = vec![factor.clone()];
-    subjects.extend(source(origin.source_ip.as_deref()));
-    state.throttle.check(&subjects)?;
+    let subjects = code_subjects(state, user_id, origin.source_ip.as_deref())?;
     let accepted = if mfa::is_totp_code(code) {
         totp(state, user_id, code).await?
     } else if recovery {
@@ -67,14 +64,44 @@ pub async fn second_factor(
     } else {
         false
     };
+    settle(state, &subjects, accepted)
+}
+
+/// The first code of an enrolment, from the secret `sealed` not yet turned on: the step it is
+/// valid for, or 401 — throttled like any second-factor code.
+pub fn enrolment_code(
+    state: &AppState,
+    user_id: &str,
+    sealed: &str,
+    code: &str,
+    source_ip: Option<&str>,
+) -> Result<i64> {
+    let subjects = code_subjects(state, user_id, source_ip)?;
+    let secret = state.keyring.open_text(user_id, sealed)?;
+    let step = mfa::check(&secret, code, unix_now());
+    settle(state, &subjects, step.is_some())?;
+    step.ok_or_else(Error::internal)
+}
+
+/// Who a code attempt counts against, once the throttle lets it through.
+fn code_subjects(state: &AppState, user_id: &str, source_ip: Option<&str>) -> Result<Vec<Subject>> {
+    let mut subjects = vec![Subject::SecondFactor(user_id.to_string())];
+    subjects.extend(source(source_ip));
+    state.throttle.check(&subjects)?;
+    Ok(subjects)
+}
+
+/// Counts the attempt's outcome: a failure against every subject (401), a success clears the
+/// user's count.
+fn settle(state: &AppState, subjects: &[Subject], accepted: bool) -> Result<()> {
     if !accepted {
-        state.throttle.failed(&subjects);
+        state.throttle.failed(subjects);
         return Err(
             Error::unauthorized("the code is not right, or was used already")
                 .with_details(serde_json::json!({"field": "code", "rule": "incorrect"})),
         );
     }
-    state.throttle.succeeded(&factor);
+    state.throttle.succeeded(&subjects[0]);
     Ok(())
 }
 

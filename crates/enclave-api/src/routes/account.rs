@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use enclave_core::{validate, Error};
-use enclave_store::from_ms;
+use enclave_store::{from_ms, MfaState, UserRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -96,11 +96,7 @@ pub async fn change_password(
     origin: Origin,
     JsonBody(req): JsonBody<ChangePassword>,
 ) -> ApiResult<axum::Json<PasswordChanged>> {
-    let user = state
-        .auth_cache
-        .user(&who.user_id)
-        .await?
-        .ok_or_else(|| Error::unauthorized("unknown user"))?;
+    let user = signed_in_user(&state, &who).await?;
     validate::password("new_password", &req.new_password, Some(&user.email))?;
     proof::password(
         &state,
@@ -155,11 +151,7 @@ pub async fn status(
     State(state): State<AppState>,
     who: Principal,
 ) -> ApiResult<axum::Json<MfaStatus>> {
-    let m = state
-        .store
-        .mfa_state(&who.user_id)
-        .await?
-        .ok_or_else(|| Error::unauthorized("unknown user"))?;
+    let m = mfa_state(&state, &who).await?;
     Ok(axum::Json(MfaStatus {
         totp_enabled: m.mfa_secret.is_some(),
         enabled_at: m.mfa_enabled_at.map(from_ms),
@@ -179,11 +171,7 @@ pub async fn begin_totp(
     origin: Origin,
     JsonBody(req): JsonBody<PasswordProof>,
 ) -> ApiResult<Response> {
-    let user = state
-        .auth_cache
-        .user(&who.user_id)
-        .await?
-        .ok_or_else(|| Error::unauthorized("unknown user"))?;
+    let user = signed_in_user(&state, &who).await?;
     if user.mfa_enabled_at.is_some() {
         return Err(already_on().into());
     }
@@ -217,11 +205,7 @@ pub async fn confirm_totp(
     origin: Origin,
     JsonBody(req): JsonBody<CodeProof>,
 ) -> ApiResult<axum::Json<RecoveryCodes>> {
-    let m = state
-        .store
-        .mfa_state(&who.user_id)
-        .await?
-        .ok_or_else(|| Error::unauthorized("unknown user"))?;
+    let m = mfa_state(&state, &who).await?;
     if m.mfa_secret.is_some() {
         return Err(already_on().into());
     }
@@ -232,28 +216,19 @@ pub async fn confirm_totp(
         )
         .into());
     };
-    let subjects = [crate::auth::throttle::Subject::SecondFactor(
-        who.user_id.clone(),
-    )];
-    state.throttle.check(&subjects)?;
-    let secret = state.keyring.open_text(&who.user_id, &sealed)?;
-    let Some(step) = mfa::check(&secret, &req.code, proof::unix_now()) else {
-        state.throttle.failed(&subjects);
-        return Err(
-            Error::unauthorized("the code is not right; check the device's clock")
-                .with_details(serde_json::json!({"field": "code", "rule": "incorrect"}))
-                .into(),
-        );
-    };
-    let codes = mfa::recovery_codes();
-    let hashes = codes.iter().map(|c| hash_token(c)).collect();
+    let step = proof::enrolment_code(
+        &state,
+        &who.user_id,
+        &sealed,
+        &req.code,
+        origin.source_ip.as_deref(),
+    )?;
+    let (codes, hashes) = recovery_codes();
     state
         .store
         .enable_totp(&who.user_id, step, hashes, &who.session_id, &origin)
         .await?;
-    Ok(axum::Json(RecoveryCodes {
-        recovery_codes: codes,
-    }))
+    Ok(axum::Json(codes))
 }
 
 #[utoipa::path(post, path = "/v1/auth/mfa/totp/disable", tag = "account", security(("bearer" = [])),
@@ -300,11 +275,7 @@ pub async fn new_recovery_codes(
     origin: Origin,
     JsonBody(req): JsonBody<PasswordProof>,
 ) -> ApiResult<axum::Json<RecoveryCodes>> {
-    let user = state
-        .auth_cache
-        .user(&who.user_id)
-        .await?
-        .ok_or_else(|| Error::unauthorized("unknown user"))?;
+    let user = signed_in_user(&state, &who).await?;
     if user.mfa_enabled_at.is_none() {
         return Err(Error::conflict("mfa_not_enabled", "this account has no second factor").into());
     }
@@ -315,15 +286,40 @@ pub async fn new_recovery_codes(
         origin.source_ip.as_deref(),
     )
     .await?;
-    let codes = mfa::recovery_codes();
-    let hashes = codes.iter().map(|c| hash_token(c)).collect();
+    let (codes, hashes) = recovery_codes();
     state
         .store
         .replace_recovery_codes(&who.user_id, hashes, &origin)
         .await?;
-    Ok(axum::Json(RecoveryCodes {
-        recovery_codes: codes,
-    }))
+    Ok(axum::Json(codes))
+}
+
+async fn signed_in_user(state: &AppState, who: &Principal) -> enclave_core::Result<UserRecord> {
+    state
+        .auth_cache
+        .user(&who.user_id)
+        .await?
+        .ok_or_else(|| Error::unauthorized("unknown user"))
+}
+
+async fn mfa_state(state: &AppState, who: &Principal) -> enclave_core::Result<MfaState> {
+    state
+        .store
+        .mfa_state(&who.user_id)
+        .await?
+        .ok_or_else(|| Error::unauthorized("unknown user"))
+}
+
+/// Fresh recovery codes to show once, and the hashes to store.
+fn recovery_codes() -> (RecoveryCodes, Vec<String>) {
+    let codes = mfa::recovery_codes();
+    let hashes = codes.iter().map(|c| hash_token(c)).collect();
+    (
+        RecoveryCodes {
+            recovery_codes: codes,
+        },
+        hashes,
+    )
 }
 
 fn already_on() -> Error {
