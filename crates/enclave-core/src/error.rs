@@ -129,13 +129,21 @@ impl Error {
         Error::new(ErrorCode::Conflict, message).with_details(json!({ "rule": rule }))
     }
 
-    /// An organization quota is used up: `details = {quota, limit}`.
+    /// An organization quota is used up: `details = {quota, limit, setting}`, `setting` naming
+    /// the server setting an operator raises it with.
     pub fn quota_exceeded(quota: &str, limit: u64) -> Self {
+        let setting = match quota {
+            "max_environments" => "environment_quotas (--environment-quotas)",
+            _ => "default_tier (--default-tier), the tier of new organizations",
+        };
         Error::new(
             ErrorCode::QuotaExceeded,
-            format!("the organization's {quota} quota ({limit}) is used up"),
+            format!(
+                "the organization's {quota} quota ({limit}) is used up; the server's operator \
+                 raises it with {setting}"
+            ),
         )
-        .with_details(json!({ "quota": quota, "limit": limit }))
+        .with_details(json!({ "quota": quota, "limit": limit, "setting": setting }))
     }
 
     pub fn precondition_failed(message: impl Into<String>) -> Self {

@@ -90,7 +90,8 @@ pub struct ServeArgs {
     /// Allow anyone to sign up (`POST /v1/auth/signup`).
     #[arg(long, env = "ENCLAVE_OPEN_SIGNUP")]
     pub open_signup: Option<bool>,
-    /// Tier of new organizations: free, cloud, growth, enterprise.
+    /// Tier of new organizations (the bootstrap one too): free, cloud, growth, enterprise
+    /// (default: enterprise, no SaaS limits on a self-hosted server).
     #[arg(long, env = "ENCLAVE_DEFAULT_TIER")]
     pub default_tier: Option<String>,
     /// Rate limits per tier, `TIER=PER_MINUTE/BURST`, comma-separated.
@@ -313,8 +314,10 @@ impl ServeArgs {
             .public_host
             .or(file.public_host)
             .unwrap_or_else(|| gateway_addr.ip().to_string());
+        // A self-hosted server's organizations are its operator's own: no SaaS tier limits
+        // unless the operator sells tiers (`--default-tier free`, per-tier quotas).
         let default_tier = match self.default_tier.or(file.default_tier) {
-            None => Tier::Free,
+            None => Tier::Enterprise,
             Some(t) => Tier::parse(&t).with_context(|| {
                 format!("default_tier: `{t}` is not one of free, cloud, growth, enterprise")
             })?,
@@ -554,6 +557,11 @@ mod tests {
         assert_eq!(c.public_host, "127.0.0.1");
         assert!(c.database_url.starts_with("sqlite://./data"));
         assert_eq!(c.tier_limits[&Tier::Free].rate_limit_per_minute, 60);
+        assert_eq!(
+            c.default_tier,
+            Tier::Enterprise,
+            "self-hosted: no SaaS tier"
+        );
 
         let args = ServeArgs {
             rate_limits: Some("free=5/2, enterprise=100000/5000".into()),

@@ -23,6 +23,12 @@ enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(ServeArgs),
+    /// Sign in as a person; later commands use the stored session (renewed on its own).
+    Login(enclave::cli::signin::LoginCommand),
+    /// End the stored session, here and on the server.
+    Logout(enclave::cli::signin::LogoutCommand),
+    /// Who the client commands act as, and which credential each kind of command uses.
+    Whoami(enclave::cli::signin::WhoamiCommand),
     /// Manage environments on a running server (ENCLAVE_URL, ENCLAVE_TOKEN).
     Env(enclave::cli::env::EnvCommand),
     /// Manage an environment's API keys on a running server (ENCLAVE_URL, ENCLAVE_TOKEN).
@@ -68,6 +74,9 @@ fn init_logging(format: Option<LogFormat>) {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let (serve, args) = match cli.command {
+        Command::Login(cmd) => return client_result(enclave::cli::signin::login(cmd).await),
+        Command::Logout(cmd) => return client_result(enclave::cli::signin::logout(cmd).await),
+        Command::Whoami(cmd) => return client_result(enclave::cli::signin::whoami(cmd).await),
         Command::Env(cmd) => return client_result(enclave::cli::env::run(cmd).await),
         Command::Keys(cmd) => return client_result(enclave::cli::keys::run(cmd).await),
         Command::Policies(cmd) => return client_result(enclave::cli::policies::run(cmd).await),

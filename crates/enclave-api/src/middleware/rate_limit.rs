@@ -136,7 +136,8 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     if UNLIMITED_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
-    let decision = match req.extensions().get::<Caller>() {
+    let caller = req.extensions().get::<Caller>().cloned();
+    let decision = match &caller {
         Some(c) => state.rate_limits.check(Some(c.tier()), c.id()),
         None => {
             let ip = req
@@ -151,9 +152,21 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
         None => next.run(req).await,
         Some(wait) => {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let setting = if caller.is_some() {
+                "rate_limits (--rate-limits)"
+            } else {
+                "anonymous_rate_limit (--anonymous-rate-limit)"
+            };
             let mut r = ApiError(
-                Error::new(ErrorCode::RateLimited, format!("rate limit exceeded; retry in {secs} s"))
-                    .with_details(serde_json::json!({"limit_per_minute": decision.limit, "retry_after_seconds": secs})),
+                Error::new(
+                    ErrorCode::RateLimited,
+                    format!("rate limit exceeded; retry in {secs} s (the server's {setting})"),
+                )
+                .with_details(serde_json::json!({
+                    "limit_per_minute": decision.limit,
+                    "retry_after_seconds": secs,
+                    "setting": setting,
+                })),
             )
             .into_response();
             r.headers_mut()

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use enclave_core::audit::{Verification, Verifier};
 
-use super::client::{segment, Client, Connection};
+use super::client::{segment, Client, Connection, Scope};
 use super::output;
 
 #[derive(Args, Debug)]
@@ -39,7 +39,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             report(&result, cmd.conn.json)
         }
         AuditAction::Export { out } => {
-            let client = Client::new(&cmd.conn)?;
+            let client = Client::connect(&cmd.conn, Scope::Organization).await?;
             let org = client.org().await?;
             let path = format!("/v1/organizations/{}/audit/iam/export", segment(&org)?);
             match out {

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::client::{segment, Client, Connection};
+use super::client::{segment, Client, Connection, Scope};
 use super::env::env_flag;
 use super::output;
 
@@ -29,7 +29,7 @@ pub struct QueryCommand {
 }
 
 pub async fn query(cmd: QueryCommand) -> anyhow::Result<()> {
-    let client = Client::new(&cmd.conn)?;
+    let client = Client::connect(&cmd.conn, Scope::Environment).await?;
     let env_id = env_flag(&client, cmd.env.as_deref()).await?;
     let sql = if cmd.sql == "-" {
         std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
@@ -124,7 +124,7 @@ pub enum TablesAction {
 }
 
 pub async fn tables(cmd: TablesCommand) -> anyhow::Result<()> {
-    let client = Client::new(&cmd.conn)?;
+    let client = Client::connect(&cmd.conn, Scope::Environment).await?;
     let json = cmd.conn.json;
     let env_id = env_flag(&client, cmd.env.as_deref()).await?;
     let base = format!("/v1/environments/{env_id}/tables");

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use super::client::{segment, Client, Connection};
+use super::client::{segment, Client, Connection, Scope};
 use super::output;
 
 #[derive(Args, Debug)]
@@ -284,7 +284,7 @@ fn query_param(name: &str, value: &str) -> String {
 }
 
 pub async fn run(cmd: EnvCommand) -> anyhow::Result<()> {
-    let client = Client::new(&cmd.conn)?;
+    let client = Client::connect(&cmd.conn, Scope::Organization).await?;
     let json = cmd.conn.json;
     let org = client.org().await?;
     match cmd.action {

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::client::{segment, Client, Connection};
+use super::client::{segment, Client, Connection, Scope};
 use super::env::{env_flag, show};
 use super::output;
 
@@ -97,7 +97,7 @@ fn show_new(json: bool, k: &Value) {
 }
 
 pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
-    let client = Client::new(&cmd.conn)?;
+    let client = Client::connect(&cmd.conn, Scope::Environment).await?;
     let json = cmd.conn.json;
     let env_id = env_flag(&client, cmd.env.as_deref()).await?;
     let base = format!("/v1/environments/{env_id}/api-keys");

@@ -8,3 +8,5 @@ pub mod keys;
 pub mod output;
 pub mod policies;
 pub mod secrets;
+pub mod session;
+pub mod signin;

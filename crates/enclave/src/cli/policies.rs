@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::client::{segment, Client, Connection};
+use super::client::{segment, Client, Connection, Scope};
 use super::env::{env_flag, show};
 use super::output;
 
@@ -170,7 +170,7 @@ fn policy_table(policies: &[Value]) {
 }
 
 pub async fn run(cmd: PoliciesCommand) -> anyhow::Result<()> {
-    let client = Client::new(&cmd.conn)?;
+    let client = Client::connect(&cmd.conn, Scope::Environment).await?;
     let json = cmd.conn.json;
     let env_id = env_flag(&client, cmd.env.as_deref()).await?;
     match cmd.action {

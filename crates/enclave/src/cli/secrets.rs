@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
-use super::client::{Client, Connection};
+use super::client::{Client, Connection, Scope};
 use super::env::{env_flag, show};
 use super::output;
 
@@ -158,7 +158,7 @@ fn secrets_table(rows: &[Value], reveal: bool) {
 }
 
 pub async fn run(cmd: SecretsCommand) -> anyhow::Result<()> {
-    let client = Client::new(&cmd.conn)?;
+    let client = Client::connect(&cmd.conn, Scope::Environment).await?;
     let json = cmd.conn.json;
     let env_id = env_flag(&client, cmd.env.as_deref()).await?;
     let base = format!("/v1/environments/{env_id}/secrets");
@@ -350,7 +350,7 @@ pub struct RunCommand {
 /// inherited ones). Enclave's own credentials are not passed on. On Unix the command
 /// replaces this process, so its exit status and signals are its own.
 pub async fn run_command(cmd: RunCommand) -> anyhow::Result<()> {
-    let client = Client::new(&cmd.conn)?;
+    let client = Client::connect(&cmd.conn, Scope::Environment).await?;
     let env_id = env_flag(&client, cmd.env.as_deref()).await?;
     let values: BTreeMap<String, String> = serde_json::from_value(
         client

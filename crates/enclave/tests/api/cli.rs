@@ -7,6 +7,8 @@ use crate::both;
 use crate::common::{Db, Server};
 
 both!(
+    sign_in_once_and_credential_precedence,
+    waits_out_rate_limits,
     env_commands,
     keys_commands,
     policy_commands,
@@ -34,13 +36,20 @@ impl Cli {
     /// Runs with one credential variable (`ENCLAVE_TOKEN` or `ENCLAVE_API_KEY`) and, when
     /// given, `stdin` as standard input.
     async fn run_as(&self, args: &[&str], credential: (&str, &str), stdin: Option<&str>) -> Out {
+        self.run_with(args, &[credential], stdin).await
+    }
+
+    /// Runs with `vars` as the only Enclave variables besides `ENCLAVE_URL` (no stored session
+    /// unless `ENCLAVE_CONFIG_DIR` is among them).
+    async fn run_with(&self, args: &[&str], vars: &[(&str, &str)], stdin: Option<&str>) -> Out {
         use tokio::io::AsyncWriteExt;
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_enclave"))
             .args(args)
             .env("ENCLAVE_URL", &self.url)
             .env_remove("ENCLAVE_TOKEN")
             .env_remove("ENCLAVE_API_KEY")
-            .env(credential.0, credential.1)
+            .env("ENCLAVE_CONFIG_DIR", "/nonexistent/enclave-test-config")
+            .envs(vars.iter().copied())
             .env_remove("ENCLAVE_ORG")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -79,6 +88,202 @@ fn slugs(list: &Value) -> Vec<&str> {
         .iter()
         .map(|e| e["slug"].as_str().unwrap())
         .collect()
+}
+
+/// `enclave login` stores a session (0600) that later commands use and renew; `whoami` says
+/// which credential each kind of command uses; flags beat variables, and with both variables
+/// an environment command uses the key, saying so.
+async fn sign_in_once_and_credential_precedence(db: Db) {
+    let s = Server::start(db.args()).await;
+    let cli = Cli {
+        url: s.url.clone(),
+        token: s.owner_token().await,
+    };
+    let dir = db.data_dir().join("cli-config");
+    let config = dir.to_str().unwrap();
+    let session = dir.join("session.json");
+    let with_session = [("ENCLAVE_CONFIG_DIR", config)];
+
+    let none = cli.run_with(&["whoami"], &with_session, None).await;
+    assert_ne!(none.code, 0);
+    assert!(none.stderr.contains("enclave login"), "{}", none.stderr);
+    let wrong = cli
+        .run_with(
+            &[
+                "login",
+                "--email",
+                crate::common::OWNER_EMAIL,
+                "--password-stdin",
+            ],
+            &with_session,
+            Some("not-the-password-1\n"),
+        )
+        .await;
+    assert_ne!(wrong.code, 0);
+    assert!(wrong.stderr.contains("401"), "{}", wrong.stderr);
+    let login = cli
+        .run_with(
+            &[
+                "login",
+                "--email",
+                crate::common::OWNER_EMAIL,
+                "--password-stdin",
+            ],
+            &with_session,
+            Some(&format!("{}\n", crate::common::OWNER_PASSWORD)),
+        )
+        .await;
+    assert_eq!(login.code, 0, "{}", login.stderr);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&session).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let me = cli.run_with(&["whoami"], &with_session, None).await;
+    assert_eq!(me.code, 0, "{}", me.stderr);
+    assert!(
+        me.stdout.contains(crate::common::OWNER_EMAIL),
+        "{}",
+        me.stdout
+    );
+    assert!(
+        me.stdout.contains("the session of `enclave login`"),
+        "{}",
+        me.stdout
+    );
+    // An expired access token is renewed with the refresh token, and stored again.
+    let stored: Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
+    let mut expired = stored.clone();
+    expired["expires_at"] = serde_json::json!(0);
+    std::fs::write(&session, serde_json::to_vec(&expired).unwrap()).unwrap();
+    let listed = cli.run_with(&["env", "list"], &with_session, None).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let renewed: Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
+    assert_ne!(renewed["token"], stored["token"]);
+    assert!(renewed["expires_at"].as_i64().unwrap() > 0);
+
+    // Both variables: environment commands use the key (said on stderr), the others the token.
+    let dev = cli.json(&["env", "get", "development"]).await;
+    let env_id = dev["env_id"].as_str().unwrap();
+    let key = s
+        .post(
+            &format!("/v1/environments/{env_id}/api-keys"),
+            Some(&cli.token),
+            serde_json::json!({"name": "cli", "scopes": ["read_only"]}),
+        )
+        .await;
+    key.expect(201);
+    let key = key.body["key"].as_str().unwrap();
+    let both = [
+        ("ENCLAVE_TOKEN", cli.token.as_str()),
+        ("ENCLAVE_API_KEY", key),
+    ];
+    let q = cli
+        .run_with(&["query", "SELECT 1 AS one"], &both, None)
+        .await;
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    assert!(q.stderr.contains("using ENCLAVE_API_KEY"), "{}", q.stderr);
+    let envs = cli.run_with(&["env", "list"], &both, None).await;
+    assert_eq!(envs.code, 0, "{}", envs.stderr);
+    assert!(
+        envs.stderr.contains("using ENCLAVE_TOKEN"),
+        "{}",
+        envs.stderr
+    );
+    let who = cli.run_with(&["whoami"], &both, None).await;
+    assert!(
+        who.stdout
+            .contains("ENCLAVE_TOKEN for env and audit; ENCLAVE_API_KEY for query"),
+        "{}",
+        who.stdout
+    );
+    // A flag beats both variables.
+    let flagged = cli
+        .run_with(
+            &["whoami", "--api-key", key],
+            &[("ENCLAVE_TOKEN", cli.token.as_str())],
+            None,
+        )
+        .await;
+    assert!(flagged.stdout.contains("API key cli"), "{}", flagged.stdout);
+    assert!(
+        flagged.stdout.contains("the --api-key flag"),
+        "{}",
+        flagged.stdout
+    );
+
+    // An account with a second factor signs in with its code.
+    let (_, member) = s
+        .add_member(
+            &cli.token,
+            s.bootstrap_org.as_deref().unwrap(),
+            "dev@example.com",
+            "developer",
+        )
+        .await;
+    let (secret, _) = crate::account::enrol_totp(&s, &member, crate::common::PASSWORD).await;
+    let code = enclave_api::auth::mfa::code_at(&secret, chrono::Utc::now().timestamp() as u64 + 30)
+        .unwrap();
+    let pw = format!("{}\n", crate::common::PASSWORD);
+    let asked = cli
+        .run_with(
+            &["login", "--email", "dev@example.com", "--password-stdin"],
+            &with_session,
+            Some(&pw),
+        )
+        .await;
+    assert!(asked.stderr.contains("--code"), "{}", asked.stderr);
+    let mfa = cli
+        .run_with(
+            &[
+                "login",
+                "--email",
+                "dev@example.com",
+                "--password-stdin",
+                "--code",
+                &code,
+            ],
+            &with_session,
+            Some(&pw),
+        )
+        .await;
+    assert_eq!(mfa.code, 0, "{}", mfa.stderr);
+    let me = cli.run_with(&["whoami"], &with_session, None).await;
+    assert!(me.stdout.contains("dev@example.com"), "{}", me.stdout);
+
+    let dev_session: Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
+    let out = cli.run_with(&["logout"], &with_session, None).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!session.exists());
+    let gone = s
+        .get("/v1/auth/me", dev_session["token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        gone.status, 401,
+        "logout ends the session on the server too"
+    );
+}
+
+/// A 429 with a short `Retry-After` is waited out (and said on stderr), not shown as a failure.
+async fn waits_out_rate_limits(db: Db) {
+    let mut args = db.args();
+    // One request per second, no burst: the second command in a row meets the limit.
+    args.rate_limits = Some("free=60/1".into());
+    let s = Server::start(args).await;
+    let cli = Cli {
+        url: s.url.clone(),
+        token: s.owner_token().await,
+    };
+    let mut retried = false;
+    for _ in 0..3 {
+        let out = cli.run(&["env", "list"]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        retried |= out
+            .stderr
+            .contains("rate limited by the server: retrying in 1 s (Retry-After)");
+    }
+    assert!(retried, "three commands within a second met the limit");
 }
 
 async fn env_commands(db: Db) {

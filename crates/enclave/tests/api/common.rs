@@ -99,6 +99,9 @@ impl Db {
             gateway_addr: Some("127.0.0.1:0".into()),
             database_url: Some(self.url.clone()),
             open_signup: Some(true),
+            // The tier tests exercise quotas and rate limits on (a server selling tiers); the
+            // self-hosted default is enterprise.
+            default_tier: Some("free".into()),
             rate_limits: Some("free=1000000/100000".into()),
             anonymous_rate_limit: Some("1000000/100000".into()),
             bootstrap_email: Some(OWNER_EMAIL.into()),

@@ -126,6 +126,10 @@ async fn rate_limits_per_identity(db: Db) {
             r.expect_error(429, "RATE_LIMITED");
             assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
             assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+            assert_eq!(
+                r.body["error"]["details"]["setting"],
+                "rate_limits (--rate-limits)"
+            );
         }
     }
     assert_eq!(statuses, vec![200, 200, 200, 429], "burst of 3");

@@ -982,6 +982,10 @@ async fn quota_by_tier(db: Db) {
     over.expect_error(429, "QUOTA_EXCEEDED");
     assert_eq!(over.body["error"]["details"]["quota"], "max_environments");
     assert_eq!(over.body["error"]["details"]["limit"], 4);
+    assert_eq!(
+        over.body["error"]["details"]["setting"],
+        "environment_quotas (--environment-quotas)"
+    );
     let list = list_all(&s, &owner, &org).await;
     assert_eq!(list["pagination"]["total"], 4);
     let fourth = list["data"][3]["env_id"].as_str().unwrap().to_string();

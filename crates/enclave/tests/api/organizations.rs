@@ -1,9 +1,10 @@
 use serde_json::json;
 
 use crate::both;
-use crate::common::Db;
+use crate::common::{spawn_binary, Db, Server, OWNER_EMAIL, OWNER_PASSWORD};
 
 both!(
+    self_hosted_defaults,
     create_list_get,
     update_delete_with_etags,
     cross_organization_is_not_found,
@@ -12,6 +13,42 @@ both!(
 
 fn org_body(slug: &str) -> serde_json::Value {
     json!({"name": format!("Org {slug}"), "slug": slug, "billing_email": "billing@example.com"})
+}
+
+/// A server run as shipped: its own organization is the operator's, not a SaaS free tier —
+/// more environments than the free tier's 3, no low rate limit.
+async fn self_hosted_defaults(db: Db) {
+    let (_child, url) = spawn_binary(&db, &[("ENCLAVE_RATE_LIMITS", "")]).await;
+    let s = Server::attach(&url);
+    let login = s
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({"email": OWNER_EMAIL, "password": OWNER_PASSWORD}),
+        )
+        .await;
+    login.expect(200);
+    let token = login.body["token"].as_str().unwrap();
+    let org = login.body["org"]["org_id"].as_str().unwrap();
+    assert_eq!(login.body["org"]["tier"], "enterprise");
+    assert!(login.body["org"]["quotas"]["max_environments"].is_null());
+    for i in 0..3 {
+        s.post(
+            &format!("/v1/organizations/{org}/environments"),
+            Some(token),
+            json!({"name": format!("Preview {i}")}),
+        )
+        .await
+        .expect(201);
+    }
+    let me = s.get("/v1/auth/me", token).await;
+    assert!(
+        me.header("x-ratelimit-limit")
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+            >= 10_000
+    );
 }
 
 async fn create_list_get(db: Db) {
