@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     visit_expressions_mut, visit_relations_mut, ArrayElemTypeDef, BinaryOperator, DataType, Expr,
-    FunctionArg, FunctionArgExpr, Ident, ObjectName, ObjectNamePart, Statement, TableFactor,
-    TableFunctionArgs, Value, VisitMut, VisitorMut,
+    FunctionArg, FunctionArgExpr, Ident, ObjectName, ObjectNamePart, SelectItem, SetExpr,
+    Statement, TableFactor, TableFunctionArgs, Value, VisitMut, VisitorMut,
 };
 
 /// The schema each environment database keeps the catalog shim in.
@@ -203,6 +203,9 @@ impl VisitorMut for OneDatabase<'_> {
 /// with (the environment's slug).
 pub fn render(statement: &Statement, database: &str) -> String {
     let mut copy = statement.clone();
+    if let Statement::Query(q) = &mut copy {
+        name_columns(&mut q.body);
+    }
     let _ = copy.visit(&mut OneDatabase(database));
     let _ = visit_expressions_mut(&mut copy, |expr| {
         match expr {
@@ -303,6 +306,49 @@ pub fn render(statement: &Statement, database: &str) -> String {
     copy.to_string()
 }
 
+/// Result columns named as PostgreSQL names them where DuckDB would name them otherwise: a
+/// function call by the function (`count(*)` is `count`, not `count_star()`), a cast of a
+/// column by the column, `CASE` as `case`. Only the result's own columns — the outermost
+/// query's, from the first branch of a set operation — and only where no alias is given.
+fn name_columns(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => {
+            for item in &mut select.projection {
+                if let SelectItem::UnnamedExpr(expr) = item {
+                    if let Some(name) = pg_column_name(expr) {
+                        *item = SelectItem::ExprWithAlias {
+                            expr: expr.clone(),
+                            alias: Ident::with_quote('"', name),
+                        };
+                    }
+                }
+            }
+        }
+        SetExpr::SetOperation { left, .. } => name_columns(left),
+        SetExpr::Query(q) => name_columns(&mut q.body),
+        _ => {}
+    }
+}
+
+/// The name PostgreSQL gives an unaliased result column of `expr`, where it differs from
+/// DuckDB's; `None` where DuckDB's is already right (plain columns) or left as it is.
+fn pg_column_name(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Function(f) => f.name.0.last().map(|part| match part {
+            ObjectNamePart::Identifier(i) if i.quote_style.is_some() => i.value.clone(),
+            other => other.to_string().to_ascii_lowercase(),
+        }),
+        Expr::Cast { expr, .. } => match expr.as_ref() {
+            Expr::Identifier(i) => Some(i.value.clone()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+            inner => pg_column_name(inner),
+        },
+        Expr::Nested(inner) => pg_column_name(inner),
+        Expr::Case { .. } => Some("case".to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,20 +374,44 @@ mod tests {
         // Other schemas' functions of the same name are left alone.
         assert_eq!(
             rendered("SELECT app.pg_get_userbyid(1)"),
-            "SELECT app.pg_get_userbyid(1)"
+            "SELECT app.pg_get_userbyid(1) AS \"pg_get_userbyid\""
         );
         // Arrays of catalog types (psql describing a table) and the one database (listing them).
         assert_eq!(
             rendered("SELECT version()"),
-            "SELECT 'PostgreSQL 15.0 (Enclave) on the embedded DuckDB engine'"
+            "SELECT 'PostgreSQL 15.0 (Enclave) on the embedded DuckDB engine' AS \"version\""
         );
         assert_eq!(
             rendered("SELECT x::pg_catalog.int2[] FROM t"),
-            "SELECT x::SMALLINT[] FROM t"
+            "SELECT x::SMALLINT[] AS \"x\" FROM t"
         );
         assert_eq!(
             rendered("SELECT d.datname FROM pg_catalog.pg_database d"),
             "SELECT d.datname FROM enclave_catalog.pg_database_of('development') d"
+        );
+    }
+
+    #[test]
+    fn result_columns_are_named_as_postgresql_names_them() {
+        assert_eq!(
+            rendered("SELECT count(*), sum(amount), x::int, CAST(t.y AS TEXT), CASE WHEN a THEN 1 END FROM t"),
+            "SELECT count(*) AS \"count\", sum(amount) AS \"sum\", x::INT AS \"x\", CAST(t.y AS TEXT) AS \"y\", \
+             CASE WHEN a THEN 1 END AS \"case\" FROM t"
+        );
+        // Aliases, plain columns, stars and inner queries are left alone; a set operation is
+        // named by its first branch.
+        assert_eq!(
+            rendered("SELECT count(*) AS n, a, t.b, * FROM (SELECT max(c) FROM u) t"),
+            "SELECT count(*) AS n, a, t.b, * FROM (SELECT max(c) FROM u) t"
+        );
+        assert_eq!(
+            rendered("SELECT min(a) FROM t UNION ALL SELECT max(a) FROM t"),
+            "SELECT min(a) AS \"min\" FROM t UNION ALL SELECT max(a) FROM t"
+        );
+        // A quoted function name keeps its case.
+        assert_eq!(
+            rendered("SELECT \"Upper\"(a) FROM t"),
+            "SELECT \"Upper\"(a) AS \"Upper\" FROM t"
         );
     }
 }

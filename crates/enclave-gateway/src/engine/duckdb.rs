@@ -379,12 +379,13 @@ fn sqlstate_of(message: &str) -> &'static str {
         "42501"
     } else if has("Parser Error") {
         "42601"
+    } else if has("Catalog Error") && has("already exists") {
+        // Before the table check: "Table with name x already exists!" is not a missing table.
+        "42P07"
     } else if has("Catalog Error") && (has("Table with name") || has("Table or view")) {
         "42P01"
     } else if has("Catalog Error") && has("Function") {
         "42883"
-    } else if has("Catalog Error") && has("already exists") {
-        "42P07"
     } else if has("Catalog Error") {
         "42704"
     } else if has("Binder Error") && has("column") {
@@ -483,6 +484,54 @@ mod tests {
             engine.remove(&env_id(i)).await.unwrap();
         }
         assert_eq!(engine.open_databases(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The engine's own errors, as a client sees them: PostgreSQL's SQLSTATE for each kind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn engine_errors_carry_postgresql_sqlstates() {
+        let dir = std::env::temp_dir().join(format!("enclave-states-{}", std::process::id()));
+        let engine = DuckDbEngine::new(&dir).unwrap();
+        let env = env_id(1);
+        engine.provision(&env).await.unwrap();
+        rows(
+            &engine,
+            &env,
+            "CREATE TABLE t (id INT PRIMARY KEY, n INT NOT NULL)",
+        )
+        .await;
+        rows(&engine, &env, "INSERT INTO t VALUES (1, 1)").await;
+        for (sql, state) in [
+            ("CREATE TABLE t (id INT)", "42P07"),
+            ("SELECT * FROM missing", "42P01"),
+            ("SELECT nope FROM t", "42703"),
+            ("SELECT no_such_function(1)", "42883"),
+            ("INSERT INTO t VALUES (1, 2)", "23505"),
+            ("INSERT INTO t VALUES (2, NULL)", "23502"),
+            ("SELECT 'abc'::INTEGER", "22P02"),
+            ("SELECT 1 +", "42601"),
+        ] {
+            let mut conn = engine.connect_to(&env).await.unwrap();
+            let failed = match conn.execute(sql, vec![], u64::MAX).await {
+                Err(e) => e,
+                Ok(mut execution) => {
+                    let mut error = None;
+                    while let Some(batch) = execution.batches.recv().await {
+                        if let Err(e) = batch {
+                            error = Some(e);
+                        }
+                    }
+                    error.unwrap_or_else(|| panic!("{sql} succeeded"))
+                }
+            };
+            assert_eq!(
+                enclave_core::query::sqlstate(&failed),
+                state,
+                "{sql}: {}",
+                failed.message
+            );
+        }
+        engine.remove(&env).await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
