@@ -34,6 +34,14 @@ impl Authenticator for WireAuth {
     async fn user(&self, email: &str, token: &str, database: &str) -> Result<Identity> {
         let refused =
             || Error::unauthorized("the password must be a current access token of the user named");
+        // An account password (or anything else that is no JWT) says what to use instead.
+        if token.split('.').count() != 3 {
+            return Err(Error::unauthorized(
+                "a person signs in to the gateway with a current access token as the password \
+                 (POST /v1/auth/login → token), not the account's password; an API key (ek_…) \
+                 works with any user name",
+            ));
+        }
         let principal = resolve_with(&self.cache, &self.tokens, token).await?;
         let user = self
             .cache

@@ -9,6 +9,7 @@ use crate::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use enclave_core::pagination::{Page, PageRequest};
+use enclave_core::query::with_sqlstate;
 use enclave_core::{Error, Result};
 use enclave_gateway::catalog::{TableFilter, TableInfo};
 use enclave_gateway::load::{validate_table, CsvOptions, LoadFormat, LoadRequest, Mapping, Spool};
@@ -265,6 +266,22 @@ pub async fn import(
     let sql = format!("COPY \"{table}\" FROM STDIN (FORMAT {label})");
     let statement = gateway.parse(&session, &sql).await?.remove(0);
     let spool = spool_body(&state, body).await?;
+    // An import with nothing in it is a mistake (a wrong path, an empty pipe), not a load of
+    // no rows; `COPY … FROM STDIN` of no data stays `COPY 0`, as in PostgreSQL.
+    if tokio::fs::metadata(spool.path())
+        .await
+        .map_or(true, |m| m.len() == 0)
+    {
+        return Err(with_sqlstate(
+            Error::validation(
+                "body",
+                "required",
+                "the body is empty: send the file to import",
+            ),
+            "22P04",
+        )
+        .into());
+    }
     let mapping = match &format {
         LoadFormat::Csv(o) if !o.header => Mapping::ByPosition(vec![]),
         _ => Mapping::ByName,

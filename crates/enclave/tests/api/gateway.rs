@@ -873,8 +873,8 @@ async fn wire_clients(db: Db, engine: Engine) {
     )
     .await;
     assert!(
-        !ok && (err.contains("28P01") || err.contains("invalid")),
-        "{err}"
+        !ok && err.contains("access token as the password"),
+        "the refusal says what to use: {err}"
     );
 
     // A read-only key cannot write on the wire either.
@@ -1121,6 +1121,13 @@ async fn tables_import_and_copy(db: Db, engine: Engine) {
         .await;
     r.expect(201);
     assert_eq!(r.body["rows_imported"], 1000);
+    // An empty body is refused, not imported as no rows.
+    let empty = o
+        .import_file(&dev, &env, "prices", "", "text/csv", Vec::new())
+        .await;
+    empty.expect_error(400, "VALIDATION_ERROR");
+    assert_eq!(empty.body["error"]["details"]["field"], "body");
+    assert_eq!(empty.body["error"]["details"]["sqlstate"], "22P04");
     let r = o
         .sql(
             &dev,
