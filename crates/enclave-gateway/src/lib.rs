@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod results;
 pub mod running;
 pub mod session;
+mod session_functions;
 pub mod wire;
 
 /// The embedded engine's crate, for callers that read or write its files (tests, tools).

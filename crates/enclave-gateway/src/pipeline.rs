@@ -33,6 +33,7 @@ use crate::identity::Authenticator;
 use crate::load::{LoadRequest, Loaded};
 use crate::running::{outcome_of, timeout_error, Rows, Ticket, Timer};
 use crate::session::Session;
+use crate::session_functions;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -194,7 +195,7 @@ impl Gateway {
             .enforce(session, &env, statement, params.len())
             .await
             .map_err(|(e, _)| e)?;
-        let (sql, params) = self.render(&env, statement, params, &enforcement);
+        let (sql, params) = self.render(session, &env, statement, params, &enforcement);
         let sql = format!("SELECT * FROM ({sql}) AS enclave_describe LIMIT 0");
         let conn = self.connection(session, &env).await?;
         let mut execution = conn.execute(&sql, params, 0).await?;
@@ -314,6 +315,7 @@ impl Gateway {
     /// the rewrite added after the caller's.
     fn render(
         &self,
+        session: &Session,
         env: &EnvRecord,
         statement: &Analyzed,
         mut params: Vec<Param>,
@@ -326,7 +328,17 @@ impl Gateway {
             }
             None => &statement.statement,
         };
-        statement.with_stack(|| self.engines.of(env).render(parsed, params, &env.slug))
+        statement.with_stack(|| {
+            let engine = self.engines.of(env);
+            if session_functions::mentions(parsed) {
+                let id = &session.identity;
+                let caller = id.email.as_deref().unwrap_or(&id.id);
+                let answered = session_functions::answered(parsed, caller);
+                engine.render(&answered, params, &env.slug)
+            } else {
+                engine.render(parsed, params, &env.slug)
+            }
+        })
     }
 
     /// After DDL the policy rewrite reads the catalog again, here and on every node — once
@@ -568,7 +580,7 @@ impl Gateway {
             }
         };
         let timer = Timer::start(conn.interrupter(), deadline, cancel, peer);
-        let (sql, params) = self.render(env, statement, params, enforcement);
+        let (sql, params) = self.render(session, env, statement, params, enforcement);
         let conn = session.connection.as_mut().expect("connected above");
         let execution = match conn.execute(&sql, params, self.config.row_limit).await {
             Ok(x) => x,

@@ -165,6 +165,33 @@ async fn http_queries_and_errors(db: Db, engine: Engine) {
     assert_eq!(r.body["row_count"], 2);
     assert_eq!(r.body["truncated"], false);
     assert!(r.body["query_id"].as_str().unwrap().starts_with("qry_"));
+    // PostgreSQL's faces on both engines: columns named as PostgreSQL names them, and the
+    // session functions answering with the caller (here the key), not the engine's account.
+    let key_id = o.s.keyed(Method::GET, "/v1/auth/me", &dev, None).await.body["key"]["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = o
+        .sql(
+            &dev,
+            "SELECT count(*), sum(score), current_user, session_user AS who FROM users",
+            json!([]),
+        )
+        .await;
+    r.expect(200);
+    let names: Vec<&str> = r.body["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["count", "sum", "current_user", "who"]);
+    assert_eq!(r.body["rows"][0][2], key_id.as_str());
+    assert_eq!(r.body["rows"][0][3], key_id.as_str());
+    let again = o
+        .sql(&dev, "CREATE TABLE users (id INTEGER)", json!([]))
+        .await;
+    assert_eq!(sqlstate(&again), "42P07", "{}", again.body);
     // A string parameter compared with an integer column is cast by the engine.
     let r = o
         .sql(&dev, "SELECT email FROM users WHERE id = $1", json!(["2"]))
