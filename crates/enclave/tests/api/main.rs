@@ -18,6 +18,7 @@ mod members;
 mod organizations;
 mod policies;
 mod raw_wire;
+mod readme;
 mod receiver;
 mod secrets;
 mod secrets_at_rest;

@@ -1,0 +1,110 @@
+//! The README's walk-through is a script: its shell blocks, in order and unedited, run against a
+//! fresh server started as the README says (default addresses, the bootstrap owner), with the
+//! printed password handed over the way the README asks (`PASSWORD`) and the `enclave` binary
+//! on the `PATH` (the README's alias). A documented command that breaks fails here.
+//! `ENCLAVE_SHOW_WALKTHROUGH=1` prints what the walk-through printed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::Db;
+
+const PASSWORD: &str = "readme-walkthrough-pass-42";
+
+/// The ```sh blocks of `markdown` from the heading `from` up to the next `## ` heading.
+fn shell_blocks(markdown: &str, from: &str) -> String {
+    let section = markdown
+        .split_once(from)
+        .unwrap_or_else(|| panic!("no `{from}` section"))
+        .1;
+    let section = section.split("\n## ").next().unwrap_or(section);
+    let mut script = String::new();
+    let mut inside = false;
+    for line in section.lines() {
+        if line.trim_start().starts_with("```") {
+            inside = !inside && line.trim() == "```sh";
+            continue;
+        }
+        if inside {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    script
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let script = shell_blocks(&readme, "## Walk-through with curl");
+    assert!(script.lines().count() > 40, "{script}");
+
+    let db = Db::sqlite();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_enclave"));
+    // The server as the README's first command runs it: the default addresses and owner.
+    let mut server = tokio::process::Command::new(&bin)
+        .arg("serve")
+        .env_clear()
+        .env("ENCLAVE_DATA_DIR", db.data_dir())
+        .env("ENCLAVE_BOOTSTRAP_PASSWORD", PASSWORD)
+        .env("ENCLAVE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..300 {
+        if let Ok(r) = http.get("http://127.0.0.1:8080/health").send().await {
+            ready = r.status().is_success();
+            if ready {
+                break;
+            }
+        }
+        if let Ok(Some(status)) = server.try_wait() {
+            panic!("the server exited ({status}): are ports 8080 and 5439 free?");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the server did not answer on 127.0.0.1:8080");
+
+    let work = db.data_dir().join("walkthrough");
+    std::fs::create_dir_all(&work).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(&work)
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", &work)
+        .env("ENCLAVE_CONFIG_DIR", work.join("config"))
+        .env("PASSWORD", PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the README's walk-through failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    // The data section shows rows in psql, and the analyst sees only their department's.
+    assert!(
+        stdout.contains("  3 | eu     | sales      |    7.0\n(3 rows)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("department  sum\nsales       30.0\n(1 row)"),
+        "{stdout}"
+    );
+    if std::env::var_os("ENCLAVE_SHOW_WALKTHROUGH").is_some() {
+        println!("{stdout}");
+    }
+    server.kill().await.unwrap();
+}
