@@ -91,10 +91,10 @@ fn append(
         .map(|(from, (to, ty))| format!("CAST({} AS {ty}) AS {}", ident(from), ident(to)))
         .collect();
     let sql = format!("SELECT {} FROM {reader}", select.join(", "));
-    let mut statement = scratch.prepare(&sql).map_err(engine_error)?;
+    let mut statement = scratch.prepare(&sql).map_err(file_error)?;
     let batches = statement
         .stream_arrow(params_from_iter(Vec::<String>::new()))
-        .map_err(engine_error)?;
+        .map_err(file_error)?;
     let names: Vec<&str> = pairs.iter().map(|(_, (to, _))| to.as_str()).collect();
     let mut appender = conn
         .appender_with_columns(&table, &names)
@@ -104,7 +104,7 @@ fn append(
         if Instant::now() >= deadline {
             return Err(interrupted());
         }
-        let batch = batch.map_err(engine_error)?;
+        let batch = batch.map_err(file_error)?;
         rows += batch.num_rows() as u64;
         appender.append_record_batch(batch).map_err(engine_error)?;
     }
@@ -154,6 +154,78 @@ pub(super) fn export_csv(
             )
         })
         .collect())
+}
+
+/// An error reading the uploaded file, as its sender can act on it: the line (and column) of
+/// the file where it failed, never the spool file's path on the server nor the row's values.
+fn file_error(e: duckdb::Error) -> Error {
+    let message = e.to_string();
+    let after = |marker: &str, end: char| -> Option<String> {
+        let from = message.find(marker)? + marker.len();
+        let rest = &message[from..];
+        let len = rest.find(end).unwrap_or(rest.len());
+        Some(rest[..len].trim().to_string()).filter(|s| !s.is_empty())
+    };
+    let line = after("Line: ", '\n').and_then(|l| l.parse::<u64>().ok());
+    let column = after("converting column \"", '"');
+    let target = after("to '", '\'');
+    let count = message
+        .lines()
+        .find(|l| l.contains("Expected Number of Columns"))
+        .map(str::trim);
+    let (state, text) = if message.contains("sniffing file") {
+        (
+            "22P04",
+            "the file could not be read as CSV: its delimiter, quoting or columns could not be \
+             detected (is every line the same number of fields?)"
+                .to_string(),
+        )
+    } else if let Some(line) = line {
+        let what = match (&column, &target, count) {
+            (Some(c), Some(t), _) => format!("a value of column \"{c}\" does not convert to {t}"),
+            (Some(c), None, _) => format!("a value of column \"{c}\" is not valid"),
+            (None, _, Some(n)) => n.to_string(),
+            _ => "the line is not valid".to_string(),
+        };
+        let state = if column.is_some() { "22P02" } else { "22P04" };
+        (state, format!("line {line} of the file: {what}"))
+    } else {
+        let mut error = engine_error(e);
+        error.message = without_paths(&error.message);
+        return error;
+    };
+    let mut details = serde_json::json!({"field": "body", "rule": "file"});
+    if let Some(line) = line {
+        details["line"] = line.into();
+    }
+    if let Some(column) = column {
+        details["column"] = column.into();
+    }
+    with_sqlstate(
+        Error::new(ErrorCode::ValidationError, text).with_details(details),
+        state,
+    )
+}
+
+/// `message` with every quoted absolute path (the spool file's) said as "the file".
+fn without_paths(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(start) = rest.find("\"/") {
+        out.push_str(&rest[..start]);
+        match rest[start + 1..].find('"') {
+            Some(len) => {
+                out.push_str("the file");
+                rest = &rest[start + 1 + len + 1..];
+            }
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// 42P01 for a load into a table that does not exist.
@@ -245,14 +317,14 @@ fn reader_sql(request: &LoadRequest, all_text: bool) -> String {
 fn describe(scratch: &Connection, reader: &str) -> Result<Vec<Column>> {
     let mut statement = scratch
         .prepare(&format!("DESCRIBE SELECT * FROM {reader}"))
-        .map_err(engine_error)?;
+        .map_err(file_error)?;
     let rows = statement
         .query_map([], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
         })
-        .map_err(engine_error)?;
+        .map_err(file_error)?;
     rows.collect::<std::result::Result<_, _>>()
-        .map_err(engine_error)
+        .map_err(file_error)
 }
 
 /// The table's columns in order (none: there is no such table).
@@ -309,4 +381,19 @@ fn literal(text: &str) -> String {
 
 pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_paths_never_reach_the_sender() {
+        assert_eq!(
+            super::without_paths(
+                "Invalid Input Error: Error when sniffing file \"/var/lib/enclave/spool/qry_1.spool\"."
+            ),
+            "Invalid Input Error: Error when sniffing file the file."
+        );
+        assert_eq!(super::without_paths("no \"path\" here"), "no \"path\" here");
+        assert_eq!(super::without_paths("dangling \"/tmp"), "dangling \"/tmp");
+    }
 }

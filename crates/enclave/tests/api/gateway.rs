@@ -1155,6 +1155,52 @@ async fn tables_import_and_copy(db: Db, engine: Engine) {
     empty.expect_error(400, "VALIDATION_ERROR");
     assert_eq!(empty.body["error"]["details"]["field"], "body");
     assert_eq!(empty.body["error"]["details"]["sqlstate"], "22P04");
+    // A malformed file is refused saying where, never with the server's own file paths.
+    o.sql(
+        &dev,
+        "CREATE TABLE typed (id INTEGER, name VARCHAR)",
+        json!([]),
+    )
+    .await
+    .expect(200);
+    let bad = o
+        .import_file(
+            &dev,
+            &env,
+            "typed",
+            "",
+            "text/csv",
+            b"id,name\n1,a\nabc,b\n".to_vec(),
+        )
+        .await;
+    bad.expect_error(400, "VALIDATION_ERROR");
+    assert!(!bad.body.to_string().contains("/spool"), "{}", bad.body);
+    if engine == Engine::Embedded {
+        let details = &bad.body["error"]["details"];
+        assert_eq!(
+            (details["line"].as_u64(), details["column"].as_str()),
+            (Some(3), Some("id")),
+            "{}",
+            bad.body
+        );
+        assert_eq!(details["sqlstate"], "22P02");
+    }
+    let ragged = o
+        .import_file(
+            &dev,
+            &env,
+            "fresh",
+            "",
+            "text/csv",
+            b"id,name\n1,a,extra\n2\n".to_vec(),
+        )
+        .await;
+    ragged.expect_error(400, "VALIDATION_ERROR");
+    assert!(
+        !ragged.body.to_string().contains("/spool"),
+        "{}",
+        ragged.body
+    );
     let r = o
         .sql(
             &dev,
