@@ -1,7 +1,8 @@
-//! The README's walk-through is a script: its shell blocks, in order and unedited, run against a
-//! fresh server started as the README says (default addresses, the bootstrap owner), with the
-//! printed password handed over the way the README asks (`PASSWORD`) and the `enclave` binary
-//! on the `PATH` (the README's alias). A documented command that breaks fails here.
+//! The README's walk-through and the docs' worked examples are scripts: their shell blocks, in
+//! order and unedited, run against a fresh server started as the README says (default
+//! addresses, the bootstrap owner), with the printed password handed over the way the README
+//! asks (`PASSWORD`) and the `enclave` binary on the `PATH` (the README's alias). A documented
+//! command that breaks fails here.
 //! `ENCLAVE_SHOW_WALKTHROUGH=1` prints what the walk-through printed.
 
 use std::path::{Path, PathBuf};
@@ -33,12 +34,13 @@ fn shell_blocks(markdown: &str, from: &str) -> String {
     script
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_walkthrough_runs_as_written() {
+/// Runs the `sh` blocks of `heading`'s section of `file` (from the repository root) against a
+/// fresh server on the default addresses; returns what they printed.
+async fn run_section(file: &str, heading: &str) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let script = shell_blocks(&readme, "## Walk-through with curl");
-    assert!(script.lines().count() > 40, "{script}");
+    let markdown = std::fs::read_to_string(root.join(file)).unwrap();
+    let script = shell_blocks(&markdown, heading);
+    assert!(script.lines().count() > 20, "{file}: {script}");
 
     let db = Db::sqlite();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_enclave"));
@@ -88,23 +90,36 @@ async fn the_walkthrough_runs_as_written() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    server.kill().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the README's walk-through failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    // The data section shows rows in psql, and the analyst sees only their department's.
-    assert!(
-        stdout.contains("  3 | eu     | sales      |    7.0\n(3 rows)"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("department  sum\nsales       30.0\n(1 row)"),
-        "{stdout}"
+        "{file}, {heading}, failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     if std::env::var_os("ENCLAVE_SHOW_WALKTHROUGH").is_some() {
         println!("{stdout}");
     }
-    server.kill().await.unwrap();
+    stdout
+}
+
+/// One test, so the documents take turns on the default ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_examples_run_as_written() {
+    let readme = run_section("README.md", "## Walk-through with curl").await;
+    // The data section shows rows in psql, and the analyst sees only their department's.
+    assert!(
+        readme.contains("  3 | eu     | sales      |    7.0\n(3 rows)"),
+        "{readme}"
+    );
+    assert!(
+        readme.contains("department  sum\nsales       30.0\n(1 row)"),
+        "{readme}"
+    );
+
+    let policies = run_section("docs/policies.md", "## Worked example").await;
+    // The analyst: masked e-mails, only sales orders; the admin: every order.
+    assert!(policies.contains("Ada    ***.com"), "{policies}");
+    assert!(policies.contains("total\n200.50\n"), "{policies}");
+    assert!(policies.contains("total\n1199.50\n"), "{policies}");
 }
