@@ -12,25 +12,33 @@ use crate::common::Db;
 
 const PASSWORD: &str = "readme-walkthrough-pass-42";
 
-/// The ```sh blocks of `markdown` from the heading `from` up to the next `## ` heading.
+/// The ```sh blocks of `markdown` from the heading `from` up to the next heading of its level
+/// or above (`# Title`: the whole page). Lines in code blocks are never headings.
 fn shell_blocks(markdown: &str, from: &str) -> String {
-    let section = markdown
-        .split_once(from)
-        .unwrap_or_else(|| panic!("no `{from}` section"))
-        .1;
-    let section = section.split("\n## ").next().unwrap_or(section);
+    let level = from.chars().take_while(|c| *c == '#').count();
     let mut script = String::new();
-    let mut inside = false;
-    for line in section.lines() {
+    let (mut started, mut fence, mut runs) = (false, false, false);
+    for line in markdown.lines() {
         if line.trim_start().starts_with("```") {
-            inside = !inside && line.trim() == "```sh";
+            runs = !fence && line.trim() == "```sh";
+            fence = !fence;
             continue;
         }
-        if inside {
+        if !fence {
+            let hashes = line.chars().take_while(|c| *c == '#').count();
+            if line.starts_with(from) {
+                started = true;
+            } else if started && hashes > 0 && hashes <= level && line[hashes..].starts_with(' ') {
+                break;
+            }
+            continue;
+        }
+        if started && runs {
             script.push_str(line);
             script.push('\n');
         }
     }
+    assert!(started, "no `{from}` section");
     script
 }
 
@@ -122,4 +130,12 @@ async fn the_documented_examples_run_as_written() {
     assert!(policies.contains("Ada    ***.com"), "{policies}");
     assert!(policies.contains("total\n200.50\n"), "{policies}");
     assert!(policies.contains("total\n1199.50\n"), "{policies}");
+
+    let secrets = run_section("docs/secrets.md", "# Secrets").await;
+    assert!(secrets.contains("listening on 8080"), "{secrets}");
+    assert!(
+        secrets.contains(r#"{"dry_run":true,"overwrite":false,"created":["LOG_LEVEL","FEATURE"],"updated":[],"unchanged":["API_URL","PORT"],"skipped":[]}"#),
+        "{secrets}"
+    );
+    assert!(secrets.contains(r#"["API_TOKEN"]"#), "{secrets}");
 }
