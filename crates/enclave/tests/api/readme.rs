@@ -138,4 +138,7 @@ async fn the_documented_examples_run_as_written() {
         "{secrets}"
     );
     assert!(secrets.contains(r#"["API_TOKEN"]"#), "{secrets}");
+
+    let keys = run_section("docs/api-keys.md", "# Environment API keys").await;
+    assert!(keys.contains(r#"["query:read"]"#), "{keys}");
 }
