@@ -141,4 +141,9 @@ async fn the_documented_examples_run_as_written() {
 
     let keys = run_section("docs/api-keys.md", "# Environment API keys").await;
     assert!(keys.contains(r#"["query:read"]"#), "{keys}");
+
+    let audit = run_section("docs/audit.md", "# The IAM audit trail").await;
+    assert!(audit.contains(r#""before":30000,"after":5000"#), "{audit}");
+    assert!(audit.contains("chain valid: true"), "{audit}");
+    assert!(audit.contains("refused: exit code 1"), "{audit}");
 }
