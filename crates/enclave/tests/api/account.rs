@@ -22,6 +22,16 @@ fn code(secret: &str, ahead: u64) -> String {
     mfa::code_at(secret, now() + 30 * ahead).unwrap()
 }
 
+/// The recovery codes of an answer.
+fn recovery_codes(body: &Value) -> Vec<String> {
+    body["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Turns a TOTP factor on for the session of `token`; returns the secret and the recovery
 /// codes. The code of the current step is spent.
 pub(crate) async fn enrol_totp(s: &Server, token: &str, password: &str) -> (String, Vec<String>) {
@@ -46,12 +56,7 @@ pub(crate) async fn enrol_totp(s: &Server, token: &str, password: &str) -> (Stri
         )
         .await;
     confirmed.expect(200);
-    let codes = confirmed.body["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let codes = recovery_codes(&confirmed.body);
     (secret, codes)
 }
 
@@ -341,12 +346,7 @@ async fn totp_second_factor(db: Db) {
         )
         .await;
     confirmed.expect(200);
-    let recovery: Vec<String> = confirmed.body["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let recovery = recovery_codes(&confirmed.body);
     assert_eq!(recovery.len(), 10);
     let status = o.s.get("/v1/auth/mfa", &dev).await;
     assert_eq!(
@@ -442,12 +442,7 @@ async fn totp_second_factor(db: Db) {
         )
         .await;
     fresh.expect(200);
-    let fresh: Vec<String> = fresh.body["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let fresh = recovery_codes(&fresh.body);
     let old =
         o.s.post(
             "/v1/auth/login",

@@ -146,4 +146,11 @@ async fn the_documented_examples_run_as_written() {
     assert!(audit.contains(r#""before":30000,"after":5000"#), "{audit}");
     assert!(audit.contains("chain valid: true"), "{audit}");
     assert!(audit.contains("refused: exit code 1"), "{audit}");
+
+    let gateway = run_section("docs/gateway.md", "# The SQL gateway").await;
+    assert!(
+        gateway.contains(r#"{"table":"orders","rows_imported":2,"created":false}"#),
+        "{gateway}"
+    );
+    assert!(gateway.contains("admin@enclave.local |     2"), "{gateway}");
 }
