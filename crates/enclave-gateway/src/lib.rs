@@ -18,6 +18,7 @@ pub mod identity;
 pub mod load;
 pub mod peer;
 pub mod pipeline;
+mod result_columns;
 pub mod results;
 pub mod running;
 pub mod session;

@@ -6,8 +6,7 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    visit_expressions, visit_expressions_mut, Expr, FunctionArguments, Ident, SelectItem, SetExpr,
-    Statement, Value,
+    visit_expressions, visit_expressions_mut, Expr, FunctionArguments, Statement, Value,
 };
 
 const NAMES: [&str; 4] = ["current_user", "session_user", "current_role", "user"];
@@ -34,9 +33,7 @@ pub fn mentions(statement: &Statement) -> bool {
 /// `statement` with each of the functions replaced by `caller` as text.
 pub fn answered(statement: &Statement, caller: &str) -> Statement {
     let mut copy = statement.clone();
-    if let Statement::Query(q) = &mut copy {
-        keep_names(&mut q.body);
-    }
+    crate::result_columns::alias(&mut copy, &caller_function);
     let _ = visit_expressions_mut(&mut copy, |e| {
         if caller_function(e).is_some() {
             *e = Expr::value(Value::SingleQuotedString(caller.to_string()));
@@ -44,27 +41,6 @@ pub fn answered(statement: &Statement, caller: &str) -> Statement {
         ControlFlow::<()>::Continue(())
     });
     copy
-}
-
-/// The result's unaliased columns that are one of the functions keep its name.
-fn keep_names(body: &mut SetExpr) {
-    match body {
-        SetExpr::Select(select) => {
-            for item in &mut select.projection {
-                if let SelectItem::UnnamedExpr(expr) = item {
-                    if let Some(name) = caller_function(expr) {
-                        *item = SelectItem::ExprWithAlias {
-                            expr: expr.clone(),
-                            alias: Ident::with_quote('"', name),
-                        };
-                    }
-                }
-            }
-        }
-        SetExpr::SetOperation { left, .. } => keep_names(left),
-        SetExpr::Query(q) => keep_names(&mut q.body),
-        _ => {}
-    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     visit_expressions_mut, visit_relations_mut, ArrayElemTypeDef, BinaryOperator, DataType, Expr,
-    FunctionArg, FunctionArgExpr, Ident, ObjectName, ObjectNamePart, SelectItem, SetExpr,
-    Statement, TableFactor, TableFunctionArgs, Value, VisitMut, VisitorMut,
+    FunctionArg, FunctionArgExpr, Ident, ObjectName, ObjectNamePart, Statement, TableFactor,
+    TableFunctionArgs, Value, VisitMut, VisitorMut,
 };
 
 /// The schema each environment database keeps the catalog shim in.
@@ -203,9 +203,7 @@ impl VisitorMut for OneDatabase<'_> {
 /// with (the environment's slug).
 pub fn render(statement: &Statement, database: &str) -> String {
     let mut copy = statement.clone();
-    if let Statement::Query(q) = &mut copy {
-        name_columns(&mut q.body);
-    }
+    crate::result_columns::alias(&mut copy, &pg_column_name);
     let _ = copy.visit(&mut OneDatabase(database));
     let _ = visit_expressions_mut(&mut copy, |expr| {
         match expr {
@@ -306,29 +304,9 @@ pub fn render(statement: &Statement, database: &str) -> String {
     copy.to_string()
 }
 
-/// Result columns named as PostgreSQL names them where DuckDB would name them otherwise: a
-/// function call by the function (`count(*)` is `count`, not `count_star()`), a cast of a
-/// column by the column, `CASE` as `case`. Only the result's own columns — the outermost
-/// query's, from the first branch of a set operation — and only where no alias is given.
-fn name_columns(body: &mut SetExpr) {
-    match body {
-        SetExpr::Select(select) => {
-            for item in &mut select.projection {
-                if let SelectItem::UnnamedExpr(expr) = item {
-                    if let Some(name) = pg_column_name(expr) {
-                        *item = SelectItem::ExprWithAlias {
-                            expr: expr.clone(),
-                            alias: Ident::with_quote('"', name),
-                        };
-                    }
-                }
-            }
-        }
-        SetExpr::SetOperation { left, .. } => name_columns(left),
-        SetExpr::Query(q) => name_columns(&mut q.body),
-        _ => {}
-    }
-}
+// Result columns are named as PostgreSQL names them where DuckDB would name them otherwise: a
+// function call by the function (`count(*)` is `count`, not `count_star()`), a cast of a column
+// by the column, `CASE` as `case` — see `pg_column_name`.
 
 /// The name PostgreSQL gives an unaliased result column of `expr`, where it differs from
 /// DuckDB's; `None` where DuckDB's is already right (plain columns) or left as it is.

@@ -60,8 +60,9 @@ pub(crate) async fn enrol_totp(s: &Server, token: &str, password: &str) -> (Stri
     (secret, codes)
 }
 
-/// Signs in with the password and then `second` (a code or a recovery code).
-pub(crate) async fn login_with(s: &Server, email: &str, password: &str, second: &str) -> Value {
+/// Signs in with the password (which must be right), then sends `second` (a code or a recovery
+/// code) with the challenge; the answer to that second step.
+async fn second_step(s: &Server, email: &str, password: &str, second: &str) -> crate::common::Resp {
     let first = s
         .post(
             "/v1/auth/login",
@@ -71,13 +72,17 @@ pub(crate) async fn login_with(s: &Server, email: &str, password: &str, second: 
         .await;
     first.expect(202);
     assert_eq!(first.body["mfa_required"], true);
-    let r = s
-        .post(
-            "/v1/auth/login/mfa",
-            None,
-            json!({"mfa_token": first.body["mfa_token"], "code": second}),
-        )
-        .await;
+    s.post(
+        "/v1/auth/login/mfa",
+        None,
+        json!({"mfa_token": first.body["mfa_token"], "code": second}),
+    )
+    .await
+}
+
+/// Signs in with the password and then `second` (a code or a recovery code).
+pub(crate) async fn login_with(s: &Server, email: &str, password: &str, second: &str) -> Value {
+    let r = second_step(s, email, password, second).await;
     r.expect(200);
     r.body
 }
@@ -416,20 +421,9 @@ async fn totp_second_factor(db: Db) {
     // A recovery code works once, in any case and spacing.
     let typed = recovery[0].to_uppercase().replace('-', " ");
     login_with(&o.s, "dev@example.com", PASSWORD, &typed).await;
-    let again =
-        o.s.post(
-            "/v1/auth/login",
-            None,
-            json!({"email": "dev@example.com", "password": PASSWORD}),
-        )
-        .await;
-    o.s.post(
-        "/v1/auth/login/mfa",
-        None,
-        json!({"mfa_token": again.body["mfa_token"], "code": recovery[0]}),
-    )
-    .await
-    .expect_error(401, "UNAUTHORIZED");
+    second_step(&o.s, "dev@example.com", PASSWORD, &recovery[0])
+        .await
+        .expect_error(401, "UNAUTHORIZED");
     let status = o.s.get("/v1/auth/mfa", &dev).await;
     assert_eq!(status.body["recovery_codes_left"], 9);
 
@@ -443,20 +437,9 @@ async fn totp_second_factor(db: Db) {
         .await;
     fresh.expect(200);
     let fresh = recovery_codes(&fresh.body);
-    let old =
-        o.s.post(
-            "/v1/auth/login",
-            None,
-            json!({"email": "dev@example.com", "password": PASSWORD}),
-        )
-        .await;
-    o.s.post(
-        "/v1/auth/login/mfa",
-        None,
-        json!({"mfa_token": old.body["mfa_token"], "code": recovery[1]}),
-    )
-    .await
-    .expect_error(401, "UNAUTHORIZED");
+    second_step(&o.s, "dev@example.com", PASSWORD, &recovery[1])
+        .await
+        .expect_error(401, "UNAUTHORIZED");
 
     // Joining another organization with an account that has a factor asks for it too.
     let invite =
