@@ -43,12 +43,13 @@ fn shell_blocks(markdown: &str, from: &str) -> String {
 }
 
 /// Runs the `sh` blocks of `heading`'s section of `file` (from the repository root) against a
-/// fresh server on the default addresses; returns what they printed.
-async fn run_section(file: &str, heading: &str) -> String {
+/// fresh server on the default addresses, started with `server_env` besides; returns what
+/// they printed.
+async fn run_section(file: &str, heading: &str, server_env: &[(&str, &str)]) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let markdown = std::fs::read_to_string(root.join(file)).unwrap();
     let script = shell_blocks(&markdown, heading);
-    assert!(script.lines().count() > 20, "{file}: {script}");
+    assert!(script.lines().count() > 10, "{file}: {script}");
 
     let db = Db::sqlite();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_enclave"));
@@ -59,6 +60,7 @@ async fn run_section(file: &str, heading: &str) -> String {
         .env("ENCLAVE_DATA_DIR", db.data_dir())
         .env("ENCLAVE_BOOTSTRAP_PASSWORD", PASSWORD)
         .env("ENCLAVE_LOG", "warn")
+        .envs(server_env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -114,7 +116,7 @@ async fn run_section(file: &str, heading: &str) -> String {
 /// One test, so the documents take turns on the default ports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_examples_run_as_written() {
-    let readme = run_section("README.md", "## Walk-through with curl").await;
+    let readme = run_section("README.md", "## Walk-through with curl", &[]).await;
     // The data section shows rows in psql, and the analyst sees only their department's.
     assert!(
         readme.contains("  3 | eu     | sales      |    7.0\n(3 rows)"),
@@ -125,13 +127,13 @@ async fn the_documented_examples_run_as_written() {
         "{readme}"
     );
 
-    let policies = run_section("docs/policies.md", "## Worked example").await;
+    let policies = run_section("docs/policies.md", "## Worked example", &[]).await;
     // The analyst: masked e-mails, only sales orders; the admin: every order.
     assert!(policies.contains("Ada    ***.com"), "{policies}");
     assert!(policies.contains("total\n200.50\n"), "{policies}");
     assert!(policies.contains("total\n1199.50\n"), "{policies}");
 
-    let secrets = run_section("docs/secrets.md", "# Secrets").await;
+    let secrets = run_section("docs/secrets.md", "# Secrets", &[]).await;
     assert!(secrets.contains("listening on 8080"), "{secrets}");
     assert!(
         secrets.contains(r#"{"dry_run":true,"overwrite":false,"created":["LOG_LEVEL","FEATURE"],"updated":[],"unchanged":["API_URL","PORT"],"skipped":[]}"#),
@@ -139,18 +141,82 @@ async fn the_documented_examples_run_as_written() {
     );
     assert!(secrets.contains(r#"["API_TOKEN"]"#), "{secrets}");
 
-    let keys = run_section("docs/api-keys.md", "# Environment API keys").await;
+    let keys = run_section("docs/api-keys.md", "# Environment API keys", &[]).await;
     assert!(keys.contains(r#"["query:read"]"#), "{keys}");
 
-    let audit = run_section("docs/audit.md", "# The IAM audit trail").await;
+    let audit = run_section("docs/audit.md", "# The IAM audit trail", &[]).await;
     assert!(audit.contains(r#""before":30000,"after":5000"#), "{audit}");
     assert!(audit.contains("chain valid: true"), "{audit}");
     assert!(audit.contains("refused: exit code 1"), "{audit}");
 
-    let gateway = run_section("docs/gateway.md", "# The SQL gateway").await;
+    let gateway = run_section("docs/gateway.md", "# The SQL gateway", &[]).await;
     assert!(
         gateway.contains(r#"{"table":"orders","rows_imported":2,"created":false}"#),
         "{gateway}"
     );
     assert!(gateway.contains("admin@enclave.local |     2"), "{gateway}");
+
+    let environments = run_section("docs/environments.md", "# Environments", &[]).await;
+    // The old slug still answered, the locked and the staging-only changes went through, and
+    // promotion carried the one differing setting.
+    assert!(
+        environments.contains("name                             PR 42"),
+        "{environments}"
+    );
+    assert!(
+        environments.contains(r#"{"name":"query_timeout_ms","status":"different","value":10000,"against_value":30000}"#),
+        "{environments}"
+    );
+    assert!(
+        environments.contains(r#"{"status":"dry_run","settings_changed":1,"#),
+        "{environments}"
+    );
+    assert!(
+        environments.contains(r#"[{"status":"completed","changes":1}]"#),
+        "{environments}"
+    );
+
+    let identity = run_section(
+        "docs/identity.md",
+        "### Two-factor authentication (TOTP)",
+        &[],
+    )
+    .await;
+    assert!(
+        identity.contains(r#"{"totp_enabled":true,"recovery_codes_left":9}"#),
+        "{identity}"
+    );
+    assert!(
+        identity.contains(r#"{"mfa_required":true,"methods":"#),
+        "{identity}"
+    );
+    assert!(identity.contains(r#""mfa_required":true}"#), "{identity}");
+
+    let security = run_section("docs/security.md", "# Security", &[]).await;
+    assert!(
+        security.contains("401 401 401 401 401 401 401 401 401 401 401 429"),
+        "{security}"
+    );
+    assert!(security.contains(r#""rule":"max_depth""#), "{security}");
+    assert!(
+        security.contains("current_setting of a setting that may name the server's files"),
+        "{security}"
+    );
+
+    // Deliveries go to a receiver on this machine, which only a development server accepts.
+    let webhooks = run_section(
+        "docs/webhooks.md",
+        "# Webhooks",
+        &[("ENCLAVE_WEBHOOK_ALLOW_PRIVATE", "true")],
+    )
+    .await;
+    assert!(
+        webhooks.contains(r#"{"type":"environment.created","slug":"preview-pr-7"}"#),
+        "{webhooks}"
+    );
+    assert!(
+        webhooks.contains("webhook-signature: valid\nX-Enclave-Signature: valid\n"),
+        "{webhooks}"
+    );
+    assert!(webhooks.contains("a wrong secret is refused"), "{webhooks}");
 }
