@@ -79,7 +79,7 @@ macro_rules! impl_account_store {
         #[async_trait::async_trait]
         impl $crate::accounts::AccountStore for $store {
             async fn mfa_state(&self, user_id: &str) -> enclave_core::Result<Option<MfaState>> {
-                sqlx::query_as(
+                db::query_as(
                     "SELECT u.id AS user_id, u.mfa_secret, u.mfa_pending_secret, u.mfa_enabled_at, \
                      u.mfa_last_step, (SELECT COUNT(*) FROM recovery_codes r \
                      WHERE r.user_id = u.id AND r.used_at IS NULL) AS recovery_codes_left \
@@ -93,9 +93,9 @@ macro_rules! impl_account_store {
 
             async fn set_password(&self, user_id: &str, password_hash: String, keep_session: Option<&str>, origin: &Origin) -> enclave_core::Result<u64> {
                 let mut tx = self.begin_write().await?;
-                let ended = replace_password!(&mut *tx, user_id, password_hash, keep_session)?;
+                let ended = replace_password!(&mut tx, user_id, password_hash, keep_session)?;
                 let after = serde_json::json!({"sessions_ended": ended.len()});
-                journal_account!(&mut *tx, origin, user_id, "user.password_changed", after)?;
+                journal_account!(&mut tx, origin, user_id, "user.password_changed", after)?;
                 let n = ended.len() as u64;
                 self.commit(tx, session_events(ended)).await?;
                 Ok(n)
@@ -103,12 +103,12 @@ macro_rules! impl_account_store {
 
             async fn create_password_reset(&self, r: NewPasswordReset, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query("DELETE FROM password_resets WHERE user_id = $1")
+                db::query("DELETE FROM password_resets WHERE user_id = $1")
                     .bind(&r.user_id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
-                sqlx::query(
+                db::query(
                     "INSERT INTO password_resets (token_hash, user_id, org_id, created_by, created_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
                 )
@@ -118,44 +118,44 @@ macro_rules! impl_account_store {
                 .bind(&r.created_by)
                 .bind(now_ms())
                 .bind(r.expires_at)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?;
                 let change = Change::new(&r.org_id, "user.password_reset_started", "user", &r.user_id)
                     .after(serde_json::json!({"user_id": r.user_id, "expires_at": enclave_core::audit::timestamp(r.expires_at)}));
-                journal!(&mut *tx, origin, change)?;
+                journal!(&mut tx, origin, change)?;
                 self.commit(tx, vec![]).await
             }
 
             async fn redeem_password_reset(&self, token_hash: &str, password_hash: String, origin: &Origin) -> enclave_core::Result<Option<String>> {
                 let mut tx = self.begin_write().await?;
                 let now = now_ms();
-                let spent: Option<(String, String)> = sqlx::query_as(
+                let spent: Option<(String, String)> = db::query_as(
                     "UPDATE password_resets SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
                      AND expires_at > $2 RETURNING user_id, org_id",
                 )
                 .bind(token_hash)
                 .bind(now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 let Some((user_id, _org_id)) = spent else {
                     return Ok(None);
                 };
-                let ended = replace_password!(&mut *tx, &user_id, password_hash, None)?;
+                let ended = replace_password!(&mut tx, &user_id, password_hash, None)?;
                 let origin = Origin { actor: enclave_core::audit::Actor::user(&user_id), ..origin.clone() };
                 let after = serde_json::json!({"sessions_ended": ended.len()});
-                journal_account!(&mut *tx, &origin, &user_id, "user.password_reset", after)?;
+                journal_account!(&mut tx, &origin, &user_id, "user.password_reset", after)?;
                 self.commit(tx, session_events(ended)).await?;
                 Ok(Some(user_id))
             }
 
             async fn begin_totp(&self, user_id: &str, sealed_secret: String) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query("UPDATE users SET mfa_pending_secret = $2 WHERE id = $1")
+                db::query("UPDATE users SET mfa_pending_secret = $2 WHERE id = $1")
                     .bind(user_id)
                     .bind(sealed_secret)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
                 self.commit(tx, vec![]).await
@@ -164,7 +164,7 @@ macro_rules! impl_account_store {
             async fn enable_totp(&self, user_id: &str, step: i64, recovery_hashes: Vec<String>, session_id: &str, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
                 let now = now_ms();
-                let done = sqlx::query(
+                let done = db::query(
                     "UPDATE users SET mfa_secret = mfa_pending_secret, mfa_pending_secret = NULL, \
                      mfa_enabled_at = $2, mfa_last_step = $3, updated_at = $2 \
                      WHERE id = $1 AND mfa_pending_secret IS NOT NULL AND mfa_secret IS NULL",
@@ -172,7 +172,7 @@ macro_rules! impl_account_store {
                 .bind(user_id)
                 .bind(now)
                 .bind(step)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
@@ -182,15 +182,15 @@ macro_rules! impl_account_store {
                         "no enrolment to confirm: begin one with POST /v1/auth/mfa/totp",
                     ));
                 }
-                store_recovery_codes!(&mut *tx, user_id, recovery_hashes)?;
-                sqlx::query("UPDATE sessions SET mfa_at = $2 WHERE id = $1 AND user_id = $3")
+                store_recovery_codes!(&mut tx, user_id, recovery_hashes)?;
+                db::query("UPDATE sessions SET mfa_at = $2 WHERE id = $1 AND user_id = $3")
                     .bind(session_id)
                     .bind(now)
                     .bind(user_id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
-                journal_account!(&mut *tx, origin, user_id, "user.mfa_enabled", serde_json::json!({"method": "totp"}))?;
+                journal_account!(&mut tx, origin, user_id, "user.mfa_enabled", serde_json::json!({"method": "totp"}))?;
                 let events = vec![
                     Invalidation::User { user_id: user_id.into() },
                     Invalidation::Session { session_id: session_id.into() },
@@ -200,38 +200,38 @@ macro_rules! impl_account_store {
 
             async fn disable_totp(&self, user_id: &str, action: &str, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                let done = sqlx::query(
+                let done = db::query(
                     "UPDATE users SET mfa_secret = NULL, mfa_pending_secret = NULL, mfa_enabled_at = NULL, \
                      updated_at = $2 WHERE id = $1 AND mfa_secret IS NOT NULL",
                 )
                 .bind(user_id)
                 .bind(now_ms())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
                 if done != 1 {
                     return Err(Error::conflict("mfa_not_enabled", "this account has no second factor"));
                 }
-                store_recovery_codes!(&mut *tx, user_id, Vec::<String>::new())?;
-                journal_account!(&mut *tx, origin, user_id, action, serde_json::json!({"method": "totp"}))?;
+                store_recovery_codes!(&mut tx, user_id, Vec::<String>::new())?;
+                journal_account!(&mut tx, origin, user_id, action, serde_json::json!({"method": "totp"}))?;
                 self.commit(tx, vec![Invalidation::User { user_id: user_id.into() }]).await
             }
 
             async fn replace_recovery_codes(&self, user_id: &str, recovery_hashes: Vec<String>, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
                 let n = recovery_hashes.len();
-                store_recovery_codes!(&mut *tx, user_id, recovery_hashes)?;
-                journal_account!(&mut *tx, origin, user_id, "user.recovery_codes_replaced", serde_json::json!({"codes": n}))?;
+                store_recovery_codes!(&mut tx, user_id, recovery_hashes)?;
+                journal_account!(&mut tx, origin, user_id, "user.recovery_codes_replaced", serde_json::json!({"codes": n}))?;
                 self.commit(tx, vec![]).await
             }
 
             async fn accept_totp_step(&self, user_id: &str, step: i64) -> enclave_core::Result<bool> {
                 let mut tx = self.begin_write().await?;
-                let done = sqlx::query("UPDATE users SET mfa_last_step = $2 WHERE id = $1 AND mfa_last_step < $2")
+                let done = db::query("UPDATE users SET mfa_last_step = $2 WHERE id = $1 AND mfa_last_step < $2")
                     .bind(user_id)
                     .bind(step)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?
                     .rows_affected();
@@ -241,31 +241,31 @@ macro_rules! impl_account_store {
 
             async fn use_recovery_code(&self, user_id: &str, code_hash: &str, origin: &Origin) -> enclave_core::Result<bool> {
                 let mut tx = self.begin_write().await?;
-                let done = sqlx::query(
+                let done = db::query(
                     "UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
                 )
                 .bind(user_id)
                 .bind(code_hash)
                 .bind(now_ms())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
                 if done != 1 {
                     return Ok(false);
                 }
-                let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
+                let left: i64 = db::query_scalar("SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
                     .bind(user_id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut tx)
                     .await
                     .map_err(internal)?;
-                journal_account!(&mut *tx, origin, user_id, "user.recovery_code_used", serde_json::json!({"codes_left": left}))?;
+                journal_account!(&mut tx, origin, user_id, "user.recovery_code_used", serde_json::json!({"codes_left": left}))?;
                 self.commit(tx, vec![]).await?;
                 Ok(true)
             }
 
             async fn membership_count(&self, user_id: &str) -> enclave_core::Result<i64> {
-                sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE user_id = $1")
+                db::query_scalar("SELECT COUNT(*) FROM memberships WHERE user_id = $1")
                     .bind(user_id)
                     .fetch_one(self.reader())
                     .await
@@ -273,7 +273,7 @@ macro_rules! impl_account_store {
             }
 
             async fn password_reset(&self, token_hash: &str) -> enclave_core::Result<Option<PasswordResetRecord>> {
-                sqlx::query_as(
+                db::query_as(
                     "SELECT user_id, org_id, created_by, created_at, expires_at FROM password_resets \
                      WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
                 )
@@ -297,7 +297,7 @@ macro_rules! replace_password {
         let keep: Option<&str> = $keep;
         async {
             let now = now_ms();
-            sqlx::query(
+            db::query(
                 "UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1",
             )
             .bind(user_id)
@@ -306,7 +306,7 @@ macro_rules! replace_password {
             .execute(&mut *conn)
             .await
             .map_err(internal)?;
-            let ended: Vec<String> = sqlx::query_scalar(
+            let ended: Vec<String> = db::query_scalar(
                 "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL \
                  AND ($3 IS NULL OR id <> $3) RETURNING id",
             )
@@ -316,7 +316,7 @@ macro_rules! replace_password {
             .fetch_all(&mut *conn)
             .await
             .map_err(internal)?;
-            sqlx::query("DELETE FROM password_resets WHERE user_id = $1 AND used_at IS NULL")
+            db::query("DELETE FROM password_resets WHERE user_id = $1 AND used_at IS NULL")
                 .bind(user_id)
                 .execute(&mut *conn)
                 .await
@@ -334,13 +334,13 @@ macro_rules! store_recovery_codes {
         let user_id: &str = $user_id;
         let hashes: Vec<String> = $hashes;
         async {
-            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+            db::query("DELETE FROM recovery_codes WHERE user_id = $1")
                 .bind(user_id)
                 .execute(&mut *conn)
                 .await
                 .map_err(internal)?;
             for hash in hashes {
-                sqlx::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
+                db::query("INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)")
                     .bind(user_id)
                     .bind(hash)
                     .execute(&mut *conn)
@@ -362,7 +362,7 @@ macro_rules! journal_account {
         let action: &str = $action;
         let after: serde_json::Value = $after;
         async {
-            let orgs: Vec<String> = sqlx::query_scalar(
+            let orgs: Vec<String> = db::query_scalar(
                 "SELECT org_id FROM memberships WHERE user_id = $1 AND status = 'active' ORDER BY org_id",
             )
             .bind(user_id)
@@ -389,10 +389,10 @@ macro_rules! reseal_totp_secrets {
         let conn = $conn;
         let reseal: &$crate::webhooks::Reseal<'_> = $reseal;
         async {
-            let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(&format!(
+            let rows: Vec<(String, Option<String>, Option<String>)> = db::query_as(&format!(
                 "SELECT id, mfa_secret, mfa_pending_secret FROM users \
                  WHERE mfa_secret IS NOT NULL OR mfa_pending_secret IS NOT NULL ORDER BY id{}",
-                Self::FOR_UPDATE
+                crate::store::for_update(conn)
             ))
             .fetch_all(&mut *conn)
             .await
@@ -401,7 +401,7 @@ macro_rules! reseal_totp_secrets {
             for (id, secret, pending) in rows {
                 let secret = secret.as_deref().map(|s| reseal(&id, s)).transpose()?;
                 let pending = pending.as_deref().map(|s| reseal(&id, s)).transpose()?;
-                sqlx::query(
+                db::query(
                     "UPDATE users SET mfa_secret = $2, mfa_pending_secret = $3 WHERE id = $1",
                 )
                 .bind(&id)

@@ -66,9 +66,9 @@ macro_rules! impl_api_key_store {
         impl $crate::ApiKeyStore for $store {
             async fn create_api_key(&self, key: NewApiKey, max_live: u32, origin: &Origin) -> enclave_core::Result<ApiKeyRecord> {
                 let mut tx = self.begin_write().await?;
-                let env = sqlx::query_as::<_, (String, String)>("SELECT org_id, status FROM environments WHERE id = $1")
+                let env = db::query_as::<(String, String)>("SELECT org_id, status FROM environments WHERE id = $1")
                     .bind(&key.env_id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut tx)
                     .await
                     .map_err(internal)?;
                 let Some((org_id, status)) = env else { return Err(Error::not_found("environment")) };
@@ -76,25 +76,25 @@ macro_rules! impl_api_key_store {
                     return Err(Error::not_found("environment"));
                 }
                 // Serialised with other creates in the organization: the count below holds.
-                lock_org_envs!(&mut *tx, &org_id, 0)?;
-                let live: i64 = sqlx::query_scalar(
+                lock_org_envs!(&mut tx, &org_id, 0)?;
+                let live: i64 = db::query_scalar(
                     "SELECT COUNT(*) FROM api_keys WHERE env_id = $1 AND status IN ('active', 'rotating')",
                 )
                 .bind(&key.env_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(internal)?;
                 if live >= i64::from(max_live) {
                     return Err(Error::quota_exceeded("max_api_keys_per_environment", u64::from(max_live)));
                 }
-                let rec = insert_key!(&mut *tx, &org_id, key)?;
-                journal!(&mut *tx, origin, Change::of("key.created", None, Some(&rec)))?;
+                let rec = insert_key!(&mut tx, &org_id, key)?;
+                journal!(&mut tx, origin, Change::of("key.created", None, Some(&rec)))?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn api_keys(&self, env_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<ApiKeyRecord>, i64)> {
-                let rows = sqlx::query_as(&format!(
+                let rows = db::query_as(&format!(
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE env_id = $1 AND ($2 IS NULL OR id < $2) \
                      ORDER BY id DESC LIMIT $3"
                 ))
@@ -104,7 +104,7 @@ macro_rules! impl_api_key_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE env_id = $1")
+                let total = db::query_scalar("SELECT COUNT(*) FROM api_keys WHERE env_id = $1")
                     .bind(env_id)
                     .fetch_one(self.reader())
                     .await
@@ -113,7 +113,7 @@ macro_rules! impl_api_key_store {
             }
 
             async fn api_key(&self, env_id: &str, key_id: &str) -> enclave_core::Result<Option<ApiKeyRecord>> {
-                sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND env_id = $2"))
+                db::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND env_id = $2"))
                     .bind(key_id)
                     .bind(env_id)
                     .fetch_optional(self.reader())
@@ -122,13 +122,13 @@ macro_rules! impl_api_key_store {
             }
 
             async fn key_auth(&self, key_id: &str) -> enclave_core::Result<Option<KeyAuthRecord>> {
-                let key: Option<ApiKeyRecord> = sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+                let key: Option<ApiKeyRecord> = db::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
                     .bind(key_id)
                     .fetch_optional(self.reader())
                     .await
                     .map_err(internal)?;
                 let Some(key) = key else { return Ok(None) };
-                let standing: Option<(String, String, String)> = sqlx::query_as(
+                let standing: Option<(String, String, String)> = db::query_as(
                     "SELECT e.status, o.status, o.tier FROM environments e JOIN organizations o ON o.id = e.org_id \
                      WHERE e.id = $1",
                 )
@@ -147,8 +147,8 @@ macro_rules! impl_api_key_store {
 
             async fn update_api_key(&self, env_id: &str, key_id: &str, patch: ApiKeyPatch, origin: &Origin) -> enclave_core::Result<ApiKeyRecord> {
                 let mut tx = self.begin_write().await?;
-                let before = find_key!(&mut *tx, env_id, key_id)?;
-                let rec: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+                let before = find_key!(&mut tx, env_id, key_id)?;
+                let rec: Option<ApiKeyRecord> = db::query_as(&format!(
                     "UPDATE api_keys SET name = COALESCE($3, name), role = COALESCE($4, role), \
                      attributes = COALESCE($5, attributes), scopes = COALESCE($6, scopes), \
                      ip_allowlist = COALESCE($7, ip_allowlist), updated_at = $8, version = version + 1 \
@@ -162,43 +162,43 @@ macro_rules! impl_api_key_store {
                 .bind(patch.scopes.map(sqlx::types::Json))
                 .bind(patch.ip_allowlist.map(sqlx::types::Json))
                 .bind(now_ms())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 let rec = rec.ok_or_else(|| Error::not_found("api_key"))?;
-                journal!(&mut *tx, origin, Change::of("key.updated", before.as_ref(), Some(&rec)))?;
+                journal!(&mut tx, origin, Change::of("key.updated", before.as_ref(), Some(&rec)))?;
                 self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
                 Ok(rec)
             }
 
             async fn revoke_api_key(&self, env_id: &str, key_id: &str, origin: &Origin) -> enclave_core::Result<ApiKeyRecord> {
                 let mut tx = self.begin_write().await?;
-                let before = find_key!(&mut *tx, env_id, key_id)?;
+                let before = find_key!(&mut tx, env_id, key_id)?;
                 let now = now_ms();
-                let rec: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+                let rec: Option<ApiKeyRecord> = db::query_as(&format!(
                     "UPDATE api_keys SET status = 'revoked', updated_at = $3, version = version + 1 \
                      WHERE id = $1 AND env_id = $2 AND status IN ('active', 'rotating') RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(key_id)
                 .bind(env_id)
                 .bind(now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 let Some(rec) = rec else {
-                    return Err(key_refusal!(&mut *tx, env_id, key_id, "key_not_live", "the key is already"));
+                    return Err(key_refusal!(&mut tx, env_id, key_id, "key_not_live", "the key is already"));
                 };
-                journal!(&mut *tx, origin, Change::of("key.revoked", before.as_ref(), Some(&rec)))?;
+                journal!(&mut tx, origin, Change::of("key.revoked", before.as_ref(), Some(&rec)))?;
                 self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
                 Ok(rec)
             }
 
             async fn rotate_api_key(&self, env_id: &str, key_id: &str, new: NewApiKey, grace_expires_at: i64, origin: &Origin) -> enclave_core::Result<(ApiKeyRecord, ApiKeyRecord)> {
                 let mut tx = self.begin_write().await?;
-                let before = find_key!(&mut *tx, env_id, key_id)?;
+                let before = find_key!(&mut tx, env_id, key_id)?;
                 let now = now_ms();
                 let status = if grace_expires_at <= now { "expired" } else { "rotating" };
-                let old: Option<ApiKeyRecord> = sqlx::query_as(&format!(
+                let old: Option<ApiKeyRecord> = db::query_as(&format!(
                     "UPDATE api_keys SET status = $3, grace_expires_at = $4, rotated_to = $5, updated_at = $6, \
                      version = version + 1 WHERE id = $1 AND env_id = $2 AND status = 'active' \
                      AND (expires_at IS NULL OR expires_at > $6) RETURNING {KEY_COLUMNS}"
@@ -209,26 +209,26 @@ macro_rules! impl_api_key_store {
                 .bind(grace_expires_at)
                 .bind(&new.id)
                 .bind(now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 let Some(old) = old else {
-                    return Err(key_refusal!(&mut *tx, env_id, key_id, "key_not_active", "only an active key can be rotated; this one is"));
+                    return Err(key_refusal!(&mut tx, env_id, key_id, "key_not_active", "only an active key can be rotated; this one is"));
                 };
-                let new = insert_key!(&mut *tx, &old.org_id, new)?;
+                let new = insert_key!(&mut tx, &old.org_id, new)?;
                 let mut after = crate::journal::Audited::audit(&old);
                 after["successor"] = crate::journal::Audited::audit(&new);
-                journal!(&mut *tx, origin, Change::of("key.rotated", before.as_ref(), Some(&old)).after(after))?;
+                journal!(&mut tx, origin, Change::of("key.rotated", before.as_ref(), Some(&old)).after(after))?;
                 self.commit(tx, vec![Invalidation::ApiKey { key_id: key_id.into() }]).await?;
                 Ok((old, new))
             }
 
             async fn touch_api_key(&self, key_id: &str, at: i64) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
+                db::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
                     .bind(key_id)
                     .bind(at)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
                 self.commit(tx, vec![]).await
@@ -236,18 +236,18 @@ macro_rules! impl_api_key_store {
 
             async fn expire_api_keys(&self, now_ms: i64) -> enclave_core::Result<Vec<String>> {
                 let mut tx = self.begin_write().await?;
-                let expired: Vec<ApiKeyRecord> = sqlx::query_as(&format!(
+                let expired: Vec<ApiKeyRecord> = db::query_as(&format!(
                     "UPDATE api_keys SET status = 'expired', updated_at = $1, version = version + 1 \
                      WHERE (status = 'active' AND expires_at <= $1) \
                         OR (status = 'rotating' AND (grace_expires_at <= $1 OR expires_at <= $1)) \
                      RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(now_ms)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await
                 .map_err(internal)?;
                 for key in &expired {
-                    journal!(&mut *tx, &Origin::system(), Change::of("key.expired", None, Some(key)))?;
+                    journal!(&mut tx, &Origin::system(), Change::of("key.expired", None, Some(key)))?;
                 }
                 let ids: Vec<String> = expired.into_iter().map(|k| k.id).collect();
                 let events = ids.iter().map(|k| Invalidation::ApiKey { key_id: k.clone() }).collect();
@@ -257,18 +257,18 @@ macro_rules! impl_api_key_store {
 
             async fn notice_expiring_api_keys(&self, horizon_ms: i64) -> enclave_core::Result<Vec<ApiKeyRecord>> {
                 let mut tx = self.begin_write().await?;
-                let rows: Vec<ApiKeyRecord> = sqlx::query_as(&format!(
+                let rows: Vec<ApiKeyRecord> = db::query_as(&format!(
                     "UPDATE api_keys SET expiring_noticed_at = $2 \
                      WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= $1 \
                      AND expiring_noticed_at IS NULL RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(horizon_ms)
                 .bind(now_ms())
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await
                 .map_err(internal)?;
                 for key in &rows {
-                    journal!(&mut *tx, &Origin::system(), Change::of("key.expiring", None, Some(key)))?;
+                    journal!(&mut tx, &Origin::system(), Change::of("key.expiring", None, Some(key)))?;
                 }
                 self.commit(tx, vec![]).await?;
                 Ok(rows)
@@ -281,7 +281,7 @@ macro_rules! impl_api_key_store {
 /// environment, else 409 `rule` with `message` followed by the key's status.
 macro_rules! key_refusal {
     ($conn:expr, $env_id:expr, $key_id:expr, $rule:expr, $message:expr) => {
-        match sqlx::query_scalar::<_, String>(
+        match db::query_scalar::<String>(
             "SELECT status FROM api_keys WHERE id = $1 AND env_id = $2",
         )
         .bind($key_id)
@@ -301,7 +301,7 @@ macro_rules! insert_key {
     ($conn:expr, $org_id:expr, $key:expr) => {{
         let k = $key;
         let now = now_ms();
-        sqlx::query_as::<_, ApiKeyRecord>(&format!(
+        db::query_as::<ApiKeyRecord>(&format!(
             "INSERT INTO api_keys (id, env_id, org_id, name, prefix, secret_hash, role, attributes, scopes, \
              ip_allowlist, status, expires_at, created_at, created_by, updated_at, version) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13, $12, 1) \
@@ -330,9 +330,9 @@ macro_rules! insert_key {
 /// `Result<Option<ApiKeyRecord>, Error>`.
 macro_rules! find_key {
     ($conn:expr, $env_id:expr, $key_id:expr) => {
-        sqlx::query_as::<_, ApiKeyRecord>(&format!(
+        db::query_as::<ApiKeyRecord>(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND env_id = $2{}",
-            Self::FOR_UPDATE
+            crate::store::for_update($conn)
         ))
         .bind($key_id)
         .bind($env_id)

@@ -59,7 +59,7 @@ macro_rules! impl_audit_store {
                             .bind(filter.end_ms)
                     };
                 }
-                let rows: Vec<AuditRow> = bind_filter!(sqlx::query_as(&format!(
+                let rows: Vec<AuditRow> = bind_filter!(db::query_as(&format!(
                     "SELECT {AUDIT_COLUMNS} FROM iam_audit WHERE {WHERE} \
                      AND ($9 IS NULL OR seq < $9) ORDER BY seq DESC LIMIT $10"
                 )))
@@ -69,13 +69,13 @@ macro_rules! impl_audit_store {
                 .await
                 .map_err(internal)?;
                 let total: i64 = if filter.is_empty() {
-                    sqlx::query_scalar("SELECT COALESCE((SELECT seq FROM audit_chains WHERE chain_id = $1), 0)")
+                    db::query_scalar("SELECT COALESCE((SELECT seq FROM audit_chains WHERE chain_id = $1), 0)")
                         .bind(org_id)
                         .fetch_one(self.reader())
                         .await
                         .map_err(internal)?
                 } else {
-                    bind_filter!(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM iam_audit WHERE {WHERE}")))
+                    bind_filter!(db::query_scalar(&format!("SELECT COUNT(*) FROM iam_audit WHERE {WHERE}")))
                         .fetch_one(self.reader())
                         .await
                         .map_err(internal)?
@@ -84,7 +84,7 @@ macro_rules! impl_audit_store {
             }
 
             async fn audit_entry(&self, org_id: &str, entry_id: &str) -> enclave_core::Result<Option<enclave_core::audit::AuditEntry>> {
-                let row: Option<AuditRow> = sqlx::query_as(&format!(
+                let row: Option<AuditRow> = db::query_as(&format!(
                     "SELECT {AUDIT_COLUMNS} FROM iam_audit WHERE org_id = $1 AND id = $2"
                 ))
                 .bind(org_id)
@@ -96,7 +96,7 @@ macro_rules! impl_audit_store {
             }
 
             async fn audit_chain(&self, org_id: &str, after_seq: i64, limit: i64) -> enclave_core::Result<Vec<enclave_core::audit::AuditEntry>> {
-                let rows: Vec<AuditRow> = sqlx::query_as(&format!(
+                let rows: Vec<AuditRow> = db::query_as(&format!(
                     "SELECT {AUDIT_COLUMNS} FROM iam_audit WHERE org_id = $1 AND seq > $2 \
                      ORDER BY seq LIMIT $3"
                 ))
@@ -110,7 +110,7 @@ macro_rules! impl_audit_store {
             }
 
             async fn audit_head(&self, org_id: &str) -> enclave_core::Result<Option<(i64, String)>> {
-                sqlx::query_as("SELECT seq, head_hash FROM audit_chains WHERE chain_id = $1")
+                db::query_as("SELECT seq, head_hash FROM audit_chains WHERE chain_id = $1")
                     .bind(org_id)
                     .fetch_optional(self.reader())
                     .await

@@ -91,21 +91,21 @@ macro_rules! impl_environment_store {
         impl $crate::EnvironmentStore for $store {
             async fn create_environment(&self, mut env: NewEnvironment, max_environments: Option<u32>, origin: &Origin) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
-                let (count, _) = lock_org_envs!(&mut *tx, &env.org_id, 1)?;
+                let (count, _) = lock_org_envs!(&mut tx, &env.org_id, 1)?;
                 if let Some(max) = max_environments {
                     if count > i64::from(max) {
                         return Err(Error::quota_exceeded("max_environments", u64::from(max)));
                     }
                 }
                 if let Some(parent) = &env.parent_env_id {
-                    let chain = parent_chain!(&mut *tx, &env.org_id, parent)?;
+                    let chain = parent_chain!(&mut tx, &env.org_id, parent)?;
                     check_parent_row!(chain, None, 1)?;
                 }
                 let copies = std::mem::take(&mut env.policies);
                 let secrets = env.secrets.take();
-                let rec = insert_env!(&mut *tx, env, count - 1)?;
-                drop_alias!(&mut *tx, &rec.org_id, &rec.slug)?;
-                journal!(&mut *tx, origin, Change::of("environment.created", None, Some(&rec)))?;
+                let rec = insert_env!(&mut tx, env, count - 1)?;
+                drop_alias!(&mut tx, &rec.org_id, &rec.slug)?;
+                journal!(&mut tx, origin, Change::of("environment.created", None, Some(&rec)))?;
                 for spec in copies {
                     let policy = NewPolicy {
                         id: enclave_core::id::new_id(enclave_core::id::Kind::Policy),
@@ -114,23 +114,23 @@ macro_rules! impl_environment_store {
                         spec,
                         created_by: origin.actor.id.clone(),
                     };
-                    let copy = insert_policy!(&mut *tx, policy)?;
-                    journal!(&mut *tx, origin, Change::of("policy.created", None, Some(&copy)))?;
+                    let copy = insert_policy!(&mut tx, policy)?;
+                    journal!(&mut tx, origin, Change::of("policy.created", None, Some(&copy)))?;
                 }
                 if let Some(EnvSecrets { data_key, secrets }) = secrets {
-                    check_keyring!(&mut *tx, &data_key.master_key_id)?;
-                    insert_data_key!(&mut *tx, &rec.id, &data_key)?;
+                    check_keyring!(&mut tx, &data_key.master_key_id)?;
+                    insert_data_key!(&mut tx, &rec.id, &data_key)?;
                     let mut changed = SecretChanges::default();
                     let writes = secrets.into_iter().map(SecretWrite::Create).collect();
-                    write_secret_batch!(&mut *tx, origin, &rec.id, writes, &mut changed)?;
-                    announce_secrets!(&mut *tx, &rec.org_id, &rec.id, &changed)?;
+                    write_secret_batch!(&mut tx, origin, &rec.id, writes, &mut changed)?;
+                    announce_secrets!(&mut tx, &rec.org_id, &rec.id, &changed)?;
                 }
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn environment(&self, env_id: &str) -> enclave_core::Result<Option<EnvRecord>> {
-                sqlx::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"))
+                db::query_as(&format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"))
                     .bind(env_id)
                     .fetch_optional(self.reader())
                     .await
@@ -139,7 +139,7 @@ macro_rules! impl_environment_store {
 
             async fn environment_by_slug(&self, org_id: &str, slug: &str) -> enclave_core::Result<Option<EnvRecord>> {
                 let slug = slug.to_ascii_lowercase();
-                let current: Option<EnvRecord> = sqlx::query_as(&format!(
+                let current: Option<EnvRecord> = db::query_as(&format!(
                     "SELECT {ENV_COLUMNS} FROM environments WHERE org_id = $1 AND lower(slug) = $2"
                 ))
                 .bind(org_id)
@@ -151,7 +151,7 @@ macro_rules! impl_environment_store {
                     return Ok(current);
                 }
                 let cols = ENV_COLUMNS.split(", ").map(|c| format!("e.{c}")).collect::<Vec<_>>().join(", ");
-                sqlx::query_as(&format!(
+                db::query_as(&format!(
                     "SELECT {cols} FROM environment_slug_aliases a JOIN environments e ON e.id = a.env_id \
                      WHERE a.org_id = $1 AND a.slug = $2"
                 ))
@@ -165,7 +165,7 @@ macro_rules! impl_environment_store {
             async fn environments(&self, org_id: &str, filter: &EnvFilter, page: &EnvPageQuery) -> enclave_core::Result<EnvPage> {
                 // The order version first: a reorder landing between the two reads then makes
                 // the caller's reorder fail (412) instead of applying to an order it never saw.
-                let org: Option<(i64, i64)> = sqlx::query_as(
+                let org: Option<(i64, i64)> = db::query_as(
                     "SELECT env_count, env_order_version FROM organizations WHERE id = $1",
                 )
                 .bind(org_id)
@@ -202,7 +202,7 @@ macro_rules! impl_environment_store {
                     "SELECT {ENV_COLUMNS} FROM environments WHERE org_id = $1{conditions}{keyset} \
                      ORDER BY position, id LIMIT ${limit}"
                 );
-                let mut q = sqlx::query_as::<_, EnvRecord>(&sql).bind(org_id);
+                let mut q = db::query_as::<EnvRecord>(&sql).bind(org_id);
                 if let Some(s) = filter.status { q = q.bind(s.as_str()); }
                 if let Some(t) = filter.env_type { q = q.bind(t.as_str()); }
                 if let Some(p) = &filter.parent_env_id { q = q.bind(p.as_str()); }
@@ -213,7 +213,7 @@ macro_rules! impl_environment_store {
                     count
                 } else {
                     let count_sql = format!("SELECT COUNT(*) FROM environments WHERE org_id = $1{conditions}");
-                    let mut c = sqlx::query_scalar::<_, i64>(&count_sql).bind(org_id);
+                    let mut c = db::query_scalar::<i64>(&count_sql).bind(org_id);
                     if let Some(s) = filter.status { c = c.bind(s.as_str()); }
                     if let Some(t) = filter.env_type { c = c.bind(t.as_str()); }
                     if let Some(p) = &filter.parent_env_id { c = c.bind(p.as_str()); }
@@ -225,10 +225,10 @@ macro_rules! impl_environment_store {
 
             async fn update_environment(&self, env_id: &str, expected_version: Option<i64>, patch: EnvPatch, origin: &Origin) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
-                let org_id = org_of_env!(&mut *tx, env_id)?;
+                let org_id = org_of_env!(&mut tx, env_id)?;
                 let moves = patch.index.is_some();
-                let (count, _) = lock_org_envs!(&mut *tx, &org_id, 0, i64::from(moves))?;
-                let cur = select_env!(&mut *tx, env_id)?;
+                let (count, _) = lock_org_envs!(&mut tx, &org_id, 0, i64::from(moves))?;
+                let cur = select_env!(&mut tx, env_id)?;
                 check_version(expected_version, cur.version)?;
                 check_writable(cur.locked, cur.status(), patch.only_locked())?;
 
@@ -240,8 +240,8 @@ macro_rules! impl_environment_store {
                     None => cur.parent_env_id.clone(),
                     Some(None) => None,
                     Some(Some(p)) => {
-                        let chain = parent_chain!(&mut *tx, &org_id, p)?;
-                        let height: Option<i64> = sqlx::query_scalar(
+                        let chain = parent_chain!(&mut tx, &org_id, p)?;
+                        let height: Option<i64> = db::query_scalar(
                             "WITH RECURSIVE sub(id, depth) AS ( \
                                SELECT id, 1 FROM environments WHERE id = $1 \
                                UNION ALL SELECT e.id, s.depth + 1 FROM environments e JOIN sub s ON e.parent_env_id = s.id \
@@ -249,7 +249,7 @@ macro_rules! impl_environment_store {
                              SELECT CAST(MAX(depth) AS BIGINT) FROM sub",
                         )
                         .bind(env_id)
-                        .fetch_one(&mut *tx)
+                        .fetch_one(&mut tx)
                         .await
                         .map_err(internal)?;
                         check_parent_row!(chain, Some(env_id), height.unwrap_or(1) as usize)?;
@@ -265,7 +265,7 @@ macro_rules! impl_environment_store {
                         let from = cur.position;
                         let (lo, hi, step) = if to < from { (to, from - 1, 1) } else { (from + 1, to, -1) };
                         if to != from {
-                            sqlx::query(
+                            db::query(
                                 "UPDATE environments SET position = position + $4, updated_at = $5, version = version + 1 \
                                  WHERE org_id = $1 AND position BETWEEN $2 AND $3",
                             )
@@ -274,7 +274,7 @@ macro_rules! impl_environment_store {
                             .bind(hi)
                             .bind(step)
                             .bind(now_ms())
-                            .execute(&mut *tx)
+                            .execute(&mut tx)
                             .await
                             .map_err(internal)?;
                         }
@@ -283,7 +283,7 @@ macro_rules! impl_environment_store {
                 };
                 let slug = patch.slug.clone().unwrap_or_else(|| cur.slug.clone());
                 if slug != cur.slug {
-                    sqlx::query(
+                    db::query(
                         "INSERT INTO environment_slug_aliases (org_id, slug, env_id, created_at) VALUES ($1, $2, $3, $4) \
                          ON CONFLICT (org_id, slug) DO UPDATE SET env_id = excluded.env_id, created_at = excluded.created_at",
                     )
@@ -291,12 +291,12 @@ macro_rules! impl_environment_store {
                     .bind(&cur.slug)
                     .bind(env_id)
                     .bind(now_ms())
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
-                    drop_alias!(&mut *tx, &org_id, &slug)?;
+                    drop_alias!(&mut tx, &org_id, &slug)?;
                 }
-                let rec: EnvRecord = sqlx::query_as(&format!(
+                let rec: EnvRecord = db::query_as(&format!(
                     "UPDATE environments SET name = $2, slug = $3, env_type = $4, color = $5, description = $6, \
                      parent_env_id = $7, settings = $8, locked = $9, position = $10, updated_at = $11, \
                      required_keys = $12, version = version + 1 WHERE id = $1 RETURNING {ENV_COLUMNS}"
@@ -313,10 +313,10 @@ macro_rules! impl_environment_store {
                 .bind(position)
                 .bind(now_ms())
                 .bind(sqlx::types::Json(patch.required_keys.as_ref().unwrap_or(&cur.required_keys.0)))
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(unique_or(slug_taken))?;
-                journal!(&mut *tx, origin, Change::of("environment.updated", Some(&cur), Some(&rec)))?;
+                journal!(&mut tx, origin, Change::of("environment.updated", Some(&cur), Some(&rec)))?;
                 let mut events = vec![Invalidation::Environment { env_id: env_id.into() }];
                 if moves {
                     events.push(Invalidation::OrgEnvironments { org_id });
@@ -328,22 +328,22 @@ macro_rules! impl_environment_store {
             async fn transition_environment(&self, env_id: &str, expected_version: Option<i64>, transition: Transition, origin: &Origin) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
                 // Serialised with updates, so a lock set a moment ago is seen.
-                let org_id = org_of_env!(&mut *tx, env_id)?;
-                lock_org_envs!(&mut *tx, &org_id, 0)?;
-                let cur = select_env!(&mut *tx, env_id)?;
+                let org_id = org_of_env!(&mut tx, env_id)?;
+                lock_org_envs!(&mut tx, &org_id, 0)?;
+                let cur = select_env!(&mut tx, env_id)?;
                 check_version(expected_version, cur.version)?;
                 if transition != Transition::Activate {
                     check_writable(cur.locked, cur.status(), false)?;
                 }
                 let next = cur.status().apply(transition)?;
-                let rec = set_status!(&mut *tx, env_id, next)?;
+                let rec = set_status!(&mut tx, env_id, next)?;
                 let action = match transition {
                     Transition::Suspend => Some("environment.suspended"),
                     Transition::Resume => Some("environment.resumed"),
                     _ => None,
                 };
                 if let Some(action) = action {
-                    journal!(&mut *tx, origin, Change::of(action, Some(&cur), Some(&rec)))?;
+                    journal!(&mut tx, origin, Change::of(action, Some(&cur), Some(&rec)))?;
                 }
                 self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await?;
                 Ok(rec)
@@ -352,14 +352,14 @@ macro_rules! impl_environment_store {
             async fn decommission_environment(&self, env_id: &str, expected_version: Option<i64>, origin: &Origin) -> enclave_core::Result<EnvRecord> {
                 let mut tx = self.begin_write().await?;
                 // Serialised with creates, so no child can appear after the check below.
-                let org_id = org_of_env!(&mut *tx, env_id)?;
-                lock_org_envs!(&mut *tx, &org_id, 0)?;
-                let cur = select_env!(&mut *tx, env_id)?;
+                let org_id = org_of_env!(&mut tx, env_id)?;
+                lock_org_envs!(&mut tx, &org_id, 0)?;
+                let cur = select_env!(&mut tx, env_id)?;
                 check_version(expected_version, cur.version)?;
                 check_writable(cur.locked, cur.status(), false)?;
-                let children: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM environments WHERE parent_env_id = $1")
+                let children: i64 = db::query_scalar("SELECT COUNT(*) FROM environments WHERE parent_env_id = $1")
                     .bind(env_id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut tx)
                     .await
                     .map_err(internal)?;
                 if children > 0 {
@@ -369,47 +369,47 @@ macro_rules! impl_environment_store {
                     ));
                 }
                 let next = cur.status().apply(Transition::Decommission)?;
-                let rec = set_status!(&mut *tx, env_id, next)?;
-                journal!(&mut *tx, origin, Change::of("environment.deleted", Some(&cur), None))?;
+                let rec = set_status!(&mut tx, env_id, next)?;
+                journal!(&mut tx, origin, Change::of("environment.deleted", Some(&cur), None))?;
                 self.commit(tx, vec![Invalidation::Environment { env_id: env_id.into() }]).await?;
                 Ok(rec)
             }
 
             async fn purge_environment(&self, env_id: &str) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                let row: Option<(String, i64)> = sqlx::query_as("SELECT org_id, position FROM environments WHERE id = $1")
+                let row: Option<(String, i64)> = db::query_as("SELECT org_id, position FROM environments WHERE id = $1")
                     .bind(env_id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut tx)
                     .await
                     .map_err(internal)?;
                 let Some((org_id, position)) = row else { return Ok(()) };
-                lock_org_envs!(&mut *tx, &org_id, -1, 1)?;
+                lock_org_envs!(&mut tx, &org_id, -1, 1)?;
                 // The data key first (the cascade would too): without it, every copy of the
                 // environment's ciphertext is unreadable.
-                sqlx::query("DELETE FROM secret_keys WHERE env_id = $1")
+                db::query("DELETE FROM secret_keys WHERE env_id = $1")
                     .bind(env_id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
-                sqlx::query("DELETE FROM environments WHERE id = $1")
+                db::query("DELETE FROM environments WHERE id = $1")
                     .bind(env_id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
                 // The query audit's chain head (its entries cascade with the environment).
-                sqlx::query("DELETE FROM audit_chains WHERE chain_id = $1")
+                db::query("DELETE FROM audit_chains WHERE chain_id = $1")
                     .bind(env_id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
-                sqlx::query(
+                db::query(
                     "UPDATE environments SET position = position - 1, updated_at = $3, version = version + 1 \
                      WHERE org_id = $1 AND position > $2",
                 )
                 .bind(&org_id)
                 .bind(position)
                 .bind(now_ms())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?;
                 let events = vec![
@@ -422,7 +422,7 @@ macro_rules! impl_environment_store {
             }
 
             async fn unsettled_environments(&self) -> enclave_core::Result<Vec<EnvRecord>> {
-                sqlx::query_as(&format!(
+                db::query_as(&format!(
                     "SELECT {ENV_COLUMNS} FROM environments WHERE status IN ('provisioning', 'decommissioning') ORDER BY id"
                 ))
                 .fetch_all(self.reader())
@@ -431,7 +431,7 @@ macro_rules! impl_environment_store {
             }
 
             async fn child_count(&self, env_id: &str) -> enclave_core::Result<i64> {
-                sqlx::query_scalar("SELECT COUNT(*) FROM environments WHERE parent_env_id = $1")
+                db::query_scalar("SELECT COUNT(*) FROM environments WHERE parent_env_id = $1")
                     .bind(env_id)
                     .fetch_one(self.reader())
                     .await
@@ -440,7 +440,7 @@ macro_rules! impl_environment_store {
 
             async fn environment_contents(&self, env_id: &str) -> enclave_core::Result<EnvContents> {
                 // Tables add their count with the gateway's engines.
-                let (api_keys, policies, secrets): (i64, i64, i64) = sqlx::query_as(
+                let (api_keys, policies, secrets): (i64, i64, i64) = db::query_as(
                     "SELECT (SELECT COUNT(*) FROM api_keys WHERE env_id = $1 AND status IN ('active', 'rotating')), \
                      (SELECT COUNT(*) FROM policies WHERE env_id = $1), \
                      (SELECT COUNT(*) FROM secrets WHERE env_id = $1)",
@@ -454,13 +454,13 @@ macro_rules! impl_environment_store {
 
             async fn reorder_environments(&self, org_id: &str, expected_version: i64, order: &[String], origin: &Origin) -> enclave_core::Result<i64> {
                 let mut tx = self.begin_write().await?;
-                let version: Option<i64> = sqlx::query_scalar(
+                let version: Option<i64> = db::query_scalar(
                     "UPDATE organizations SET env_order_version = env_order_version + 1 \
                      WHERE id = $1 AND env_order_version = $2 RETURNING env_order_version",
                 )
                 .bind(org_id)
                 .bind(expected_version)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 let Some(version) = version else {
@@ -470,9 +470,9 @@ macro_rules! impl_environment_store {
                     )
                     .with_details(serde_json::json!({ "field": "expected_version", "rule": "current_order_version" })));
                 };
-                let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM environments WHERE org_id = $1 ORDER BY position")
+                let ids: Vec<String> = db::query_scalar("SELECT id FROM environments WHERE org_id = $1 ORDER BY position")
                     .bind(org_id)
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut tx)
                     .await
                     .map_err(internal)?;
                 enclave_core::environment::check_order(&ids, order)?;
@@ -484,24 +484,24 @@ macro_rules! impl_environment_store {
                      WHERE org_id = $1 AND position <> CASE id{arms} END"
                 );
                 if !order.is_empty() {
-                    let mut q = sqlx::query(&sql).bind(org_id).bind(now_ms());
+                    let mut q = db::query(&sql).bind(org_id).bind(now_ms());
                     for id in order {
                         q = q.bind(id);
                     }
-                    q.execute(&mut *tx).await.map_err(internal)?;
+                    q.execute(&mut tx).await.map_err(internal)?;
                 }
                 let change = Change::new(org_id, "environment.reordered", "organization", org_id)
                     .before(serde_json::json!({"order": ids, "order_version": expected_version}))
                     .after(serde_json::json!({"order": order, "order_version": version}));
-                journal!(&mut *tx, origin, change)?;
+                journal!(&mut tx, origin, change)?;
                 self.commit(tx, vec![Invalidation::OrgEnvironments { org_id: org_id.into() }]).await?;
                 Ok(version)
             }
 
             async fn apply_promotion(&self, apply: PromotionApply, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                lock_org_envs!(&mut *tx, &apply.org_id, 0)?;
-                let target = select_env!(&mut *tx, &apply.target_env_id)?;
+                lock_org_envs!(&mut tx, &apply.org_id, 0)?;
+                let target = select_env!(&mut tx, &apply.target_env_id)?;
                 check_writable(target.locked, target.status(), false)?;
                 if target.version != apply.expected_target_version {
                     return Err(Error::precondition_failed("the target environment changed while the promotion was planned"));
@@ -514,34 +514,34 @@ macro_rules! impl_environment_store {
                             if policy.env_id != target.id {
                                 return Err(Error::internal());
                             }
-                            let rec = insert_policy!(&mut *tx, policy)
+                            let rec = insert_policy!(&mut tx, policy)
                                 .map_err(|e| if e.code == enclave_core::ErrorCode::Conflict {
                                     Error::precondition_failed("a policy of that name appeared in the target while the promotion was planned")
                                 } else { e })?;
-                            journal!(&mut *tx, origin, Change::of("policy.created", None, Some(&rec)))?;
+                            journal!(&mut tx, origin, Change::of("policy.created", None, Some(&rec)))?;
                         }
                         PolicyWrite::Update { policy_id, expected_version, spec } => {
-                            let before = select_policy!(&mut *tx, &target.id, &policy_id, Some(expected_version))?;
-                            let rec = save_policy_version!(&mut *tx, &policy_id, expected_version, &spec, &origin.actor.id)?
+                            let before = select_policy!(&mut tx, &target.id, &policy_id, Some(expected_version))?;
+                            let rec = save_policy_version!(&mut tx, &policy_id, expected_version, &spec, &origin.actor.id)?
                                 .ok_or_else(|| Error::precondition_failed("a target policy changed while the promotion was planned"))?;
-                            journal!(&mut *tx, origin, Change::of("policy.updated", Some(&before), Some(&rec)))?;
+                            journal!(&mut tx, origin, Change::of("policy.updated", Some(&before), Some(&rec)))?;
                         }
                     }
                 }
                 let mut changed_secrets = SecretChanges::default();
-                write_secret_batch!(&mut *tx, origin, &target.id, apply.secrets, &mut changed_secrets)?;
-                announce_secrets!(&mut *tx, &target.org_id, &target.id, &changed_secrets)?;
+                write_secret_batch!(&mut tx, origin, &target.id, apply.secrets, &mut changed_secrets)?;
+                announce_secrets!(&mut tx, &target.org_id, &target.id, &changed_secrets)?;
                 if let Some(settings) = apply.settings {
-                    sqlx::query("UPDATE environments SET settings = $2, updated_at = $3, version = version + 1 WHERE id = $1")
+                    db::query("UPDATE environments SET settings = $2, updated_at = $3, version = version + 1 WHERE id = $1")
                         .bind(&apply.target_env_id)
                         .bind(sqlx::types::Json(settings))
                         .bind(now_ms())
-                        .execute(&mut *tx)
+                        .execute(&mut tx)
                         .await
                         .map_err(internal)?;
                 }
                 let r = &apply.record;
-                sqlx::query(
+                db::query(
                     "INSERT INTO promotions (id, org_id, source_env_id, target_env_id, record, promoted_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
                 )
@@ -551,14 +551,14 @@ macro_rules! impl_environment_store {
                 .bind(&r.target_env)
                 .bind(sqlx::types::Json(r))
                 .bind(r.promoted_at.timestamp_millis())
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?;
                 let change = Change::new(&apply.org_id, "environment.promoted", "environment", &target.id)
                     .env(&target.id)
                     .before(serde_json::json!({"settings": target.settings.0, "version": target.version}))
                     .after(serde_json::to_value(r).unwrap_or_default());
-                journal!(&mut *tx, origin, change)?;
+                journal!(&mut tx, origin, change)?;
                 let mut events = vec![Invalidation::Environment { env_id: apply.target_env_id.clone() }];
                 if changed_policies {
                     events.push(Invalidation::Policies { env_id: apply.target_env_id.clone() });
@@ -567,7 +567,7 @@ macro_rules! impl_environment_store {
             }
 
             async fn promotions(&self, env_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<Promotion>, i64)> {
-                let rows: Vec<(sqlx::types::Json<Promotion>,)> = sqlx::query_as(
+                let rows: Vec<(sqlx::types::Json<Promotion>,)> = db::query_as(
                     "SELECT record FROM promotions WHERE (source_env_id = $1 OR target_env_id = $1) \
                      AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
                 )
@@ -577,7 +577,7 @@ macro_rules! impl_environment_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar(
+                let total = db::query_scalar(
                     "SELECT COUNT(*) FROM promotions WHERE source_env_id = $1 OR target_env_id = $1",
                 )
                 .bind(env_id)
@@ -598,7 +598,7 @@ macro_rules! lock_org_envs {
         lock_org_envs!($conn, $org_id, $count, i64::from($count != 0))
     };
     ($conn:expr, $org_id:expr, $count:expr, $order:expr) => {
-        sqlx::query_as::<_, (i64, i64)>(
+        db::query_as::<(i64, i64)>(
             "UPDATE organizations SET env_count = env_count + $2, \
              env_order_version = env_order_version + $3 WHERE id = $1 \
              RETURNING env_count, env_order_version",
@@ -617,7 +617,7 @@ macro_rules! lock_org_envs {
 /// 404 when absent.
 macro_rules! org_of_env {
     ($conn:expr, $env_id:expr) => {
-        sqlx::query_scalar::<_, String>("SELECT org_id FROM environments WHERE id = $1")
+        db::query_scalar::<String>("SELECT org_id FROM environments WHERE id = $1")
             .bind($env_id)
             .fetch_optional($conn)
             .await
@@ -629,7 +629,7 @@ macro_rules! org_of_env {
 /// The environment `env_id`, read on `conn`; 404 when absent.
 macro_rules! select_env {
     ($conn:expr, $env_id:expr) => {
-        sqlx::query_as::<_, EnvRecord>(&format!(
+        db::query_as::<EnvRecord>(&format!(
             "SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"
         ))
         .bind($env_id)
@@ -644,7 +644,7 @@ macro_rules! select_env {
 /// environment of `org_id`.
 macro_rules! parent_chain {
     ($conn:expr, $org_id:expr, $parent:expr) => {
-        sqlx::query_as::<_, (String, String)>(
+        db::query_as::<(String, String)>(
             "WITH RECURSIVE chain(id, parent_env_id, status, depth) AS ( \
                SELECT id, parent_env_id, status, 1 FROM environments WHERE id = $1 AND org_id = $2 \
                UNION ALL SELECT e.id, e.parent_env_id, e.status, c.depth + 1 FROM environments e \
@@ -683,7 +683,7 @@ macro_rules! insert_env {
     ($conn:expr, $env:expr, $position:expr) => {{
         let e = $env;
         let now = now_ms();
-        sqlx::query_as::<_, EnvRecord>(&format!(
+        db::query_as::<EnvRecord>(&format!(
             "INSERT INTO environments (id, org_id, name, slug, env_type, position, color, parent_env_id, \
              description, status, locked, settings, required_keys, created_at, updated_at, version) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'provisioning', $10, $11, $13, $12, $12, 1) \
@@ -711,7 +711,7 @@ macro_rules! insert_env {
 /// An old slug stops resolving once an environment takes it.
 macro_rules! drop_alias {
     ($conn:expr, $org_id:expr, $slug:expr) => {
-        sqlx::query("DELETE FROM environment_slug_aliases WHERE org_id = $1 AND slug = $2")
+        db::query("DELETE FROM environment_slug_aliases WHERE org_id = $1 AND slug = $2")
             .bind($org_id)
             .bind($slug)
             .execute($conn)
@@ -723,7 +723,7 @@ macro_rules! drop_alias {
 
 macro_rules! set_status {
     ($conn:expr, $env_id:expr, $status:expr) => {
-        sqlx::query_as::<_, EnvRecord>(&format!(
+        db::query_as::<EnvRecord>(&format!(
             "UPDATE environments SET status = $2, updated_at = $3, version = version + 1 \
              WHERE id = $1 RETURNING {ENV_COLUMNS}"
         ))

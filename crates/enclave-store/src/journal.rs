@@ -2,7 +2,7 @@
 //! organization's IAM audit chain and, when the change announces a webhook event, one outbox
 //! row per subscribed endpoint.
 //!
-//! A store method that changes something ends with `journal!(&mut *tx, origin, change)`.
+//! A store method that changes something ends with `journal!(&mut tx, origin, change)`.
 //! A later feature joins by doing the same with its own action name (and, for an event, by
 //! naming the action in `enclave_core::audit::event_type`).
 
@@ -340,7 +340,7 @@ macro_rules! journal_batch {
             }
             let n = changes.len() as i64;
             let now = now_ms();
-            let (last, mut head): (i64, String) = sqlx::query_as(
+            let (last, mut head): (i64, String) = db::query_as(
                 "INSERT INTO audit_chains (chain_id, seq, head_hash) VALUES ($1, $3, $2) \
                  ON CONFLICT (chain_id) DO UPDATE SET seq = audit_chains.seq + $3 \
                  RETURNING seq, head_hash",
@@ -375,7 +375,7 @@ macro_rules! journal_batch {
                      source_ip, created_at, prev_hash, entry_hash) VALUES {}",
                     rows.join(", ")
                 );
-                let mut q = sqlx::query(&sql);
+                let mut q = db::query(&sql);
                 for e in chunk {
                     q = q
                         .bind(&e.id)
@@ -397,7 +397,7 @@ macro_rules! journal_batch {
                 }
                 q.execute(&mut *conn).await.map_err(internal)?;
             }
-            sqlx::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
+            db::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
                 .bind(&org_id)
                 .bind(&head)
                 .execute(&mut *conn)
@@ -433,7 +433,7 @@ macro_rules! announce {
         let (event_id, payload) =
             $crate::journal::event_payload(event_type, org_id, $env_id, $data, now);
         async {
-            let hooks: Vec<String> = sqlx::query_scalar(
+            let hooks: Vec<String> = db::query_scalar(
                 "SELECT DISTINCT w.id FROM webhooks w \
                  JOIN webhook_subscriptions s ON s.webhook_id = w.id \
                  WHERE w.org_id = $1 AND w.status = 'active' AND s.event_type IN ($2, '*')",
@@ -464,7 +464,7 @@ macro_rules! announce {
 macro_rules! enqueue_delivery {
     ($conn:expr, $webhook_id:expr, $org_id:expr, $event_id:expr, $event_type:expr, $payload:expr, $now:expr) => {{
         let id = enclave_core::id::new_id(enclave_core::id::Kind::Delivery);
-        sqlx::query(
+        db::query(
             "INSERT INTO webhook_deliveries (id, webhook_id, org_id, event_id, event_type, \
              payload, status, attempts, next_attempt_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",

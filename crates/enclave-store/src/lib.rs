@@ -1,13 +1,14 @@
 //! Enclave's persistence: one [`Store`] interface with a SQLite implementation (the embedded
 //! default) and a PostgreSQL one (several stateless nodes on one database).
 //!
-//! Both run the same SQL text (`sql.rs`), expanded once per backend so each is an explicit,
-//! concrete implementation; the few real differences — how a write transaction starts, how
-//! other nodes hear about changes — are per-backend hooks.
+//! Both run the same SQL text through one executor (`db.rs`); the few real differences — how
+//! a write transaction starts, how other nodes hear about changes, row locks — are in
+//! `store.rs`.
 
 mod accounts;
 mod api_keys;
 mod audit;
+mod db;
 mod db_error;
 mod environments;
 mod invalidation;
@@ -19,6 +20,7 @@ mod records;
 mod secrets;
 mod sql;
 mod sqlite;
+mod store;
 pub mod testing;
 mod time;
 mod webhooks;
@@ -32,11 +34,10 @@ pub use environments::EnvironmentStore;
 pub use invalidation::{Bus, Invalidation};
 pub use journal::{Audited, Change, Origin};
 pub use policies::PolicyStore;
-pub use postgres::PgStore;
 pub use query_audit::{QueryAuditFilter, QueryAuditStore};
 pub use records::*;
 pub use secrets::{Rewrap, SecretStore};
-pub use sqlite::SqliteStore;
+pub use store::SqlStore;
 pub use time::{from_ms, now_ms, to_ms};
 pub use webhooks::{Reseal, WebhookStore};
 
@@ -212,9 +213,9 @@ pub trait Store:
 /// on PostgreSQL, starts listening for other nodes' invalidations.
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if is_postgres(url) {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        Ok(Arc::new(SqlStore::postgres(url).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(SqlStore::sqlite(url).await?))
     } else {
         anyhow::bail!(
             "unsupported database URL (expected sqlite:// or postgres://): {}",
@@ -226,7 +227,7 @@ pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 /// Applies migrations and returns, leaving nothing running (`enclave migrate`).
 pub async fn migrate(url: &str) -> anyhow::Result<()> {
     if is_postgres(url) {
-        PgStore::migrate(url).await
+        postgres::migrate(url).await
     } else {
         // SQLite starts no background work: opening it migrates it.
         connect(url).await.map(|_| ())

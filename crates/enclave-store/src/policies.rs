@@ -62,15 +62,15 @@ macro_rules! impl_policy_store {
         impl $crate::PolicyStore for $store {
             async fn create_policy(&self, policy: NewPolicy, origin: &Origin) -> enclave_core::Result<PolicyRecord> {
                 let mut tx = self.begin_write().await?;
-                writable_env!(&mut *tx, &policy.env_id)?;
-                let rec = insert_policy!(&mut *tx, policy)?;
-                journal!(&mut *tx, origin, Change::of("policy.created", None, Some(&rec)))?;
+                writable_env!(&mut tx, &policy.env_id)?;
+                let rec = insert_policy!(&mut tx, policy)?;
+                journal!(&mut tx, origin, Change::of("policy.created", None, Some(&rec)))?;
                 self.commit(tx, vec![Invalidation::Policies { env_id: rec.env_id.clone() }]).await?;
                 Ok(rec)
             }
 
             async fn policies(&self, env_id: &str, kind: PolicyKind, page: &PageQuery) -> enclave_core::Result<(Vec<PolicyRecord>, i64)> {
-                let rows = sqlx::query_as(&format!(
+                let rows = db::query_as(&format!(
                     "SELECT {POLICY_COLUMNS} FROM policies WHERE env_id = $1 AND kind = $2 \
                      AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
                 ))
@@ -81,7 +81,7 @@ macro_rules! impl_policy_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar("SELECT COUNT(*) FROM policies WHERE env_id = $1 AND kind = $2")
+                let total = db::query_scalar("SELECT COUNT(*) FROM policies WHERE env_id = $1 AND kind = $2")
                     .bind(env_id)
                     .bind(kind.as_str())
                     .fetch_one(self.reader())
@@ -91,7 +91,7 @@ macro_rules! impl_policy_store {
             }
 
             async fn env_policies(&self, env_id: &str) -> enclave_core::Result<Vec<PolicyRecord>> {
-                sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM policies WHERE env_id = $1 ORDER BY name"))
+                db::query_as(&format!("SELECT {POLICY_COLUMNS} FROM policies WHERE env_id = $1 ORDER BY name"))
                     .bind(env_id)
                     .fetch_all(self.reader())
                     .await
@@ -99,7 +99,7 @@ macro_rules! impl_policy_store {
             }
 
             async fn policy(&self, env_id: &str, policy_id: &str) -> enclave_core::Result<Option<PolicyRecord>> {
-                sqlx::query_as(&format!("SELECT {POLICY_COLUMNS} FROM policies WHERE env_id = $1 AND id = $2"))
+                db::query_as(&format!("SELECT {POLICY_COLUMNS} FROM policies WHERE env_id = $1 AND id = $2"))
                     .bind(env_id)
                     .bind(policy_id)
                     .fetch_optional(self.reader())
@@ -109,29 +109,29 @@ macro_rules! impl_policy_store {
 
             async fn update_policy(&self, env_id: &str, policy_id: &str, expected_version: Option<i64>, spec: enclave_core::policy::PolicySpec, origin: &Origin) -> enclave_core::Result<PolicyRecord> {
                 let mut tx = self.begin_write().await?;
-                writable_env!(&mut *tx, env_id)?;
-                let before = select_policy!(&mut *tx, env_id, policy_id, expected_version)?;
+                writable_env!(&mut tx, env_id)?;
+                let before = select_policy!(&mut tx, env_id, policy_id, expected_version)?;
                 if before.spec.0 == spec {
                     return Ok(before);
                 }
                 let by = origin.actor.id.clone();
-                let rec = save_policy_version!(&mut *tx, policy_id, before.version, &spec, &by)?
+                let rec = save_policy_version!(&mut tx, policy_id, before.version, &spec, &by)?
                     .ok_or_else(|| Error::precondition_failed("the policy changed while it was being saved"))?;
-                journal!(&mut *tx, origin, Change::of("policy.updated", Some(&before), Some(&rec)))?;
+                journal!(&mut tx, origin, Change::of("policy.updated", Some(&before), Some(&rec)))?;
                 self.commit(tx, vec![Invalidation::Policies { env_id: env_id.into() }]).await?;
                 Ok(rec)
             }
 
             async fn delete_policy(&self, env_id: &str, policy_id: &str, expected_version: Option<i64>, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                writable_env!(&mut *tx, env_id)?;
-                let before = select_policy!(&mut *tx, env_id, policy_id, expected_version)?;
-                sqlx::query("DELETE FROM policies WHERE id = $1")
+                writable_env!(&mut tx, env_id)?;
+                let before = select_policy!(&mut tx, env_id, policy_id, expected_version)?;
+                db::query("DELETE FROM policies WHERE id = $1")
                     .bind(policy_id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
-                journal!(&mut *tx, origin, Change::of("policy.deleted", Some(&before), None))?;
+                journal!(&mut tx, origin, Change::of("policy.deleted", Some(&before), None))?;
                 self.commit(tx, vec![Invalidation::Policies { env_id: env_id.into() }]).await
             }
 
@@ -140,7 +140,7 @@ macro_rules! impl_policy_store {
                     None => None,
                     Some(c) => Some(c.parse().map_err(|_| Error::validation("cursor", "cursor", "the cursor is not one this list gave"))?),
                 };
-                let rows = sqlx::query_as(
+                let rows = db::query_as(
                     "SELECT policy_id, version, spec, created_by, created_at FROM policy_versions \
                      WHERE policy_id = $1 AND ($2 IS NULL OR version < $2) ORDER BY version DESC LIMIT $3",
                 )
@@ -150,7 +150,7 @@ macro_rules! impl_policy_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar("SELECT COUNT(*) FROM policy_versions WHERE policy_id = $1")
+                let total = db::query_scalar("SELECT COUNT(*) FROM policy_versions WHERE policy_id = $1")
                     .bind(policy_id)
                     .fetch_one(self.reader())
                     .await
@@ -159,7 +159,7 @@ macro_rules! impl_policy_store {
             }
 
             async fn policy_version(&self, policy_id: &str, version: i64) -> enclave_core::Result<Option<PolicyVersionRecord>> {
-                sqlx::query_as(
+                db::query_as(
                     "SELECT policy_id, version, spec, created_by, created_at FROM policy_versions \
                      WHERE policy_id = $1 AND version = $2",
                 )
@@ -177,9 +177,9 @@ macro_rules! impl_policy_store {
 /// locked, not being deleted); 404 when absent. Evaluates to `Result<EnvRecord>`.
 macro_rules! writable_env {
     ($conn:expr, $env_id:expr) => {{
-        let env: Option<EnvRecord> = sqlx::query_as(&format!(
+        let env: Option<EnvRecord> = db::query_as(&format!(
             "SELECT {ENV_COLUMNS} FROM environments WHERE id = $1{}",
-            Self::FOR_UPDATE
+            crate::store::for_update($conn)
         ))
         .bind($env_id)
         .fetch_optional($conn)
@@ -198,7 +198,7 @@ macro_rules! insert_policy {
         let p: NewPolicy = $policy;
         let now = now_ms();
         let spec = sqlx::types::Json(&p.spec);
-        let rec: enclave_core::Result<PolicyRecord> = sqlx::query_as(&format!(
+        let rec: enclave_core::Result<PolicyRecord> = db::query_as(&format!(
             "INSERT INTO policies (id, org_id, env_id, name, kind, policy_type, spec, version, \
              created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $9) \
              RETURNING {POLICY_COLUMNS}"
@@ -233,7 +233,7 @@ macro_rules! save_policy_version {
     ($conn:expr, $policy_id:expr, $from:expr, $spec:expr, $by:expr) => {{
         let spec: &enclave_core::policy::PolicySpec = $spec;
         let now = now_ms();
-        let rec: enclave_core::Result<Option<PolicyRecord>> = sqlx::query_as(&format!(
+        let rec: enclave_core::Result<Option<PolicyRecord>> = db::query_as(&format!(
             "UPDATE policies SET name = $3, kind = $4, policy_type = $5, spec = $6, \
              version = version + 1, updated_at = $7 WHERE id = $1 AND version = $2 \
              RETURNING {POLICY_COLUMNS}"
@@ -267,7 +267,7 @@ macro_rules! save_policy_version {
 
 macro_rules! record_version {
     ($conn:expr, $policy_id:expr, $version:expr, $spec:expr, $by:expr, $now:expr) => {
-        sqlx::query(
+        db::query(
             "INSERT INTO policy_versions (policy_id, version, spec, created_by, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
         )
@@ -288,9 +288,9 @@ macro_rules! record_version {
 macro_rules! select_policy {
     ($conn:expr, $env_id:expr, $policy_id:expr, $expected:expr) => {{
         let expected: Option<i64> = $expected;
-        let row: Option<PolicyRecord> = sqlx::query_as(&format!(
+        let row: Option<PolicyRecord> = db::query_as(&format!(
             "SELECT {POLICY_COLUMNS} FROM policies WHERE env_id = $1 AND id = $2{}",
-            Self::FOR_UPDATE
+            crate::store::for_update($conn)
         ))
         .bind($env_id)
         .bind($policy_id)

@@ -4,35 +4,24 @@
 
 use std::time::Duration;
 
-use enclave_core::environment::{check_writable, EnvStatus, Transition};
-use enclave_core::model::{MemberStatus, OrgStatus, Tier};
-use enclave_core::promotion::Promotion;
-use enclave_core::{Error, Result};
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio::task::JoinHandle;
 
-use crate::accounts::*;
-use crate::api_keys::*;
-use crate::audit::*;
-use crate::db_error::{internal, unique_or};
-use crate::environments::*;
 use crate::invalidation::CHANNEL;
-use crate::journal::*;
-use crate::policies::*;
-use crate::query_audit::*;
-use crate::records::*;
-use crate::secrets::*;
-use crate::sql::*;
-use crate::webhooks::*;
-use crate::{now_ms, Bus, Invalidation};
+use crate::{Bus, Invalidation};
 
-pub struct PgStore {
-    pool: PgPool,
-    bus: Bus,
+/// The pool, this node's name on the channel, and the task relaying other nodes' notices.
+pub(crate) struct PgPools {
+    pub(crate) pool: PgPool,
     node_id: String,
     listener: JoinHandle<()>,
+}
+
+impl Drop for PgPools {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 /// What travels on the channel: the event and the node that caused it (which has already
@@ -43,76 +32,59 @@ struct Notice {
     event: Invalidation,
 }
 
-impl PgStore {
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let pool = Self::migrated_pool(url).await?;
-        let bus = Bus::default();
-        let node_id = format!(
-            "node_{}",
-            ulid::Ulid::new().to_string().to_ascii_lowercase()
-        );
-        let listener = tokio::spawn(listen(pool.clone(), bus.clone(), node_id.clone()));
-        Ok(PgStore {
-            pool,
-            bus,
-            node_id,
-            listener,
-        })
-    }
-
-    /// Applies migrations and closes the pool: no listener, nothing left running.
-    pub async fn migrate(url: &str) -> anyhow::Result<()> {
-        Self::migrated_pool(url).await?.close().await;
-        Ok(())
-    }
-
-    async fn migrated_pool(url: &str) -> anyhow::Result<PgPool> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await?;
-        // sqlx serialises concurrent migrators with an advisory lock.
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(pool)
-    }
-
-    fn reader(&self) -> &PgPool {
-        &self.pool
-    }
-
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(internal)
-    }
-
-    async fn commit(
-        &self,
-        mut tx: Transaction<'static, Postgres>,
-        events: Vec<Invalidation>,
-    ) -> Result<()> {
-        for event in &events {
-            let notice = Notice {
-                node: self.node_id.clone(),
-                event: event.clone(),
-            };
-            let payload = serde_json::to_string(&notice).map_err(|_| Error::internal())?;
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(payload)
-                .execute(&mut *tx)
-                .await
-                .map_err(internal)?;
-        }
-        tx.commit().await.map_err(internal)?;
-        self.bus.publish(events);
-        Ok(())
-    }
+/// Opens a migrated pool and starts relaying other nodes' invalidations to `bus`.
+pub(crate) async fn connect(url: &str, bus: Bus) -> anyhow::Result<PgPools> {
+    let pool = migrated_pool(url).await?;
+    let node_id = format!(
+        "node_{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
+    let listener = tokio::spawn(listen(pool.clone(), bus, node_id.clone()));
+    Ok(PgPools {
+        pool,
+        node_id,
+        listener,
+    })
 }
 
-impl Drop for PgStore {
-    fn drop(&mut self) {
-        self.listener.abort();
+/// Applies migrations and closes the pool: no listener, nothing left running.
+pub(crate) async fn migrate(url: &str) -> anyhow::Result<()> {
+    migrated_pool(url).await?.close().await;
+    Ok(())
+}
+
+async fn migrated_pool(url: &str) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await?;
+    // sqlx serialises concurrent migrators with an advisory lock.
+    sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Sends `events` to every other node, inside the transaction on `conn`: they are delivered
+/// only if it commits.
+pub(crate) async fn notify(
+    pools: &PgPools,
+    conn: &mut PgConnection,
+    events: &[Invalidation],
+) -> Result<(), sqlx::Error> {
+    for event in events {
+        let notice = Notice {
+            node: pools.node_id.clone(),
+            event: event.clone(),
+        };
+        let payload =
+            serde_json::to_string(&notice).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&mut *conn)
+            .await?;
     }
+    Ok(())
 }
 
 /// Relays other nodes' notices to this node's bus. After a lost connection it publishes
@@ -152,21 +124,3 @@ async fn listen(pool: PgPool, bus: Bus, node_id: String) {
         }
     }
 }
-
-impl PgStore {
-    /// SQLite rewrites its file after a purge; PostgreSQL's dead rows are VACUUM's to reclaim.
-    async fn erase_freed_pages(&self) {}
-
-    /// Appended to a read that must hold its rows until commit.
-    const FOR_UPDATE: &'static str = " FOR UPDATE";
-}
-
-impl_store!(PgStore, crate::Backend::Postgres);
-impl_environment_store!(PgStore);
-impl_audit_store!(PgStore);
-impl_webhook_store!(PgStore, "FOR UPDATE OF d SKIP LOCKED");
-impl_api_key_store!(PgStore);
-impl_account_store!(PgStore);
-impl_policy_store!(PgStore);
-impl_secret_store!(PgStore);
-impl_query_audit_store!(PgStore);

@@ -69,16 +69,16 @@ macro_rules! impl_query_audit_store {
                 let mut tx = self.begin_write().await?;
                 let mut sealed = Vec::new();
                 for (env_id, batch) in by_env {
-                    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM environments WHERE id = $1")
+                    let exists: Option<String> = db::query_scalar("SELECT id FROM environments WHERE id = $1")
                         .bind(&env_id)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut tx)
                         .await
                         .map_err(internal)?;
                     if exists.is_none() {
                         continue;
                     }
                     let n = batch.len() as i64;
-                    let (last, mut head): (i64, String) = sqlx::query_as(
+                    let (last, mut head): (i64, String) = db::query_as(
                         "INSERT INTO audit_chains (chain_id, seq, head_hash) VALUES ($1, $3, $2) \
                          ON CONFLICT (chain_id) DO UPDATE SET seq = audit_chains.seq + $3 \
                          RETURNING seq, head_hash",
@@ -86,7 +86,7 @@ macro_rules! impl_query_audit_store {
                     .bind(&env_id)
                     .bind(enclave_core::audit::GENESIS_HASH)
                     .bind(n)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut tx)
                     .await
                     .map_err(internal)?;
                     let first = last - n + 1;
@@ -112,7 +112,7 @@ macro_rules! impl_query_audit_store {
                              outcome, created_at, entry_json, prev_hash, entry_hash) VALUES {}",
                             rows.join(", ")
                         );
-                        let mut q = sqlx::query(&sql);
+                        let mut q = db::query(&sql);
                         for e in chunk {
                             q = q
                                 .bind(&e.query_id)
@@ -126,12 +126,12 @@ macro_rules! impl_query_audit_store {
                                 .bind(&e.prev_hash)
                                 .bind(&e.entry_hash);
                         }
-                        q.execute(&mut *tx).await.map_err(internal)?;
+                        q.execute(&mut tx).await.map_err(internal)?;
                     }
-                    sqlx::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
+                    db::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
                         .bind(&env_id)
                         .bind(&head)
-                        .execute(&mut *tx)
+                        .execute(&mut tx)
                         .await
                         .map_err(internal)?;
                     sealed.extend(batch);
@@ -158,7 +158,7 @@ macro_rules! impl_query_audit_store {
                             .bind(filter.end_ms)
                     };
                 }
-                let rows: Vec<(String,)> = bind_filter!(sqlx::query_as(&format!(
+                let rows: Vec<(String,)> = bind_filter!(db::query_as(&format!(
                     "SELECT entry_json FROM query_audit WHERE {WHERE} \
                      AND ($7 IS NULL OR seq < $7) ORDER BY seq DESC LIMIT $8"
                 )))
@@ -168,13 +168,13 @@ macro_rules! impl_query_audit_store {
                 .await
                 .map_err(internal)?;
                 let total: i64 = if *filter == $crate::QueryAuditFilter::default() {
-                    sqlx::query_scalar("SELECT COALESCE((SELECT seq FROM audit_chains WHERE chain_id = $1), 0)")
+                    db::query_scalar("SELECT COALESCE((SELECT seq FROM audit_chains WHERE chain_id = $1), 0)")
                         .bind(env_id)
                         .fetch_one(self.reader())
                         .await
                         .map_err(internal)?
                 } else {
-                    bind_filter!(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM query_audit WHERE {WHERE}")))
+                    bind_filter!(db::query_scalar(&format!("SELECT COUNT(*) FROM query_audit WHERE {WHERE}")))
                         .fetch_one(self.reader())
                         .await
                         .map_err(internal)?
@@ -187,7 +187,7 @@ macro_rules! impl_query_audit_store {
             }
 
             async fn query_audit_entry(&self, env_id: &str, query_id: &str) -> enclave_core::Result<Option<enclave_core::query::audit::QueryAuditEntry>> {
-                let row: Option<(String,)> = sqlx::query_as(
+                let row: Option<(String,)> = db::query_as(
                     "SELECT entry_json FROM query_audit WHERE env_id = $1 AND query_id = $2",
                 )
                 .bind(env_id)
@@ -199,7 +199,7 @@ macro_rules! impl_query_audit_store {
             }
 
             async fn query_audit_chain(&self, env_id: &str, after_seq: i64, limit: i64) -> enclave_core::Result<Vec<enclave_core::query::audit::QueryAuditEntry>> {
-                let rows: Vec<(String,)> = sqlx::query_as(
+                let rows: Vec<(String,)> = db::query_as(
                     "SELECT entry_json FROM query_audit WHERE env_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 )
                 .bind(env_id)

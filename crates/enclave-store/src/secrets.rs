@@ -86,14 +86,14 @@ macro_rules! impl_secret_store {
         impl $crate::SecretStore for $store {
             async fn keyring(&self, master_key_id: &str) -> enclave_core::Result<String> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query("INSERT INTO keyring (id, master_key_id, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
+                db::query("INSERT INTO keyring (id, master_key_id, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
                     .bind(master_key_id)
                     .bind(now_ms())
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
-                let id: String = sqlx::query_scalar("SELECT master_key_id FROM keyring WHERE id = 1")
-                    .fetch_one(&mut *tx)
+                let id: String = db::query_scalar("SELECT master_key_id FROM keyring WHERE id = 1")
+                    .fetch_one(&mut tx)
                     .await
                     .map_err(internal)?;
                 self.commit(tx, vec![]).await?;
@@ -101,14 +101,14 @@ macro_rules! impl_secret_store {
             }
 
             async fn keyring_id(&self) -> enclave_core::Result<Option<String>> {
-                sqlx::query_scalar("SELECT master_key_id FROM keyring WHERE id = 1")
+                db::query_scalar("SELECT master_key_id FROM keyring WHERE id = 1")
                     .fetch_optional(self.reader())
                     .await
                     .map_err(internal)
             }
 
             async fn data_key(&self, env_id: &str) -> enclave_core::Result<Option<WrappedKey>> {
-                let row: Option<(String, Vec<u8>, String)> = sqlx::query_as(
+                let row: Option<(String, Vec<u8>, String)> = db::query_as(
                     "SELECT key_id, wrapped, master_key_id FROM secret_keys WHERE env_id = $1",
                 )
                 .bind(env_id)
@@ -120,13 +120,13 @@ macro_rules! impl_secret_store {
 
             async fn create_data_key(&self, env_id: &str, key: WrappedKey) -> enclave_core::Result<WrappedKey> {
                 let mut tx = self.begin_write().await?;
-                check_keyring!(&mut *tx, &key.master_key_id)?;
-                insert_data_key!(&mut *tx, env_id, &key)?;
-                let (key_id, wrapped, master_key_id): (String, Vec<u8>, String) = sqlx::query_as(
+                check_keyring!(&mut tx, &key.master_key_id)?;
+                insert_data_key!(&mut tx, env_id, &key)?;
+                let (key_id, wrapped, master_key_id): (String, Vec<u8>, String) = db::query_as(
                     "SELECT key_id, wrapped, master_key_id FROM secret_keys WHERE env_id = $1",
                 )
                 .bind(env_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(internal)?;
                 self.commit(tx, vec![]).await?;
@@ -135,11 +135,11 @@ macro_rules! impl_secret_store {
 
             async fn rotate_master_key(&self, from: &str, to: &str, rewrap: &$crate::secrets::Rewrap<'_>, reseal: &$crate::webhooks::Reseal<'_>) -> enclave_core::Result<u64> {
                 let mut tx = self.begin_write().await?;
-                let current: Option<String> = sqlx::query_scalar(&format!(
+                let current: Option<String> = db::query_scalar(&format!(
                     "SELECT master_key_id FROM keyring WHERE id = 1{}",
-                    Self::FOR_UPDATE
+                    crate::store::for_update(&tx)
                 ))
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 if current.as_deref() != Some(from) {
@@ -148,11 +148,11 @@ macro_rules! impl_secret_store {
                         current.as_deref().unwrap_or("not recorded yet")
                     )));
                 }
-                let keys: Vec<(String, String, Vec<u8>, String)> = sqlx::query_as(&format!(
+                let keys: Vec<(String, String, Vec<u8>, String)> = db::query_as(&format!(
                     "SELECT env_id, key_id, wrapped, master_key_id FROM secret_keys ORDER BY env_id{}",
-                    Self::FOR_UPDATE
+                    crate::store::for_update(&tx)
                 ))
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await
                 .map_err(internal)?;
                 let mut moved = 0;
@@ -162,21 +162,21 @@ macro_rules! impl_secret_store {
                         return Err(Error::internal());
                     }
                     let rewrapped = rewrap(&env_id, &key_id, &wrapped)?;
-                    sqlx::query("UPDATE secret_keys SET wrapped = $2, master_key_id = $3 WHERE env_id = $1")
+                    db::query("UPDATE secret_keys SET wrapped = $2, master_key_id = $3 WHERE env_id = $1")
                         .bind(&env_id)
                         .bind(rewrapped)
                         .bind(to)
-                        .execute(&mut *tx)
+                        .execute(&mut tx)
                         .await
                         .map_err(internal)?;
                     moved += 1;
                 }
-                reseal_webhooks!(&mut *tx, reseal)?;
-                reseal_totp_secrets!(&mut *tx, reseal)?;
-                sqlx::query("UPDATE keyring SET master_key_id = $1, rotated_at = $2 WHERE id = 1")
+                reseal_webhooks!(&mut tx, reseal)?;
+                reseal_totp_secrets!(&mut tx, reseal)?;
+                db::query("UPDATE keyring SET master_key_id = $1, rotated_at = $2 WHERE id = 1")
                     .bind(to)
                     .bind(now_ms())
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
                 self.commit(tx, vec![]).await?;
@@ -184,7 +184,7 @@ macro_rules! impl_secret_store {
             }
 
             async fn secrets(&self, env_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<SecretRecord>, i64)> {
-                let rows = sqlx::query_as(&format!(
+                let rows = db::query_as(&format!(
                     "SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 \
                      AND ($2 IS NULL OR key_name > $2) ORDER BY key_name LIMIT $3"
                 ))
@@ -194,7 +194,7 @@ macro_rules! impl_secret_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar("SELECT COUNT(*) FROM secrets WHERE env_id = $1")
+                let total = db::query_scalar("SELECT COUNT(*) FROM secrets WHERE env_id = $1")
                     .bind(env_id)
                     .fetch_one(self.reader())
                     .await
@@ -203,7 +203,7 @@ macro_rules! impl_secret_store {
             }
 
             async fn env_secrets(&self, env_id: &str) -> enclave_core::Result<Vec<SecretRecord>> {
-                sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 ORDER BY key_name"))
+                db::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 ORDER BY key_name"))
                     .bind(env_id)
                     .fetch_all(self.reader())
                     .await
@@ -211,7 +211,7 @@ macro_rules! impl_secret_store {
             }
 
             async fn secret(&self, env_id: &str, key: &str) -> enclave_core::Result<Option<SecretRecord>> {
-                sqlx::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 AND key_name = $2"))
+                db::query_as(&format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 AND key_name = $2"))
                     .bind(env_id)
                     .bind(key)
                     .fetch_optional(self.reader())
@@ -221,38 +221,38 @@ macro_rules! impl_secret_store {
 
             async fn write_secrets(&self, env_id: &str, writes: Vec<SecretWrite>, origin: &Origin) -> enclave_core::Result<Vec<SecretRecord>> {
                 let mut tx = self.begin_write().await?;
-                let env = writable_env!(&mut *tx, env_id)?;
+                let env = writable_env!(&mut tx, env_id)?;
                 let mut changed = SecretChanges::default();
-                let out = write_secret_batch!(&mut *tx, origin, env_id, writes, &mut changed)?;
-                announce_secrets!(&mut *tx, &env.org_id, env_id, &changed)?;
+                let out = write_secret_batch!(&mut tx, origin, env_id, writes, &mut changed)?;
+                announce_secrets!(&mut tx, &env.org_id, env_id, &changed)?;
                 self.commit(tx, vec![]).await?;
                 Ok(out)
             }
 
             async fn delete_secret(&self, env_id: &str, key: &str, expected_version: Option<i64>, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                let env = writable_env!(&mut *tx, env_id)?;
-                let before: Option<SecretRecord> = sqlx::query_as(&format!(
+                let env = writable_env!(&mut tx, env_id)?;
+                let before: Option<SecretRecord> = db::query_as(&format!(
                     "SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 AND key_name = $2{}",
-                    Self::FOR_UPDATE
+                    crate::store::for_update(&tx)
                 ))
                 .bind(env_id)
                 .bind(key)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 let before = before.ok_or_else(|| Error::not_found("secret"))?;
                 if expected_version.is_some_and(|v| v != before.version) {
                     return Err(Error::precondition_failed("the secret changed since it was read (If-Match)"));
                 }
-                sqlx::query("DELETE FROM secrets WHERE id = $1")
+                db::query("DELETE FROM secrets WHERE id = $1")
                     .bind(&before.id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
-                journal!(&mut *tx, origin, Change::of("secret.deleted", Some(&before), None))?;
+                journal!(&mut tx, origin, Change::of("secret.deleted", Some(&before), None))?;
                 let changed = SecretChanges { deleted: vec![before.key.clone()], ..Default::default() };
-                announce_secrets!(&mut *tx, &env.org_id, env_id, &changed)?;
+                announce_secrets!(&mut tx, &env.org_id, env_id, &changed)?;
                 self.commit(tx, vec![]).await
             }
 
@@ -261,7 +261,7 @@ macro_rules! impl_secret_store {
                     None => None,
                     Some(c) => Some(c.parse().map_err(|_| Error::validation("cursor", "cursor", "the cursor is not one this list gave"))?),
                 };
-                let rows = sqlx::query_as(
+                let rows = db::query_as(
                     "SELECT secret_id, version, ciphertext, comment, tags, created_by, created_at FROM secret_versions \
                      WHERE secret_id = $1 AND ($2 IS NULL OR version < $2) ORDER BY version DESC LIMIT $3",
                 )
@@ -271,7 +271,7 @@ macro_rules! impl_secret_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar("SELECT COUNT(*) FROM secret_versions WHERE secret_id = $1")
+                let total = db::query_scalar("SELECT COUNT(*) FROM secret_versions WHERE secret_id = $1")
                     .bind(secret_id)
                     .fetch_one(self.reader())
                     .await
@@ -280,7 +280,7 @@ macro_rules! impl_secret_store {
             }
 
             async fn secret_version(&self, secret_id: &str, version: i64) -> enclave_core::Result<Option<SecretVersionRecord>> {
-                sqlx::query_as(
+                db::query_as(
                     "SELECT secret_id, version, ciphertext, comment, tags, created_by, created_at FROM secret_versions \
                      WHERE secret_id = $1 AND version = $2",
                 )
@@ -299,7 +299,7 @@ macro_rules! impl_secret_store {
                         .map(|i| format!("(env_id = ${} AND key_name = ${})", 2 * i + 1, 2 * i + 2))
                         .collect();
                     let sql = format!("SELECT env_id, key_name FROM secrets WHERE {}", tuples.join(" OR "));
-                    let mut q = sqlx::query_as::<_, (String, String)>(&sql);
+                    let mut q = db::query_as::<(String, String)>(&sql);
                     for (env_id, key) in chunk {
                         q = q.bind(env_id).bind(key);
                     }
@@ -400,7 +400,7 @@ macro_rules! write_secret_batch {
                     "SELECT key_name FROM secrets WHERE env_id = $1 AND key_name IN ({}) ORDER BY key_name LIMIT 1",
                     list.join(", ")
                 );
-                let mut taken = sqlx::query_scalar::<_, String>(&taken_sql).bind(env_id);
+                let mut taken = db::query_scalar::<String>(&taken_sql).bind(env_id);
                 for new in chunk {
                     taken = taken.bind(&new.key);
                 }
@@ -421,7 +421,7 @@ macro_rules! write_secret_batch {
                      created_by, created_at, updated_by, updated_at) VALUES {} RETURNING {SECRET_COLUMNS}",
                     rows.join(", ")
                 );
-                let mut q = sqlx::query_as::<_, SecretRecord>(&sql).bind(by).bind(now);
+                let mut q = db::query_as::<SecretRecord>(&sql).bind(by).bind(now);
                 for new in chunk {
                     q = q
                         .bind(&new.id)
@@ -451,9 +451,9 @@ macro_rules! write_secret_batch {
                 let SecretWrite::Update { secret_id, key, expected_version, ciphertext, comment, tags } = update else {
                     return Err(Error::internal());
                 };
-                let before: Option<SecretRecord> = sqlx::query_as(&format!(
+                let before: Option<SecretRecord> = db::query_as(&format!(
                     "SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 AND id = $2{}",
-                    Self::FOR_UPDATE
+                    crate::store::for_update($conn)
                 ))
                 .bind(env_id)
                 .bind(&secret_id)
@@ -465,7 +465,7 @@ macro_rules! write_secret_batch {
                 if before.version != expected_version {
                     return Err(stale());
                 }
-                let rec: SecretRecord = sqlx::query_as(&format!(
+                let rec: SecretRecord = db::query_as(&format!(
                     "UPDATE secrets SET ciphertext = $2, comment = $3, tags = $4, version = version + 1, \
                      updated_by = $5, updated_at = $6 WHERE id = $1 RETURNING {SECRET_COLUMNS}"
                 ))
@@ -507,7 +507,7 @@ macro_rules! record_secret_versions {
                     "INSERT INTO secret_versions (secret_id, version, ciphertext, comment, tags, created_by, created_at) VALUES {}",
                     rows.join(", ")
                 );
-                let mut q = sqlx::query(&sql).bind($now);
+                let mut q = db::query(&sql).bind($now);
                 for rec in chunk {
                     q = q
                         .bind(&rec.id)
@@ -530,9 +530,9 @@ macro_rules! record_secret_versions {
 /// `$master_key_id`; 503 `master_key_rotated` otherwise. Evaluates to `Result<()>`.
 macro_rules! check_keyring {
     ($conn:expr, $master_key_id:expr) => {{
-        let current: Option<String> = sqlx::query_scalar(&format!(
+        let current: Option<String> = db::query_scalar(&format!(
             "SELECT master_key_id FROM keyring WHERE id = 1{}",
-            Self::FOR_UPDATE
+            crate::store::for_update($conn)
         ))
         .fetch_optional(&mut *$conn)
         .await
@@ -552,7 +552,7 @@ macro_rules! check_keyring {
 macro_rules! insert_data_key {
     ($conn:expr, $env_id:expr, $key:expr) => {{
         let key: &enclave_core::secret::crypto::WrappedKey = $key;
-        sqlx::query(
+        db::query(
             "INSERT INTO secret_keys (env_id, key_id, wrapped, master_key_id, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (env_id) DO NOTHING",
         )

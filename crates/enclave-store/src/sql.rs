@@ -22,19 +22,19 @@ pub(crate) const SESSION_COLUMNS: &str =
     "id, user_id, org_id, created_at, expires_at, revoked_at, mfa_at";
 
 macro_rules! impl_store {
-    ($store:ty, $backend:expr) => {
+    ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::Store for $store {
             fn backend(&self) -> $crate::Backend {
-                $backend
+                self.which()
             }
 
             fn bus(&self) -> &$crate::Bus {
-                &self.bus
+                self.invalidations()
             }
 
             async fn ping(&self) -> enclave_core::Result<()> {
-                sqlx::query("SELECT 1").execute(self.reader()).await.map(|_| ()).map_err(internal)
+                db::query("SELECT 1").execute(self.reader()).await.map(|_| ()).map_err(internal)
             }
 
             async fn announce(&self, events: Vec<$crate::Invalidation>) -> enclave_core::Result<()> {
@@ -43,7 +43,7 @@ macro_rules! impl_store {
             }
 
             async fn count_users(&self) -> enclave_core::Result<i64> {
-                sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                db::query_scalar("SELECT COUNT(*) FROM users")
                     .fetch_one(self.reader())
                     .await
                     .map_err(internal)
@@ -51,14 +51,14 @@ macro_rules! impl_store {
 
             async fn create_user(&self, user: NewUser) -> enclave_core::Result<UserRecord> {
                 let mut tx = self.begin_write().await?;
-                let rec = insert_user!(&mut *tx, user)
+                let rec = insert_user!(&mut tx, user)
                     .map_err(unique_or(|| Error::conflict("email_taken", "a user with this e-mail already exists")))?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn user_by_email(&self, email: &str) -> enclave_core::Result<Option<UserRecord>> {
-                sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+                db::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
                     .bind(email)
                     .fetch_optional(self.reader())
                     .await
@@ -66,7 +66,7 @@ macro_rules! impl_store {
             }
 
             async fn user_by_id(&self, user_id: &str) -> enclave_core::Result<Option<UserRecord>> {
-                sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                db::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
                     .bind(user_id)
                     .fetch_optional(self.reader())
                     .await
@@ -75,8 +75,8 @@ macro_rules! impl_store {
 
             async fn bootstrap(&self, user: NewUser, org: NewOrg, environments: Vec<NewEnvironment>) -> enclave_core::Result<Option<OrgRecord>> {
                 let mut tx = self.begin_write().await?;
-                let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-                    .fetch_one(&mut *tx)
+                let users: i64 = db::query_scalar("SELECT COUNT(*) FROM users")
+                    .fetch_one(&mut tx)
                     .await
                     .map_err(internal)?;
                 if users > 0 {
@@ -85,17 +85,17 @@ macro_rules! impl_store {
                 let owner_name = user.name.clone();
                 let owner_id = user.id.clone();
                 let inserted = async {
-                    insert_user!(&mut *tx, user)?;
-                    let rec = insert_org!(&mut *tx, org)?;
-                    insert_owner!(&mut *tx, &rec.id, &owner_id, &owner_name, rec.created_at)?;
+                    insert_user!(&mut tx, user)?;
+                    let rec = insert_org!(&mut tx, org)?;
+                    insert_owner!(&mut tx, &rec.id, &owner_id, &owner_name, rec.created_at)?;
                     Ok::<_, sqlx::Error>(rec)
                 }
                 .await;
                 match inserted {
                     Ok(rec) => {
                         let change = org_created(&rec, &environments);
-                        insert_default_envs!(&mut *tx, &rec.id, environments)?;
-                        journal!(&mut *tx, &Origin::system(), change)?;
+                        insert_default_envs!(&mut tx, &rec.id, environments)?;
+                        journal!(&mut tx, &Origin::system(), change)?;
                         self.commit(tx, vec![]).await?;
                         Ok(Some(rec))
                     }
@@ -107,18 +107,18 @@ macro_rules! impl_store {
 
             async fn create_org(&self, org: NewOrg, owner_id: &str, owner_name: &str, environments: Vec<NewEnvironment>, origin: &Origin) -> enclave_core::Result<OrgRecord> {
                 let mut tx = self.begin_write().await?;
-                let rec = insert_org!(&mut *tx, org)
+                let rec = insert_org!(&mut tx, org)
                     .map_err(unique_or(|| Error::conflict("slug_taken", "an organization with this slug already exists")))?;
-                insert_owner!(&mut *tx, &rec.id, owner_id, owner_name, rec.created_at).map_err(internal)?;
+                insert_owner!(&mut tx, &rec.id, owner_id, owner_name, rec.created_at).map_err(internal)?;
                 let change = org_created(&rec, &environments);
-                insert_default_envs!(&mut *tx, &rec.id, environments)?;
-                journal!(&mut *tx, origin, change)?;
+                insert_default_envs!(&mut tx, &rec.id, environments)?;
+                journal!(&mut tx, origin, change)?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn org(&self, org_id: &str) -> enclave_core::Result<Option<OrgRecord>> {
-                sqlx::query_as(&format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"))
+                db::query_as(&format!("SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"))
                     .bind(org_id)
                     .fetch_optional(self.reader())
                     .await
@@ -127,7 +127,7 @@ macro_rules! impl_store {
 
             async fn orgs_of_user(&self, user_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<OrgRecord>, i64)> {
                 let cols = ORG_COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ");
-                let rows = sqlx::query_as(&format!(
+                let rows = db::query_as(&format!(
                     "SELECT {cols} FROM organizations o JOIN memberships m ON m.org_id = o.id \
                      WHERE m.user_id = $1 AND m.status = 'active' AND ($2 IS NULL OR o.id > $2) \
                      ORDER BY o.id LIMIT $3"
@@ -138,7 +138,7 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar(
+                let total = db::query_scalar(
                     "SELECT COUNT(*) FROM memberships WHERE user_id = $1 AND status = 'active'",
                 )
                 .bind(user_id)
@@ -150,8 +150,8 @@ macro_rules! impl_store {
 
             async fn update_org(&self, org_id: &str, expected_version: Option<i64>, patch: OrgPatch, origin: &Origin) -> enclave_core::Result<OrgRecord> {
                 let mut tx = self.begin_write().await?;
-                let before = select_org_for_update!(&mut *tx, org_id)?;
-                let rec: Option<OrgRecord> = sqlx::query_as(&format!(
+                let before = select_org_for_update!(&mut tx, org_id)?;
+                let rec: Option<OrgRecord> = db::query_as(&format!(
                     "UPDATE organizations SET name = COALESCE($2, name), \
                      billing_email = COALESCE($3, billing_email), settings = COALESCE($4, settings), \
                      updated_at = $5, version = version + 1 \
@@ -163,36 +163,36 @@ macro_rules! impl_store {
                 .bind(patch.settings.map(sqlx::types::Json))
                 .bind(now_ms())
                 .bind(expected_version)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 match rec {
                     Some(rec) => {
                         if let Some(before) = &before {
-                            journal!(&mut *tx, origin, Change::of("organization.updated", Some(before), Some(&rec)))?;
+                            journal!(&mut tx, origin, Change::of("organization.updated", Some(before), Some(&rec)))?;
                         }
                         self.commit(tx, vec![Invalidation::Org { org_id: org_id.to_string() }]).await?;
                         Ok(rec)
                     }
-                    None => Err(missing_or_stale!(&mut *tx, "SELECT COUNT(*) FROM organizations WHERE id = $1", org_id, "organization")),
+                    None => Err(missing_or_stale!(&mut tx, "SELECT COUNT(*) FROM organizations WHERE id = $1", org_id, "organization")),
                 }
             }
 
             async fn delete_org(&self, org_id: &str, expected_version: Option<i64>, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                let before = select_org_for_update!(&mut *tx, org_id)?;
-                let done = sqlx::query("DELETE FROM organizations WHERE id = $1 AND ($2 IS NULL OR version = $2)")
+                let before = select_org_for_update!(&mut tx, org_id)?;
+                let done = db::query("DELETE FROM organizations WHERE id = $1 AND ($2 IS NULL OR version = $2)")
                     .bind(org_id)
                     .bind(expected_version)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?
                     .rows_affected();
                 if done == 0 {
-                    return Err(missing_or_stale!(&mut *tx, "SELECT COUNT(*) FROM organizations WHERE id = $1", org_id, "organization"));
+                    return Err(missing_or_stale!(&mut tx, "SELECT COUNT(*) FROM organizations WHERE id = $1", org_id, "organization"));
                 }
                 if let Some(before) = &before {
-                    journal!(&mut *tx, origin, Change::of("organization.deleted", Some(before), None))?;
+                    journal!(&mut tx, origin, Change::of("organization.deleted", Some(before), None))?;
                 }
                 self.commit(tx, vec![Invalidation::Org { org_id: org_id.to_string() }]).await
             }
@@ -200,46 +200,46 @@ macro_rules! impl_store {
             async fn transfer_ownership(&self, org_id: &str, from: &str, to: &str, origin: &Origin) -> enclave_core::Result<OrgRecord> {
                 let mut tx = self.begin_write().await?;
                 let now = now_ms();
-                let demoted = sqlx::query(
+                let demoted = db::query(
                     "UPDATE memberships SET role = 'admin', updated_at = $3, version = version + 1 \
                      WHERE org_id = $1 AND user_id = $2 AND role = 'owner'",
                 )
                 .bind(org_id)
                 .bind(from)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
                 if demoted != 1 {
                     return Err(Error::forbidden("owner_only", "only the owner can transfer ownership"));
                 }
-                let promoted = sqlx::query(
+                let promoted = db::query(
                     "UPDATE memberships SET role = 'owner', updated_at = $3, version = version + 1 \
                      WHERE org_id = $1 AND user_id = $2 AND status = 'active'",
                 )
                 .bind(org_id)
                 .bind(to)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(unique_or(|| Error::conflict("single_owner", "the organization already has an owner")))?
                 .rows_affected();
                 if promoted != 1 {
                     return Err(Error::conflict("member_not_active", "ownership can only go to an active member"));
                 }
-                let rec: OrgRecord = sqlx::query_as(&format!(
+                let rec: OrgRecord = db::query_as(&format!(
                     "UPDATE organizations SET updated_at = $2, version = version + 1 WHERE id = $1 RETURNING {ORG_COLUMNS}"
                 ))
                 .bind(org_id)
                 .bind(now)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(internal)?;
                 let change = Change::new(org_id, "organization.ownership_transferred", "organization", org_id)
                     .before(serde_json::json!({"owner": from}))
                     .after(serde_json::json!({"owner": to, "previous_owner_role": "admin"}));
-                journal!(&mut *tx, origin, change)?;
+                journal!(&mut tx, origin, change)?;
                 let mut events = [from, to]
                     .map(|u| Invalidation::Member { org_id: org_id.to_string(), user_id: u.to_string() })
                     .to_vec();
@@ -249,7 +249,7 @@ macro_rules! impl_store {
             }
 
             async fn member(&self, org_id: &str, user_id: &str) -> enclave_core::Result<Option<MemberRecord>> {
-                sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"))
+                db::query_as(&format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"))
                     .bind(org_id)
                     .bind(user_id)
                     .fetch_optional(self.reader())
@@ -260,7 +260,7 @@ macro_rules! impl_store {
             async fn members(&self, org_id: &str, filter: &MemberFilter, page: &PageQuery) -> enclave_core::Result<(Vec<MemberRecord>, i64)> {
                 let role = filter.role.map(|r| r.as_str());
                 let status = filter.status.map(|s| s.as_str());
-                let rows = sqlx::query_as(&format!(
+                let rows = db::query_as(&format!(
                     "{MEMBER_SELECT} WHERE m.org_id = $1 AND ($2 IS NULL OR m.role = $2) \
                      AND ($3 IS NULL OR m.status = $3) AND ($4 IS NULL OR m.user_id > $4) \
                      ORDER BY m.user_id LIMIT $5"
@@ -273,7 +273,7 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar(
+                let total = db::query_scalar(
                     "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND ($2 IS NULL OR role = $2) \
                      AND ($3 IS NULL OR status = $3)",
                 )
@@ -288,9 +288,9 @@ macro_rules! impl_store {
 
             async fn invite(&self, invite: NewInvite, origin: &Origin) -> enclave_core::Result<MemberRecord> {
                 let mut tx = self.begin_write().await?;
-                let existing: Option<UserRecord> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
+                let existing: Option<UserRecord> = db::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
                     .bind(&invite.email)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut tx)
                     .await
                     .map_err(internal)?;
                 let user = match existing {
@@ -303,11 +303,11 @@ macro_rules! impl_store {
                             name: invite.name.clone().unwrap_or(default_name),
                             password_hash: None,
                         };
-                        insert_user!(&mut *tx, new).map_err(internal)?
+                        insert_user!(&mut tx, new).map_err(internal)?
                     }
                 };
                 let now = now_ms();
-                sqlx::query(
+                db::query(
                     "INSERT INTO memberships (org_id, user_id, name, role, status, attributes, invite_token, \
                      invite_expires_at, created_at, updated_at, version) \
                      VALUES ($1, $2, $3, $4, 'invited', $5, $6, $7, $8, $8, 1)",
@@ -320,17 +320,17 @@ macro_rules! impl_store {
                 .bind(&invite.token)
                 .bind(invite.expires_at)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(unique_or(|| Error::conflict("already_member", "this e-mail is already a member or invited")))?;
-                let rec = select_member!(&mut *tx, &invite.org_id, &user.id)?;
-                journal!(&mut *tx, origin, Change::of("user.invited", None, Some(&rec)))?;
+                let rec = select_member!(&mut tx, &invite.org_id, &user.id)?;
+                journal!(&mut tx, origin, Change::of("user.invited", None, Some(&rec)))?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn member_by_invite(&self, token: &str) -> enclave_core::Result<Option<(MemberRecord, UserRecord)>> {
-                let member: Option<MemberRecord> = sqlx::query_as(&format!("{MEMBER_SELECT} WHERE m.invite_token = $1"))
+                let member: Option<MemberRecord> = db::query_as(&format!("{MEMBER_SELECT} WHERE m.invite_token = $1"))
                     .bind(token)
                     .fetch_optional(self.reader())
                     .await
@@ -342,22 +342,22 @@ macro_rules! impl_store {
 
             async fn hash_invite_tokens(&self, hash: &$crate::HashToken) -> enclave_core::Result<u64> {
                 let mut tx = self.begin_write().await?;
-                let clear: Vec<(String, String, String)> = sqlx::query_as(&format!(
+                let clear: Vec<(String, String, String)> = db::query_as(&format!(
                     "SELECT org_id, user_id, invite_token FROM memberships WHERE invite_token LIKE 'inv_%'{}",
-                    Self::FOR_UPDATE
+                    crate::store::for_update(&tx)
                 ))
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await
                 .map_err(internal)?;
                 let count = clear.len() as u64;
                 let hashed: Vec<(String, String, String)> =
                     clear.into_iter().map(|(o, u, t)| (o, u, hash(&t))).collect();
                 for (org_id, user_id, token_hash) in hashed {
-                    sqlx::query("UPDATE memberships SET invite_token = $3 WHERE org_id = $1 AND user_id = $2")
+                    db::query("UPDATE memberships SET invite_token = $3 WHERE org_id = $1 AND user_id = $2")
                         .bind(org_id)
                         .bind(user_id)
                         .bind(token_hash)
-                        .execute(&mut *tx)
+                        .execute(&mut tx)
                         .await
                         .map_err(internal)?;
                 }
@@ -368,7 +368,7 @@ macro_rules! impl_store {
             async fn accept_invite(&self, org_id: &str, user_id: &str, password_hash: Option<String>, name: Option<String>, origin: &Origin) -> enclave_core::Result<MemberRecord> {
                 let mut tx = self.begin_write().await?;
                 let now = now_ms();
-                let done = sqlx::query(
+                let done = db::query(
                     "UPDATE memberships SET status = 'active', invite_token = NULL, invite_expires_at = NULL, \
                      name = COALESCE($3, name), updated_at = $4, version = version + 1 \
                      WHERE org_id = $1 AND user_id = $2 AND status = 'invited'",
@@ -377,7 +377,7 @@ macro_rules! impl_store {
                 .bind(user_id)
                 .bind(name.as_deref())
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
@@ -385,18 +385,18 @@ macro_rules! impl_store {
                     return Err(Error::conflict("invitation_used", "this invitation was already accepted"));
                 }
                 if let Some(hash) = password_hash {
-                    sqlx::query("UPDATE users SET password_hash = $2, name = COALESCE($3, name), updated_at = $4 WHERE id = $1")
+                    db::query("UPDATE users SET password_hash = $2, name = COALESCE($3, name), updated_at = $4 WHERE id = $1")
                         .bind(user_id)
                         .bind(hash)
                         .bind(name.as_deref())
                         .bind(now)
-                        .execute(&mut *tx)
+                        .execute(&mut tx)
                         .await
                         .map_err(internal)?;
                 }
-                let rec = select_member!(&mut *tx, org_id, user_id)?;
+                let rec = select_member!(&mut tx, org_id, user_id)?;
                 let change = Change::of("user.joined", None, Some(&rec)).before(serde_json::json!({"status": "invited"}));
-                journal!(&mut *tx, origin, change)?;
+                journal!(&mut tx, origin, change)?;
                 let events = vec![
                     Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() },
                     Invalidation::User { user_id: user_id.into() },
@@ -407,8 +407,8 @@ macro_rules! impl_store {
 
             async fn update_member(&self, org_id: &str, user_id: &str, expected_version: i64, patch: MemberPatch, origin: &Origin) -> enclave_core::Result<MemberRecord> {
                 let mut tx = self.begin_write().await?;
-                let before = find_member!(&mut *tx, org_id, user_id)?;
-                let done = sqlx::query(
+                let before = find_member!(&mut tx, org_id, user_id)?;
+                let done = db::query(
                     "UPDATE memberships SET name = COALESCE($3, name), status = COALESCE($4, status), \
                      attributes = COALESCE($5, attributes), role = COALESCE($6, role), updated_at = $7, \
                      version = version + 1 WHERE org_id = $1 AND user_id = $2 AND version = $8",
@@ -421,17 +421,17 @@ macro_rules! impl_store {
                 .bind(patch.role.map(|r| r.as_str()))
                 .bind(now_ms())
                 .bind(expected_version)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(unique_or(|| Error::conflict("single_owner", "the organization already has an owner")))?
                 .rows_affected();
                 if done == 0 {
-                    return Err(missing_or_stale!(&mut *tx, "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND user_id = $2", org_id, user_id, "user"));
+                    return Err(missing_or_stale!(&mut tx, "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND user_id = $2", org_id, user_id, "user"));
                 }
-                let rec = select_member!(&mut *tx, org_id, user_id)?;
+                let rec = select_member!(&mut tx, org_id, user_id)?;
                 if let Some(before) = &before {
                     let action = if before.role != rec.role { "user.role_changed" } else { "user.updated" };
-                    journal!(&mut *tx, origin, Change::of(action, Some(before), Some(&rec)))?;
+                    journal!(&mut tx, origin, Change::of(action, Some(before), Some(&rec)))?;
                 }
                 self.commit(tx, vec![Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() }]).await?;
                 Ok(rec)
@@ -439,29 +439,29 @@ macro_rules! impl_store {
 
             async fn remove_member(&self, org_id: &str, user_id: &str, expected_version: i64, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                let before = find_member!(&mut *tx, org_id, user_id)?;
-                let done = sqlx::query(
+                let before = find_member!(&mut tx, org_id, user_id)?;
+                let done = db::query(
                     "DELETE FROM memberships WHERE org_id = $1 AND user_id = $2 AND version = $3 AND role <> 'owner'",
                 )
                 .bind(org_id)
                 .bind(user_id)
                 .bind(expected_version)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
                 if done == 0 {
-                    return Err(missing_or_stale!(&mut *tx, "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND user_id = $2", org_id, user_id, "user"));
+                    return Err(missing_or_stale!(&mut tx, "SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND user_id = $2", org_id, user_id, "user"));
                 }
                 if let Some(before) = &before {
-                    journal!(&mut *tx, origin, Change::of("user.removed", Some(before), None))?;
+                    journal!(&mut tx, origin, Change::of("user.removed", Some(before), None))?;
                 }
                 self.commit(tx, vec![Invalidation::Member { org_id: org_id.into(), user_id: user_id.into() }]).await
             }
 
             async fn auth_membership(&self, user_id: &str, org_id: &str) -> enclave_core::Result<Option<AuthMembership>> {
                 #[allow(clippy::type_complexity)]
-                let row: Option<(String, String, String, String, sqlx::types::Json<std::collections::BTreeMap<String, String>>, sqlx::types::Json<serde_json::Value>)> = sqlx::query_as(
+                let row: Option<(String, String, String, String, sqlx::types::Json<std::collections::BTreeMap<String, String>>, sqlx::types::Json<serde_json::Value>)> = db::query_as(
                     "SELECT m.role, m.status, o.tier, o.status, m.attributes, o.settings FROM memberships m \
                      JOIN organizations o ON o.id = m.org_id WHERE m.user_id = $1 AND m.org_id = $2",
                 )
@@ -482,7 +482,7 @@ macro_rules! impl_store {
 
             async fn create_session(&self, s: NewSession, origin: Option<&Origin>) -> enclave_core::Result<SessionRecord> {
                 let mut tx = self.begin_write().await?;
-                let rec: SessionRecord = sqlx::query_as(&format!(
+                let rec: SessionRecord = db::query_as(&format!(
                     "INSERT INTO sessions (id, user_id, org_id, created_at, expires_at, mfa_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SESSION_COLUMNS}"
                 ))
@@ -492,25 +492,25 @@ macro_rules! impl_store {
                 .bind(now_ms())
                 .bind(s.expires_at)
                 .bind(s.mfa.then(now_ms))
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(internal)?;
-                sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
+                db::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
                     .bind(&s.refresh_hash)
                     .bind(&s.id)
                     .bind(s.refresh_expires_at.min(s.expires_at))
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
                 if let (Some(origin), Some(change)) = (origin, session_change(&rec, "session.created")) {
-                    journal!(&mut *tx, origin, change)?;
+                    journal!(&mut tx, origin, change)?;
                 }
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn session(&self, session_id: &str) -> enclave_core::Result<Option<SessionRecord>> {
-                sqlx::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"))
+                db::query_as(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"))
                     .bind(session_id)
                     .fetch_optional(self.reader())
                     .await
@@ -519,36 +519,36 @@ macro_rules! impl_store {
 
             async fn rotate_refresh(&self, r: RefreshRotation, origin: &Origin) -> enclave_core::Result<RotateOutcome> {
                 let mut tx = self.begin_write().await?;
-                let claimed: Option<String> = sqlx::query_scalar(
+                let claimed: Option<String> = db::query_scalar(
                     "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
                      AND expires_at > $2 RETURNING session_id",
                 )
                 .bind(&r.old_hash)
                 .bind(r.now)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 let Some(session_id) = claimed else {
-                    let used: Option<(String, Option<i64>)> = sqlx::query_as(
+                    let used: Option<(String, Option<i64>)> = db::query_as(
                         "SELECT session_id, used_at FROM refresh_tokens WHERE token_hash = $1",
                     )
                     .bind(&r.old_hash)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut tx)
                     .await
                     .map_err(internal)?;
                     return match used {
                         Some((session_id, Some(_))) => {
-                            let revoked: Option<SessionRecord> = sqlx::query_as(&format!(
+                            let revoked: Option<SessionRecord> = db::query_as(&format!(
                                 "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {SESSION_COLUMNS}"
                             ))
                                 .bind(&session_id)
                                 .bind(r.now)
-                                .fetch_optional(&mut *tx)
+                                .fetch_optional(&mut tx)
                                 .await
                                 .map_err(internal)?;
                             if let Some(change) = revoked.as_ref().and_then(|s| session_change(s, "session.revoked")) {
                                 let change = change.after(serde_json::json!({"reason": "refresh_token_reused"}));
-                                journal!(&mut *tx, origin, change)?;
+                                journal!(&mut tx, origin, change)?;
                             }
                             self.commit(tx, vec![Invalidation::Session { session_id }]).await?;
                             Ok(RotateOutcome::Reused)
@@ -556,27 +556,27 @@ macro_rules! impl_store {
                         _ => Ok(RotateOutcome::Invalid),
                     };
                 };
-                let session: SessionRecord = sqlx::query_as(&format!(
+                let session: SessionRecord = db::query_as(&format!(
                     "UPDATE sessions SET org_id = COALESCE($2, org_id) WHERE id = $1 RETURNING {SESSION_COLUMNS}"
                 ))
                 .bind(&session_id)
                 .bind(r.org_id.as_deref())
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(internal)?;
                 if session.revoked_at.is_some() || session.expires_at <= r.now {
                     return Ok(RotateOutcome::Invalid);
                 }
                 let refresh_expires_at = r.new_expires_at.min(session.expires_at);
-                sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
+                db::query("INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)")
                     .bind(&r.new_hash)
                     .bind(&session_id)
                     .bind(refresh_expires_at)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
                 if let Some(change) = session_change(&session, "session.refreshed") {
-                    journal!(&mut *tx, origin, change)?;
+                    journal!(&mut tx, origin, change)?;
                 }
                 self.commit(tx, vec![Invalidation::Session { session_id }]).await?;
                 Ok(RotateOutcome::Rotated { session, refresh_expires_at })
@@ -584,22 +584,22 @@ macro_rules! impl_store {
 
             async fn revoke_session(&self, session_id: &str, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                let revoked: Option<SessionRecord> = sqlx::query_as(&format!(
+                let revoked: Option<SessionRecord> = db::query_as(&format!(
                     "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {SESSION_COLUMNS}"
                 ))
                     .bind(session_id)
                     .bind(now_ms())
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut tx)
                     .await
                     .map_err(internal)?;
                 if let Some(change) = revoked.as_ref().and_then(|s| session_change(s, "session.revoked")) {
-                    journal!(&mut *tx, origin, change)?;
+                    journal!(&mut tx, origin, change)?;
                 }
                 self.commit(tx, vec![Invalidation::Session { session_id: session_id.into() }]).await
             }
 
             async fn refresh_token_owner(&self, token_hash: &str) -> enclave_core::Result<Option<String>> {
-                sqlx::query_scalar(
+                db::query_scalar(
                     "SELECT s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1",
                 )
                 .bind(token_hash)
@@ -610,7 +610,7 @@ macro_rules! impl_store {
 
             async fn idempotency_begin(&self, b: IdempotencyBegin) -> enclave_core::Result<IdempotencyState> {
                 let mut tx = self.begin_write().await?;
-                let inserted = sqlx::query(
+                let inserted = db::query(
                     "INSERT INTO idempotency_keys (principal, key, route, body_hash, state, created_at) \
                      VALUES ($1, $2, $3, $4, 'running', $5) ON CONFLICT (principal, key) DO NOTHING",
                 )
@@ -619,14 +619,14 @@ macro_rules! impl_store {
                 .bind(&b.route)
                 .bind(&b.body_hash)
                 .bind(b.now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
                 let replaced = if inserted == 1 {
                     1
                 } else {
-                    sqlx::query(
+                    db::query(
                         "UPDATE idempotency_keys SET route = $3, body_hash = $4, state = 'running', status = NULL, \
                          headers = NULL, body = NULL, created_at = $5 \
                          WHERE principal = $1 AND key = $2 AND created_at < $6",
@@ -637,7 +637,7 @@ macro_rules! impl_store {
                     .bind(&b.body_hash)
                     .bind(b.now)
                     .bind(b.expired_before)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?
                     .rows_affected()
@@ -647,13 +647,13 @@ macro_rules! impl_store {
                     return Ok(IdempotencyState::Started);
                 }
                 type Row = (String, String, String, Option<i64>, Option<sqlx::types::Json<Vec<(String, String)>>>, Option<Vec<u8>>);
-                let (route, body_hash, state, status, headers, body): Row = sqlx::query_as(
+                let (route, body_hash, state, status, headers, body): Row = db::query_as(
                     "SELECT route, body_hash, state, status, headers, body FROM idempotency_keys \
                      WHERE principal = $1 AND key = $2",
                 )
                 .bind(&b.principal)
                 .bind(&b.key)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(internal)?;
                 Ok(if route != b.route || body_hash != b.body_hash {
@@ -671,7 +671,7 @@ macro_rules! impl_store {
 
             async fn idempotency_complete(&self, principal: &str, key: &str, response: StoredResponse) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query(
+                db::query(
                     "UPDATE idempotency_keys SET state = 'done', status = $3, headers = $4, body = $5 \
                      WHERE principal = $1 AND key = $2",
                 )
@@ -680,7 +680,7 @@ macro_rules! impl_store {
                 .bind(response.status as i64)
                 .bind(sqlx::types::Json(response.headers))
                 .bind(response.body)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?;
                 self.commit(tx, vec![]).await
@@ -688,10 +688,10 @@ macro_rules! impl_store {
 
             async fn idempotency_abandon(&self, principal: &str, key: &str) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND state = 'running'")
+                db::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND state = 'running'")
                     .bind(principal)
                     .bind(key)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
                 self.commit(tx, vec![]).await
@@ -699,9 +699,9 @@ macro_rules! impl_store {
 
             async fn idempotency_purge(&self, before_ms: i64) -> enclave_core::Result<u64> {
                 let mut tx = self.begin_write().await?;
-                let n = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                let n = db::query("DELETE FROM idempotency_keys WHERE created_at < $1")
                     .bind(before_ms)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?
                     .rows_affected();
@@ -717,7 +717,7 @@ macro_rules! insert_user {
     ($conn:expr, $user:expr) => {{
         let u = $user;
         let now = now_ms();
-        sqlx::query_as::<_, UserRecord>(&format!(
+        db::query_as::<UserRecord>(&format!(
             "INSERT INTO users (id, email, name, password_hash, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING {USER_COLUMNS}"
         ))
@@ -736,7 +736,7 @@ macro_rules! insert_org {
     ($conn:expr, $org:expr) => {{
         let o = $org;
         let now = now_ms();
-        sqlx::query_as::<_, OrgRecord>(&format!(
+        db::query_as::<OrgRecord>(&format!(
             "INSERT INTO organizations (id, name, slug, billing_email, cloud_region, tier, status, settings, \
              created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $8, 1) \
              RETURNING {ORG_COLUMNS}"
@@ -777,7 +777,7 @@ macro_rules! insert_default_envs {
 /// Inserts the owner membership of a new organization.
 macro_rules! insert_owner {
     ($conn:expr, $org_id:expr, $user_id:expr, $name:expr, $now:expr) => {
-        sqlx::query(
+        db::query(
             "INSERT INTO memberships (org_id, user_id, name, role, status, attributes, created_at, updated_at, version) \
              VALUES ($1, $2, $3, 'owner', 'active', $4, $5, $5, 1)",
         )
@@ -794,7 +794,7 @@ macro_rules! insert_owner {
 /// The member `(org_id, user_id)`, read on `conn`; evaluates to `Result<MemberRecord, Error>`.
 macro_rules! select_member {
     ($conn:expr, $org_id:expr, $user_id:expr) => {
-        sqlx::query_as::<_, MemberRecord>(&format!(
+        db::query_as::<MemberRecord>(&format!(
             "{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"
         ))
         .bind($org_id)
@@ -809,7 +809,7 @@ macro_rules! select_member {
 /// version moved on.
 macro_rules! missing_or_stale {
     ($conn:expr, $count_sql:expr, $($bind:expr),+ ; $resource:expr) => {{
-        let mut q = sqlx::query_scalar::<_, i64>($count_sql);
+        let mut q = db::query_scalar::<i64>($count_sql);
         $(q = q.bind($bind);)+
         match q.fetch_one($conn).await {
             Ok(0) => Error::not_found($resource),
@@ -829,9 +829,9 @@ macro_rules! missing_or_stale {
 /// to `Result<Option<OrgRecord>, Error>`.
 macro_rules! select_org_for_update {
     ($conn:expr, $org_id:expr) => {
-        sqlx::query_as::<_, OrgRecord>(&format!(
+        db::query_as::<OrgRecord>(&format!(
             "SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1{}",
-            Self::FOR_UPDATE
+            crate::store::for_update($conn)
         ))
         .bind($org_id)
         .fetch_optional($conn)
@@ -843,9 +843,9 @@ macro_rules! select_org_for_update {
 /// The member, if any; evaluates to `Result<Option<MemberRecord>, Error>`.
 macro_rules! find_member {
     ($conn:expr, $org_id:expr, $user_id:expr) => {
-        sqlx::query_as::<_, MemberRecord>(&format!(
+        db::query_as::<MemberRecord>(&format!(
             "{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2{}",
-            Self::FOR_UPDATE
+            crate::store::for_update($conn)
         ))
         .bind($org_id)
         .bind($user_id)

@@ -92,13 +92,13 @@ pub trait WebhookStore: Send + Sync {
 pub type Reseal<'a> = dyn Fn(&str, &str) -> Result<String> + Send + Sync + 'a;
 
 macro_rules! impl_webhook_store {
-    ($store:ty, $skip_locked:expr) => {
+    ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::WebhookStore for $store {
             async fn create_webhook(&self, hook: NewWebhook, origin: &Origin) -> enclave_core::Result<WebhookRecord> {
                 let mut tx = self.begin_write().await?;
                 let now = now_ms();
-                let rec: WebhookRecord = sqlx::query_as(&format!(
+                let rec: WebhookRecord = db::query_as(&format!(
                     "INSERT INTO webhooks (id, org_id, url, description, events, status, secret, \
                      consecutive_failures, created_by, created_at, updated_at, version) \
                      VALUES ($1, $2, $3, $4, $5, 'active', $6, 0, $7, $8, $8, 1) RETURNING {WEBHOOK_COLUMNS}"
@@ -111,17 +111,17 @@ macro_rules! impl_webhook_store {
                 .bind(&hook.secret)
                 .bind(&hook.created_by)
                 .bind(now)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(internal)?;
-                subscribe!(&mut *tx, &rec.id, &hook.events)?;
-                journal!(&mut *tx, origin, Change::of("webhook.created", None, Some(&rec)))?;
+                subscribe!(&mut tx, &rec.id, &hook.events)?;
+                journal!(&mut tx, origin, Change::of("webhook.created", None, Some(&rec)))?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn webhooks(&self, org_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<WebhookRecord>, i64)> {
-                let rows = sqlx::query_as(&format!(
+                let rows = db::query_as(&format!(
                     "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = $1 \
                      AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
                 ))
@@ -131,7 +131,7 @@ macro_rules! impl_webhook_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE org_id = $1")
+                let total = db::query_scalar("SELECT COUNT(*) FROM webhooks WHERE org_id = $1")
                     .bind(org_id)
                     .fetch_one(self.reader())
                     .await
@@ -140,7 +140,7 @@ macro_rules! impl_webhook_store {
             }
 
             async fn webhook(&self, org_id: &str, webhook_id: &str) -> enclave_core::Result<Option<WebhookRecord>> {
-                sqlx::query_as(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = $1 AND id = $2"))
+                db::query_as(&format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = $1 AND id = $2"))
                     .bind(org_id)
                     .bind(webhook_id)
                     .fetch_optional(self.reader())
@@ -150,9 +150,9 @@ macro_rules! impl_webhook_store {
 
             async fn update_webhook(&self, org_id: &str, webhook_id: &str, expected_version: Option<i64>, patch: WebhookPatch, origin: &Origin) -> enclave_core::Result<WebhookRecord> {
                 let mut tx = self.begin_write().await?;
-                let before = select_webhook!(&mut *tx, org_id, webhook_id, expected_version)?;
+                let before = select_webhook!(&mut tx, org_id, webhook_id, expected_version)?;
                 let reenable = patch.status == Some(enclave_core::webhook::WebhookStatus::Active);
-                let rec: WebhookRecord = sqlx::query_as(&format!(
+                let rec: WebhookRecord = db::query_as(&format!(
                     "UPDATE webhooks SET url = COALESCE($3, url), description = COALESCE($4, description), \
                      events = COALESCE($5, events), status = COALESCE($6, status), \
                      consecutive_failures = CASE WHEN $7 THEN 0 ELSE consecutive_failures END, \
@@ -169,38 +169,38 @@ macro_rules! impl_webhook_store {
                 .bind(patch.status.map(|s| s.as_str()))
                 .bind(reenable)
                 .bind(now_ms())
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(internal)?;
                 if let Some(events) = &patch.events {
-                    sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook_id = $1")
+                    db::query("DELETE FROM webhook_subscriptions WHERE webhook_id = $1")
                         .bind(webhook_id)
-                        .execute(&mut *tx)
+                        .execute(&mut tx)
                         .await
                         .map_err(internal)?;
-                    subscribe!(&mut *tx, webhook_id, events)?;
+                    subscribe!(&mut tx, webhook_id, events)?;
                 }
-                journal!(&mut *tx, origin, Change::of("webhook.updated", Some(&before), Some(&rec)))?;
+                journal!(&mut tx, origin, Change::of("webhook.updated", Some(&before), Some(&rec)))?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn delete_webhook(&self, org_id: &str, webhook_id: &str, expected_version: Option<i64>, origin: &Origin) -> enclave_core::Result<()> {
                 let mut tx = self.begin_write().await?;
-                let before = select_webhook!(&mut *tx, org_id, webhook_id, expected_version)?;
-                sqlx::query("DELETE FROM webhooks WHERE id = $1")
+                let before = select_webhook!(&mut tx, org_id, webhook_id, expected_version)?;
+                db::query("DELETE FROM webhooks WHERE id = $1")
                     .bind(webhook_id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await
                     .map_err(internal)?;
-                journal!(&mut *tx, origin, Change::of("webhook.deleted", Some(&before), None))?;
+                journal!(&mut tx, origin, Change::of("webhook.deleted", Some(&before), None))?;
                 self.commit(tx, vec![]).await
             }
 
             async fn rotate_webhook_secret(&self, org_id: &str, webhook_id: &str, secret: String, old_until: i64, origin: &Origin) -> enclave_core::Result<WebhookRecord> {
                 let mut tx = self.begin_write().await?;
-                let before = select_webhook!(&mut *tx, org_id, webhook_id, None)?;
-                let rec: WebhookRecord = sqlx::query_as(&format!(
+                let before = select_webhook!(&mut tx, org_id, webhook_id, None)?;
+                let rec: WebhookRecord = db::query_as(&format!(
                     "UPDATE webhooks SET previous_secret = secret, previous_secret_expires_at = $3, \
                      secret = $4, updated_at = $5, version = version + 1 \
                      WHERE org_id = $1 AND id = $2 RETURNING {WEBHOOK_COLUMNS}"
@@ -210,7 +210,7 @@ macro_rules! impl_webhook_store {
                 .bind(old_until)
                 .bind(&secret)
                 .bind(now_ms())
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut tx)
                 .await
                 .map_err(internal)?;
                 // The secrets are never shown; `after` says until when the old one signs.
@@ -220,14 +220,14 @@ macro_rules! impl_webhook_store {
                     "previous_secret_expires_at": enclave_core::audit::timestamp(old_until),
                     "version": rec.version,
                 }));
-                journal!(&mut *tx, origin, change)?;
+                journal!(&mut tx, origin, change)?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn queue_test_event(&self, org_id: &str, webhook_id: &str, origin: &Origin) -> enclave_core::Result<DeliveryRecord> {
                 let mut tx = self.begin_write().await?;
-                let hook = select_webhook!(&mut *tx, org_id, webhook_id, None)?;
+                let hook = select_webhook!(&mut tx, org_id, webhook_id, None)?;
                 let now = now_ms();
                 let event_id = enclave_core::id::new_id(enclave_core::id::Kind::Event);
                 let payload = serde_json::json!({
@@ -238,17 +238,17 @@ macro_rules! impl_webhook_store {
                     "data": {"webhook_id": webhook_id, "message": "a test event sent on request"},
                 })
                 .to_string();
-                let id = enqueue_delivery!(&mut *tx, webhook_id, org_id, &event_id, "webhook.test", &payload, now)?;
+                let id = enqueue_delivery!(&mut tx, webhook_id, org_id, &event_id, "webhook.test", &payload, now)?;
                 let change = Change::of("webhook.tested", Some(&hook), None)
                     .after(serde_json::json!({"delivery_id": id, "event_id": event_id}));
-                journal!(&mut *tx, origin, change)?;
-                let rec = select_delivery!(&mut *tx, webhook_id, &id)?;
+                journal!(&mut tx, origin, change)?;
+                let rec = select_delivery!(&mut tx, webhook_id, &id)?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
 
             async fn deliveries(&self, org_id: &str, webhook_id: &str, page: &PageQuery) -> enclave_core::Result<(Vec<DeliveryRecord>, Vec<AttemptRecord>, i64)> {
-                let rows: Vec<DeliveryRecord> = sqlx::query_as(&format!(
+                let rows: Vec<DeliveryRecord> = db::query_as(&format!(
                     "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE org_id = $1 AND webhook_id = $2 \
                      AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
                 ))
@@ -259,7 +259,7 @@ macro_rules! impl_webhook_store {
                 .fetch_all(self.reader())
                 .await
                 .map_err(internal)?;
-                let total = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1")
+                let total = db::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1")
                     .bind(webhook_id)
                     .fetch_one(self.reader())
                     .await
@@ -269,7 +269,7 @@ macro_rules! impl_webhook_store {
                     (Some(f), Some(l)) => (f.id.clone(), l.id.clone()),
                     _ => return Ok((rows, vec![], total)),
                 };
-                let attempts = sqlx::query_as(
+                let attempts = db::query_as(
                     "SELECT id, delivery_id, webhook_id, attempt, status_code, latency_ms, error, created_at \
                      FROM webhook_attempts WHERE webhook_id = $1 AND delivery_id <= $2 AND delivery_id >= $3 \
                      ORDER BY delivery_id DESC, attempt",
@@ -285,27 +285,27 @@ macro_rules! impl_webhook_store {
 
             async fn redeliver(&self, org_id: &str, webhook_id: &str, delivery_id: &str, origin: &Origin) -> enclave_core::Result<DeliveryRecord> {
                 let mut tx = self.begin_write().await?;
-                let hook = select_webhook!(&mut *tx, org_id, webhook_id, None)?;
+                let hook = select_webhook!(&mut tx, org_id, webhook_id, None)?;
                 let now = now_ms();
-                let done = sqlx::query(
+                let done = db::query(
                     "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $3, \
                      lease_until = NULL, updated_at = $3 WHERE webhook_id = $1 AND id = $2",
                 )
                 .bind(webhook_id)
                 .bind(delivery_id)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
                 if done == 0 {
                     return Err(enclave_core::Error::not_found("delivery"));
                 }
-                let rec = select_delivery!(&mut *tx, webhook_id, delivery_id)?;
+                let rec = select_delivery!(&mut tx, webhook_id, delivery_id)?;
                 let change = Change::of("webhook.redelivered", Some(&hook), None).after(serde_json::json!({
                     "delivery_id": rec.id, "event_id": rec.event_id, "event_type": rec.event_type,
                 }));
-                journal!(&mut *tx, origin, change)?;
+                journal!(&mut tx, origin, change)?;
                 self.commit(tx, vec![]).await?;
                 Ok(rec)
             }
@@ -313,7 +313,7 @@ macro_rules! impl_webhook_store {
             async fn claim_deliveries(&self, now: i64, lease_ms: i64, limit: i64) -> enclave_core::Result<Vec<ClaimedDelivery>> {
                 // Idle workers poll often: a read answers "nothing due" without taking the
                 // write lock (SQLite) or starting a write transaction (PostgreSQL).
-                let due: Option<i32> = sqlx::query_scalar(
+                let due: Option<i32> = db::query_scalar(
                     "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
                      AND (lease_until IS NULL OR lease_until < $1) LIMIT 1",
                 )
@@ -327,7 +327,7 @@ macro_rules! impl_webhook_store {
                 let mut tx = self.begin_write().await?;
                 // The lease test is repeated outside the subquery: on PostgreSQL a row another
                 // node claimed meanwhile is re-checked after its lock is released, and skipped.
-                let rows: Vec<DeliveryRecord> = sqlx::query_as(&format!(
+                let rows: Vec<DeliveryRecord> = db::query_as(&format!(
                     "UPDATE webhook_deliveries SET lease_until = $2, updated_at = $1 \
                      WHERE (lease_until IS NULL OR lease_until < $1) AND status = 'pending' AND id IN ( \
                        SELECT d.id FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
@@ -335,12 +335,12 @@ macro_rules! impl_webhook_store {
                        AND (d.lease_until IS NULL OR d.lease_until < $1) AND w.status = 'active' \
                        ORDER BY d.next_attempt_at LIMIT $3 {}) \
                      RETURNING {DELIVERY_COLUMNS}",
-                    $skip_locked
+                    crate::store::claim_skipping_locked(&tx)
                 ))
                 .bind(now)
                 .bind(now + lease_ms)
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await
                 .map_err(internal)?;
                 let mut claimed = Vec::with_capacity(rows.len());
@@ -350,11 +350,11 @@ macro_rules! impl_webhook_store {
                     ids.dedup();
                     let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
                     let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id IN ({})", placeholders.join(", "));
-                    let mut q = sqlx::query_as::<_, WebhookRecord>(&sql);
+                    let mut q = db::query_as::<WebhookRecord>(&sql);
                     for id in &ids {
                         q = q.bind(*id);
                     }
-                    let hooks = q.fetch_all(&mut *tx).await.map_err(internal)?;
+                    let hooks = q.fetch_all(&mut tx).await.map_err(internal)?;
                     for delivery in rows {
                         if let Some(hook) = hooks.iter().find(|h| h.id == delivery.webhook_id) {
                             claimed.push(ClaimedDelivery {
@@ -372,7 +372,7 @@ macro_rules! impl_webhook_store {
             async fn record_attempt(&self, o: AttemptOutcome) -> enclave_core::Result<bool> {
                 let mut tx = self.begin_write().await?;
                 let now = now_ms();
-                sqlx::query(
+                db::query(
                     "INSERT INTO webhook_attempts (id, delivery_id, webhook_id, attempt, status_code, \
                      latency_ms, error, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
@@ -384,7 +384,7 @@ macro_rules! impl_webhook_store {
                 .bind(o.latency_ms)
                 .bind(&o.error)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?;
                 let status = match (o.success, o.retry_at) {
@@ -392,7 +392,7 @@ macro_rules! impl_webhook_store {
                     (false, Some(_)) => "pending",
                     (false, None) => "failed",
                 };
-                sqlx::query(
+                db::query(
                     "UPDATE webhook_deliveries SET status = $2, attempts = $3, \
                      next_attempt_at = COALESCE($4, next_attempt_at), lease_until = NULL, updated_at = $5 \
                      WHERE id = $1",
@@ -402,33 +402,33 @@ macro_rules! impl_webhook_store {
                 .bind(o.attempt)
                 .bind(o.retry_at)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?;
-                let counted: Option<WebhookRecord> = sqlx::query_as(&format!(
+                let counted: Option<WebhookRecord> = db::query_as(&format!(
                     "UPDATE webhooks SET consecutive_failures = CASE WHEN $2 THEN 0 ELSE consecutive_failures + 1 END \
                      WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
                 ))
                 .bind(&o.webhook_id)
                 .bind(o.success)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut tx)
                 .await
                 .map_err(internal)?;
                 let mut disabled = false;
                 if let Some(before) = counted {
                     if !o.success && before.status == "active" && before.consecutive_failures >= i64::from(o.disable_after.max(1)) {
                         let reason = format!("{} consecutive failed delivery attempts", before.consecutive_failures);
-                        let rec: WebhookRecord = sqlx::query_as(&format!(
+                        let rec: WebhookRecord = db::query_as(&format!(
                             "UPDATE webhooks SET status = 'disabled', disabled_reason = $2, updated_at = $3, \
                              version = version + 1 WHERE id = $1 RETURNING {WEBHOOK_COLUMNS}"
                         ))
                         .bind(&o.webhook_id)
                         .bind(&reason)
                         .bind(now)
-                        .fetch_one(&mut *tx)
+                        .fetch_one(&mut tx)
                         .await
                         .map_err(internal)?;
-                        journal!(&mut *tx, &Origin::system(), Change::of("webhook.disabled", Some(&before), Some(&rec)))?;
+                        journal!(&mut tx, &Origin::system(), Change::of("webhook.disabled", Some(&before), Some(&rec)))?;
                         disabled = true;
                     }
                 }
@@ -438,18 +438,18 @@ macro_rules! impl_webhook_store {
 
             async fn reseal_webhook_secrets(&self, reseal: &$crate::webhooks::Reseal<'_>) -> enclave_core::Result<u64> {
                 let mut tx = self.begin_write().await?;
-                let changed = reseal_webhooks!(&mut *tx, reseal)?;
+                let changed = reseal_webhooks!(&mut tx, reseal)?;
                 self.commit(tx, vec![]).await?;
                 Ok(changed)
             }
 
             async fn purge_deliveries(&self, before_ms: i64) -> enclave_core::Result<u64> {
                 let mut tx = self.begin_write().await?;
-                let n = sqlx::query(
+                let n = db::query(
                     "DELETE FROM webhook_deliveries WHERE status IN ('succeeded', 'failed') AND updated_at < $1",
                 )
                 .bind(before_ms)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?
                 .rows_affected();
@@ -465,9 +465,9 @@ macro_rules! impl_webhook_store {
 macro_rules! select_webhook {
     ($conn:expr, $org_id:expr, $webhook_id:expr, $expected:expr) => {{
         let expected: Option<i64> = $expected;
-        let row: Option<WebhookRecord> = sqlx::query_as(&format!(
+        let row: Option<WebhookRecord> = db::query_as(&format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE org_id = $1 AND id = $2{}",
-            Self::FOR_UPDATE
+            crate::store::for_update($conn)
         ))
         .bind($org_id)
         .bind($webhook_id)
@@ -493,9 +493,9 @@ macro_rules! reseal_webhooks {
         let conn = $conn;
         let reseal: &$crate::webhooks::Reseal<'_> = $reseal;
         let rows: std::result::Result<Vec<(String, String, Option<String>)>, _> =
-            sqlx::query_as(&format!(
+            db::query_as(&format!(
                 "SELECT id, secret, previous_secret FROM webhooks ORDER BY id{}",
-                Self::FOR_UPDATE
+                crate::store::for_update(conn)
             ))
             .fetch_all(&mut *conn)
             .await
@@ -520,7 +520,7 @@ macro_rules! reseal_webhooks {
                             break;
                         }
                     };
-                    if let Err(e) = sqlx::query(
+                    if let Err(e) = db::query(
                         "UPDATE webhooks SET secret = $2, previous_secret = $3 WHERE id = $1",
                     )
                     .bind(&id)
@@ -544,7 +544,7 @@ macro_rules! reseal_webhooks {
 
 macro_rules! select_delivery {
     ($conn:expr, $webhook_id:expr, $delivery_id:expr) => {
-        sqlx::query_as::<_, DeliveryRecord>(&format!(
+        db::query_as::<DeliveryRecord>(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 AND id = $2"
         ))
         .bind($webhook_id)
@@ -560,7 +560,7 @@ macro_rules! subscribe {
         let conn = $conn;
         let mut result = Ok(());
         for event in $events.iter() {
-            if let Err(e) = sqlx::query(
+            if let Err(e) = db::query(
                 "INSERT INTO webhook_subscriptions (webhook_id, event_type) VALUES ($1, $2)",
             )
             .bind($webhook_id)

@@ -1,0 +1,138 @@
+//! The store: one implementation for both databases. This module holds the few places where
+//! SQLite and PostgreSQL really differ — how a write transaction begins, how a commit tells
+//! other nodes, row locks, erasing freed pages; every operation is written once on top of
+//! them (`sql.rs`, `environments.rs`, …) with the executor of `db.rs`.
+
+use enclave_core::environment::{check_writable, EnvStatus, Transition};
+use enclave_core::model::{MemberStatus, OrgStatus, Tier};
+use enclave_core::promotion::Promotion;
+use enclave_core::{Error, Result};
+
+use crate::accounts::*;
+use crate::api_keys::*;
+use crate::audit::*;
+use crate::db::{self, On, Tx};
+use crate::db_error::{internal, unique_or};
+use crate::environments::*;
+use crate::journal::*;
+use crate::now_ms;
+use crate::policies::*;
+use crate::postgres::{self, PgPools};
+use crate::query_audit::*;
+use crate::records::*;
+use crate::secrets::*;
+use crate::sql::*;
+use crate::sqlite::{self, SqlitePools};
+use crate::webhooks::*;
+use crate::{Backend, Bus, Invalidation};
+
+pub struct SqlStore {
+    pools: Pools,
+    bus: Bus,
+}
+
+enum Pools {
+    Sqlite(SqlitePools),
+    Postgres(PgPools),
+}
+
+impl SqlStore {
+    /// SQLite at `url` (created when missing), migrated.
+    pub async fn sqlite(url: &str) -> anyhow::Result<Self> {
+        Ok(SqlStore {
+            pools: Pools::Sqlite(sqlite::connect(url).await?),
+            bus: Bus::default(),
+        })
+    }
+
+    /// PostgreSQL at `url`, migrated, listening for other nodes' invalidations.
+    pub async fn postgres(url: &str) -> anyhow::Result<Self> {
+        let bus = Bus::default();
+        Ok(SqlStore {
+            pools: Pools::Postgres(postgres::connect(url, bus.clone()).await?),
+            bus,
+        })
+    }
+
+    pub(crate) fn which(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite(_) => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub(crate) fn invalidations(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Where reads run: SQLite's reader pool (WAL lets it read beside the writer), or the pool.
+    pub(crate) fn reader(&self) -> On<'_> {
+        match &self.pools {
+            Pools::Sqlite(p) => On::SqlitePool(&p.read),
+            Pools::Postgres(p) => On::PgPool(&p.pool),
+        }
+    }
+
+    /// A write transaction. On SQLite it takes the write lock before its first statement
+    /// (`BEGIN IMMEDIATE`), so it waits its turn and never fails with SQLITE_BUSY halfway.
+    pub(crate) async fn begin_write(&self) -> Result<Tx> {
+        match &self.pools {
+            Pools::Sqlite(p) => p
+                .write
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map(Tx::Sqlite)
+                .map_err(internal),
+            Pools::Postgres(p) => p.pool.begin().await.map(Tx::Postgres).map_err(internal),
+        }
+    }
+
+    /// Commits, then publishes `events` to this node's caches; on PostgreSQL they are first
+    /// sent to the other nodes inside the transaction (`pg_notify`, delivered on commit).
+    pub(crate) async fn commit(&self, mut tx: Tx, events: Vec<Invalidation>) -> Result<()> {
+        if let (Pools::Postgres(pools), Tx::Postgres(conn)) = (&self.pools, &mut tx) {
+            postgres::notify(pools, conn, &events)
+                .await
+                .map_err(internal)?;
+        }
+        tx.commit().await.map_err(internal)?;
+        self.bus.publish(events);
+        Ok(())
+    }
+
+    /// After a purge. SQLite rewrites its write-ahead log so deleted rows' old pages do not
+    /// linger; PostgreSQL's dead rows are VACUUM's to reclaim.
+    pub(crate) async fn erase_freed_pages(&self) {
+        if let Pools::Sqlite(p) = &self.pools {
+            sqlite::erase_freed_pages(&p.write).await;
+        }
+    }
+}
+
+/// Appended to a read inside `tx` that must hold its rows until commit: PostgreSQL locks them
+/// (`FOR UPDATE`); SQLite's write transaction already excludes every other writer.
+pub(crate) fn for_update(tx: &Tx) -> &'static str {
+    match tx {
+        Tx::Sqlite(_) => "",
+        Tx::Postgres(_) => " FOR UPDATE",
+    }
+}
+
+/// How a worker claims queued rows inside `tx`: PostgreSQL locks them and skips rows another
+/// node holds (`FOR UPDATE OF d SKIP LOCKED`); SQLite has one writer, nothing to skip.
+pub(crate) fn claim_skipping_locked(tx: &Tx) -> &'static str {
+    match tx {
+        Tx::Sqlite(_) => "",
+        Tx::Postgres(_) => "FOR UPDATE OF d SKIP LOCKED",
+    }
+}
+
+impl_store!(SqlStore);
+impl_environment_store!(SqlStore);
+impl_audit_store!(SqlStore);
+impl_webhook_store!(SqlStore);
+impl_api_key_store!(SqlStore);
+impl_account_store!(SqlStore);
+impl_policy_store!(SqlStore);
+impl_secret_store!(SqlStore);
+impl_query_audit_store!(SqlStore);
