@@ -12,7 +12,7 @@ use enclave_gateway::engine::Engines;
 use enclave_store::{EnvRecord, Origin, Store};
 
 /// Readies a `provisioning` environment's resources and marks it `active`.
-pub async fn provision(store: &dyn Store, engines: &Engines, env_id: &str) -> Result<EnvRecord> {
+pub async fn provision(store: &Store, engines: &Engines, env_id: &str) -> Result<EnvRecord> {
     engines.provision(env_id).await?;
     match store
         .transition_environment(env_id, None, Transition::Activate, &Origin::system())
@@ -28,14 +28,14 @@ pub async fn provision(store: &dyn Store, engines: &Engines, env_id: &str) -> Re
 }
 
 /// Removes a `decommissioning` environment's resources, then the environment.
-pub async fn decommission(store: &dyn Store, engines: &Engines, env: &EnvRecord) -> Result<()> {
+pub async fn decommission(store: &Store, engines: &Engines, env: &EnvRecord) -> Result<()> {
     engines.remove(&env.id).await?;
     store.purge_environment(&env.id).await
 }
 
 /// Finishes what a previous run left half-done; returns how many environments it settled.
 /// A failure is logged and left for the next start rather than stopping this one.
-pub async fn settle(store: &dyn Store, engines: &Engines) -> usize {
+pub async fn settle(store: &Store, engines: &Engines) -> usize {
     let unsettled = match store.unsettled_environments().await {
         Ok(envs) => envs,
         Err(e) => {
@@ -63,7 +63,7 @@ pub async fn settle(store: &dyn Store, engines: &Engines) -> usize {
 /// cache entries drop on every node), and notices keys expiring within
 /// [`enclave_core::api_key::EXPIRING_NOTICE_DAYS`] once each. The store audits both (actor
 /// `system`) and queues the `key.expiring` webhook event with the notice.
-pub fn spawn_key_housekeeping(store: std::sync::Arc<dyn Store>) {
+pub fn spawn_key_housekeeping(store: std::sync::Arc<Store>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {

@@ -22,7 +22,7 @@ use crate::secrets::{master, EngineSecrets, Keyring};
 pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub config: ApiConfig,
     pub tokens: Arc<TokenKeys>,
     pub passwords: Passwords,
@@ -48,7 +48,7 @@ impl AppState {
     /// Loads (or creates) the signing key and the master key — refusing a master key that
     /// is not this database's — and starts the caches' invalidation listeners.
     pub async fn new(
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         engine: Arc<dyn Engine>,
         config: ApiConfig,
     ) -> anyhow::Result<Self> {

@@ -25,7 +25,7 @@ const BATCH: usize = 200;
 const LINGER: Duration = Duration::from_millis(5);
 
 impl AuditWriter {
-    pub fn start(store: Arc<dyn Store>) -> AuditWriter {
+    pub fn start(store: Arc<Store>) -> AuditWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store, rx));
         AuditWriter { tx }
@@ -44,7 +44,7 @@ impl AuditWriter {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Message>) {
+async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Message>) {
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::new();
         let mut waiting = Vec::new();
@@ -68,7 +68,7 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Message>) {
 }
 
 /// Stores a batch, retrying a failed write a few times before logging the entries lost.
-async fn store_batch(store: &dyn Store, batch: Vec<QueryAuditEntry>) {
+async fn store_batch(store: &Store, batch: Vec<QueryAuditEntry>) {
     if batch.is_empty() {
         return;
     }

@@ -49,7 +49,7 @@ pub(crate) struct Policies {
 
 /// The policy caches of one node.
 pub(crate) struct PolicyState {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     keys: Arc<dyn MaskKeys>,
     policies: RwLock<HashMap<String, Arc<Policies>>>,
     catalogs: RwLock<HashMap<String, (Arc<Catalog>, Instant)>>,
@@ -59,7 +59,7 @@ pub(crate) struct PolicyState {
 }
 
 impl PolicyState {
-    pub(crate) fn start(store: Arc<dyn Store>, keys: Arc<dyn MaskKeys>) -> Arc<PolicyState> {
+    pub(crate) fn start(store: Arc<Store>, keys: Arc<dyn MaskKeys>) -> Arc<PolicyState> {
         let state = Arc::new(PolicyState {
             store: store.clone(),
             keys,

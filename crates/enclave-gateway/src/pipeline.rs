@@ -73,7 +73,7 @@ const INLINE_PARSE_BYTES: usize = 16 << 10;
 
 /// The data plane's shared state.
 pub struct Gateway {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     engines: Engines,
     auth: Arc<dyn Authenticator>,
     admission: Arc<Admission>,
@@ -106,7 +106,7 @@ pub enum Outcome {
 
 impl Gateway {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         engines: Engines,
         auth: Arc<dyn Authenticator>,
         mask_keys: Arc<dyn MaskKeys>,

@@ -291,6 +291,12 @@ impl<'q, T: Row> QueryAs<'q, T> {
         self
     }
 
+    /// Binds `args` in order (a filter shared by a page and its count).
+    pub(crate) fn bind_all(mut self, args: &[Arg]) -> Self {
+        self.0.args.extend_from_slice(args);
+        self
+    }
+
     pub(crate) async fn fetch_all<'e>(self, on: impl Into<On<'e>>) -> Result<Vec<T>, sqlx::Error> {
         let Bound { sql, args } = self.0;
         match on.into() {
@@ -348,6 +354,12 @@ impl<'q, T: Row> QueryAs<'q, T> {
 impl<'q, T: Value> QueryScalar<'q, T> {
     pub(crate) fn bind(mut self, arg: impl Into<Arg>) -> Self {
         self.0.args.push(arg.into());
+        self
+    }
+
+    /// Binds `args` in order (a filter shared by a page and its count).
+    pub(crate) fn bind_all(mut self, args: &[Arg]) -> Self {
+        self.0.args.extend_from_slice(args);
         self
     }
 

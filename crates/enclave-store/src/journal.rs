@@ -2,14 +2,18 @@
 //! organization's IAM audit chain and, when the change announces a webhook event, one outbox
 //! row per subscribed endpoint.
 //!
-//! A store method that changes something ends with `journal!(&mut tx, origin, change)`.
+//! A store method that changes something ends with `journal(&mut tx, origin, change).await`.
 //! A later feature joins by doing the same with its own action name (and, for an event, by
 //! naming the action in `enclave_core::audit::event_type`).
 
 use enclave_core::audit::{self, Actor, AuditEntry};
 use enclave_core::id::{new_id, Kind};
+use enclave_core::{Error, Result};
 use serde_json::{json, Value};
 
+use crate::db::{self, Tx};
+use crate::db_error::internal;
+use crate::now_ms;
 use crate::records::*;
 
 /// Who asked for a change and from where: the audit entry's actor, request id and source IP.
@@ -308,179 +312,172 @@ impl Audited for PolicyRecord {
     }
 }
 
-/// Appends `$change` to its organization's chain and queues its event, on the transaction's
-/// connection `$conn`: [`journal_batch!`] with one change. Evaluates to
-/// `enclave_core::Result<()>`.
-macro_rules! journal {
-    ($conn:expr, $origin:expr, $change:expr) => {{
-        let change: $crate::journal::Change = $change;
-        journal_batch!($conn, $origin, vec![change])
-    }};
+/// Appends `change` to its organization's chain and queues its event, in `tx`:
+/// [`journal_batch`] with one change.
+pub(crate) async fn journal(tx: &mut Tx, origin: &Origin, change: Change) -> Result<()> {
+    journal_batch(tx, origin, vec![change]).await
 }
 
-/// Appends `$changes` (of one organization) to its chain and queues their events. The chain
+/// Appends `changes` (of one organization) to its chain and queues their events. The chain
 /// head is an upsert that moves it by `n` and returns the previous head, locking the row until
 /// commit, so concurrent appends to one chain take turns (PostgreSQL row lock; SQLite has a
 /// single writer) and the chain never forks. The entries are sealed in order in memory and
 /// inserted 100 per statement, so a bulk write (an import of 10 000 secrets) stays a few
-/// statements per 100 changes (larger batches are slower on SQLite: sqlx's binding cost there
-/// grows with a statement's parameters; see bench/README.md). Evaluates to
-/// `enclave_core::Result<()>`.
-macro_rules! journal_batch {
-    ($conn:expr, $origin:expr, $changes:expr) => {{
-        let changes: Vec<$crate::journal::Change> = $changes;
-        let origin: &$crate::journal::Origin = $origin;
-        async {
-            let conn = $conn;
-            let Some(org_id) = changes.first().map(|c| c.org_id.clone()) else {
-                return Ok(());
-            };
-            if changes.iter().any(|c| c.org_id != org_id) {
-                return Err(enclave_core::Error::internal());
-            }
-            let n = changes.len() as i64;
-            let now = now_ms();
-            let (last, mut head): (i64, String) = db::query_as(
-                "INSERT INTO audit_chains (chain_id, seq, head_hash) VALUES ($1, $3, $2) \
-                 ON CONFLICT (chain_id) DO UPDATE SET seq = audit_chains.seq + $3 \
-                 RETURNING seq, head_hash",
-            )
-            .bind(&org_id)
-            .bind(enclave_core::audit::GENESIS_HASH)
-            .bind(n)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(internal)?;
-            let first = last - n + 1;
-            let entries: Vec<enclave_core::audit::AuditEntry> = changes
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let e = c.entry(origin, first + i as i64, now).seal(&head);
-                    head = e.entry_hash.clone();
-                    e
-                })
-                .collect();
-            for chunk in entries.chunks(100) {
-                let rows: Vec<String> = (0..chunk.len())
-                    .map(|i| {
-                        let b = i * 16;
-                        let cols: Vec<String> = (1..=16).map(|c| format!("${}", b + c)).collect();
-                        format!("({})", cols.join(", "))
-                    })
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO iam_audit (id, org_id, seq, actor_type, actor_id, action, \
-                     resource_type, resource_id, env_id, before_json, after_json, request_id, \
-                     source_ip, created_at, prev_hash, entry_hash) VALUES {}",
-                    rows.join(", ")
-                );
-                let mut q = db::query(&sql);
-                for e in chunk {
-                    q = q
-                        .bind(&e.id)
-                        .bind(&e.org_id)
-                        .bind(e.seq)
-                        .bind(e.actor_type.as_str())
-                        .bind(&e.actor_id)
-                        .bind(&e.action)
-                        .bind(&e.resource_type)
-                        .bind(&e.resource_id)
-                        .bind(&e.env_id)
-                        .bind(e.before.to_string())
-                        .bind(e.after.to_string())
-                        .bind(&e.request_id)
-                        .bind(&e.source_ip)
-                        .bind(now)
-                        .bind(&e.prev_hash)
-                        .bind(&e.entry_hash);
-                }
-                q.execute(&mut *conn).await.map_err(internal)?;
-            }
-            db::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
-                .bind(&org_id)
-                .bind(&head)
-                .execute(&mut *conn)
-                .await
-                .map_err(internal)?;
-            for (change, entry) in changes.iter().zip(&entries) {
-                if let Some((event_type, data)) = change.event(entry) {
-                    announce!(
-                        &mut *conn,
-                        &change.org_id,
-                        change.env_id.as_deref(),
-                        event_type,
-                        data
-                    )?;
-                }
-            }
-            Ok::<(), enclave_core::Error>(())
+/// statements per 100 changes (larger batches are slower on SQLite: binding cost there grows
+/// with a statement's parameters; see bench/README.md).
+pub(crate) async fn journal_batch(
+    tx: &mut Tx,
+    origin: &Origin,
+    changes: Vec<Change>,
+) -> Result<()> {
+    let Some(org_id) = changes.first().map(|c| c.org_id.clone()) else {
+        return Ok(());
+    };
+    if changes.iter().any(|c| c.org_id != org_id) {
+        return Err(Error::internal());
+    }
+    let n = changes.len() as i64;
+    let now = now_ms();
+    let (last, mut head): (i64, String) = db::query_as(
+        "INSERT INTO audit_chains (chain_id, seq, head_hash) VALUES ($1, $3, $2) \
+         ON CONFLICT (chain_id) DO UPDATE SET seq = audit_chains.seq + $3 \
+         RETURNING seq, head_hash",
+    )
+    .bind(&org_id)
+    .bind(audit::GENESIS_HASH)
+    .bind(n)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(internal)?;
+    let first = last - n + 1;
+    let entries: Vec<AuditEntry> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let e = c.entry(origin, first + i as i64, now).seal(&head);
+            head = e.entry_hash.clone();
+            e
+        })
+        .collect();
+    for chunk in entries.chunks(100) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 16;
+                let cols: Vec<String> = (1..=16).map(|c| format!("${}", b + c)).collect();
+                format!("({})", cols.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO iam_audit (id, org_id, seq, actor_type, actor_id, action, \
+             resource_type, resource_id, env_id, before_json, after_json, request_id, \
+             source_ip, created_at, prev_hash, entry_hash) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = db::query(&sql);
+        for e in chunk {
+            q = q
+                .bind(&e.id)
+                .bind(&e.org_id)
+                .bind(e.seq)
+                .bind(e.actor_type.as_str())
+                .bind(&e.actor_id)
+                .bind(&e.action)
+                .bind(&e.resource_type)
+                .bind(&e.resource_id)
+                .bind(&e.env_id)
+                .bind(e.before.to_string())
+                .bind(e.after.to_string())
+                .bind(&e.request_id)
+                .bind(&e.source_ip)
+                .bind(now)
+                .bind(&e.prev_hash)
+                .bind(&e.entry_hash);
         }
+        q.execute(&mut *tx).await.map_err(internal)?;
+    }
+    db::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
+        .bind(&org_id)
+        .bind(&head)
+        .execute(&mut *tx)
         .await
-    }};
+        .map_err(internal)?;
+    for (change, entry) in changes.iter().zip(&entries) {
+        if let Some((event_type, data)) = change.event(entry) {
+            announce(
+                tx,
+                &change.org_id,
+                change.env_id.as_deref(),
+                event_type,
+                data,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
-/// Queues webhook event `$event_type` with `$data` for every active endpoint of `$org_id`
-/// subscribed to it, on the transaction's connection. Evaluates to
-/// `enclave_core::Result<()>`. Changes announce through [`journal!`]; a store method that
-/// sums up several changes in one event (secrets) calls this itself.
-macro_rules! announce {
-    ($conn:expr, $org_id:expr, $env_id:expr, $event_type:expr, $data:expr) => {{
-        let conn = $conn;
-        let org_id: &str = $org_id;
-        let event_type: &str = $event_type;
-        let now = now_ms();
-        let (event_id, payload) =
-            $crate::journal::event_payload(event_type, org_id, $env_id, $data, now);
-        async {
-            let hooks: Vec<String> = db::query_scalar(
-                "SELECT DISTINCT w.id FROM webhooks w \
-                 JOIN webhook_subscriptions s ON s.webhook_id = w.id \
-                 WHERE w.org_id = $1 AND w.status = 'active' AND s.event_type IN ($2, '*')",
-            )
-            .bind(org_id)
-            .bind(event_type)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(internal)?;
-            for webhook_id in hooks {
-                enqueue_delivery!(
-                    &mut *conn,
-                    &webhook_id,
-                    org_id,
-                    &event_id,
-                    event_type,
-                    &payload,
-                    now
-                )?;
-            }
-            Ok::<(), enclave_core::Error>(())
-        }
-        .await
-    }};
-}
-
-/// Queues one delivery, due now. Evaluates to `enclave_core::Result<String>` (its id).
-macro_rules! enqueue_delivery {
-    ($conn:expr, $webhook_id:expr, $org_id:expr, $event_id:expr, $event_type:expr, $payload:expr, $now:expr) => {{
-        let id = enclave_core::id::new_id(enclave_core::id::Kind::Delivery);
-        db::query(
-            "INSERT INTO webhook_deliveries (id, webhook_id, org_id, event_id, event_type, \
-             payload, status, attempts, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
+/// Queues webhook event `event_type` with `data` for every active endpoint of `org_id`
+/// subscribed to it, in `tx`. Changes announce through [`journal`]; a store method that sums
+/// up several changes in one event (secrets) calls this itself.
+pub(crate) async fn announce(
+    tx: &mut Tx,
+    org_id: &str,
+    env_id: Option<&str>,
+    event_type: &str,
+    data: Value,
+) -> Result<()> {
+    let now = now_ms();
+    let (event_id, payload) = event_payload(event_type, org_id, env_id, data, now);
+    let hooks: Vec<String> = db::query_scalar(
+        "SELECT DISTINCT w.id FROM webhooks w \
+         JOIN webhook_subscriptions s ON s.webhook_id = w.id \
+         WHERE w.org_id = $1 AND w.status = 'active' AND s.event_type IN ($2, '*')",
+    )
+    .bind(org_id)
+    .bind(event_type)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(internal)?;
+    for webhook_id in hooks {
+        enqueue_delivery(
+            tx,
+            &webhook_id,
+            org_id,
+            &event_id,
+            event_type,
+            &payload,
+            now,
         )
-        .bind(&id)
-        .bind($webhook_id)
-        .bind($org_id)
-        .bind($event_id)
-        .bind($event_type)
-        .bind($payload)
-        .bind($now)
-        .execute($conn)
-        .await
-        .map(|_| id)
-        .map_err(internal)
-    }};
+        .await?;
+    }
+    Ok(())
 }
 
-pub(crate) use {announce, enqueue_delivery, journal, journal_batch};
+/// Queues one delivery, due now; returns its id.
+pub(crate) async fn enqueue_delivery(
+    tx: &mut Tx,
+    webhook_id: &str,
+    org_id: &str,
+    event_id: &str,
+    event_type: &str,
+    payload: &str,
+    now: i64,
+) -> Result<String> {
+    let id = new_id(Kind::Delivery);
+    db::query(
+        "INSERT INTO webhook_deliveries (id, webhook_id, org_id, event_id, event_type, \
+         payload, status, attempts, next_attempt_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
+    )
+    .bind(&id)
+    .bind(webhook_id)
+    .bind(org_id)
+    .bind(event_id)
+    .bind(event_type)
+    .bind(payload)
+    .bind(now)
+    .execute(tx)
+    .await
+    .map(|_| id)
+    .map_err(internal)
+}

@@ -4,9 +4,14 @@
 //! Nothing updates or deletes an entry; they go with their environment.
 
 use enclave_core::query::audit::QueryAuditEntry;
-use enclave_core::Result;
 
 use crate::records::PageQuery;
+use enclave_core::Result;
+
+use crate::db::{self, Arg};
+use crate::db_error::internal;
+use crate::now_ms;
+use crate::store::Store;
 
 /// Filters of the query-audit list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,202 +23,197 @@ pub struct QueryAuditFilter {
     pub end_ms: Option<i64>,
 }
 
-#[async_trait::async_trait]
-pub trait QueryAuditStore: Send + Sync {
-    /// Seals and stores `entries` (any mix of environments) in one transaction, each
-    /// environment's in the order given. Entries of environments that no longer exist are
-    /// dropped. Returns the sealed entries.
-    async fn append_query_audit(
-        &self,
-        entries: Vec<QueryAuditEntry>,
-    ) -> Result<Vec<QueryAuditEntry>>;
-    /// Newest first; `page.after` is the `seq` of the last entry of the previous page.
-    async fn query_audit_entries(
-        &self,
-        env_id: &str,
-        filter: &QueryAuditFilter,
-        page: &PageQuery,
-    ) -> Result<(Vec<QueryAuditEntry>, i64)>;
-    async fn query_audit_entry(
-        &self,
-        env_id: &str,
-        query_id: &str,
-    ) -> Result<Option<QueryAuditEntry>>;
-    /// In chain order: entries with `seq > after_seq`, at most `limit`.
-    async fn query_audit_chain(
-        &self,
-        env_id: &str,
-        after_seq: i64,
-        limit: i64,
-    ) -> Result<Vec<QueryAuditEntry>>;
-}
-
 /// A stored entry: its JSON with the chain fields the database holds.
 pub(crate) fn entry_from_row(json: &str) -> Result<QueryAuditEntry> {
     serde_json::from_str(json).map_err(|_| enclave_core::Error::internal())
 }
 
-macro_rules! impl_query_audit_store {
-    ($store:ty) => {
-        #[async_trait::async_trait]
-        impl $crate::QueryAuditStore for $store {
-            async fn append_query_audit(&self, entries: Vec<enclave_core::query::audit::QueryAuditEntry>) -> enclave_core::Result<Vec<enclave_core::query::audit::QueryAuditEntry>> {
-                use std::collections::BTreeMap;
-                if entries.is_empty() {
-                    return Ok(vec![]);
-                }
-                let mut by_env: BTreeMap<String, Vec<enclave_core::query::audit::QueryAuditEntry>> = BTreeMap::new();
-                for e in entries {
-                    by_env.entry(e.env_id.clone()).or_default().push(e);
-                }
-                let mut tx = self.begin_write().await?;
-                let mut sealed = Vec::new();
-                for (env_id, batch) in by_env {
-                    let exists: Option<String> = db::query_scalar("SELECT id FROM environments WHERE id = $1")
-                        .bind(&env_id)
-                        .fetch_optional(&mut tx)
-                        .await
-                        .map_err(internal)?;
-                    if exists.is_none() {
-                        continue;
-                    }
-                    let n = batch.len() as i64;
-                    let (last, mut head): (i64, String) = db::query_as(
-                        "INSERT INTO audit_chains (chain_id, seq, head_hash) VALUES ($1, $3, $2) \
-                         ON CONFLICT (chain_id) DO UPDATE SET seq = audit_chains.seq + $3 \
-                         RETURNING seq, head_hash",
-                    )
+impl Store {
+    /// Seals and stores `entries` (any mix of environments) in one transaction, each
+    /// environment's in the order given. Entries of environments that no longer exist are
+    /// dropped. Returns the sealed entries.
+    pub async fn append_query_audit(
+        &self,
+        entries: Vec<enclave_core::query::audit::QueryAuditEntry>,
+    ) -> enclave_core::Result<Vec<enclave_core::query::audit::QueryAuditEntry>> {
+        use std::collections::BTreeMap;
+        if entries.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut by_env: BTreeMap<String, Vec<enclave_core::query::audit::QueryAuditEntry>> =
+            BTreeMap::new();
+        for e in entries {
+            by_env.entry(e.env_id.clone()).or_default().push(e);
+        }
+        let mut tx = self.begin_write().await?;
+        let mut sealed = Vec::new();
+        for (env_id, batch) in by_env {
+            let exists: Option<String> =
+                db::query_scalar("SELECT id FROM environments WHERE id = $1")
                     .bind(&env_id)
-                    .bind(enclave_core::audit::GENESIS_HASH)
-                    .bind(n)
-                    .fetch_one(&mut tx)
+                    .fetch_optional(&mut tx)
                     .await
                     .map_err(internal)?;
-                    let first = last - n + 1;
-                    let batch: Vec<_> = batch
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, e)| {
-                            let e = e.seal(first + i as i64, &head);
-                            head = e.entry_hash.clone();
-                            e
-                        })
-                        .collect();
-                    for chunk in batch.chunks(100) {
-                        let rows: Vec<String> = (0..chunk.len())
-                            .map(|i| {
-                                let b = i * 10;
-                                let cols: Vec<String> = (1..=10).map(|c| format!("${}", b + c)).collect();
-                                format!("({})", cols.join(", "))
-                            })
-                            .collect();
-                        let sql = format!(
-                            "INSERT INTO query_audit (query_id, env_id, seq, principal_id, statement_kind, \
-                             outcome, created_at, entry_json, prev_hash, entry_hash) VALUES {}",
-                            rows.join(", ")
-                        );
-                        let mut q = db::query(&sql);
-                        for e in chunk {
-                            q = q
-                                .bind(&e.query_id)
-                                .bind(&e.env_id)
-                                .bind(e.seq)
-                                .bind(&e.principal.id)
-                                .bind(&e.statement_kind)
-                                .bind(&e.outcome)
-                                .bind(now_ms())
-                                .bind(e.to_value().to_string())
-                                .bind(&e.prev_hash)
-                                .bind(&e.entry_hash);
-                        }
-                        q.execute(&mut tx).await.map_err(internal)?;
-                    }
-                    db::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
-                        .bind(&env_id)
-                        .bind(&head)
-                        .execute(&mut tx)
-                        .await
-                        .map_err(internal)?;
-                    sealed.extend(batch);
-                }
-                tx.commit().await.map_err(internal)?;
-                Ok(sealed)
+            if exists.is_none() {
+                continue;
             }
-
-            async fn query_audit_entries(&self, env_id: &str, filter: &$crate::QueryAuditFilter, page: &PageQuery) -> enclave_core::Result<(Vec<enclave_core::query::audit::QueryAuditEntry>, i64)> {
-                const WHERE: &str = "env_id = $1 AND ($2 IS NULL OR principal_id = $2) \
-                     AND ($3 IS NULL OR outcome = $3) AND ($4 IS NULL OR statement_kind = $4) \
-                     AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6)";
-                let after: Option<i64> = match page.after.as_deref() {
-                    Some(c) => Some(c.parse().map_err(|_| enclave_core::Error::validation("cursor", "valid", "the cursor is not one this list issued"))?),
-                    None => None,
-                };
-                macro_rules! bind_filter {
-                    ($q:expr) => {
-                        $q.bind(env_id)
-                            .bind(filter.principal_id.as_deref())
-                            .bind(filter.outcome.as_deref())
-                            .bind(filter.statement_kind.as_deref())
-                            .bind(filter.start_ms)
-                            .bind(filter.end_ms)
-                    };
+            let n = batch.len() as i64;
+            let (last, mut head): (i64, String) = db::query_as(
+                "INSERT INTO audit_chains (chain_id, seq, head_hash) VALUES ($1, $3, $2) \
+                 ON CONFLICT (chain_id) DO UPDATE SET seq = audit_chains.seq + $3 \
+                 RETURNING seq, head_hash",
+            )
+            .bind(&env_id)
+            .bind(enclave_core::audit::GENESIS_HASH)
+            .bind(n)
+            .fetch_one(&mut tx)
+            .await
+            .map_err(internal)?;
+            let first = last - n + 1;
+            let batch: Vec<_> = batch
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let e = e.seal(first + i as i64, &head);
+                    head = e.entry_hash.clone();
+                    e
+                })
+                .collect();
+            for chunk in batch.chunks(100) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let b = i * 10;
+                        let cols: Vec<String> = (1..=10).map(|c| format!("${}", b + c)).collect();
+                        format!("({})", cols.join(", "))
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO query_audit (query_id, env_id, seq, principal_id, statement_kind, \
+                     outcome, created_at, entry_json, prev_hash, entry_hash) VALUES {}",
+                    rows.join(", ")
+                );
+                let mut q = db::query(&sql);
+                for e in chunk {
+                    q = q
+                        .bind(&e.query_id)
+                        .bind(&e.env_id)
+                        .bind(e.seq)
+                        .bind(&e.principal.id)
+                        .bind(&e.statement_kind)
+                        .bind(&e.outcome)
+                        .bind(now_ms())
+                        .bind(e.to_value().to_string())
+                        .bind(&e.prev_hash)
+                        .bind(&e.entry_hash);
                 }
-                let rows: Vec<(String,)> = bind_filter!(db::query_as(&format!(
-                    "SELECT entry_json FROM query_audit WHERE {WHERE} \
-                     AND ($7 IS NULL OR seq < $7) ORDER BY seq DESC LIMIT $8"
-                )))
-                .bind(after)
-                .bind(page.limit as i64 + 1)
-                .fetch_all(self.reader())
+                q.execute(&mut tx).await.map_err(internal)?;
+            }
+            db::query("UPDATE audit_chains SET head_hash = $2 WHERE chain_id = $1")
+                .bind(&env_id)
+                .bind(&head)
+                .execute(&mut tx)
                 .await
                 .map_err(internal)?;
-                let total: i64 = if *filter == $crate::QueryAuditFilter::default() {
-                    db::query_scalar("SELECT COALESCE((SELECT seq FROM audit_chains WHERE chain_id = $1), 0)")
-                        .bind(env_id)
-                        .fetch_one(self.reader())
-                        .await
-                        .map_err(internal)?
-                } else {
-                    bind_filter!(db::query_scalar(&format!("SELECT COUNT(*) FROM query_audit WHERE {WHERE}")))
-                        .fetch_one(self.reader())
-                        .await
-                        .map_err(internal)?
-                };
-                let entries = rows
-                    .iter()
-                    .map(|(json,)| $crate::query_audit::entry_from_row(json))
-                    .collect::<enclave_core::Result<Vec<_>>>()?;
-                Ok((entries, total))
-            }
+            sealed.extend(batch);
+        }
+        tx.commit().await.map_err(internal)?;
+        Ok(sealed)
+    }
 
-            async fn query_audit_entry(&self, env_id: &str, query_id: &str) -> enclave_core::Result<Option<enclave_core::query::audit::QueryAuditEntry>> {
-                let row: Option<(String,)> = db::query_as(
-                    "SELECT entry_json FROM query_audit WHERE env_id = $1 AND query_id = $2",
+    /// Newest first; `page.after` is the `seq` of the last entry of the previous page.
+    pub async fn query_audit_entries(
+        &self,
+        env_id: &str,
+        filter: &crate::QueryAuditFilter,
+        page: &PageQuery,
+    ) -> enclave_core::Result<(Vec<enclave_core::query::audit::QueryAuditEntry>, i64)> {
+        const WHERE: &str = "env_id = $1 AND ($2 IS NULL OR principal_id = $2) \
+             AND ($3 IS NULL OR outcome = $3) AND ($4 IS NULL OR statement_kind = $4) \
+             AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6)";
+        let after: Option<i64> = match page.after.as_deref() {
+            Some(c) => Some(c.parse().map_err(|_| {
+                enclave_core::Error::validation(
+                    "cursor",
+                    "valid",
+                    "the cursor is not one this list issued",
                 )
+            })?),
+            None => None,
+        };
+        let filter_args: [Arg; 6] = [
+            env_id.into(),
+            filter.principal_id.as_deref().into(),
+            filter.outcome.as_deref().into(),
+            filter.statement_kind.as_deref().into(),
+            filter.start_ms.into(),
+            filter.end_ms.into(),
+        ];
+        let rows: Vec<(String,)> = db::query_as(format!(
+            "SELECT entry_json FROM query_audit WHERE {WHERE} \
+             AND ($7 IS NULL OR seq < $7) ORDER BY seq DESC LIMIT $8"
+        ))
+        .bind_all(&filter_args)
+        .bind(after)
+        .bind(page.limit as i64 + 1)
+        .fetch_all(self.reader())
+        .await
+        .map_err(internal)?;
+        let total: i64 = if *filter == crate::QueryAuditFilter::default() {
+            db::query_scalar(
+                "SELECT COALESCE((SELECT seq FROM audit_chains WHERE chain_id = $1), 0)",
+            )
+            .bind(env_id)
+            .fetch_one(self.reader())
+            .await
+            .map_err(internal)?
+        } else {
+            db::query_scalar(format!("SELECT COUNT(*) FROM query_audit WHERE {WHERE}"))
+                .bind_all(&filter_args)
+                .fetch_one(self.reader())
+                .await
+                .map_err(internal)?
+        };
+        let entries = rows
+            .iter()
+            .map(|(json,)| crate::query_audit::entry_from_row(json))
+            .collect::<enclave_core::Result<Vec<_>>>()?;
+        Ok((entries, total))
+    }
+
+    pub async fn query_audit_entry(
+        &self,
+        env_id: &str,
+        query_id: &str,
+    ) -> enclave_core::Result<Option<enclave_core::query::audit::QueryAuditEntry>> {
+        let row: Option<(String,)> =
+            db::query_as("SELECT entry_json FROM query_audit WHERE env_id = $1 AND query_id = $2")
                 .bind(env_id)
                 .bind(query_id)
                 .fetch_optional(self.reader())
                 .await
                 .map_err(internal)?;
-                row.map(|(json,)| $crate::query_audit::entry_from_row(&json)).transpose()
-            }
+        row.map(|(json,)| crate::query_audit::entry_from_row(&json))
+            .transpose()
+    }
 
-            async fn query_audit_chain(&self, env_id: &str, after_seq: i64, limit: i64) -> enclave_core::Result<Vec<enclave_core::query::audit::QueryAuditEntry>> {
-                let rows: Vec<(String,)> = db::query_as(
-                    "SELECT entry_json FROM query_audit WHERE env_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                )
-                .bind(env_id)
-                .bind(after_seq)
-                .bind(limit)
-                .fetch_all(self.reader())
-                .await
-                .map_err(internal)?;
-                rows.iter()
-                    .map(|(json,)| $crate::query_audit::entry_from_row(json))
-                    .collect()
-            }
-        }
-    };
+    /// In chain order: entries with `seq > after_seq`, at most `limit`.
+    pub async fn query_audit_chain(
+        &self,
+        env_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> enclave_core::Result<Vec<enclave_core::query::audit::QueryAuditEntry>> {
+        let rows: Vec<(String,)> = db::query_as(
+            "SELECT entry_json FROM query_audit WHERE env_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(env_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await
+        .map_err(internal)?;
+        rows.iter()
+            .map(|(json,)| crate::query_audit::entry_from_row(json))
+            .collect()
+    }
 }
-
-pub(crate) use impl_query_audit_store;

@@ -756,7 +756,7 @@ pub struct NewSecret {
     pub tags: Vec<String>,
 }
 
-/// One write of a [`crate::SecretStore::write_secrets`] transaction.
+/// One write of a [`crate::Store::write_secrets`] transaction.
 #[derive(Debug, Clone)]
 pub enum SecretWrite {
     /// 409 `key_taken` when the key exists.

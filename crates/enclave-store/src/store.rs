@@ -1,32 +1,25 @@
 //! The store: one implementation for both databases. This module holds the few places where
 //! SQLite and PostgreSQL really differ — how a write transaction begins, how a commit tells
 //! other nodes, row locks, erasing freed pages; every operation is written once on top of
-//! them (`sql.rs`, `environments.rs`, …) with the executor of `db.rs`.
+//! them (`users.rs`, `environments.rs`, …) with the executor of `db.rs`.
 
-use enclave_core::environment::{check_writable, EnvStatus, Transition};
-use enclave_core::model::{MemberStatus, OrgStatus, Tier};
-use enclave_core::promotion::Promotion;
-use enclave_core::{Error, Result};
+use enclave_core::Result;
 
-use crate::accounts::*;
-use crate::api_keys::*;
-use crate::audit::*;
 use crate::db::{self, On, Tx};
-use crate::db_error::{internal, unique_or};
-use crate::environments::*;
-use crate::journal::*;
-use crate::now_ms;
-use crate::policies::*;
+use crate::db_error::internal;
 use crate::postgres::{self, PgPools};
-use crate::query_audit::*;
-use crate::records::*;
-use crate::secrets::*;
-use crate::sql::*;
 use crate::sqlite::{self, SqlitePools};
-use crate::webhooks::*;
 use crate::{Backend, Bus, Invalidation};
 
-pub struct SqlStore {
+/// Everything the control plane persists. Every method is one transaction; every method that
+/// changes something takes the change's [`Origin`](crate::Origin) and writes its audit entry
+/// (and webhook outbox rows) in that same transaction. Methods that change identity state
+/// publish the matching [`Invalidation`] after commit (and, on PostgreSQL, to every other node
+/// through `NOTIFY`). The operations live beside their SQL, one module per resource:
+/// `users.rs`, `organizations.rs`, `members.rs`, `sessions.rs`, `idempotency.rs`,
+/// `environments.rs`, `api_keys.rs`, `accounts.rs`, `policies.rs`, `secrets.rs`,
+/// `webhooks.rs`, `audit.rs`, `query_audit.rs`.
+pub struct Store {
     pools: Pools,
     bus: Bus,
 }
@@ -36,10 +29,10 @@ enum Pools {
     Postgres(PgPools),
 }
 
-impl SqlStore {
+impl Store {
     /// SQLite at `url` (created when missing), migrated.
     pub async fn sqlite(url: &str) -> anyhow::Result<Self> {
-        Ok(SqlStore {
+        Ok(Store {
             pools: Pools::Sqlite(sqlite::connect(url).await?),
             bus: Bus::default(),
         })
@@ -48,21 +41,38 @@ impl SqlStore {
     /// PostgreSQL at `url`, migrated, listening for other nodes' invalidations.
     pub async fn postgres(url: &str) -> anyhow::Result<Self> {
         let bus = Bus::default();
-        Ok(SqlStore {
+        Ok(Store {
             pools: Pools::Postgres(postgres::connect(url, bus.clone()).await?),
             bus,
         })
     }
 
-    pub(crate) fn which(&self) -> Backend {
+    pub fn backend(&self) -> Backend {
         match self.pools {
             Pools::Sqlite(_) => Backend::Sqlite,
             Pools::Postgres(_) => Backend::Postgres,
         }
     }
 
-    pub(crate) fn invalidations(&self) -> &Bus {
+    /// The invalidation bus of this node: caches subscribe to it.
+    pub fn bus(&self) -> &Bus {
         &self.bus
+    }
+
+    /// Storage reachable (for `/ready`).
+    pub async fn ping(&self) -> Result<()> {
+        db::query("SELECT 1")
+            .execute(self.reader())
+            .await
+            .map(|_| ())
+            .map_err(internal)
+    }
+
+    /// Publishes invalidations of state kept outside the store (an engine's catalog) to this
+    /// node's caches and every other node's.
+    pub async fn announce(&self, events: Vec<Invalidation>) -> Result<()> {
+        let tx = self.begin_write().await?;
+        self.commit(tx, events).await
     }
 
     /// Where reads run: SQLite's reader pool (WAL lets it read beside the writer), or the pool.
@@ -126,13 +136,3 @@ pub(crate) fn claim_skipping_locked(tx: &Tx) -> &'static str {
         Tx::Postgres(_) => "FOR UPDATE OF d SKIP LOCKED",
     }
 }
-
-impl_store!(SqlStore);
-impl_environment_store!(SqlStore);
-impl_audit_store!(SqlStore);
-impl_webhook_store!(SqlStore);
-impl_api_key_store!(SqlStore);
-impl_account_store!(SqlStore);
-impl_policy_store!(SqlStore);
-impl_secret_store!(SqlStore);
-impl_query_audit_store!(SqlStore);

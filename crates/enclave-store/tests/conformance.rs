@@ -75,11 +75,7 @@ fn new_org(slug: &str) -> NewOrg {
 }
 
 /// A user and an organization they own.
-async fn owner_with_org(
-    store: &Arc<dyn Store>,
-    email: &str,
-    slug: &str,
-) -> (UserRecord, OrgRecord) {
+async fn owner_with_org(store: &Arc<Store>, email: &str, slug: &str) -> (UserRecord, OrgRecord) {
     let user = store.create_user(new_user(email)).await.unwrap();
     let org = store
         .create_org(new_org(slug), &user.id, "Owner", vec![], &Origin::system())
@@ -92,7 +88,7 @@ fn page(limit: u32, after: Option<String>) -> PageRequest {
     PageRequest { limit, after }
 }
 
-async fn orgs_and_slugs(store: Arc<dyn Store>) {
+async fn orgs_and_slugs(store: Arc<Store>) {
     let u = store
         .create_user(new_user("ada@example.com"))
         .await
@@ -184,7 +180,7 @@ async fn orgs_and_slugs(store: Arc<dyn Store>) {
     );
 }
 
-async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
+async fn memberships_and_owner_rule(store: Arc<Store>) {
     let (owner, org) = owner_with_org(&store, "owner@example.com", "acme").await;
     let invite = |email: &str, role| NewInvite {
         org_id: org.id.clone(),
@@ -390,7 +386,7 @@ async fn memberships_and_owner_rule(store: Arc<dyn Store>) {
     );
 }
 
-async fn refresh_rotation_and_reuse(store: Arc<dyn Store>) {
+async fn refresh_rotation_and_reuse(store: Arc<Store>) {
     let u = store
         .create_user(new_user("ada@example.com"))
         .await
@@ -470,7 +466,7 @@ async fn refresh_rotation_and_reuse(store: Arc<dyn Store>) {
     ));
 }
 
-async fn idempotency_states(store: Arc<dyn Store>) {
+async fn idempotency_states(store: Arc<Store>) {
     let begin = |body: &str, now: i64| IdempotencyBegin {
         principal: "usr_1".into(),
         key: "k1".into(),
@@ -524,7 +520,7 @@ async fn idempotency_states(store: Arc<dyn Store>) {
     assert_eq!(store.idempotency_purge(now + 1).await.unwrap(), 1);
 }
 
-async fn concurrent_writes_never_fail(store: Arc<dyn Store>) {
+async fn concurrent_writes_never_fail(store: Arc<Store>) {
     let owner = store
         .create_user(new_user("owner@example.com"))
         .await
@@ -588,7 +584,7 @@ async fn expect_event(
     }
 }
 
-async fn invalidations_are_published(store: Arc<dyn Store>) {
+async fn invalidations_are_published(store: Arc<Store>) {
     let mut rx = store.bus().subscribe();
     let (_, org) = owner_with_org(&store, "ada@example.com", "acme").await;
     let event = Invalidation::Org {
@@ -610,7 +606,7 @@ async fn invalidations_are_published(store: Arc<dyn Store>) {
     expect_event(&mut rx, event).await;
 }
 
-async fn bootstrap_only_once(store: Arc<dyn Store>) {
+async fn bootstrap_only_once(store: Arc<Store>) {
     let first = store
         .bootstrap(new_user("root@example.com"), new_org("default"), vec![])
         .await

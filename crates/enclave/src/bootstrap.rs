@@ -19,7 +19,7 @@ pub struct BootstrapCredentials {
 }
 
 pub async fn run(
-    store: &dyn Store,
+    store: &Store,
     email: &str,
     password: Option<String>,
     tier: Tier,

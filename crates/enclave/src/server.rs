@@ -149,7 +149,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
 }
 
 /// Opens (and migrates) the storage at `url`, saying which one when it cannot.
-pub async fn open_store(url: &str) -> anyhow::Result<std::sync::Arc<dyn enclave_store::Store>> {
+pub async fn open_store(url: &str) -> anyhow::Result<std::sync::Arc<enclave_store::Store>> {
     enclave_store::connect(url)
         .await
         .with_context(|| format!("cannot open storage at {}", enclave_store::redact_url(url)))

@@ -74,7 +74,7 @@ impl<K: Hash + Eq, V: Clone> Table<K, V> {
 }
 
 pub struct AuthCache {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     tokens: Table<[u8; 32], Claims>,
     sessions: Table<String, Option<SessionRecord>>,
     members: Table<(String, String), Option<AuthMembership>>,
@@ -87,7 +87,7 @@ pub struct AuthCache {
 }
 
 impl AuthCache {
-    pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
+    pub fn start(store: Arc<Store>) -> Arc<Self> {
         let cache = Arc::new(AuthCache {
             store: store.clone(),
             tokens: Table::new(),

@@ -56,7 +56,7 @@ struct Verified {
 }
 
 pub struct KeyAuth {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     passwords: Passwords,
     throttle: Arc<Throttle>,
     mac: hmac::Key,
@@ -68,11 +68,7 @@ pub struct KeyAuth {
 
 impl KeyAuth {
     /// `throttle` slows down the failed checks of cold keys, per source and per key id.
-    pub fn start(
-        store: Arc<dyn Store>,
-        passwords: Passwords,
-        throttle: Arc<Throttle>,
-    ) -> Arc<Self> {
+    pub fn start(store: Arc<Store>, passwords: Passwords, throttle: Arc<Throttle>) -> Arc<Self> {
         let rng = ring::rand::SystemRandom::new();
         let auth = Arc::new(KeyAuth {
             store: store.clone(),

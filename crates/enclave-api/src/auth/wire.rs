@@ -22,7 +22,7 @@ pub struct WireAuth {
     pub keys: Arc<KeyAuth>,
     pub tokens: Arc<TokenKeys>,
     pub cache: Arc<AuthCache>,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
 }
 
 #[async_trait::async_trait]

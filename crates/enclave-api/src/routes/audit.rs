@@ -152,7 +152,7 @@ pub struct VerifyResponse {
 
 /// Walks the whole chain in order, then compares its end with the head the appends left,
 /// so a removed newest entry is caught as well as an edited or missing one.
-pub async fn verify_chain(store: &dyn Store, org_id: &str) -> Result<Verification> {
+pub async fn verify_chain(store: &Store, org_id: &str) -> Result<Verification> {
     verify_pages(store, org_id, |after| async move {
         let entries = store.audit_chain(org_id, after, CHAIN_PAGE).await?;
         Ok(entries.iter().map(|e| (e.seq, e.to_value())).collect())
@@ -162,11 +162,7 @@ pub async fn verify_chain(store: &dyn Store, org_id: &str) -> Result<Verificatio
 
 /// Verifies the chain `chain_id` (an organization's IAM trail or an environment's query
 /// trail) from pages of `(seq, entry)` that `page(after_seq)` returns in chain order.
-pub async fn verify_pages<F, Fut>(
-    store: &dyn Store,
-    chain_id: &str,
-    page: F,
-) -> Result<Verification>
+pub async fn verify_pages<F, Fut>(store: &Store, chain_id: &str, page: F) -> Result<Verification>
 where
     F: Fn(i64) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<(i64, serde_json::Value)>>>,
@@ -232,7 +228,7 @@ pub async fn export(
     Path(org_id): Path<String>,
 ) -> ApiResult<Response> {
     require(&state, &who, &org_id, Permission::ReadAudit).await?;
-    let store: Arc<dyn Store> = state.store.clone();
+    let store: Arc<Store> = state.store.clone();
     Ok(ndjson_chain(
         move |after| {
             let (store, org_id) = (store.clone(), org_id.clone());

@@ -163,7 +163,7 @@ pub async fn export(
     Path(env_id): Path<String>,
 ) -> ApiResult<Response> {
     readable(&state, &who, &env_id).await?;
-    let store: Arc<dyn Store> = state.store.clone();
+    let store: Arc<Store> = state.store.clone();
     Ok(ndjson_chain(
         move |after| {
             let (store, env_id) = (store.clone(), env_id.clone());

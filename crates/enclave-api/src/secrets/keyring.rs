@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 use super::master::{read_key_file, MasterKeySource};
 
 pub struct Keyring {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     source: MasterKeySource,
     master: RwLock<Arc<MasterKey>>,
     keys: Arc<RwLock<HashMap<String, Arc<DataKey>>>>,
@@ -30,7 +30,7 @@ fn rotated_away() -> Error {
 }
 
 impl Keyring {
-    pub fn new(store: Arc<dyn Store>, source: MasterKeySource, master: MasterKey) -> Arc<Self> {
+    pub fn new(store: Arc<Store>, source: MasterKeySource, master: MasterKey) -> Arc<Self> {
         let keys: Arc<RwLock<HashMap<String, Arc<DataKey>>>> = Arc::default();
         let cache = Arc::downgrade(&keys);
         store.bus().on_publish(move |event| {

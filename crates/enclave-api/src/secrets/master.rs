@@ -88,7 +88,7 @@ pub fn write_key_file(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
 /// Loads the master key and checks it against the database's keyring, recording it on the
 /// very first start. A key that is not the database's stops the server with a message that
 /// says which key the database expects, instead of serving values it cannot open.
-pub async fn load(source: &MasterKeySource, store: &dyn Store) -> anyhow::Result<MasterKey> {
+pub async fn load(source: &MasterKeySource, store: &Store) -> anyhow::Result<MasterKey> {
     let key = match source {
         MasterKeySource::Configured(text) => {
             MasterKey::parse(text).context("ENCLAVE_MASTER_KEY is not a valid master key")?
@@ -156,7 +156,7 @@ pub async fn rotate(
     source: &MasterKeySource,
     data_dir: &Path,
     new_key: Option<MasterKey>,
-    store: &dyn Store,
+    store: &Store,
 ) -> anyhow::Result<Rotation> {
     let old = load(source, store).await?;
     let next = source.next_file(data_dir);

@@ -109,7 +109,7 @@ impl enclave_gateway::enforcement::MaskKeys for EngineSecrets {
 
 /// The environment's secrets as the PostgreSQL engine reads its connection string.
 pub struct EngineSecrets {
-    pub store: std::sync::Arc<dyn enclave_store::Store>,
+    pub store: std::sync::Arc<enclave_store::Store>,
     pub keyring: std::sync::Arc<Keyring>,
 }
 

@@ -27,7 +27,7 @@ const ERROR_BODY_CHARS: usize = 200;
 
 /// `keyring` opens the endpoints' signing secrets, which are stored sealed by the master key.
 pub fn spawn(
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     keyring: Arc<Keyring>,
     config: WebhookConfig,
 ) -> anyhow::Result<JoinHandle<()>> {
@@ -53,7 +53,7 @@ pub fn spawn(
 
 /// One attempt at one delivery, recorded whatever happens.
 async fn deliver(
-    store: &dyn Store,
+    store: &Store,
     keyring: &Keyring,
     client: &reqwest::Client,
     config: &WebhookConfig,

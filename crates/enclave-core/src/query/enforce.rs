@@ -27,15 +27,19 @@ use sqlparser::ast::{
     Query, SelectItem, Statement, TableAlias, TableFactor, TableObject, Value, ValueWithSpan,
     Visit, VisitMut, Visitor, VisitorMut,
 };
-use sqlparser::parser::Parser;
 
-use super::analyze::{grammar, object_name, Analyzed, Dialect};
+use super::analyze::{object_name, Analyzed, Dialect};
 use super::catalog::{split, Catalog, Relation, RelationKind};
 use super::sqlstate::with_sqlstate;
 use crate::error::{Error, Result};
 use crate::policy::evaluate::{ColumnMask, Evaluation};
 use crate::policy::table::TableRef;
 use crate::policy::MaskFunction;
+
+mod build;
+mod inspect;
+use build::{and, columns_match, nested, parse_expr, parse_statement, qualify, quote};
+pub use inspect::{max_placeholder, needs_guard, request_tables};
 
 /// The text a WITH CHECK failure raises, so the gateway can tell it from other errors.
 pub const WITH_CHECK_MARK: &str = "enclave:with_check_violation";
@@ -645,14 +649,6 @@ impl<'a> Context<'a> {
     }
 }
 
-fn columns_match(columns: &[String], name: &str) -> String {
-    columns
-        .iter()
-        .find(|c| c.eq_ignore_ascii_case(name))
-        .cloned()
-        .unwrap_or_else(|| name.to_string())
-}
-
 struct Rewriter<'r, 'a> {
     cx: &'r mut Context<'a>,
 }
@@ -719,40 +715,6 @@ impl VisitorMut for Rewriter<'_, '_> {
     }
 }
 
-/// Whether the caller's statement has predicates an engine could push into a derived table
-/// and evaluate before its filter (WHERE, HAVING, QUALIFY, join conditions, LATERAL, DML).
-/// Without any, the caller's expressions are computed from the derived table's output — after
-/// its filter — so the guards (a CASE per column, evaluated per row) would only cost time.
-pub fn needs_guard(statement: &Statement) -> bool {
-    struct Predicates;
-    impl Visitor for Predicates {
-        type Break = ();
-        fn pre_visit_select(&mut self, s: &sqlparser::ast::Select) -> ControlFlow<()> {
-            let joins = s.from.iter().any(|t| !t.joins.is_empty());
-            if s.selection.is_some()
-                || s.having.is_some()
-                || s.qualify.is_some()
-                || s.prewhere.is_some()
-                || !s.connect_by.is_empty()
-                || joins
-                || s.from.len() > 1
-            {
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_table_factor(&mut self, f: &TableFactor) -> ControlFlow<()> {
-            match f {
-                TableFactor::Derived { lateral: true, .. }
-                | TableFactor::Function { lateral: true, .. } => ControlFlow::Break(()),
-                _ => ControlFlow::Continue(()),
-            }
-        }
-    }
-    !matches!(statement, Statement::Query(_) | Statement::CreateTable(_))
-        || statement.visit(&mut Predicates).is_break()
-}
-
 /// A CTE named like a covered table would make its references ambiguous to the rewrite.
 fn refuse_shadowing_ctes(statement: &Statement, eval: &Evaluation) -> Result<()> {
     struct Ctes(Vec<String>);
@@ -783,91 +745,6 @@ fn refuse_shadowing_ctes(statement: &Statement, eval: &Evaluation) -> Result<()>
         ));
     }
     Ok(())
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn nested(e: Expr) -> Expr {
-    Expr::Nested(Box::new(e))
-}
-
-fn and(left: Option<Expr>, right: Expr) -> Expr {
-    match left {
-        None => right,
-        Some(l) => Expr::BinaryOp {
-            left: Box::new(nested(l)),
-            op: sqlparser::ast::BinaryOperator::And,
-            right: Box::new(right),
-        },
-    }
-}
-
-/// The filter with its columns qualified by the DML target (so a FROM/USING table's
-/// columns of the same name cannot stand in for them).
-fn qualify(filter: &Expr, qualifier: &Ident) -> Expr {
-    let mut f = filter.clone();
-    let _ = visit_expressions_mut(&mut f, |e| {
-        if let Expr::Identifier(i) = e {
-            *e = Expr::CompoundIdentifier(vec![qualifier.clone(), i.clone()]);
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    f
-}
-
-fn parse_expr(sql: &str, dialect: Dialect) -> Result<Expr> {
-    let d = grammar(dialect);
-    Parser::new(d.as_ref())
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr())
-        // Filters were validated when saved and bound by us: a failure is ours.
-        .map_err(|_| Error::internal())
-}
-
-fn parse_statement(sql: &str, dialect: Dialect) -> Result<Statement> {
-    let d = grammar(dialect);
-    let mut v = Parser::parse_sql(d.as_ref(), sql).map_err(|_| Error::internal())?;
-    match (v.pop(), v.is_empty()) {
-        (Some(s), true) => Ok(s),
-        _ => Err(Error::internal()),
-    }
-}
-
-/// The names `tables` (as a statement lists them) are matched by, through views: what the
-/// gateway asks the policies about.
-pub fn request_tables(catalog: Option<&Catalog>, tables: &[String]) -> Vec<TableRef> {
-    match catalog {
-        Some(c) => c.expand(tables),
-        None => {
-            let mut v: Vec<TableRef> = tables
-                .iter()
-                .flat_map(|t| super::catalog::text_refs(&split(t)))
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        }
-    }
-}
-
-/// The highest `$n` a statement uses.
-pub fn max_placeholder(statement: &Statement) -> usize {
-    let mut max = 0;
-    let _ = visit_expressions(statement, |e| {
-        if let Expr::Value(ValueWithSpan {
-            value: Value::Placeholder(p),
-            ..
-        }) = e
-        {
-            if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
-                max = max.max(n);
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    max
 }
 
 #[cfg(test)]

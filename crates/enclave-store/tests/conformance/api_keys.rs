@@ -31,7 +31,7 @@ fn key(env_id: &str, expires_at: Option<i64>) -> NewApiKey {
     }
 }
 
-async fn first_env(store: &Arc<dyn Store>) -> String {
+async fn first_env(store: &Arc<Store>) -> String {
     let org = org_with(store, &["dev"]).await;
     let page = store
         .environments(
@@ -47,7 +47,7 @@ async fn first_env(store: &Arc<dyn Store>) -> String {
     page.rows[0].id.clone()
 }
 
-async fn quota_holds_under_concurrent_creates(store: Arc<dyn Store>) {
+async fn quota_holds_under_concurrent_creates(store: Arc<Store>) {
     let env = first_env(&store).await;
     let tasks: Vec<_> = (0..10)
         .map(|_| {
@@ -78,7 +78,7 @@ async fn quota_holds_under_concurrent_creates(store: Arc<dyn Store>) {
     assert_eq!(e.code, ErrorCode::NotFound);
 }
 
-async fn expiry_and_notices_over_time(store: Arc<dyn Store>) {
+async fn expiry_and_notices_over_time(store: Arc<Store>) {
     let env = first_env(&store).await;
     let now = now_ms();
     let soon = store
@@ -137,7 +137,7 @@ async fn expiry_and_notices_over_time(store: Arc<dyn Store>) {
     assert_eq!(rec.last_used_at, Some(now));
 }
 
-async fn rotation_and_revocation_rules(store: Arc<dyn Store>) {
+async fn rotation_and_revocation_rules(store: Arc<Store>) {
     let env = first_env(&store).await;
     let old = store
         .create_api_key(key(&env, None), 50, &Origin::system())

@@ -35,7 +35,7 @@ fn env(org: &str, slug: &str) -> NewEnvironment {
     }
 }
 
-pub(super) async fn org_with(store: &Arc<dyn Store>, defaults: &[&str]) -> String {
+pub(super) async fn org_with(store: &Arc<Store>, defaults: &[&str]) -> String {
     let user = store
         .create_user(NewUser {
             id: new_id(Kind::User),
@@ -63,7 +63,7 @@ pub(super) async fn org_with(store: &Arc<dyn Store>, defaults: &[&str]) -> Strin
     org_id
 }
 
-async fn positions(store: &Arc<dyn Store>, org: &str) -> (Vec<(i64, String)>, EnvPage) {
+async fn positions(store: &Arc<Store>, org: &str) -> (Vec<(i64, String)>, EnvPage) {
     let page = store
         .environments(
             org,
@@ -83,7 +83,7 @@ async fn positions(store: &Arc<dyn Store>, org: &str) -> (Vec<(i64, String)>, En
     (rows, page)
 }
 
-async fn racing_creates_keep_order_dense(store: Arc<dyn Store>) {
+async fn racing_creates_keep_order_dense(store: Arc<Store>) {
     let org = org_with(&store, &["dev", "prod"]).await;
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -125,7 +125,7 @@ async fn racing_creates_keep_order_dense(store: Arc<dyn Store>) {
     assert_eq!(e.code, ErrorCode::Conflict);
 }
 
-async fn quota_is_checked_under_the_lock(store: Arc<dyn Store>) {
+async fn quota_is_checked_under_the_lock(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let tasks: Vec<_> = (0..8)
         .map(|i| {
@@ -150,7 +150,7 @@ async fn quota_is_checked_under_the_lock(store: Arc<dyn Store>) {
     assert_eq!((rows.len(), page.total), (4, 4));
 }
 
-async fn delete_closes_the_gap(store: Arc<dyn Store>) {
+async fn delete_closes_the_gap(store: Arc<Store>) {
     let org = org_with(&store, &["a", "b", "c", "d"]).await;
     let (_, before) = positions(&store, &org).await;
     let b = before.rows[1].clone();
@@ -215,7 +215,7 @@ async fn delete_closes_the_gap(store: Arc<dyn Store>) {
     assert_eq!(v, page.order_version + 1);
 }
 
-async fn promotion_is_all_or_nothing(store: Arc<dyn Store>) {
+async fn promotion_is_all_or_nothing(store: Arc<Store>) {
     let org = org_with(&store, &["stg", "prod"]).await;
     let (_, page) = positions(&store, &org).await;
     let (stg, prod) = (&page.rows[0], &page.rows[1]);
@@ -291,7 +291,7 @@ async fn promotion_is_all_or_nothing(store: Arc<dyn Store>) {
     assert_eq!((listed[0].promotion_id.as_str(), total), (id.as_str(), 1));
 }
 
-async fn organization_delete_takes_the_tree(store: Arc<dyn Store>) {
+async fn organization_delete_takes_the_tree(store: Arc<Store>) {
     let org = org_with(&store, &["root"]).await;
     let (_, page) = positions(&store, &org).await;
     let mut parent = page.rows[0].id.clone();

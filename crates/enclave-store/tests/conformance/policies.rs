@@ -36,7 +36,7 @@ fn spec(name: &str, function: MaskFunction) -> PolicySpec {
     }
 }
 
-async fn env_of(store: &Arc<dyn Store>, org: &str, slug: &str) -> EnvRecord {
+async fn env_of(store: &Arc<Store>, org: &str, slug: &str) -> EnvRecord {
     store.environment_by_slug(org, slug).await.unwrap().unwrap()
 }
 
@@ -50,7 +50,7 @@ fn new_policy(env: &EnvRecord, spec: PolicySpec) -> NewPolicy {
     }
 }
 
-async fn names_versions_and_cascade(store: Arc<dyn Store>) {
+async fn names_versions_and_cascade(store: Arc<Store>) {
     let org = org_with(&store, &["dev", "prod"]).await;
     let (dev, prod) = (
         env_of(&store, &org, "dev").await,
@@ -121,7 +121,7 @@ async fn names_versions_and_cascade(store: Arc<dyn Store>) {
     assert_eq!(store.env_policies(&prod.id).await.unwrap().len(), 1);
 }
 
-async fn concurrent_saves_take_turns(store: Arc<dyn Store>) {
+async fn concurrent_saves_take_turns(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let dev = env_of(&store, &org, "dev").await;
     let p = store
@@ -167,7 +167,7 @@ async fn concurrent_saves_take_turns(store: Arc<dyn Store>) {
     );
 }
 
-async fn promotion_writes_check_versions(store: Arc<dyn Store>) {
+async fn promotion_writes_check_versions(store: Arc<Store>) {
     let org = org_with(&store, &["dev", "prod"]).await;
     let (dev, prod) = (
         env_of(&store, &org, "dev").await,

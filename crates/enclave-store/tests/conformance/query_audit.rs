@@ -46,7 +46,7 @@ fn entry(env_id: &str, principal: &str, outcome: &str) -> QueryAuditEntry {
     }
 }
 
-async fn env_id(store: &Arc<dyn Store>, org: &str, slug: &str) -> String {
+async fn env_id(store: &Arc<Store>, org: &str, slug: &str) -> String {
     store
         .environment_by_slug(org, slug)
         .await
@@ -55,7 +55,7 @@ async fn env_id(store: &Arc<dyn Store>, org: &str, slug: &str) -> String {
         .id
 }
 
-async fn chain(store: &Arc<dyn Store>, env: &str) -> Vec<serde_json::Value> {
+async fn chain(store: &Arc<Store>, env: &str) -> Vec<serde_json::Value> {
     store
         .query_audit_chain(env, 0, 10_000)
         .await
@@ -65,7 +65,7 @@ async fn chain(store: &Arc<dyn Store>, env: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn query_audit_chains(store: Arc<dyn Store>) {
+async fn query_audit_chains(store: Arc<Store>) {
     let org = org_with(&store, &["dev", "prod"]).await;
     let dev = env_id(&store, &org, "dev").await;
     let prod = env_id(&store, &org, "prod").await;
@@ -141,7 +141,7 @@ async fn query_audit_chains(store: Arc<dyn Store>) {
     assert!(store.audit_head(&dev).await.unwrap().is_none());
 }
 
-async fn concurrent_appends_never_fork(store: Arc<dyn Store>) {
+async fn concurrent_appends_never_fork(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let dev = env_id(&store, &org, "dev").await;
     let writers: Vec<_> = (0..8)

@@ -21,7 +21,7 @@ conformance!(
     secrets_in_clear_are_resealed,
 );
 
-async fn env_of(store: &Arc<dyn Store>, org: &str, slug: &str) -> EnvRecord {
+async fn env_of(store: &Arc<Store>, org: &str, slug: &str) -> EnvRecord {
     store.environment_by_slug(org, slug).await.unwrap().unwrap()
 }
 
@@ -39,7 +39,7 @@ fn create(env: &EnvRecord, key: &DataKey, name: &str, value: &str) -> SecretWrit
 }
 
 /// The environment's data key as this master key opens it (made on first use).
-async fn data_key(store: &Arc<dyn Store>, master: &MasterKey, env: &EnvRecord) -> DataKey {
+async fn data_key(store: &Arc<Store>, master: &MasterKey, env: &EnvRecord) -> DataKey {
     let (_, wrapped) = master.new_data_key(&env.id);
     let stored = store.create_data_key(&env.id, wrapped).await.unwrap();
     master
@@ -47,7 +47,7 @@ async fn data_key(store: &Arc<dyn Store>, master: &MasterKey, env: &EnvRecord) -
         .unwrap()
 }
 
-async fn keyring_and_data_keys(store: Arc<dyn Store>) {
+async fn keyring_and_data_keys(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let dev = env_of(&store, &org, "dev").await;
     let master = MasterKey::generate();
@@ -78,7 +78,7 @@ async fn keyring_and_data_keys(store: Arc<dyn Store>) {
     assert_eq!(store.data_key(&dev.id).await.unwrap(), Some(a));
 }
 
-async fn writes_are_all_or_nothing(store: Arc<dyn Store>) {
+async fn writes_are_all_or_nothing(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let dev = env_of(&store, &org, "dev").await;
     let master = MasterKey::generate();
@@ -177,7 +177,7 @@ async fn writes_are_all_or_nothing(store: Arc<dyn Store>) {
     }
 }
 
-async fn versions_order_and_cascade(store: Arc<dyn Store>) {
+async fn versions_order_and_cascade(store: Arc<Store>) {
     let org = org_with(&store, &["dev", "prod"]).await;
     let (dev, prod) = (
         env_of(&store, &org, "dev").await,
@@ -265,7 +265,7 @@ async fn versions_order_and_cascade(store: Arc<dyn Store>) {
     assert!(store.env_secrets(&dev.id).await.unwrap().is_empty());
 }
 
-async fn rotation_rewraps_atomically(store: Arc<dyn Store>) {
+async fn rotation_rewraps_atomically(store: Arc<Store>) {
     let org = org_with(&store, &["dev", "prod"]).await;
     let (dev, prod) = (
         env_of(&store, &org, "dev").await,
@@ -374,7 +374,7 @@ async fn rotation_rewraps_atomically(store: Arc<dyn Store>) {
 
 /// What an older release stored in clear goes through `reseal_webhook_secrets`; what it
 /// leaves unchanged is not written.
-async fn secrets_in_clear_are_resealed(store: Arc<dyn Store>) {
+async fn secrets_in_clear_are_resealed(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let key = MasterKey::generate();
     let o = Origin::system();

@@ -19,7 +19,7 @@ conformance!(
     finished_deliveries_are_purged,
 );
 
-async fn hook(store: &Arc<dyn Store>, org: &str, events: &[&str]) -> WebhookRecord {
+async fn hook(store: &Arc<Store>, org: &str, events: &[&str]) -> WebhookRecord {
     store
         .create_webhook(
             NewWebhook {
@@ -37,7 +37,7 @@ async fn hook(store: &Arc<dyn Store>, org: &str, events: &[&str]) -> WebhookReco
         .unwrap()
 }
 
-async fn first_env(store: &Arc<dyn Store>, org: &str) -> EnvRecord {
+async fn first_env(store: &Arc<Store>, org: &str) -> EnvRecord {
     let page = store
         .environments(
             org,
@@ -52,7 +52,7 @@ async fn first_env(store: &Arc<dyn Store>, org: &str) -> EnvRecord {
     page.rows[0].clone()
 }
 
-async fn patch_env(store: &Arc<dyn Store>, env: &str) {
+async fn patch_env(store: &Arc<Store>, env: &str) {
     let patch = EnvPatch {
         description: Some("changed".into()),
         ..Default::default()
@@ -63,7 +63,7 @@ async fn patch_env(store: &Arc<dyn Store>, env: &str) {
         .unwrap();
 }
 
-async fn changes_fan_out_to_subscribed_active_webhooks(store: Arc<dyn Store>) {
+async fn changes_fan_out_to_subscribed_active_webhooks(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let env = first_env(&store, &org).await;
     let all = hook(&store, &org, &["*"]).await;
@@ -120,7 +120,7 @@ async fn changes_fan_out_to_subscribed_active_webhooks(store: Arc<dyn Store>) {
     );
 }
 
-async fn leases_never_overlap(store: Arc<dyn Store>) {
+async fn leases_never_overlap(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let env = first_env(&store, &org).await;
     hook(&store, &org, &["environment.updated"]).await;
@@ -163,7 +163,7 @@ async fn leases_never_overlap(store: Arc<dyn Store>) {
     );
 }
 
-async fn attempts_retry_fail_and_disable(store: Arc<dyn Store>) {
+async fn attempts_retry_fail_and_disable(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let env = first_env(&store, &org).await;
     let h = hook(&store, &org, &["environment.updated"]).await;
@@ -256,7 +256,7 @@ async fn attempts_retry_fail_and_disable(store: Arc<dyn Store>) {
     );
 }
 
-async fn key_expiry_is_audited_and_announced(store: Arc<dyn Store>) {
+async fn key_expiry_is_audited_and_announced(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let env = first_env(&store, &org).await;
     let h = hook(&store, &org, &["key.expiring"]).await;
@@ -314,7 +314,7 @@ async fn key_expiry_is_audited_and_announced(store: Arc<dyn Store>) {
     );
 }
 
-async fn finished_deliveries_are_purged(store: Arc<dyn Store>) {
+async fn finished_deliveries_are_purged(store: Arc<Store>) {
     let org = org_with(&store, &["dev"]).await;
     let env = first_env(&store, &org).await;
     let h = hook(&store, &org, &["environment.updated"]).await;
