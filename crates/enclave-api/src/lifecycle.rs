@@ -46,7 +46,7 @@ pub async fn settle(store: &Store, engines: &Engines) -> usize {
     let mut settled = 0;
     for env in unsettled {
         let id = env.id.clone();
-        let done = match env.status() {
+        let done = match env.status {
             EnvStatus::Provisioning => provision(store, engines, &id).await.map(|_| ()),
             EnvStatus::Decommissioning => decommission(store, engines, &env).await,
             _ => Ok(()),

@@ -12,9 +12,9 @@ use crate::config::ApiConfig;
 use crate::extract::etag;
 
 pub fn organization(config: &ApiConfig, r: OrgRecord) -> Organization {
-    let tier = r.tier();
+    let tier = r.tier;
     Organization {
-        status: r.status(),
+        status: r.status,
         quotas: config.limits(tier),
         tier,
         org_id: r.id,
@@ -31,8 +31,8 @@ pub fn organization(config: &ApiConfig, r: OrgRecord) -> Organization {
 
 pub fn environment(config: &ApiConfig, r: EnvRecord) -> Environment {
     Environment {
-        env_type: r.env_type(),
-        status: r.status(),
+        env_type: r.env_type,
+        status: r.status,
         connection: Connection {
             host: config.gateway_host.clone(),
             port: config.gateway_port,
@@ -61,7 +61,7 @@ pub fn environment(config: &ApiConfig, r: EnvRecord) -> Environment {
 pub fn api_key(r: ApiKeyRecord, plaintext: Option<String>) -> ApiKey {
     ApiKey {
         status: r.status_at(enclave_store::now_ms()),
-        role: r.role(),
+        role: r.role,
         key_id: r.id,
         env_id: r.env_id,
         name: r.name,
@@ -94,8 +94,8 @@ pub fn member_with_token(r: MemberRecord, token: Option<String>) -> Member {
         _ => None,
     };
     Member {
-        role: r.role(),
-        status: r.status(),
+        role: r.role,
+        status: r.status,
         user_id: r.user_id,
         org_id: r.org_id,
         email: r.email,

@@ -17,6 +17,7 @@ pub mod promotion;
 pub mod query;
 pub mod role;
 pub mod secret;
+pub mod stored;
 pub mod validate;
 pub mod webhook;
 

@@ -70,11 +70,39 @@ impl WebhookStatus {
             WebhookStatus::Disabled => "disabled",
         }
     }
-    pub fn parse(s: &str) -> WebhookStatus {
-        if s == "active" {
-            WebhookStatus::Active
-        } else {
-            WebhookStatus::Disabled
+    pub fn parse(s: &str) -> Option<WebhookStatus> {
+        match s {
+            "active" => Some(WebhookStatus::Active),
+            "disabled" => Some(WebhookStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// Where one delivery stands: `pending` (attempts left), `succeeded`, or `failed` (no
+/// attempts left; a redeliver queues it again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        match s {
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
         }
     }
 }

@@ -478,7 +478,7 @@ impl Gateway {
             session.identity = identity;
         }
         let env = self.environment(&session.identity.env_id).await?;
-        match env.status() {
+        match env.status {
             EnvStatus::Active => {}
             EnvStatus::Suspended => {
                 return Err(with_sqlstate(

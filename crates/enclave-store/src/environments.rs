@@ -245,7 +245,7 @@ impl Store {
         let (count, _) = lock_org_envs(&mut tx, &org_id, 0, i64::from(moves)).await?;
         let cur = select_env(&mut tx, env_id).await?;
         check_version(expected_version, cur.version)?;
-        check_writable(cur.locked, cur.status(), patch.only_locked())?;
+        check_writable(cur.locked, cur.status, patch.only_locked())?;
 
         let settings = match &patch.settings {
             Some(p) => cur.settings.0.apply(p)?,
@@ -327,7 +327,7 @@ impl Store {
         .bind(env_id)
         .bind(patch.name.as_deref().unwrap_or(&cur.name))
         .bind(&slug)
-        .bind(patch.env_type.map(|t| t.as_str()).unwrap_or(&cur.env_type))
+        .bind(patch.env_type.unwrap_or(cur.env_type).as_str())
         .bind(patch.color.as_deref().unwrap_or(&cur.color))
         .bind(patch.description.as_deref().unwrap_or(&cur.description))
         .bind(parent)
@@ -371,9 +371,9 @@ impl Store {
         let cur = select_env(&mut tx, env_id).await?;
         check_version(expected_version, cur.version)?;
         if transition != Transition::Activate {
-            check_writable(cur.locked, cur.status(), false)?;
+            check_writable(cur.locked, cur.status, false)?;
         }
-        let next = cur.status().apply(transition)?;
+        let next = cur.status.apply(transition)?;
         let rec = set_status(&mut tx, env_id, next).await?;
         let action = match transition {
             Transition::Suspend => Some("environment.suspended"),
@@ -407,7 +407,7 @@ impl Store {
         lock_org_envs(&mut tx, &org_id, 0, 0).await?;
         let cur = select_env(&mut tx, env_id).await?;
         check_version(expected_version, cur.version)?;
-        check_writable(cur.locked, cur.status(), false)?;
+        check_writable(cur.locked, cur.status, false)?;
         let children: i64 =
             db::query_scalar("SELECT COUNT(*) FROM environments WHERE parent_env_id = $1")
                 .bind(env_id)
@@ -420,7 +420,7 @@ impl Store {
                 format!("the environment has {children} child environment(s); delete or re-parent them first"),
             ));
         }
-        let next = cur.status().apply(Transition::Decommission)?;
+        let next = cur.status.apply(Transition::Decommission)?;
         let rec = set_status(&mut tx, env_id, next).await?;
         journal(
             &mut tx,

@@ -25,6 +25,7 @@ mod secrets;
 mod sessions;
 mod sqlite;
 mod store;
+mod stored;
 pub mod testing;
 mod time;
 mod users;

@@ -229,7 +229,7 @@ pub(crate) async fn writable_env(tx: &mut Tx, env_id: &str) -> Result<EnvRecord>
     .await
     .map_err(internal)?;
     let env = env.ok_or_else(|| Error::not_found("environment"))?;
-    check_writable(env.locked, env.status(), false)?;
+    check_writable(env.locked, env.status, false)?;
     Ok(env)
 }
 

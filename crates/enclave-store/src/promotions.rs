@@ -25,7 +25,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         lock_org_envs(&mut tx, &apply.org_id, 0, 0).await?;
         let target = select_env(&mut tx, &apply.target_env_id).await?;
-        check_writable(target.locked, target.status(), false)?;
+        check_writable(target.locked, target.status, false)?;
         if target.version != apply.expected_target_version {
             return Err(Error::precondition_failed(
                 "the target environment changed while the promotion was planned",

@@ -7,9 +7,14 @@ use enclave_core::environment::{EnvSettings, EnvStatus, EnvType, SettingsPatch};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::pagination::PageRequest;
 use enclave_core::policy::PolicySpec;
+use enclave_core::policy::PolicyType;
 use enclave_core::promotion::Promotion;
 pub use enclave_core::secret::crypto::WrappedKey;
+use enclave_core::stored::UnknownValue;
+use enclave_core::webhook::{DeliveryStatus, WebhookStatus};
 use enclave_core::Role;
+
+use crate::stored::Stored;
 use serde_json::Value;
 use sqlx::types::Json;
 
@@ -44,21 +49,14 @@ pub struct OrgRecord {
     pub slug: String,
     pub billing_email: String,
     pub cloud_region: Option<String>,
-    pub tier: String,
-    pub status: String,
+    #[sqlx(try_from = "Stored<Tier>")]
+    pub tier: Tier,
+    #[sqlx(try_from = "Stored<OrgStatus>")]
+    pub status: OrgStatus,
     pub settings: Json<Value>,
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
-}
-
-impl OrgRecord {
-    pub fn tier(&self) -> Tier {
-        Tier::parse(&self.tier).unwrap_or(Tier::Free)
-    }
-    pub fn status(&self) -> OrgStatus {
-        OrgStatus::parse(&self.status).unwrap_or(OrgStatus::Suspended)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,8 +83,10 @@ pub struct MemberRecord {
     pub user_id: String,
     pub email: String,
     pub name: String,
-    pub role: String,
-    pub status: String,
+    #[sqlx(try_from = "Stored<Role>")]
+    pub role: Role,
+    #[sqlx(try_from = "Stored<MemberStatus>")]
+    pub status: MemberStatus,
     pub attributes: Json<BTreeMap<String, String>>,
     pub invite_token: Option<String>,
     pub invite_expires_at: Option<i64>,
@@ -94,16 +94,6 @@ pub struct MemberRecord {
     pub updated_at: i64,
     pub version: i64,
     pub mfa_enabled_at: Option<i64>,
-}
-
-impl MemberRecord {
-    /// Unknown values cannot be written through the API; should one appear, it grants least.
-    pub fn role(&self) -> Role {
-        self.role.parse().unwrap_or(Role::Auditor)
-    }
-    pub fn status(&self) -> MemberStatus {
-        MemberStatus::parse(&self.status).unwrap_or(MemberStatus::Suspended)
-    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -263,12 +253,14 @@ pub struct EnvRecord {
     pub org_id: String,
     pub name: String,
     pub slug: String,
-    pub env_type: String,
+    #[sqlx(try_from = "Stored<EnvType>")]
+    pub env_type: EnvType,
     pub position: i64,
     pub color: String,
     pub parent_env_id: Option<String>,
     pub description: String,
-    pub status: String,
+    #[sqlx(try_from = "Stored<EnvStatus>")]
+    pub status: EnvStatus,
     pub locked: bool,
     pub settings: Json<EnvSettings>,
     /// Secret keys the environment must hold.
@@ -276,16 +268,6 @@ pub struct EnvRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
-}
-
-impl EnvRecord {
-    pub fn env_type(&self) -> EnvType {
-        EnvType::parse(&self.env_type).unwrap_or(EnvType::Custom)
-    }
-    /// Unknown values cannot be written; should one appear, it reads as the most restrictive.
-    pub fn status(&self) -> EnvStatus {
-        EnvStatus::parse(&self.status).unwrap_or(EnvStatus::Suspended)
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -429,14 +411,30 @@ impl PolicyKind {
     }
 }
 
+impl TryFrom<String> for PolicyKind {
+    type Error = UnknownValue;
+    fn try_from(value: String) -> Result<Self, UnknownValue> {
+        match value.as_str() {
+            "standard" => Ok(PolicyKind::Standard),
+            "abac" => Ok(PolicyKind::Abac),
+            _ => Err(UnknownValue {
+                kind: "policy kind",
+                value,
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PolicyRecord {
     pub id: String,
     pub org_id: String,
     pub env_id: String,
     pub name: String,
-    pub kind: String,
-    pub policy_type: String,
+    #[sqlx(try_from = "Stored<PolicyKind>")]
+    pub kind: PolicyKind,
+    #[sqlx(try_from = "Stored<PolicyType>")]
+    pub policy_type: PolicyType,
     pub spec: Json<PolicySpec>,
     pub version: i64,
     pub created_by: String,
@@ -482,11 +480,13 @@ pub struct ApiKeyRecord {
     pub name: String,
     pub prefix: String,
     pub secret_hash: String,
-    pub role: String,
+    #[sqlx(try_from = "Stored<Role>")]
+    pub role: Role,
     pub attributes: Json<BTreeMap<String, String>>,
     pub scopes: Json<Vec<Scope>>,
     pub ip_allowlist: Json<Vec<String>>,
-    pub status: String,
+    #[sqlx(try_from = "Stored<KeyStatus>")]
+    pub status: KeyStatus,
     pub last_used_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub grace_expires_at: Option<i64>,
@@ -498,14 +498,9 @@ pub struct ApiKeyRecord {
 }
 
 impl ApiKeyRecord {
-    /// Unknown values cannot be written; should one appear, it grants least.
-    pub fn role(&self) -> Role {
-        self.role.parse().unwrap_or(Role::Auditor)
-    }
     /// The status now, counting expiries housekeeping has not written yet.
     pub fn status_at(&self, now_ms: i64) -> KeyStatus {
-        KeyStatus::parse(&self.status)
-            .unwrap_or(KeyStatus::Revoked)
+        self.status
             .at(now_ms, self.expires_at, self.grace_expires_at)
     }
 }
@@ -551,7 +546,8 @@ pub struct WebhookRecord {
     pub url: String,
     pub description: String,
     pub events: Json<Vec<String>>,
-    pub status: String,
+    #[sqlx(try_from = "Stored<WebhookStatus>")]
+    pub status: WebhookStatus,
     pub secret: String,
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<i64>,
@@ -604,7 +600,8 @@ pub struct DeliveryRecord {
     pub event_id: String,
     pub event_type: String,
     pub payload: String,
-    pub status: String,
+    #[sqlx(try_from = "Stored<DeliveryStatus>")]
+    pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub lease_until: Option<i64>,

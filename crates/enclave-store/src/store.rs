@@ -136,3 +136,72 @@ pub(crate) fn claim_skipping_locked(tx: &Tx) -> &'static str {
         Tx::Postgres(_) => "FOR UPDATE OF d SKIP LOCKED",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use enclave_core::model::Tier;
+
+    use super::*;
+    use crate::records::{NewOrg, NewUser, OrgRecord};
+    use crate::testing::{TempPostgres, TempSqlite};
+
+    /// A value no variant names — written behind the store's back — is an error naming its
+    /// column, never read as some default.
+    async fn unknown_values_fail_naming_the_column(store: Store) {
+        let user = NewUser {
+            id: "usr_01m8ytypedrows00000000000".into(),
+            email: "owner@example.com".into(),
+            name: "Owner".into(),
+            password_hash: None,
+        };
+        let org = NewOrg {
+            id: "org_01m8ytypedrows00000000000".into(),
+            name: "Typed".into(),
+            slug: "typed".into(),
+            billing_email: "owner@example.com".into(),
+            cloud_region: None,
+            tier: Tier::Growth,
+            settings: serde_json::json!({}),
+        };
+        let org = store.bootstrap(user, org, vec![]).await.unwrap().unwrap();
+        assert_eq!(
+            store.org(&org.id).await.unwrap().unwrap().tier,
+            Tier::Growth
+        );
+
+        let mut tx = store.begin_write().await.unwrap();
+        db::query("UPDATE organizations SET tier = 'platinum' WHERE id = $1")
+            .bind(&org.id)
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        store.commit(tx, vec![]).await.unwrap();
+
+        let err = db::query_as::<OrgRecord>(format!(
+            "SELECT {} FROM organizations WHERE id = $1",
+            crate::organizations::ORG_COLUMNS
+        ))
+        .bind(&org.id)
+        .fetch_one(store.reader())
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"tier\""), "{err}");
+        assert!(err.contains("unknown tier `platinum`"), "{err}");
+        assert!(store.org(&org.id).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn unknown_enum_values_are_errors_on_sqlite() {
+        let db = TempSqlite::create();
+        unknown_values_fail_naming_the_column(Store::sqlite(&db.url).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn unknown_enum_values_are_errors_on_postgres() {
+        let Some(db) = TempPostgres::create().await else {
+            return;
+        };
+        unknown_values_fail_naming_the_column(Store::postgres(&db.url).await.unwrap()).await;
+    }
+}

@@ -3,6 +3,7 @@
 //! `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row), send, and record the
 //! attempt.
 
+use enclave_core::webhook::WebhookStatus;
 use enclave_core::{Error, Result};
 
 use crate::db::{self, Tx};
@@ -446,7 +447,7 @@ impl Store {
         let mut disabled = false;
         if let Some(before) = counted {
             if !o.success
-                && before.status == "active"
+                && before.status == WebhookStatus::Active
                 && before.consecutive_failures >= i64::from(o.disable_after.max(1))
             {
                 let reason = format!(

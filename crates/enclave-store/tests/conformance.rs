@@ -199,7 +199,7 @@ async fn memberships_and_owner_rule(store: Arc<Store>) {
         .await
         .unwrap();
     assert_eq!(
-        (m.status(), m.role(), m.name.as_str()),
+        (m.status, m.role, m.name.as_str()),
         (MemberStatus::Invited, Role::Developer, "dev")
     );
     let again = store
@@ -226,7 +226,7 @@ async fn memberships_and_owner_rule(store: Arc<Store>) {
         .unwrap();
     assert_eq!(
         (
-            active.status(),
+            active.status,
             active.name.as_str(),
             active.invite_token.as_deref()
         ),
@@ -317,7 +317,7 @@ async fn memberships_and_owner_rule(store: Arc<Store>) {
             .await
             .unwrap()
             .unwrap()
-            .role(),
+            .role,
         Role::Owner,
         "rolled back"
     );
@@ -344,7 +344,7 @@ async fn memberships_and_owner_rule(store: Arc<Store>) {
             .await
             .unwrap()
             .unwrap()
-            .role(),
+            .role,
         Role::Admin
     );
     assert_eq!(
@@ -353,7 +353,7 @@ async fn memberships_and_owner_rule(store: Arc<Store>) {
             .await
             .unwrap()
             .unwrap()
-            .role(),
+            .role,
         Role::Owner
     );
 

@@ -47,7 +47,7 @@ pub struct KeyPrincipal {
 #[derive(Clone)]
 struct Verified {
     principal: KeyPrincipal,
-    status: String,
+    status: KeyStatus,
     expires_at: Option<i64>,
     grace_expires_at: Option<i64>,
     allowlist: Vec<IpNet>,
@@ -187,7 +187,7 @@ fn verified(r: KeyAuthRecord) -> Result<Verified> {
         .map_err(|_| Error::internal())?;
     Ok(Verified {
         principal: KeyPrincipal {
-            role: k.role(),
+            role: k.role,
             scopes: k.scopes.0.iter().copied().collect(),
             attributes: k.attributes.0.clone(),
             key_id: k.id,
@@ -207,8 +207,8 @@ fn verified(r: KeyAuthRecord) -> Result<Verified> {
 
 /// Whether a genuine key may be used now, from `ip`.
 fn usable_now(v: &Verified, ip: Option<IpAddr>) -> Result<()> {
-    let status = KeyStatus::parse(&v.status)
-        .unwrap_or(KeyStatus::Revoked)
+    let status = v
+        .status
         .at(enclave_store::now_ms(), v.expires_at, v.grace_expires_at);
     match status {
         KeyStatus::Revoked => return Err(Error::unauthorized("this API key has been revoked")),

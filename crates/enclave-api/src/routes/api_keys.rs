@@ -146,7 +146,7 @@ async fn writable_env(
     env_id: &str,
 ) -> Result<(EnvRecord, OrgAccess)> {
     let (env, access) = env_access(state, who, env_id, Permission::ManageApiKeys).await?;
-    check_writable(env.locked, env.status(), false)?;
+    check_writable(env.locked, env.status, false)?;
     Ok((env, access))
 }
 
@@ -193,7 +193,7 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateApiKey>,
 ) -> ApiResult<Response> {
     let (env, access) = writable_env(&state, &who, &env_id).await?;
-    let (key, plaintext) = prepare(&state, &who, &access, &env.id, env.env_type(), req).await?;
+    let (key, plaintext) = prepare(&state, &who, &access, &env.id, env.env_type, req).await?;
     let key = create_prepared(&state, &access, key, plaintext, &origin).await?;
     let location = key_path(&env_id, &key.key_id);
     Ok(secret_response(StatusCode::CREATED, location, key))
@@ -250,7 +250,7 @@ pub async fn update(
         .transpose()?;
     // What the key would be after the change must still be within what the caller holds.
     let (caller_role, caller_scopes) = grant_power(&who, &access);
-    let new_role = req.role.unwrap_or(current.role());
+    let new_role = req.role.unwrap_or(current.role);
     let new_scopes: BTreeSet<Scope> = match &scopes {
         Some(s) => s.clone(),
         None => BTreeSet::new(),
@@ -343,12 +343,12 @@ pub async fn rotate(
             .iter()
             .map(|s| s.as_str().to_string())
             .collect(),
-        role: Some(old.role()),
+        role: Some(old.role),
         attributes: Some(old.attributes.0.clone()),
         ip_allowlist: Some(old.ip_allowlist.0.clone()),
         expires_in_days: lifetime_days,
     };
-    let (new, plaintext) = prepare(&state, &who, &access, &env.id, env.env_type(), request).await?;
+    let (new, plaintext) = prepare(&state, &who, &access, &env.id, env.env_type, request).await?;
     let grace_expires_at = now + grace_hours * 3_600_000;
     let (_, rec) = state
         .store

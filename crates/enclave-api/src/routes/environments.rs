@@ -547,7 +547,7 @@ pub async fn delete(
     if q.dry_run.unwrap_or(false) {
         let contents = state.store.environment_contents(&env_id).await?;
         let mut blocked_by = Vec::new();
-        if env.status() == EnvStatus::Decommissioning {
+        if env.status == EnvStatus::Decommissioning {
             blocked_by.push("decommissioning".to_string());
         }
         if env.locked {

@@ -85,8 +85,8 @@ fn actor(a: &OrgAccess) -> Actor<'_> {
 fn target(m: &MemberRecord) -> Target<'_> {
     Target {
         user_id: &m.user_id,
-        role: m.role(),
-        status: m.status(),
+        role: m.role,
+        status: m.status,
     }
 }
 

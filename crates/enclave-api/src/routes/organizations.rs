@@ -298,8 +298,8 @@ pub async fn transfer_ownership(
         },
         Target {
             user_id: &target.user_id,
-            role: target.role(),
-            status: target.status(),
+            role: target.role,
+            status: target.status,
         },
     )?;
     let rec = state

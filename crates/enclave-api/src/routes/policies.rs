@@ -184,7 +184,7 @@ pub async fn load(
         .policy(env_id, policy_id)
         .await?
         .ok_or_else(not_found)?;
-    if rec.kind != kind.as_str() {
+    if rec.kind != kind {
         return Err(not_found());
     }
     Ok(rec)
@@ -487,7 +487,7 @@ async fn caller_principal(
                 .await?
                 .ok_or_else(|| Error::not_found("environment"))?;
             Ok(EvalPrincipal {
-                role: m.role(),
+                role: m.role,
                 user_id: Some(u.user_id.clone()),
                 email: Some(m.email.clone()),
                 key_id: None,

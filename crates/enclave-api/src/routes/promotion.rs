@@ -130,7 +130,7 @@ pub async fn promote(
     loop {
         attempts += 1;
         let target = sibling(&state, &source, &req.target_env_id).await?;
-        check_writable(target.locked, target.status(), false)?;
+        check_writable(target.locked, target.status, false)?;
         let mut details = Vec::new();
         let mut settings = None;
         if include.contains(&PromoteItem::Settings) {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use enclave_core::id::{is_id, new_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
-use enclave_core::webhook::{self, WebhookStatus};
+use enclave_core::webhook::{self, DeliveryStatus, WebhookStatus};
 use enclave_core::{Error, Permission, Result};
 use enclave_store::{
     from_ms, AttemptRecord, DeliveryRecord, NewWebhook, WebhookPatch, WebhookRecord,
@@ -91,7 +91,7 @@ pub struct Delivery {
     pub event_id: String,
     pub event_type: String,
     /// `pending`, `succeeded` or `failed` (no attempts left).
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempt_count: i64,
     /// When a pending delivery is next tried.
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -108,7 +108,7 @@ fn view(r: WebhookRecord) -> Webhook {
         url: r.url,
         description: r.description,
         events: r.events.0,
-        status: WebhookStatus::parse(&r.status),
+        status: r.status,
         disabled_reason: r.disabled_reason,
         consecutive_failures: r.consecutive_failures,
         previous_secret_expires_at: r
@@ -124,7 +124,7 @@ fn view(r: WebhookRecord) -> Webhook {
 
 fn delivery_view(d: DeliveryRecord, attempts: Vec<Attempt>) -> Delivery {
     Delivery {
-        next_attempt_at: (d.status == "pending").then(|| from_ms(d.next_attempt_at)),
+        next_attempt_at: (d.status == DeliveryStatus::Pending).then(|| from_ms(d.next_attempt_at)),
         delivery_id: d.id,
         webhook_id: d.webhook_id,
         event_id: d.event_id,
@@ -365,7 +365,7 @@ pub async fn test(
 ) -> ApiResult<Response> {
     require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
     let hook = load(&state, &org_id, &webhook_id).await?;
-    if hook.status != "active" {
+    if hook.status != WebhookStatus::Active {
         return Err(Error::conflict(
             "webhook_disabled",
             "the webhook is disabled; set status to active first",

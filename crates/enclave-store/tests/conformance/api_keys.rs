@@ -125,7 +125,7 @@ async fn expiry_and_notices_over_time(store: Arc<Store>) {
         }
     );
     let rec = store.api_key(&env, &soon.id).await.unwrap().unwrap();
-    assert_eq!(rec.status, "expired");
+    assert_eq!(rec.status.as_str(), "expired");
     assert_eq!(later.status_at(now), KeyStatus::Active);
     assert_eq!(later.status_at(now + 31 * 86_400_000), KeyStatus::Expired);
     assert_eq!(never.status_at(i64::MAX), KeyStatus::Active);
@@ -158,7 +158,7 @@ async fn rotation_and_revocation_rules(store: Arc<Store>) {
         (o.status.as_str(), o.rotated_to.as_deref()),
         ("rotating", Some(n.id.as_str()))
     );
-    assert_eq!(n.status, "active");
+    assert_eq!(n.status.as_str(), "active");
     // Only an active key rotates; a rotating one expires when its grace ends.
     let e = store
         .rotate_api_key(&env, &old.id, key(&env, None), now, &Origin::system())

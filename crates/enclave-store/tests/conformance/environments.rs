@@ -158,7 +158,7 @@ async fn delete_closes_the_gap(store: Arc<Store>) {
         .decommission_environment(&b.id, Some(b.version), &Origin::system())
         .await
         .unwrap();
-    assert_eq!(rec.status, "decommissioning");
+    assert_eq!(rec.status.as_str(), "decommissioning");
     // Mid-delete it is unsettled (a restart would finish it), and refuses writes.
     assert!(store
         .unsettled_environments()

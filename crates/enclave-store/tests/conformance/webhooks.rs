@@ -220,7 +220,7 @@ async fn attempts_retry_fail_and_disable(store: Arc<Store>) {
     // The third failure in a row disables the endpoint, audited as the system's doing.
     assert!(store.record_attempt(outcome(3, false, None)).await.unwrap());
     let rec = store.webhook(&org, &h.id).await.unwrap().unwrap();
-    assert_eq!(rec.status, "disabled");
+    assert_eq!(rec.status.as_str(), "disabled");
     let (seq, _) = store.audit_head(&org).await.unwrap().unwrap();
     let last = &store.audit_chain(&org, seq - 1, 1).await.unwrap()[0];
     assert_eq!(
@@ -345,6 +345,6 @@ async fn finished_deliveries_are_purged(store: Arc<Store>) {
     };
     let (left, attempts, total) = store.deliveries(&org, &h.id, &page).await.unwrap();
     assert_eq!((left.len(), total), (1, 1));
-    assert_eq!(left[0].status, "pending");
+    assert_eq!(left[0].status.as_str(), "pending");
     assert!(attempts.is_empty());
 }

@@ -304,7 +304,7 @@ async fn unfinished_lifecycle_steps_finish_at_start(db: Db) {
         .create_environment(env("half-gone"), None, &enclave_store::Origin::system())
         .await
         .unwrap();
-    assert_eq!(half_made.status, "provisioning");
+    assert_eq!(half_made.status.as_str(), "provisioning");
     store
         .transition_environment(
             &half_gone.id,
