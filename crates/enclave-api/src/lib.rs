@@ -2,15 +2,22 @@
 //! [`routes`]; authentication, rate limits, idempotency and request context as middleware;
 //! the OpenAPI document generated from the same types the handlers use.
 
+pub mod access;
+pub mod audit_chain;
 pub mod auth;
 pub mod config;
+pub mod environments;
 pub mod error;
 pub mod extract;
+pub mod key_issue;
 pub mod lifecycle;
 pub mod middleware;
 pub mod openapi;
+pub mod proof;
+pub mod rate_limits;
 pub mod routes;
 pub mod secrets;
+pub mod sql_session;
 pub mod state;
 pub mod views;
 pub mod webhooks;

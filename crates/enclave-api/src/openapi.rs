@@ -8,8 +8,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    abac_policies, account, api_keys, audit, auth, environments, health, members, organizations,
-    policies, promotion, query, query_audit, secret_transfer, secrets, tables, webhooks,
+    account, api_keys, audit, auth, environments, health, members, organizations, policies,
+    promotion, query, query_audit, secrets, tables, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -38,12 +38,12 @@ use crate::routes::{
         webhooks::rotate_secret, webhooks::test, webhooks::deliveries, webhooks::redeliver,
         policies::list, policies::create, policies::get, policies::update, policies::replace,
         policies::delete, policies::versions, policies::restore, policies::evaluate,
-        abac_policies::list, abac_policies::create, abac_policies::get, abac_policies::update,
-        abac_policies::replace, abac_policies::delete, abac_policies::versions, abac_policies::restore,
+        policies::abac::list, policies::abac::create, policies::abac::get, policies::abac::update,
+        policies::abac::replace, policies::abac::delete, policies::abac::versions, policies::abac::restore,
         secrets::list, secrets::create, secrets::get, secrets::patch, secrets::delete,
-        secrets::versions, secrets::restore, secret_transfer::export, secret_transfer::import,
+        secrets::versions, secrets::restore, secrets::transfer::export, secrets::transfer::import,
     ),
-    components(schemas(enclave_core::ErrorCode, secret_transfer::ExportFormat)),
+    components(schemas(enclave_core::ErrorCode, secrets::transfer::ExportFormat)),
     modifiers(&BearerAuth, &CommonResponses),
 )]
 pub struct ApiDoc;

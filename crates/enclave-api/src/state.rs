@@ -15,7 +15,7 @@ use crate::auth::throttle::Throttle;
 use crate::auth::tokens::{self, TokenKeys};
 use crate::auth::wire::WireAuth;
 use crate::config::ApiConfig;
-use crate::middleware::rate_limit::RateLimits;
+use crate::rate_limits::RateLimits;
 use crate::secrets::{master, EngineSecrets, Keyring};
 
 #[derive(Clone)]
@@ -30,7 +30,7 @@ pub struct Inner {
     pub key_auth: Arc<KeyAuth>,
     /// Failed sign-ins (passwords and API keys) slow down per source and account.
     pub throttle: Arc<Throttle>,
-    pub rate_limits: RateLimits,
+    pub rate_limits: Arc<RateLimits>,
     pub metrics: PrometheusHandle,
     pub keyring: Arc<Keyring>,
     /// The data plane: both doors run statements through it.
@@ -78,7 +78,7 @@ impl AppState {
         let passwords = Passwords::new();
         let throttle = Arc::new(Throttle::new());
         let key_auth = KeyAuth::start(store.clone(), passwords.clone(), throttle.clone());
-        let rate_limits = RateLimits::new(&config);
+        let rate_limits = Arc::new(RateLimits::new(&config));
         let engines = Engines {
             embedded: engine,
             postgres: Arc::new(PgEngine::new(Arc::new(EngineSecrets {

@@ -49,7 +49,7 @@ pub fn environment(config: &ApiConfig, r: EnvRecord) -> Environment {
         locked: r.locked,
         settings: r.settings.0,
         required_keys: r.required_keys.0,
-        // Filled in by `routes::environments::shown`, which asks the store.
+        // Filled in by `environments::shown`, which asks the store.
         missing_keys: Vec::new(),
         created_at: from_ms(r.created_at),
         updated_at: from_ms(r.updated_at),

@@ -53,7 +53,7 @@ pub async fn run(
         tier,
         settings: serde_json::json!({}),
     };
-    let environments = enclave_api::routes::environments::default_environments(&org.id);
+    let environments = enclave_api::environments::default_environments(&org.id);
     let created = store.bootstrap(user, org, environments).await?;
     Ok(created.map(|org| BootstrapCredentials {
         email,

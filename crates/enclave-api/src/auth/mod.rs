@@ -7,7 +7,6 @@ pub mod mfa;
 pub mod origin;
 pub mod passwords;
 pub mod principal;
-pub mod proof;
 pub mod throttle;
 pub mod tokens;
 pub mod wire;

@@ -13,7 +13,6 @@ pub use enclave_store::Origin;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::middleware::context::current_request_id;
-use crate::state::AppState;
 
 /// The request's id and source address, known for every request.
 #[derive(Debug, Clone)]
@@ -33,10 +32,10 @@ impl RequestMeta {
     }
 }
 
-impl FromRequestParts<AppState> for RequestMeta {
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         Ok(RequestMeta {
             request_id: current_request_id(),
             source_ip: parts
@@ -51,15 +50,5 @@ pub fn actor_of(caller: &Caller) -> Actor {
     match caller {
         Caller::User(p) => Actor::user(&p.user_id),
         Caller::Key(k) => Actor::api_key(&k.key_id),
-    }
-}
-
-impl FromRequestParts<AppState> for Origin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        let meta = RequestMeta::from_request_parts(parts, state).await?;
-        Ok(meta.by(actor_of(&caller)))
     }
 }

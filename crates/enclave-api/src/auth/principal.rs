@@ -11,7 +11,6 @@ use crate::auth::keys::KeyPrincipal;
 use crate::auth::cache::AuthCache;
 use crate::auth::tokens::{Claims, TokenKeys};
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// A signed-in user with a live session.
 #[derive(Debug, Clone)]
@@ -51,10 +50,10 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
             Error::unauthorized(
                 "authentication required: Authorization: Bearer <token> or ApiKey <key>",
@@ -66,16 +65,7 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Checks a bearer token: a valid signature, a live session of the same user, and — when the
 /// token names an organization — a membership there that is not suspended.
-pub async fn resolve(state: &AppState, token: &str) -> Result<Principal, Error> {
-    resolve_with(&state.auth_cache, &state.tokens, token).await
-}
-
-/// [`resolve`] with the caches it reads (the gateway's wire login has no request state).
-pub async fn resolve_with(
-    cache: &AuthCache,
-    keys: &TokenKeys,
-    token: &str,
-) -> Result<Principal, Error> {
+pub async fn resolve(cache: &AuthCache, keys: &TokenKeys, token: &str) -> Result<Principal, Error> {
     let bad = || Error::unauthorized("invalid or expired token");
     let claims: Claims = cache.verified_claims(keys, token).ok_or_else(bad)?;
     let session = cache.session(&claims.sid).await?.ok_or_else(bad)?;
@@ -102,10 +92,10 @@ pub async fn resolve_with(
     })
 }
 
-impl FromRequestParts<AppState> for Principal {
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         match parts.extensions.get::<Caller>() {
             Some(Caller::User(p)) => Ok(p.clone()),
             Some(Caller::Key(_)) => Err(Error::forbidden(

@@ -15,7 +15,7 @@ use enclave_store::Store;
 use crate::auth::access::second_factor;
 use crate::auth::cache::AuthCache;
 use crate::auth::keys::KeyAuth;
-use crate::auth::principal::resolve_with;
+use crate::auth::principal::resolve;
 use crate::auth::tokens::TokenKeys;
 
 pub struct WireAuth {
@@ -42,7 +42,7 @@ impl Authenticator for WireAuth {
                  works with any user name",
             ));
         }
-        let principal = resolve_with(&self.cache, &self.tokens, token).await?;
+        let principal = resolve(&self.cache, &self.tokens, token).await?;
         let user = self
             .cache
             .user(&principal.user_id)

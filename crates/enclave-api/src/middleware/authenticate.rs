@@ -36,9 +36,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                 "bearer" if credential.starts_with("ek_") => {
                     key_caller(&state, credential, ip).await
                 }
-                "bearer" if !credential.is_empty() => principal::resolve(&state, credential)
-                    .await
-                    .map(Caller::User),
+                "bearer" if !credential.is_empty() => {
+                    principal::resolve(&state.auth_cache, &state.tokens, credential)
+                        .await
+                        .map(Caller::User)
+                }
                 _ => Err(Error::unauthorized(
                     "unsupported Authorization header: use Bearer <token> or ApiKey <key>",
                 )),

@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::mfa;
-use crate::auth::proof;
 use crate::auth::tokens::hash_token;
 use crate::auth::{Origin, Principal, RequestMeta};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
+use crate::proof;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]

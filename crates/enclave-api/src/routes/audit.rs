@@ -1,30 +1,26 @@
 //! `/v1/organizations/{org_id}/audit/iam`: list with filters, get, verify the chain, export
 //! it as NDJSON. Read-only by construction: no route changes or deletes an entry.
 
-use axum::body::{Body, Bytes};
 use axum::extract::State;
 
 use crate::extract::Path;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, Utc};
-use enclave_core::audit::{AuditEntry, InvalidEntry, Verification, Verifier};
+use axum::response::Response;
+use chrono::Utc;
+use enclave_core::audit::AuditEntry;
 use enclave_core::id::{is_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::{Error, Permission, Result};
 use enclave_store::{AuditFilter, Store};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
-use crate::auth::access::require;
+use crate::access::require;
+use crate::audit_chain::{date_range, ndjson_chain, verify_chain, VerifyResponse, CHAIN_PAGE};
 use crate::auth::Principal;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::QueryParams;
 use crate::state::AppState;
-
-/// Entries read per query while verifying or exporting.
-pub const CHAIN_PAGE: i64 = 1000;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -44,23 +40,6 @@ pub struct AuditParams {
     pub start_date: Option<String>,
     /// Exclusive; RFC 3339 or `YYYY-MM-DD` (a date means the start of that day, UTC).
     pub end_date: Option<String>,
-}
-
-fn date_ms(field: &str, raw: &str) -> Result<i64> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
-        return Ok(t.with_timezone(&Utc).timestamp_millis());
-    }
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_millis())
-        .ok_or_else(|| {
-            Error::validation(
-                field,
-                "date",
-                format!("{field} must be an RFC 3339 timestamp or YYYY-MM-DD"),
-            )
-        })
 }
 
 fn filter_of(q: &AuditParams) -> Result<AuditFilter> {
@@ -84,23 +63,6 @@ fn filter_of(q: &AuditParams) -> Result<AuditFilter> {
         start_ms,
         end_ms,
     })
-}
-
-/// `start_date` (inclusive) and `end_date` (exclusive) of a trail's list, in milliseconds;
-/// the end must come after the start.
-pub fn date_range(start: Option<&str>, end: Option<&str>) -> Result<(Option<i64>, Option<i64>)> {
-    let start_ms = start.map(|d| date_ms("start_date", d)).transpose()?;
-    let end_ms = end.map(|d| date_ms("end_date", d)).transpose()?;
-    if let (Some(s), Some(e)) = (start_ms, end_ms) {
-        if e <= s {
-            return Err(Error::validation(
-                "end_date",
-                "after_start",
-                "end_date must be after start_date",
-            ));
-        }
-    }
-    Ok((start_ms, end_ms))
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{org_id}/audit/iam", tag = "audit", security(("bearer" = [])),
@@ -142,65 +104,6 @@ pub async fn get(
     Ok(axum::Json(entry))
 }
 
-/// The result of verifying an organization's chain.
-#[derive(Serialize, ToSchema)]
-pub struct VerifyResponse {
-    #[serde(flatten)]
-    pub verification: Verification,
-    pub verified_at: DateTime<Utc>,
-}
-
-/// Walks the whole chain in order, then compares its end with the head the appends left,
-/// so a removed newest entry is caught as well as an edited or missing one.
-pub async fn verify_chain(store: &Store, org_id: &str) -> Result<Verification> {
-    verify_pages(store, org_id, |after| async move {
-        let entries = store.audit_chain(org_id, after, CHAIN_PAGE).await?;
-        Ok(entries.iter().map(|e| (e.seq, e.to_value())).collect())
-    })
-    .await
-}
-
-/// Verifies the chain `chain_id` (an organization's IAM trail or an environment's query
-/// trail) from pages of `(seq, entry)` that `page(after_seq)` returns in chain order.
-pub async fn verify_pages<F, Fut>(store: &Store, chain_id: &str, page: F) -> Result<Verification>
-where
-    F: Fn(i64) -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<(i64, serde_json::Value)>>>,
-{
-    let mut verifier = Verifier::default();
-    let mut after = 0;
-    'pages: loop {
-        let entries = page(after).await?;
-        let Some(last) = entries.last() else { break };
-        after = last.0;
-        let full = entries.len() as i64 == CHAIN_PAGE;
-        for (_, entry) in &entries {
-            if !verifier.push(entry) {
-                break 'pages;
-            }
-        }
-        if !full {
-            break;
-        }
-    }
-    let mut result = verifier.finish();
-    if result.chain_valid {
-        let head = store.audit_head(chain_id).await?;
-        let (count, hash) = head.unwrap_or((0, String::new()));
-        let matches = count as u64 == result.entry_count
-            && result.last_entry_hash.as_deref().unwrap_or_default() == hash;
-        if !matches {
-            result.chain_valid = false;
-            result.first_invalid_entry = Some(InvalidEntry {
-                position: result.entry_count + 1,
-                entry_id: None,
-                reason: "truncated".into(),
-            });
-        }
-    }
-    Ok(result)
-}
-
 #[utoipa::path(get, path = "/v1/organizations/{org_id}/audit/iam/verify", tag = "audit", security(("bearer" = [])),
     params(("org_id" = String, Path)), responses(
     (status = 200, description = "`chain_valid: false` names the first bad entry in `first_invalid_entry`", body = VerifyResponse),
@@ -239,45 +142,4 @@ pub async fn export(
         },
         "iam-audit.ndjson",
     ))
-}
-
-/// A chain streamed as NDJSON in chain order, a page at a time (memory stays flat whatever
-/// the trail's length); `page(after_seq)` returns `(seq, entry)` pairs.
-pub fn ndjson_chain<F, Fut>(page: F, filename: &'static str) -> Response
-where
-    F: Fn(i64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Vec<(i64, serde_json::Value)>>> + Send + 'static,
-{
-    let page = Arc::new(page);
-    let pages = futures::stream::unfold(Some(0i64), move |after| {
-        let page = page.clone();
-        async move {
-            let after = after?;
-            match page(after).await {
-                Ok(entries) if entries.is_empty() => None,
-                Ok(entries) => {
-                    let next = (entries.len() as i64 == CHAIN_PAGE)
-                        .then(|| entries.last().map(|(seq, _)| *seq))
-                        .flatten();
-                    let mut buf = Vec::with_capacity(entries.len() * 512);
-                    for (_, entry) in &entries {
-                        serde_json::to_writer(&mut buf, entry).ok();
-                        buf.push(b'\n');
-                    }
-                    Some((Ok::<_, std::io::Error>(Bytes::from(buf)), next))
-                }
-                Err(e) => Some((Err(std::io::Error::other(e.message)), None)),
-            }
-        }
-    });
-    let mut resp = Body::from_stream(pages).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    resp
 }

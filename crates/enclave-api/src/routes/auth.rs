@@ -11,9 +11,8 @@ use enclave_store::{now_ms, NewSession, NewUser, RefreshRotation, RotateOutcome,
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::access::standing;
+use crate::access::standing;
 use crate::auth::mfa::{self, ChallengeClaims};
-use crate::auth::proof;
 use crate::auth::throttle::Subject;
 use crate::auth::tokens::{
     self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS,
@@ -21,6 +20,7 @@ use crate::auth::tokens::{
 use crate::auth::{Caller, Origin, Principal, RequestMeta};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
+use crate::proof;
 use crate::state::AppState;
 use crate::views;
 use enclave_core::audit::Actor;

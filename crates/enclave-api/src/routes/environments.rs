@@ -10,18 +10,19 @@ use enclave_core::api_key::ApiKey;
 use enclave_core::environment::{
     self, EnvSettings, EnvStatus, EnvType, Environment, SettingsPatch,
 };
-use enclave_core::id::{is_id, new_id, Kind};
+use enclave_core::id::{is_id, Kind};
 use enclave_core::pagination::{PageRequest, Pagination};
 use enclave_core::{secret, validate, Error, Permission, Result};
-use enclave_store::{EnvFilter, EnvPageQuery, EnvPatch, NewEnvironment};
+use enclave_store::{EnvFilter, EnvPageQuery, EnvPatch};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::access::{env_access, require};
+use crate::access::{env_access, require};
 use crate::auth::{Caller, Origin, Principal};
+use crate::environments::{create_and_provision, created, new_environment, shown, EnvFields};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
-use crate::routes::api_keys;
+use crate::key_issue;
 use crate::state::AppState;
 use crate::{lifecycle, views};
 
@@ -44,7 +45,7 @@ pub struct CreateEnvironment {
     /// `missing_keys`.
     pub required_keys: Option<Vec<String>>,
     /// A first API key for the new environment, returned (once) in `api_key`.
-    pub create_api_key: Option<api_keys::CreateApiKey>,
+    pub create_api_key: Option<key_issue::CreateApiKey>,
 }
 
 /// `PATCH` and `PUT` take the same body: every field optional, absent ones unchanged.
@@ -147,104 +148,6 @@ pub struct WouldDelete {
     pub tables: Option<i64>,
 }
 
-/// The fields a new environment is made from, validated; shared by create, clone and new
-/// organizations' defaults.
-pub struct EnvFields {
-    pub name: String,
-    pub slug: Option<String>,
-    pub env_type: Option<EnvType>,
-    pub color: Option<String>,
-    pub parent_env_id: Option<String>,
-    pub description: Option<String>,
-}
-
-pub fn new_environment(
-    org_id: &str,
-    f: EnvFields,
-    settings: EnvSettings,
-) -> Result<NewEnvironment> {
-    let name = validate::display_name("name", &f.name, environment::MAX_NAME_CHARS)?;
-    let slug = match &f.slug {
-        Some(s) => environment::slug("slug", s)?,
-        None => environment::derive_slug(&name)?,
-    };
-    let env_type = f.env_type.unwrap_or_else(|| EnvType::infer(&slug));
-    let color = match &f.color {
-        Some(c) => environment::color("color", c)?,
-        None => env_type.default_color().to_string(),
-    };
-    let description =
-        environment::description("description", f.description.as_deref().unwrap_or(""))?;
-    if let Some(p) = &f.parent_env_id {
-        if !is_id(Kind::Environment, p) {
-            return Err(Error::validation(
-                "parent_env_id",
-                "same_organization",
-                "parent_env_id must name an environment of this organization",
-            ));
-        }
-    }
-    Ok(NewEnvironment {
-        id: new_id(Kind::Environment),
-        org_id: org_id.to_string(),
-        name,
-        slug,
-        env_type,
-        color,
-        parent_env_id: f.parent_env_id,
-        description,
-        settings,
-        policies: Vec::new(),
-        required_keys: Vec::new(),
-        secrets: None,
-    })
-}
-
-/// What a new organization starts with: development, staging and production.
-pub fn default_environments(org_id: &str) -> Vec<NewEnvironment> {
-    ["Development", "Staging", "Production"]
-        .into_iter()
-        .map(|name| {
-            new_environment(
-                org_id,
-                EnvFields {
-                    name: name.into(),
-                    slug: None,
-                    env_type: None,
-                    color: None,
-                    parent_env_id: None,
-                    description: None,
-                },
-                EnvSettings::default(),
-            )
-            .expect("the default environments are valid")
-        })
-        .collect()
-}
-
-/// Creates and provisions an environment under the organization's quota.
-pub async fn create_and_provision(
-    state: &AppState,
-    tier: enclave_core::model::Tier,
-    env: NewEnvironment,
-    origin: &Origin,
-) -> Result<enclave_store::EnvRecord> {
-    let limit = state.config.limits(tier).max_environments;
-    let rec = state.store.create_environment(env, limit, origin).await?;
-    lifecycle::provision(state.store.as_ref(), state.gateway.engines(), &rec.id).await
-}
-
-/// 201 with `Location` and `ETag`.
-pub async fn created(state: &AppState, rec: enclave_store::EnvRecord) -> Result<Response> {
-    let location = format!("/v1/environments/{}", rec.id);
-    let version = rec.version;
-    let env = shown(state, vec![rec])
-        .await?
-        .pop()
-        .ok_or_else(Error::internal)?;
-    Ok(views::created(version, location, env))
-}
-
 async fn one(state: &AppState, rec: enclave_store::EnvRecord) -> Result<Response> {
     let version = rec.version;
     let env = shown(state, vec![rec])
@@ -252,41 +155,6 @@ async fn one(state: &AppState, rec: enclave_store::EnvRecord) -> Result<Response
         .pop()
         .ok_or_else(Error::internal)?;
     Ok(views::with_etag(version, env))
-}
-
-/// Environments as the API shows them, each with the required keys it lacks (one query
-/// for all of them, and none when nothing is required).
-pub async fn shown(
-    state: &AppState,
-    recs: Vec<enclave_store::EnvRecord>,
-) -> Result<Vec<Environment>> {
-    let pairs: Vec<(String, String)> = recs
-        .iter()
-        .flat_map(|r| r.required_keys.0.iter().map(|k| (r.id.clone(), k.clone())))
-        .collect();
-    let present: std::collections::BTreeSet<(String, String)> = if pairs.is_empty() {
-        Default::default()
-    } else {
-        state
-            .store
-            .existing_secret_keys(&pairs)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    Ok(recs
-        .into_iter()
-        .map(|r| {
-            let mut env = views::environment(&state.config, r);
-            env.missing_keys = env
-                .required_keys
-                .iter()
-                .filter(|k| !present.contains(&(env.env_id.clone(), (*k).clone())))
-                .cloned()
-                .collect();
-            env
-        })
-        .collect())
 }
 
 /// `position:env_id`, the keyset of the display order.
@@ -377,7 +245,7 @@ pub async fn create(
     let caller = Caller::User(who);
     let key = match req.create_api_key {
         Some(k) => {
-            let prepared = api_keys::prepare(&state, &caller, &access, &env.id, env.env_type, k);
+            let prepared = key_issue::prepare(&state, &caller, &access, &env.id, env.env_type, k);
             Some(prepared.await.map_err(|e| e.within("create_api_key"))?)
         }
         None => None,
@@ -386,7 +254,7 @@ pub async fn create(
     let Some((key, plaintext)) = key else {
         return Ok(created(&state, rec).await?);
     };
-    let api_key = api_keys::create_prepared(&state, &access, key, plaintext, &origin).await?;
+    let api_key = key_issue::create_prepared(&state, &access, key, plaintext, &origin).await?;
     let location = format!("/v1/environments/{}", rec.id);
     let mut resp = views::created(
         rec.version,

@@ -20,7 +20,7 @@ use enclave_store::{now_ms, MemberFilter, MemberPatch, MemberRecord, NewInvite, 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::access::{require, OrgAccess};
+use crate::access::{require, OrgAccess};
 use crate::auth::{tokens, Origin, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};

@@ -1,6 +1,5 @@
 //! One module per resource; this file puts them on their paths.
 
-pub mod abac_policies;
 pub mod account;
 pub mod api_keys;
 pub mod audit;
@@ -13,7 +12,6 @@ pub mod policies;
 pub mod promotion;
 pub mod query;
 pub mod query_audit;
-pub mod secret_transfer;
 pub mod secrets;
 pub mod tables;
 pub mod webhooks;
@@ -187,22 +185,22 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/environments/{env_id}/abac-policies",
-            get(abac_policies::list).post(abac_policies::create),
+            get(policies::abac::list).post(policies::abac::create),
         )
         .route(
             "/v1/environments/{env_id}/abac-policies/{policy_id}",
-            get(abac_policies::get)
-                .patch(abac_policies::update)
-                .put(abac_policies::replace)
-                .delete(abac_policies::delete),
+            get(policies::abac::get)
+                .patch(policies::abac::update)
+                .put(policies::abac::replace)
+                .delete(policies::abac::delete),
         )
         .route(
             "/v1/environments/{env_id}/abac-policies/{policy_id}/versions",
-            get(abac_policies::versions),
+            get(policies::abac::versions),
         )
         .route(
             "/v1/environments/{env_id}/abac-policies/{policy_id}/versions/{version}/restore",
-            post(abac_policies::restore),
+            post(policies::abac::restore),
         )
         .route("/v1/query", post(query::query))
         .route("/v1/query/arrow", post(query::query_arrow))

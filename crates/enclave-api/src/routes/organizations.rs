@@ -15,11 +15,11 @@ use enclave_store::{NewEnvironment, NewOrg, OrgPatch};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::auth::access::{member_of, require};
+use crate::access::{member_of, require};
 use crate::auth::{Origin, Principal};
+use crate::environments::{default_environments, new_environment, EnvFields};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
-use crate::routes::environments::{default_environments, new_environment, EnvFields};
 use crate::state::AppState;
 use crate::{lifecycle, views};
 

@@ -27,12 +27,11 @@ use enclave_store::{
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::access::{env_access, find_env};
+use crate::access::{env_access, find_env};
 use crate::auth::{Caller, Origin, Principal};
+use crate::environments::{create_and_provision, created, new_environment, EnvFields};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, QueryParams};
-use crate::routes::environments::{create_and_provision, created, new_environment, EnvFields};
-use crate::routes::secret_transfer;
 use crate::secrets;
 use crate::state::AppState;
 
@@ -368,8 +367,8 @@ pub async fn diff(
     );
     let policies = diff_policies(&specs(&mine), &specs(&theirs));
     let (mine, theirs) = (
-        secret_transfer::values(&state, &this.id).await?,
-        secret_transfer::values(&state, &against.id).await?,
+        crate::secrets::env_values(&state, &this.id).await?,
+        crate::secrets::env_values(&state, &against.id).await?,
     );
     let secrets = secret::diff(&mine, &theirs);
     let equal = |s: &promotion::DiffStatus| *s == promotion::DiffStatus::Equal;

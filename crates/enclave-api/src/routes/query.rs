@@ -2,27 +2,25 @@
 //! stream). Each statement goes through the same pipeline as the wire's; rows stream into
 //! the response body as the engine produces them.
 
-use std::net::IpAddr;
-
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use enclave_core::query::Analyzed;
-use enclave_core::{Error, Permission, Result};
+use enclave_core::{Error, Result};
 use enclave_gateway::engine::Param;
 use enclave_gateway::results::{json_rows, pg_type, type_name, IpcStream};
-use enclave_gateway::{Door, Identity, Outcome, RequestClock, Rows, Session};
+use enclave_gateway::{Outcome, RequestClock, Rows};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::auth::access::env_access;
 use crate::auth::origin::RequestMeta;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
+use crate::sql_session::http_session;
 use crate::state::AppState;
 
 /// `POST /v1/query` and `/v1/query/arrow`.
@@ -116,71 +114,6 @@ impl QueryRequest {
         }
         Ok(())
     }
-}
-
-/// The caller as the pipeline sees it, in the environment the request names.
-async fn identity(state: &AppState, who: &Caller, env_id: Option<&str>) -> Result<Identity> {
-    match who {
-        Caller::Key(key) => {
-            if let Some(env) = env_id.filter(|e| *e != key.env_id) {
-                // Refused either way: 404 for another organization's (or no) environment, 403
-                // for another one of the key's organization — as every other keyed route does.
-                env_access(state, who, env, Permission::ReadEnvironments).await?;
-                return Err(Error::forbidden(
-                    "key_environment",
-                    "an API key acts only in its own environment",
-                ));
-            }
-            Ok(key.identity())
-        }
-        Caller::User(user) => {
-            let env_id = env_id.ok_or_else(|| {
-                Error::validation("env_id", "required", "env_id is required with a user token")
-            })?;
-            let (env, access) =
-                env_access(state, who, env_id, Permission::ReadEnvironments).await?;
-            crate::auth::wire::person(
-                &state.auth_cache,
-                &user.user_id,
-                &env.org_id,
-                &env.id,
-                access.role,
-            )
-            .await
-        }
-    }
-}
-
-fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().chars().take(256).collect())
-        .filter(|v: &String| !v.is_empty())
-}
-
-/// The session of one HTTP request: the caller in the environment it names, with the agent
-/// headers applied.
-pub(crate) async fn http_session(
-    state: &AppState,
-    who: &Caller,
-    meta: &RequestMeta,
-    headers: &HeaderMap,
-    env_id: Option<&str>,
-) -> Result<Session> {
-    let ip: Option<IpAddr> = meta.source_ip.as_deref().and_then(|ip| ip.parse().ok());
-    let identity = identity(state, who, env_id).await?;
-    let mut session = Session::new(identity, None, Door::Http, ip);
-    for (h, name) in [
-        ("x-agent-id", "enclave_agent_id"),
-        ("x-agent-framework", "enclave_framework"),
-        ("x-enclave-priority", "enclave_priority"),
-    ] {
-        if let Some(v) = header(headers, h) {
-            session.set(name, &v);
-        }
-    }
-    Ok(session)
 }
 
 /// Runs every statement of the request; the last one's outcome is the answer.

@@ -17,11 +17,11 @@ use enclave_store::{QueryAuditFilter, Store};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::auth::access::env_access;
+use crate::access::env_access;
+use crate::audit_chain::{date_range, ndjson_chain, verify_pages, VerifyResponse, CHAIN_PAGE};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::QueryParams;
-use crate::routes::audit::{date_range, ndjson_chain, verify_pages, VerifyResponse, CHAIN_PAGE};
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]

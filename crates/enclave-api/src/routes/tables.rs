@@ -21,7 +21,7 @@ use crate::auth::origin::RequestMeta;
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{discard_body, QueryParams};
-use crate::routes::query::http_session;
+use crate::sql_session::http_session;
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]

@@ -17,7 +17,7 @@ use enclave_store::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::access::require;
+use crate::access::require;
 use crate::auth::{Origin, Principal};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, ListParams, QueryParams};

@@ -6,7 +6,14 @@ pub mod master;
 
 use enclave_core::secret::crypto::DataKey;
 use enclave_core::secret::{Content, Secret, SecretVersion};
-use enclave_core::{Error, Result};
+use std::collections::BTreeMap;
+
+use enclave_core::api_key::key_can;
+use enclave_core::{Error, Permission, Result};
+
+use crate::access::OrgAccess;
+use crate::auth::Caller;
+use crate::state::AppState;
 use enclave_store::{from_ms, SecretRecord, SecretVersionRecord};
 
 pub use keyring::Keyring;
@@ -124,4 +131,22 @@ impl enclave_gateway::engine::postgres::SecretSource for EngineSecrets {
         };
         open(&data_key, &rec).map(Some)
     }
+}
+
+/// Whether the caller, already admitted to the environment, may also read values.
+pub fn may_read_values(who: &Caller, access: &OrgAccess) -> bool {
+    let p = Permission::ReadSecretValues;
+    match who {
+        Caller::User(_) => access.role.can(p),
+        Caller::Key(k) => key_can(k.role, &k.scopes, p),
+    }
+}
+
+/// Every secret's value, by key.
+pub async fn env_values(state: &AppState, env_id: &str) -> Result<BTreeMap<String, String>> {
+    Ok(env_contents(state, env_id)
+        .await?
+        .into_iter()
+        .map(|(k, (_, c))| (k, c.value))
+        .collect())
 }

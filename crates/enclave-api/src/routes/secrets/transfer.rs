@@ -16,12 +16,11 @@ use enclave_store::{NewSecret, SecretRecord, SecretWrite};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::access::env_access;
+use crate::access::env_access;
 use crate::auth::{Caller, Origin};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{is_json, parse_query, request_body};
-use crate::routes::secrets::may_read_values;
-use crate::secrets;
+use crate::secrets::{self, may_read_values};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
@@ -63,7 +62,7 @@ pub async fn export(
 ) -> ApiResult<Response> {
     let params: ExportParams = parse_query(raw_query)?;
     let (env, _) = env_access(state, who, env_id, Permission::ReadSecretValues).await?;
-    let values = values(state, &env.id).await?;
+    let values = secrets::env_values(state, &env.id).await?;
     let resp = match params.format {
         ExportFormat::Dotenv => {
             let text = dotenv::render(values.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -77,15 +76,6 @@ pub async fn export(
         ExportFormat::Json => axum::Json(values).into_response(),
     };
     Ok(resp)
-}
-
-/// Every secret's value, by key.
-pub async fn values(state: &AppState, env_id: &str) -> Result<BTreeMap<String, String>> {
-    Ok(secrets::env_contents(state, env_id)
-        .await?
-        .into_iter()
-        .map(|(k, (_, c))| (k, c.value))
-        .collect())
 }
 
 #[utoipa::path(post, path = "/v1/environments/{env_id}/secrets/import", tag = "secrets", security(("bearer" = []), ("api_key" = [])),

@@ -10,13 +10,13 @@ use enclave_core::pagination::Page;
 use enclave_core::policy::input::{AbacInput, AbacPatch};
 use enclave_store::PolicyKind;
 
-use crate::auth::{Caller, Origin};
-use crate::error::{ApiResult, ErrorEnvelope};
-use crate::extract::{IfMatch, JsonBody, ListParams, QueryParams};
-use crate::routes::policies::{
+use super::{
     access, create_spec, delete_kind, list_kind, load, one, restore_version, save_spec,
     versions_of, Policy, PolicyVersion,
 };
+use crate::auth::{Caller, Origin};
+use crate::error::{ApiResult, ErrorEnvelope};
+use crate::extract::{IfMatch, JsonBody, ListParams, QueryParams};
 use crate::state::AppState;
 
 const KIND: PolicyKind = PolicyKind::Abac;

@@ -1,17 +1,18 @@
 //! `/v1/environments/{env_id}/secrets`: list (values only with `reveal=true`), create (one or
 //! a batch), get, patch, delete, versions and restore. Export and import are in
-//! `secret_transfer.rs`.
+//! `transfer.rs`.
 //!
 //! Listing keys: every member (keys: `secrets:read`); reading values: owner, admin, developer
 //! (keys: `secrets:read`); changing: owner, admin (keys: `secrets:write`). Values are sealed
 //! and opened here with the environment's data key; the store sees ciphertext only.
+
+pub mod transfer;
 
 use axum::extract::{RawQuery, Request, State};
 
 use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use enclave_core::api_key::key_can;
 use enclave_core::id::{new_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::secret::{CreateSecrets, PatchSecret, Secret, SecretVersion};
@@ -20,12 +21,11 @@ use enclave_store::{EnvRecord, NewSecret, SecretRecord, SecretWrite};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::access::{env_access, OrgAccess};
+use crate::access::env_access;
 use crate::auth::{Caller, Origin};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
-use crate::routes::secret_transfer;
-use crate::secrets;
+use crate::secrets::{self, may_read_values};
 use crate::state::AppState;
 use crate::views;
 
@@ -50,15 +50,6 @@ pub struct SecretListParams {
 #[derive(Serialize, ToSchema)]
 pub struct SecretBatch {
     pub data: Vec<Secret>,
-}
-
-/// Whether the caller, already admitted to the environment, may also read values.
-pub fn may_read_values(who: &Caller, access: &OrgAccess) -> bool {
-    let p = Permission::ReadSecretValues;
-    match who {
-        Caller::User(_) => access.role.can(p),
-        Caller::Key(k) => key_can(k.role, &k.scopes, p),
-    }
 }
 
 fn location(rec: &SecretRecord) -> String {
@@ -173,13 +164,7 @@ pub async fn get(
     // `GET …/secrets/export?format=…` shares this route; a secret whose key is `export` is
     // read without a `format`.
     if key == "export" && query.as_deref().is_some_and(|q| !q.is_empty()) {
-        return secret_transfer::export(
-            &state,
-            &who,
-            &env_id,
-            query.as_deref().unwrap_or_default(),
-        )
-        .await;
+        return transfer::export(&state, &who, &env_id, query.as_deref().unwrap_or_default()).await;
     }
     if query.as_deref().is_some_and(|q| !q.is_empty()) {
         return Err(Error::validation(
@@ -229,7 +214,7 @@ pub async fn post_to_key(
         );
         return Ok(resp);
     }
-    secret_transfer::import(state, who, origin, Path(env_id), query, req).await
+    transfer::import(state, who, origin, Path(env_id), query, req).await
 }
 
 #[utoipa::path(patch, path = "/v1/environments/{env_id}/secrets/{key}", tag = "secrets", security(("bearer" = []), ("api_key" = [])),

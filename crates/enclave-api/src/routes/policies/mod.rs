@@ -1,9 +1,11 @@
 //! `/v1/environments/{env_id}/policies` (column masking, row-level security) and what both
 //! policy families share: loading, the views, versions and restore, and `evaluate`.
-//! ABAC policies' own routes are in `abac_policies.rs`.
+//! ABAC policies' own routes are in `abac.rs`.
 //!
 //! Reading: every member (keys: `policies:read`); changing: owner and admin (keys:
 //! `policies:manage`). Validation and evaluation live in `enclave_core::policy`.
+
+pub mod abac;
 
 use axum::extract::State;
 
@@ -24,7 +26,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::auth::access::{env_access, OrgAccess};
+use crate::access::{env_access, OrgAccess};
 use crate::auth::{Caller, Origin};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, ListParams, QueryParams};
