@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::environment::EnvSettings;
@@ -228,29 +227,6 @@ pub fn plan_policies(
     plan
 }
 
-/// Policies of two environments compared by name (content, never ids or versions).
-pub fn diff_policies(this: &[&PolicySpec], against: &[&PolicySpec]) -> Vec<NamedDiff> {
-    let mut names: BTreeSet<&str> = this.iter().map(|p| p.name.as_str()).collect();
-    names.extend(against.iter().map(|p| p.name.as_str()));
-    names
-        .into_iter()
-        .map(|name| {
-            let here = this.iter().find(|p| p.name == name);
-            let there = against.iter().find(|p| p.name == name);
-            let status = match (here, there) {
-                (Some(a), Some(b)) if a == b => DiffStatus::Equal,
-                (Some(_), Some(_)) => DiffStatus::Different,
-                (Some(_), None) => DiffStatus::MissingThere,
-                _ => DiffStatus::MissingHere,
-            };
-            NamedDiff {
-                name: name.to_string(),
-                status,
-            }
-        })
-        .collect()
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PromotionStatus {
@@ -275,73 +251,10 @@ pub struct Promotion {
     pub promoted_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DiffStatus {
-    Equal,
-    Different,
-    /// Present in this environment, absent in the other.
-    MissingThere,
-    /// Present in the other environment, absent in this one.
-    MissingHere,
-}
-
-/// One setting compared.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SettingDiff {
-    pub name: String,
-    pub status: DiffStatus,
-    #[schema(value_type = Object)]
-    pub value: Value,
-    #[schema(value_type = Object)]
-    pub against_value: Value,
-}
-
-/// An object compared by name; values are never shown (secrets), only whether they match.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct NamedDiff {
-    pub name: String,
-    pub status: DiffStatus,
-}
-
-/// `GET /v1/environments/{env_id}/diff?against=…`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct EnvironmentDiff {
-    pub env_id: String,
-    pub against_env_id: String,
-    /// True when nothing below differs.
-    pub identical: bool,
-    pub settings: Vec<SettingDiff>,
-    pub policies: Vec<NamedDiff>,
-    /// Keys compared by whether their values are equal; values are never shown.
-    pub secrets: Vec<NamedDiff>,
-    /// This environment's `required_keys` it does not hold.
-    pub missing_keys: Vec<String>,
-    /// The other environment's `required_keys` it does not hold.
-    pub against_missing_keys: Vec<String>,
-}
-
-/// Compares two environments' settings (every setting listed, equal ones too).
-pub fn diff_settings(this: &EnvSettings, against: &EnvSettings) -> Vec<SettingDiff> {
-    this.entries()
-        .into_iter()
-        .zip(against.entries())
-        .map(|((name, value), (_, against_value))| SettingDiff {
-            name: name.into(),
-            status: if value == against_value {
-                DiffStatus::Equal
-            } else {
-                DiffStatus::Different
-            },
-            value,
-            against_value,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diff::{diff_policies, diff_settings, DiffStatus};
     use crate::environment::SettingsPatch;
 
     #[test]

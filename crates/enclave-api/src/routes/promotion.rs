@@ -10,13 +10,14 @@ use axum::extract::State;
 
 use crate::extract::Path;
 use axum::response::Response;
+use enclave_core::diff::{diff_policies, diff_settings, DiffStatus, EnvironmentDiff};
 use enclave_core::environment::{check_writable, EnvSettings, EnvType};
 use enclave_core::id::{new_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::policy::PolicySpec;
 use enclave_core::promotion::{
-    self, diff_policies, diff_settings, plan_policies, plan_settings, CloneItem, EnvironmentDiff,
-    PromoteItem, Promotion, PromotionCounts, PromotionStatus, TargetPolicy,
+    self, plan_policies, plan_settings, CloneItem, PromoteItem, Promotion, PromotionCounts,
+    PromotionStatus, TargetPolicy,
 };
 use enclave_core::secret::{self, Content};
 use enclave_core::{Error, ErrorCode, Permission, Result};
@@ -371,7 +372,7 @@ pub async fn diff(
         crate::secrets::env_values(&state, &against.id).await?,
     );
     let secrets = secret::diff(&mine, &theirs);
-    let equal = |s: &promotion::DiffStatus| *s == promotion::DiffStatus::Equal;
+    let equal = |s: &DiffStatus| *s == DiffStatus::Equal;
     let identical = settings.iter().all(|s| equal(&s.status))
         && policies.iter().all(|p| equal(&p.status))
         && secrets.iter().all(|s| equal(&s.status));

@@ -14,8 +14,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use crate::diff::{DiffStatus, NamedDiff};
 use crate::error::{Error, Result};
-use crate::promotion::{Change, ChangeAction, DiffStatus, NamedDiff};
+use crate::promotion::{Change, ChangeAction};
 
 pub const MAX_KEY_CHARS: usize = 256;
 /// 64 KiB of UTF-8.
