@@ -62,7 +62,7 @@ pub async fn prepare(
         .expires_in_days
         .map(api_key::expires_in_days)
         .transpose()?
-        .map(|d| enclave_store::now_ms() + d * 86_400_000);
+        .map(|d| enclave_core::clock::now_ms() + d * 86_400_000);
     let (caller_role, caller_scopes) = grant_power(who, access);
     check_grant(caller_role, &caller_scopes, role, &scopes)?;
     let id = new_id(Kind::ApiKey);

@@ -68,7 +68,7 @@ pub fn spawn_key_housekeeping(store: std::sync::Arc<Store>) {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let now = enclave_store::now_ms();
+            let now = enclave_core::clock::now_ms();
             match store.expire_api_keys(now).await {
                 Ok(ids) if !ids.is_empty() => tracing::info!(keys = ?ids, "API keys expired"),
                 Ok(_) => {}

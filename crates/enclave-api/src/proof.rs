@@ -78,7 +78,7 @@ pub fn enrolment_code(
 ) -> Result<i64> {
     let subjects = code_subjects(state, user_id, source_ip)?;
     let secret = state.keyring.open_text(user_id, sealed)?;
-    let step = mfa::check(&secret, code, unix_now());
+    let step = mfa::check(&secret, code, enclave_core::clock::unix_seconds());
     settle(state, &subjects, step.is_some())?;
     step.ok_or_else(Error::internal)
 }
@@ -113,12 +113,8 @@ async fn totp(state: &AppState, user_id: &str, code: &str) -> Result<bool> {
         return Ok(false);
     };
     let secret = state.keyring.open_text(user_id, &sealed)?;
-    let Some(step) = mfa::check(&secret, code, unix_now()) else {
+    let Some(step) = mfa::check(&secret, code, enclave_core::clock::unix_seconds()) else {
         return Ok(false);
     };
     state.store.accept_totp_step(user_id, step).await
-}
-
-pub fn unix_now() -> u64 {
-    chrono::Utc::now().timestamp().max(0) as u64
 }

@@ -3,9 +3,10 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use enclave_core::api_key::ApiKey;
+use enclave_core::clock::from_ms;
 use enclave_core::environment::{Connection, Environment};
 use enclave_core::model::{Invitation, Member, Organization, User};
-use enclave_store::{from_ms, ApiKeyRecord, EnvRecord, MemberRecord, OrgRecord, UserRecord};
+use enclave_store::{ApiKeyRecord, EnvRecord, MemberRecord, OrgRecord, UserRecord};
 use serde::Serialize;
 
 use crate::config::ApiConfig;
@@ -60,7 +61,7 @@ pub fn environment(config: &ApiConfig, r: EnvRecord) -> Environment {
 /// A key's metadata; `plaintext` only in the answers to create and rotate.
 pub fn api_key(r: ApiKeyRecord, plaintext: Option<String>) -> ApiKey {
     ApiKey {
-        status: r.status_at(enclave_store::now_ms()),
+        status: r.status_at(enclave_core::clock::now_ms()),
         role: r.role,
         key_id: r.id,
         env_id: r.env_id,

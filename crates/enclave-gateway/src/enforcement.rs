@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use enclave_core::audit::ActorType;
 use enclave_core::policy::abac::AbacAction;
 use enclave_core::policy::evaluate::{Decision, Evaluation, PolicySet, Principal, Request};
@@ -408,7 +407,7 @@ pub(crate) async fn apply(
             action: action_of(statement),
             tables: request_tables(catalog.as_deref(), &statement.relations),
             ip: session.source_ip,
-            at: Utc::now(),
+            at: enclave_core::clock::now(),
         };
         let eval = policies.set.evaluate(&principal(session), &request);
         let mut audit = PolicyAudit::of(&eval);

@@ -664,7 +664,7 @@ impl Gateway {
             cache_hit: false,
             outcome: String::new(),
             error_code: None,
-            created_at: timestamp(enclave_store::now_ms()),
+            created_at: timestamp(enclave_core::clock::now_ms()),
             prev_hash: String::new(),
             entry_hash: String::new(),
         }

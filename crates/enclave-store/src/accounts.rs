@@ -5,6 +5,7 @@
 //! audit chain of every organization where they are an active member, so each one's admins
 //! see it.
 
+use enclave_core::clock::now_ms;
 use enclave_core::{Error, Result};
 
 use crate::db::{self, Tx};
@@ -12,7 +13,7 @@ use crate::db_error::internal;
 use crate::journal::*;
 use crate::records::*;
 use crate::store::Store;
-use crate::{now_ms, Invalidation};
+use crate::Invalidation;
 
 impl Store {
     /// The user's second-factor state, `None` for an unknown user.

@@ -1,6 +1,7 @@
 //! Environment API keys. Every change publishes `Invalidation::ApiKey`, so verified-key
 //! caches drop the key at once on this node and (PostgreSQL) on every other.
 
+use enclave_core::clock::now_ms;
 use enclave_core::environment::EnvStatus;
 use enclave_core::model::{OrgStatus, Tier};
 use enclave_core::{Error, Result};
@@ -14,7 +15,7 @@ use crate::journal::*;
 use crate::records::*;
 use crate::store::for_update;
 use crate::store::Store;
-use crate::{now_ms, Invalidation};
+use crate::Invalidation;
 
 pub(crate) const KEY_COLUMNS: &str = "id, env_id, org_id, name, prefix, secret_hash, role, \
      attributes, scopes, ip_allowlist, status, last_used_at, expires_at, grace_expires_at, \

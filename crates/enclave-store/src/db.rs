@@ -123,50 +123,125 @@ impl Arg {
     }
 }
 
-macro_rules! arg_from {
-    ($variant:ident: $($t:ty => $f:expr),+ $(,)?) => {
-        $(
-            impl From<$t> for Arg {
-                fn from(v: $t) -> Arg {
-                    Arg::$variant(($f)(v))
-                }
-            }
-        )+
-    };
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(Some(v.to_owned()))
+    }
 }
 
-arg_from!(Text:
-    &str => |v: &str| Some(v.to_owned()),
-    String => Some,
-    &String => |v: &String| Some(v.clone()),
-    Option<&str> => |v: Option<&str>| v.map(str::to_owned),
-    Option<String> => |v| v,
-    Option<&String> => |v: Option<&String>| v.cloned(),
-    &Option<String> => |v: &Option<String>| v.clone(),
-);
-arg_from!(Int:
-    i64 => Some,
-    &i64 => |v: &i64| Some(*v),
-    Option<i64> => |v| v,
-);
-arg_from!(Int4:
-    i32 => Some,
-    Option<i32> => |v| v,
-);
-arg_from!(Float:
-    f64 => Some,
-    Option<f64> => |v| v,
-);
-arg_from!(Bool:
-    bool => Some,
-    Option<bool> => |v| v,
-);
-arg_from!(Bytes:
-    Vec<u8> => Some,
-    &Vec<u8> => |v: &Vec<u8>| Some(v.clone()),
-    &[u8] => |v: &[u8]| Some(v.to_vec()),
-    Option<Vec<u8>> => |v| v,
-);
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(Some(v))
+    }
+}
+
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(Some(v.clone()))
+    }
+}
+
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Arg {
+        Arg::Text(v.map(str::to_owned))
+    }
+}
+
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Arg {
+        Arg::Text(v)
+    }
+}
+
+impl From<Option<&String>> for Arg {
+    fn from(v: Option<&String>) -> Arg {
+        Arg::Text(v.cloned())
+    }
+}
+
+impl From<&Option<String>> for Arg {
+    fn from(v: &Option<String>) -> Arg {
+        Arg::Text(v.clone())
+    }
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Arg {
+        Arg::Int(Some(v))
+    }
+}
+
+impl From<&i64> for Arg {
+    fn from(v: &i64) -> Arg {
+        Arg::Int(Some(*v))
+    }
+}
+
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Arg {
+        Arg::Int(v)
+    }
+}
+
+impl From<i32> for Arg {
+    fn from(v: i32) -> Arg {
+        Arg::Int4(Some(v))
+    }
+}
+
+impl From<Option<i32>> for Arg {
+    fn from(v: Option<i32>) -> Arg {
+        Arg::Int4(v)
+    }
+}
+
+impl From<f64> for Arg {
+    fn from(v: f64) -> Arg {
+        Arg::Float(Some(v))
+    }
+}
+
+impl From<Option<f64>> for Arg {
+    fn from(v: Option<f64>) -> Arg {
+        Arg::Float(v)
+    }
+}
+
+impl From<bool> for Arg {
+    fn from(v: bool) -> Arg {
+        Arg::Bool(Some(v))
+    }
+}
+
+impl From<Option<bool>> for Arg {
+    fn from(v: Option<bool>) -> Arg {
+        Arg::Bool(v)
+    }
+}
+
+impl From<Vec<u8>> for Arg {
+    fn from(v: Vec<u8>) -> Arg {
+        Arg::Bytes(Some(v))
+    }
+}
+
+impl From<&Vec<u8>> for Arg {
+    fn from(v: &Vec<u8>) -> Arg {
+        Arg::Bytes(Some(v.clone()))
+    }
+}
+
+impl From<&[u8]> for Arg {
+    fn from(v: &[u8]) -> Arg {
+        Arg::Bytes(Some(v.to_vec()))
+    }
+}
+
+impl From<Option<Vec<u8>>> for Arg {
+    fn from(v: Option<Vec<u8>>) -> Arg {
+        Arg::Bytes(v)
+    }
+}
 
 impl<T: Serialize> From<Json<T>> for Arg {
     fn from(v: Json<T>) -> Arg {

@@ -4,6 +4,7 @@
 //! parent tree) first updates the organization row (`lock_org_envs`): on PostgreSQL that row
 //! lock serialises those writes per organization; SQLite has one writer anyway.
 
+use enclave_core::clock::now_ms;
 use enclave_core::environment::{check_writable, EnvStatus, Transition};
 use enclave_core::{Error, Result};
 
@@ -14,7 +15,7 @@ use crate::policies::*;
 use crate::records::*;
 use crate::secrets::*;
 use crate::store::Store;
-use crate::{now_ms, Invalidation};
+use crate::Invalidation;
 use sqlx::types::Json;
 
 pub(crate) const ENV_COLUMNS: &str = "id, org_id, name, slug, env_type, position, color, \

@@ -7,13 +7,13 @@
 //! naming the action in `enclave_core::audit::event_type`).
 
 use enclave_core::audit::{self, Actor, AuditEntry};
+use enclave_core::clock::now_ms;
 use enclave_core::id::{new_id, Kind};
 use enclave_core::{Error, Result};
 use serde_json::{json, Value};
 
 use crate::db::{self, Tx};
 use crate::db_error::internal;
-use crate::now_ms;
 use crate::records::*;
 
 /// Who asked for a change and from where: the audit entry's actor, request id and source IP.

@@ -27,7 +27,6 @@ mod sqlite;
 mod store;
 mod stored;
 pub mod testing;
-mod time;
 mod users;
 mod webhooks;
 
@@ -39,7 +38,6 @@ pub use query_audit::QueryAuditFilter;
 pub use records::*;
 pub use secrets::Rewrap;
 pub use store::Store;
-pub use time::{from_ms, now_ms, to_ms};
 pub use webhooks::Reseal;
 
 /// Which database a store runs on.

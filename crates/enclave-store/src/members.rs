@@ -1,6 +1,7 @@
 //! Memberships: invitations (tokens kept as hashes), acceptance, roles and status, removal,
 //! and what authorization reads on every request.
 
+use enclave_core::clock::now_ms;
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::{Error, Result};
 
@@ -11,7 +12,7 @@ use crate::organizations::*;
 use crate::records::*;
 use crate::store::{for_update, Store};
 use crate::users::*;
-use crate::{now_ms, Invalidation};
+use crate::Invalidation;
 
 pub(crate) const MEMBER_SELECT: &str = "SELECT m.org_id, m.user_id, u.email, m.name, m.role, \
      m.status, m.attributes, m.invite_token, m.invite_expires_at, m.created_at, m.updated_at, \

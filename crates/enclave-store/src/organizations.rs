@@ -1,6 +1,7 @@
 //! Organizations: created with their owner and first environments, changed, deleted with
 //! everything in them, and ownership transferred.
 
+use enclave_core::clock::now_ms;
 use std::collections::BTreeMap;
 
 use enclave_core::{Error, Result};
@@ -12,7 +13,7 @@ use crate::environments::*;
 use crate::journal::*;
 use crate::records::*;
 use crate::store::{for_update, Store};
-use crate::{now_ms, Invalidation};
+use crate::Invalidation;
 
 pub(crate) const ORG_COLUMNS: &str = "id, name, slug, billing_email, cloud_region, tier, status, \
      settings, created_at, updated_at, version";

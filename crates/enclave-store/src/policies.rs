@@ -2,6 +2,7 @@
 //! row (refused while it is locked or being deleted), keep the current content in
 //! `policies` and append it to `policy_versions`, and are audited in the same transaction.
 
+use enclave_core::clock::now_ms;
 use enclave_core::policy::PolicySpec;
 
 use enclave_core::environment::check_writable;
@@ -16,7 +17,7 @@ use crate::journal::*;
 use crate::records::*;
 use crate::store::for_update;
 use crate::store::Store;
-use crate::{now_ms, Invalidation};
+use crate::Invalidation;
 
 pub(crate) const POLICY_COLUMNS: &str = "id, org_id, env_id, name, kind, policy_type, spec, \
      version, created_by, created_at, updated_at";

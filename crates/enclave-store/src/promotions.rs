@@ -1,6 +1,7 @@
 //! Promotion: configuration (settings, policies, secrets) carried from one environment into
 //! another in one transaction, and the record of every promotion.
 
+use enclave_core::clock::now_ms;
 use enclave_core::environment::check_writable;
 use enclave_core::promotion::Promotion;
 use enclave_core::Error;
@@ -13,7 +14,7 @@ use crate::policies::*;
 use crate::records::*;
 use crate::secrets::*;
 use crate::store::Store;
-use crate::{now_ms, Invalidation};
+use crate::Invalidation;
 
 impl Store {
     /// Writes a promotion's changes into its target and records it, in one transaction.

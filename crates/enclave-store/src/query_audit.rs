@@ -3,6 +3,7 @@
 //! head in `audit_chains`, locked by the upsert, so concurrent writers never fork it).
 //! Nothing updates or deletes an entry; they go with their environment.
 
+use enclave_core::clock::now_ms;
 use enclave_core::query::audit::QueryAuditEntry;
 
 use crate::records::PageQuery;
@@ -10,7 +11,6 @@ use enclave_core::Result;
 
 use crate::db::{self, Arg};
 use crate::db_error::internal;
-use crate::now_ms;
 use crate::store::Store;
 
 /// Filters of the query-audit list.

@@ -6,6 +6,7 @@
 //! audit entry per secret (names and metadata, never values) and queue one `secret.changed`
 //! event per transaction naming the keys it touched.
 
+use enclave_core::clock::now_ms;
 use enclave_core::secret::crypto::WrappedKey;
 
 use enclave_core::{Error, Result};
@@ -14,7 +15,6 @@ use crate::accounts::*;
 use crate::db::{self, Tx};
 use crate::db_error::{internal, unique_or};
 use crate::journal::*;
-use crate::now_ms;
 use crate::policies::*;
 use crate::records::*;
 use crate::store::for_update;

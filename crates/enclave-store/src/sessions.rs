@@ -5,7 +5,8 @@ use crate::db_error::internal;
 use crate::journal::*;
 use crate::records::*;
 use crate::store::Store;
-use crate::{now_ms, Invalidation};
+use crate::Invalidation;
+use enclave_core::clock::now_ms;
 
 pub(crate) const SESSION_COLUMNS: &str =
     "id, user_id, org_id, created_at, expires_at, revoked_at, mfa_at";

@@ -1,11 +1,11 @@
 //! Users: created on first start, by invitation or sign-up, found by e-mail or id.
 
+use enclave_core::clock::now_ms;
 use enclave_core::Error;
 
 use crate::db::{self, Tx};
 use crate::db_error::{internal, unique_or};
 use crate::journal::*;
-use crate::now_ms;
 use crate::organizations::*;
 use crate::records::*;
 use crate::store::Store;

@@ -3,13 +3,13 @@
 //! `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same row), send, and record the
 //! attempt.
 
+use enclave_core::clock::now_ms;
 use enclave_core::webhook::WebhookStatus;
 use enclave_core::{Error, Result};
 
 use crate::db::{self, Tx};
 use crate::db_error::internal;
 use crate::journal::*;
-use crate::now_ms;
 use crate::records::*;
 use crate::store::for_update;
 use crate::store::Store;

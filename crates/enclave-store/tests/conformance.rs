@@ -1,5 +1,6 @@
 //! One conformance suite, run against SQLite and PostgreSQL alike.
 
+use enclave_core::clock::now_ms;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

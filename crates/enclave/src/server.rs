@@ -162,13 +162,14 @@ fn spawn_housekeeping(state: enclave_api::AppState) {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            let cutoff = enclave_store::now_ms() - enclave_api::middleware::idempotency::TTL_MS;
+            let cutoff =
+                enclave_core::clock::now_ms() - enclave_api::middleware::idempotency::TTL_MS;
             match state.store.idempotency_purge(cutoff).await {
                 Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records removed"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
             }
-            let cutoff = enclave_store::now_ms() - DELIVERY_LOG_DAYS * 86_400_000;
+            let cutoff = enclave_core::clock::now_ms() - DELIVERY_LOG_DAYS * 86_400_000;
             match state.store.purge_deliveries(cutoff).await {
                 Ok(n) if n > 0 => tracing::info!(purged = n, "old webhook deliveries removed"),
                 Ok(_) => {}

@@ -141,7 +141,7 @@ impl AuthCache {
     /// The claims of a genuine, unexpired token; the signature is checked once per token.
     pub fn verified_claims(&self, keys: &TokenKeys, token: &str) -> Option<Claims> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let now = chrono::Utc::now().timestamp();
+        let now = enclave_core::clock::now().timestamp();
         if let Some(claims) = self.tokens.get(&key, Duration::MAX) {
             return (claims.exp > now).then_some(claims);
         }

@@ -173,7 +173,10 @@ impl KeyAuth {
         if due {
             let (store, key_id) = (self.store.clone(), key_id.to_string());
             tokio::spawn(async move {
-                if let Err(e) = store.touch_api_key(&key_id, enclave_store::now_ms()).await {
+                if let Err(e) = store
+                    .touch_api_key(&key_id, enclave_core::clock::now_ms())
+                    .await
+                {
                     tracing::warn!(error = %e, "could not record API key use");
                 }
             });
@@ -207,9 +210,11 @@ fn verified(r: KeyAuthRecord) -> Result<Verified> {
 
 /// Whether a genuine key may be used now, from `ip`.
 fn usable_now(v: &Verified, ip: Option<IpAddr>) -> Result<()> {
-    let status = v
-        .status
-        .at(enclave_store::now_ms(), v.expires_at, v.grace_expires_at);
+    let status = v.status.at(
+        enclave_core::clock::now_ms(),
+        v.expires_at,
+        v.grace_expires_at,
+    );
     match status {
         KeyStatus::Revoked => return Err(Error::unauthorized("this API key has been revoked")),
         KeyStatus::Expired => return Err(Error::unauthorized("this API key has expired")),

@@ -71,7 +71,7 @@ pub async fn resolve(cache: &AuthCache, keys: &TokenKeys, token: &str) -> Result
     let session = cache.session(&claims.sid).await?.ok_or_else(bad)?;
     if session.user_id != claims.sub
         || session.revoked_at.is_some()
-        || session.expires_at <= enclave_store::now_ms()
+        || session.expires_at <= enclave_core::clock::now_ms()
     {
         return Err(Error::unauthorized("the session has ended; log in again"));
     }

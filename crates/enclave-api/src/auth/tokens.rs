@@ -92,7 +92,7 @@ impl TokenKeys {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .ok()?
             .claims;
-        let now = chrono::Utc::now().timestamp();
+        let now = enclave_core::clock::now().timestamp();
         let lifetime = claims.exp - claims.iat;
         let plausible = claims.iat <= now + CLOCK_SKEW_SECONDS
             && (1..=ACCESS_TOKEN_SECONDS).contains(&lifetime);
@@ -116,7 +116,7 @@ impl TokenKeys {
         .ok()?
         .claims;
         let lifetime = claims.exp - claims.iat;
-        let now = chrono::Utc::now().timestamp();
+        let now = enclave_core::clock::now().timestamp();
         (claims.iat <= now + CLOCK_SKEW_SECONDS && (1..=CHALLENGE_SECONDS).contains(&lifetime))
             .then_some(claims)
     }
@@ -184,8 +184,8 @@ mod tests {
             sub: "usr_1".into(),
             org_id: None,
             role: None,
-            iat: chrono::Utc::now().timestamp(),
-            exp: chrono::Utc::now().timestamp() + 60,
+            iat: enclave_core::clock::now().timestamp(),
+            exp: enclave_core::clock::now().timestamp() + 60,
             iss: "enclave".into(),
             jti: "j".into(),
             sid: "s".into(),
@@ -205,7 +205,7 @@ mod tests {
         };
         assert!(keys.verify(&keys.sign(&expired)).is_none());
         // Signed with our key, but issued in the future or living ten years: refused.
-        let now = chrono::Utc::now().timestamp();
+        let now = enclave_core::clock::now().timestamp();
         let future = Claims {
             iat: now + 3600,
             exp: now + 3660,

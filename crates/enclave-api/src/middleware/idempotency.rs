@@ -10,8 +10,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use enclave_core::clock::now_ms;
 use enclave_core::Error;
-use enclave_store::{now_ms, IdempotencyBegin, IdempotencyState, StoredResponse};
+use enclave_store::{IdempotencyBegin, IdempotencyState, StoredResponse};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;

@@ -6,8 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use enclave_core::clock::from_ms;
 use enclave_core::{validate, Error};
-use enclave_store::{from_ms, MfaState, UserRecord};
+use enclave_store::{MfaState, UserRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

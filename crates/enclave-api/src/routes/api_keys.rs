@@ -245,7 +245,7 @@ pub async fn rotate(
         .api_key(&env_id, &key_id)
         .await?
         .ok_or_else(not_found)?;
-    let now = enclave_store::now_ms();
+    let now = enclave_core::clock::now_ms();
     // The successor gets the same lifetime the old key was given.
     let lifetime_days = old
         .expires_at

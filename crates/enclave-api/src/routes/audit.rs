@@ -5,7 +5,6 @@ use axum::extract::State;
 
 use crate::extract::Path;
 use axum::response::Response;
-use chrono::Utc;
 use enclave_core::audit::AuditEntry;
 use enclave_core::id::{is_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
@@ -117,7 +116,7 @@ pub async fn verify(
     let verification = verify_chain(state.store.as_ref(), &org_id).await?;
     Ok(axum::Json(VerifyResponse {
         verification,
-        verified_at: Utc::now(),
+        verified_at: enclave_core::clock::now(),
     }))
 }
 

@@ -4,10 +4,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use enclave_core::clock::now_ms;
 use enclave_core::id::{new_id, Kind};
 use enclave_core::model::{Organization, User};
 use enclave_core::{validate, Error, ErrorCode, Role};
-use enclave_store::{now_ms, NewSession, NewUser, RefreshRotation, RotateOutcome, UserRecord};
+use enclave_store::{NewSession, NewUser, RefreshRotation, RotateOutcome, UserRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -180,7 +181,7 @@ async fn login_response(
         }
         None => (None, None),
     };
-    let now = chrono::Utc::now().timestamp();
+    let now = enclave_core::clock::now().timestamp();
     let claims = Claims {
         sub: user.id.clone(),
         org_id,
@@ -204,7 +205,7 @@ async fn login_response(
 
 /// 202 with a signed challenge: the password was right, the second factor comes next.
 fn challenge(state: &AppState, user_id: &str, org_id: Option<String>) -> Response {
-    let now = chrono::Utc::now().timestamp();
+    let now = enclave_core::clock::now().timestamp();
     let claims = ChallengeClaims {
         sub: user_id.to_string(),
         org_id,

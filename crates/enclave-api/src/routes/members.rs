@@ -1,6 +1,7 @@
 //! `/v1/organizations/{org_id}/users`: invite, list, get, update, remove, change role. The
 //! rules of who may do what to whom are in `enclave_core::membership`.
 
+use enclave_core::clock::now_ms;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
@@ -16,7 +17,7 @@ use enclave_core::membership::{
 use enclave_core::model::{Member, MemberStatus};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::{validate, Error, Permission, Role};
-use enclave_store::{now_ms, MemberFilter, MemberPatch, MemberRecord, NewInvite, NewPasswordReset};
+use enclave_store::{MemberFilter, MemberPatch, MemberRecord, NewInvite, NewPasswordReset};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -329,7 +330,7 @@ pub async fn reset_password(
     let body = PasswordResetLink {
         user_id,
         token,
-        expires_at: enclave_store::from_ms(expires_at),
+        expires_at: enclave_core::clock::from_ms(expires_at),
     };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }

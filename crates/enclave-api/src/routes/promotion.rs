@@ -223,7 +223,7 @@ pub async fn promote(
             changes: PromotionCounts::of(&details),
             details,
             promoted_by: who.user_id.clone(),
-            promoted_at: chrono::Utc::now(),
+            promoted_at: enclave_core::clock::now(),
         };
         if req.dry_run {
             return Ok(axum::Json(record));

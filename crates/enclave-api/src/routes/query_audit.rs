@@ -8,7 +8,6 @@ use axum::extract::State;
 
 use crate::extract::Path;
 use axum::response::Response;
-use chrono::Utc;
 use enclave_core::id::{is_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::query::audit::QueryAuditEntry;
@@ -149,7 +148,7 @@ pub async fn verify(
     .await?;
     Ok(axum::Json(VerifyResponse {
         verification,
-        verified_at: Utc::now(),
+        verified_at: enclave_core::clock::now(),
     }))
 }
 

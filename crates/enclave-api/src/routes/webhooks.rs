@@ -2,6 +2,7 @@
 //! secret rotation, a test event, the delivery log and redelivery. Owner and admin only.
 
 use axum::extract::State;
+use enclave_core::clock::from_ms;
 
 use crate::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -11,9 +12,7 @@ use enclave_core::id::{is_id, new_id, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::webhook::{self, DeliveryStatus, WebhookStatus};
 use enclave_core::{Error, Permission, Result};
-use enclave_store::{
-    from_ms, AttemptRecord, DeliveryRecord, NewWebhook, WebhookPatch, WebhookRecord,
-};
+use enclave_store::{AttemptRecord, DeliveryRecord, NewWebhook, WebhookPatch, WebhookRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -101,7 +100,7 @@ pub struct Delivery {
 }
 
 fn view(r: WebhookRecord) -> Webhook {
-    let now = enclave_store::now_ms();
+    let now = enclave_core::clock::now_ms();
     Webhook {
         webhook_id: r.id,
         org_id: r.org_id,
@@ -337,7 +336,7 @@ pub async fn rotate_secret(
 ) -> ApiResult<Response> {
     require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
     check_id(&webhook_id)?;
-    let old_until = enclave_store::now_ms() + webhook::OLD_SECRET_HOURS * 3_600_000;
+    let old_until = enclave_core::clock::now_ms() + webhook::OLD_SECRET_HOURS * 3_600_000;
     let secret = webhook::generate_secret();
     let rec = state
         .store

@@ -4,6 +4,7 @@
 pub mod keyring;
 pub mod master;
 
+use enclave_core::clock::from_ms;
 use enclave_core::secret::crypto::DataKey;
 use enclave_core::secret::{Content, Secret, SecretVersion};
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use enclave_core::{Error, Permission, Result};
 use crate::access::OrgAccess;
 use crate::auth::Caller;
 use crate::state::AppState;
-use enclave_store::{from_ms, SecretRecord, SecretVersionRecord};
+use enclave_store::{SecretRecord, SecretVersionRecord};
 
 pub use keyring::Keyring;
 pub use master::MasterKeySource;

@@ -4,11 +4,12 @@
 //! jittered delay, or — after the last attempt — failed. A run of failures disables the
 //! endpoint.
 
+use enclave_core::clock::now_ms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use enclave_core::webhook::{self, enclave_signature, retry_delay, standard_signature};
-use enclave_store::{now_ms, AttemptOutcome, ClaimedDelivery, Store};
+use enclave_store::{AttemptOutcome, ClaimedDelivery, Store};
 use futures::future::join_all;
 use tokio::task::JoinHandle;
 
@@ -111,7 +112,7 @@ async fn send(
     // Checked again at send time: an IP-literal target configured while private targets were
     // allowed is refused once they are not (host names are checked by the resolver).
     webhook::target("url", &claimed.url, config.allow_private).map_err(|e| e.message)?;
-    let timestamp = chrono::Utc::now().timestamp();
+    let timestamp = enclave_core::clock::now().timestamp();
     let body = d.payload.as_bytes();
     let secrets = claimed
         .secrets

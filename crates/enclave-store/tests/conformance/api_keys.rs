@@ -1,5 +1,6 @@
 //! API keys in the store, on SQLite and PostgreSQL alike (the suite's `conformance!`).
 
+use enclave_core::clock::now_ms;
 use std::sync::Arc;
 
 use enclave_core::api_key::{KeyStatus, Scope};

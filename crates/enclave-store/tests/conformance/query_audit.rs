@@ -2,6 +2,7 @@
 //! chain per environment, concurrent appends never fork it, pages newest first, filters, and
 //! the chain gone with its environment.
 
+use enclave_core::clock::now_ms;
 use std::sync::Arc;
 
 use enclave_core::audit::{verify, ActorType, GENESIS_HASH};

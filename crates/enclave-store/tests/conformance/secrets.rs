@@ -304,7 +304,7 @@ async fn rotation_rewraps_atomically(store: Arc<Store>) {
             &org,
             &hook_id,
             old.seal_text(&hook_id, "whsec_second"),
-            enclave_store::now_ms() + 60_000,
+            enclave_core::clock::now_ms() + 60_000,
             &o,
         )
         .await

@@ -2,6 +2,7 @@
 //! transaction, leases that never hand one delivery to two workers, the retry bookkeeping
 //! and auto-disable; and the audit chain's head.
 
+use enclave_core::clock::now_ms;
 use std::collections::HashSet;
 use std::sync::Arc;
 

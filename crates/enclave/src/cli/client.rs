@@ -355,7 +355,8 @@ async fn session_token(http: &reqwest::Client, base: &str) -> anyhow::Result<Str
         .as_str()
         .context("no refresh token in the answer")?
         .to_string();
-    s.expires_at = chrono::Utc::now().timestamp() + body["expires_in"].as_i64().unwrap_or(0);
+    s.expires_at =
+        enclave_core::clock::now().timestamp() + body["expires_in"].as_i64().unwrap_or(0);
     session::save(&s)?;
     Ok(s.token)
 }

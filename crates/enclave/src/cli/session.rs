@@ -21,7 +21,7 @@ pub struct Session {
 impl Session {
     /// Whether the access token is expired or about to be (within a minute).
     pub fn stale(&self) -> bool {
-        self.expires_at - 60 <= chrono::Utc::now().timestamp()
+        self.expires_at - 60 <= enclave_core::clock::now().timestamp()
     }
 }
 

@@ -69,7 +69,8 @@ pub async fn login(cmd: LoginCommand) -> anyhow::Result<()> {
         email: cmd.email.clone(),
         token: token.to_string(),
         refresh_token: answer["refresh_token"].as_str().unwrap_or_default().into(),
-        expires_at: chrono::Utc::now().timestamp() + answer["expires_in"].as_i64().unwrap_or(0),
+        expires_at: enclave_core::clock::now().timestamp()
+            + answer["expires_in"].as_i64().unwrap_or(0),
     };
     let path = session::save(&s)?;
     let org = answer["org"]["slug"].as_str().unwrap_or("no organization");

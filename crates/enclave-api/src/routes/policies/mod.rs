@@ -8,6 +8,7 @@
 pub mod abac;
 
 use axum::extract::State;
+use enclave_core::clock::from_ms;
 
 use crate::extract::Path;
 use axum::http::StatusCode;
@@ -21,7 +22,7 @@ use enclave_core::policy::{
     AbacAction, Effect, MaskingRule, PolicyBody, PolicyMode, PolicySpec, PolicyType, RlsRule,
 };
 use enclave_core::{Error, Permission, Result};
-use enclave_store::{from_ms, EnvRecord, NewPolicy, PolicyKind, PolicyRecord, PolicyVersionRecord};
+use enclave_store::{EnvRecord, NewPolicy, PolicyKind, PolicyRecord, PolicyVersionRecord};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
