@@ -16,7 +16,7 @@ CONNECTIONS="${CONNECTIONS:-32}"
 . bench/lib.sh
 
 need_wrk
-start_server ENCLAVE_RATE_LIMITS="free=1000000000/100000000" ENCLAVE_ANONYMOUS_RATE_LIMIT="1000000000/100000000"
+start_server ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000" ENCLAVE_ANONYMOUS_RATE_LIMIT="1000000000/100000000"
 login
 org="$(curl -sf "$url/v1/auth/me" -H "authorization: Bearer $token" | json '["org"]["org_id"]')"
 env_id="$(curl -sf "$url/v1/organizations/$org/environments" -H "authorization: Bearer $token" | json '["data"][2]["env_id"]')"
