@@ -1,4 +1,4 @@
-//! Environment API keys (spec/api-keys.md): the key format, scopes and their bundles, what a
+//! Environment API keys (docs/api-keys.md): the key format, scopes and their bundles, what a
 //! key may do, the caps on what its creator may grant, and its lifecycle over time. Pure.
 
 use std::collections::BTreeSet;

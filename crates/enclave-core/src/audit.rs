@@ -1,4 +1,4 @@
-//! The IAM audit trail (spec/audit-webhooks.md): who did what, to which resource, with the
+//! The IAM audit trail (docs/audit.md): who did what, to which resource, with the
 //! state before and after; entries chained per organization by SHA-256 so that any edit,
 //! insertion or deletion in the stored trail is detected by [`verify`]. Pure: the store
 //! appends, the API lists and exports, `enclave audit verify` re-checks an export offline —
@@ -331,7 +331,7 @@ pub fn verify<'a>(entries: impl IntoIterator<Item = &'a Value>) -> Verification 
     verifier.finish()
 }
 
-/// The webhook event an audited action announces, if any (spec/audit-webhooks.md's list).
+/// The webhook event an audited action announces, if any (the list in docs/webhooks.md).
 /// A later feature makes its changes announce themselves by naming its action here
 /// (secrets instead queue one `secret.changed` per request for all the keys it touched).
 pub fn event_type(action: &str) -> Option<&'static str> {

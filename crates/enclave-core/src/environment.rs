@@ -1,4 +1,4 @@
-//! Environments (spec/environments.md): the field rules, the lifecycle, settings, the parent
+//! Environments (docs/environments.md): the field rules, the lifecycle, settings, the parent
 //! tree and the write guard. Pure: the store supplies what a rule needs to look at.
 
 use chrono::{DateTime, Utc};

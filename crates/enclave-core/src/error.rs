@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The machine-readable codes of `{"error": {"code", ...}}` (DESIGN.md, API conventions).
+/// The machine-readable codes of `{"error": {"code", ...}}` (docs/api-conventions.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {

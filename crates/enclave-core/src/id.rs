@@ -5,7 +5,7 @@
 
 use ulid::Ulid;
 
-/// The prefixes of DESIGN.md; each resource type has exactly one.
+/// The id prefixes (docs/api-conventions.md); each resource type has exactly one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Organization,

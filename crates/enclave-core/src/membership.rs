@@ -1,4 +1,4 @@
-//! The rules of membership changes (spec/identity.md): exactly one owner, only the owner
+//! The rules of membership changes (docs/identity.md): exactly one owner, only the owner
 //! grants — or takes away — `admin`, nobody changes their own role, the owner is never
 //! removed, demoted or suspended except by transferring ownership.
 //!

@@ -1,4 +1,4 @@
-//! The resources of spec/identity.md as the API shows them.
+//! The identity resources as the API shows them (docs/identity.md).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,8 @@ impl Tier {
         Tier::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
-    /// The limits of DESIGN.md and the environments issue, before configuration overrides.
+    /// Each tier's default limits, before configuration overrides (`--rate-limits`,
+    /// `--environment-quotas`: the README's configuration table).
     pub fn default_limits(self) -> TierLimits {
         let (per_minute, burst, max_environments) = match self {
             Tier::Free => (60, 10, Some(3)),

@@ -93,7 +93,7 @@ pub struct Change {
     pub action: ChangeAction,
 }
 
-/// The counts of a promotion (spec/environments.md).
+/// The counts of a promotion (docs/environments.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PromotionCounts {
     pub policies_promoted: u32,

@@ -1,4 +1,4 @@
-//! Roles and the permission matrix of spec/identity.md. Every authorization check in the
+//! Roles and the permission matrix: which role may do what. Every authorization check in the
 //! product goes through [`Role::can`]; the matrix exists only here.
 
 use serde::{Deserialize, Serialize};
@@ -147,7 +147,7 @@ mod tests {
     use super::*;
     use Permission::*;
 
-    /// The matrix of spec/identity.md, row by row, in the spec's column order:
+    /// The permission matrix, row by row, in its column order:
     /// owner, admin, developer, analyst, auditor, service_account.
     const MATRIX: [(Permission, [bool; 6]); 16] = [
         (ReadEnvironments, [true, true, true, true, true, true]),

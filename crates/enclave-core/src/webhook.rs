@@ -1,4 +1,4 @@
-//! Webhooks (spec/audit-webhooks.md): event names, endpoint validation and the SSRF rules,
+//! Webhooks (docs/webhooks.md): event names, endpoint validation and the SSRF rules,
 //! signing secrets, the two signature schemes, and the retry schedule. Pure: the store queues,
 //! the API's delivery worker sends, using the rules here.
 

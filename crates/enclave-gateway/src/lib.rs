@@ -1,5 +1,5 @@
 //! Enclave's data plane: every environment's data behind a policy-enforcing SQL pipeline
-//! (`spec/gateway.md`), reached through the Postgres wire protocol ([`wire`]) and the HTTP
+//! (docs/gateway.md), reached through the Postgres wire protocol ([`wire`]) and the HTTP
 //! query endpoints (mounted by `enclave-api` over [`Gateway::run`]).
 //!
 //! A statement goes through explicit stages in [`pipeline`]: admission, parse and classify,

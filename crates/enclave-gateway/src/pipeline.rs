@@ -1,5 +1,5 @@
 //! The pipeline every statement goes through, from both doors, in the order of
-//! `spec/gateway.md`:
+//! docs/gateway.md:
 //!
 //! - 1, admission ([`crate::admission`]);
 //! - 2 and 3, parse and classify ([`enclave_core::query::parse`]);

@@ -301,7 +301,7 @@ pub(crate) struct Query<'q>(Bound<'q>);
 pub(crate) struct QueryAs<'q, T>(Bound<'q>, PhantomData<T>);
 
 /// A statement whose first column decodes into `T`.
-pub(crate) struct QueryScalar<'q, T>(Bound<'q>, PhantomData<T>);
+pub(crate) struct QueryScalar<'q, T>(QueryAs<'q, (T,)>);
 
 pub(crate) fn query<'q>(sql: impl Into<Cow<'q, str>>) -> Query<'q> {
     Query(Bound {
@@ -321,13 +321,13 @@ pub(crate) fn query_as<'q, T: Row>(sql: impl Into<Cow<'q, str>>) -> QueryAs<'q, 
 }
 
 pub(crate) fn query_scalar<'q, T: Value>(sql: impl Into<Cow<'q, str>>) -> QueryScalar<'q, T> {
-    QueryScalar(
+    QueryScalar(QueryAs(
         Bound {
             sql: sql.into(),
             args: Vec::new(),
         },
         PhantomData,
-    )
+    ))
 }
 
 impl<'q> Query<'q> {
@@ -427,70 +427,30 @@ impl<'q, T: Row> QueryAs<'q, T> {
 }
 
 impl<'q, T: Value> QueryScalar<'q, T> {
-    pub(crate) fn bind(mut self, arg: impl Into<Arg>) -> Self {
-        self.0.args.push(arg.into());
-        self
+    pub(crate) fn bind(self, arg: impl Into<Arg>) -> Self {
+        QueryScalar(self.0.bind(arg))
     }
 
     /// Binds `args` in order (a filter shared by a page and its count).
-    pub(crate) fn bind_all(mut self, args: &[Arg]) -> Self {
-        self.0.args.extend_from_slice(args);
-        self
+    pub(crate) fn bind_all(self, args: &[Arg]) -> Self {
+        QueryScalar(self.0.bind_all(args))
     }
 
     pub(crate) async fn fetch_all<'e>(self, on: impl Into<On<'e>>) -> Result<Vec<T>, sqlx::Error> {
-        let Bound { sql, args } = self.0;
-        match on.into() {
-            On::SqliteConn(c) => {
-                sqlx::query_scalar_with(&sql, sqlite_args(args)?)
-                    .fetch_all(c)
-                    .await
-            }
-            On::SqlitePool(p) => {
-                sqlx::query_scalar_with(&sql, sqlite_args(args)?)
-                    .fetch_all(p)
-                    .await
-            }
-            On::PgConn(c) => {
-                sqlx::query_scalar_with(&sql, pg_args(args)?)
-                    .fetch_all(c)
-                    .await
-            }
-            On::PgPool(p) => {
-                sqlx::query_scalar_with(&sql, pg_args(args)?)
-                    .fetch_all(p)
-                    .await
-            }
-        }
+        Ok(self
+            .0
+            .fetch_all(on)
+            .await?
+            .into_iter()
+            .map(|(v,)| v)
+            .collect())
     }
 
     pub(crate) async fn fetch_optional<'e>(
         self,
         on: impl Into<On<'e>>,
     ) -> Result<Option<T>, sqlx::Error> {
-        let Bound { sql, args } = self.0;
-        match on.into() {
-            On::SqliteConn(c) => {
-                sqlx::query_scalar_with(&sql, sqlite_args(args)?)
-                    .fetch_optional(c)
-                    .await
-            }
-            On::SqlitePool(p) => {
-                sqlx::query_scalar_with(&sql, sqlite_args(args)?)
-                    .fetch_optional(p)
-                    .await
-            }
-            On::PgConn(c) => {
-                sqlx::query_scalar_with(&sql, pg_args(args)?)
-                    .fetch_optional(c)
-                    .await
-            }
-            On::PgPool(p) => {
-                sqlx::query_scalar_with(&sql, pg_args(args)?)
-                    .fetch_optional(p)
-                    .await
-            }
-        }
+        Ok(self.0.fetch_optional(on).await?.map(|(v,)| v))
     }
 
     pub(crate) async fn fetch_one<'e>(self, on: impl Into<On<'e>>) -> Result<T, sqlx::Error> {

@@ -231,7 +231,7 @@ impl Store {
         })
     }
 
-    /// Applies `patch` under the rules of spec/environments.md (lock, parent tree, dense
+    /// Applies `patch` under the environment rules (docs/environments.md: lock, parent tree, dense
     /// index, unique slug); `expected_version` is the caller's `If-Match`.
     pub async fn update_environment(
         &self,

@@ -1,5 +1,5 @@
 //! Server configuration: command-line flags, each with an environment variable, over an
-//! optional TOML file (`--config`), over the defaults of DESIGN.md.
+//! optional TOML file (`--config`), over the defaults (the README's configuration table).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The evaluation model: every enabled policy of an environment, for one principal, action
 //! and set of tables → the decision, the masks per column and the row filters per table.
 //!
-//! Order (spec/policies.md): the role's permission and the key's scopes first; then ABAC —
+//! Order (docs/policies.md): the role's permission and the key's scopes first; then ABAC —
 //! for each table, any matching `deny` refuses (deny overrides) and, if any `allow` policy
 //! targets the action on that table, at least one must match. Masks: the strictest rule per
 //! column wins. Row filters: every applicable filter on a table, AND-ed, with placeholders

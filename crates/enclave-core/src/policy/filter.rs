@@ -19,7 +19,7 @@ use sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result};
 
-/// Placeholders every caller may have (spec/policies.md); any other well-formed name is a
+/// Placeholders every caller may have (docs/policies.md); any other well-formed name is a
 /// user or key attribute (`{department}`).
 pub const BUILTIN_PLACEHOLDERS: [&str; 8] = [
     "user_id",

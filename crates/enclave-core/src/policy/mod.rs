@@ -1,4 +1,4 @@
-//! Access policies of one environment (spec/policies.md): what they are, how a request to
+//! Access policies of one environment (docs/policies.md): what they are, how a request to
 //! save one is validated, and how they combine into a decision for one statement.
 //!
 //! - [`PolicySpec`] is a policy's content — everything a version snapshot holds and a

@@ -1,4 +1,4 @@
-//! One entry of an environment's query audit trail (stage 12 of `spec/gateway.md`): every
+//! One entry of an environment's query audit trail (stage 12 of the pipeline, docs/gateway.md): every
 //! statement the gateway handled, allowed or refused, hash-chained like the IAM trail.
 
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! What the gateway knows about a SQL statement before it runs (pipeline stages 2–4 of
-//! `spec/gateway.md`): parsing one statement at a time, the statement's kind and the tables
+//! docs/gateway.md): parsing one statement at a time, the statement's kind and the tables
 //! it touches, whether the caller may run it, the text the query audit keeps (literals
 //! redacted) and the SQLSTATE an error is reported with.
 //!

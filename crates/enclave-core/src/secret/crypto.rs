@@ -1,4 +1,4 @@
-//! Envelope encryption of secret values (spec/secrets.md): each environment has a data key
+//! Envelope encryption of secret values (docs/secrets.md): each environment has a data key
 //! (AES-256-GCM); every value is sealed under it with a fresh random nonce and its ids as
 //! associated data; data keys are stored wrapped (sealed) by the master key.
 //!
@@ -260,7 +260,7 @@ pub struct DataKey {
     env_id: String,
     key_id: String,
     key: LessSafeKey,
-    /// The key `hash` masks are computed with (spec/policies.md: keyed per environment),
+    /// The key `hash` masks are computed with (docs/policies.md: keyed per environment),
     /// derived from the data key so every node has it and master key rotations keep it.
     mask_key: String,
 }

@@ -1,4 +1,4 @@
-//! Secrets and configuration values of an environment (spec/secrets.md): the field rules,
+//! Secrets and configuration values of an environment (docs/secrets.md): the field rules,
 //! the resource as the API shows it, request bodies, and the plans of import, promotion and
 //! diff. Values are compared here in the clear — the caller decrypts — and never leave in an
 //! error message.

@@ -1,4 +1,4 @@
-//! The gateway (spec/gateway.md) through both doors, with real clients: HTTP JSON and Arrow,
+//! The gateway (docs/gateway.md) through both doors, with real clients: HTTP JSON and Arrow,
 //! `psql`, psycopg 3 and psycopg2 on the wire. The sandbox, authorization by statement kind,
 //! suspension, timeouts and the query audit are checked through the same doors.
 
