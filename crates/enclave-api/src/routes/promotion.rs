@@ -114,7 +114,7 @@ pub async fn promote(
     let policy_types = promotion::policy_types(&include);
     let with_secrets = include.contains(&PromoteItem::Secrets);
     let source_secrets = if with_secrets {
-        contents_of(secrets::env_contents(&state, &source.id).await?)
+        contents_of(secrets::env_contents(&state.store, &state.keyring, &source.id).await?)
     } else {
         BTreeMap::new()
     };
@@ -176,7 +176,8 @@ pub async fn promote(
         }
         let mut secret_writes = Vec::new();
         if with_secrets {
-            let target_secrets = secrets::env_contents(&state, &target.id).await?;
+            let target_secrets =
+                secrets::env_contents(&state.store, &state.keyring, &target.id).await?;
             let changes =
                 secret::plan_promotion(&source_secrets, &contents_of(target_secrets.clone()));
             if !changes.is_empty() && !req.dry_run {
@@ -319,7 +320,7 @@ pub async fn clone(
     env.policies = policies;
     if include.contains(&CloneItem::Secrets) {
         env.required_keys = source.required_keys.0.clone();
-        let copies = secrets::env_contents(&state, &source.id).await?;
+        let copies = secrets::env_contents(&state.store, &state.keyring, &source.id).await?;
         if !copies.is_empty() {
             let (key, data_key) = state.keyring.new_data_key(&env.id);
             let secrets = copies
@@ -368,8 +369,8 @@ pub async fn diff(
     );
     let policies = diff_policies(&specs(&mine), &specs(&theirs));
     let (mine, theirs) = (
-        crate::secrets::env_values(&state, &this.id).await?,
-        crate::secrets::env_values(&state, &against.id).await?,
+        crate::secrets::env_values(&state.store, &state.keyring, &this.id).await?,
+        crate::secrets::env_values(&state.store, &state.keyring, &against.id).await?,
     );
     let secrets = secret::diff(&mine, &theirs);
     let equal = |s: &DiffStatus| *s == DiffStatus::Equal;

@@ -14,8 +14,7 @@ use enclave_core::{Error, Permission, Result};
 
 use crate::access::OrgAccess;
 use crate::auth::Caller;
-use crate::state::AppState;
-use enclave_store::{SecretRecord, SecretVersionRecord};
+use enclave_store::{SecretRecord, SecretVersionRecord, Store};
 
 pub use keyring::Keyring;
 pub use master::MasterKeySource;
@@ -82,15 +81,15 @@ pub fn version_view(
 
 /// Every secret of an environment with its opened content, by key.
 pub async fn env_contents(
-    state: &crate::AppState,
+    store: &Store,
+    keyring: &Keyring,
     env_id: &str,
-) -> Result<std::collections::BTreeMap<String, (SecretRecord, Content)>> {
-    let recs = state.store.env_secrets(env_id).await?;
+) -> Result<BTreeMap<String, (SecretRecord, Content)>> {
+    let recs = store.env_secrets(env_id).await?;
     if recs.is_empty() {
         return Ok(Default::default());
     }
-    let key = state
-        .keyring
+    let key = keyring
         .existing(env_id)
         .await?
         .ok_or_else(Error::internal)?;
@@ -144,8 +143,12 @@ pub fn may_read_values(who: &Caller, access: &OrgAccess) -> bool {
 }
 
 /// Every secret's value, by key.
-pub async fn env_values(state: &AppState, env_id: &str) -> Result<BTreeMap<String, String>> {
-    Ok(env_contents(state, env_id)
+pub async fn env_values(
+    store: &Store,
+    keyring: &Keyring,
+    env_id: &str,
+) -> Result<BTreeMap<String, String>> {
+    Ok(env_contents(store, keyring, env_id)
         .await?
         .into_iter()
         .map(|(k, (_, c))| (k, c.value))

@@ -62,7 +62,7 @@ pub async fn export(
 ) -> ApiResult<Response> {
     let params: ExportParams = parse_query(raw_query)?;
     let (env, _) = env_access(state, who, env_id, Permission::ReadSecretValues).await?;
-    let values = secrets::env_values(state, &env.id).await?;
+    let values = secrets::env_values(&state.store, &state.keyring, &env.id).await?;
     let resp = match params.format {
         ExportFormat::Dotenv => {
             let text = dotenv::render(values.iter().map(|(k, v)| (k.as_str(), v.as_str())));
