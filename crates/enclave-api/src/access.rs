@@ -6,27 +6,25 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use enclave_core::api_key::{key_can, Scope};
-use enclave_core::id::{is_id, Kind};
+use enclave_core::id::{EnvId, OrgId};
 use enclave_core::{Error, Permission, Result};
 use enclave_store::{EnvRecord, Origin};
 
 pub use crate::auth::access::{second_factor, standing, OrgAccess};
 use crate::auth::origin::actor_of;
-use crate::auth::{Caller, Principal, RequestMeta};
+use crate::auth::{Caller, RequestMeta, UserCaller};
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The caller's active membership in `org_id`, or the error [`standing`] gives; 403
 /// `mfa_required` where the organization requires a second factor the session lacks.
-pub async fn member_of(state: &AppState, who: &Principal, org_id: &str) -> Result<OrgAccess> {
-    if !is_id(Kind::Organization, org_id) {
-        return Err(Error::not_found("organization"));
-    }
-    let m = standing(state.auth_cache.membership(&who.user_id, org_id).await?)?;
+pub async fn member_of(state: &AppState, who: &UserCaller, org_id: &str) -> Result<OrgAccess> {
+    let org_id = OrgId::parse(org_id).ok_or_else(|| Error::not_found("organization"))?;
+    let m = standing(state.auth_cache.membership(&who.user_id, &org_id).await?)?;
     second_factor(&m, who.mfa)?;
     Ok(OrgAccess {
-        org_id: org_id.to_string(),
-        user_id: who.user_id.clone(),
+        org_id,
+        user_id: who.user_id.to_string(),
         role: m.role,
         tier: m.tier,
     })
@@ -35,7 +33,7 @@ pub async fn member_of(state: &AppState, who: &Principal, org_id: &str) -> Resul
 /// [`member_of`], then the permission.
 pub async fn require(
     state: &AppState,
-    who: &Principal,
+    who: &UserCaller,
     org_id: &str,
     permission: Permission,
 ) -> Result<OrgAccess> {
@@ -99,7 +97,7 @@ pub async fn env_access(
             }
             let access = OrgAccess {
                 org_id: key.org_id.clone(),
-                user_id: key.key_id.clone(),
+                user_id: key.key_id.to_string(),
                 role: key.role,
                 tier: key.tier,
             };
@@ -112,12 +110,10 @@ pub async fn env_access(
 /// authorization: callers check the caller's standing in its organization.
 pub async fn find_env(state: &AppState, env_id: &str) -> Result<EnvRecord> {
     let not_found = || Error::not_found("environment");
-    if !is_id(Kind::Environment, env_id) {
-        return Err(not_found());
-    }
+    let env_id = EnvId::parse(env_id).ok_or_else(not_found)?;
     state
         .auth_cache
-        .environment(env_id)
+        .environment(&env_id)
         .await?
         .ok_or_else(not_found)
 }

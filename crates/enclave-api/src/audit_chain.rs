@@ -1,6 +1,7 @@
 //! Hash-chained trails read whole: verifying a chain against the head its appends left, and
 //! streaming it as NDJSON. Shared by the IAM audit and the query audit routes.
 
+use enclave_core::id::{EnvId, OrgId};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -43,17 +44,34 @@ pub struct VerifyResponse {
 
 /// Walks the whole chain in order, then compares its end with the head the appends left,
 /// so a removed newest entry is caught as well as an edited or missing one.
-pub async fn verify_chain(store: &Store, org_id: &str) -> Result<Verification> {
-    verify_pages(store, org_id, |after| async move {
+pub async fn verify_chain(store: &Store, org_id: &OrgId) -> Result<Verification> {
+    verify_pages(store, Chain::Iam(org_id), |after| async move {
         let entries = store.audit_chain(org_id, after, CHAIN_PAGE).await?;
         Ok(entries.iter().map(|e| (e.seq, e.to_value())).collect())
     })
     .await
 }
 
-/// Verifies the chain `chain_id` (an organization's IAM trail or an environment's query
-/// trail) from pages of `(seq, entry)` that `page(after_seq)` returns in chain order.
-pub async fn verify_pages<F, Fut>(store: &Store, chain_id: &str, page: F) -> Result<Verification>
+/// Which hash chain: an organization's IAM trail or an environment's query trail.
+#[derive(Debug, Clone, Copy)]
+pub enum Chain<'a> {
+    Iam(&'a OrgId),
+    Queries(&'a EnvId),
+}
+
+impl Chain<'_> {
+    /// The head the appends left: `(entry count, last entry_hash)`.
+    async fn head(self, store: &Store) -> Result<Option<(i64, String)>> {
+        match self {
+            Chain::Iam(org_id) => store.audit_head(org_id).await,
+            Chain::Queries(env_id) => store.query_audit_head(env_id).await,
+        }
+    }
+}
+
+/// Verifies `chain` from pages of `(seq, entry)` that `page(after_seq)` returns in chain
+/// order.
+pub async fn verify_pages<F, Fut>(store: &Store, chain: Chain<'_>, page: F) -> Result<Verification>
 where
     F: Fn(i64) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<(i64, serde_json::Value)>>>,
@@ -76,7 +94,7 @@ where
     }
     let mut result = verifier.finish();
     if result.chain_valid {
-        let head = store.audit_head(chain_id).await?;
+        let head = chain.head(store).await?;
         let (count, hash) = head.unwrap_or((0, String::new()));
         let matches = count as u64 == result.entry_count
             && result.last_entry_hash.as_deref().unwrap_or_default() == hash;

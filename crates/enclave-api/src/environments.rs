@@ -5,7 +5,7 @@
 
 use axum::response::Response;
 use enclave_core::environment::{self, EnvSettings, EnvType, Environment};
-use enclave_core::id::{is_id, new_id, Kind};
+use enclave_core::id::{EnvId, OrgId};
 use enclave_core::{validate, Error, Result};
 use enclave_store::NewEnvironment;
 
@@ -26,7 +26,7 @@ pub struct EnvFields {
 }
 
 pub fn new_environment(
-    org_id: &str,
+    org_id: &OrgId,
     f: EnvFields,
     settings: EnvSettings,
 ) -> Result<NewEnvironment> {
@@ -42,23 +42,24 @@ pub fn new_environment(
     };
     let description =
         environment::description("description", f.description.as_deref().unwrap_or(""))?;
-    if let Some(p) = &f.parent_env_id {
-        if !is_id(Kind::Environment, p) {
-            return Err(Error::validation(
+    let parent_env_id = match &f.parent_env_id {
+        None => None,
+        Some(p) => Some(EnvId::parse(p).ok_or_else(|| {
+            Error::validation(
                 "parent_env_id",
                 "same_organization",
                 "parent_env_id must name an environment of this organization",
-            ));
-        }
-    }
+            )
+        })?),
+    };
     Ok(NewEnvironment {
-        id: new_id(Kind::Environment),
-        org_id: org_id.to_string(),
+        id: EnvId::generate(),
+        org_id: org_id.clone(),
         name,
         slug,
         env_type,
         color,
-        parent_env_id: f.parent_env_id,
+        parent_env_id,
         description,
         settings,
         policies: Vec::new(),
@@ -68,7 +69,7 @@ pub fn new_environment(
 }
 
 /// What a new organization starts with: development, staging and production.
-pub fn default_environments(org_id: &str) -> Vec<NewEnvironment> {
+pub fn default_environments(org_id: &OrgId) -> Vec<NewEnvironment> {
     ["Development", "Staging", "Production"]
         .into_iter()
         .map(|name| {
@@ -118,11 +119,11 @@ pub async fn shown(
     state: &AppState,
     recs: Vec<enclave_store::EnvRecord>,
 ) -> Result<Vec<Environment>> {
-    let pairs: Vec<(String, String)> = recs
+    let pairs: Vec<(EnvId, String)> = recs
         .iter()
         .flat_map(|r| r.required_keys.0.iter().map(|k| (r.id.clone(), k.clone())))
         .collect();
-    let present: std::collections::BTreeSet<(String, String)> = if pairs.is_empty() {
+    let present: std::collections::BTreeSet<(EnvId, String)> = if pairs.is_empty() {
         Default::default()
     } else {
         state

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use enclave_core::api_key::{self, check_grant, expand_scopes, ApiKey, KeyParts, Scope};
 use enclave_core::environment::EnvType;
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{EnvId, KeyId};
 use enclave_core::{validate, Result, Role};
 use enclave_store::NewApiKey;
 use serde::Deserialize;
@@ -48,7 +48,7 @@ pub async fn prepare(
     state: &AppState,
     who: &Caller,
     access: &OrgAccess,
-    env_id: &str,
+    env_id: &EnvId,
     env_type: EnvType,
     req: CreateApiKey,
 ) -> Result<(NewApiKey, String)> {
@@ -65,7 +65,7 @@ pub async fn prepare(
         .map(|d| enclave_core::clock::now_ms() + d * 86_400_000);
     let (caller_role, caller_scopes) = grant_power(who, access);
     check_grant(caller_role, &caller_scopes, role, &scopes)?;
-    let id = new_id(Kind::ApiKey);
+    let id = KeyId::generate();
     let parts = KeyParts::generate(&id, env_type == EnvType::Prod);
     let plaintext = parts.plaintext();
     let secret_hash = state.passwords.hash(parts.secret).await?;
@@ -73,7 +73,7 @@ pub async fn prepare(
         NewApiKey {
             prefix: api_key::prefix(&plaintext),
             id,
-            env_id: env_id.to_string(),
+            env_id: env_id.clone(),
             name,
             secret_hash,
             role,

@@ -7,12 +7,13 @@
 //! before an environment turns `active` and removed before the environment's rows go.
 
 use enclave_core::environment::{EnvStatus, Transition};
+use enclave_core::id::EnvId;
 use enclave_core::{Error, ErrorCode, Result};
 use enclave_gateway::engine::Engines;
 use enclave_store::{EnvRecord, Origin, Store};
 
 /// Readies a `provisioning` environment's resources and marks it `active`.
-pub async fn provision(store: &Store, engines: &Engines, env_id: &str) -> Result<EnvRecord> {
+pub async fn provision(store: &Store, engines: &Engines, env_id: &EnvId) -> Result<EnvRecord> {
     engines.provision(env_id).await?;
     match store
         .transition_environment(env_id, None, Transition::Activate, &Origin::system())

@@ -1,6 +1,7 @@
 //! Proving who one is again, for signing in and for changing one's own account: the password
 //! and the second factor, each checked behind the sign-in throttle.
 
+use enclave_core::id::UserId;
 use enclave_core::{Error, Result};
 use enclave_store::Origin;
 
@@ -20,7 +21,7 @@ pub fn source(source_ip: Option<&str>) -> Option<Subject> {
 /// e-mail, as at sign-in) and the source.
 pub async fn password(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     password: String,
     source_ip: Option<&str>,
 ) -> Result<()> {
@@ -47,7 +48,7 @@ pub async fn password(
 /// wrong code; failures slow down (see the throttle).
 pub async fn second_factor(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     code: &str,
     recovery: bool,
     origin: &Origin,
@@ -71,7 +72,7 @@ pub async fn second_factor(
 /// valid for, or 401 — throttled like any second-factor code.
 pub fn enrolment_code(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     sealed: &str,
     code: &str,
     source_ip: Option<&str>,
@@ -84,7 +85,11 @@ pub fn enrolment_code(
 }
 
 /// Who a code attempt counts against, once the throttle lets it through.
-fn code_subjects(state: &AppState, user_id: &str, source_ip: Option<&str>) -> Result<Vec<Subject>> {
+fn code_subjects(
+    state: &AppState,
+    user_id: &UserId,
+    source_ip: Option<&str>,
+) -> Result<Vec<Subject>> {
     let mut subjects = vec![Subject::SecondFactor(user_id.to_string())];
     subjects.extend(source(source_ip));
     state.throttle.check(&subjects)?;
@@ -105,7 +110,7 @@ fn settle(state: &AppState, subjects: &[Subject], accepted: bool) -> Result<()> 
     Ok(())
 }
 
-async fn totp(state: &AppState, user_id: &str, code: &str) -> Result<bool> {
+async fn totp(state: &AppState, user_id: &UserId, code: &str) -> Result<bool> {
     let Some(m) = state.store.mfa_state(user_id).await? else {
         return Ok(false);
     };

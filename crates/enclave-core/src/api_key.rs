@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{Error, Result};
+use crate::id::{EnvId, KeyId};
 use crate::role::{Permission, Role};
 
 /// Random bytes in a key's secret (256 bits; the spec asks for ≥ 192).
@@ -30,19 +31,19 @@ pub const EXPIRING_NOTICE_DAYS: i64 = 7;
 pub struct KeyParts {
     pub live: bool,
     /// `key_<ulid>`.
-    pub key_id: String,
+    pub key_id: KeyId,
     pub secret: String,
 }
 
 impl KeyParts {
     /// A fresh key for the key id `key_<ulid>`.
-    pub fn generate(key_id: &str, live: bool) -> KeyParts {
+    pub fn generate(key_id: &KeyId, live: bool) -> KeyParts {
         let mut bytes = [0u8; SECRET_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let secret = bytes.iter().map(|b| format!("{b:02x}")).collect();
         KeyParts {
             live,
-            key_id: key_id.to_string(),
+            key_id: key_id.clone(),
             secret,
         }
     }
@@ -66,13 +67,10 @@ impl KeyParts {
         }
         let (ulid, secret) = rest.split_at(ULID_CHARS);
         let secret = secret.strip_prefix('_')?;
-        let key_id = format!("key_{ulid}");
         let hex_ok = secret
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !crate::id::is_id(crate::id::Kind::ApiKey, &key_id) || !hex_ok {
-            return None;
-        }
+        let key_id = KeyId::parse(&format!("key_{ulid}")).filter(|_| hex_ok)?;
         Some(KeyParts {
             live,
             key_id,
@@ -420,8 +418,8 @@ impl KeyStatus {
 /// A key's metadata as the API shows it (never its secret, except `key` once).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ApiKey {
-    pub key_id: String,
-    pub env_id: String,
+    pub key_id: KeyId,
+    pub env_id: EnvId,
     pub name: String,
     /// The key's first characters, to recognise it.
     pub prefix: String,
@@ -446,11 +444,10 @@ pub struct ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{new_id, Kind};
 
     #[test]
     fn key_format_round_trips_and_junk_is_refused() {
-        let id = new_id(Kind::ApiKey);
+        let id = KeyId::generate();
         let k = KeyParts::generate(&id, true);
         let text = k.plaintext();
         assert!(text.starts_with("ek_live_"));

@@ -63,8 +63,10 @@ impl ActorType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who did something, as the audit trails record it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Actor {
+    #[serde(rename = "type")]
     pub kind: ActorType,
     /// `usr_…`, `key_…`, or `system`.
     pub id: String,

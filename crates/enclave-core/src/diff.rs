@@ -2,6 +2,7 @@
 //! secrets by value) as equal, different or missing on one side — never showing a secret's
 //! value. Shared by the environment diff, promotion planning and secrets.
 
+use crate::id::EnvId;
 use std::collections::BTreeSet;
 
 use serde::Serialize;
@@ -43,8 +44,8 @@ pub struct NamedDiff {
 /// `GET /v1/environments/{env_id}/diff?against=…`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EnvironmentDiff {
-    pub env_id: String,
-    pub against_env_id: String,
+    pub env_id: EnvId,
+    pub against_env_id: EnvId,
     /// True when nothing below differs.
     pub identical: bool,
     pub settings: Vec<SettingDiff>,

@@ -1,6 +1,7 @@
 //! Environments (docs/environments.md): the field rules, the lifecycle, settings, the parent
 //! tree and the write guard. Pure: the store supplies what a rule needs to look at.
 
+use crate::id::{EnvId, OrgId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -397,7 +398,7 @@ pub fn check_parent(env: Option<&str>, chain: &[String], subtree_height: usize) 
 }
 
 /// A reorder must name every environment of the organization exactly once.
-pub fn check_order(current: &[String], order: &[String]) -> Result<()> {
+pub fn check_order(current: &[EnvId], order: &[EnvId]) -> Result<()> {
     let bad = |msg: String| Err(Error::validation("order", "permutation", msg));
     let mut seen = std::collections::HashSet::with_capacity(order.len());
     for id in order {
@@ -405,7 +406,7 @@ pub fn check_order(current: &[String], order: &[String]) -> Result<()> {
             return bad(format!("order names {id} more than once"));
         }
     }
-    let existing: std::collections::HashSet<&str> = current.iter().map(String::as_str).collect();
+    let existing: std::collections::HashSet<&str> = current.iter().map(EnvId::as_str).collect();
     if let Some(unknown) = order.iter().find(|id| !existing.contains(id.as_str())) {
         return bad(format!(
             "order names {unknown}, which is not an environment of this organization"
@@ -457,8 +458,8 @@ pub struct Connection {
 /// An environment as the API shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Environment {
-    pub env_id: String,
-    pub org_id: String,
+    pub env_id: EnvId,
+    pub org_id: OrgId,
     pub name: String,
     pub slug: String,
     #[serde(rename = "type")]
@@ -466,7 +467,7 @@ pub struct Environment {
     /// Display order, dense `0..n-1` within the organization.
     pub index: i64,
     pub color: String,
-    pub parent_env_id: Option<String>,
+    pub parent_env_id: Option<EnvId>,
     pub description: String,
     pub status: EnvStatus,
     pub locked: bool,
@@ -643,7 +644,7 @@ mod tests {
 
     #[test]
     fn orders() {
-        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ids = |v: &[&str]| v.iter().map(|s| EnvId::from(*s)).collect::<Vec<_>>();
         let cur = ids(&["a", "b", "c"]);
         assert!(check_order(&cur, &ids(&["c", "a", "b"])).is_ok());
         for bad in [

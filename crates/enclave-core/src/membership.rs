@@ -9,9 +9,9 @@ use crate::error::{Error, Result};
 use crate::model::MemberStatus;
 use crate::role::Role;
 
-/// Who acts.
+/// The member who makes the change (their own membership: the caller passed `member_of`).
 #[derive(Debug, Clone, Copy)]
-pub struct Actor<'a> {
+pub struct ActingMember<'a> {
     pub user_id: &'a str,
     pub role: Role,
 }
@@ -32,7 +32,7 @@ fn owner_is_fixed(what: &str) -> Error {
 }
 
 /// Managing an admin (role, status, removal) is the owner's alone, like granting it.
-fn admin_needs_owner(actor: Actor, target: Target) -> Result<()> {
+fn admin_needs_owner(actor: ActingMember, target: Target) -> Result<()> {
     if target.role == Role::Admin && actor.role != Role::Owner {
         return Err(Error::forbidden(
             "only_owner_manages_admins",
@@ -43,7 +43,7 @@ fn admin_needs_owner(actor: Actor, target: Target) -> Result<()> {
 }
 
 /// Inviting someone with `role`.
-pub fn check_invite(actor: Actor, role: Role) -> Result<()> {
+pub fn check_invite(actor: ActingMember, role: Role) -> Result<()> {
     if role == Role::Owner {
         return Err(Error::validation(
             "role",
@@ -61,7 +61,7 @@ pub fn check_invite(actor: Actor, role: Role) -> Result<()> {
 }
 
 /// `PUT …/users/{id}/role`.
-pub fn check_role_change(actor: Actor, target: Target, new_role: Role) -> Result<()> {
+pub fn check_role_change(actor: ActingMember, target: Target, new_role: Role) -> Result<()> {
     if actor.user_id == target.user_id {
         return Err(Error::forbidden(
             "own_role",
@@ -88,7 +88,11 @@ pub fn check_role_change(actor: Actor, target: Target, new_role: Role) -> Result
 }
 
 /// `PATCH …/users/{id}` with a `status`.
-pub fn check_status_change(actor: Actor, target: Target, new_status: MemberStatus) -> Result<()> {
+pub fn check_status_change(
+    actor: ActingMember,
+    target: Target,
+    new_status: MemberStatus,
+) -> Result<()> {
     if new_status == target.status {
         return Ok(());
     }
@@ -118,7 +122,7 @@ pub fn check_status_change(actor: Actor, target: Target, new_status: MemberStatu
 }
 
 /// `DELETE …/users/{id}`. Members other than the owner may remove themselves (leave).
-pub fn check_removal(actor: Actor, target: Target) -> Result<()> {
+pub fn check_removal(actor: ActingMember, target: Target) -> Result<()> {
     if target.role == Role::Owner {
         return Err(owner_is_fixed("removed"));
     }
@@ -132,7 +136,7 @@ pub fn check_removal(actor: Actor, target: Target) -> Result<()> {
 /// they lost — by an owner or admin. Never one's own (change it yourself), never the owner's
 /// (the owner keeps recovery codes; nobody above them could vouch), an admin's only by the
 /// owner, and not before the invitation is accepted.
-pub fn check_account_recovery(actor: Actor, target: Target) -> Result<()> {
+pub fn check_account_recovery(actor: ActingMember, target: Target) -> Result<()> {
     if actor.user_id == target.user_id {
         return Err(Error::forbidden(
             "own_account",
@@ -156,7 +160,7 @@ pub fn check_account_recovery(actor: Actor, target: Target) -> Result<()> {
 }
 
 /// `POST …/transfer-ownership`.
-pub fn check_transfer(actor: Actor, target: Target) -> Result<()> {
+pub fn check_transfer(actor: ActingMember, target: Target) -> Result<()> {
     if actor.role != Role::Owner {
         return Err(Error::forbidden(
             "owner_only",
@@ -186,11 +190,11 @@ mod tests {
 
     #[test]
     fn account_recovery() {
-        let admin = Actor {
+        let admin = ActingMember {
             user_id: "usr_a",
             role: Role::Admin,
         };
-        let owner = Actor {
+        let owner = ActingMember {
             user_id: "usr_o",
             role: Role::Owner,
         };
@@ -242,11 +246,11 @@ mod tests {
         );
     }
 
-    const OWNER: Actor = Actor {
+    const OWNER: ActingMember = ActingMember {
         user_id: "usr_o",
         role: Role::Owner,
     };
-    const ADMIN: Actor = Actor {
+    const ADMIN: ActingMember = ActingMember {
         user_id: "usr_a",
         role: Role::Admin,
     };

@@ -1,5 +1,6 @@
 //! The identity resources as the API shows them (docs/identity.md).
 
+use crate::id::{OrgId, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -85,7 +86,7 @@ impl OrgStatus {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Organization {
-    pub org_id: String,
+    pub org_id: OrgId,
     pub name: String,
     pub slug: String,
     pub billing_email: String,
@@ -130,7 +131,7 @@ impl MemberStatus {
 /// A user as they see themselves (`/v1/auth/me`, login).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct User {
-    pub user_id: String,
+    pub user_id: UserId,
     pub email: String,
     pub name: String,
     /// A second factor (TOTP) is turned on: signing in asks for a code.
@@ -149,8 +150,8 @@ pub struct Invitation {
 /// A user's membership in one organization.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Member {
-    pub user_id: String,
-    pub org_id: String,
+    pub user_id: UserId,
+    pub org_id: OrgId,
     pub email: String,
     /// The member's name in this organization (admins may change it; it never changes the
     /// user's name in other organizations).

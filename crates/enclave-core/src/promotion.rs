@@ -2,6 +2,7 @@
 //! and the shapes of their answers. Settings are planned here; policies and secrets plug in
 //! through the same [`Change`] list when those resources exist.
 
+use crate::id::EnvId;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
@@ -239,8 +240,8 @@ pub enum PromotionStatus {
 pub struct Promotion {
     /// `prm_…`; dry runs get one too but are not recorded.
     pub promotion_id: String,
-    pub source_env: String,
-    pub target_env: String,
+    pub source_env: EnvId,
+    pub target_env: EnvId,
     pub status: PromotionStatus,
     pub dry_run: bool,
     pub include: Vec<PromoteItem>,

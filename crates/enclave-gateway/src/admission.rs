@@ -3,6 +3,7 @@
 //! queue refuses at once (53300). A waiter that gives up (timeout, client gone) leaves the
 //! queue without holding a slot.
 
+use enclave_core::id::EnvId;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -63,14 +64,14 @@ struct Lane {
 
 /// Every environment's lane on this node.
 pub struct Admission {
-    lanes: Mutex<HashMap<String, Lane>>,
+    lanes: Mutex<HashMap<EnvId, Lane>>,
     queue_limit: usize,
 }
 
 /// A running statement's slot; dropping it hands the slot to the best waiter.
 pub struct Permit {
     admission: Arc<Admission>,
-    env_id: String,
+    env_id: EnvId,
 }
 
 impl Admission {
@@ -84,13 +85,13 @@ impl Admission {
     /// A slot in `env_id`'s lane, waiting for one if `limit` statements run.
     pub async fn admit(
         self: &Arc<Self>,
-        env_id: &str,
+        env_id: &EnvId,
         limit: usize,
         priority: Priority,
     ) -> Result<Permit> {
         let wait = {
             let mut lanes = self.lanes.lock().unwrap();
-            let lane = lanes.entry(env_id.to_string()).or_default();
+            let lane = lanes.entry(env_id.clone()).or_default();
             if lane.running < limit.max(1) {
                 lane.running += 1;
                 None
@@ -122,12 +123,12 @@ impl Admission {
         }
         Ok(Permit {
             admission: self.clone(),
-            env_id: env_id.to_string(),
+            env_id: env_id.clone(),
         })
     }
 
     /// How many statements run and wait in `env_id`'s lane.
-    pub fn load(&self, env_id: &str) -> (usize, usize) {
+    pub fn load(&self, env_id: &EnvId) -> (usize, usize) {
         let lanes = self.lanes.lock().unwrap();
         lanes
             .get(env_id)
@@ -135,7 +136,7 @@ impl Admission {
             .unwrap_or_default()
     }
 
-    fn release(&self, env_id: &str) {
+    fn release(&self, env_id: &EnvId) {
         let mut lanes = self.lanes.lock().unwrap();
         let Some(lane) = lanes.get_mut(env_id) else {
             return;
@@ -166,46 +167,60 @@ mod tests {
     #[tokio::test]
     async fn slots_queue_by_priority_and_a_full_queue_refuses() {
         let admission = Admission::new(2);
-        let first = admission.admit("env", 1, Priority::Normal).await.unwrap();
+        let first = admission
+            .admit(&"env".into(), 1, Priority::Normal)
+            .await
+            .unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
         for (name, p) in [("low", Priority::Low), ("critical", Priority::Critical)] {
             let (a, o) = (admission.clone(), order.clone());
             waiters.push(tokio::spawn(async move {
-                let _permit = a.admit("env", 1, p).await.unwrap();
+                let _permit = a.admit(&"env".into(), 1, p).await.unwrap();
                 o.lock().unwrap().push(name);
             }));
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(admission.load("env"), (1, 2));
+        assert_eq!(admission.load(&"env".into()), (1, 2));
         let e = admission
-            .admit("env", 1, Priority::High)
+            .admit(&"env".into(), 1, Priority::High)
             .await
             .err()
             .unwrap();
         assert_eq!(enclave_core::query::sqlstate(&e), "53300");
         // Another environment has its own lane.
-        drop(admission.admit("other", 1, Priority::Low).await.unwrap());
+        drop(
+            admission
+                .admit(&"other".into(), 1, Priority::Low)
+                .await
+                .unwrap(),
+        );
         drop(first);
         for w in waiters {
             w.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), vec!["critical", "low"]);
-        assert_eq!(admission.load("env"), (0, 0));
+        assert_eq!(admission.load(&"env".into()), (0, 0));
     }
 
     #[tokio::test]
     async fn a_waiter_that_gives_up_leaves_no_slot_behind() {
         let admission = Admission::new(4);
-        let first = admission.admit("env", 1, Priority::Normal).await.unwrap();
+        let first = admission
+            .admit(&"env".into(), 1, Priority::Normal)
+            .await
+            .unwrap();
         let gave_up = tokio::time::timeout(
             Duration::from_millis(20),
-            admission.admit("env", 1, Priority::Normal),
+            admission.admit(&"env".into(), 1, Priority::Normal),
         )
         .await;
         assert!(gave_up.is_err());
         drop(first);
-        assert_eq!(admission.load("env"), (0, 0));
-        let _again = admission.admit("env", 1, Priority::Normal).await.unwrap();
+        assert_eq!(admission.load(&"env".into()), (0, 0));
+        let _again = admission
+            .admit(&"env".into(), 1, Priority::Normal)
+            .await
+            .unwrap();
     }
 }

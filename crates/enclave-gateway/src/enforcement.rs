@@ -5,14 +5,14 @@
 //!
 //! The rules themselves live in `enclave-core` (`policy::evaluate`, `query::enforce`).
 
+use enclave_core::id::EnvId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use enclave_core::audit::ActorType;
 use enclave_core::policy::abac::AbacAction;
-use enclave_core::policy::evaluate::{Decision, Evaluation, PolicySet, Principal, Request};
+use enclave_core::policy::evaluate::{Decision, Evaluation, PolicySet, Request};
 use enclave_core::policy::{MaskFunction, PolicyBody};
 use enclave_core::query::catalog::{Catalog, Column, Relation, RelationKind};
 use enclave_core::query::enforce::{
@@ -35,7 +35,7 @@ pub const CATALOG_TTL: Duration = Duration::from_secs(30);
 /// The environment's key for `hash` masks.
 #[async_trait::async_trait]
 pub trait MaskKeys: Send + Sync + 'static {
-    async fn mask_key(&self, env_id: &str) -> Result<String>;
+    async fn mask_key(&self, env_id: &EnvId) -> Result<String>;
 }
 
 /// An environment's enabled policies, compiled.
@@ -50,9 +50,9 @@ pub(crate) struct Policies {
 pub(crate) struct PolicyState {
     store: Arc<Store>,
     keys: Arc<dyn MaskKeys>,
-    policies: RwLock<HashMap<String, Arc<Policies>>>,
-    catalogs: RwLock<HashMap<String, (Arc<Catalog>, Instant)>>,
-    mask_keys: RwLock<HashMap<String, String>>,
+    policies: RwLock<HashMap<EnvId, Arc<Policies>>>,
+    catalogs: RwLock<HashMap<EnvId, (Arc<Catalog>, Instant)>>,
+    mask_keys: RwLock<HashMap<EnvId, String>>,
     /// Bumped by every invalidation: a value read meanwhile is used but not kept.
     generation: AtomicU64,
 }
@@ -99,7 +99,7 @@ impl PolicyState {
         }
     }
 
-    async fn policies(&self, env_id: &str) -> Result<Arc<Policies>> {
+    async fn policies(&self, env_id: &EnvId) -> Result<Arc<Policies>> {
         if let Some(p) = self.policies.read().unwrap().get(env_id) {
             return Ok(p.clone());
         }
@@ -107,7 +107,7 @@ impl PolicyState {
         let records = self.store.env_policies(env_id).await?;
         let set = PolicySet::compile(records.iter().map(|r| (r.id.as_str(), &r.spec.0))).map_err(
             |e| {
-                tracing::error!(env_id, error = %e, "a stored policy does not compile");
+                tracing::error!(env_id = %env_id, error = %e, "a stored policy does not compile");
                 Error::internal()
             },
         )?;
@@ -124,12 +124,12 @@ impl PolicyState {
             self.policies
                 .write()
                 .unwrap()
-                .insert(env_id.to_string(), policies.clone());
+                .insert(env_id.clone(), policies.clone());
         }
         Ok(policies)
     }
 
-    async fn mask_key(&self, env_id: &str) -> Result<String> {
+    async fn mask_key(&self, env_id: &EnvId) -> Result<String> {
         if let Some(k) = self.mask_keys.read().unwrap().get(env_id) {
             return Ok(k.clone());
         }
@@ -137,7 +137,7 @@ impl PolicyState {
         self.mask_keys
             .write()
             .unwrap()
-            .insert(env_id.to_string(), key.clone());
+            .insert(env_id.clone(), key.clone());
         Ok(key)
     }
 
@@ -207,12 +207,12 @@ impl PolicyState {
     }
 
     /// After DDL: this node's catalog and every other node's are read again.
-    pub(crate) async fn catalog_changed(&self, env_id: &str) {
+    pub(crate) async fn catalog_changed(&self, env_id: &EnvId) {
         let event = Invalidation::Catalog {
-            env_id: env_id.to_string(),
+            env_id: env_id.clone(),
         };
         if let Err(e) = self.store.announce(vec![event.clone()]).await {
-            tracing::warn!(env_id, error = %e.message, "cannot announce a catalog change");
+            tracing::warn!(env_id = %env_id, error = %e.message, "cannot announce a catalog change");
             self.invalidate(&event);
         }
     }
@@ -334,24 +334,6 @@ fn action_of(statement: &Analyzed) -> AbacAction {
     }
 }
 
-fn principal(session: &Session) -> Principal {
-    let id = &session.identity;
-    let (user_id, key_id) = match id.kind {
-        ActorType::ApiKey => (None, Some(id.id.clone())),
-        _ => (Some(id.id.clone()), None),
-    };
-    Principal {
-        role: id.role,
-        user_id,
-        email: id.email.clone(),
-        key_id,
-        attributes: id.attributes.clone(),
-        scopes: id.scopes.clone(),
-        agent_id: session.agent.id.clone(),
-        framework: session.agent.framework.clone(),
-    }
-}
-
 fn violation(eval: &Evaluation) -> Error {
     let policy = eval.denied_by.as_ref();
     with_sqlstate(
@@ -409,7 +391,7 @@ pub(crate) async fn apply(
             ip: session.source_ip,
             at: enclave_core::clock::now(),
         };
-        let eval = policies.set.evaluate(&principal(session), &request);
+        let eval = policies.set.evaluate(&session.principal(), &request);
         let mut audit = PolicyAudit::of(&eval);
         if eval.decision == Decision::Deny {
             return Err((violation(&eval), audit));
@@ -420,7 +402,7 @@ pub(crate) async fn apply(
                 action: AbacAction::Export,
                 ..request.clone()
             };
-            let verdict = policies.set.evaluate(&principal(session), &export);
+            let verdict = policies.set.evaluate(&session.principal(), &export);
             audit
                 .policy_verdicts
                 .extend(PolicyAudit::abac_verdicts(&verdict));

@@ -2,40 +2,27 @@
 //! plane's key cache (revocation, expiry, IP allow-lists, suspension) does, behind
 //! [`Authenticator`], for both doors.
 
+use enclave_core::id::{EnvId, OrgId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use enclave_core::api_key::Scope;
-use enclave_core::audit::ActorType;
-use enclave_core::query::Actor;
+use enclave_core::audit::Actor;
 use enclave_core::{Result, Role};
 
 /// An authenticated caller bound to one environment.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub kind: ActorType,
-    /// `key_…` or `usr_…`.
-    pub id: String,
-    pub org_id: String,
-    pub env_id: String,
+    /// The key (`key_…`) or the person (`usr_…`).
+    pub actor: Actor,
+    pub org_id: OrgId,
+    pub env_id: EnvId,
     pub role: Role,
     /// A key's scopes; `None` for a member (their role alone decides).
     pub scopes: Option<BTreeSet<Scope>>,
     pub attributes: BTreeMap<String, String>,
     /// A person's e-mail (the `{email}` of row filters); `None` for a key.
     pub email: Option<String>,
-}
-
-impl Identity {
-    pub fn actor(&self) -> Actor<'_> {
-        match &self.scopes {
-            Some(scopes) => Actor::Key {
-                role: self.role,
-                scopes,
-            },
-            None => Actor::Member { role: self.role },
-        }
-    }
 }
 
 /// Checks credentials presented to the gateway.

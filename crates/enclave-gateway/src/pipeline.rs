@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use duckdb::arrow::datatypes::SchemaRef;
 use enclave_core::audit::timestamp;
 use enclave_core::environment::EnvStatus;
-use enclave_core::id::{new_id, Kind as IdKind};
+use enclave_core::id::{new_id, EnvId, Kind as IdKind};
 use enclave_core::query::audit::{QueryAuditEntry, QueryPrincipal};
 use enclave_core::query::{self, sqlstate, with_sqlstate, Analyzed, Kind, SessionCommand};
 use enclave_core::{Error, Result};
@@ -79,7 +79,7 @@ pub struct Gateway {
     admission: Arc<Admission>,
     audit: AuditWriter,
     config: GatewayConfig,
-    envs: Arc<RwLock<HashMap<String, EnvRecord>>>,
+    envs: Arc<RwLock<HashMap<EnvId, EnvRecord>>>,
     policies: Arc<PolicyState>,
     /// Long SQL texts parsed at once (each may take a large syntax tree's memory).
     parse_slots: tokio::sync::Semaphore,
@@ -112,7 +112,7 @@ impl Gateway {
         mask_keys: Arc<dyn MaskKeys>,
         config: GatewayConfig,
     ) -> Arc<Gateway> {
-        let envs: Arc<RwLock<HashMap<String, EnvRecord>>> = Arc::default();
+        let envs: Arc<RwLock<HashMap<EnvId, EnvRecord>>> = Arc::default();
         let weak = Arc::downgrade(&envs);
         store.bus().on_publish(move |event| {
             let Some(envs) = weak.upgrade() else { return };
@@ -161,7 +161,7 @@ impl Gateway {
     }
 
     /// The environment as the pipeline sees it (cached; every change drops the entry).
-    async fn environment(&self, env_id: &str) -> Result<EnvRecord> {
+    async fn environment(&self, env_id: &EnvId) -> Result<EnvRecord> {
         if let Some(env) = self.envs.read().unwrap().get(env_id) {
             return Ok(env.clone());
         }
@@ -173,12 +173,12 @@ impl Gateway {
         self.envs
             .write()
             .unwrap()
-            .insert(env_id.to_string(), env.clone());
+            .insert(env_id.clone(), env.clone());
         Ok(env)
     }
 
     /// The slug clients name the environment by (`database` on the wire).
-    pub async fn environment_slug(&self, env_id: &str) -> Result<String> {
+    pub async fn environment_slug(&self, env_id: &EnvId) -> Result<String> {
         Ok(self.environment(env_id).await?.slug)
     }
 
@@ -332,7 +332,7 @@ impl Gateway {
             let engine = self.engines.of(env);
             if session_functions::mentions(parsed) {
                 let id = &session.identity;
-                let caller = id.email.as_deref().unwrap_or(&id.id);
+                let caller = id.email.as_deref().unwrap_or(&id.actor.id);
                 let answered = session_functions::answered(parsed, caller);
                 engine.render(&answered, params, &env.slug)
             } else {
@@ -424,7 +424,7 @@ impl Gateway {
                 &format!("CREATE TABLE \"{}\" (c INTEGER)", request.table),
                 self.engines.of(&env).dialect(),
             )?;
-            if let Err(e) = query::authorize(&ddl[0], session.identity.actor()) {
+            if let Err(e) = query::authorize(&ddl[0], &session.principal()) {
                 request.create = false;
                 may_not_create = Some(e);
             }
@@ -496,7 +496,7 @@ impl Gateway {
                 return Err(with_sqlstate(Error::not_found("environment"), "3D000"))
             }
         }
-        query::authorize(statement, session.identity.actor())?;
+        query::authorize(statement, &session.principal())?;
         Ok(env)
     }
 
@@ -644,8 +644,7 @@ impl Gateway {
             env_id: session.identity.env_id.clone(),
             seq: 0,
             principal: QueryPrincipal {
-                kind: session.identity.kind,
-                id: session.identity.id.clone(),
+                actor: session.identity.actor.clone(),
                 role: session.identity.role.as_str().to_string(),
             },
             agent: session.agent.clone(),

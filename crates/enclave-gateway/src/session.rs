@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use enclave_core::audit::ActorType;
+use enclave_core::id::{KeyId, UserId};
+use enclave_core::policy::evaluate::Principal;
 use enclave_core::query::audit::AgentIdentity;
 
 use crate::admission::Priority;
@@ -42,6 +45,25 @@ pub struct Session {
 }
 
 impl Session {
+    /// Who runs this session's statements, as authorization and the policies see them.
+    pub fn principal(&self) -> Principal {
+        let id = &self.identity;
+        let (user_id, key_id) = match id.actor.kind {
+            ActorType::ApiKey => (None, Some(KeyId::from(id.actor.id.as_str()))),
+            _ => (Some(UserId::from(id.actor.id.as_str())), None),
+        };
+        Principal {
+            role: id.role,
+            user_id,
+            email: id.email.clone(),
+            key_id,
+            attributes: id.attributes.clone(),
+            scopes: id.scopes.clone(),
+            agent_id: self.agent.id.clone(),
+            framework: self.agent.framework.clone(),
+        }
+    }
+
     pub fn new(
         identity: Identity,
         credential: Option<Credential>,

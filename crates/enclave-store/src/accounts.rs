@@ -6,6 +6,7 @@
 //! see it.
 
 use enclave_core::clock::now_ms;
+use enclave_core::id::{OrgId, UserId};
 use enclave_core::{Error, Result};
 
 use crate::db::{self, Tx};
@@ -17,7 +18,7 @@ use crate::Invalidation;
 
 impl Store {
     /// The user's second-factor state, `None` for an unknown user.
-    pub async fn mfa_state(&self, user_id: &str) -> enclave_core::Result<Option<MfaState>> {
+    pub async fn mfa_state(&self, user_id: &UserId) -> enclave_core::Result<Option<MfaState>> {
         db::query_as(
             "SELECT u.id AS user_id, u.mfa_secret, u.mfa_pending_secret, u.mfa_enabled_at, \
              u.mfa_last_step, (SELECT COUNT(*) FROM recovery_codes r \
@@ -34,7 +35,7 @@ impl Store {
     /// voids outstanding resets. Returns how many sessions ended.
     pub async fn set_password(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         password_hash: String,
         keep_session: Option<&str>,
         origin: &Origin,
@@ -88,10 +89,10 @@ impl Store {
         token_hash: &str,
         password_hash: String,
         origin: &Origin,
-    ) -> enclave_core::Result<Option<String>> {
+    ) -> enclave_core::Result<Option<UserId>> {
         let mut tx = self.begin_write().await?;
         let now = now_ms();
-        let spent: Option<(String, String)> = db::query_as(
+        let spent: Option<(UserId, OrgId)> = db::query_as(
             "UPDATE password_resets SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL \
              AND expires_at > $2 RETURNING user_id, org_id",
         )
@@ -117,7 +118,7 @@ impl Store {
     /// Remembers `sealed_secret` as an enrolment to confirm (replacing an unconfirmed one).
     pub async fn begin_totp(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         sealed_secret: String,
     ) -> enclave_core::Result<()> {
         let mut tx = self.begin_write().await?;
@@ -135,7 +136,7 @@ impl Store {
     /// `session_id` as having given the second factor.
     pub async fn enable_totp(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         step: i64,
         recovery_hashes: Vec<String>,
         session_id: &str,
@@ -192,7 +193,7 @@ impl Store {
     /// `user.mfa_disabled` (by the user) or `user.mfa_reset` (by an owner or admin).
     pub async fn disable_totp(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         action: &str,
         origin: &Origin,
     ) -> enclave_core::Result<()> {
@@ -234,7 +235,7 @@ impl Store {
     /// Replaces the user's recovery codes.
     pub async fn replace_recovery_codes(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         recovery_hashes: Vec<String>,
         origin: &Origin,
     ) -> enclave_core::Result<()> {
@@ -254,7 +255,11 @@ impl Store {
 
     /// Accepts a code's 30-second `step` once: `false` when that step (or a later one) was
     /// already used, so an observed code cannot be replayed.
-    pub async fn accept_totp_step(&self, user_id: &str, step: i64) -> enclave_core::Result<bool> {
+    pub async fn accept_totp_step(
+        &self,
+        user_id: &UserId,
+        step: i64,
+    ) -> enclave_core::Result<bool> {
         let mut tx = self.begin_write().await?;
         let done =
             db::query("UPDATE users SET mfa_last_step = $2 WHERE id = $1 AND mfa_last_step < $2")
@@ -271,7 +276,7 @@ impl Store {
     /// Spends an unused recovery code; `false` when there is none with that hash.
     pub async fn use_recovery_code(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         code_hash: &str,
         origin: &Origin,
     ) -> enclave_core::Result<bool> {
@@ -309,7 +314,7 @@ impl Store {
     }
 
     /// How many organizations the user belongs to (any status).
-    pub async fn membership_count(&self, user_id: &str) -> enclave_core::Result<i64> {
+    pub async fn membership_count(&self, user_id: &UserId) -> enclave_core::Result<i64> {
         db::query_scalar("SELECT COUNT(*) FROM memberships WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(self.reader())
@@ -338,7 +343,7 @@ impl Store {
 /// outstanding resets; returns the sessions ended.
 pub(crate) async fn replace_password(
     tx: &mut Tx,
-    user_id: &str,
+    user_id: &UserId,
     hash: String,
     keep: Option<&str>,
 ) -> Result<Vec<String>> {
@@ -373,7 +378,7 @@ pub(crate) async fn replace_password(
 /// Replaces the user's recovery codes by `hashes`.
 pub(crate) async fn store_recovery_codes(
     tx: &mut Tx,
-    user_id: &str,
+    user_id: &UserId,
     hashes: Vec<String>,
 ) -> Result<()> {
     db::query("DELETE FROM recovery_codes WHERE user_id = $1")
@@ -397,7 +402,7 @@ pub(crate) async fn store_recovery_codes(
 pub(crate) async fn journal_account(
     tx: &mut Tx,
     origin: &Origin,
-    user_id: &str,
+    user_id: &UserId,
     action: &str,
     after: serde_json::Value,
 ) -> Result<()> {

@@ -3,6 +3,7 @@
 
 use enclave_core::clock::now_ms;
 use enclave_core::environment::EnvStatus;
+use enclave_core::id::{EnvId, KeyId, OrgId};
 use enclave_core::model::{OrgStatus, Tier};
 use enclave_core::{Error, Result};
 
@@ -31,7 +32,7 @@ impl Store {
         origin: &Origin,
     ) -> enclave_core::Result<ApiKeyRecord> {
         let mut tx = self.begin_write().await?;
-        let env = db::query_as::<(String, String)>(
+        let env = db::query_as::<(OrgId, String)>(
             "SELECT org_id, status FROM environments WHERE id = $1",
         )
         .bind(&key.env_id)
@@ -68,7 +69,7 @@ impl Store {
     /// The environment's keys, newest first (keyset on the id).
     pub async fn api_keys(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<ApiKeyRecord>, i64)> {
         let rows = db::query_as(format!(
@@ -91,8 +92,8 @@ impl Store {
 
     pub async fn api_key(
         &self,
-        env_id: &str,
-        key_id: &str,
+        env_id: &EnvId,
+        key_id: &KeyId,
     ) -> enclave_core::Result<Option<ApiKeyRecord>> {
         db::query_as(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND env_id = $2"
@@ -105,7 +106,7 @@ impl Store {
     }
 
     /// The key with its environment's and organization's standing, for authentication.
-    pub async fn key_auth(&self, key_id: &str) -> enclave_core::Result<Option<KeyAuthRecord>> {
+    pub async fn key_auth(&self, key_id: &KeyId) -> enclave_core::Result<Option<KeyAuthRecord>> {
         let key: Option<ApiKeyRecord> =
             db::query_as(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"))
                 .bind(key_id)
@@ -134,8 +135,8 @@ impl Store {
 
     pub async fn update_api_key(
         &self,
-        env_id: &str,
-        key_id: &str,
+        env_id: &EnvId,
+        key_id: &KeyId,
         patch: ApiKeyPatch,
         origin: &Origin,
     ) -> enclave_core::Result<ApiKeyRecord> {
@@ -178,8 +179,8 @@ impl Store {
     /// Revokes a live key (409 when it is already revoked or expired).
     pub async fn revoke_api_key(
         &self,
-        env_id: &str,
-        key_id: &str,
+        env_id: &EnvId,
+        key_id: &KeyId,
         origin: &Origin,
     ) -> enclave_core::Result<ApiKeyRecord> {
         let mut tx = self.begin_write().await?;
@@ -225,8 +226,8 @@ impl Store {
     /// `grace_expires_at` (expired at once when that is now). Returns (old, new).
     pub async fn rotate_api_key(
         &self,
-        env_id: &str,
-        key_id: &str,
+        env_id: &EnvId,
+        key_id: &KeyId,
         new: NewApiKey,
         grace_expires_at: i64,
         origin: &Origin,
@@ -283,7 +284,7 @@ impl Store {
     }
 
     /// Records when a key was last used (never moving it back).
-    pub async fn touch_api_key(&self, key_id: &str, at: i64) -> enclave_core::Result<()> {
+    pub async fn touch_api_key(&self, key_id: &KeyId, at: i64) -> enclave_core::Result<()> {
         let mut tx = self.begin_write().await?;
         db::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
             .bind(key_id)
@@ -296,7 +297,7 @@ impl Store {
 
     /// Writes `expired` for keys past `expires_at` or their rotation grace (audited as the
     /// system's `key.expired`); returns them.
-    pub async fn expire_api_keys(&self, now_ms: i64) -> enclave_core::Result<Vec<String>> {
+    pub async fn expire_api_keys(&self, now_ms: i64) -> enclave_core::Result<Vec<KeyId>> {
         let mut tx = self.begin_write().await?;
         let expired: Vec<ApiKeyRecord> = db::query_as(format!(
             "UPDATE api_keys SET status = 'expired', updated_at = $1, version = version + 1 \
@@ -316,7 +317,7 @@ impl Store {
             )
             .await?;
         }
-        let ids: Vec<String> = expired.into_iter().map(|k| k.id).collect();
+        let ids: Vec<KeyId> = expired.into_iter().map(|k| k.id).collect();
         let events = ids
             .iter()
             .map(|k| Invalidation::ApiKey { key_id: k.clone() })
@@ -359,8 +360,8 @@ impl Store {
 /// `rule` saying `message` and the key's status.
 pub(crate) async fn key_refusal(
     tx: &mut Tx,
-    env_id: &str,
-    key_id: &str,
+    env_id: &EnvId,
+    key_id: &KeyId,
     rule: &str,
     message: &str,
 ) -> Error {
@@ -377,7 +378,7 @@ pub(crate) async fn key_refusal(
 }
 
 /// Inserts a key of organization `org_id`.
-pub(crate) async fn insert_key(tx: &mut Tx, org_id: &str, k: NewApiKey) -> Result<ApiKeyRecord> {
+pub(crate) async fn insert_key(tx: &mut Tx, org_id: &OrgId, k: NewApiKey) -> Result<ApiKeyRecord> {
     let now = now_ms();
     db::query_as::<ApiKeyRecord>(&format!(
         "INSERT INTO api_keys (id, env_id, org_id, name, prefix, secret_hash, role, attributes, \
@@ -406,8 +407,8 @@ pub(crate) async fn insert_key(tx: &mut Tx, org_id: &str, k: NewApiKey) -> Resul
 /// The key as it is before a change (locked until commit on PostgreSQL).
 pub(crate) async fn find_key(
     tx: &mut Tx,
-    env_id: &str,
-    key_id: &str,
+    env_id: &EnvId,
+    key_id: &KeyId,
 ) -> Result<Option<ApiKeyRecord>> {
     db::query_as::<ApiKeyRecord>(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND env_id = $2{}",

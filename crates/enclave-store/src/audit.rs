@@ -6,6 +6,7 @@ use crate::db::{self, Arg};
 use crate::db_error::internal;
 use crate::records::*;
 use crate::store::Store;
+use enclave_core::id::{EnvId, OrgId};
 
 pub(crate) const AUDIT_COLUMNS: &str = "id, org_id, seq, actor_type, actor_id, action, \
      resource_type, resource_id, env_id, before_json, after_json, request_id, source_ip, \
@@ -15,7 +16,7 @@ impl Store {
     /// Newest first; `page.after` is the `seq` of the last entry of the previous page.
     pub async fn audit_entries(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         filter: &AuditFilter,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<enclave_core::audit::AuditEntry>, i64)> {
@@ -73,7 +74,7 @@ impl Store {
 
     pub async fn audit_entry(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         entry_id: &str,
     ) -> enclave_core::Result<Option<enclave_core::audit::AuditEntry>> {
         let row: Option<AuditRow> = db::query_as(format!(
@@ -90,7 +91,7 @@ impl Store {
     /// In chain order: entries with `seq > after_seq`, at most `limit` (for verify/export).
     pub async fn audit_chain(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         after_seq: i64,
         limit: i64,
     ) -> enclave_core::Result<Vec<enclave_core::audit::AuditEntry>> {
@@ -107,12 +108,26 @@ impl Store {
         Ok(rows.into_iter().map(AuditRow::entry).collect())
     }
 
-    /// The chain's head as the appends left it: `(entry count, last entry_hash)`; `None`
-    /// before the first entry. Verification compares it with the entries it walked, so
-    /// removing the newest entries is detected too.
-    pub async fn audit_head(&self, org_id: &str) -> enclave_core::Result<Option<(i64, String)>> {
+    /// The organization's IAM chain head as the appends left it: `(entry count, last
+    /// entry_hash)`; `None` before the first entry. Verification compares it with the entries
+    /// it walked, so removing the newest entries is detected too.
+    pub async fn audit_head(&self, org_id: &OrgId) -> enclave_core::Result<Option<(i64, String)>> {
+        self.chain_head(org_id).await
+    }
+
+    /// The environment's query audit chain head, as [`Store::audit_head`] for an organization.
+    pub async fn query_audit_head(
+        &self,
+        env_id: &EnvId,
+    ) -> enclave_core::Result<Option<(i64, String)>> {
+        self.chain_head(env_id).await
+    }
+
+    /// Both chains keep their heads in one table, keyed by the organization's or the
+    /// environment's id.
+    async fn chain_head(&self, chain_id: &str) -> enclave_core::Result<Option<(i64, String)>> {
         db::query_as("SELECT seq, head_hash FROM audit_chains WHERE chain_id = $1")
-            .bind(org_id)
+            .bind(chain_id)
             .fetch_optional(self.reader())
             .await
             .map_err(internal)

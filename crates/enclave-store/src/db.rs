@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::marker::PhantomData;
 
+use enclave_core::id::Id;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::postgres::{PgArguments, PgConnection, PgPool, PgRow, Postgres};
@@ -162,6 +163,36 @@ impl From<Option<&String>> for Arg {
 impl From<&Option<String>> for Arg {
     fn from(v: &Option<String>) -> Arg {
         Arg::Text(v.clone())
+    }
+}
+
+impl<K> From<&Id<K>> for Arg {
+    fn from(v: &Id<K>) -> Self {
+        Arg::Text(Some(v.to_string()))
+    }
+}
+
+impl<K> From<Id<K>> for Arg {
+    fn from(v: Id<K>) -> Self {
+        Arg::Text(Some(v.into_string()))
+    }
+}
+
+impl<K> From<Option<&Id<K>>> for Arg {
+    fn from(v: Option<&Id<K>>) -> Self {
+        Arg::Text(v.map(|id| id.to_string()))
+    }
+}
+
+impl<K> From<Option<Id<K>>> for Arg {
+    fn from(v: Option<Id<K>>) -> Self {
+        Arg::Text(v.map(Id::into_string))
+    }
+}
+
+impl<K> From<&Option<Id<K>>> for Arg {
+    fn from(v: &Option<Id<K>>) -> Self {
+        Arg::Text(v.as_ref().map(|id| id.to_string()))
     }
 }
 

@@ -6,6 +6,7 @@
 
 use enclave_core::clock::now_ms;
 use enclave_core::environment::{check_writable, EnvStatus, Transition};
+use enclave_core::id::{EnvId, OrgId};
 use enclave_core::{Error, Result};
 
 use crate::db::{self, Tx};
@@ -81,7 +82,7 @@ impl Store {
         Ok(rec)
     }
 
-    pub async fn environment(&self, env_id: &str) -> enclave_core::Result<Option<EnvRecord>> {
+    pub async fn environment(&self, env_id: &EnvId) -> enclave_core::Result<Option<EnvRecord>> {
         db::query_as(format!(
             "SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"
         ))
@@ -94,7 +95,7 @@ impl Store {
     /// By current slug, else by an old slug of a renamed environment.
     pub async fn environment_by_slug(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         slug: &str,
     ) -> enclave_core::Result<Option<EnvRecord>> {
         let slug = slug.to_ascii_lowercase();
@@ -127,7 +128,7 @@ impl Store {
 
     pub async fn environments(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         filter: &EnvFilter,
         page: &EnvPageQuery,
     ) -> enclave_core::Result<EnvPage> {
@@ -235,7 +236,7 @@ impl Store {
     /// index, unique slug); `expected_version` is the caller's `If-Match`.
     pub async fn update_environment(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         expected_version: Option<i64>,
         patch: EnvPatch,
         origin: &Origin,
@@ -360,7 +361,7 @@ impl Store {
     /// resume are audited; activation is not — it completes a create that already was.
     pub async fn transition_environment(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         expected_version: Option<i64>,
         transition: Transition,
         origin: &Origin,
@@ -398,7 +399,7 @@ impl Store {
     /// environment `decommissioning`.
     pub async fn decommission_environment(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         expected_version: Option<i64>,
         origin: &Origin,
     ) -> enclave_core::Result<EnvRecord> {
@@ -441,9 +442,9 @@ impl Store {
 
     /// Last step of a delete: removes the row and closes the gap in the order (not audited
     /// again: the delete was, when it was asked for).
-    pub async fn purge_environment(&self, env_id: &str) -> enclave_core::Result<()> {
+    pub async fn purge_environment(&self, env_id: &EnvId) -> enclave_core::Result<()> {
         let mut tx = self.begin_write().await?;
-        let row: Option<(String, i64)> =
+        let row: Option<(OrgId, i64)> =
             db::query_as("SELECT org_id, position FROM environments WHERE id = $1")
                 .bind(env_id)
                 .fetch_optional(&mut tx)
@@ -502,7 +503,7 @@ impl Store {
         .map_err(internal)
     }
 
-    pub async fn child_count(&self, env_id: &str) -> enclave_core::Result<i64> {
+    pub async fn child_count(&self, env_id: &EnvId) -> enclave_core::Result<i64> {
         db::query_scalar("SELECT COUNT(*) FROM environments WHERE parent_env_id = $1")
             .bind(env_id)
             .fetch_one(self.reader())
@@ -511,7 +512,7 @@ impl Store {
     }
 
     /// What a delete would remove besides the environment itself.
-    pub async fn environment_contents(&self, env_id: &str) -> enclave_core::Result<EnvContents> {
+    pub async fn environment_contents(&self, env_id: &EnvId) -> enclave_core::Result<EnvContents> {
         // Tables add their count with the gateway's engines.
         let (api_keys, policies, secrets): (i64, i64, i64) = db::query_as(
             "SELECT (SELECT COUNT(*) FROM api_keys WHERE env_id = $1 AND status IN ('active', 'rotating')), \
@@ -533,9 +534,9 @@ impl Store {
     /// the order is still at `expected_version`; returns the new order version.
     pub async fn reorder_environments(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         expected_version: i64,
-        order: &[String],
+        order: &[EnvId],
         origin: &Origin,
     ) -> enclave_core::Result<i64> {
         let mut tx = self.begin_write().await?;
@@ -555,7 +556,7 @@ impl Store {
             )
             .with_details(serde_json::json!({ "field": "expected_version", "rule": "current_order_version" })));
         };
-        let ids: Vec<String> =
+        let ids: Vec<EnvId> =
             db::query_scalar("SELECT id FROM environments WHERE org_id = $1 ORDER BY position")
                 .bind(org_id)
                 .fetch_all(&mut tx)
@@ -599,7 +600,7 @@ impl Store {
 /// when the organization is gone.
 pub(crate) async fn lock_org_envs(
     tx: &mut Tx,
-    org_id: &str,
+    org_id: &OrgId,
     count: i64,
     order: i64,
 ) -> Result<(i64, i64)> {
@@ -619,8 +620,8 @@ pub(crate) async fn lock_org_envs(
 
 /// The organization of environment `env_id` (immutable, so it may be read before the lock);
 /// 404 when absent.
-pub(crate) async fn org_of_env(tx: &mut Tx, env_id: &str) -> Result<String> {
-    db::query_scalar::<String>("SELECT org_id FROM environments WHERE id = $1")
+pub(crate) async fn org_of_env(tx: &mut Tx, env_id: &EnvId) -> Result<OrgId> {
+    db::query_scalar::<OrgId>("SELECT org_id FROM environments WHERE id = $1")
         .bind(env_id)
         .fetch_optional(tx)
         .await
@@ -629,7 +630,7 @@ pub(crate) async fn org_of_env(tx: &mut Tx, env_id: &str) -> Result<String> {
 }
 
 /// The environment `env_id`; 404 when absent.
-pub(crate) async fn select_env(tx: &mut Tx, env_id: &str) -> Result<EnvRecord> {
+pub(crate) async fn select_env(tx: &mut Tx, env_id: &EnvId) -> Result<EnvRecord> {
     db::query_as::<EnvRecord>(&format!(
         "SELECT {ENV_COLUMNS} FROM environments WHERE id = $1"
     ))
@@ -644,7 +645,7 @@ pub(crate) async fn select_env(tx: &mut Tx, env_id: &str) -> Result<EnvRecord> {
 /// environment of `org_id`.
 pub(crate) async fn parent_chain(
     tx: &mut Tx,
-    org_id: &str,
+    org_id: &OrgId,
     parent: &str,
 ) -> Result<Vec<(String, String)>> {
     db::query_as::<(String, String)>(
@@ -708,7 +709,7 @@ pub(crate) async fn insert_env(tx: &mut Tx, e: NewEnvironment, position: i64) ->
 }
 
 /// An old slug stops resolving once an environment takes it.
-pub(crate) async fn drop_alias(tx: &mut Tx, org_id: &str, slug: &str) -> Result<()> {
+pub(crate) async fn drop_alias(tx: &mut Tx, org_id: &OrgId, slug: &str) -> Result<()> {
     db::query("DELETE FROM environment_slug_aliases WHERE org_id = $1 AND slug = $2")
         .bind(org_id)
         .bind(slug)
@@ -718,7 +719,11 @@ pub(crate) async fn drop_alias(tx: &mut Tx, org_id: &str, slug: &str) -> Result<
         .map_err(internal)
 }
 
-pub(crate) async fn set_status(tx: &mut Tx, env_id: &str, status: EnvStatus) -> Result<EnvRecord> {
+pub(crate) async fn set_status(
+    tx: &mut Tx,
+    env_id: &EnvId,
+    status: EnvStatus,
+) -> Result<EnvRecord> {
     db::query_as::<EnvRecord>(&format!(
         "UPDATE environments SET status = $2, updated_at = $3, version = version + 1 \
          WHERE id = $1 RETURNING {ENV_COLUMNS}"

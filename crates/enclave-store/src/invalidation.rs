@@ -1,6 +1,7 @@
 //! Cache invalidation: what changed in identity state, published after commit to this node's
 //! caches and — on PostgreSQL — to every other node through `NOTIFY`.
 
+use enclave_core::id::{EnvId, KeyId, OrgId, UserId};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 
@@ -13,36 +14,36 @@ pub enum Invalidation {
         session_id: String,
     },
     Member {
-        org_id: String,
-        user_id: String,
+        org_id: OrgId,
+        user_id: UserId,
     },
     Org {
-        org_id: String,
+        org_id: OrgId,
     },
     /// The user's profile changed (name, password).
     User {
-        user_id: String,
+        user_id: UserId,
     },
     /// An environment changed (status, lock, settings, deletion).
     Environment {
-        env_id: String,
+        env_id: EnvId,
     },
     /// Several of an organization's environments changed at once (their order moved).
     OrgEnvironments {
-        org_id: String,
+        org_id: OrgId,
     },
     /// An API key changed (revoked, rotated, expired, scopes or allow-list changed).
     ApiKey {
-        key_id: String,
+        key_id: KeyId,
     },
     /// An environment's policies changed (the gateway compiles them again).
     Policies {
-        env_id: String,
+        env_id: EnvId,
     },
     /// An environment's tables or views changed (DDL through the gateway): the relations the
     /// policy rewrite knows are read again.
     Catalog {
-        env_id: String,
+        env_id: EnvId,
     },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,

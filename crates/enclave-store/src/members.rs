@@ -2,6 +2,7 @@
 //! and what authorization reads on every request.
 
 use enclave_core::clock::now_ms;
+use enclave_core::id::{OrgId, UserId};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::{Error, Result};
 
@@ -21,8 +22,8 @@ pub(crate) const MEMBER_SELECT: &str = "SELECT m.org_id, m.user_id, u.email, m.n
 impl Store {
     pub async fn member(
         &self,
-        org_id: &str,
-        user_id: &str,
+        org_id: &OrgId,
+        user_id: &UserId,
     ) -> enclave_core::Result<Option<MemberRecord>> {
         db::query_as(format!(
             "{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"
@@ -36,7 +37,7 @@ impl Store {
 
     pub async fn members(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         filter: &MemberFilter,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<MemberRecord>, i64)> {
@@ -182,8 +183,8 @@ impl Store {
     /// Activates an invited membership; sets the user's password when given.
     pub async fn accept_invite(
         &self,
-        org_id: &str,
-        user_id: &str,
+        org_id: &OrgId,
+        user_id: &UserId,
         password_hash: Option<String>,
         name: Option<String>,
         origin: &Origin,
@@ -238,8 +239,8 @@ impl Store {
 
     pub async fn update_member(
         &self,
-        org_id: &str,
-        user_id: &str,
+        org_id: &OrgId,
+        user_id: &UserId,
         expected_version: i64,
         patch: MemberPatch,
         origin: &Origin,
@@ -301,8 +302,8 @@ impl Store {
 
     pub async fn remove_member(
         &self,
-        org_id: &str,
-        user_id: &str,
+        org_id: &OrgId,
+        user_id: &UserId,
         expected_version: i64,
         origin: &Origin,
     ) -> enclave_core::Result<()> {
@@ -348,8 +349,8 @@ impl Store {
     /// What authorization needs on every request: role, status and organization tier.
     pub async fn auth_membership(
         &self,
-        user_id: &str,
-        org_id: &str,
+        user_id: &UserId,
+        org_id: &OrgId,
     ) -> enclave_core::Result<Option<AuthMembership>> {
         #[allow(clippy::type_complexity)]
         let row: Option<(String, String, String, String, sqlx::types::Json<std::collections::BTreeMap<String, String>>, sqlx::types::Json<serde_json::Value>)> = db::query_as(
@@ -377,8 +378,8 @@ impl Store {
 /// The member `(org_id, user_id)`, which must exist.
 pub(crate) async fn select_member(
     tx: &mut Tx,
-    org_id: &str,
-    user_id: &str,
+    org_id: &OrgId,
+    user_id: &UserId,
 ) -> Result<MemberRecord> {
     db::query_as::<MemberRecord>(&format!(
         "{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"
@@ -393,8 +394,8 @@ pub(crate) async fn select_member(
 /// The member, if any, locked until commit on PostgreSQL.
 pub(crate) async fn find_member(
     tx: &mut Tx,
-    org_id: &str,
-    user_id: &str,
+    org_id: &OrgId,
+    user_id: &UserId,
 ) -> Result<Option<MemberRecord>> {
     db::query_as::<MemberRecord>(&format!(
         "{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2{}",

@@ -2,6 +2,7 @@
 //! everything in them, and ownership transferred.
 
 use enclave_core::clock::now_ms;
+use enclave_core::id::{OrgId, UserId};
 use std::collections::BTreeMap;
 
 use enclave_core::{Error, Result};
@@ -24,7 +25,7 @@ impl Store {
     pub async fn create_org(
         &self,
         org: NewOrg,
-        owner_id: &str,
+        owner_id: &UserId,
         owner_name: &str,
         environments: Vec<NewEnvironment>,
         origin: &Origin,
@@ -46,7 +47,7 @@ impl Store {
         Ok(rec)
     }
 
-    pub async fn org(&self, org_id: &str) -> enclave_core::Result<Option<OrgRecord>> {
+    pub async fn org(&self, org_id: &OrgId) -> enclave_core::Result<Option<OrgRecord>> {
         db::query_as(format!(
             "SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1"
         ))
@@ -59,7 +60,7 @@ impl Store {
     /// Organizations where `user_id` has an active or suspended (not merely invited) membership.
     pub async fn orgs_of_user(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<OrgRecord>, i64)> {
         let cols = ORG_COLUMNS
@@ -90,7 +91,7 @@ impl Store {
 
     pub async fn update_org(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         expected_version: Option<i64>,
         patch: OrgPatch,
         origin: &Origin,
@@ -125,7 +126,7 @@ impl Store {
                 self.commit(
                     tx,
                     vec![Invalidation::Org {
-                        org_id: org_id.to_string(),
+                        org_id: org_id.clone(),
                     }],
                 )
                 .await?;
@@ -143,7 +144,7 @@ impl Store {
 
     pub async fn delete_org(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         expected_version: Option<i64>,
         origin: &Origin,
     ) -> enclave_core::Result<()> {
@@ -177,7 +178,7 @@ impl Store {
         self.commit(
             tx,
             vec![Invalidation::Org {
-                org_id: org_id.to_string(),
+                org_id: org_id.clone(),
             }],
         )
         .await
@@ -186,9 +187,9 @@ impl Store {
     /// `from` (the owner) becomes admin and `to` (an active member) owner, in one transaction.
     pub async fn transfer_ownership(
         &self,
-        org_id: &str,
-        from: &str,
-        to: &str,
+        org_id: &OrgId,
+        from: &UserId,
+        to: &UserId,
         origin: &Origin,
     ) -> enclave_core::Result<OrgRecord> {
         let mut tx = self.begin_write().await?;
@@ -248,12 +249,12 @@ impl Store {
         journal(&mut tx, origin, change).await?;
         let mut events = [from, to]
             .map(|u| Invalidation::Member {
-                org_id: org_id.to_string(),
-                user_id: u.to_string(),
+                org_id: org_id.clone(),
+                user_id: u.clone(),
             })
             .to_vec();
         events.push(Invalidation::Org {
-            org_id: org_id.to_string(),
+            org_id: org_id.clone(),
         });
         self.commit(tx, events).await?;
         Ok(rec)
@@ -285,7 +286,7 @@ pub(crate) async fn insert_org(
 /// Inserts a new organization's first environments, in order.
 pub(crate) async fn insert_default_envs(
     tx: &mut Tx,
-    org_id: &str,
+    org_id: &OrgId,
     envs: Vec<NewEnvironment>,
 ) -> Result<()> {
     if envs.is_empty() {
@@ -301,8 +302,8 @@ pub(crate) async fn insert_default_envs(
 /// Inserts the owner membership of a new organization.
 pub(crate) async fn insert_owner(
     tx: &mut Tx,
-    org_id: &str,
-    user_id: &str,
+    org_id: &OrgId,
+    user_id: &UserId,
     name: &str,
     now: i64,
 ) -> std::result::Result<(), sqlx::Error> {
@@ -321,7 +322,10 @@ pub(crate) async fn insert_owner(
 }
 
 /// The organization row, locked until commit on PostgreSQL (so `before` is exact).
-pub(crate) async fn select_org_for_update(tx: &mut Tx, org_id: &str) -> Result<Option<OrgRecord>> {
+pub(crate) async fn select_org_for_update(
+    tx: &mut Tx,
+    org_id: &OrgId,
+) -> Result<Option<OrgRecord>> {
     db::query_as::<OrgRecord>(&format!(
         "SELECT {ORG_COLUMNS} FROM organizations WHERE id = $1{}",
         for_update(tx)

@@ -3,6 +3,7 @@
 //! `policies` and append it to `policy_versions`, and are audited in the same transaction.
 
 use enclave_core::clock::now_ms;
+use enclave_core::id::EnvId;
 use enclave_core::policy::PolicySpec;
 
 use enclave_core::environment::check_writable;
@@ -51,7 +52,7 @@ impl Store {
     /// One kind, oldest first (keyset on the id).
     pub async fn policies(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         kind: PolicyKind,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<PolicyRecord>, i64)> {
@@ -78,7 +79,7 @@ impl Store {
 
     /// Every policy of the environment, by name: what evaluation, promotion, clone and diff
     /// read.
-    pub async fn env_policies(&self, env_id: &str) -> enclave_core::Result<Vec<PolicyRecord>> {
+    pub async fn env_policies(&self, env_id: &EnvId) -> enclave_core::Result<Vec<PolicyRecord>> {
         db::query_as(format!(
             "SELECT {POLICY_COLUMNS} FROM policies WHERE env_id = $1 ORDER BY name"
         ))
@@ -90,7 +91,7 @@ impl Store {
 
     pub async fn policy(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         policy_id: &str,
     ) -> enclave_core::Result<Option<PolicyRecord>> {
         db::query_as(format!(
@@ -107,7 +108,7 @@ impl Store {
     /// (no version, no audit entry) and returns the policy as it is.
     pub async fn update_policy(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         policy_id: &str,
         expected_version: Option<i64>,
         spec: enclave_core::policy::PolicySpec,
@@ -143,7 +144,7 @@ impl Store {
 
     pub async fn delete_policy(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         policy_id: &str,
         expected_version: Option<i64>,
         origin: &Origin,
@@ -220,7 +221,7 @@ impl Store {
 
 /// Locks environment `env_id` until commit and refuses unless it accepts writes (not
 /// locked, not being deleted); 404 when absent.
-pub(crate) async fn writable_env(tx: &mut Tx, env_id: &str) -> Result<EnvRecord> {
+pub(crate) async fn writable_env(tx: &mut Tx, env_id: &EnvId) -> Result<EnvRecord> {
     let env: Option<EnvRecord> = db::query_as(format!(
         "SELECT {ENV_COLUMNS} FROM environments WHERE id = $1{}",
         for_update(tx)
@@ -323,7 +324,7 @@ async fn record_version(
 /// given and differs.
 pub(crate) async fn select_policy(
     tx: &mut Tx,
-    env_id: &str,
+    env_id: &EnvId,
     policy_id: &str,
     expected: Option<i64>,
 ) -> Result<PolicyRecord> {

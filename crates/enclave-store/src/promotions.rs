@@ -3,6 +3,7 @@
 
 use enclave_core::clock::now_ms;
 use enclave_core::environment::check_writable;
+use enclave_core::id::EnvId;
 use enclave_core::promotion::Promotion;
 use enclave_core::Error;
 
@@ -138,7 +139,7 @@ impl Store {
     /// Promotions from or into `env_id`, newest first.
     pub async fn promotions(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<Promotion>, i64)> {
         let rows: Vec<(sqlx::types::Json<Promotion>,)> = db::query_as(

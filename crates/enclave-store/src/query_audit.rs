@@ -4,6 +4,7 @@
 //! Nothing updates or deletes an entry; they go with their environment.
 
 use enclave_core::clock::now_ms;
+use enclave_core::id::EnvId;
 use enclave_core::query::audit::QueryAuditEntry;
 
 use crate::records::PageQuery;
@@ -40,7 +41,7 @@ impl Store {
         if entries.is_empty() {
             return Ok(vec![]);
         }
-        let mut by_env: BTreeMap<String, Vec<enclave_core::query::audit::QueryAuditEntry>> =
+        let mut by_env: BTreeMap<EnvId, Vec<enclave_core::query::audit::QueryAuditEntry>> =
             BTreeMap::new();
         for e in entries {
             by_env.entry(e.env_id.clone()).or_default().push(e);
@@ -98,7 +99,7 @@ impl Store {
                         .bind(&e.query_id)
                         .bind(&e.env_id)
                         .bind(e.seq)
-                        .bind(&e.principal.id)
+                        .bind(&e.principal.actor.id)
                         .bind(&e.statement_kind)
                         .bind(&e.outcome)
                         .bind(now_ms())
@@ -123,7 +124,7 @@ impl Store {
     /// Newest first; `page.after` is the `seq` of the last entry of the previous page.
     pub async fn query_audit_entries(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         filter: &crate::QueryAuditFilter,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<enclave_core::query::audit::QueryAuditEntry>, i64)> {
@@ -182,7 +183,7 @@ impl Store {
 
     pub async fn query_audit_entry(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         query_id: &str,
     ) -> enclave_core::Result<Option<enclave_core::query::audit::QueryAuditEntry>> {
         let row: Option<(String,)> =
@@ -199,7 +200,7 @@ impl Store {
     /// In chain order: entries with `seq > after_seq`, at most `limit`.
     pub async fn query_audit_chain(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         after_seq: i64,
         limit: i64,
     ) -> enclave_core::Result<Vec<enclave_core::query::audit::QueryAuditEntry>> {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use enclave_core::api_key::{KeyStatus, Scope};
 use enclave_core::environment::{EnvSettings, EnvStatus, EnvType, SettingsPatch};
+use enclave_core::id::{EnvId, KeyId, OrgId, UserId};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::pagination::PageRequest;
 use enclave_core::policy::PolicySpec;
@@ -24,7 +25,7 @@ pub type PageQuery = PageRequest;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRecord {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub name: String,
     pub password_hash: Option<String>,
@@ -36,7 +37,7 @@ pub struct UserRecord {
 
 #[derive(Debug, Clone)]
 pub struct NewUser {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub name: String,
     pub password_hash: Option<String>,
@@ -44,7 +45,7 @@ pub struct NewUser {
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OrgRecord {
-    pub id: String,
+    pub id: OrgId,
     pub name: String,
     pub slug: String,
     pub billing_email: String,
@@ -61,7 +62,7 @@ pub struct OrgRecord {
 
 #[derive(Debug, Clone)]
 pub struct NewOrg {
-    pub id: String,
+    pub id: OrgId,
     pub name: String,
     pub slug: String,
     pub billing_email: String,
@@ -79,8 +80,8 @@ pub struct OrgPatch {
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MemberRecord {
-    pub org_id: String,
-    pub user_id: String,
+    pub org_id: OrgId,
+    pub user_id: UserId,
     pub email: String,
     pub name: String,
     #[sqlx(try_from = "Stored<Role>")]
@@ -104,9 +105,9 @@ pub struct MemberFilter {
 
 #[derive(Debug, Clone)]
 pub struct NewInvite {
-    pub org_id: String,
+    pub org_id: OrgId,
     /// Used when the e-mail belongs to no user yet.
-    pub new_user_id: String,
+    pub new_user_id: UserId,
     pub email: String,
     pub name: Option<String>,
     pub role: Role,
@@ -139,8 +140,8 @@ pub struct AuthMembership {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRecord {
     pub id: String,
-    pub user_id: String,
-    pub org_id: Option<String>,
+    pub user_id: UserId,
+    pub org_id: Option<OrgId>,
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
@@ -151,8 +152,8 @@ pub struct SessionRecord {
 #[derive(Debug, Clone)]
 pub struct NewSession {
     pub id: String,
-    pub user_id: String,
-    pub org_id: Option<String>,
+    pub user_id: UserId,
+    pub org_id: Option<OrgId>,
     pub expires_at: i64,
     pub refresh_hash: String,
     pub refresh_expires_at: i64,
@@ -163,7 +164,7 @@ pub struct NewSession {
 /// What signing in with a second factor needs to know of an account.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct MfaState {
-    pub user_id: String,
+    pub user_id: UserId,
     /// The active TOTP secret, sealed with the master key.
     pub mfa_secret: Option<String>,
     /// An enrolment begun and not confirmed yet, sealed with the master key.
@@ -178,8 +179,8 @@ pub struct MfaState {
 #[derive(Debug, Clone)]
 pub struct NewPasswordReset {
     pub token_hash: String,
-    pub user_id: String,
-    pub org_id: String,
+    pub user_id: UserId,
+    pub org_id: OrgId,
     pub created_by: String,
     pub expires_at: i64,
 }
@@ -187,8 +188,8 @@ pub struct NewPasswordReset {
 /// A password reset as listed (never the token).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PasswordResetRecord {
-    pub user_id: String,
-    pub org_id: String,
+    pub user_id: UserId,
+    pub org_id: OrgId,
     pub created_by: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -201,7 +202,7 @@ pub struct RefreshRotation {
     /// The successor's expiry is `min(this, session expiry)`.
     pub new_expires_at: i64,
     /// Switch the session to this organization (the caller checked the membership).
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     pub now: i64,
 }
 
@@ -249,15 +250,15 @@ pub enum IdempotencyState {
 /// An environment row. `position` is the API's `index`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EnvRecord {
-    pub id: String,
-    pub org_id: String,
+    pub id: EnvId,
+    pub org_id: OrgId,
     pub name: String,
     pub slug: String,
     #[sqlx(try_from = "Stored<EnvType>")]
     pub env_type: EnvType,
     pub position: i64,
     pub color: String,
-    pub parent_env_id: Option<String>,
+    pub parent_env_id: Option<EnvId>,
     pub description: String,
     #[sqlx(try_from = "Stored<EnvStatus>")]
     pub status: EnvStatus,
@@ -272,13 +273,13 @@ pub struct EnvRecord {
 
 #[derive(Debug, Clone)]
 pub struct NewEnvironment {
-    pub id: String,
-    pub org_id: String,
+    pub id: EnvId,
+    pub org_id: OrgId,
     pub name: String,
     pub slug: String,
     pub env_type: EnvType,
     pub color: String,
-    pub parent_env_id: Option<String>,
+    pub parent_env_id: Option<EnvId>,
     pub description: String,
     pub settings: EnvSettings,
     /// Policies created with it (a clone's copies), in the same transaction.
@@ -305,7 +306,7 @@ pub struct EnvPatch {
     pub color: Option<String>,
     pub description: Option<String>,
     /// `Some(None)` clears the parent.
-    pub parent_env_id: Option<Option<String>>,
+    pub parent_env_id: Option<Option<EnvId>>,
     pub settings: Option<SettingsPatch>,
     /// Validated and sorted.
     pub required_keys: Option<Vec<String>>,
@@ -334,7 +335,7 @@ impl EnvPatch {
 pub struct EnvFilter {
     pub status: Option<EnvStatus>,
     pub env_type: Option<EnvType>,
-    pub parent_env_id: Option<String>,
+    pub parent_env_id: Option<EnvId>,
     /// Name or slug contains this (case-insensitive).
     pub q: Option<String>,
 }
@@ -352,7 +353,7 @@ impl EnvFilter {
 #[derive(Debug, Clone)]
 pub struct EnvPageQuery {
     pub limit: u32,
-    pub after: Option<(i64, String)>,
+    pub after: Option<(i64, EnvId)>,
 }
 
 #[derive(Debug, Clone)]
@@ -375,8 +376,8 @@ pub struct EnvContents {
 /// `expected_target_version` (else 412, and the caller plans again).
 #[derive(Debug, Clone)]
 pub struct PromotionApply {
-    pub org_id: String,
-    pub target_env_id: String,
+    pub org_id: OrgId,
+    pub target_env_id: EnvId,
     pub expected_target_version: i64,
     pub settings: Option<EnvSettings>,
     /// Policies created or updated in the target.
@@ -428,8 +429,8 @@ impl TryFrom<String> for PolicyKind {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PolicyRecord {
     pub id: String,
-    pub org_id: String,
-    pub env_id: String,
+    pub org_id: OrgId,
+    pub env_id: EnvId,
     pub name: String,
     #[sqlx(try_from = "Stored<PolicyKind>")]
     pub kind: PolicyKind,
@@ -454,8 +455,8 @@ pub struct PolicyVersionRecord {
 #[derive(Debug, Clone)]
 pub struct NewPolicy {
     pub id: String,
-    pub org_id: String,
-    pub env_id: String,
+    pub org_id: OrgId,
+    pub env_id: EnvId,
     pub spec: PolicySpec,
     pub created_by: String,
 }
@@ -474,9 +475,9 @@ pub enum PolicyWrite {
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiKeyRecord {
-    pub id: String,
-    pub env_id: String,
-    pub org_id: String,
+    pub id: KeyId,
+    pub env_id: EnvId,
+    pub org_id: OrgId,
     pub name: String,
     pub prefix: String,
     pub secret_hash: String,
@@ -507,8 +508,8 @@ impl ApiKeyRecord {
 
 #[derive(Debug, Clone)]
 pub struct NewApiKey {
-    pub id: String,
-    pub env_id: String,
+    pub id: KeyId,
+    pub env_id: EnvId,
     pub name: String,
     pub prefix: String,
     pub secret_hash: String,
@@ -542,7 +543,7 @@ pub struct KeyAuthRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WebhookRecord {
     pub id: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub url: String,
     pub description: String,
     pub events: Json<Vec<String>>,
@@ -576,7 +577,7 @@ impl WebhookRecord {
 #[derive(Debug, Clone)]
 pub struct NewWebhook {
     pub id: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub url: String,
     pub description: String,
     pub events: Vec<String>,
@@ -596,7 +597,7 @@ pub struct WebhookPatch {
 pub struct DeliveryRecord {
     pub id: String,
     pub webhook_id: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub event_id: String,
     pub event_type: String,
     pub payload: String,
@@ -716,8 +717,8 @@ impl AuditRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SecretRecord {
     pub id: String,
-    pub org_id: String,
-    pub env_id: String,
+    pub org_id: OrgId,
+    pub env_id: EnvId,
     #[sqlx(rename = "key_name")]
     pub key: String,
     pub ciphertext: Vec<u8>,
@@ -745,8 +746,8 @@ pub struct SecretVersionRecord {
 #[derive(Debug, Clone)]
 pub struct NewSecret {
     pub id: String,
-    pub org_id: String,
-    pub env_id: String,
+    pub org_id: OrgId,
+    pub env_id: EnvId,
     pub key: String,
     pub ciphertext: Vec<u8>,
     pub comment: String,

@@ -7,6 +7,7 @@
 //! event per transaction naming the keys it touched.
 
 use enclave_core::clock::now_ms;
+use enclave_core::id::{EnvId, OrgId};
 use enclave_core::secret::crypto::WrappedKey;
 
 use enclave_core::{Error, Result};
@@ -55,7 +56,7 @@ impl Store {
     }
 
     /// The environment's data key, as stored.
-    pub async fn data_key(&self, env_id: &str) -> enclave_core::Result<Option<WrappedKey>> {
+    pub async fn data_key(&self, env_id: &EnvId) -> enclave_core::Result<Option<WrappedKey>> {
         let row: Option<(String, Vec<u8>, String)> = db::query_as(
             "SELECT key_id, wrapped, master_key_id FROM secret_keys WHERE env_id = $1",
         )
@@ -75,7 +76,7 @@ impl Store {
     /// the one `key` is wrapped with (this node holds a rotated-out key).
     pub async fn create_data_key(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         key: WrappedKey,
     ) -> enclave_core::Result<WrappedKey> {
         let mut tx = self.begin_write().await?;
@@ -158,7 +159,7 @@ impl Store {
     /// By key (byte order), keyset on the key.
     pub async fn secrets(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<SecretRecord>, i64)> {
         let rows = db::query_as(format!(
@@ -180,7 +181,7 @@ impl Store {
     }
 
     /// Every secret of the environment, by key: export, import, promotion, clone, diff.
-    pub async fn env_secrets(&self, env_id: &str) -> enclave_core::Result<Vec<SecretRecord>> {
+    pub async fn env_secrets(&self, env_id: &EnvId) -> enclave_core::Result<Vec<SecretRecord>> {
         db::query_as(format!(
             "SELECT {SECRET_COLUMNS} FROM secrets WHERE env_id = $1 ORDER BY key_name"
         ))
@@ -192,7 +193,7 @@ impl Store {
 
     pub async fn secret(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         key: &str,
     ) -> enclave_core::Result<Option<SecretRecord>> {
         db::query_as(format!(
@@ -209,7 +210,7 @@ impl Store {
     /// written, in order.
     pub async fn write_secrets(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         writes: Vec<SecretWrite>,
         origin: &Origin,
     ) -> enclave_core::Result<Vec<SecretRecord>> {
@@ -224,7 +225,7 @@ impl Store {
 
     pub async fn delete_secret(
         &self,
-        env_id: &str,
+        env_id: &EnvId,
         key: &str,
         expected_version: Option<i64>,
         origin: &Origin,
@@ -314,8 +315,8 @@ impl Store {
     /// Which of the `(env_id, key)` pairs exist (for environments' missing required keys).
     pub async fn existing_secret_keys(
         &self,
-        pairs: &[(String, String)],
-    ) -> enclave_core::Result<Vec<(String, String)>> {
+        pairs: &[(EnvId, String)],
+    ) -> enclave_core::Result<Vec<(EnvId, String)>> {
         let mut found = Vec::new();
         // 100 pairs (200 parameters) per query: sqlx's SQLite binding slows with more.
         for chunk in pairs.chunks(100) {
@@ -326,7 +327,7 @@ impl Store {
                 "SELECT env_id, key_name FROM secrets WHERE {}",
                 tuples.join(" OR ")
             );
-            let mut q = db::query_as::<(String, String)>(&sql);
+            let mut q = db::query_as::<(EnvId, String)>(&sql);
             for (env_id, key) in chunk {
                 q = q.bind(env_id).bind(key);
             }
@@ -360,7 +361,7 @@ impl SecretChanges {
     }
 
     /// The event's `data`: key names, sorted.
-    pub(crate) fn data(&self, env_id: &str) -> serde_json::Value {
+    pub(crate) fn data(&self, env_id: &EnvId) -> serde_json::Value {
         let sorted = |keys: &[String]| {
             let mut keys = keys.to_vec();
             keys.sort();
@@ -379,8 +380,8 @@ impl SecretChanges {
 /// changed.
 pub(crate) async fn announce_secrets(
     tx: &mut Tx,
-    org_id: &str,
-    env_id: &str,
+    org_id: &OrgId,
+    env_id: &EnvId,
     changes: &SecretChanges,
 ) -> Result<()> {
     if changes.is_empty() {
@@ -404,7 +405,7 @@ pub(crate) async fn announce_secrets(
 pub(crate) async fn write_secret_batch(
     tx: &mut Tx,
     origin: &Origin,
-    env_id: &str,
+    env_id: &EnvId,
     writes: Vec<SecretWrite>,
     changes: &mut SecretChanges,
 ) -> Result<Vec<SecretRecord>> {
@@ -414,7 +415,7 @@ pub(crate) async fn write_secret_batch(
     let mut updates = Vec::new();
     for write in writes {
         match write {
-            SecretWrite::Create(new) if new.env_id == env_id => creates.push(new),
+            SecretWrite::Create(new) if new.env_id == *env_id => creates.push(new),
             SecretWrite::Create(_) => return Err(Error::internal()),
             update => updates.push(update),
         }
@@ -592,7 +593,7 @@ pub(crate) async fn check_keyring(tx: &mut Tx, master_key_id: &str) -> Result<()
 }
 
 /// Stores an environment's data key unless it has one.
-pub(crate) async fn insert_data_key(tx: &mut Tx, env_id: &str, key: &WrappedKey) -> Result<()> {
+pub(crate) async fn insert_data_key(tx: &mut Tx, env_id: &EnvId, key: &WrappedKey) -> Result<()> {
     db::query(
         "INSERT INTO secret_keys (env_id, key_id, wrapped, master_key_id, created_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (env_id) DO NOTHING",

@@ -7,6 +7,7 @@ use crate::records::*;
 use crate::store::Store;
 use crate::Invalidation;
 use enclave_core::clock::now_ms;
+use enclave_core::id::UserId;
 
 pub(crate) const SESSION_COLUMNS: &str =
     "id, user_id, org_id, created_at, expires_at, revoked_at, mfa_at";
@@ -174,7 +175,7 @@ impl Store {
     pub async fn refresh_token_owner(
         &self,
         token_hash: &str,
-    ) -> enclave_core::Result<Option<String>> {
+    ) -> enclave_core::Result<Option<UserId>> {
         db::query_scalar(
             "SELECT s.user_id FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.token_hash = $1",
         )

@@ -1,6 +1,7 @@
 //! Users: created on first start, by invitation or sign-up, found by e-mail or id.
 
 use enclave_core::clock::now_ms;
+use enclave_core::id::UserId;
 use enclave_core::Error;
 
 use crate::db::{self, Tx};
@@ -38,7 +39,7 @@ impl Store {
             .map_err(internal)
     }
 
-    pub async fn user_by_id(&self, user_id: &str) -> enclave_core::Result<Option<UserRecord>> {
+    pub async fn user_by_id(&self, user_id: &UserId) -> enclave_core::Result<Option<UserRecord>> {
         db::query_as(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(user_id)
             .fetch_optional(self.reader())

@@ -4,6 +4,7 @@
 //! attempt.
 
 use enclave_core::clock::now_ms;
+use enclave_core::id::OrgId;
 use enclave_core::webhook::WebhookStatus;
 use enclave_core::{Error, Result};
 
@@ -61,7 +62,7 @@ impl Store {
 
     pub async fn webhooks(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<WebhookRecord>, i64)> {
         let rows = db::query_as(format!(
@@ -84,7 +85,7 @@ impl Store {
 
     pub async fn webhook(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         webhook_id: &str,
     ) -> enclave_core::Result<Option<WebhookRecord>> {
         db::query_as(format!(
@@ -100,7 +101,7 @@ impl Store {
     /// Re-enabling (`status: active`) clears the failure run that disabled it.
     pub async fn update_webhook(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         webhook_id: &str,
         expected_version: Option<i64>,
         patch: WebhookPatch,
@@ -149,7 +150,7 @@ impl Store {
 
     pub async fn delete_webhook(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         webhook_id: &str,
         expected_version: Option<i64>,
         origin: &Origin,
@@ -173,7 +174,7 @@ impl Store {
     /// The current secret becomes the previous one, signing until `old_until`.
     pub async fn rotate_webhook_secret(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         webhook_id: &str,
         secret: String,
         old_until: i64,
@@ -209,7 +210,7 @@ impl Store {
     /// Queues a `webhook.test` event for this endpoint only, due now; returns the delivery.
     pub async fn queue_test_event(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         webhook_id: &str,
         origin: &Origin,
     ) -> enclave_core::Result<DeliveryRecord> {
@@ -246,7 +247,7 @@ impl Store {
     /// Newest first, with every attempt of the deliveries on the page (one more query).
     pub async fn deliveries(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         webhook_id: &str,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<DeliveryRecord>, Vec<AttemptRecord>, i64)> {
@@ -292,7 +293,7 @@ impl Store {
     /// Sends a delivery once more, now, whatever its state.
     pub async fn redeliver(
         &self,
-        org_id: &str,
+        org_id: &OrgId,
         webhook_id: &str,
         delivery_id: &str,
         origin: &Origin,
@@ -512,7 +513,7 @@ impl Store {
 /// given and differs (`If-Match`).
 pub(crate) async fn select_webhook(
     tx: &mut Tx,
-    org_id: &str,
+    org_id: &OrgId,
     webhook_id: &str,
     expected: Option<i64>,
 ) -> Result<WebhookRecord> {

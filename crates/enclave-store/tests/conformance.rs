@@ -4,7 +4,7 @@ use enclave_core::clock::now_ms;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{new_id, Kind, OrgId, UserId};
 use enclave_core::model::{MemberStatus, Tier};
 use enclave_core::pagination::PageRequest;
 use enclave_core::{ErrorCode, Role};
@@ -56,7 +56,7 @@ conformance!(
 
 fn new_user(email: &str) -> NewUser {
     NewUser {
-        id: new_id(Kind::User),
+        id: UserId::generate(),
         email: email.into(),
         name: "Ada".into(),
         password_hash: Some("h".into()),
@@ -65,7 +65,7 @@ fn new_user(email: &str) -> NewUser {
 
 fn new_org(slug: &str) -> NewOrg {
     NewOrg {
-        id: new_id(Kind::Organization),
+        id: OrgId::generate(),
         name: slug.to_uppercase(),
         slug: slug.into(),
         billing_email: "billing@example.com".into(),
@@ -128,7 +128,7 @@ async fn orgs_and_slugs(store: Arc<Store>) {
     let (first, total) = store.orgs_of_user(&u.id, &page(3, None)).await.unwrap();
     assert_eq!((first.len(), total), (4, 5), "limit + 1 rows come back");
     let (rest, _) = store
-        .orgs_of_user(&u.id, &page(3, Some(first[2].id.clone())))
+        .orgs_of_user(&u.id, &page(3, Some(first[2].id.to_string())))
         .await
         .unwrap();
     assert_eq!(rest.len(), 2);
@@ -157,7 +157,7 @@ async fn orgs_and_slugs(store: Arc<Store>) {
         .unwrap_err();
     assert_eq!(stale.code, ErrorCode::PreconditionFailed);
     let missing = store
-        .update_org("org_missing", None, patch, &Origin::system())
+        .update_org(&"org_missing".into(), None, patch, &Origin::system())
         .await
         .unwrap_err();
     assert_eq!(missing.code, ErrorCode::NotFound);
@@ -185,7 +185,7 @@ async fn memberships_and_owner_rule(store: Arc<Store>) {
     let (owner, org) = owner_with_org(&store, "owner@example.com", "acme").await;
     let invite = |email: &str, role| NewInvite {
         org_id: org.id.clone(),
-        new_user_id: new_id(Kind::User),
+        new_user_id: UserId::generate(),
         email: email.into(),
         name: None,
         role,

@@ -6,7 +6,7 @@
 
 use enclave_core::audit::{verify, AuditEntry};
 use enclave_core::environment::{EnvSettings, EnvStatus, EnvType};
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{EnvId, OrgId};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::policy::PolicyType;
 use enclave_core::webhook::WebhookStatus;
@@ -25,7 +25,7 @@ fn page() -> PageQuery {
     }
 }
 
-async fn chain(store: &Store, org_id: &str) -> Vec<AuditEntry> {
+async fn chain(store: &Store, org_id: &OrgId) -> Vec<AuditEntry> {
     store.audit_chain(org_id, 0, 1000).await.unwrap()
 }
 
@@ -103,7 +103,7 @@ async fn works_on_the_new_code(store: Store) {
         .chain_valid
     );
     let new = NewEnvironment {
-        id: new_id(Kind::Environment),
+        id: EnvId::generate(),
         org_id: org.id.clone(),
         name: "Preview 2".into(),
         slug: "preview-2".into(),

@@ -3,7 +3,7 @@
 //! transaction that creates them, so two nodes starting together create one owner).
 
 use enclave_api::auth::passwords::Passwords;
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{OrgId, UserId};
 use enclave_core::model::Tier;
 use enclave_core::validate;
 use enclave_store::{NewOrg, NewUser, Store};
@@ -15,7 +15,7 @@ pub struct BootstrapCredentials {
     pub email: String,
     /// `Some` when generated (it is shown this once); `None` when it came from configuration.
     pub generated_password: Option<String>,
-    pub org_id: String,
+    pub org_id: OrgId,
 }
 
 pub async fn run(
@@ -39,13 +39,13 @@ pub async fn run(
     };
     let hash = Passwords::new().hash(password.clone()).await?;
     let user = NewUser {
-        id: new_id(Kind::User),
+        id: UserId::generate(),
         email: email.clone(),
         name: "Owner".into(),
         password_hash: Some(hash),
     };
     let org = NewOrg {
-        id: new_id(Kind::Organization),
+        id: OrgId::generate(),
         name: "Default".into(),
         slug: "default".into(),
         billing_email: email.clone(),

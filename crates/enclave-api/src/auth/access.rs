@@ -2,6 +2,7 @@
 //! path, checked against the permission matrix. Not being an (active) member answers 404,
 //! never 403, so nobody learns which organizations exist.
 
+use enclave_core::id::OrgId;
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::{Error, Result, Role};
 use enclave_store::AuthMembership;
@@ -9,7 +10,7 @@ use enclave_store::AuthMembership;
 /// The caller's standing in one organization.
 #[derive(Debug, Clone)]
 pub struct OrgAccess {
-    pub org_id: String,
+    pub org_id: OrgId,
     /// The acting user, or the acting API key.
     pub user_id: String,
     pub role: Role,

@@ -9,6 +9,7 @@
 //! SHA-256 of the token (never the token itself) and kept until the token expires: a
 //! signature, once checked, stays valid — revocation is the session's business.
 
+use enclave_core::id::{EnvId, OrgId, UserId};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,10 +78,10 @@ pub struct AuthCache {
     store: Arc<Store>,
     tokens: Table<[u8; 32], Claims>,
     sessions: Table<String, Option<SessionRecord>>,
-    members: Table<(String, String), Option<AuthMembership>>,
-    users: Table<String, Option<UserRecord>>,
-    orgs: Table<String, Option<OrgRecord>>,
-    envs: Table<String, Option<EnvRecord>>,
+    members: Table<(UserId, OrgId), Option<AuthMembership>>,
+    users: Table<UserId, Option<UserRecord>>,
+    orgs: Table<OrgId, Option<OrgRecord>>,
+    envs: Table<EnvId, Option<EnvRecord>>,
     /// Bumped by every invalidation. A value read from the database is cached only if no
     /// invalidation happened meanwhile, so a read racing a change never re-caches stale data.
     generation: AtomicU64,
@@ -176,8 +177,12 @@ impl AuthCache {
         .await
     }
 
-    pub async fn membership(&self, user_id: &str, org_id: &str) -> Result<Option<AuthMembership>> {
-        let key = (user_id.to_string(), org_id.to_string());
+    pub async fn membership(
+        &self,
+        user_id: &UserId,
+        org_id: &OrgId,
+    ) -> Result<Option<AuthMembership>> {
+        let key = (user_id.clone(), org_id.clone());
         self.read_through(
             &self.members,
             key,
@@ -187,7 +192,7 @@ impl AuthCache {
     }
 
     /// A user's profile. The password hash is never kept in the cache.
-    pub async fn user(&self, user_id: &str) -> Result<Option<UserRecord>> {
+    pub async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>> {
         let load = async {
             let user = self.store.user_by_id(user_id).await?;
             Ok(user.map(|u| UserRecord {
@@ -195,23 +200,18 @@ impl AuthCache {
                 ..u
             }))
         };
-        self.read_through(&self.users, user_id.to_string(), load)
-            .await
+        self.read_through(&self.users, user_id.clone(), load).await
     }
 
     /// An environment as last written; every write to it (or to its organization's order)
     /// drops the entry.
-    pub async fn environment(&self, env_id: &str) -> Result<Option<EnvRecord>> {
-        self.read_through(
-            &self.envs,
-            env_id.to_string(),
-            self.store.environment(env_id),
-        )
-        .await
+    pub async fn environment(&self, env_id: &EnvId) -> Result<Option<EnvRecord>> {
+        self.read_through(&self.envs, env_id.clone(), self.store.environment(env_id))
+            .await
     }
 
-    pub async fn org(&self, org_id: &str) -> Result<Option<OrgRecord>> {
-        self.read_through(&self.orgs, org_id.to_string(), self.store.org(org_id))
+    pub async fn org(&self, org_id: &OrgId) -> Result<Option<OrgRecord>> {
+        self.read_through(&self.orgs, org_id.clone(), self.store.org(org_id))
             .await
     }
 }

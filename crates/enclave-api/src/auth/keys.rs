@@ -8,6 +8,7 @@
 //! moment the store publishes it (from any node on PostgreSQL), so revocation, expiry, scope
 //! changes and suspension take effect on the next request.
 
+use enclave_core::id::{EnvId, KeyId, OrgId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,10 +32,10 @@ const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 
 /// An authenticated key: what authorization needs about it.
 #[derive(Debug, Clone)]
-pub struct KeyPrincipal {
-    pub key_id: String,
-    pub env_id: String,
-    pub org_id: String,
+pub struct KeyCaller {
+    pub key_id: KeyId,
+    pub env_id: EnvId,
+    pub org_id: OrgId,
     pub name: String,
     pub role: Role,
     pub scopes: BTreeSet<Scope>,
@@ -42,11 +43,11 @@ pub struct KeyPrincipal {
     pub tier: Tier,
 }
 
-/// A verified key as cached: its principal and what decides, per request, whether it may be
+/// A verified key as cached: who it acts for and what decides, per request, whether it may be
 /// used now.
 #[derive(Clone)]
 struct Verified {
-    principal: KeyPrincipal,
+    caller: KeyCaller,
     status: KeyStatus,
     expires_at: Option<i64>,
     grace_expires_at: Option<i64>,
@@ -63,7 +64,7 @@ pub struct KeyAuth {
     verified: RwLock<HashMap<[u8; 32], Verified>>,
     /// Bumped by every invalidation; a lookup that raced one is not cached.
     generation: AtomicU64,
-    last_used: Mutex<HashMap<String, Instant>>,
+    last_used: Mutex<HashMap<KeyId, Instant>>,
 }
 
 impl KeyAuth {
@@ -92,11 +93,9 @@ impl KeyAuth {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let mut map = self.verified.write().unwrap();
         match event {
-            Invalidation::ApiKey { key_id } => map.retain(|_, v| &v.principal.key_id != key_id),
-            Invalidation::Environment { env_id } => {
-                map.retain(|_, v| &v.principal.env_id != env_id)
-            }
-            Invalidation::Org { org_id } => map.retain(|_, v| &v.principal.org_id != org_id),
+            Invalidation::ApiKey { key_id } => map.retain(|_, v| &v.caller.key_id != key_id),
+            Invalidation::Environment { env_id } => map.retain(|_, v| &v.caller.env_id != env_id),
+            Invalidation::Org { org_id } => map.retain(|_, v| &v.caller.org_id != org_id),
             Invalidation::All => map.clear(),
             Invalidation::Session { .. }
             | Invalidation::Member { .. }
@@ -107,9 +106,9 @@ impl KeyAuth {
         }
     }
 
-    /// The key's principal if `presented` is a live key usable from `ip`; 401 otherwise, with
+    /// The key as a caller if `presented` is a live key usable from `ip`; 401 otherwise, with
     /// a message saying why only once the secret has been shown to be right.
-    pub async fn authenticate(&self, presented: &str, ip: Option<IpAddr>) -> Result<KeyPrincipal> {
+    pub async fn authenticate(&self, presented: &str, ip: Option<IpAddr>) -> Result<KeyCaller> {
         let invalid = || Error::unauthorized("invalid API key");
         let parts = KeyParts::parse(presented).ok_or_else(invalid)?;
         let tag = hmac::sign(&self.mac, presented.as_bytes());
@@ -120,7 +119,7 @@ impl KeyAuth {
             Some(v) => v,
             None => {
                 // Guessing from one address, or at one key, slows down before Argon2id runs.
-                let account = Subject::Account(parts.key_id.clone());
+                let account = Subject::Account(parts.key_id.to_string());
                 let mut subjects = vec![account.clone()];
                 subjects.extend(ip.map(Subject::Source));
                 self.throttle.check(&subjects)?;
@@ -151,12 +150,12 @@ impl KeyAuth {
             }
         };
         usable_now(&verified, ip)?;
-        self.note_use(&verified.principal.key_id);
-        Ok(verified.principal)
+        self.note_use(&verified.caller.key_id);
+        Ok(verified.caller)
     }
 
     /// Writes `last_used_at` off the request path, at most once a minute per key.
-    fn note_use(&self, key_id: &str) {
+    fn note_use(&self, key_id: &KeyId) {
         let due = {
             let mut seen = self.last_used.lock().unwrap();
             if seen.len() >= MAX_ENTRIES {
@@ -165,13 +164,13 @@ impl KeyAuth {
             match seen.get(key_id) {
                 Some(at) if at.elapsed() < LAST_USED_EVERY => false,
                 _ => {
-                    seen.insert(key_id.to_string(), Instant::now());
+                    seen.insert(key_id.clone(), Instant::now());
                     true
                 }
             }
         };
         if due {
-            let (store, key_id) = (self.store.clone(), key_id.to_string());
+            let (store, key_id) = (self.store.clone(), key_id.clone());
             tokio::spawn(async move {
                 if let Err(e) = store
                     .touch_api_key(&key_id, enclave_core::clock::now_ms())
@@ -189,7 +188,7 @@ fn verified(r: KeyAuthRecord) -> Result<Verified> {
     let allowlist = enclave_core::api_key::allowlist("ip_allowlist", &k.ip_allowlist.0)
         .map_err(|_| Error::internal())?;
     Ok(Verified {
-        principal: KeyPrincipal {
+        caller: KeyCaller {
             role: k.role,
             scopes: k.scopes.0.iter().copied().collect(),
             attributes: k.attributes.0.clone(),
@@ -262,12 +261,11 @@ impl KeyAuth {
     }
 }
 
-impl KeyPrincipal {
+impl KeyCaller {
     /// The key as the gateway's pipeline sees it.
     pub fn identity(&self) -> enclave_gateway::Identity {
         enclave_gateway::Identity {
-            kind: enclave_core::audit::ActorType::ApiKey,
-            id: self.key_id.clone(),
+            actor: enclave_core::audit::Actor::api_key(&self.key_id),
             org_id: self.org_id.clone(),
             env_id: self.env_id.clone(),
             role: self.role,

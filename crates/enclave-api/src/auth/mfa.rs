@@ -6,6 +6,7 @@
 //! stored as SHA-256 hashes. Which step a code was accepted for is remembered by the store,
 //! so each code works once.
 
+use enclave_core::id::{OrgId, UserId};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Builder, Secret};
@@ -111,9 +112,9 @@ pub fn normalize_recovery_code(code: &str) -> String {
 /// `POST /v1/auth/login/mfa`. Its audience keeps it from ever passing for an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChallengeClaims {
-    pub sub: String,
+    pub sub: UserId,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     pub iat: i64,
     pub exp: i64,
     pub iss: String,

@@ -2,14 +2,14 @@
 
 pub mod access;
 pub mod cache;
+pub mod caller;
 pub mod keys;
 pub mod mfa;
 pub mod origin;
 pub mod passwords;
-pub mod principal;
 pub mod throttle;
 pub mod tokens;
 pub mod wire;
 
+pub use caller::{Caller, UserCaller};
 pub use origin::{Origin, RequestMeta};
-pub use principal::{Caller, Principal};

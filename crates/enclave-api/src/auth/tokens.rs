@@ -2,6 +2,7 @@
 //! and kept in the data directory (0600). The public key is served as a JWKS. Refresh tokens
 //! are opaque random strings; only their SHA-256 is stored.
 
+use enclave_core::id::{OrgId, UserId};
 use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,9 +24,9 @@ pub const CLOCK_SKEW_SECONDS: i64 = 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
-    pub sub: String,
+    pub sub: UserId,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     pub iat: i64,

@@ -4,18 +4,19 @@
 //! re-checked in the caches before every statement, so logout, suspension, revocation and
 //! expiry reach open sessions.
 
+use enclave_core::id::{EnvId, OrgId, UserId};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use enclave_core::audit::ActorType;
+use enclave_core::audit::Actor;
 use enclave_core::{Error, Permission, Result};
 use enclave_gateway::{Authenticator, Identity};
 use enclave_store::Store;
 
 use crate::auth::access::second_factor;
 use crate::auth::cache::AuthCache;
+use crate::auth::caller::resolve;
 use crate::auth::keys::KeyAuth;
-use crate::auth::principal::resolve;
 use crate::auth::tokens::TokenKeys;
 
 pub struct WireAuth {
@@ -78,9 +79,9 @@ impl Authenticator for WireAuth {
 /// member attributes (from the caches, so each statement's re-check stays cheap).
 pub async fn person(
     cache: &AuthCache,
-    user_id: &str,
-    org_id: &str,
-    env_id: &str,
+    user_id: &UserId,
+    org_id: &OrgId,
+    env_id: &EnvId,
     role: enclave_core::Role,
 ) -> Result<Identity> {
     let email = cache.user(user_id).await?.map(|u| u.email);
@@ -90,10 +91,9 @@ pub async fn person(
         .map(|m| m.attributes)
         .unwrap_or_default();
     Ok(Identity {
-        kind: ActorType::User,
-        id: user_id.to_string(),
-        org_id: org_id.to_string(),
-        env_id: env_id.to_string(),
+        actor: Actor::user(user_id),
+        org_id: org_id.clone(),
+        env_id: env_id.clone(),
         role,
         scopes: None,
         attributes,

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use enclave_core::Error;
 
-use crate::auth::{principal, Caller};
+use crate::auth::{caller, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -37,7 +37,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                     key_caller(&state, credential, ip).await
                 }
                 "bearer" if !credential.is_empty() => {
-                    principal::resolve(&state.auth_cache, &state.tokens, credential)
+                    caller::resolve(&state.auth_cache, &state.tokens, credential)
                         .await
                         .map(Caller::User)
                 }

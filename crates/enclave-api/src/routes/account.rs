@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use enclave_core::clock::from_ms;
+use enclave_core::id::UserId;
 use enclave_core::{validate, Error};
 use enclave_store::{MfaState, UserRecord};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,7 @@ use utoipa::ToSchema;
 
 use crate::auth::mfa;
 use crate::auth::tokens::hash_token;
-use crate::auth::{Origin, Principal, RequestMeta};
+use crate::auth::{Origin, RequestMeta, UserCaller};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
 use crate::proof;
@@ -93,7 +94,7 @@ pub struct RecoveryCodes {
     (status = 401, description = "the current password is wrong", body = ErrorEnvelope)))]
 pub async fn change_password(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     JsonBody(req): JsonBody<ChangePassword>,
 ) -> ApiResult<axum::Json<PasswordChanged>> {
@@ -150,7 +151,7 @@ pub async fn reset_password(
     (status = 200, body = MfaStatus)))]
 pub async fn status(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
 ) -> ApiResult<axum::Json<MfaStatus>> {
     let m = mfa_state(&state, &who).await?;
     Ok(axum::Json(MfaStatus {
@@ -168,7 +169,7 @@ pub async fn status(
     (status = 409, description = "a second factor is already on", body = ErrorEnvelope)))]
 pub async fn begin_totp(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     JsonBody(req): JsonBody<PasswordProof>,
 ) -> ApiResult<Response> {
@@ -202,7 +203,7 @@ pub async fn begin_totp(
     (status = 409, description = "no enrolment to confirm, or a factor is already on", body = ErrorEnvelope)))]
 pub async fn confirm_totp(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     JsonBody(req): JsonBody<CodeProof>,
 ) -> ApiResult<axum::Json<RecoveryCodes>> {
@@ -239,7 +240,7 @@ pub async fn confirm_totp(
     (status = 409, description = "no factor is on, or an organization of the user requires one", body = ErrorEnvelope)))]
 pub async fn disable_totp(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     JsonBody(req): JsonBody<DisableTotp>,
 ) -> ApiResult<StatusCode> {
@@ -272,7 +273,7 @@ pub async fn disable_totp(
     (status = 409, description = "no second factor is on", body = ErrorEnvelope)))]
 pub async fn new_recovery_codes(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     JsonBody(req): JsonBody<PasswordProof>,
 ) -> ApiResult<axum::Json<RecoveryCodes>> {
@@ -295,7 +296,7 @@ pub async fn new_recovery_codes(
     Ok(axum::Json(codes))
 }
 
-async fn signed_in_user(state: &AppState, who: &Principal) -> enclave_core::Result<UserRecord> {
+async fn signed_in_user(state: &AppState, who: &UserCaller) -> enclave_core::Result<UserRecord> {
     state
         .auth_cache
         .user(&who.user_id)
@@ -303,7 +304,7 @@ async fn signed_in_user(state: &AppState, who: &Principal) -> enclave_core::Resu
         .ok_or_else(|| Error::unauthorized("unknown user"))
 }
 
-async fn mfa_state(state: &AppState, who: &Principal) -> enclave_core::Result<MfaState> {
+async fn mfa_state(state: &AppState, who: &UserCaller) -> enclave_core::Result<MfaState> {
     state
         .store
         .mfa_state(&who.user_id)
@@ -331,7 +332,7 @@ fn already_on() -> Error {
 }
 
 /// The slug of an organization of the user that requires a second factor, if any.
-async fn requiring_org(state: &AppState, user_id: &str) -> enclave_core::Result<Option<String>> {
+async fn requiring_org(state: &AppState, user_id: &UserId) -> enclave_core::Result<Option<String>> {
     let mut page = enclave_core::pagination::PageRequest {
         limit: 100,
         after: None,
@@ -345,7 +346,7 @@ async fn requiring_org(state: &AppState, user_id: &str) -> enclave_core::Result<
             }
         }
         match (more, orgs.get(page.limit as usize - 1)) {
-            (true, Some(last)) => page.after = Some(last.id.clone()),
+            (true, Some(last)) => page.after = Some(last.id.to_string()),
             _ => return Ok(None),
         }
     }

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use enclave_core::api_key::{self, check_grant, expand_scopes, ApiKey, Scope};
 use enclave_core::environment::check_writable;
-use enclave_core::id::{is_id, Kind};
+use enclave_core::id::KeyId;
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::{validate, Error, Permission, Result, Role};
 use enclave_store::{ApiKeyPatch, EnvRecord};
@@ -82,7 +82,10 @@ pub async fn list(
     Path(env_id): Path<String>,
     QueryParams(q): QueryParams<ListParams>,
 ) -> ApiResult<axum::Json<Page<ApiKey>>> {
-    env_access(&state, &who, &env_id, Permission::ManageApiKeys).await?;
+    let env_id = env_access(&state, &who, &env_id, Permission::ManageApiKeys)
+        .await?
+        .0
+        .id;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, total) = state.store.api_keys(&env_id, &page).await?;
     let rows = rows.into_iter().map(|r| views::api_key(r, None)).collect();
@@ -90,7 +93,7 @@ pub async fn list(
         rows,
         &page,
         total,
-        |k: &ApiKey| k.key_id.clone(),
+        |k: &ApiKey| k.key_id.to_string(),
     )))
 }
 
@@ -122,10 +125,11 @@ pub async fn get(
     who: Caller,
     Path((env_id, key_id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<ApiKey>> {
-    env_access(&state, &who, &env_id, Permission::ManageApiKeys).await?;
-    if !is_id(Kind::ApiKey, &key_id) {
-        return Err(not_found().into());
-    }
+    let env_id = env_access(&state, &who, &env_id, Permission::ManageApiKeys)
+        .await?
+        .0
+        .id;
+    let key_id = KeyId::parse(&key_id).ok_or_else(not_found)?;
     let rec = state
         .store
         .api_key(&env_id, &key_id)
@@ -145,13 +149,11 @@ pub async fn update(
     Path((env_id, key_id)): Path<(String, String)>,
     JsonBody(req): JsonBody<UpdateApiKey>,
 ) -> ApiResult<axum::Json<ApiKey>> {
-    let (_, access) = writable_env(&state, &who, &env_id).await?;
-    if !is_id(Kind::ApiKey, &key_id) {
-        return Err(not_found().into());
-    }
+    let (env, access) = writable_env(&state, &who, &env_id).await?;
+    let key_id = KeyId::parse(&key_id).ok_or_else(not_found)?;
     let current = state
         .store
-        .api_key(&env_id, &key_id)
+        .api_key(&env.id, &key_id)
         .await?
         .ok_or_else(not_found)?;
     let scopes = req.scopes.as_deref().map(expand_scopes).transpose()?;
@@ -186,7 +188,7 @@ pub async fn update(
     };
     let rec = state
         .store
-        .update_api_key(&env_id, &key_id, patch, &origin)
+        .update_api_key(&env.id, &key_id, patch, &origin)
         .await?;
     Ok(axum::Json(views::api_key(rec, None)))
 }
@@ -203,10 +205,11 @@ pub async fn revoke(
     Path((env_id, key_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     // Revoking stays possible in a locked environment: a leaked key must be stoppable.
-    env_access(&state, &who, &env_id, Permission::ManageApiKeys).await?;
-    if !is_id(Kind::ApiKey, &key_id) {
-        return Err(not_found().into());
-    }
+    let env_id = env_access(&state, &who, &env_id, Permission::ManageApiKeys)
+        .await?
+        .0
+        .id;
+    let key_id = KeyId::parse(&key_id).ok_or_else(not_found)?;
     state
         .store
         .revoke_api_key(&env_id, &key_id, &origin)
@@ -237,12 +240,10 @@ pub async fn rotate(
             .unwrap_or(api_key::DEFAULT_GRACE_HOURS),
     )?;
     let (env, access) = writable_env(&state, &who, &env_id).await?;
-    if !is_id(Kind::ApiKey, &key_id) {
-        return Err(not_found().into());
-    }
+    let key_id = KeyId::parse(&key_id).ok_or_else(not_found)?;
     let old = state
         .store
-        .api_key(&env_id, &key_id)
+        .api_key(&env.id, &key_id)
         .await?
         .ok_or_else(not_found)?;
     let now = enclave_core::clock::now_ms();
@@ -267,7 +268,7 @@ pub async fn rotate(
     let grace_expires_at = now + grace_hours * 3_600_000;
     let (_, rec) = state
         .store
-        .rotate_api_key(&env_id, &key_id, new, grace_expires_at, &origin)
+        .rotate_api_key(&env.id, &key_id, new, grace_expires_at, &origin)
         .await?;
     let location = key_path(&env_id, &rec.id);
     Ok(secret_response(

@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 
 use crate::access::require;
 use crate::audit_chain::{date_range, ndjson_chain, verify_chain, VerifyResponse, CHAIN_PAGE};
-use crate::auth::Principal;
+use crate::auth::UserCaller;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::QueryParams;
 use crate::state::AppState;
@@ -70,11 +70,13 @@ fn filter_of(q: &AuditParams) -> Result<AuditFilter> {
     (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn list(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path(org_id): Path<String>,
     QueryParams(q): QueryParams<AuditParams>,
 ) -> ApiResult<axum::Json<Page<AuditEntry>>> {
-    require(&state, &who, &org_id, Permission::ReadAudit).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ReadAudit)
+        .await?
+        .org_id;
     let filter = filter_of(&q)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, total) = state.store.audit_entries(&org_id, &filter, &page).await?;
@@ -88,10 +90,12 @@ pub async fn list(
     (status = 200, body = AuditEntry), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn get(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path((org_id, entry_id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<AuditEntry>> {
-    require(&state, &who, &org_id, Permission::ReadAudit).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ReadAudit)
+        .await?
+        .org_id;
     if !is_id(Kind::Audit, &entry_id) {
         return Err(Error::not_found("audit_entry").into());
     }
@@ -109,10 +113,12 @@ pub async fn get(
     (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn verify(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path(org_id): Path<String>,
 ) -> ApiResult<axum::Json<VerifyResponse>> {
-    require(&state, &who, &org_id, Permission::ReadAudit).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ReadAudit)
+        .await?
+        .org_id;
     let verification = verify_chain(state.store.as_ref(), &org_id).await?;
     Ok(axum::Json(VerifyResponse {
         verification,
@@ -126,10 +132,12 @@ pub async fn verify(
     (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn export(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path(org_id): Path<String>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ReadAudit).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ReadAudit)
+        .await?
+        .org_id;
     let store: Arc<Store> = state.store.clone();
     Ok(ndjson_chain(
         move |after| {

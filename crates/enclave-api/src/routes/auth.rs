@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use enclave_core::clock::now_ms;
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{new_id, EnvId, KeyId, Kind, OrgId, UserId};
 use enclave_core::model::{Organization, User};
 use enclave_core::{validate, Error, ErrorCode, Role};
 use enclave_store::{NewSession, NewUser, RefreshRotation, RotateOutcome, UserRecord};
@@ -18,7 +18,7 @@ use crate::auth::throttle::Subject;
 use crate::auth::tokens::{
     self, Claims, ACCESS_TOKEN_SECONDS, REFRESH_TOKEN_SECONDS, SESSION_MAX_SECONDS,
 };
-use crate::auth::{Caller, Origin, Principal, RequestMeta};
+use crate::auth::{Caller, Origin, RequestMeta, UserCaller};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
 use crate::proof;
@@ -40,7 +40,7 @@ pub struct LoginRequest {
     pub email: String,
     pub password: String,
     /// The organization to sign in to; default: the first one the user is an active member of.
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -68,7 +68,7 @@ pub struct MfaChallenge {
 pub struct RefreshRequest {
     pub refresh_token: String,
     /// Switch the session to another organization the user is an active member of.
-    pub org_id: Option<String>,
+    pub org_id: Option<OrgId>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -94,7 +94,7 @@ pub struct LoginResponse {
 
 #[derive(Serialize, ToSchema)]
 pub struct MeOrg {
-    pub org_id: String,
+    pub org_id: OrgId,
     pub role: Role,
     pub tier: enclave_core::model::Tier,
 }
@@ -102,9 +102,9 @@ pub struct MeOrg {
 /// An API key calling: who it is and what it may do.
 #[derive(Serialize, ToSchema)]
 pub struct MeKey {
-    pub key_id: String,
+    pub key_id: KeyId,
     pub name: String,
-    pub env_id: String,
+    pub env_id: EnvId,
     pub role: Role,
     pub scopes: Vec<enclave_core::api_key::Scope>,
     pub attributes: std::collections::BTreeMap<String, String>,
@@ -134,7 +134,7 @@ fn invalid_credentials() -> Error {
 async fn issue_session(
     state: &AppState,
     user: &UserRecord,
-    org_id: Option<String>,
+    org_id: Option<OrgId>,
     origin: Option<&Origin>,
     mfa: bool,
 ) -> ApiResult<LoginResponse> {
@@ -162,7 +162,7 @@ async fn login_response(
     state: &AppState,
     user: &UserRecord,
     session_id: &str,
-    org_id: Option<String>,
+    org_id: Option<OrgId>,
     refresh_token: String,
 ) -> ApiResult<LoginResponse> {
     let (org, role) = match &org_id {
@@ -204,10 +204,10 @@ async fn login_response(
 }
 
 /// 202 with a signed challenge: the password was right, the second factor comes next.
-fn challenge(state: &AppState, user_id: &str, org_id: Option<String>) -> Response {
+fn challenge(state: &AppState, user_id: &UserId, org_id: Option<OrgId>) -> Response {
     let now = enclave_core::clock::now().timestamp();
     let claims = ChallengeClaims {
-        sub: user_id.to_string(),
+        sub: user_id.clone(),
         org_id,
         iat: now,
         exp: now + mfa::CHALLENGE_SECONDS,
@@ -228,9 +228,9 @@ fn challenge(state: &AppState, user_id: &str, org_id: Option<String>) -> Respons
 /// first organization they are an active member of.
 async fn choose_org(
     state: &AppState,
-    user_id: &str,
-    requested: Option<String>,
-) -> ApiResult<Option<String>> {
+    user_id: &UserId,
+    requested: Option<OrgId>,
+) -> ApiResult<Option<OrgId>> {
     match requested {
         Some(org_id) => {
             standing(state.auth_cache.membership(user_id, &org_id).await?)?;
@@ -269,7 +269,7 @@ pub async fn signup(
     let user = state
         .store
         .create_user(NewUser {
-            id: new_id(Kind::User),
+            id: UserId::generate(),
             email,
             name,
             password_hash: Some(hash),
@@ -427,7 +427,7 @@ pub async fn refresh(
     (status = 204, description = "session revoked"), (status = 401, body = ErrorEnvelope)))]
 pub async fn logout(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
 ) -> ApiResult<StatusCode> {
     state.store.revoke_session(&who.session_id, &origin).await?;

@@ -10,7 +10,7 @@ use enclave_core::api_key::ApiKey;
 use enclave_core::environment::{
     self, EnvSettings, EnvStatus, EnvType, Environment, SettingsPatch,
 };
-use enclave_core::id::{is_id, Kind};
+use enclave_core::id::EnvId;
 use enclave_core::pagination::{PageRequest, Pagination};
 use enclave_core::{secret, validate, Error, Permission, Result};
 use enclave_store::{EnvFilter, EnvPageQuery, EnvPatch};
@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::access::{env_access, require};
-use crate::auth::{Caller, Origin, Principal};
+use crate::auth::{Caller, Origin, UserCaller};
 use crate::environments::{create_and_provision, created, new_environment, shown, EnvFields};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
@@ -86,7 +86,8 @@ pub struct ListParams {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub env_type: Option<EnvType>,
-    pub parent_env_id: Option<String>,
+    #[param(value_type = Option<String>)]
+    pub parent_env_id: Option<EnvId>,
     /// Name or slug contains (case-insensitive).
     pub q: Option<String>,
     /// 1–200, default 50.
@@ -108,14 +109,14 @@ pub struct EnvironmentList {
 #[serde(deny_unknown_fields)]
 pub struct Reorder {
     /// Every environment of the organization, exactly once, in the new order.
-    pub order: Vec<String>,
+    pub order: Vec<EnvId>,
     /// The `order_version` of the list this order was made from.
     pub expected_version: i64,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Order {
-    pub order: Vec<String>,
+    pub order: Vec<EnvId>,
     pub order_version: i64,
 }
 
@@ -130,7 +131,7 @@ pub struct DeleteParams {
 /// What deleting an environment would remove, and what would stop it.
 #[derive(Serialize, ToSchema)]
 pub struct DeletePreview {
-    pub env_id: String,
+    pub env_id: EnvId,
     pub dry_run: bool,
     pub would_delete: WouldDelete,
     /// Why a real delete would be refused now (`environment_locked`, `has_children`,
@@ -162,15 +163,13 @@ fn env_cursor(e: &Environment) -> String {
     format!("{}:{}", e.index, e.env_id)
 }
 
-fn parse_env_cursor(after: Option<String>) -> Result<Option<(i64, String)>> {
+fn parse_env_cursor(after: Option<String>) -> Result<Option<(i64, EnvId)>> {
     let Some(key) = after else { return Ok(None) };
     let bad = || Error::validation("cursor", "invalid", "cursor is not one this API returned");
     let (pos, id) = key.split_once(':').ok_or_else(bad)?;
     let pos: i64 = pos.parse().map_err(|_| bad())?;
-    if !is_id(Kind::Environment, id) {
-        return Err(bad());
-    }
-    Ok(Some((pos, id.to_string())))
+    let id = EnvId::parse(id).ok_or_else(bad)?;
+    Ok(Some((pos, id)))
 }
 
 #[utoipa::path(get, path = "/v1/organizations/{org_id}/environments", tag = "environments", security(("bearer" = [])),
@@ -178,11 +177,13 @@ fn parse_env_cursor(after: Option<String>) -> Result<Option<(i64, String)>> {
     (status = 200, body = EnvironmentList), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn list(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path(org_id): Path<String>,
     QueryParams(q): QueryParams<ListParams>,
 ) -> ApiResult<axum::Json<EnvironmentList>> {
-    require(&state, &who, &org_id, Permission::ReadEnvironments).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ReadEnvironments)
+        .await?
+        .org_id;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     if let Some(text) = &q.q {
         if text.chars().count() > 128 {
@@ -218,7 +219,7 @@ pub async fn list(
     (status = 429, description = "QUOTA_EXCEEDED: the organization's max_environments", body = ErrorEnvelope)))]
 pub async fn create(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path(org_id): Path<String>,
     JsonBody(req): JsonBody<CreateEnvironment>,
@@ -226,7 +227,7 @@ pub async fn create(
     let access = require(&state, &who, &org_id, Permission::ManageEnvironments).await?;
     let settings = EnvSettings::default().apply(&req.settings.unwrap_or_default())?;
     let mut env = new_environment(
-        &org_id,
+        &access.org_id,
         EnvFields {
             name: req.name,
             slug: req.slug,
@@ -300,10 +301,12 @@ pub async fn get(
     responses((status = 200, body = Environment), (status = 404, body = ErrorEnvelope)))]
 pub async fn get_by_slug(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path((org_id, slug)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ReadEnvironments).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ReadEnvironments)
+        .await?
+        .org_id;
     let env = if slug.len() <= 64 {
         state.store.environment_by_slug(&org_id, &slug).await?
     } else {
@@ -318,15 +321,17 @@ fn patch_of(req: UpdateEnvironment) -> Result<EnvPatch> {
         // Ranges are checked now; the store applies the patch onto the current values.
         EnvSettings::default().apply(s)?;
     }
-    if let Some(Some(p)) = &req.parent_env_id {
-        if !is_id(Kind::Environment, p) {
-            return Err(Error::validation(
+    let parent_env_id = match &req.parent_env_id {
+        Some(Some(p)) => Some(Some(EnvId::parse(p).ok_or_else(|| {
+            Error::validation(
                 "parent_env_id",
                 "same_organization",
                 "parent_env_id must name an environment of this organization",
-            ));
-        }
-    }
+            )
+        })?)),
+        Some(None) => Some(None),
+        None => None,
+    };
     Ok(EnvPatch {
         name: req
             .name
@@ -349,7 +354,7 @@ fn patch_of(req: UpdateEnvironment) -> Result<EnvPatch> {
             .as_deref()
             .map(|d| environment::description("description", d))
             .transpose()?,
-        parent_env_id: req.parent_env_id,
+        parent_env_id,
         settings: req.settings,
         required_keys: req
             .required_keys
@@ -374,7 +379,10 @@ pub async fn update(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<UpdateEnvironment>,
 ) -> ApiResult<Response> {
-    env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    let env_id = env_access(&state, &who, &env_id, Permission::ManageEnvironments)
+        .await?
+        .0
+        .id;
     let patch = patch_of(req)?;
     let rec = state
         .store
@@ -413,7 +421,7 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     let (env, _) = env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
     if q.dry_run.unwrap_or(false) {
-        let contents = state.store.environment_contents(&env_id).await?;
+        let contents = state.store.environment_contents(&env.id).await?;
         let mut blocked_by = Vec::new();
         if env.status == EnvStatus::Decommissioning {
             blocked_by.push("decommissioning".to_string());
@@ -421,11 +429,11 @@ pub async fn delete(
         if env.locked {
             blocked_by.push("environment_locked".to_string());
         }
-        if state.store.child_count(&env_id).await? > 0 {
+        if state.store.child_count(&env.id).await? > 0 {
             blocked_by.push("has_children".to_string());
         }
         let preview = DeletePreview {
-            env_id,
+            env_id: env.id.clone(),
             dry_run: true,
             would_delete: WouldDelete {
                 api_keys: contents.api_keys,
@@ -439,7 +447,7 @@ pub async fn delete(
     }
     let rec = state
         .store
-        .decommission_environment(&env_id, expected, &origin)
+        .decommission_environment(&env.id, expected, &origin)
         .await?;
     lifecycle::decommission(state.store.as_ref(), state.gateway.engines(), &rec).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -452,12 +460,14 @@ pub async fn delete(
     (status = 412, description = "the order changed since expected_version", body = ErrorEnvelope)))]
 pub async fn reorder(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path(org_id): Path<String>,
     JsonBody(req): JsonBody<Reorder>,
 ) -> ApiResult<axum::Json<Order>> {
-    require(&state, &who, &org_id, Permission::ManageEnvironments).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageEnvironments)
+        .await?
+        .org_id;
     let order_version = state
         .store
         .reorder_environments(&org_id, req.expected_version, &req.order, &origin)
@@ -476,10 +486,10 @@ async fn transition(
     expected: Option<i64>,
     t: environment::Transition,
 ) -> ApiResult<Response> {
-    env_access(state, who, env_id, Permission::ManageEnvironments).await?;
+    let (env, _) = env_access(state, who, env_id, Permission::ManageEnvironments).await?;
     let rec = state
         .store
-        .transition_environment(env_id, expected, t, origin)
+        .transition_environment(&env.id, expected, t, origin)
         .await?;
     Ok(one(state, rec).await?)
 }

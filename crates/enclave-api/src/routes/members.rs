@@ -9,10 +9,10 @@ use axum::extract::State;
 use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{OrgId, UserId};
 use enclave_core::membership::{
     check_account_recovery, check_invite, check_removal, check_role_change, check_status_change,
-    Actor, Target,
+    ActingMember, Target,
 };
 use enclave_core::model::{Member, MemberStatus};
 use enclave_core::pagination::{Page, PageRequest};
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::access::{require, OrgAccess};
-use crate::auth::{tokens, Origin, Principal};
+use crate::auth::{tokens, Origin, UserCaller};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
 use crate::state::AppState;
@@ -36,7 +36,7 @@ const RESET_HOURS: i64 = 24;
 /// `POST /v1/auth/reset-password`. Only its hash is stored.
 #[derive(Serialize, ToSchema)]
 pub struct PasswordResetLink {
-    pub user_id: String,
+    pub user_id: UserId,
     pub token: String,
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
@@ -76,8 +76,8 @@ pub struct ListMembers {
     pub cursor: Option<String>,
 }
 
-fn actor(a: &OrgAccess) -> Actor<'_> {
-    Actor {
+fn actor(a: &OrgAccess) -> ActingMember<'_> {
+    ActingMember {
         user_id: &a.user_id,
         role: a.role,
     }
@@ -93,15 +93,17 @@ fn target(m: &MemberRecord) -> Target<'_> {
 
 async fn load(
     state: &AppState,
-    org_id: &str,
+    org_id: &OrgId,
     user_id: &str,
     expected: Option<i64>,
 ) -> ApiResult<MemberRecord> {
+    let not_found = || Error::not_found("user");
+    let user_id = UserId::parse(user_id).ok_or_else(not_found)?;
     let m = state
         .store
-        .member(org_id, user_id)
+        .member(org_id, &user_id)
         .await?
-        .ok_or_else(|| Error::not_found("user"))?;
+        .ok_or_else(not_found)?;
     if expected.is_some_and(|v| v != m.version) {
         return Err(Error::precondition_failed(
             "the member changed since it was read (stale If-Match)",
@@ -116,11 +118,13 @@ async fn load(
     (status = 200, body = Page<Member>), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope)))]
 pub async fn list(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path(org_id): Path<String>,
     QueryParams(q): QueryParams<ListMembers>,
 ) -> ApiResult<axum::Json<Page<Member>>> {
-    require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageUsers)
+        .await?
+        .org_id;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let filter = MemberFilter {
         role: q.role,
@@ -132,7 +136,7 @@ pub async fn list(
         rows,
         &page,
         total,
-        |m: &Member| m.user_id.clone(),
+        |m: &Member| m.user_id.to_string(),
     )))
 }
 
@@ -142,7 +146,7 @@ pub async fn list(
     (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 pub async fn invite(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path(org_id): Path<String>,
     JsonBody(req): JsonBody<InviteRequest>,
@@ -160,8 +164,8 @@ pub async fn invite(
         .store
         .invite(
             NewInvite {
-                org_id: org_id.clone(),
-                new_user_id: new_id(Kind::User),
+                org_id: me.org_id.clone(),
+                new_user_id: UserId::generate(),
                 email,
                 name,
                 role: req.role,
@@ -182,10 +186,12 @@ pub async fn invite(
     (status = 200, body = Member), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn get(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path((org_id, user_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ManageUsers).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageUsers)
+        .await?
+        .org_id;
     let m = load(&state, &org_id, &user_id, None).await?;
     Ok(views::with_etag(m.version, views::member(m)))
 }
@@ -197,7 +203,7 @@ pub async fn get(
     (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
 pub async fn update(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, user_id)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
@@ -212,7 +218,7 @@ pub async fn update(
     if let Some(a) = &req.attributes {
         validate::attributes("attributes", a)?;
     }
-    let current = load(&state, &org_id, &user_id, expected).await?;
+    let current = load(&state, &me.org_id, &user_id, expected).await?;
     if let Some(status) = req.status {
         check_status_change(actor(&me), target(&current), status)?;
     }
@@ -224,7 +230,13 @@ pub async fn update(
     };
     let m = state
         .store
-        .update_member(&org_id, &user_id, current.version, patch, &origin)
+        .update_member(
+            &me.org_id,
+            &current.user_id,
+            current.version,
+            patch,
+            &origin,
+        )
         .await?;
     Ok(views::with_etag(m.version, views::member(m)))
 }
@@ -235,17 +247,17 @@ pub async fn update(
     (status = 409, description = "the owner cannot be removed", body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
 pub async fn remove(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, user_id)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<StatusCode> {
     let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
-    let current = load(&state, &org_id, &user_id, expected).await?;
+    let current = load(&state, &me.org_id, &user_id, expected).await?;
     check_removal(actor(&me), target(&current))?;
     state
         .store
-        .remove_member(&org_id, &user_id, current.version, &origin)
+        .remove_member(&me.org_id, &current.user_id, current.version, &origin)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -257,14 +269,14 @@ pub async fn remove(
     (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
 pub async fn set_role(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, user_id)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<SetRole>,
 ) -> ApiResult<Response> {
     let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
-    let current = load(&state, &org_id, &user_id, expected).await?;
+    let current = load(&state, &me.org_id, &user_id, expected).await?;
     check_role_change(actor(&me), target(&current), req.role)?;
     let patch = MemberPatch {
         role: Some(req.role),
@@ -272,7 +284,13 @@ pub async fn set_role(
     };
     let m = state
         .store
-        .update_member(&org_id, &user_id, current.version, patch, &origin)
+        .update_member(
+            &me.org_id,
+            &current.user_id,
+            current.version,
+            patch,
+            &origin,
+        )
         .await?;
     Ok(views::with_etag(m.version, views::member(m)))
 }
@@ -280,15 +298,10 @@ pub async fn set_role(
 /// The member whose account an owner or admin may recover: the rules of
 /// [`check_account_recovery`], and no membership in another organization — whose admins never
 /// agreed to this one's resetting their member.
-async fn recoverable(
-    state: &AppState,
-    me: &OrgAccess,
-    org_id: &str,
-    user_id: &str,
-) -> ApiResult<MemberRecord> {
-    let current = load(state, org_id, user_id, None).await?;
+async fn recoverable(state: &AppState, me: &OrgAccess, user_id: &str) -> ApiResult<MemberRecord> {
+    let current = load(state, &me.org_id, user_id, None).await?;
     check_account_recovery(actor(me), target(&current))?;
-    if state.store.membership_count(user_id).await? > 1 {
+    if state.store.membership_count(&current.user_id).await? > 1 {
         return Err(Error::conflict(
             "user_in_other_organizations",
             "this account belongs to other organizations too; only its owner can recover it",
@@ -306,12 +319,12 @@ async fn recoverable(
     (status = 409, description = "invitation not accepted yet, or the account belongs to other organizations", body = ErrorEnvelope)))]
 pub async fn reset_password(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, user_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
-    recoverable(&state, &me, &org_id, &user_id).await?;
+    let current = recoverable(&state, &me, &user_id).await?;
     let token = tokens::random_token("epr_");
     let expires_at = now_ms() + RESET_HOURS * 3600 * 1000;
     state
@@ -319,16 +332,16 @@ pub async fn reset_password(
         .create_password_reset(
             NewPasswordReset {
                 token_hash: tokens::hash_token(&token),
-                user_id: user_id.clone(),
-                org_id: org_id.clone(),
-                created_by: who.user_id.clone(),
+                user_id: current.user_id.clone(),
+                org_id: me.org_id.clone(),
+                created_by: who.user_id.to_string(),
                 expires_at,
             },
             &origin,
         )
         .await?;
     let body = PasswordResetLink {
-        user_id,
+        user_id: current.user_id,
         token,
         expires_at: enclave_core::clock::from_ms(expires_at),
     };
@@ -343,15 +356,15 @@ pub async fn reset_password(
     (status = 409, description = "no second factor on, invitation pending, or the account belongs to other organizations", body = ErrorEnvelope)))]
 pub async fn reset_mfa(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, user_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let me = require(&state, &who, &org_id, Permission::ManageUsers).await?;
-    recoverable(&state, &me, &org_id, &user_id).await?;
+    let current = recoverable(&state, &me, &user_id).await?;
     state
         .store
-        .disable_totp(&user_id, "user.mfa_reset", &origin)
+        .disable_totp(&current.user_id, "user.mfa_reset", &origin)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

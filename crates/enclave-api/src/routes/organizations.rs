@@ -6,8 +6,8 @@ use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use enclave_core::environment::EnvSettings;
-use enclave_core::id::{new_id, Kind};
-use enclave_core::membership::{check_transfer, Actor, Target};
+use enclave_core::id::{EnvId, OrgId, UserId};
+use enclave_core::membership::{check_transfer, ActingMember, Target};
 use enclave_core::model::Organization;
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::{validate, Error, Permission};
@@ -16,7 +16,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::access::{member_of, require};
-use crate::auth::{Origin, Principal};
+use crate::auth::{Origin, UserCaller};
 use crate::environments::{default_environments, new_environment, EnvFields};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, QueryParams};
@@ -49,7 +49,7 @@ pub enum DefaultEnvironments {
 /// The environments a new organization starts with, validated and within its quota.
 fn first_environments(
     state: &AppState,
-    org_id: &str,
+    org_id: &OrgId,
     requested: Option<DefaultEnvironments>,
 ) -> Result<Vec<NewEnvironment>, Error> {
     let envs = match requested {
@@ -108,7 +108,7 @@ pub struct UpdateOrganization {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferOwnership {
-    pub user_id: String,
+    pub user_id: UserId,
 }
 
 pub use crate::extract::ListParams;
@@ -135,7 +135,7 @@ fn cloud_region(value: &str) -> Result<String, Error> {
     (status = 409, description = "slug taken", body = ErrorEnvelope)))]
 pub async fn create(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     JsonBody(req): JsonBody<CreateOrganization>,
 ) -> ApiResult<Response> {
@@ -151,9 +151,9 @@ pub async fn create(
         .user_by_id(&who.user_id)
         .await?
         .ok_or_else(Error::internal)?;
-    let org_id = new_id(Kind::Organization);
+    let org_id = OrgId::generate();
     let environments = first_environments(&state, &org_id, req.default_environments)?;
-    let env_ids: Vec<String> = environments.iter().map(|e| e.id.clone()).collect();
+    let env_ids: Vec<EnvId> = environments.iter().map(|e| e.id.clone()).collect();
     let org = NewOrg {
         id: org_id,
         name,
@@ -182,7 +182,7 @@ pub async fn create(
     params(ListParams), responses((status = 200, body = Page<Organization>), (status = 400, body = ErrorEnvelope)))]
 pub async fn list(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     QueryParams(q): QueryParams<ListParams>,
 ) -> ApiResult<axum::Json<Page<Organization>>> {
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
@@ -195,7 +195,7 @@ pub async fn list(
         rows,
         &page,
         total,
-        |o: &Organization| o.org_id.clone(),
+        |o: &Organization| o.org_id.to_string(),
     )))
 }
 
@@ -203,10 +203,10 @@ pub async fn list(
     params(("org_id" = String, Path)), responses((status = 200, body = Organization), (status = 404, body = ErrorEnvelope)))]
 pub async fn get(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path(org_id): Path<String>,
 ) -> ApiResult<Response> {
-    member_of(&state, &who, &org_id).await?;
+    let org_id = member_of(&state, &who, &org_id).await?.org_id;
     let rec = state
         .auth_cache
         .org(&org_id)
@@ -224,13 +224,15 @@ pub async fn get(
     (status = 404, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
 pub async fn update(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path(org_id): Path<String>,
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<UpdateOrganization>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ManageOrganization).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageOrganization)
+        .await?
+        .org_id;
     let patch = OrgPatch {
         name: req
             .name
@@ -264,12 +266,14 @@ pub async fn update(
     (status = 404, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
 pub async fn delete(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path(org_id): Path<String>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<StatusCode> {
-    require(&state, &who, &org_id, Permission::DeleteOrganization).await?;
+    let org_id = require(&state, &who, &org_id, Permission::DeleteOrganization)
+        .await?
+        .org_id;
     state.store.delete_org(&org_id, expected, &origin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -280,7 +284,7 @@ pub async fn delete(
     (status = 409, description = "target not an active member", body = ErrorEnvelope)))]
 pub async fn transfer_ownership(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path(org_id): Path<String>,
     JsonBody(req): JsonBody<TransferOwnership>,
@@ -288,11 +292,11 @@ pub async fn transfer_ownership(
     let me = member_of(&state, &who, &org_id).await?;
     let target = state
         .store
-        .member(&org_id, &req.user_id)
+        .member(&me.org_id, &req.user_id)
         .await?
         .ok_or_else(|| Error::not_found("user"))?;
     check_transfer(
-        Actor {
+        ActingMember {
             user_id: &me.user_id,
             role: me.role,
         },
@@ -304,7 +308,7 @@ pub async fn transfer_ownership(
     )?;
     let rec = state
         .store
-        .transfer_ownership(&org_id, &me.user_id, &target.user_id, &origin)
+        .transfer_ownership(&me.org_id, &who.user_id, &target.user_id, &origin)
         .await?;
     Ok(views::with_etag(
         rec.version,
@@ -314,7 +318,7 @@ pub async fn transfer_ownership(
 
 /// Requiring a second factor of every member starts with one's own: an owner or admin without
 /// one would lock themselves out.
-fn own_second_factor_first(who: &Principal, settings: &serde_json::Value) -> Result<(), Error> {
+fn own_second_factor_first(who: &UserCaller, settings: &serde_json::Value) -> Result<(), Error> {
     if validate::requires_mfa(settings) && !who.mfa {
         return Err(Error::conflict(
             "enrol_first",

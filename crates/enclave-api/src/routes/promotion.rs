@@ -29,7 +29,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::access::{env_access, find_env};
-use crate::auth::{Caller, Origin, Principal};
+use crate::auth::{Caller, Origin, UserCaller};
 use crate::environments::{create_and_provision, created, new_environment, EnvFields};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, QueryParams};
@@ -90,7 +90,7 @@ async fn sibling(state: &AppState, source: &EnvRecord, env_id: &str) -> Result<E
     (status = 404, body = ErrorEnvelope), (status = 409, description = "target locked", body = ErrorEnvelope)))]
 pub async fn promote(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<Promote>,
@@ -161,7 +161,7 @@ pub async fn promote(
                     org_id: target.org_id.clone(),
                     env_id: target.id.clone(),
                     spec,
-                    created_by: who.user_id.clone(),
+                    created_by: who.user_id.to_string(),
                 })
             }));
             policies.extend(
@@ -223,7 +223,7 @@ pub async fn promote(
             include: include.iter().copied().collect(),
             changes: PromotionCounts::of(&details),
             details,
-            promoted_by: who.user_id.clone(),
+            promoted_by: who.user_id.to_string(),
             promoted_at: enclave_core::clock::now(),
         };
         if req.dry_run {
@@ -261,7 +261,10 @@ pub async fn promotions(
     Path(env_id): Path<String>,
     QueryParams(q): QueryParams<ListParams>,
 ) -> ApiResult<axum::Json<Page<Promotion>>> {
-    env_access(&state, &who, &env_id, Permission::ReadEnvironments).await?;
+    let env_id = env_access(&state, &who, &env_id, Permission::ReadEnvironments)
+        .await?
+        .0
+        .id;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, total) = state.store.promotions(&env_id, &page).await?;
     Ok(axum::Json(Page::from_rows(rows, &page, total, |p| {
@@ -276,7 +279,7 @@ pub async fn promotions(
     (status = 409, description = "slug taken", body = ErrorEnvelope), (status = 429, body = ErrorEnvelope)))]
 pub async fn clone(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<CloneEnvironment>,
@@ -350,7 +353,7 @@ pub async fn clone(
     (status = 200, body = EnvironmentDiff), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn diff(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path(env_id): Path<String>,
     QueryParams(q): QueryParams<DiffParams>,
 ) -> ApiResult<axum::Json<EnvironmentDiff>> {

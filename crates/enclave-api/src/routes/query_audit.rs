@@ -8,7 +8,7 @@ use axum::extract::State;
 
 use crate::extract::Path;
 use axum::response::Response;
-use enclave_core::id::{is_id, Kind};
+use enclave_core::id::{is_id, EnvId, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::query::audit::QueryAuditEntry;
 use enclave_core::{Error, Permission, Result};
@@ -17,7 +17,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::access::env_access;
-use crate::audit_chain::{date_range, ndjson_chain, verify_pages, VerifyResponse, CHAIN_PAGE};
+use crate::audit_chain::{
+    date_range, ndjson_chain, verify_pages, Chain, VerifyResponse, CHAIN_PAGE,
+};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::QueryParams;
@@ -79,10 +81,11 @@ fn filter_of(q: &QueryAuditParams) -> Result<QueryAuditFilter> {
 
 /// Access to an environment's query trail (owner, admin, auditor; keys with `audit:read`),
 /// after this node's pending entries are stored.
-async fn readable(state: &AppState, who: &Caller, env_id: &str) -> Result<()> {
-    env_access(state, who, env_id, Permission::ReadAudit).await?;
+/// The environment's id, once the caller may read its query audit (pending entries written).
+async fn readable(state: &AppState, who: &Caller, env_id: &str) -> Result<EnvId> {
+    let (env, _) = env_access(state, who, env_id, Permission::ReadAudit).await?;
     state.gateway.audit().flush().await;
-    Ok(())
+    Ok(env.id)
 }
 
 #[utoipa::path(get, path = "/v1/environments/{env_id}/audit/queries", tag = "audit", security(("bearer" = []), ("api_key" = [])),
@@ -95,7 +98,7 @@ pub async fn list(
     Path(env_id): Path<String>,
     QueryParams(q): QueryParams<QueryAuditParams>,
 ) -> ApiResult<axum::Json<Page<QueryAuditEntry>>> {
-    readable(&state, &who, &env_id).await?;
+    let env_id = readable(&state, &who, &env_id).await?;
     let filter = filter_of(&q)?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, total) = state
@@ -115,7 +118,7 @@ pub async fn get(
     who: Caller,
     Path((env_id, query_id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<QueryAuditEntry>> {
-    readable(&state, &who, &env_id).await?;
+    let env_id = readable(&state, &who, &env_id).await?;
     if !is_id(Kind::Query, &query_id) {
         return Err(Error::not_found("query").into());
     }
@@ -136,9 +139,9 @@ pub async fn verify(
     who: Caller,
     Path(env_id): Path<String>,
 ) -> ApiResult<axum::Json<VerifyResponse>> {
-    readable(&state, &who, &env_id).await?;
+    let env_id = readable(&state, &who, &env_id).await?;
     let store = state.store.as_ref();
-    let verification = verify_pages(store, &env_id, |after| {
+    let verification = verify_pages(store, Chain::Queries(&env_id), |after| {
         let env_id = env_id.clone();
         async move {
             let entries = store.query_audit_chain(&env_id, after, CHAIN_PAGE).await?;
@@ -161,7 +164,7 @@ pub async fn export(
     who: Caller,
     Path(env_id): Path<String>,
 ) -> ApiResult<Response> {
-    readable(&state, &who, &env_id).await?;
+    let env_id = readable(&state, &who, &env_id).await?;
     let store: Arc<Store> = state.store.clone();
     Ok(ndjson_chain(
         move |after| {

@@ -8,7 +8,7 @@ use crate::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use enclave_core::id::{is_id, new_id, Kind};
+use enclave_core::id::{is_id, new_id, Kind, OrgId};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::webhook::{self, DeliveryStatus, WebhookStatus};
 use enclave_core::{Error, Permission, Result};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::access::require;
-use crate::auth::{Origin, Principal};
+use crate::auth::{Origin, UserCaller};
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{IfMatch, JsonBody, ListParams, QueryParams};
 use crate::state::AppState;
@@ -47,7 +47,7 @@ pub struct UpdateWebhook {
 #[derive(Serialize, ToSchema)]
 pub struct Webhook {
     pub webhook_id: String,
-    pub org_id: String,
+    pub org_id: OrgId,
     pub url: String,
     pub description: String,
     pub events: Vec<String>,
@@ -178,7 +178,7 @@ fn check_id(webhook_id: &str) -> Result<()> {
     }
 }
 
-async fn load(state: &AppState, org_id: &str, webhook_id: &str) -> Result<WebhookRecord> {
+async fn load(state: &AppState, org_id: &OrgId, webhook_id: &str) -> Result<WebhookRecord> {
     check_id(webhook_id)?;
     state
         .store
@@ -192,11 +192,13 @@ async fn load(state: &AppState, org_id: &str, webhook_id: &str) -> Result<Webhoo
     (status = 200, body = Page<Webhook>), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn list(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path(org_id): Path<String>,
     QueryParams(q): QueryParams<ListParams>,
 ) -> ApiResult<axum::Json<Page<Webhook>>> {
-    require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageWebhooks)
+        .await?
+        .org_id;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, total) = state.store.webhooks(&org_id, &page).await?;
     let rows = rows.into_iter().map(view).collect();
@@ -215,12 +217,14 @@ pub async fn list(
     (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn create(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path(org_id): Path<String>,
     JsonBody(req): JsonBody<CreateWebhook>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageWebhooks)
+        .await?
+        .org_id;
     let events = webhook::events("events", &req.events)?;
     let description =
         webhook::description("description", req.description.as_deref().unwrap_or(""))?;
@@ -237,7 +241,7 @@ pub async fn create(
                 url: target.url,
                 description,
                 events,
-                created_by: who.user_id,
+                created_by: who.user_id.to_string(),
             },
             &origin,
         )
@@ -250,10 +254,12 @@ pub async fn create(
     (status = 200, body = Webhook), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn get(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path((org_id, webhook_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageWebhooks)
+        .await?
+        .org_id;
     let rec = load(&state, &org_id, &webhook_id).await?;
     Ok(views::with_etag(rec.version, view(rec)))
 }
@@ -265,13 +271,15 @@ pub async fn get(
     (status = 404, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
 pub async fn update(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, webhook_id)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<UpdateWebhook>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageWebhooks)
+        .await?
+        .org_id;
     check_id(&webhook_id)?;
     let events = req
         .events
@@ -310,12 +318,14 @@ pub async fn update(
     (status = 404, body = ErrorEnvelope), (status = 412, body = ErrorEnvelope)))]
 pub async fn delete(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, webhook_id)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<StatusCode> {
-    require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageWebhooks)
+        .await?
+        .org_id;
     check_id(&webhook_id)?;
     state
         .store
@@ -330,11 +340,13 @@ pub async fn delete(
     (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, webhook_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageWebhooks)
+        .await?
+        .org_id;
     check_id(&webhook_id)?;
     let old_until = enclave_core::clock::now_ms() + webhook::OLD_SECRET_HOURS * 3_600_000;
     let secret = webhook::generate_secret();
@@ -358,11 +370,13 @@ pub async fn rotate_secret(
     (status = 409, description = "the webhook is disabled", body = ErrorEnvelope)))]
 pub async fn test(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, webhook_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageWebhooks)
+        .await?
+        .org_id;
     let hook = load(&state, &org_id, &webhook_id).await?;
     if hook.status != WebhookStatus::Active {
         return Err(Error::conflict(
@@ -384,11 +398,13 @@ pub async fn test(
     (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn deliveries(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     Path((org_id, webhook_id)): Path<(String, String)>,
     QueryParams(q): QueryParams<ListParams>,
 ) -> ApiResult<axum::Json<Page<Delivery>>> {
-    require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageWebhooks)
+        .await?
+        .org_id;
     load(&state, &org_id, &webhook_id).await?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, attempts, total) = state.store.deliveries(&org_id, &webhook_id, &page).await?;
@@ -420,11 +436,13 @@ pub async fn deliveries(
     (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn redeliver(
     State(state): State<AppState>,
-    who: Principal,
+    who: UserCaller,
     origin: Origin,
     Path((org_id, webhook_id, delivery_id)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    require(&state, &who, &org_id, Permission::ManageWebhooks).await?;
+    let org_id = require(&state, &who, &org_id, Permission::ManageWebhooks)
+        .await?
+        .org_id;
     if !is_id(Kind::Webhook, &webhook_id) || !is_id(Kind::Delivery, &delivery_id) {
         return Err(Error::not_found("delivery").into());
     }

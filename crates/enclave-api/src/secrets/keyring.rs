@@ -2,6 +2,7 @@
 //! been unwrapped. Data keys never change (a master key rotation only re-wraps them), so the
 //! cache is dropped only when an environment changes or is deleted.
 
+use enclave_core::id::EnvId;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -19,7 +20,7 @@ pub struct Keyring {
     store: Arc<Store>,
     source: MasterKeySource,
     master: RwLock<Arc<MasterKey>>,
-    keys: Arc<RwLock<HashMap<String, Arc<DataKey>>>>,
+    keys: Arc<RwLock<HashMap<EnvId, Arc<DataKey>>>>,
 }
 
 fn rotated_away() -> Error {
@@ -31,7 +32,7 @@ fn rotated_away() -> Error {
 
 impl Keyring {
     pub fn new(store: Arc<Store>, source: MasterKeySource, master: MasterKey) -> Arc<Self> {
-        let keys: Arc<RwLock<HashMap<String, Arc<DataKey>>>> = Arc::default();
+        let keys: Arc<RwLock<HashMap<EnvId, Arc<DataKey>>>> = Arc::default();
         let cache = Arc::downgrade(&keys);
         store.bus().on_publish(move |event| {
             let Some(keys) = cache.upgrade() else { return };
@@ -120,7 +121,7 @@ impl Keyring {
     }
 
     /// The environment's data key, if it has one (it gets one with its first secret).
-    pub async fn existing(&self, env_id: &str) -> Result<Option<Arc<DataKey>>> {
+    pub async fn existing(&self, env_id: &EnvId) -> Result<Option<Arc<DataKey>>> {
         if let Some(k) = self.keys.read().unwrap().get(env_id) {
             return Ok(Some(k.clone()));
         }
@@ -132,7 +133,7 @@ impl Keyring {
 
     /// The environment's data key, made now if it has none. Call only for an environment
     /// the caller may write to.
-    pub async fn for_writing(&self, env_id: &str) -> Result<Arc<DataKey>> {
+    pub async fn for_writing(&self, env_id: &EnvId) -> Result<Arc<DataKey>> {
         if let Some(k) = self.existing(env_id).await? {
             return Ok(k);
         }
@@ -154,11 +155,11 @@ impl Keyring {
     }
 
     /// A data key for a new environment (a clone), wrapped for storing with it.
-    pub fn new_data_key(&self, env_id: &str) -> (DataKey, WrappedKey) {
+    pub fn new_data_key(&self, env_id: &EnvId) -> (DataKey, WrappedKey) {
         self.master().new_data_key(env_id)
     }
 
-    fn unwrap_and_keep(&self, env_id: &str, wrapped: &WrappedKey) -> Result<Arc<DataKey>> {
+    fn unwrap_and_keep(&self, env_id: &EnvId, wrapped: &WrappedKey) -> Result<Arc<DataKey>> {
         if wrapped.master_key_id != self.master().id() && !self.reload() {
             return Err(rotated_away());
         }
@@ -166,14 +167,14 @@ impl Keyring {
             .master()
             .unwrap(env_id, &wrapped.key_id, &wrapped.wrapped)
             .map_err(|_| {
-                tracing::error!(env_id, key_id = %wrapped.key_id, "an environment's data key does not open with the master key");
+                tracing::error!(env_id = %env_id, key_id = %wrapped.key_id, "an environment's data key does not open with the master key");
                 Error::internal()
             })?;
         let key = Arc::new(key);
         self.keys
             .write()
             .unwrap()
-            .insert(env_id.to_string(), key.clone());
+            .insert(env_id.clone(), key.clone());
         Ok(key)
     }
 }

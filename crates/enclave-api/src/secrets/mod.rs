@@ -5,6 +5,7 @@ pub mod keyring;
 pub mod master;
 
 use enclave_core::clock::from_ms;
+use enclave_core::id::EnvId;
 use enclave_core::secret::crypto::DataKey;
 use enclave_core::secret::{Content, Secret, SecretVersion};
 use std::collections::BTreeMap;
@@ -19,9 +20,9 @@ use enclave_store::{SecretRecord, SecretVersionRecord, Store};
 pub use keyring::Keyring;
 pub use master::MasterKeySource;
 
-fn undecryptable(env_id: &str, secret_id: &str, version: i64) -> Error {
+fn undecryptable(env_id: &EnvId, secret_id: &str, version: i64) -> Error {
     tracing::error!(
-        env_id,
+        env_id = %env_id,
         secret_id,
         version,
         "a secret value does not open with its environment's data key"
@@ -62,7 +63,7 @@ pub fn view(rec: &SecretRecord, value: Option<String>) -> Secret {
 
 pub fn version_view(
     key: &DataKey,
-    env_id: &str,
+    env_id: &EnvId,
     current: i64,
     v: &SecretVersionRecord,
 ) -> Result<SecretVersion> {
@@ -83,7 +84,7 @@ pub fn version_view(
 pub async fn env_contents(
     store: &Store,
     keyring: &Keyring,
-    env_id: &str,
+    env_id: &EnvId,
 ) -> Result<BTreeMap<String, (SecretRecord, Content)>> {
     let recs = store.env_secrets(env_id).await?;
     if recs.is_empty() {
@@ -104,7 +105,7 @@ pub async fn env_contents(
 /// The environment's key for `hash` masks, derived from its data key (made on first use).
 #[async_trait::async_trait]
 impl enclave_gateway::enforcement::MaskKeys for EngineSecrets {
-    async fn mask_key(&self, env_id: &str) -> Result<String> {
+    async fn mask_key(&self, env_id: &EnvId) -> Result<String> {
         Ok(self
             .keyring
             .for_writing(env_id)
@@ -122,7 +123,7 @@ pub struct EngineSecrets {
 
 #[async_trait::async_trait]
 impl enclave_gateway::engine::postgres::SecretSource for EngineSecrets {
-    async fn secret(&self, env_id: &str, key: &str) -> Result<Option<String>> {
+    async fn secret(&self, env_id: &EnvId, key: &str) -> Result<Option<String>> {
         let Some(rec) = self.store.secret(env_id, key).await? else {
             return Ok(None);
         };
@@ -146,7 +147,7 @@ pub fn may_read_values(who: &Caller, access: &OrgAccess) -> bool {
 pub async fn env_values(
     store: &Store,
     keyring: &Keyring,
-    env_id: &str,
+    env_id: &EnvId,
 ) -> Result<BTreeMap<String, String>> {
     Ok(env_contents(store, keyring, env_id)
         .await?

@@ -11,6 +11,7 @@
 //! This is what the gateway applies to each statement and what `…/policies/evaluate`
 //! shows, so the two can never disagree.
 
+use crate::id::{EnvId, KeyId, OrgId, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -31,9 +32,9 @@ use crate::role::{Permission, Role};
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub role: Role,
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     pub email: Option<String>,
-    pub key_id: Option<String>,
+    pub key_id: Option<KeyId>,
     pub attributes: BTreeMap<String, String>,
     /// An API key's scopes; `None` for a user (the role alone decides).
     pub scopes: Option<BTreeSet<Scope>>,
@@ -44,8 +45,8 @@ pub struct Principal {
 /// What is being done, where, from where and when.
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub org_id: String,
-    pub env_id: String,
+    pub org_id: OrgId,
+    pub env_id: EnvId,
     /// A concrete action (never `*`).
     pub action: AbacAction,
     pub tables: Vec<TableRef>,
@@ -400,12 +401,12 @@ fn nest(e: Expr) -> Expr {
 /// A caller's value for a filter placeholder: the built-ins first, then attributes.
 pub fn placeholder(who: &Principal, req: &Request, name: &str) -> Option<String> {
     match name {
-        "user_id" => who.user_id.clone(),
+        "user_id" => who.user_id.as_ref().map(|id| id.to_string()),
         "email" => who.email.clone(),
         "role" => Some(who.role.as_str().to_string()),
-        "org_id" => Some(req.org_id.clone()),
-        "env_id" => Some(req.env_id.clone()),
-        "key_id" => who.key_id.clone(),
+        "org_id" => Some(req.org_id.to_string()),
+        "env_id" => Some(req.env_id.to_string()),
+        "key_id" => who.key_id.as_ref().map(|id| id.to_string()),
         "agent_id" => who.agent_id.clone(),
         "framework" => who.framework.clone(),
         attribute => who.attributes.get(attribute).cloned(),

@@ -2,6 +2,7 @@
 //! how each becomes a validated [`PolicySpec`] (or principal and request). Errors name the
 //! field as the client wrote it (`rules[2].visible_chars`, `conditions.time.timezone`).
 
+use crate::id::{EnvId, KeyId, OrgId, UserId};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -212,9 +213,9 @@ pub struct EvaluateInput {
 #[serde(deny_unknown_fields)]
 pub struct PrincipalInput {
     pub role: Role,
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     pub email: Option<String>,
-    pub key_id: Option<String>,
+    pub key_id: Option<KeyId>,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
     /// Evaluate as an API key with these scopes (bundles allowed); absent: a user.
@@ -271,8 +272,8 @@ impl PrincipalInput {
 
 /// The statement described by an evaluate request, in environment `env_id` of `org_id`.
 pub fn request(
-    org_id: &str,
-    env_id: &str,
+    org_id: &OrgId,
+    env_id: &EnvId,
     action: AbacAction,
     resource: Option<ResourceInput>,
     context: Option<ContextInput>,
@@ -309,8 +310,8 @@ pub fn request(
         })?),
     };
     Ok(Request {
-        org_id: org_id.to_string(),
-        env_id: env_id.to_string(),
+        org_id: org_id.clone(),
+        env_id: env_id.clone(),
         action,
         tables,
         ip,
@@ -425,8 +426,8 @@ mod tests {
     #[test]
     fn evaluate_request_fields() {
         let r = request(
-            "org_1",
-            "env_1",
+            &"org_1".into(),
+            &"env_1".into(),
             AbacAction::Query,
             Some(ResourceInput {
                 tables: vec!["crm.Customers".into()],
@@ -440,14 +441,14 @@ mod tests {
         assert_eq!(r.tables[0].display(), "crm.customers");
         let field = |e: Error| e.details["field"].as_str().unwrap().to_string();
         assert_eq!(
-            field(request("o", "e", AbacAction::All, None, None).unwrap_err()),
+            field(request(&"o".into(), &"e".into(), AbacAction::All, None, None).unwrap_err()),
             "action"
         );
         assert_eq!(
             field(
                 request(
-                    "o",
-                    "e",
+                    &"o".into(),
+                    &"e".into(),
                     AbacAction::Query,
                     Some(ResourceInput {
                         tables: vec!["ok".into(), "not ok".into()]
@@ -461,8 +462,8 @@ mod tests {
         assert_eq!(
             field(
                 request(
-                    "o",
-                    "e",
+                    &"o".into(),
+                    &"e".into(),
                     AbacAction::Query,
                     None,
                     Some(ContextInput {

@@ -1,19 +1,18 @@
 //! One entry of an environment's query audit trail (stage 12 of the pipeline, docs/gateway.md): every
 //! statement the gateway handled, allowed or refused, hash-chained like the IAM trail.
 
+use crate::id::EnvId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::audit::{entry_hash, ActorType};
+use crate::audit::{entry_hash, Actor};
 
-/// Who ran a statement.
+/// Who ran a statement: the actor, and the role the statement ran with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct QueryPrincipal {
-    #[serde(rename = "type")]
-    pub kind: ActorType,
-    pub id: String,
-    /// The role the statement ran with.
+    #[serde(flatten)]
+    pub actor: Actor,
     pub role: String,
 }
 
@@ -28,7 +27,7 @@ pub struct AgentIdentity {
 pub struct QueryAuditEntry {
     /// `qry_…`: the `query_id` the client was given.
     pub query_id: String,
-    pub env_id: String,
+    pub env_id: EnvId,
     /// Position in the environment's chain, from 1.
     pub seq: i64,
     pub principal: QueryPrincipal,
@@ -88,8 +87,7 @@ mod tests {
             env_id: "env_1".into(),
             seq: 0,
             principal: QueryPrincipal {
-                kind: ActorType::ApiKey,
-                id: "key_1".into(),
+                actor: Actor::api_key("key_1"),
                 role: "analyst".into(),
             },
             agent: AgentIdentity::default(),

@@ -1,25 +1,12 @@
 //! Stage 4, authorize: whether the caller's role (and a key's scopes) allow a statement of
 //! its kind. Refusals are `42501` naming the permission or scope missing.
 
-use std::collections::BTreeSet;
-
 use crate::api_key::Scope;
 use crate::error::{Error, Result};
+use crate::policy::evaluate::Principal;
 use crate::query::analyze::{Analyzed, Kind};
 use crate::query::sqlstate::with_sqlstate;
-use crate::role::{Permission, Role};
-
-/// Who runs a statement, as authorization sees them.
-#[derive(Debug, Clone, Copy)]
-pub enum Actor<'a> {
-    /// A member acting with their organization role.
-    Member { role: Role },
-    /// An API key: its role, narrowed by its scopes.
-    Key {
-        role: Role,
-        scopes: &'a BTreeSet<Scope>,
-    },
-}
+use crate::role::Permission;
 
 /// The permission of the matrix a statement exercises; session statements need none (they
 /// touch no data).
@@ -42,14 +29,14 @@ pub fn required_scope(statement: &Analyzed) -> Option<Scope> {
     }
 }
 
-pub fn authorize(statement: &Analyzed, actor: Actor<'_>) -> Result<()> {
+/// Whether `who` may run `statement`: a member by their role, an API key by its role and its
+/// scopes.
+pub fn authorize(statement: &Analyzed, who: &Principal) -> Result<()> {
     let Some(permission) = required_permission(statement) else {
         return Ok(());
     };
     let kind = statement.kind.as_str();
-    let role = match actor {
-        Actor::Member { role } | Actor::Key { role, .. } => role,
-    };
+    let role = who.role;
     if !role.can(permission) {
         return Err(with_sqlstate(
             Error::forbidden(
@@ -59,7 +46,7 @@ pub fn authorize(statement: &Analyzed, actor: Actor<'_>) -> Result<()> {
             "42501",
         ));
     }
-    if let (Actor::Key { scopes, .. }, Some(scope)) = (actor, required_scope(statement)) {
+    if let (Some(scopes), Some(scope)) = (&who.scopes, required_scope(statement)) {
         if !scopes.contains(&scope) {
             return Err(with_sqlstate(
                 Error::forbidden(
@@ -78,40 +65,56 @@ pub fn authorize(statement: &Analyzed, actor: Actor<'_>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::query::{parse, sqlstate, Dialect};
+    use crate::role::Role;
 
-    fn check(sql: &str, actor: Actor<'_>) -> Result<()> {
-        authorize(&parse(sql, Dialect::DuckDb).unwrap()[0], actor)
+    fn check(sql: &str, who: &Principal) -> Result<()> {
+        authorize(&parse(sql, Dialect::DuckDb).unwrap()[0], who)
+    }
+
+    fn member(role: Role) -> Principal {
+        Principal {
+            role,
+            user_id: Some("usr_x".into()),
+            email: None,
+            key_id: None,
+            attributes: Default::default(),
+            scopes: None,
+            agent_id: None,
+            framework: None,
+        }
+    }
+
+    fn api_key(role: Role, scopes: BTreeSet<Scope>) -> Principal {
+        Principal {
+            user_id: None,
+            key_id: Some("key_x".into()),
+            scopes: Some(scopes),
+            ..member(role)
+        }
     }
 
     #[test]
     fn roles_follow_the_matrix() {
-        let analyst = Actor::Member {
-            role: Role::Analyst,
-        };
+        let analyst = &member(Role::Analyst);
         assert!(check("SELECT 1", analyst).is_ok());
         let e = check("INSERT INTO t VALUES (1)", analyst).unwrap_err();
         assert_eq!(sqlstate(&e), "42501");
         assert_eq!(e.details["rule"], "permission:write_data");
-        let auditor = Actor::Member {
-            role: Role::Auditor,
-        };
+        let auditor = &member(Role::Auditor);
         assert!(check("SELECT 1", auditor).is_err());
         assert!(check("SET x = 1", auditor).is_ok());
-        let dev = Actor::Member {
-            role: Role::Developer,
-        };
+        let dev = &member(Role::Developer);
         assert!(check("CREATE TABLE t (a INT)", dev).is_ok());
     }
 
     #[test]
     fn keys_need_the_scope_of_the_kind() {
         let read_only: BTreeSet<Scope> = [Scope::QueryRead].into();
-        let key = Actor::Key {
-            role: Role::Developer,
-            scopes: &read_only,
-        };
+        let key = &api_key(Role::Developer, read_only);
         assert!(check("SELECT 1", key).is_ok());
         let e = check("DELETE FROM t", key).unwrap_err();
         assert_eq!(e.details["rule"], "scope:query:write");
@@ -125,10 +128,7 @@ mod tests {
         );
         // Scopes never widen the role.
         let all: BTreeSet<Scope> = Scope::ALL.into();
-        let service = Actor::Key {
-            role: Role::ServiceAccount,
-            scopes: &all,
-        };
+        let service = &api_key(Role::ServiceAccount, all);
         assert_eq!(
             check("DELETE FROM t", service).unwrap_err().details["rule"],
             "permission:write_data"

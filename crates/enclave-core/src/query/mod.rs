@@ -17,7 +17,7 @@ mod redact;
 mod sqlstate;
 
 pub use analyze::{parse, parse_within, Analyzed, Dialect, Kind, SessionCommand};
-pub use authorize::{authorize, required_permission, required_scope, Actor};
+pub use authorize::{authorize, required_permission, required_scope};
 pub use limits::{with_stack, Limits};
 pub use redact::redact;
 pub use sqlstate::{sqlstate, with_sqlstate};

@@ -6,6 +6,7 @@
 pub mod crypto;
 pub mod dotenv;
 
+use crate::id::EnvId;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
@@ -167,7 +168,7 @@ pub fn missing_keys<'a>(required: &'a [String], present: &BTreeSet<&str>) -> Vec
 pub struct Secret {
     /// `sec_…`.
     pub secret_id: String,
-    pub env_id: String,
+    pub env_id: EnvId,
     pub key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,

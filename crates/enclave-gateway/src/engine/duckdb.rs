@@ -9,6 +9,7 @@
 //! DuckDB is synchronous: statements run on the blocking pool, and their batches cross to
 //! the async side through a bounded channel.
 
+use enclave_core::id::EnvId;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,9 +62,9 @@ impl DuckDbEngine {
     }
 
     /// The environment's database, opened (and created) on the blocking pool.
-    async fn database(&self, env_id: &str) -> Result<Arc<Database>> {
+    async fn database(&self, env_id: &EnvId) -> Result<Arc<Database>> {
         let inner = self.inner.clone();
-        let env_id = env_id.to_string();
+        let env_id = env_id.clone();
         tokio::task::spawn_blocking(move || inner.database(&env_id))
             .await
             .map_err(|_| Error::internal())?
@@ -71,7 +72,7 @@ impl DuckDbEngine {
 }
 
 impl Databases {
-    fn path(&self, env_id: &str) -> Result<PathBuf> {
+    fn path(&self, env_id: &EnvId) -> Result<PathBuf> {
         // Ids are generated (`env_` + ULID); refuse anything else before it names a path.
         if !env_id.starts_with("env_") || !env_id[4..].bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(Error::internal());
@@ -80,7 +81,7 @@ impl Databases {
     }
 
     /// The environment's database, opened (and created) if needed.
-    fn database(&self, env_id: &str) -> Result<Arc<Database>> {
+    fn database(&self, env_id: &EnvId) -> Result<Arc<Database>> {
         // Opening happens under the lock: two sessions of one environment racing here must
         // not open its file twice. Opens are rare (idle databases stay open) and short.
         let mut open = self.open.lock().unwrap();
@@ -104,7 +105,7 @@ impl Databases {
     }
 
     /// Closes the environment's database (once no session uses it) and removes its files.
-    fn remove(&self, env_id: &str) -> Result<()> {
+    fn remove(&self, env_id: &EnvId) -> Result<()> {
         let path = self.path(env_id)?;
         // A session still running keeps its instance until it ends; the environment's status
         // already refuses new statements, and the unlinked file goes with the instance.
@@ -122,10 +123,10 @@ impl Databases {
         Ok(())
     }
 
-    fn open_file(&self, env_id: &str) -> Result<Database> {
+    fn open_file(&self, env_id: &EnvId) -> Result<Database> {
         let path = self.path(env_id)?;
         let conn = Connection::open_with_flags(&path, sandbox()?).map_err(|e| {
-            tracing::error!(error = %e, env_id, "cannot open the environment's database");
+            tracing::error!(error = %e, env_id = %env_id, "cannot open the environment's database");
             Error::unavailable("the environment's database cannot be opened")
         })?;
         // The catalog shim psql and drivers read (see `compat`), written once per version.
@@ -137,7 +138,7 @@ impl Databases {
         if !current {
             conn.execute_batch(&super::compat::shim_sql())
                 .map_err(|e| {
-                    tracing::error!(error = %e, env_id, "cannot create the catalog shim");
+                    tracing::error!(error = %e, env_id = %env_id, "cannot create the catalog shim");
                     Error::internal()
                 })?;
         }
@@ -189,15 +190,15 @@ impl Engine for DuckDbEngine {
         (super::compat::render(statement, database), params)
     }
 
-    async fn provision(&self, env_id: &str) -> Result<()> {
+    async fn provision(&self, env_id: &EnvId) -> Result<()> {
         self.database(env_id).await.map(|_| ())
     }
 
-    async fn remove(&self, env_id: &str) -> Result<()> {
+    async fn remove(&self, env_id: &EnvId) -> Result<()> {
         // The list's lock may be held by an open in progress, and unlinking blocks: both on
         // the blocking pool.
         let inner = self.inner.clone();
-        let env_id = env_id.to_string();
+        let env_id = env_id.clone();
         tokio::task::spawn_blocking(move || inner.remove(&env_id))
             .await
             .map_err(|_| Error::internal())?
@@ -210,7 +211,7 @@ impl Engine for DuckDbEngine {
 
 impl DuckDbEngine {
     /// A session's connection to the environment's database.
-    async fn connect_to(&self, env_id: &str) -> Result<Box<dyn EngineConnection>> {
+    async fn connect_to(&self, env_id: &EnvId) -> Result<Box<dyn EngineConnection>> {
         let database = self.database(env_id).await?;
         let conn = database
             .root
@@ -429,11 +430,11 @@ mod tests {
         }
     }
 
-    fn env_id(i: usize) -> String {
-        format!("env_{i:026}")
+    fn env_id(i: usize) -> EnvId {
+        EnvId::from(format!("env_{i:026}"))
     }
 
-    async fn rows(engine: &DuckDbEngine, env_id: &str, sql: &str) -> usize {
+    async fn rows(engine: &DuckDbEngine, env_id: &EnvId, sql: &str) -> usize {
         let mut conn = engine.connect_to(env_id).await.unwrap();
         let mut execution = conn.execute(sql, vec![], u64::MAX).await.unwrap();
         let mut n = 0;

@@ -7,6 +7,7 @@ mod duckdb_load;
 pub mod postgres;
 mod postgres_load;
 
+use enclave_core::id::EnvId;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -88,9 +89,9 @@ pub trait Engine: Send + Sync + 'static {
         database: &str,
     ) -> (String, Vec<Param>);
     /// Creates the environment's storage (at provisioning).
-    async fn provision(&self, env_id: &str) -> Result<()>;
+    async fn provision(&self, env_id: &EnvId) -> Result<()>;
     /// Removes the environment's storage for good (at deletion).
-    async fn remove(&self, env_id: &str) -> Result<()>;
+    async fn remove(&self, env_id: &EnvId) -> Result<()>;
     /// A new connection to the environment's data.
     async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>>;
 }
@@ -112,12 +113,12 @@ impl Engines {
     }
 
     /// Readies a new environment's storage (the embedded database file).
-    pub async fn provision(&self, env_id: &str) -> Result<()> {
+    pub async fn provision(&self, env_id: &EnvId) -> Result<()> {
         self.embedded.provision(env_id).await
     }
 
     /// Removes a deleted environment's storage and closes its connections.
-    pub async fn remove(&self, env_id: &str) -> Result<()> {
+    pub async fn remove(&self, env_id: &EnvId) -> Result<()> {
         self.postgres.remove(env_id).await?;
         self.embedded.remove(env_id).await
     }

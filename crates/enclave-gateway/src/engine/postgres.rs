@@ -11,6 +11,7 @@
 //! span statements; a connection that may still be in a transaction is closed rather than
 //! pooled again. Timeouts and cancel requests reach the server as `pg_cancel_backend`.
 
+use enclave_core::id::EnvId;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ use crate::load::{LoadRequest, Loaded};
 /// Where the engine finds an environment's secrets (the control plane decrypts them).
 #[async_trait::async_trait]
 pub trait SecretSource: Send + Sync {
-    async fn secret(&self, env_id: &str, key: &str) -> Result<Option<String>>;
+    async fn secret(&self, env_id: &EnvId, key: &str) -> Result<Option<String>>;
 }
 
 /// Connections one environment's sessions may hold at once.
@@ -52,7 +53,7 @@ pub struct PgEngine {
     secrets: Arc<dyn SecretSource>,
     /// Each environment's pools, with the connection string they were opened for (a changed
     /// secret opens new ones; the old close as their sessions end).
-    pools: std::sync::Mutex<HashMap<String, (String, Pools)>>,
+    pools: std::sync::Mutex<HashMap<EnvId, (String, Pools)>>,
 }
 
 #[derive(Clone)]
@@ -199,12 +200,12 @@ impl Engine for PgEngine {
     }
 
     /// The database is the user's: nothing to create.
-    async fn provision(&self, _env_id: &str) -> Result<()> {
+    async fn provision(&self, _env_id: &EnvId) -> Result<()> {
         Ok(())
     }
 
     /// Nor to remove (the data stays where its owner put it); pools are closed.
-    async fn remove(&self, env_id: &str) -> Result<()> {
+    async fn remove(&self, env_id: &EnvId) -> Result<()> {
         if let Some((_, pools)) = self.pools.lock().unwrap().remove(env_id) {
             tokio::spawn(async move {
                 pools.sessions.close().await;
@@ -665,7 +666,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl SecretSource for NoSecrets {
-        async fn secret(&self, _env_id: &str, _key: &str) -> Result<Option<String>> {
+        async fn secret(&self, _env_id: &EnvId, _key: &str) -> Result<Option<String>> {
             Ok(None)
         }
     }

@@ -4,7 +4,7 @@ use enclave_core::clock::now_ms;
 use std::sync::Arc;
 
 use enclave_core::api_key::{KeyStatus, Scope};
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{EnvId, KeyId};
 use enclave_core::{ErrorCode, Role};
 use enclave_store::*;
 
@@ -16,9 +16,9 @@ conformance!(
     rotation_and_revocation_rules,
 );
 
-fn key(env_id: &str, expires_at: Option<i64>) -> NewApiKey {
+fn key(env_id: &EnvId, expires_at: Option<i64>) -> NewApiKey {
     NewApiKey {
-        id: new_id(Kind::ApiKey),
+        id: KeyId::generate(),
         env_id: env_id.into(),
         name: "k".into(),
         prefix: "ek_test_0123".into(),
@@ -32,7 +32,7 @@ fn key(env_id: &str, expires_at: Option<i64>) -> NewApiKey {
     }
 }
 
-async fn first_env(store: &Arc<Store>) -> String {
+async fn first_env(store: &Arc<Store>) -> EnvId {
     let org = org_with(store, &["dev"]).await;
     let page = store
         .environments(
@@ -70,7 +70,7 @@ async fn quota_holds_under_concurrent_creates(store: Arc<Store>) {
     assert_eq!(ok, 4);
     let e = store
         .create_api_key(
-            key("env_01m7y1mvvm720aw1bq259a443y", None),
+            key(&"env_01m7y1mvvm720aw1bq259a443y".into(), None),
             4,
             &Origin::system(),
         )

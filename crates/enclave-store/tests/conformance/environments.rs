@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use enclave_core::environment::{EnvSettings, EnvType, Transition};
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{new_id, EnvId, Kind, OrgId, UserId};
 use enclave_core::model::Tier;
 use enclave_core::promotion::{Promotion, PromotionCounts, PromotionStatus};
 use enclave_core::ErrorCode;
@@ -18,9 +18,9 @@ conformance!(
     organization_delete_takes_the_tree,
 );
 
-fn env(org: &str, slug: &str) -> NewEnvironment {
+fn env(org: &OrgId, slug: &str) -> NewEnvironment {
     NewEnvironment {
-        id: new_id(Kind::Environment),
+        id: EnvId::generate(),
         org_id: org.into(),
         name: slug.into(),
         slug: slug.into(),
@@ -35,17 +35,17 @@ fn env(org: &str, slug: &str) -> NewEnvironment {
     }
 }
 
-pub(super) async fn org_with(store: &Arc<Store>, defaults: &[&str]) -> String {
+pub(super) async fn org_with(store: &Arc<Store>, defaults: &[&str]) -> OrgId {
     let user = store
         .create_user(NewUser {
-            id: new_id(Kind::User),
-            email: format!("{}@example.com", new_id(Kind::User)),
+            id: UserId::generate(),
+            email: format!("{}@example.com", UserId::generate()),
             name: "Owner".into(),
             password_hash: None,
         })
         .await
         .unwrap();
-    let org_id = new_id(Kind::Organization);
+    let org_id = OrgId::generate();
     let envs = defaults.iter().map(|s| env(&org_id, s)).collect();
     let org = NewOrg {
         id: org_id.clone(),
@@ -63,7 +63,7 @@ pub(super) async fn org_with(store: &Arc<Store>, defaults: &[&str]) -> String {
     org_id
 }
 
-async fn positions(store: &Arc<Store>, org: &str) -> (Vec<(i64, String)>, EnvPage) {
+async fn positions(store: &Arc<Store>, org: &OrgId) -> (Vec<(i64, String)>, EnvPage) {
     let page = store
         .environments(
             org,
@@ -185,7 +185,7 @@ async fn delete_closes_the_gap(store: Arc<Store>) {
     assert_eq!(after.total, 3);
     assert!(after.order_version > before.order_version);
     // A stale reorder version is refused, and nothing moves.
-    let order: Vec<String> = after.rows.iter().rev().map(|r| r.id.clone()).collect();
+    let order: Vec<EnvId> = after.rows.iter().rev().map(|r| r.id.clone()).collect();
     let e = store
         .reorder_environments(&org, before.order_version, &order, &Origin::system())
         .await

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{new_id, Kind, OrgId};
 use enclave_core::pagination::PageRequest;
 use enclave_core::policy::{MaskFunction, MaskingRule, PolicyBody, PolicyMode, PolicySpec};
 use enclave_core::ErrorCode;
@@ -36,7 +36,7 @@ fn spec(name: &str, function: MaskFunction) -> PolicySpec {
     }
 }
 
-async fn env_of(store: &Arc<Store>, org: &str, slug: &str) -> EnvRecord {
+async fn env_of(store: &Arc<Store>, org: &OrgId, slug: &str) -> EnvRecord {
     store.environment_by_slug(org, slug).await.unwrap().unwrap()
 }
 

@@ -5,8 +5,8 @@
 use enclave_core::clock::now_ms;
 use std::sync::Arc;
 
-use enclave_core::audit::{verify, ActorType, GENESIS_HASH};
-use enclave_core::id::{new_id, Kind};
+use enclave_core::audit::{verify, Actor, GENESIS_HASH};
+use enclave_core::id::{new_id, EnvId, Kind, OrgId};
 use enclave_core::pagination::PageRequest;
 use enclave_core::query::audit::{AgentIdentity, QueryAuditEntry, QueryPrincipal};
 use enclave_store::*;
@@ -21,8 +21,7 @@ fn entry(env_id: &str, principal: &str, outcome: &str) -> QueryAuditEntry {
         env_id: env_id.into(),
         seq: 0,
         principal: QueryPrincipal {
-            kind: ActorType::ApiKey,
-            id: principal.into(),
+            actor: Actor::api_key(principal),
             role: "analyst".into(),
         },
         agent: AgentIdentity::default(),
@@ -47,7 +46,7 @@ fn entry(env_id: &str, principal: &str, outcome: &str) -> QueryAuditEntry {
     }
 }
 
-async fn env_id(store: &Arc<Store>, org: &str, slug: &str) -> String {
+async fn env_id(store: &Arc<Store>, org: &OrgId, slug: &str) -> EnvId {
     store
         .environment_by_slug(org, slug)
         .await
@@ -56,7 +55,7 @@ async fn env_id(store: &Arc<Store>, org: &str, slug: &str) -> String {
         .id
 }
 
-async fn chain(store: &Arc<Store>, env: &str) -> Vec<serde_json::Value> {
+async fn chain(store: &Arc<Store>, env: &EnvId) -> Vec<serde_json::Value> {
     store
         .query_audit_chain(env, 0, 10_000)
         .await
@@ -88,7 +87,7 @@ async fn query_audit_chains(store: Arc<Store>) {
     assert!(verify(dev_chain.iter()).chain_valid);
     assert_eq!(chain(&store, &prod).await[0]["seq"], 1);
     // The head is the last entry's hash.
-    let head = store.audit_head(&dev).await.unwrap().unwrap();
+    let head = store.query_audit_head(&dev).await.unwrap().unwrap();
     assert_eq!(head.0, 2);
     assert_eq!(head.1, dev_chain[1]["entry_hash"].as_str().unwrap());
 
@@ -122,7 +121,7 @@ async fn query_audit_chains(store: Arc<Store>) {
         .await
         .unwrap();
     assert_eq!((only.len(), n), (1, 1));
-    assert_eq!(only[0].principal.id, "key_b");
+    assert_eq!(only[0].principal.actor.id, "key_b");
     let one = store
         .query_audit_entry(&dev, &only[0].query_id)
         .await
@@ -139,7 +138,7 @@ async fn query_audit_chains(store: Arc<Store>) {
     // Deleting the environment removes its chain.
     store.purge_environment(&dev).await.unwrap();
     assert!(chain(&store, &dev).await.is_empty());
-    assert!(store.audit_head(&dev).await.unwrap().is_none());
+    assert!(store.query_audit_head(&dev).await.unwrap().is_none());
 }
 
 async fn concurrent_appends_never_fork(store: Arc<Store>) {

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{new_id, EnvId, Kind, OrgId};
 use enclave_core::pagination::PageRequest;
 use enclave_core::secret::crypto::{DataKey, MasterKey};
 use enclave_core::ErrorCode;
@@ -21,7 +21,7 @@ conformance!(
     secrets_in_clear_are_resealed,
 );
 
-async fn env_of(store: &Arc<Store>, org: &str, slug: &str) -> EnvRecord {
+async fn env_of(store: &Arc<Store>, org: &OrgId, slug: &str) -> EnvRecord {
     store.environment_by_slug(org, slug).await.unwrap().unwrap()
 }
 
@@ -235,9 +235,9 @@ async fn versions_order_and_cascade(store: Arc<Store>) {
     assert_eq!(key.open(&a.id, 2, &versions[1].ciphertext).unwrap(), "v2");
     assert!(key.open(&a.id, 3, &versions[1].ciphertext).is_err());
     // Which required keys exist, across environments, in one call.
-    let pairs: Vec<(String, String)> = [(&dev.id, "A"), (&dev.id, "missing"), (&prod.id, "A")]
+    let pairs: Vec<(EnvId, String)> = [(&dev.id, "A"), (&dev.id, "missing"), (&prod.id, "A")]
         .iter()
-        .map(|(e, k)| (e.to_string(), k.to_string()))
+        .map(|(e, k)| ((*e).clone(), k.to_string()))
         .collect();
     let found = store.existing_secret_keys(&pairs).await.unwrap();
     assert_eq!(found, vec![(dev.id.clone(), "A".to_string())]);

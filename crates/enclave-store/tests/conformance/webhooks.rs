@@ -6,7 +6,7 @@ use enclave_core::clock::now_ms;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{new_id, EnvId, KeyId, Kind, OrgId};
 use enclave_core::webhook::WebhookStatus;
 use enclave_store::*;
 
@@ -20,7 +20,7 @@ conformance!(
     finished_deliveries_are_purged,
 );
 
-async fn hook(store: &Arc<Store>, org: &str, events: &[&str]) -> WebhookRecord {
+async fn hook(store: &Arc<Store>, org: &OrgId, events: &[&str]) -> WebhookRecord {
     store
         .create_webhook(
             NewWebhook {
@@ -38,7 +38,7 @@ async fn hook(store: &Arc<Store>, org: &str, events: &[&str]) -> WebhookRecord {
         .unwrap()
 }
 
-async fn first_env(store: &Arc<Store>, org: &str) -> EnvRecord {
+async fn first_env(store: &Arc<Store>, org: &OrgId) -> EnvRecord {
     let page = store
         .environments(
             org,
@@ -53,7 +53,7 @@ async fn first_env(store: &Arc<Store>, org: &str) -> EnvRecord {
     page.rows[0].clone()
 }
 
-async fn patch_env(store: &Arc<Store>, env: &str) {
+async fn patch_env(store: &Arc<Store>, env: &EnvId) {
     let patch = EnvPatch {
         description: Some("changed".into()),
         ..Default::default()
@@ -265,7 +265,7 @@ async fn key_expiry_is_audited_and_announced(store: Arc<Store>) {
     let key = store
         .create_api_key(
             NewApiKey {
-                id: new_id(Kind::ApiKey),
+                id: KeyId::generate(),
                 env_id: env.id.clone(),
                 name: "soon".into(),
                 prefix: "ek_test_0123".into(),

@@ -550,7 +550,7 @@ async fn every_mutating_operation_leaves_one_entry(db: Db) {
             let store = store.clone();
             async move {
                 store
-                    .audit_head(&org)
+                    .audit_head(&enclave_core::id::OrgId::from(&org))
                     .await
                     .unwrap()
                     .map_or(0, |(seq, _)| seq)
@@ -583,7 +583,10 @@ async fn every_mutating_operation_leaves_one_entry(db: Db) {
             1,
             "{op} must leave exactly one audit entry in {org}"
         );
-        let entry = &store.audit_chain(&org, after - 1, 1).await.unwrap()[0];
+        let entry = &store
+            .audit_chain(&enclave_core::id::OrgId::from(&org), after - 1, 1)
+            .await
+            .unwrap()[0];
         assert_eq!(
             entry.request_id.as_deref(),
             resp.header("x-request-id"),

@@ -178,7 +178,7 @@ impl Server {
             url: format!("http://{}", running.http_addr),
             gateway: running.gateway_addr.to_string(),
             client: reqwest::Client::new(),
-            bootstrap_org: running.bootstrap.as_ref().map(|b| b.org_id.clone()),
+            bootstrap_org: running.bootstrap.as_ref().map(|b| b.org_id.to_string()),
             running: Some(running),
         }
     }

@@ -283,8 +283,8 @@ async fn unfinished_lifecycle_steps_finish_at_start(db: Db) {
     // What a crashed node leaves behind, written through the store as it would have.
     let store = enclave_store::connect(&db.url).await.unwrap();
     let env = |slug: &str| enclave_store::NewEnvironment {
-        id: enclave_core::id::new_id(enclave_core::id::Kind::Environment),
-        org_id: org.clone(),
+        id: enclave_core::id::EnvId::generate(),
+        org_id: enclave_core::id::OrgId::from(&org),
         name: slug.into(),
         slug: slug.into(),
         env_type: enclave_core::environment::EnvType::Custom,

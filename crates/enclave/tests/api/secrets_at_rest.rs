@@ -456,7 +456,12 @@ async fn deleting_an_environment_erases_its_data_key(db: Db) {
     let env = o.env("staging").await;
     o.set(&env, "GONE", "soon").await;
     let store = enclave_store::connect(&db.url).await.unwrap();
-    let wrapped = store.data_key(&env).await.unwrap().unwrap().wrapped;
+    let wrapped = store
+        .data_key(&enclave_core::id::EnvId::from(&env))
+        .await
+        .unwrap()
+        .unwrap()
+        .wrapped;
     let files = db.data_dir();
     if !db.is_postgres() {
         assert!(
@@ -467,7 +472,11 @@ async fn deleting_an_environment_erases_its_data_key(db: Db) {
     o.s.delete(&format!("/v1/environments/{env}"), &o.token)
         .await
         .expect(204);
-    assert!(store.data_key(&env).await.unwrap().is_none());
+    assert!(store
+        .data_key(&enclave_core::id::EnvId::from(&env))
+        .await
+        .unwrap()
+        .is_none());
     if !db.is_postgres() {
         assert_eq!(
             files_containing(&files, &wrapped),

@@ -57,7 +57,7 @@ pub async fn get(
     who: Caller,
     Path((env_id, policy_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    access(&state, &who, &env_id, false).await?;
+    let env_id = access(&state, &who, &env_id, false).await?.0.id;
     Ok(one(load(&state, &env_id, &policy_id, KIND).await?))
 }
 
@@ -74,7 +74,7 @@ pub async fn update(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<AbacPatch>,
 ) -> ApiResult<Response> {
-    access(&state, &who, &env_id, true).await?;
+    let env_id = access(&state, &who, &env_id, true).await?.0.id;
     let current = load(&state, &env_id, &policy_id, KIND).await?;
     let spec = req.apply(&current.spec.0)?;
     Ok(save_spec(&state, &current, expected, spec, &origin).await?)
@@ -93,7 +93,7 @@ pub async fn replace(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<AbacInput>,
 ) -> ApiResult<Response> {
-    access(&state, &who, &env_id, true).await?;
+    let env_id = access(&state, &who, &env_id, true).await?.0.id;
     let current = load(&state, &env_id, &policy_id, KIND).await?;
     let spec = req.into_spec()?;
     Ok(save_spec(&state, &current, expected, spec, &origin).await?)

@@ -14,9 +14,9 @@ use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use enclave_core::id::{is_id, new_id, Kind};
+use enclave_core::id::{is_id, new_id, EnvId, Kind};
 use enclave_core::pagination::{Page, PageRequest};
-use enclave_core::policy::evaluate::{Evaluation, PolicySet, Principal as EvalPrincipal};
+use enclave_core::policy::evaluate::{Evaluation, PolicySet, Principal};
 use enclave_core::policy::input::{self, EvaluateInput, StandardInput, StandardPatch};
 use enclave_core::policy::{
     AbacAction, Effect, MaskingRule, PolicyBody, PolicyMode, PolicySpec, PolicyType, RlsRule,
@@ -71,7 +71,7 @@ pub struct PolicyContent {
 #[derive(Serialize, ToSchema)]
 pub struct Policy {
     pub policy_id: String,
-    pub env_id: String,
+    pub env_id: EnvId,
     #[serde(flatten)]
     pub content: PolicyContent,
     /// Increments on every saved change; the `ETag`.
@@ -174,7 +174,7 @@ pub async fn access(
 /// not found under `/policies`, nor a standard one under `/abac-policies`).
 pub async fn load(
     state: &AppState,
-    env_id: &str,
+    env_id: &EnvId,
     policy_id: &str,
     kind: PolicyKind,
 ) -> Result<PolicyRecord> {
@@ -243,7 +243,7 @@ pub async fn list_kind(
     kind: PolicyKind,
     q: ListParams,
 ) -> Result<Page<Policy>> {
-    access(state, who, env_id, false).await?;
+    let env_id = &access(state, who, env_id, false).await?.0.id;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, total) = state.store.policies(env_id, kind, &page).await?;
     let rows: Vec<Policy> = rows.into_iter().map(view).collect();
@@ -258,7 +258,7 @@ pub async fn versions_of(
     kind: PolicyKind,
     q: ListParams,
 ) -> Result<Page<PolicyVersion>> {
-    access(state, who, env_id, false).await?;
+    let env_id = &access(state, who, env_id, false).await?.0.id;
     load(state, env_id, policy_id, kind).await?;
     let page = PageRequest::parse(q.limit, q.cursor.as_deref())?;
     let (rows, total) = state.store.policy_versions(policy_id, &page).await?;
@@ -277,7 +277,7 @@ pub async fn restore_version(
     kind: PolicyKind,
     expected: Option<i64>,
 ) -> Result<Response> {
-    access(state, who, &env_id, true).await?;
+    let env_id = access(state, who, &env_id, true).await?.0.id;
     let current = load(state, &env_id, &policy_id, kind).await?;
     let old = state
         .store
@@ -326,7 +326,7 @@ pub async fn get(
     who: Caller,
     Path((env_id, policy_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    access(&state, &who, &env_id, false).await?;
+    let env_id = access(&state, &who, &env_id, false).await?.0.id;
     let rec = load(&state, &env_id, &policy_id, PolicyKind::Standard).await?;
     Ok(one(rec))
 }
@@ -344,7 +344,7 @@ pub async fn update(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<StandardPatch>,
 ) -> ApiResult<Response> {
-    access(&state, &who, &env_id, true).await?;
+    let env_id = access(&state, &who, &env_id, true).await?.0.id;
     let current = load(&state, &env_id, &policy_id, PolicyKind::Standard).await?;
     let spec = req.apply(&current.spec.0)?;
     Ok(save_spec(&state, &current, expected, spec, &origin).await?)
@@ -363,7 +363,7 @@ pub async fn replace(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<StandardInput>,
 ) -> ApiResult<Response> {
-    access(&state, &who, &env_id, true).await?;
+    let env_id = access(&state, &who, &env_id, true).await?.0.id;
     let current = load(&state, &env_id, &policy_id, PolicyKind::Standard).await?;
     let spec = req.replacing(&current.spec.0)?;
     Ok(save_spec(&state, &current, expected, spec, &origin).await?)
@@ -401,7 +401,7 @@ pub async fn delete_kind(
     kind: PolicyKind,
     expected: Option<i64>,
 ) -> Result<()> {
-    access(state, who, env_id, true).await?;
+    let env_id = &access(state, who, env_id, true).await?.0.id;
     load(state, env_id, policy_id, kind).await?;
     state
         .store
@@ -467,13 +467,9 @@ pub async fn evaluate(
 
 /// The caller as the gateway would see it: a user's role and attributes in the
 /// organization, or a key's role, attributes and scopes.
-async fn caller_principal(
-    state: &AppState,
-    who: &Caller,
-    env: &EnvRecord,
-) -> Result<EvalPrincipal> {
+async fn caller_principal(state: &AppState, who: &Caller, env: &EnvRecord) -> Result<Principal> {
     match who {
-        Caller::Key(k) => Ok(EvalPrincipal {
+        Caller::Key(k) => Ok(Principal {
             role: k.role,
             user_id: None,
             email: None,
@@ -489,7 +485,7 @@ async fn caller_principal(
                 .member(&env.org_id, &u.user_id)
                 .await?
                 .ok_or_else(|| Error::not_found("environment"))?;
-            Ok(EvalPrincipal {
+            Ok(Principal {
                 role: m.role,
                 user_id: Some(u.user_id.clone()),
                 email: Some(m.email.clone()),

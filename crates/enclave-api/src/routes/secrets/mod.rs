@@ -13,7 +13,7 @@ use axum::extract::{RawQuery, Request, State};
 use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{new_id, EnvId, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::secret::{CreateSecrets, PatchSecret, Secret, SecretVersion};
 use enclave_core::{Error, ErrorCode, Permission, Result};
@@ -56,7 +56,7 @@ fn location(rec: &SecretRecord) -> String {
     format!("/v1/environments/{}/secrets/{}", rec.env_id, rec.key)
 }
 
-async fn load(state: &AppState, env_id: &str, key: &str) -> Result<SecretRecord> {
+async fn load(state: &AppState, env_id: &EnvId, key: &str) -> Result<SecretRecord> {
     state
         .store
         .secret(env_id, key)

@@ -2,11 +2,12 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use enclave_core::id::{OrgId, UserId};
 use enclave_core::model::Tier;
 use enclave_core::{Error, ErrorCode, Role};
 
 use crate::auth::access::standing;
-use crate::auth::keys::KeyPrincipal;
+use crate::auth::keys::KeyCaller;
 
 use crate::auth::cache::AuthCache;
 use crate::auth::tokens::{Claims, TokenKeys};
@@ -14,23 +15,23 @@ use crate::error::ApiError;
 
 /// A signed-in user with a live session.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub user_id: String,
+pub struct UserCaller {
+    pub user_id: UserId,
     pub session_id: String,
     /// The session was opened with a second factor (or one was enrolled in it).
     pub mfa: bool,
     /// The organization the token was issued for and the caller's role there, when they are
     /// still an active member of it.
-    pub org: Option<(String, Role, Tier)>,
+    pub org: Option<(OrgId, Role, Tier)>,
 }
 
 /// Whoever is calling: a signed-in user or an environment API key. Handlers that act for a
-/// user only take [`Principal`] (a key gets 403 there); those an API key may reach take
+/// user only take [`UserCaller`] (a key gets 403 there); those an API key may reach take
 /// `Caller`.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    User(Principal),
-    Key(KeyPrincipal),
+    User(UserCaller),
+    Key(KeyCaller),
 }
 
 impl Caller {
@@ -65,7 +66,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 /// Checks a bearer token: a valid signature, a live session of the same user, and — when the
 /// token names an organization — a membership there that is not suspended.
-pub async fn resolve(cache: &AuthCache, keys: &TokenKeys, token: &str) -> Result<Principal, Error> {
+pub async fn resolve(
+    cache: &AuthCache,
+    keys: &TokenKeys,
+    token: &str,
+) -> Result<UserCaller, Error> {
     let bad = || Error::unauthorized("invalid or expired token");
     let claims: Claims = cache.verified_claims(keys, token).ok_or_else(bad)?;
     let session = cache.session(&claims.sid).await?.ok_or_else(bad)?;
@@ -84,7 +89,7 @@ pub async fn resolve(cache: &AuthCache, keys: &TokenKeys, token: &str) -> Result
             Err(_) => None,
         },
     };
-    Ok(Principal {
+    Ok(UserCaller {
         user_id: claims.sub,
         session_id: claims.sid,
         mfa: session.mfa_at.is_some(),
@@ -92,7 +97,7 @@ pub async fn resolve(cache: &AuthCache, keys: &TokenKeys, token: &str) -> Result
     })
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Principal {
+impl<S: Send + Sync> FromRequestParts<S> for UserCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
