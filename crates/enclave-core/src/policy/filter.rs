@@ -223,16 +223,26 @@ fn placeholder_name_ok(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
-/// Replaces each `{name}` outside quotes by `$n` (one number per distinct name). Refuses
-/// `$` outside quotes (no parameters or dollar quoting of the filter's own) and a
-/// placeholder written inside a string literal, which would compare with its literal text.
+/// Replaces each `{name}` outside quotes, and each string literal that is exactly one
+/// placeholder (`'{department}'`, the form HatiData documents), by `$n` (one number per
+/// distinct name): either way the caller's value is bound as a string. Refuses `$` outside
+/// quotes (no parameters or dollar quoting of the filter's own) and a placeholder mixed with
+/// other text inside a literal, which would compare with its literal text.
 fn substitute(field: &str, text: &str) -> Result<(String, Vec<String>)> {
     let mut out = String::with_capacity(text.len());
     let mut names: Vec<String> = Vec::new();
+    let mut number = |name: String| match names.iter().position(|x| *x == name) {
+        Some(i) => i + 1,
+        None => {
+            names.push(name);
+            names.len()
+        }
+    };
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '\'' | '"' => {
+                let literal_start = out.len();
                 out.push(c);
                 let mut literal = String::new();
                 loop {
@@ -254,13 +264,19 @@ fn substitute(field: &str, text: &str) -> Result<(String, Vec<String>)> {
                         None => break, // unterminated: the parser says so
                     }
                 }
-                if c == '\'' && quoted_placeholder(&literal) {
-                    return Err(invalid(
-                        field,
-                        "quoted_placeholder",
-                        "a {placeholder} inside quotes is plain text; write it unquoted \
-                         (department = {department}): its value is bound as a string",
-                    ));
+                if c == '\'' {
+                    if let Some(name) = whole_placeholder(&literal) {
+                        out.truncate(literal_start);
+                        out.push_str(&format!("${}", number(name)));
+                    } else if quoted_placeholder(&literal) {
+                        return Err(invalid(
+                            field,
+                            "quoted_placeholder",
+                            "a {placeholder} mixed with other text inside quotes is plain text; \
+                             write the placeholder alone ('{department}' or {department}) and \
+                             join text with || (name LIKE {prefix} || '%')",
+                        ));
+                    }
                 }
             }
             '$' => {
@@ -291,19 +307,18 @@ fn substitute(field: &str, text: &str) -> Result<(String, Vec<String>)> {
                         ),
                     ));
                 }
-                let n = match names.iter().position(|x| *x == name) {
-                    Some(i) => i + 1,
-                    None => {
-                        names.push(name);
-                        names.len()
-                    }
-                };
-                out.push_str(&format!("${n}"));
+                out.push_str(&format!("${}", number(name)));
             }
             _ => out.push(c),
         }
     }
     Ok((out, names))
+}
+
+/// The placeholder a literal consists of, as in `'{department}'`.
+fn whole_placeholder(literal: &str) -> Option<String> {
+    let name = literal.strip_prefix('{')?.strip_suffix('}')?.trim();
+    (!name.contains(['{', '}']) && placeholder_name_ok(name)).then(|| name.to_string())
 }
 
 fn quoted_placeholder(literal: &str) -> bool {
@@ -466,6 +481,25 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_placeholder_is_the_same_bound_parameter() {
+        let quoted = parse("department = '{department}' OR owner = '{ user_id }'").unwrap();
+        let bare = parse("department = {department} OR owner = {user_id}").unwrap();
+        assert_eq!(quoted.placeholders(), ["department", "user_id"]);
+        assert_eq!(quoted.placeholders(), bare.placeholders());
+        let value = |name: &str| Some(format!("{name}'; DROP TABLE orders; --"));
+        let (q, b) = (quoted.bind(2, value), bare.bind(2, value));
+        assert_eq!(q.predicate.to_string(), b.predicate.to_string());
+        assert_eq!(q.predicate.to_string(), "department = $3 OR owner = $4");
+        assert_eq!(q.parameters, b.parameters);
+        // The same name quoted and bare is one parameter.
+        let mixed = parse("a = '{department}' AND b = {department}").unwrap();
+        assert_eq!(mixed.placeholders(), ["department"]);
+        // Text that only looks like a placeholder stays text.
+        assert!(parse("note = '{}'").is_ok());
+        assert!(parse("note = '{not a placeholder}'").is_ok());
+    }
+
+    #[test]
     fn accepts_pure_expressions() {
         for ok in [
             "department = {department}",
@@ -503,7 +537,8 @@ mod tests {
             ("other.orders.id = 1", "other_table"),
             ("id = $1", "no_parameters"),
             ("note = $$x$$", "no_parameters"),
-            ("department = '{department}'", "quoted_placeholder"),
+            ("department = 'x-{department}'", "quoted_placeholder"),
+            ("department LIKE '{department}%'", "quoted_placeholder"),
             ("department = {}", "unknown_placeholder"),
             ("department = {1st}", "unknown_placeholder"),
             ("department = {user id}", "unknown_placeholder"),

@@ -216,7 +216,7 @@ async fn validation_names_the_rule_and_field(db: Db) {
             "unknown_placeholder",
         ),
         (
-            rls("department = '{department}'"),
+            rls("department = 'x-{department}'"),
             "rules[1].filter",
             "quoted_placeholder",
         ),
