@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Instructions per audited write: 200 sequential `PATCH /v1/environments/{id}` on one keep-alive
+# connection, counted by callgrind (instruction counts do not depend on what else the machine
+# is doing, so two builds compare where wrk's req/s cannot tell them apart).
+#
+#   bench/write-instructions.sh                                   # the release build
+#   BASELINE_BIN=/tmp/prev-enclave-release bench/write-instructions.sh   # next to another build
+#
+# SQLite store; caches warmed by 20 writes first; startup is not counted (instrumentation is
+# switched on around the 200 writes only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/enclave-target}"
+WRITES="${WRITES:-200}"
+command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
+
+count() {
+  local bin=$1 data password server url out
+  data="$(mktemp -d)"; password="write-test-passphrase-$RANDOM"; out="$data/callgrind.out"
+  env ENCLAVE_DATA_DIR="$data" ENCLAVE_HTTP_ADDR=127.0.0.1:0 DATABASE_URL="sqlite://$data/enclave.db" \
+    ENCLAVE_BOOTSTRAP_EMAIL=bench@example.com ENCLAVE_BOOTSTRAP_PASSWORD="$password" \
+    ENCLAVE_LOG=warn ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000" \
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$bin" serve \
+    >"$data/stdout" 2>"$data/stderr" &
+  server=$!
+  for _ in $(seq 600); do grep -q "listening on" "$data/stdout" 2>/dev/null && break; sleep 0.5; done
+  url="$(sed -n 's/^Enclave control plane listening on //p' "$data/stdout")"
+  [ -n "$url" ] || { echo "server did not start:" >&2; cat "$data/stderr" >&2; kill "$server"; exit 1; }
+  python3 - "$url" "$password" "$server" "$WRITES" <<'PY'
+import http.client, json, subprocess, sys, urllib.parse
+url, password, pid, writes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+u = urllib.parse.urlparse(url)
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
+def call(method, path, body=None, token=None):
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = "Bearer " + token
+    c.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    assert r.status < 300, (r.status, data[:200])
+    return json.loads(data) if data else None
+token = call("POST", "/v1/auth/login", {"email": "bench@example.com", "password": password})["token"]
+org = call("GET", "/v1/auth/me", token=token)["org"]["org_id"]
+env = call("GET", f"/v1/organizations/{org}/environments", token=token)["data"][0]["env_id"]
+for i in range(20):
+    call("PATCH", f"/v1/environments/{env}", {"description": f"warm-up {i}"}, token)
+subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+for i in range(writes):
+    call("PATCH", f"/v1/environments/{env}", {"description": f"revision {i}"}, token)
+subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+PY
+  kill -TERM "$server"; wait "$server" 2>/dev/null || true
+  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+  rm -rf "$data"
+}
+
+bin="${ENCLAVE_BIN:-$CARGO_TARGET_DIR/release/enclave}"
+[ -n "${ENCLAVE_BIN:-}" ] || cargo build --release -q -p enclave
+echo "| build | instructions for $WRITES audited PATCHes | per PATCH |"
+echo "|---|---:|---:|"
+for pair in ${BASELINE_BIN:+"baseline=$BASELINE_BIN"} "this=$bin"; do
+  total="$(count "${pair#*=}")"
+  printf '| %s | %s | %s |\n' "${pair%%=*}" "$total" "$((total / WRITES))"
+done
