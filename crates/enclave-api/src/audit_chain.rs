@@ -1,7 +1,6 @@
 //! Hash-chained trails read whole: verifying a chain against the head its appends left, and
 //! streaming it as NDJSON. Shared by the IAM audit and the query audit routes.
 
-use enclave_core::id::{EnvId, OrgId};
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -9,6 +8,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use enclave_core::audit::{InvalidEntry, Verification, Verifier};
+use enclave_core::id::{EnvId, OrgId};
 use enclave_core::{Error, Result};
 use enclave_store::Store;
 use serde::Serialize;

@@ -2,7 +2,6 @@
 //! secrets by value) as equal, different or missing on one side — never showing a secret's
 //! value. Shared by the environment diff, promotion planning and secrets.
 
-use crate::id::EnvId;
 use std::collections::BTreeSet;
 
 use serde::Serialize;
@@ -10,6 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::environment::EnvSettings;
+use crate::id::EnvId;
 use crate::policy::PolicySpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

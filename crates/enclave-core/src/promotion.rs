@@ -2,7 +2,6 @@
 //! and the shapes of their answers. Settings are planned here; policies and secrets plug in
 //! through the same [`Change`] list when those resources exist.
 
-use crate::id::EnvId;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
@@ -11,6 +10,7 @@ use utoipa::ToSchema;
 
 use crate::environment::EnvSettings;
 use crate::error::{Error, Result};
+use crate::id::EnvId;
 use crate::policy::{PolicySpec, PolicyType};
 
 /// What a promotion may carry (spec: `include ⊆ policies, masking_rules, rls_filters,

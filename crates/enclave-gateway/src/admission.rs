@@ -3,11 +3,11 @@
 //! queue refuses at once (53300). A waiter that gives up (timeout, client gone) leaves the
 //! queue without holding a slot.
 
-use enclave_core::id::EnvId;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use enclave_core::id::EnvId;
 use enclave_core::query::with_sqlstate;
 use enclave_core::{Error, Result};
 use tokio::sync::oneshot;

@@ -5,12 +5,12 @@
 //!
 //! The rules themselves live in `enclave-core` (`policy::evaluate`, `query::enforce`).
 
-use enclave_core::id::EnvId;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use enclave_core::id::EnvId;
 use enclave_core::policy::abac::AbacAction;
 use enclave_core::policy::evaluate::{Decision, Evaluation, PolicySet, Request};
 use enclave_core::policy::{MaskFunction, PolicyBody};

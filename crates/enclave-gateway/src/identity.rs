@@ -2,12 +2,12 @@
 //! plane's key cache (revocation, expiry, IP allow-lists, suspension) does, behind
 //! [`Authenticator`], for both doors.
 
-use enclave_core::id::{EnvId, OrgId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use enclave_core::api_key::Scope;
 use enclave_core::audit::Actor;
+use enclave_core::id::{EnvId, OrgId};
 use enclave_core::{Result, Role};
 
 /// An authenticated caller bound to one environment.

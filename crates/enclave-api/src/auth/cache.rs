@@ -9,13 +9,13 @@
 //! SHA-256 of the token (never the token itself) and kept until the token expires: a
 //! signature, once checked, stays valid — revocation is the session's business.
 
-use enclave_core::id::{EnvId, OrgId, UserId};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use enclave_core::id::{EnvId, OrgId, UserId};
 use enclave_core::Result;
 use enclave_store::{
     AuthMembership, EnvRecord, Invalidation, OrgRecord, SessionRecord, Store, UserRecord,

@@ -8,7 +8,6 @@
 //! moment the store publishes it (from any node on PostgreSQL), so revocation, expiry, scope
 //! changes and suspension take effect on the next request.
 
-use enclave_core::id::{EnvId, KeyId, OrgId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use enclave_core::api_key::{ip_allowed, KeyParts, KeyStatus, Scope};
 use enclave_core::environment::EnvStatus;
+use enclave_core::id::{EnvId, KeyId, OrgId};
 use enclave_core::model::{OrgStatus, Tier};
 use enclave_core::{Error, Result, Role};
 use enclave_store::{Invalidation, KeyAuthRecord, Store};

@@ -2,11 +2,11 @@
 //! and kept in the data directory (0600). The public key is served as a JWKS. Refresh tokens
 //! are opaque random strings; only their SHA-256 is stored.
 
-use enclave_core::id::{OrgId, UserId};
 use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use enclave_core::id::{OrgId, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{Ed25519KeyPair, KeyPair};

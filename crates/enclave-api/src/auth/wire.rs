@@ -4,11 +4,11 @@
 //! re-checked in the caches before every statement, so logout, suspension, revocation and
 //! expiry reach open sessions.
 
-use enclave_core::id::{EnvId, OrgId, UserId};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use enclave_core::audit::Actor;
+use enclave_core::id::{EnvId, OrgId, UserId};
 use enclave_core::{Error, Permission, Result};
 use enclave_gateway::{Authenticator, Identity};
 use enclave_store::Store;

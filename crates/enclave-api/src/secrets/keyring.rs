@@ -2,10 +2,10 @@
 //! been unwrapped. Data keys never change (a master key rotation only re-wraps them), so the
 //! cache is dropped only when an environment changes or is deleted.
 
-use enclave_core::id::EnvId;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use enclave_core::id::EnvId;
 use enclave_core::secret::crypto::{
     is_sealed_text, sealed_text_key_id, DataKey, MasterKey, WrappedKey,
 };

@@ -11,7 +11,6 @@
 //! This is what the gateway applies to each statement and what `…/policies/evaluate`
 //! shows, so the two can never disagree.
 
-use crate::id::{EnvId, KeyId, OrgId, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -26,6 +25,7 @@ use super::table::TableRef;
 use super::{MaskFunction, MaskingRule, PolicyBody, PolicyMode, PolicySpec, PolicyType};
 use crate::api_key::Scope;
 use crate::error::Result;
+use crate::id::{EnvId, KeyId, OrgId, UserId};
 use crate::role::{Permission, Role};
 
 /// Who is acting.

@@ -2,7 +2,6 @@
 //! how each becomes a validated [`PolicySpec`] (or principal and request). Errors name the
 //! field as the client wrote it (`rules[2].visible_chars`, `conditions.time.timezone`).
 
-use crate::id::{EnvId, KeyId, OrgId, UserId};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -19,6 +18,7 @@ use super::{
     StandardType,
 };
 use crate::error::{Error, Result};
+use crate::id::{EnvId, KeyId, OrgId, UserId};
 use crate::role::Role;
 
 /// A standard policy, whole (create and `PUT`).

@@ -6,7 +6,6 @@
 pub mod crypto;
 pub mod dotenv;
 
-use crate::id::EnvId;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
@@ -17,6 +16,7 @@ use utoipa::ToSchema;
 
 use crate::diff::{DiffStatus, NamedDiff};
 use crate::error::{Error, Result};
+use crate::id::EnvId;
 use crate::promotion::{Change, ChangeAction};
 
 pub const MAX_KEY_CHARS: usize = 256;

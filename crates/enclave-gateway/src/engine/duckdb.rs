@@ -9,13 +9,13 @@
 //! DuckDB is synchronous: statements run on the blocking pool, and their batches cross to
 //! the async side through a bounded channel.
 
-use enclave_core::id::EnvId;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use duckdb::{params_from_iter, Config, Connection, InterruptHandle};
+use enclave_core::id::EnvId;
 use enclave_core::query::{with_sqlstate, Dialect};
 use enclave_core::{Error, ErrorCode, Result};
 use tokio::sync::{mpsc, oneshot};

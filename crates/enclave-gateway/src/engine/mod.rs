@@ -7,13 +7,13 @@ mod duckdb_load;
 pub mod postgres;
 mod postgres_load;
 
-use enclave_core::id::EnvId;
 use std::sync::Arc;
 use std::time::Instant;
 
 use ::duckdb::arrow::datatypes::SchemaRef;
 use ::duckdb::arrow::record_batch::RecordBatch;
 use enclave_core::environment::EngineKind;
+use enclave_core::id::EnvId;
 use enclave_core::query::Dialect;
 use enclave_core::Result;
 use tokio::sync::mpsc;

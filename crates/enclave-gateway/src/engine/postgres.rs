@@ -11,7 +11,6 @@
 //! span statements; a connection that may still be in a transaction is closed rather than
 //! pooled again. Timeouts and cancel requests reach the server as `pg_cancel_backend`.
 
-use enclave_core::id::EnvId;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use ::duckdb::arrow::array::{
 use ::duckdb::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use ::duckdb::arrow::record_batch::RecordBatch;
 use enclave_core::environment::EngineKind;
+use enclave_core::id::EnvId;
 use enclave_core::query::{with_sqlstate, Dialect};
 use enclave_core::{Error, ErrorCode, Result};
 use enclave_store::EnvRecord;
