@@ -15,6 +15,20 @@ pub(crate) fn unique_or(on_unique: impl FnOnce() -> Error) -> impl FnOnce(sqlx::
     }
 }
 
+/// `If-Match`: 412 when a version was given and the row's differs.
+pub(crate) fn check_if_match(
+    resource: &str,
+    expected: Option<i64>,
+    actual: i64,
+) -> Result<(), Error> {
+    match expected {
+        Some(v) if v != actual => Err(Error::precondition_failed(format!(
+            "the {resource} changed since it was read (stale If-Match)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn internal(e: sqlx::Error) -> Error {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {

@@ -10,7 +10,7 @@ use enclave_core::id::{EnvId, OrgId};
 use enclave_core::{Error, Result};
 
 use crate::db::{self, Tx};
-use crate::db_error::{internal, unique_or};
+use crate::db_error::{check_if_match, internal, unique_or};
 use crate::journal::*;
 use crate::policies::*;
 use crate::records::*;
@@ -246,7 +246,7 @@ impl Store {
         let moves = patch.index.is_some();
         let (count, _) = lock_org_envs(&mut tx, &org_id, 0, i64::from(moves)).await?;
         let cur = select_env(&mut tx, env_id).await?;
-        check_version(expected_version, cur.version)?;
+        check_if_match("environment", expected_version, cur.version)?;
         check_writable(cur.locked, cur.status, patch.only_locked())?;
 
         let settings = match &patch.settings {
@@ -371,7 +371,7 @@ impl Store {
         let org_id = org_of_env(&mut tx, env_id).await?;
         lock_org_envs(&mut tx, &org_id, 0, 0).await?;
         let cur = select_env(&mut tx, env_id).await?;
-        check_version(expected_version, cur.version)?;
+        check_if_match("environment", expected_version, cur.version)?;
         if transition != Transition::Activate {
             check_writable(cur.locked, cur.status, false)?;
         }
@@ -408,7 +408,7 @@ impl Store {
         let org_id = org_of_env(&mut tx, env_id).await?;
         lock_org_envs(&mut tx, &org_id, 0, 0).await?;
         let cur = select_env(&mut tx, env_id).await?;
-        check_version(expected_version, cur.version)?;
+        check_if_match("environment", expected_version, cur.version)?;
         check_writable(cur.locked, cur.status, false)?;
         let children: i64 =
             db::query_scalar("SELECT COUNT(*) FROM environments WHERE parent_env_id = $1")
@@ -742,14 +742,4 @@ pub(crate) fn slug_taken() -> enclave_core::Error {
         "an environment with this slug already exists in the organization",
     )
     .with_details(serde_json::json!({ "field": "slug", "rule": "slug_taken" }))
-}
-
-/// `If-Match` against the row read under the write lock.
-pub(crate) fn check_version(expected: Option<i64>, actual: i64) -> Result<()> {
-    match expected {
-        Some(v) if v != actual => Err(enclave_core::Error::precondition_failed(
-            "the resource changed since it was read (stale If-Match)",
-        )),
-        _ => Ok(()),
-    }
 }

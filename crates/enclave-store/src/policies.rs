@@ -12,7 +12,7 @@ use enclave_core::{Error, Result};
 use sqlx::types::Json;
 
 use crate::db::{self, Tx};
-use crate::db_error::{internal, unique_or};
+use crate::db_error::{check_if_match, internal, unique_or};
 use crate::environments::*;
 use crate::journal::*;
 use crate::records::*;
@@ -337,11 +337,7 @@ pub(crate) async fn select_policy(
     .fetch_optional(&mut *tx)
     .await
     .map_err(internal)?;
-    match row {
-        None => Err(Error::not_found("policy")),
-        Some(r) if expected.is_some_and(|v| v != r.version) => Err(Error::precondition_failed(
-            "the policy changed since it was read (If-Match)",
-        )),
-        Some(r) => Ok(r),
-    }
+    let row = row.ok_or_else(|| Error::not_found("policy"))?;
+    check_if_match("policy", expected, row.version)?;
+    Ok(row)
 }

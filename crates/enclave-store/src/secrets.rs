@@ -14,7 +14,7 @@ use enclave_core::{Error, Result};
 
 use crate::accounts::*;
 use crate::db::{self, Tx};
-use crate::db_error::{internal, unique_or};
+use crate::db_error::{check_if_match, internal, unique_or};
 use crate::journal::*;
 use crate::policies::*;
 use crate::records::*;
@@ -242,11 +242,7 @@ impl Store {
         .await
         .map_err(internal)?;
         let before = before.ok_or_else(|| Error::not_found("secret"))?;
-        if expected_version.is_some_and(|v| v != before.version) {
-            return Err(Error::precondition_failed(
-                "the secret changed since it was read (If-Match)",
-            ));
-        }
+        check_if_match("secret", expected_version, before.version)?;
         db::query("DELETE FROM secrets WHERE id = $1")
             .bind(&before.id)
             .execute(&mut tx)

@@ -9,7 +9,7 @@ use enclave_core::webhook::WebhookStatus;
 use enclave_core::{Error, Result};
 
 use crate::db::{self, Tx};
-use crate::db_error::internal;
+use crate::db_error::{check_if_match, internal};
 use crate::journal::*;
 use crate::records::*;
 use crate::store::for_update;
@@ -526,13 +526,9 @@ pub(crate) async fn select_webhook(
     .fetch_optional(&mut *tx)
     .await
     .map_err(internal)?;
-    match row {
-        None => Err(Error::not_found("webhook")),
-        Some(r) if expected.is_some_and(|v| v != r.version) => Err(Error::precondition_failed(
-            "the webhook changed since it was read (If-Match)",
-        )),
-        Some(r) => Ok(r),
-    }
+    let row = row.ok_or_else(|| Error::not_found("webhook"))?;
+    check_if_match("webhook", expected, row.version)?;
+    Ok(row)
 }
 
 /// Applies a [`Reseal`] to every webhook's stored secrets within `tx` (rows locked on
