@@ -650,7 +650,7 @@ impl Gateway {
             agent: session.agent.clone(),
             door: session.door.as_str().to_string(),
             source_ip: session.source_ip.map(|ip| ip.to_string()),
-            sql_redacted: statement.map(|s| s.with_stack(|| query::redact(&s.statement))),
+            sql_redacted: statement.map(|s| s.redacted.clone()),
             statement_kind: statement.map(|s| s.kind.as_str().to_string()),
             tables: statement.map(|s| s.tables.clone()).unwrap_or_default(),
             columns_masked: vec![],

@@ -9,7 +9,7 @@ use sqlparser::ast::{
     CopySource, CopyTarget, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart, ObjectType,
     Query, Select, Set, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
-use sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
+use sqlparser::dialect::{GenericDialect, PostgreSqlDialect, SnowflakeDialect};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
@@ -17,6 +17,7 @@ use sqlparser::tokenizer::Token;
 use crate::error::{Error, Result};
 use crate::query::limits::{check, too_long, too_many_statements, with_stack, Limits, PARSE_STACK};
 use crate::query::sqlstate::with_sqlstate;
+use crate::query::translate::translate;
 
 /// Which SQL grammar statements are read with: the engine's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,8 +86,10 @@ pub struct Analyzed {
     pub relations: Vec<String>,
     /// `COPY table [(columns)] FROM STDIN`: the table loaded.
     pub copy_in: Option<String>,
-    /// The statement as the engine receives it (re-serialised from the syntax tree).
+    /// The statement as the engine receives it (translated, re-serialised from the tree).
     pub sql: String,
+    /// The statement as the caller wrote it, literals replaced: what the query audit keeps.
+    pub redacted: String,
     /// How deep its syntax nests (at most the parse's `max_depth`): what the stages that
     /// walk it by recursion make room for ([`Analyzed::with_stack`]).
     pub depth: usize,
@@ -109,30 +112,104 @@ pub fn parse(sql: &str, dialect: Dialect) -> Result<Vec<Analyzed>> {
     parse_within(sql, dialect, &Limits::default())
 }
 
-/// Parses `sql` into statements, each classified; the first statement that may not run, or
-/// that breaks one of `limits`, stops the whole string before anything runs.
+/// Parses `sql` into statements, each translated for the engine and classified; the first
+/// statement that may not run, or that breaks one of `limits`, stops the whole string before
+/// anything runs.
 pub fn parse_within(sql: &str, dialect: Dialect, limits: &Limits) -> Result<Vec<Analyzed>> {
     if sql.len() > limits.max_statement_bytes {
         return Err(too_long(limits));
     }
     // Whatever is refused is dropped in here too, on the parser's stack.
     stacker::maybe_grow(PARSE_STACK, PARSE_STACK, || {
-        let statements = split(sql, dialect, limits)?;
+        let statements = read(sql, dialect, limits)?;
         statements
             .into_iter()
-            .map(|(statement, depth)| classify(statement, depth))
+            .map(|(mut statement, _)| {
+                let redacted = crate::query::redact(&statement);
+                translate(&mut statement, dialect)?;
+                // Translation may nest deeper than the statement as written.
+                let depth = check(&statement, limits)?;
+                classify(statement, depth, redacted)
+            })
             .collect()
     })
 }
 
+/// The grammars a statement for `dialect`'s engine is read with, in order: the engine's own
+/// first (what clients and tools send), then PostgreSQL's (DuckDB's grammar reads a column
+/// named `key` as MySQL's `KEY` constraint), then Snowflake's (colon paths after a call,
+/// `FROM VALUES` without parentheses, backslash escapes in strings). The first grammar that
+/// reads the whole text wins; its meaning is what runs.
+fn grammars(dialect: Dialect) -> &'static [Grammar] {
+    match dialect {
+        Dialect::DuckDb => &[Grammar::Engine, Grammar::Postgres, Grammar::Snowflake],
+        Dialect::Postgres => &[Grammar::Engine, Grammar::Snowflake],
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grammar {
+    Engine,
+    Postgres,
+    Snowflake,
+}
+
+/// The statements of `sql` with their depths, read with the first of [`grammars`] that
+/// reads all of it; a text none reads reports the engine grammar's syntax error.
+fn read(sql: &str, dialect: Dialect, limits: &Limits) -> Result<Vec<(Statement, usize)>> {
+    let mut first_error = None;
+    let mut misread = None;
+    for grammar in grammars(dialect) {
+        let parser: Box<dyn sqlparser::dialect::Dialect> = match grammar {
+            Grammar::Engine => self::grammar(dialect),
+            Grammar::Postgres => Box::new(PostgreSqlDialect {}),
+            Grammar::Snowflake => Box::new(SnowflakeDialect {}),
+        };
+        match split(sql, parser.as_ref(), limits) {
+            // A `:name` placeholder is the grammar misreading a colon path
+            // (`f(x)[1]:name`); neither door binds named parameters.
+            Ok(statements) if statements.iter().any(|(s, _)| has_named_placeholder(s)) => {
+                misread.get_or_insert(statements);
+            }
+            Ok(statements) => return Ok(statements),
+            Err(e) if e.details.get("sqlstate").and_then(|v| v.as_str()) == Some("42601") => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match (misread, first_error) {
+        (Some(statements), _) => Ok(statements),
+        (None, Some(e)) => Err(e),
+        (None, None) => Ok(vec![]),
+    }
+}
+
+fn has_named_placeholder(statement: &Statement) -> bool {
+    struct Named;
+    impl Visitor for Named {
+        type Break = ();
+        fn pre_visit_value(&mut self, v: &sqlparser::ast::ValueWithSpan) -> ControlFlow<()> {
+            match &v.value {
+                sqlparser::ast::Value::Placeholder(p) if !p.starts_with('$') => {
+                    ControlFlow::Break(())
+                }
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    statement.visit(&mut Named).is_break()
+}
+
 /// The statements of `sql` with their depths, stopping at the first one past `limits` (as
 /// sqlparser's `parse_statements`, one statement at a time).
-fn split(sql: &str, dialect: Dialect, limits: &Limits) -> Result<Vec<(Statement, usize)>> {
-    let grammar = grammar(dialect);
+fn split(
+    sql: &str,
+    grammar: &dyn sqlparser::dialect::Dialect,
+    limits: &Limits,
+) -> Result<Vec<(Statement, usize)>> {
     let syntax = |e| syntax_error(sql, e);
-    let mut parser = Parser::new(grammar.as_ref())
-        .try_with_sql(sql)
-        .map_err(syntax)?;
+    let mut parser = Parser::new(grammar).try_with_sql(sql).map_err(syntax)?;
     let mut statements = Vec::new();
     let mut expecting_delimiter = false;
     loop {
@@ -230,7 +307,15 @@ fn not_allowed(what: &str) -> Error {
 }
 
 /// Table functions a query may call: they compute rows, none reads a file or the network.
-const TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest"];
+const TABLE_FUNCTIONS: &[&str] = &[
+    "generate_series",
+    "range",
+    "unnest",
+    // What FLATTEN and the semi-structured functions become on PostgreSQL.
+    "jsonb_each",
+    "jsonb_array_elements",
+    "jsonb_array_elements_text",
+];
 
 /// Whether `name` (as written, possibly `pg_catalog.`-qualified) is an allowed table function.
 fn allowed_table_function(name: &str) -> bool {
@@ -360,7 +445,7 @@ fn setting_shown(args: &FunctionArguments) -> bool {
     }
 }
 
-fn classify(statement: Statement, depth: usize) -> Result<Analyzed> {
+fn classify(statement: Statement, depth: usize, redacted: String) -> Result<Analyzed> {
     let mut creates = false;
     let mut session = None;
     let mut copy_in = None;
@@ -371,7 +456,7 @@ fn classify(statement: Statement, depth: usize) -> Result<Analyzed> {
             analyze,
             ..
         } => {
-            let inner = classify((**inner).clone(), depth)?;
+            let inner = classify((**inner).clone(), depth, String::new())?;
             match inner.kind {
                 Kind::Read => Kind::Read,
                 // EXPLAIN ANALYZE runs the statement.
@@ -485,6 +570,7 @@ fn classify(statement: Statement, depth: usize) -> Result<Analyzed> {
     }
     Ok(Analyzed {
         sql: statement.to_string(),
+        redacted,
         statement,
         kind,
         creates,

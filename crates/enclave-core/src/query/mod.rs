@@ -15,6 +15,7 @@ pub mod enforce;
 pub(crate) mod limits;
 mod redact;
 mod sqlstate;
+mod translate;
 
 pub use analyze::{parse, parse_within, Analyzed, Dialect, Kind, SessionCommand};
 pub use authorize::{authorize, required_permission, required_scope};

@@ -101,17 +101,23 @@ impl PgEngine {
                 ("standard_conforming_strings", "on"),
             ])
             .application_name("enclave");
-        let pool = |size: u32| {
+        let pool = || {
             PgPoolOptions::new()
-                .max_connections(size)
                 .min_connections(0)
                 .acquire_timeout(Duration::from_secs(5))
                 .idle_timeout(Duration::from_secs(300))
-                .connect_lazy_with(options.clone())
         };
         let pools = Pools {
-            sessions: pool(POOL_SIZE),
-            control: pool(2),
+            sessions: pool()
+                .max_connections(POOL_SIZE)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(SESSION_FUNCTIONS).await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(options.clone()),
+            control: pool().max_connections(2).connect_lazy_with(options.clone()),
         };
         self.pools
             .lock()
@@ -120,6 +126,21 @@ impl PgEngine {
         Ok(pools)
     }
 }
+
+/// Functions translated statements call that PostgreSQL lacks, created in each session's
+/// temporary schema (nothing is written to the environment's database): `TRY_CAST` and the
+/// `TRY_` conversions, which answer NULL where the cast fails.
+const SESSION_FUNCTIONS: &str = "
+CREATE FUNCTION pg_temp.enclave_try_cast(value text, target anyelement)
+RETURNS anyelement LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  EXECUTE format('SELECT %L::%s', value, pg_typeof(target)) INTO target;
+  RETURN target;
+EXCEPTION WHEN others THEN
+  RETURN NULL;
+END
+$$;
+";
 
 fn unavailable(message: String) -> Error {
     with_sqlstate(Error::unavailable(message), "08006")

@@ -22,5 +22,6 @@ mod readme;
 mod receiver;
 mod secrets;
 mod secrets_at_rest;
+mod sql_compat;
 mod system;
 mod webhooks;
