@@ -3,10 +3,10 @@
 //! query endpoints (mounted by `enclave-api` over [`Gateway::run`]).
 //!
 //! A statement goes through explicit stages in [`pipeline`]: admission, parse and classify,
+//! translate (Snowflake-style SQL for the engine, cached by text in [`translations`]),
 //! authorize (roles, key scopes, ABAC), rewrite (masks and row filters, [`enforcement`]),
 //! execute (with the environment's timeout and the row cap), audit and respond.
-//! Estimates, quotas, translation, cache and metering slot in between them in later
-//! releases.
+//! Estimates, quotas, the result cache and metering slot in between them in later releases.
 
 pub mod admission;
 pub mod audit;
@@ -23,11 +23,12 @@ pub mod results;
 pub mod running;
 pub mod session;
 mod session_functions;
+pub mod translations;
 pub mod wire;
 
 /// The embedded engine's crate, for callers that read or write its files (tests, tools).
 pub use duckdb;
 pub use identity::{Authenticator, Credential, Door, Identity};
-pub use pipeline::{Gateway, GatewayConfig, Outcome, RequestClock};
+pub use pipeline::{Gateway, GatewayConfig, Notice, Outcome, RequestClock};
 pub use running::Rows;
 pub use session::Session;

@@ -2,12 +2,13 @@
 //! docs/gateway.md:
 //!
 //! - 1, admission ([`crate::admission`]);
-//! - 2 and 3, parse and classify ([`enclave_core::query::parse`]);
+//! - 2, 3 and 8, parse, classify and translate Snowflake-style SQL for the engine
+//!   ([`enclave_core::query::parse`]), remembered by text ([`crate::translations`]);
 //! - 4, authorize ([`enclave_core::query::authorize`], plus the environment's and the
 //!   credential's standing, and ABAC in [`crate::enforcement`]);
 //! - 7, rewrite: masks and row filters under the query ([`crate::enforcement`],
 //!   [`enclave_core::query::enforce`]);
-//! - 5, 6, 8, 9 (estimate, quota, translate, cache) arrive with later releases;
+//! - 5, 6, 9 (estimate, quota, result cache) arrive with later releases;
 //! - 10, execute on the environment's engine with `settings.query_timeout_ms` and the row cap;
 //! - 12, audit: one entry per statement, allowed or refused;
 //! - 13, respond: rows stream from the engine to the client as they come ([`Rows`]).
@@ -34,6 +35,7 @@ use crate::load::{LoadRequest, Loaded};
 use crate::running::{outcome_of, timeout_error, Rows, Ticket, Timer};
 use crate::session::Session;
 use crate::session_functions;
+use crate::translations::Translations;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -83,18 +85,20 @@ pub struct Gateway {
     policies: Arc<PolicyState>,
     /// Long SQL texts parsed at once (each may take a large syntax tree's memory).
     parse_slots: tokio::sync::Semaphore,
+    translations: Translations,
 }
 
 /// What one statement produced.
 pub enum Outcome {
     /// Rows streaming from the engine.
     Rows(Box<Rows>),
-    /// A statement without rows: its command tag (`INSERT 0 3`, `CREATE TABLE`, `SET`) and
-    /// the rows it changed.
+    /// A statement without rows: its command tag (`INSERT 0 3`, `CREATE TABLE`, `SET`), the
+    /// rows it changed, and the warning PostgreSQL would give with it.
     Command {
         query_id: String,
         tag: String,
         rows: Option<u64>,
+        notice: Option<Notice>,
     },
     /// `SHOW name`: one value.
     Show {
@@ -102,6 +106,36 @@ pub enum Outcome {
         name: String,
         value: String,
     },
+}
+
+/// A warning answered with a statement that otherwise succeeded (a `NoticeResponse` on the
+/// wire, `notices` over HTTP), as PostgreSQL gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Notice {
+    pub sqlstate: &'static str,
+    pub message: &'static str,
+}
+
+/// `BEGIN` inside a transaction and `COMMIT`/`ROLLBACK` outside one change nothing: PostgreSQL
+/// answers them with a warning and goes on (clients such as psycopg2 under dbt rely on it),
+/// where DuckDB would fail the statement.
+fn redundant_transaction_control(in_transaction: bool, statement: &Analyzed) -> Option<Notice> {
+    use sqlparser::ast::Statement as S;
+    match &statement.statement {
+        S::StartTransaction { .. } if in_transaction => Some(Notice {
+            sqlstate: "25001",
+            message: "there is already a transaction in progress",
+        }),
+        S::Commit { chain: false, .. }
+        | S::Rollback {
+            chain: false,
+            savepoint: None,
+        } if !in_transaction => Some(Notice {
+            sqlstate: "25P01",
+            message: "there is no transaction in progress",
+        }),
+        _ => None,
+    }
 }
 
 impl Gateway {
@@ -141,6 +175,7 @@ impl Gateway {
             parse_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            translations: Translations::default(),
         })
     }
 
@@ -203,13 +238,17 @@ impl Gateway {
         Ok(execution.schema)
     }
 
-    /// Stages 2–3 for a whole string: its statements, or the refusal (audited) of the string.
+    /// Stages 2, 3 and 8 for a whole string: its statements translated for the engine, or the
+    /// refusal (audited) of the string. A text seen before is answered from the cache.
     pub async fn parse(&self, session: &Session, sql: &str) -> Result<Vec<Analyzed>> {
         let started = Instant::now();
         let dialect = self
             .engines
             .of(&self.environment(&session.identity.env_id).await?)
             .dialect();
+        if let Some(statements) = self.translations.get(dialect, sql) {
+            return Ok(statements.as_ref().clone());
+        }
         let limits = self.config.sql_limits;
         let parsed = if sql.len() <= INLINE_PARSE_BYTES || sql.len() > limits.max_statement_bytes {
             query::parse_within(sql, dialect, &limits)
@@ -224,9 +263,17 @@ impl Gateway {
                 .await
                 .map_err(|_| Error::internal())?
         };
-        parsed.inspect_err(|e| {
-            self.refused(session, None, started, e);
-        })
+        match parsed {
+            Ok(statements) => {
+                self.translations
+                    .insert(dialect, sql, Arc::new(statements.clone()));
+                Ok(statements)
+            }
+            Err(e) => {
+                self.refused(session, None, started, &e);
+                Err(e)
+            }
+        }
     }
 
     /// Stages 1 and 4–13 for one parsed statement.
@@ -266,6 +313,15 @@ impl Gateway {
                     .session_command(session, command, query_id)
                     .expect("answered from the session"));
             }
+        }
+        if let Some(notice) = redundant_transaction_control(session.in_transaction, statement) {
+            let query_id = self.finish(session, Some(statement), started, 0, "ok", None);
+            return Ok(Outcome::Command {
+                query_id,
+                tag: command_tag(statement),
+                rows: None,
+                notice: Some(notice),
+            });
         }
         let enforcement = match self.enforce(session, &env, statement, params.len()).await {
             Ok(x) => x,
@@ -344,6 +400,15 @@ impl Gateway {
     /// After DDL the policy rewrite reads the catalog again, here and on every node — once
     /// more at the end of the transaction, when what it made becomes visible to others.
     async fn after(&self, session: &mut Session, env: &EnvRecord, statement: &Analyzed, ok: bool) {
+        use sqlparser::ast::Statement as S;
+        match &statement.statement {
+            S::StartTransaction { .. } if ok => session.in_transaction = true,
+            S::Commit { .. }
+            | S::Rollback {
+                savepoint: None, ..
+            } => session.in_transaction = false,
+            _ => {}
+        }
         let ddl = ok && statement.kind == Kind::Ddl;
         let transaction_ended = matches!(statement.session, Some(SessionCommand::Transaction));
         if ddl || (transaction_ended && session.ddl_pending) {
@@ -538,6 +603,7 @@ impl Gateway {
             query_id,
             tag: tag.to_string(),
             rows: None,
+            notice: None,
         })
     }
 
@@ -616,6 +682,7 @@ impl Gateway {
             query_id: rows.query_id.clone(),
             tag,
             rows: count,
+            notice: None,
         })
     }
 

@@ -39,6 +39,8 @@ pub struct Session {
     /// DDL ran since the last transaction boundary: the end of the transaction makes it
     /// visible to other sessions, and the catalog is read again then.
     pub(crate) ddl_pending: bool,
+    /// A transaction is open on the session's engine connection.
+    pub(crate) in_transaction: bool,
     /// Results leave as a download (the HTTP Arrow door): reads are also the ABAC action
     /// `export`.
     pub export: bool,
@@ -98,6 +100,7 @@ impl Session {
             peer: None,
             copy_in: None,
             ddl_pending: false,
+            in_transaction: false,
             export: false,
         }
     }

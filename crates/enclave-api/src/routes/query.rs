@@ -190,13 +190,17 @@ pub async fn query(
             query_id,
             tag,
             rows,
+            notice,
         } => {
-            return Ok(axum::Json(json!({
+            let mut body = json!({
                 "query_id": query_id, "columns": [], "rows": [], "row_count": rows.unwrap_or(0),
                 "command": tag, "truncated": false, "execution_time_ms": 0,
                 "credits_consumed": 0.0, "cache_hit": false,
-            }))
-            .into_response())
+            });
+            if let Some(notice) = notice {
+                body["notices"] = json!([notice]);
+            }
+            return Ok(axum::Json(body).into_response());
         }
         Outcome::Show {
             query_id,

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
 use crate::engine::Param;
-use crate::pipeline::{Gateway, Outcome, RequestClock};
+use crate::pipeline::{Gateway, Notice, Outcome, RequestClock};
 use crate::session::Session;
 
 pub use connection::WireLimits;
@@ -221,35 +221,35 @@ impl QueryHandler {
         format: &Format,
         buffer: bool,
         clock: RequestClock,
-    ) -> PgWireResult<Response> {
+    ) -> PgWireResult<(Response, Option<Notice>)> {
         if statement.copy_in.is_some() {
             let columns = self
                 .gateway
                 .begin_copy(session, statement)
                 .await
                 .map_err(pg_error)?;
-            return Ok(Response::CopyIn(CopyResponse::new(
-                0,
-                columns,
-                stream::empty(),
-            )));
+            return Ok((
+                Response::CopyIn(CopyResponse::new(0, columns, stream::empty())),
+                None,
+            ));
         }
         let outcome = self
             .gateway
             .execute(session, statement, params, clock)
             .await
             .map_err(pg_error)?;
-        Ok(match outcome {
-            Outcome::Command { tag, .. } => {
+        let response = match outcome {
+            Outcome::Command { tag, notice, .. } => {
                 // The count is already in the text of INSERT/UPDATE/DELETE tags.
                 let t = Tag::new(&tag);
-                match statement.kind {
+                let response = match statement.kind {
                     Kind::Session if tag == "BEGIN" => Response::TransactionStart(t),
                     Kind::Session if tag == "COMMIT" || tag == "ROLLBACK" => {
                         Response::TransactionEnd(t)
                     }
                     _ => Response::Execution(t),
-                }
+                };
+                return Ok((response, notice));
             }
             Outcome::Show { name, value, .. } => {
                 let field = FieldInfo::new(name, None, None, Type::TEXT, format.format_for(0));
@@ -277,15 +277,37 @@ impl QueryHandler {
                 }
                 Response::Query(response)
             }
-        })
+        };
+        Ok((response, None))
     }
+}
+
+/// A warning the pipeline answered with a statement, sent ahead of the statement's own answer.
+async fn send_notice<C>(client: &mut C, notice: Option<Notice>) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    if let Some(notice) = notice {
+        let warning = ErrorInfo::new(
+            "WARNING".to_owned(),
+            notice.sqlstate.to_owned(),
+            notice.message.to_owned(),
+        );
+        client
+            .send(PgWireBackendMessage::NoticeResponse(warning.into()))
+            .await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl SimpleQueryHandler for QueryHandler {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let clock = RequestClock::start(None);
         let slot = session_of(client)?;
@@ -317,7 +339,10 @@ impl SimpleQueryHandler for QueryHandler {
                 )
                 .await
             {
-                Ok(r) => responses.push(r),
+                Ok((r, notice)) => {
+                    send_notice(client, notice).await?;
+                    responses.push(r)
+                }
                 Err(PgWireError::UserError(info)) => {
                     // Later statements of the string do not run, as in PostgreSQL.
                     responses.push(Response::Error(info));
@@ -346,7 +371,9 @@ impl ExtendedQueryHandler for QueryHandler {
         _max_rows: usize,
     ) -> PgWireResult<Response>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let clock = RequestClock::start(None);
         let slot = session_of(client)?;
@@ -356,15 +383,18 @@ impl ExtendedQueryHandler for QueryHandler {
             session.cancel = Some(key.handle.start_query().await);
         }
         let statement = portal.statement.statement.statement.clone();
-        self.respond(
-            &mut session,
-            &statement,
-            params,
-            &portal.result_column_format,
-            false,
-            clock,
-        )
-        .await
+        let (response, notice) = self
+            .respond(
+                &mut session,
+                &statement,
+                params,
+                &portal.result_column_format,
+                false,
+                clock,
+            )
+            .await?;
+        send_notice(client, notice).await?;
+        Ok(response)
     }
 
     async fn do_describe_statement<C>(

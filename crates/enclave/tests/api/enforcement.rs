@@ -36,6 +36,14 @@ const FIXTURE: &[&str] = &[
     // Hidden rows first: an engine scanning in order meets them before any visible one.
     "INSERT INTO orders VALUES (4, 903, 777002, 'apac'), (3, 901, 777001, 'na'), (1, 1, 1000, 'eu'), (2, 2, 2000, 'eu')",
     "CREATE VIEW customer_emails AS SELECT id, email FROM customers",
+    // Semi-structured profiles (Snowflake's VARIANT): `doc` is masked, `prefs` is not.
+    "CREATE TABLE profiles (customer_id INTEGER, region VARCHAR, doc VARIANT, prefs VARIANT)",
+    "INSERT INTO profiles \
+     SELECT 901, 'na', PARSE_JSON('{\"name\": \"Dmitri Na\", \"tags\": [\"dmitri@corp.example\"]}'), \
+            PARSE_JSON('{\"tier\": \"platinum\", \"tags\": [\"555501\"]}') \
+     UNION ALL \
+     SELECT 1, 'eu', PARSE_JSON('{\"name\": \"Alice Eu\", \"tags\": [\"alice@corp.example\"]}'), \
+            PARSE_JSON('{\"tier\": \"gold\", \"tags\": [\"eu-tag\"]}')",
 ];
 
 /// Text that must never reach a non-exempt caller: clear masked values (names, e-mails,
@@ -111,6 +119,7 @@ impl Fixture {
                 {"table": "customers", "column": "name", "function": "full", "exempt_roles": ["owner", "admin"]},
                 {"table": "customers", "column": "email", "function": "hash", "exempt_roles": ["owner", "admin"]},
                 {"table": "customers", "column": "ssn", "function": "partial", "visible_chars": 4, "exempt_roles": ["owner", "admin"]},
+                {"table": "profiles", "column": "doc", "function": "full", "exempt_roles": ["owner", "admin"]},
             ]}),
         )
         .await
@@ -123,6 +132,7 @@ impl Fixture {
                 // Costlier than a caller's cast: PostgreSQL orders the two by cost and would run the
                 // cast first on every row — the guarded columns are what keeps hidden rows out of it.
                 {"table": "orders", "filter": "upper(lower(trim(region))) = upper({region})", "exempt_roles": ["owner", "admin"]},
+                {"table": "profiles", "filter": "region = {region}", "exempt_roles": ["owner", "admin"]},
             ]}),
         )
         .await
@@ -389,6 +399,25 @@ fn corpus(f: &Fixture) -> Vec<(String, Value, Expect)> {
         q("SELECT * FROM customer_emails", Refused),
         q("EXPLAIN SELECT * FROM customers", Refused),
         q("SELECT count(*) FROM customers WHERE email IN (SELECT email FROM customers)", Rows(json!([[3]]))),
+        // Snowflake forms, translated for the engine: the masks and filters sit under them.
+        q("SELECT doc:name::STRING FROM profiles", NoLeak),
+        q("SELECT doc:tags[0]::STRING, GET_PATH(doc, 'name') FROM profiles", NoLeak),
+        q("SELECT f.value FROM profiles AS p, LATERAL FLATTEN(input => p.doc:tags) AS f", NoLeak),
+        q("SELECT f.value::STRING FROM profiles AS p, LATERAL FLATTEN(input => p.prefs:tags) AS f", Rows(json!([["eu-tag"]]))),
+        q("SELECT GET_PATH(prefs, 'tier')::STRING, prefs:tier::STRING FROM profiles", Rows(json!([["gold", "gold"]]))),
+        q("SELECT count(*) FROM profiles WHERE prefs:tier::STRING = 'platinum'", Rows(json!([[0]]))),
+        q("SELECT customer_id FROM profiles QUALIFY ROW_NUMBER() OVER (ORDER BY customer_id DESC) = 1", Rows(json!([[1]]))),
+        q("SELECT id FROM customers QUALIFY ROW_NUMBER() OVER (ORDER BY balance DESC) = 1", Rows(json!([[3]]))),
+        q("SELECT IFF(name = 'Alice Eu', 'yes', 'no') FROM customers ORDER BY id LIMIT 1", Rows(json!([["no"]]))),
+        q("SELECT sum(IFF(region = 'na', 1, 0)), sum(IFF(balance > 1000, 1, 0)) FROM customers", Rows(json!([[0, 0]]))),
+        q("SELECT NVL(ssn, 'x'), NVL2(name, name, 'none') FROM customers WHERE id = 1", Rows(json!([["***3331", "***"]]))),
+        q("SELECT DECODE(region, 'na', 'hidden', 'eu', 'visible') FROM customers ORDER BY id", Rows(json!([["visible"], ["visible"], ["visible"]]))),
+        q("SELECT TOP 1 name FROM customers ORDER BY balance DESC", Rows(json!([["***"]]))),
+        q("SELECT OBJECT_CONSTRUCT('n', name, 's', ssn):n::STRING FROM customers ORDER BY id LIMIT 1", Rows(json!([["***"]]))),
+        q("SELECT LISTAGG(name, ',') WITHIN GROUP (ORDER BY id) FROM customers", Rows(json!([["***,***,***"]]))),
+        q("SELECT id FROM customers WHERE CONTAINS(email, 'corp') OR STARTSWITH(name, 'Ali')", Rows(json!([]))),
+        q("SELECT x.key, x.value FROM customers AS c, LATERAL FLATTEN(input => OBJECT_CONSTRUCT('n', c.name, 'e', c.email)) AS x", NoLeak),
+        q("SELECT id FROM customers WHERE DATEDIFF(day, CAST('2024-01-01' AS DATE), CAST('2024-01-02' AS DATE)) = 1 AND balance > 1000", Rows(json!([]))),
     ]
 }
 
@@ -503,7 +532,11 @@ impl Rng {
 fn random_query(rng: &mut Rng) -> String {
     let column = ["name", "email", "ssn", "region", "balance", "id"];
     let expr = |rng: &mut Rng, c: &str| -> String {
-        match rng.next() % 9 {
+        match rng.next() % 13 {
+            9 => format!("IFF(CAST({c} AS VARCHAR) LIKE '%a%', 'y', 'n')"),
+            10 => format!("NVL(CAST({c} AS VARCHAR), 'none')"),
+            11 => format!("OBJECT_CONSTRUCT('k', {c}):k::STRING"),
+            12 => format!("DECODE(CAST({c} AS VARCHAR), 'eu', 1, 'na', 2, 0)"),
             0 => format!("upper({c})"),
             1 => format!("substr(CAST({c} AS VARCHAR), 1, 5)"),
             2 => format!("CAST({c} AS VARCHAR) || '-'"),
@@ -531,7 +564,9 @@ fn random_query(rng: &mut Rng) -> String {
     let c2 = *rng.pick(&column);
     let (e1, e2) = (expr(rng, c1), expr(rng, c2));
     let p = predicate(rng);
-    match rng.next() % 8 {
+    match rng.next() % 10 {
+        8 => format!("SELECT {e1}, {e2} FROM customers WHERE {p} QUALIFY ROW_NUMBER() OVER (ORDER BY {c2}) <= 2"),
+        9 => format!("SELECT f.value::STRING FROM customers AS c, LATERAL FLATTEN(input => ARRAY_CONSTRUCT(c.{c1}, c.{c2})) AS f WHERE {p}"),
         0 => format!("SELECT {e1}, {e2} FROM customers WHERE {p}"),
         1 => format!("SELECT {e1}, count(*) FROM customers WHERE {p} GROUP BY 1"),
         2 => format!("SELECT {e1} FROM customers ORDER BY {c2} DESC LIMIT 2"),

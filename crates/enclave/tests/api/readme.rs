@@ -156,6 +156,15 @@ async fn the_documented_examples_run_as_written() {
     );
     assert!(gateway.contains("admin@enclave.local |     2"), "{gateway}");
 
+    let sql = run_section("docs/sql.md", "## Worked example", &[]).await;
+    assert!(
+        sql.contains(" a   | ada  |  12.50 | tagged   |    24\n b   | bo   |   0.00 | untagged |    24\n(2 rows)"),
+        "{sql}"
+    );
+    assert!(sql.contains(" a   |     1 | y\n(2 rows)"), "{sql}");
+    assert!(sql.contains(" b\n(1 row)"), "{sql}");
+    assert!(sql.contains(r#""sqlstate":"0A000""#), "{sql}");
+
     let environments = run_section("docs/environments.md", "# Environments", &[]).await;
     // The old slug still answered, the locked and the staging-only changes went through, and
     // promotion carried the one differing setting.

@@ -6,9 +6,13 @@ use serde_json::{json, Value};
 
 use crate::common::{Db, Org};
 use crate::engines;
-use crate::gateway::{development, sqlstate, Engine};
+use crate::gateway::{development, python, sqlstate, Engine};
 
-engines!(snowflake_corpus, snowflake_forms_over_tables);
+engines!(
+    snowflake_corpus,
+    snowflake_forms_over_tables,
+    transaction_control_as_postgres_answers,
+);
 
 /// The corpus (`{category, sql, rows}` a line), a copy of the workplace's public sample.
 const CORPUS: &str = include_str!("../corpus/snowflake.jsonl");
@@ -209,5 +213,56 @@ async fn snowflake_forms_over_tables(db: Db, engine: Engine) {
             .contains("recursive"),
         "{}",
         r.body
+    );
+}
+
+/// psycopg2 (as dbt drives it) opens a transaction itself, then dbt sends `BEGIN`: PostgreSQL
+/// answers a warning and goes on, and so does the gateway on both engines.
+const PSYCOPG2_BEGIN: &str = r#"
+import sys, psycopg2
+host, port, key = sys.argv[1], sys.argv[2], sys.argv[3]
+conn = psycopg2.connect(host=host, port=port, user="dbt", password=key, dbname="development")
+cur = conn.cursor()
+cur.execute("SELECT 1")
+cur.execute("BEGIN")
+cur.execute("CREATE TABLE model_a (id INTEGER)")
+cur.execute("INSERT INTO model_a VALUES (1), (2)")
+conn.commit()
+cur.execute("COMMIT")
+conn.commit()
+conn.autocommit = True
+cur.execute("ROLLBACK")
+cur.execute("SELECT count(*) FROM model_a")
+print(cur.fetchone()[0])
+print("|".join(n.strip() for n in conn.notices))
+"#;
+
+async fn transaction_control_as_postgres_answers(db: Db, engine: Engine) {
+    let o = Org::start(&db).await;
+    let Some((env, _pg)) = development(&o, engine).await else {
+        return;
+    };
+    let dev = o.query_key(&env, &["developer"], "developer").await;
+    // HTTP: each request is its own session.
+    let r = o.sql(&dev, "COMMIT", json!([])).await;
+    r.expect(200);
+    assert_eq!(r.body["command"], "COMMIT");
+    assert_eq!(r.body["notices"][0]["sqlstate"], "25P01", "{}", r.body);
+    let r = o.sql(&dev, "BEGIN; BEGIN", json!([])).await;
+    r.expect(200);
+    assert_eq!(r.body["notices"][0]["sqlstate"], "25001", "{}", r.body);
+
+    let (host, port) = o.s.gateway.rsplit_once(':').unwrap();
+    let Some((ok, out, err)) = python(PSYCOPG2_BEGIN, &[host, port, &dev]).await else {
+        return;
+    };
+    assert!(ok, "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "2", "{out}");
+    // What PostgreSQL itself answers this script with (checked against PostgreSQL 15).
+    assert_eq!(
+        lines[1],
+        "WARNING:  there is already a transaction in progress|WARNING:  there is no transaction in progress|WARNING:  there is no transaction in progress",
+        "{out}"
     );
 }
