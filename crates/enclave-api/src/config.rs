@@ -35,12 +35,16 @@ pub struct ApiConfig {
     pub spool_dir: std::path::PathBuf,
     /// The largest bulk load, in bytes.
     pub load_max_bytes: u64,
+    /// Bytes of read results each node keeps in its result cache (0: none).
+    pub result_cache_bytes: u64,
 }
 
 /// Rows a statement returns at most, unless configured.
 pub const DEFAULT_QUERY_ROW_LIMIT: u64 = 1_000_000;
 /// Statements that may queue per environment, unless configured.
 pub const DEFAULT_QUERY_QUEUE_LIMIT: usize = 64;
+/// The result cache's size per node, unless configured: 256 MiB.
+pub const DEFAULT_RESULT_CACHE_BYTES: u64 = 256 << 20;
 /// The largest import or `COPY` data: 1 GiB.
 pub const LOAD_MAX_BYTES: u64 = 1 << 30;
 
@@ -97,6 +101,7 @@ impl ApiConfig {
             query_queue_limit: DEFAULT_QUERY_QUEUE_LIMIT,
             spool_dir: data_dir.join("spool"),
             load_max_bytes: LOAD_MAX_BYTES,
+            result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
         }
     }
 }

@@ -106,6 +106,7 @@ impl AppState {
                 queue_limit: config.query_queue_limit,
                 spool_dir: config.spool_dir.clone(),
                 load_limit: config.load_max_bytes,
+                result_cache_bytes: config.result_cache_bytes,
             },
         );
         Ok(AppState(Arc::new(Inner {

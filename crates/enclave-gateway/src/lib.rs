@@ -6,7 +6,8 @@
 //! translate (Snowflake-style SQL for the engine, cached by text in [`translations`]),
 //! authorize (roles, key scopes, ABAC), rewrite (masks and row filters, [`enforcement`]),
 //! execute (with the environment's timeout and the row cap), audit and respond.
-//! Estimates, quotas, the result cache and metering slot in between them in later releases.
+//! answer reads from the result cache ([`result_cache`]) when nothing they read changed.
+//! Estimates, quotas and metering slot in between them in later releases.
 
 pub mod admission;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod load;
 pub mod peer;
 pub mod pipeline;
+pub mod result_cache;
 mod result_columns;
 pub mod results;
 pub mod running;

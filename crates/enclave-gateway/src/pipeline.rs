@@ -8,7 +8,9 @@
 //!   credential's standing, and ABAC in [`crate::enforcement`]);
 //! - 7, rewrite: masks and row filters under the query ([`crate::enforcement`],
 //!   [`enclave_core::query::enforce`]);
-//! - 5, 6, 9 (estimate, quota, result cache) arrive with later releases;
+//! - 9, answer a read from the result cache when nothing it reads changed
+//!   ([`crate::result_cache`]);
+//! - 5 and 6 (estimate, quota) arrive with a later release;
 //! - 10, execute on the environment's engine with `settings.query_timeout_ms` and the row cap;
 //! - 12, audit: one entry per statement, allowed or refused;
 //! - 13, respond: rows stream from the engine to the client as they come ([`Rows`]).
@@ -32,6 +34,7 @@ use crate::enforcement::{self, Enforcement, ErrorPolicy, MaskKeys, PolicyAudit, 
 use crate::engine::{Engines, Param};
 use crate::identity::Authenticator;
 use crate::load::{LoadRequest, Loaded};
+use crate::result_cache::ResultCache;
 use crate::running::{outcome_of, timeout_error, Rows, Ticket, Timer};
 use crate::session::Session;
 use crate::session_functions;
@@ -49,6 +52,8 @@ pub struct GatewayConfig {
     pub load_limit: u64,
     /// What one request's SQL may hold.
     pub sql_limits: query::Limits,
+    /// Bytes of read results this node keeps (stage 9); 0 keeps none.
+    pub result_cache_bytes: u64,
 }
 
 /// One request's time: an HTTP query, a wire `Query` message (every statement in it) or an
@@ -69,6 +74,9 @@ impl RequestClock {
     }
 }
 
+/// How deep a statement kept by the translation cache may nest.
+const MAX_CACHED_DEPTH: usize = 64;
+
 /// SQL texts longer than this are parsed on the blocking pool, a few at a time: parsing a
 /// megabyte takes long enough to stall the other tasks of an async worker.
 const INLINE_PARSE_BYTES: usize = 16 << 10;
@@ -86,6 +94,7 @@ pub struct Gateway {
     /// Long SQL texts parsed at once (each may take a large syntax tree's memory).
     parse_slots: tokio::sync::Semaphore,
     translations: Translations,
+    results: Arc<ResultCache>,
 }
 
 /// What one statement produced.
@@ -165,6 +174,7 @@ impl Gateway {
         clear_spool(&config.spool_dir);
         Arc::new(Gateway {
             policies: PolicyState::start(store.clone(), mask_keys),
+            results: ResultCache::start(store.clone(), config.result_cache_bytes),
             audit: AuditWriter::start(store.clone()),
             admission: Admission::new(config.queue_limit),
             store,
@@ -265,8 +275,12 @@ impl Gateway {
         };
         match parsed {
             Ok(statements) => {
-                self.translations
-                    .insert(dialect, sql, Arc::new(statements.clone()));
+                // Deeply nested trees are not kept: copying or dropping one needs the larger
+                // stack the parse ran on, which the cache's callers and evictions do not have.
+                if statements.iter().all(|s| s.depth <= MAX_CACHED_DEPTH) {
+                    self.translations
+                        .insert(dialect, sql, Arc::new(statements.clone()));
+                }
                 Ok(statements)
             }
             Err(e) => {
@@ -406,8 +420,18 @@ impl Gateway {
             S::Commit { .. }
             | S::Rollback {
                 savepoint: None, ..
-            } => session.in_transaction = false,
+            } => {
+                session.in_transaction = false;
+                // What the transaction wrote is now what everyone reads (or is gone).
+                if std::mem::take(&mut session.wrote_in_transaction) {
+                    self.data_changed(env).await;
+                }
+            }
             _ => {}
+        }
+        if ok && statement.kind == Kind::Write {
+            session.wrote_in_transaction |= session.in_transaction;
+            self.data_changed(env).await;
         }
         let ddl = ok && statement.kind == Kind::Ddl;
         let transaction_ended = matches!(statement.session, Some(SessionCommand::Transaction));
@@ -415,6 +439,23 @@ impl Gateway {
             session.ddl_pending = ddl;
             self.policies.catalog_changed(&env.id).await;
         }
+    }
+
+    /// Rows of the environment changed: cached results of it, on every node, are stale.
+    async fn data_changed(&self, env: &EnvRecord) {
+        if self.results.enabled() && env.settings.0.cache_enabled {
+            self.results.data_changed(&env.id).await;
+        }
+    }
+
+    /// Whether a statement's answer may come from, and go to, the result cache: a query
+    /// that reads only data (no clock or randomness), outside a transaction (which may hold
+    /// its own uncommitted writes), in an environment with `settings.cache_enabled`.
+    fn cacheable(&self, session: &Session, env: &EnvRecord, statement: &Analyzed) -> bool {
+        self.results.enabled()
+            && env.settings.0.cache_enabled
+            && statement.cacheable
+            && !session.in_transaction
     }
 
     /// Stage 1: a slot among the environment's concurrent statements, waited for until the
@@ -510,6 +551,7 @@ impl Gateway {
                 if loaded.created {
                     self.policies.catalog_changed(&env.id).await;
                 }
+                self.data_changed(&env).await;
                 Ok((query_id, loaded))
             }
             Err(e) => {
@@ -636,6 +678,18 @@ impl Gateway {
         let mut ticket = self.ticket(session, statement, started, permit);
         ticket.set_policy(&enforcement.audit);
         let errors = ErrorPolicy::of(enforcement);
+        let (sql, params) = self.render(session, env, statement, params, enforcement);
+        let key = self
+            .cacheable(session, env, statement)
+            .then(|| self.results.key(&env.id, &sql, &params));
+        if let Some(answer) = key.as_ref().and_then(|k| self.results.get(k)) {
+            return Ok(Outcome::Rows(Box::new(cached_rows(
+                ticket,
+                answer,
+                command_tag(statement),
+                errors,
+            ))));
+        }
         let cancel = session.cancel.take();
         let peer = session.peer.clone();
         let conn = match self.connection(session, env).await {
@@ -646,7 +700,6 @@ impl Gateway {
             }
         };
         let timer = Timer::start(conn.interrupter(), deadline, cancel, peer);
-        let (sql, params) = self.render(session, env, statement, params, enforcement);
         let conn = session.connection.as_mut().expect("connected above");
         let execution = match conn.execute(&sql, params, self.config.row_limit).await {
             Ok(x) => x,
@@ -667,6 +720,8 @@ impl Gateway {
             done: false,
             tag: command_tag(statement),
             errors,
+            capture: key.map(|k| self.results.capture(k)),
+            cache_hit: false,
         };
         if statement.kind == Kind::Read || returns_rows(statement, &rows.schema) {
             return Ok(Outcome::Rows(Box::new(rows)));
@@ -700,7 +755,7 @@ impl Gateway {
             entry: Some(self.entry(session, Some(statement))),
             started,
             rows: 0,
-            _permit: permit,
+            _permit: Some(permit),
         }
     }
 
@@ -822,6 +877,37 @@ fn command_tag(statement: &Analyzed) -> String {
                 .collect();
             words.join(" ")
         }
+    }
+}
+
+/// Rows answered from the result cache: the kept batches, streamed as an engine's would be,
+/// with the statement's own audit entry marked as a cache hit.
+fn cached_rows(
+    mut ticket: Ticket,
+    answer: Arc<crate::result_cache::Answer>,
+    tag: String,
+    errors: ErrorPolicy,
+) -> Rows {
+    if let Some(entry) = ticket.entry.as_mut() {
+        entry.cache_hit = true;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(answer.batches.len().max(1));
+    for batch in &answer.batches {
+        let _ = tx.try_send(Ok(batch.clone()));
+    }
+    Rows {
+        query_id: ticket.query_id(),
+        schema: answer.schema.clone(),
+        batches: rx,
+        truncated: Arc::new(std::sync::atomic::AtomicBool::new(answer.truncated)),
+        timer: Timer::idle(),
+        timeout: Duration::ZERO,
+        ticket,
+        done: false,
+        tag,
+        errors,
+        capture: None,
+        cache_hit: true,
     }
 }
 

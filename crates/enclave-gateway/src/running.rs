@@ -17,6 +17,7 @@ use crate::admission::Permit;
 use crate::audit::AuditWriter;
 use crate::engine::Interrupt;
 use crate::peer::Peer;
+use crate::result_cache::Capture;
 
 pub(crate) fn outcome_of(e: &Error) -> &'static str {
     match (sqlstate(e), e.details.get("rule").and_then(|r| r.as_str())) {
@@ -84,7 +85,7 @@ fn affected(batch: &RecordBatch) -> Option<u64> {
 pub(crate) struct Timer {
     /// 0: running; [`TIMED_OUT`] or [`CANCELLED`] once it interrupted the statement.
     fired: Arc<AtomicU8>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 const TIMED_OUT: u8 = 1;
@@ -125,7 +126,18 @@ impl Timer {
             flag.store(why, Ordering::SeqCst);
             interrupt.interrupt();
         });
-        Timer { fired, task }
+        Timer {
+            fired,
+            task: Some(task),
+        }
+    }
+
+    /// A timer for an answer that runs nothing (a cached result): it never fires.
+    pub(crate) fn idle() -> Timer {
+        Timer {
+            fired: Arc::default(),
+            task: None,
+        }
     }
 
     /// Why the statement was interrupted, as the error the client gets.
@@ -146,7 +158,9 @@ impl Timer {
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -156,7 +170,8 @@ pub(crate) struct Ticket {
     pub(crate) entry: Option<QueryAuditEntry>,
     pub(crate) started: Instant,
     pub(crate) rows: i64,
-    pub(crate) _permit: Permit,
+    /// The statement's concurrency slot (none for an answer from the result cache).
+    pub(crate) _permit: Option<Permit>,
 }
 
 impl Ticket {
@@ -206,6 +221,10 @@ pub struct Rows {
     pub(crate) done: bool,
     /// How errors of a statement under policies are reported.
     pub(crate) errors: crate::enforcement::ErrorPolicy,
+    /// Where the rows are kept for the result cache as they pass, when they may be.
+    pub(crate) capture: Option<Capture>,
+    /// The rows come from the result cache.
+    pub(crate) cache_hit: bool,
 }
 
 impl Rows {
@@ -217,6 +236,9 @@ impl Rows {
         match self.batches.recv().await {
             Some(Ok(batch)) => {
                 self.ticket.rows += batch.num_rows() as i64;
+                if let Some(capture) = self.capture.as_mut() {
+                    capture.push(&batch);
+                }
                 Some(Ok(batch))
             }
             Some(Err(e)) => Some(Err(self.fail(e))),
@@ -226,6 +248,7 @@ impl Rows {
 
     fn fail(&mut self, e: Error) -> Error {
         self.done = true;
+        self.capture = None;
         let e = self.errors.explain(self.timer.explain(e, self.timeout));
         self.ticket.close(outcome_of(&e), Some(&e));
         e
@@ -236,8 +259,12 @@ impl Rows {
     fn end(&mut self) -> Result<()> {
         self.done = true;
         if let Some(e) = self.timer.reason(self.timeout) {
+            self.capture = None;
             self.ticket.close(outcome_of(&e), Some(&e));
             return Err(e);
+        }
+        if let Some(capture) = self.capture.take() {
+            capture.keep(self.schema.clone(), self.truncated());
         }
         self.ticket.close("ok", None);
         Ok(())
@@ -269,6 +296,11 @@ impl Rows {
     /// Whether the row cap left rows out (known once the rows are read).
     pub fn truncated(&self) -> bool {
         self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// Whether the rows come from the result cache (stage 9).
+    pub fn cache_hit(&self) -> bool {
+        self.cache_hit
     }
 
     /// Milliseconds since the statement was admitted.

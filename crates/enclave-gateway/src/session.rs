@@ -41,6 +41,8 @@ pub struct Session {
     pub(crate) ddl_pending: bool,
     /// A transaction is open on the session's engine connection.
     pub(crate) in_transaction: bool,
+    /// The open transaction wrote rows: at its end, cached results are stale again.
+    pub(crate) wrote_in_transaction: bool,
     /// Results leave as a download (the HTTP Arrow door): reads are also the ABAC action
     /// `export`.
     pub export: bool,
@@ -101,6 +103,7 @@ impl Session {
             copy_in: None,
             ddl_pending: false,
             in_transaction: false,
+            wrote_in_transaction: false,
             export: false,
         }
     }

@@ -45,6 +45,11 @@ pub enum Invalidation {
     Catalog {
         env_id: EnvId,
     },
+    /// Rows of an environment's tables changed (a write or load through the gateway): cached
+    /// results of the environment are stale.
+    Data {
+        env_id: EnvId,
+    },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }

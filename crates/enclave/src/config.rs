@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Most rows one statement returns through the gateway (default 1 000 000).
     #[arg(long, env = "ENCLAVE_QUERY_ROW_LIMIT")]
     pub query_row_limit: Option<u64>,
+    /// Mebibytes of read results each node keeps in its result cache (default 256; 0 turns
+    /// the cache off on this node).
+    #[arg(long, env = "ENCLAVE_RESULT_CACHE_MB")]
+    pub result_cache_mb: Option<u64>,
     /// Most bytes of SQL text in one request: a wire Query or Parse, an HTTP body's `sql`
     /// (default 1 048 576).
     #[arg(long, env = "ENCLAVE_QUERY_MAX_BYTES")]
@@ -156,6 +160,7 @@ pub struct ServerConfig {
     pub bootstrap_password: Option<String>,
     pub webhooks: enclave_api::config::WebhookConfig,
     pub query_row_limit: u64,
+    pub result_cache_bytes: u64,
     pub sql_limits: enclave_core::query::Limits,
     /// The wire connection budget as configured; unset numbers follow the file descriptor
     /// limit the server finds at start ([`WireSettings::limits`]).
@@ -421,6 +426,13 @@ impl ServeArgs {
                 Some(n) => n,
                 None => enclave_api::config::DEFAULT_QUERY_ROW_LIMIT,
             },
+            result_cache_bytes: match self.result_cache_mb.or(file.result_cache_mb) {
+                Some(mb) if mb > 1 << 20 => {
+                    anyhow::bail!("result_cache_mb must be at most 1048576")
+                }
+                Some(mb) => mb << 20,
+                None => enclave_api::config::DEFAULT_RESULT_CACHE_BYTES,
+            },
             sql_limits: sql_limits(
                 self.query_max_bytes.or(file.query_max_bytes),
                 self.query_max_statements.or(file.query_max_statements),
@@ -491,6 +503,7 @@ impl ServerConfig {
             query_queue_limit: enclave_api::config::DEFAULT_QUERY_QUEUE_LIMIT,
             spool_dir: self.data_dir.join("spool"),
             load_max_bytes: enclave_api::config::LOAD_MAX_BYTES,
+            result_cache_bytes: self.result_cache_bytes,
         }
     }
 }

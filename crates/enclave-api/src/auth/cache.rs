@@ -128,7 +128,8 @@ impl AuthCache {
                 .retain(|_, e| e.as_ref().is_none_or(|e| &e.org_id != org_id)),
             Invalidation::ApiKey { .. }
             | Invalidation::Policies { .. }
-            | Invalidation::Catalog { .. } => {}
+            | Invalidation::Catalog { .. }
+            | Invalidation::Data { .. } => {}
             Invalidation::All => {
                 self.sessions.clear();
                 self.members.clear();

@@ -102,7 +102,8 @@ impl KeyAuth {
             | Invalidation::User { .. }
             | Invalidation::OrgEnvironments { .. }
             | Invalidation::Policies { .. }
-            | Invalidation::Catalog { .. } => {}
+            | Invalidation::Catalog { .. }
+            | Invalidation::Data { .. } => {}
         }
     }
 

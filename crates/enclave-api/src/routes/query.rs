@@ -263,10 +263,11 @@ pub async fn query(
                 }
                 None => {
                     let tail = format!(
-                        "],\"row_count\":{},\"command\":null,\"truncated\":{},\"execution_time_ms\":{},\"credits_consumed\":0.0,\"cache_hit\":false}}",
+                        "],\"row_count\":{},\"command\":null,\"truncated\":{},\"execution_time_ms\":{},\"credits_consumed\":0.0,\"cache_hit\":{}}}",
                         rows.row_count(),
                         rows.truncated(),
-                        rows.elapsed_ms()
+                        rows.elapsed_ms(),
+                        rows.cache_hit()
                     );
                     Some((Ok(Bytes::from(tail)), (None, None, false, None)))
                 }
@@ -338,7 +339,7 @@ pub async fn query_arrow(
     };
     set("x-query-id", query_id);
     set("x-credits-consumed", "0".into());
-    set("x-cache-hit", "false".into());
+    set("x-cache-hit", rows.cache_hit().to_string());
     if finished {
         set("x-row-count", rows.row_count().to_string());
         set("x-duration-ms", rows.elapsed_ms().to_string());

@@ -93,6 +93,9 @@ pub struct Analyzed {
     /// How deep its syntax nests (at most the parse's `max_depth`): what the stages that
     /// walk it by recursion make room for ([`Analyzed::with_stack`]).
     pub depth: usize,
+    /// A query whose answer depends only on the data it reads (no clock, randomness or
+    /// sequence): what the result cache may keep.
+    pub cacheable: bool,
 }
 
 /// Levels the policy rewrite may add above a statement's own: a derived table, its select
@@ -366,6 +369,37 @@ const HOST_FUNCTIONS: &[&str] = &[
     "error",
 ];
 
+/// Functions whose answer changes between calls with the same arguments (time, randomness,
+/// sequences, the session): a query calling one is never answered from the result cache.
+const VOLATILE_FUNCTIONS: &[&str] = &[
+    "random",
+    "uuid",
+    "gen_random_uuid",
+    "uuidv4",
+    "setseed",
+    "now",
+    "current_timestamp",
+    "current_date",
+    "current_time",
+    "localtimestamp",
+    "localtime",
+    "get_current_timestamp",
+    "get_current_time",
+    "today",
+    "transaction_timestamp",
+    "statement_timestamp",
+    "clock_timestamp",
+    "timeofday",
+    "epoch_ms",
+    "nextval",
+    "currval",
+    "lastval",
+    "txid_current",
+    "pg_backend_pid",
+    "current_setting",
+    "inet_client_addr",
+];
+
 /// Relations refused by name: they show column values (statistics) or other sessions'
 /// statements, out of the policies' reach (PostgreSQL catalogs).
 const HIDDEN_RELATIONS: &[&str] = &[
@@ -568,7 +602,13 @@ fn classify(statement: Statement, depth: usize, redacted: String) -> Result<Anal
         tables.push(table.clone());
         relations.push(table.clone());
     }
+    // `CURRENT_TIMESTAMP` and friends without parentheses are values, not calls.
+    let cacheable = kind == Kind::Read
+        && matches!(statement, Statement::Query(_))
+        && !touched.volatile
+        && !mentions_clock_values(&statement);
     Ok(Analyzed {
+        cacheable,
         sql: statement.to_string(),
         redacted,
         statement,
@@ -580,6 +620,24 @@ fn classify(statement: Statement, depth: usize, redacted: String) -> Result<Anal
         copy_in,
         depth,
     })
+}
+
+/// Whether the statement reads the clock through a keyword value (`CURRENT_DATE`, …), which
+/// the parser may keep as a bare identifier rather than a call.
+fn mentions_clock_values(statement: &Statement) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_expressions(statement, |e| {
+        if let Expr::Identifier(i) = e {
+            if i.quote_style.is_none()
+                && VOLATILE_FUNCTIONS.contains(&i.value.to_ascii_lowercase().as_str())
+            {
+                found = true;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found
 }
 
 fn set_command(set: &Set) -> Result<SessionCommand> {
@@ -669,6 +727,8 @@ struct Touched {
     tables: BTreeSet<String>,
     ctes: BTreeSet<String>,
     refused_function: Option<String>,
+    /// A function whose answer changes from one call to the next was called.
+    volatile: bool,
     /// The next relation visited is an allowed table function's name, not a table.
     function_name_next: bool,
 }
@@ -757,6 +817,9 @@ impl Visitor for Touched {
         if let Expr::Function(f) = expr {
             let name = object_name(&f.name);
             let bare = name.rsplit('.').next().unwrap_or(&name);
+            if VOLATILE_FUNCTIONS.contains(&bare) {
+                self.volatile = true;
+            }
             if HOST_FUNCTIONS.contains(&bare) {
                 return self.refuse(name);
             }

@@ -20,6 +20,7 @@ mod policies;
 mod raw_wire;
 mod readme;
 mod receiver;
+mod result_cache;
 mod secrets;
 mod secrets_at_rest;
 mod sql_compat;

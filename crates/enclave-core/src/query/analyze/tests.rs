@@ -158,3 +158,17 @@ fn multi_statement_strings_are_split() {
     // One refused statement stops the string before anything runs.
     assert!(parse("SELECT 1; ATTACH 'x' AS y", Dialect::DuckDb).is_err());
 }
+
+#[test]
+fn only_queries_of_data_alone_may_be_cached() {
+    assert!(one("SELECT count(*) FROM t WHERE a > 1").cacheable);
+    assert!(one("SELECT IFF(a, 1, 2) FROM t").cacheable);
+    assert!(!one("SELECT random() FROM t").cacheable);
+    assert!(!one("SELECT count(*) FROM t WHERE d < now()").cacheable);
+    assert!(!one("SELECT count(*) FROM t WHERE d < CURRENT_DATE").cacheable);
+    assert!(!one("SELECT count(*) FROM t WHERE d < current_timestamp").cacheable);
+    assert!(!one("SELECT nextval('s')").cacheable);
+    assert!(!one("INSERT INTO t VALUES (1)").cacheable);
+    assert!(!one("EXPLAIN SELECT 1").cacheable);
+    assert!(!one("SHOW search_path").cacheable);
+}
