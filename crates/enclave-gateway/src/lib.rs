@@ -3,7 +3,8 @@
 //! query endpoints (mounted by `enclave-api` over [`Gateway::run`]).
 //!
 //! A statement goes through explicit stages in [`pipeline`]: admission, parse and classify,
-//! translate (Snowflake-style SQL for the engine, cached by text in [`translations`]),
+//! translate (Snowflake-style SQL for the engine, cached by text:
+//! [`enclave_core::query::Translations`]),
 //! authorize (roles, key scopes, ABAC), rewrite (masks and row filters, [`enforcement`]),
 //! execute (with the environment's timeout and the row cap), audit and respond.
 //! answer reads from the result cache ([`result_cache`]) when nothing they read changed.
@@ -25,7 +26,6 @@ pub mod results;
 pub mod running;
 pub mod session;
 mod session_functions;
-pub mod translations;
 pub mod wire;
 
 /// The embedded engine's crate, for callers that read or write its files (tests, tools).

@@ -3,7 +3,7 @@
 //!
 //! - 1, admission ([`crate::admission`]);
 //! - 2, 3 and 8, parse, classify and translate Snowflake-style SQL for the engine
-//!   ([`enclave_core::query::parse`]), remembered by text ([`crate::translations`]);
+//!   ([`enclave_core::query::parse`]), remembered by text ([`enclave_core::query::Translations`]);
 //! - 4, authorize ([`enclave_core::query::authorize`], plus the environment's and the
 //!   credential's standing, and ABAC in [`crate::enforcement`]);
 //! - 7, rewrite: masks and row filters under the query ([`crate::enforcement`],
@@ -24,7 +24,9 @@ use enclave_core::audit::timestamp;
 use enclave_core::environment::EnvStatus;
 use enclave_core::id::{new_id, EnvId, Kind as IdKind};
 use enclave_core::query::audit::{QueryAuditEntry, QueryPrincipal};
-use enclave_core::query::{self, sqlstate, with_sqlstate, Analyzed, Kind, SessionCommand};
+use enclave_core::query::{
+    self, sqlstate, with_sqlstate, Analyzed, Kind, SessionCommand, Translations,
+};
 use enclave_core::{Error, Result};
 use enclave_store::{EnvRecord, Invalidation, Store};
 
@@ -38,7 +40,6 @@ use crate::result_cache::ResultCache;
 use crate::running::{outcome_of, timeout_error, Rows, Ticket, Timer};
 use crate::session::Session;
 use crate::session_functions;
-use crate::translations::Translations;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {

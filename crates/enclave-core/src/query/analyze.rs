@@ -15,7 +15,9 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result};
-use crate::query::limits::{check, too_long, too_many_statements, with_stack, Limits, PARSE_STACK};
+use crate::query::limits::{
+    check, parse_red_zone, too_long, too_many_statements, with_stack, Limits, PARSE_STACK,
+};
 use crate::query::sqlstate::with_sqlstate;
 use crate::query::translate::translate;
 
@@ -123,7 +125,7 @@ pub fn parse_within(sql: &str, dialect: Dialect, limits: &Limits) -> Result<Vec<
         return Err(too_long(limits));
     }
     // Whatever is refused is dropped in here too, on the parser's stack.
-    stacker::maybe_grow(PARSE_STACK, PARSE_STACK, || {
+    stacker::maybe_grow(parse_red_zone(sql.len()), PARSE_STACK, || {
         let statements = read(sql, dialect, limits)?;
         statements
             .into_iter()

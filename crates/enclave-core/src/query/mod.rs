@@ -16,9 +16,11 @@ pub(crate) mod limits;
 mod redact;
 mod sqlstate;
 mod translate;
+mod translations;
 
 pub use analyze::{parse, parse_within, Analyzed, Dialect, Kind, SessionCommand};
 pub use authorize::{authorize, required_permission, required_scope};
 pub use limits::{with_stack, Limits};
 pub use redact::redact;
 pub use sqlstate::{sqlstate, with_sqlstate};
+pub use translations::Translations;

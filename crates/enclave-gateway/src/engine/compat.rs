@@ -15,7 +15,7 @@ use sqlparser::ast::{
 pub const SHIM_SCHEMA: &str = "enclave_catalog";
 
 /// The shim's version: databases holding an older one get it rewritten when opened.
-pub const SHIM_VERSION: i64 = 2;
+pub const SHIM_VERSION: i64 = 3;
 
 /// Reads the version of the shim a database holds.
 pub const SHIM_VERSION_SQL: &str = "SELECT version FROM enclave_catalog.shim_version";
@@ -68,6 +68,14 @@ CREATE OR REPLACE VIEW enclave_catalog.pg_roles AS
          false AS rolcreaterole, false AS rolcreatedb, true AS rolcanlogin,
          false AS rolreplication, -1 AS rolconnlimit, NULL::VARCHAR AS rolvaliduntil,
          false AS rolbypassrls;
+CREATE OR REPLACE VIEW enclave_catalog.pg_rewrite AS
+  SELECT NULL::BIGINT AS oid, NULL::VARCHAR AS rulename, NULL::BIGINT AS ev_class,
+         NULL::VARCHAR AS ev_type, NULL::VARCHAR AS ev_enabled, NULL::BOOLEAN AS is_instead,
+         NULL::VARCHAR AS ev_qual, NULL::VARCHAR AS ev_action WHERE false;
+CREATE OR REPLACE VIEW enclave_catalog.pg_matviews AS
+  SELECT NULL::VARCHAR AS schemaname, NULL::VARCHAR AS matviewname,
+         NULL::VARCHAR AS matviewowner, NULL::VARCHAR AS tablespace, NULL::BOOLEAN AS hasindexes,
+         NULL::BOOLEAN AS ispopulated, NULL::VARCHAR AS definition WHERE false;
 CREATE OR REPLACE MACRO enclave_catalog.pg_database_of(db) AS TABLE
   SELECT 0::BIGINT AS oid, db AS datname, 0::BIGINT AS datdba, 6 AS encoding,
          'c' AS datlocprovider, 'C' AS datcollate, 'C' AS datctype,
@@ -77,8 +85,10 @@ CREATE OR REPLACE MACRO enclave_catalog.pg_database_of(db) AS TABLE
 COMMIT;
 ";
 
-const SHIMMED: [&str; 9] = [
+const SHIMMED: [&str; 11] = [
     "pg_class",
+    "pg_matviews",
+    "pg_rewrite",
     "pg_inherits",
     "pg_policy",
     "pg_statistic_ext",
@@ -205,6 +215,7 @@ pub fn render(statement: &Statement, database: &str) -> String {
     let mut copy = statement.clone();
     crate::result_columns::alias(&mut copy, &pg_column_name);
     let _ = copy.visit(&mut OneDatabase(database));
+    super::strip_database(&mut copy, database);
     let _ = visit_expressions_mut(&mut copy, |expr| {
         match expr {
             Expr::Function(f) => {
@@ -249,6 +260,33 @@ pub fn render(statement: &Statement, database: &str) -> String {
             }
             // `x::pg_catalog.text` is `x::text`; the `reg*` object-id types DuckDB lacks are
             // plain numbers there (a name cast to one fails instead of answering wrongly).
+            Expr::Cast {
+                data_type: DataType::Regclass,
+                expr: inner,
+                ..
+            } => {
+                // `'pg_class'::regclass` (dbt's dependency query): the relation's oid, or NULL
+                // for a catalog DuckDB does not have.
+                if let Expr::Value(v) = &**inner {
+                    if let Value::SingleQuotedString(name) = &v.value {
+                        let bare = name.rsplit('.').next().unwrap_or(name).replace('\'', "''");
+                        let sql = format!(
+                            "SELECT (SELECT oid FROM pg_catalog.pg_class WHERE relname = '{bare}' LIMIT 1)"
+                        );
+                        if let Ok(q) =
+                            sqlparser::parser::Parser::new(&sqlparser::dialect::GenericDialect {})
+                                .try_with_sql(&sql)
+                                .and_then(|mut p| p.parse_query())
+                        {
+                            *expr = Expr::Subquery(q);
+                            return ControlFlow::Continue(());
+                        }
+                    }
+                }
+                if let Expr::Cast { data_type, .. } = expr {
+                    *data_type = DataType::BigInt(None);
+                }
+            }
             Expr::Cast { data_type, .. } => duckdb_type(data_type),
             // `COLLATE pg_catalog.default` (psql) means the default collation.
             Expr::Collate {
@@ -283,10 +321,16 @@ pub fn render(statement: &Statement, database: &str) -> String {
         }
         ControlFlow::<()>::Continue(())
     });
-    // `pg_catalog.X` of a shimmed relation reads the shim (only qualified names: a user's own
-    // table of such a name is never redirected).
+    // `pg_catalog.X` of a shimmed relation reads the shim. So does a bare `X`, as in
+    // PostgreSQL, which looks in `pg_catalog` before the search path (dbt lists relations
+    // from a bare `pg_matviews`); a quoted name is left to the search path.
     let _ = visit_relations_mut(&mut copy, |name| {
-        if let [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(table)] =
+        if let [ObjectNamePart::Identifier(table)] = name.0.as_slice() {
+            let table_name = table.value.to_ascii_lowercase();
+            if table.quote_style.is_none() && SHIMMED.contains(&table_name.as_str()) {
+                *name = ObjectName::from(vec![Ident::new(SHIM_SCHEMA), Ident::new(table_name)]);
+            }
+        } else if let [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(table)] =
             name.0.as_slice()
         {
             let table_name = table.value.to_ascii_lowercase();

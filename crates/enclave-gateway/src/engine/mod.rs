@@ -70,6 +70,43 @@ pub(crate) fn transaction_change(sql: &str) -> Option<bool> {
     }
 }
 
+/// `development.main.t` → `main.t`: clients (dbt among them) qualify relations with the
+/// database they connected to, which is the environment's slug, not the engine's own name
+/// for its database.
+pub(crate) fn strip_database(statement: &mut sqlparser::ast::Statement, database: &str) {
+    use sqlparser::ast::{ObjectName, ObjectNamePart, Statement};
+    let strip = |name: &mut ObjectName| {
+        if name.0.len() == 3 {
+            if let ObjectNamePart::Identifier(first) = &name.0[0] {
+                let matches = match first.quote_style {
+                    Some(_) => first.value == database,
+                    None => first.value.eq_ignore_ascii_case(database),
+                };
+                if matches {
+                    name.0.remove(0);
+                }
+            }
+        }
+    };
+    let _ = sqlparser::ast::visit_relations_mut(statement, |name| {
+        strip(name);
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    // Names the relation visitor does not reach.
+    match statement {
+        Statement::Drop { names, .. } => names.iter_mut().for_each(strip),
+        Statement::AlterTable(alter) => strip(&mut alter.name),
+        Statement::AlterView { name, .. } => strip(name),
+        Statement::CreateView(view) => strip(&mut view.name),
+        Statement::CreateTable(create) => strip(&mut create.name),
+        Statement::Truncate(truncate) => truncate
+            .table_names
+            .iter_mut()
+            .for_each(|t| strip(&mut t.name)),
+        _ => {}
+    }
+}
+
 /// An engine: where each environment's data lives.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync + 'static {

@@ -200,12 +200,13 @@ impl Engine for PgEngine {
         &self,
         statement: &Statement,
         params: Vec<Param>,
-        _database: &str,
+        database: &str,
     ) -> (String, Vec<Param>) {
+        let mut statement = statement.clone();
+        super::strip_database(&mut statement, database);
         if params.is_empty() {
             return (statement.to_string(), params);
         }
-        let mut statement = statement.clone();
         let _ = visit_expressions_mut(&mut statement, |e| {
             if let Expr::Value(v) = e {
                 if let Value::Placeholder(p) = &v.value {

@@ -6,12 +6,13 @@ use serde_json::{json, Value};
 
 use crate::common::{Db, Org};
 use crate::engines;
-use crate::gateway::{development, python, sqlstate, Engine};
+use crate::gateway::{development, python, sqlstate, test_client, Engine};
 
 engines!(
     snowflake_corpus,
     snowflake_forms_over_tables,
     transaction_control_as_postgres_answers,
+    dbt_project_end_to_end,
 );
 
 /// The corpus (`{category, sql, rows}` a line), a copy of the workplace's public sample.
@@ -265,4 +266,112 @@ async fn transaction_control_as_postgres_answers(db: Db, engine: Engine) {
         "WARNING:  there is already a transaction in progress|WARNING:  there is no transaction in progress|WARNING:  there is no transaction in progress",
         "{out}"
     );
+}
+
+/// Copies the project of `tests/dbt` into `to`.
+fn copy_project(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_project(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// dbt's Postgres adapter runs a project through the gateway: seed, view, table and
+/// incremental models (merge and delete+insert) with Snowflake-flavoured SQL, tests, a
+/// snapshot, the docs catalog, and a second (incremental) run.
+async fn dbt_project_end_to_end(db: Db, engine: Engine) {
+    let Some(python) = test_client("ENCLAVE_TEST_PYTHON") else {
+        return;
+    };
+    let dbt = std::path::Path::new(&python).with_file_name("dbt");
+    let o = Org::start(&db).await;
+    let Some((env, _pg)) = development(&o, engine).await else {
+        return;
+    };
+    let key = o.query_key(&env, &["developer"], "developer").await;
+    let project = std::env::temp_dir().join(format!("enclave-dbt-{}", ulid::Ulid::new()));
+    copy_project(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dbt"),
+        &project,
+    );
+    let (host, port) = o.s.gateway.rsplit_once(':').unwrap();
+    let schema = match engine {
+        Engine::Embedded => "main",
+        Engine::Postgres => "public",
+    };
+    std::fs::write(
+        project.join("profiles.yml"),
+        format!(
+            "enclave:\n  target: dev\n  outputs:\n    dev:\n      type: postgres\n      host: {host}\n      port: {port}\n      user: dbt\n      password: \"{key}\"\n      dbname: development\n      schema: {schema}\n      threads: 1\n"
+        ),
+    )
+    .unwrap();
+    for command in [
+        &["seed"][..],
+        &["run"],
+        &["test"],
+        &["snapshot"],
+        &["docs", "generate"],
+        &["run"],
+    ] {
+        let out = tokio::process::Command::new(&dbt)
+            .args(command)
+            .arg("--project-dir")
+            .arg(&project)
+            .arg("--profiles-dir")
+            .arg(&project)
+            .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+            .env("DO_NOT_TRACK", "1")
+            .output()
+            .await
+            .expect("dbt is installed with the test clients");
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "dbt {command:?} on {engine:?}:\n{shown}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rows = |sql: &'static str| {
+        let o = &o;
+        let key = key.clone();
+        async move {
+            let r = o.sql(&key, sql, json!([])).await;
+            r.expect(200);
+            r.body["rows"].clone()
+        }
+    };
+    let totals = rows("SELECT region, customers, names FROM region_totals ORDER BY 1").await;
+    assert!(
+        same_rows(&json!([["eu", 2, "Ada,Cy"], ["na", 1, "Bo"]]), &totals),
+        "{totals}"
+    );
+    let renewals = rows("SELECT id, renewal_date, active_flag FROM stg_customers ORDER BY 1").await;
+    assert!(
+        same_rows(
+            &json!([
+                [1, "2024-02-29", "yes"],
+                [2, "2024-03-29", "no"],
+                [3, "2024-04-15", "yes"]
+            ]),
+            &renewals
+        ),
+        "{renewals}"
+    );
+    let merged = rows("SELECT count(*) FROM customers_merge").await;
+    assert!(same_rows(&json!([[3]]), &merged), "{merged}");
+    let current = rows("SELECT count(*) FROM customers_snapshot WHERE dbt_valid_to IS NULL").await;
+    assert!(same_rows(&json!([[3]]), &current), "{current}");
+    let catalog: Value = serde_json::from_str(
+        &std::fs::read_to_string(project.join("target/catalog.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(catalog["nodes"].as_object().unwrap().len(), 6, "{catalog}");
+    let _ = std::fs::remove_dir_all(&project);
 }

@@ -1,11 +1,11 @@
-//! Stages 2, 3 and 8 remembered: a statement text's parse, translation and classification, per
+//! Stages 2, 3 and 8 remembered (the gateway keeps one per node): a statement text's parse, translation and classification, per
 //! engine dialect, so that a repeated statement pays a hash lookup. The result depends on the
 //! text and the dialect alone (the caller's policies apply afterwards, to a copy), and only
 //! what parsed is kept. Bounded by an estimate of the syntax trees' memory, per node.
 
 use std::sync::Arc;
 
-use enclave_core::query::{Analyzed, Dialect};
+use crate::query::{Analyzed, Dialect};
 use moka::sync::Cache;
 
 /// What the cache may hold, in estimated bytes.
@@ -62,7 +62,7 @@ mod tests {
     fn a_text_is_kept_per_dialect() {
         let cache = Translations::default();
         let sql = "SELECT IFF(a, 1, 2) FROM t";
-        let duck = Arc::new(enclave_core::query::parse(sql, Dialect::DuckDb).unwrap());
+        let duck = Arc::new(crate::query::parse(sql, Dialect::DuckDb).unwrap());
         cache.insert(Dialect::DuckDb, sql, duck);
         let hit = cache.get(Dialect::DuckDb, sql).expect("kept");
         assert_eq!(hit[0].sql, "SELECT CASE WHEN a THEN 1 ELSE 2 END FROM t");
