@@ -391,7 +391,7 @@ mod tests {
         );
         assert_eq!(
             rendered("SELECT pg_catalog.pg_get_userbyid(c.relowner) AS \"Owner\" FROM pg_class c"),
-            "SELECT 'enclave' AS \"Owner\" FROM pg_class c"
+            "SELECT 'enclave' AS \"Owner\" FROM enclave_catalog.pg_class c"
         );
         // Other schemas' functions of the same name are left alone.
         assert_eq!(

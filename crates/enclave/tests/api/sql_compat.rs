@@ -197,6 +197,23 @@ async fn snowflake_forms_over_tables(db: Db, engine: Engine) {
     r.expect(200);
     assert_eq!(r.body["rows"], json!([["b"]]));
 
+    // The clock, on both engines (the embedded one has no time zones: UTC).
+    let r = o
+        .sql(
+            &dev,
+            "SELECT DATEDIFF(day, CURRENT_DATE, DATEADD(day, 1, CURRENT_DATE)), \
+                    CURRENT_TIMESTAMP IS NOT NULL, SYSDATE() IS NOT NULL, GETDATE() IS NOT NULL, \
+                    DATEDIFF(minute, SYSDATE(), CURRENT_TIMESTAMP) BETWEEN -1 AND 1",
+            json!([]),
+        )
+        .await;
+    r.expect(200);
+    assert!(
+        same_rows(&json!([[1, true, true, true, true]]), &r.body["rows"]),
+        "{}",
+        r.body
+    );
+
     // Refused, naming the construct, with nothing run.
     let r = o
         .sql(

@@ -141,6 +141,24 @@ impl Translator {
                 e(&parts.join(" || "))
             }
 
+            // The clock. DuckDB's embedded build has no time zones (no ICU): its
+            // `CURRENT_DATE`/`CURRENT_TIMESTAMP` keywords fail, so they are written with the
+            // UTC timestamp it does have (the engines run in UTC).
+            ("CURRENT_DATE", 0) if t == Dialect::DuckDb => {
+                e("CAST(make_timestamp(epoch_us(get_current_timestamp())) AS DATE)")
+            }
+            ("CURRENT_TIME" | "LOCALTIME", 0) if t == Dialect::DuckDb => {
+                e("CAST(make_timestamp(epoch_us(get_current_timestamp())) AS TIME)")
+            }
+            ("CURRENT_TIMESTAMP" | "GETDATE" | "SYSTIMESTAMP", 0) if t == Dialect::DuckDb => {
+                e("get_current_timestamp()")
+            }
+            ("SYSDATE" | "LOCALTIMESTAMP", 0) if t == Dialect::DuckDb => {
+                e("make_timestamp(epoch_us(get_current_timestamp()))")
+            }
+            ("GETDATE" | "SYSTIMESTAMP", 0) => e("now()"),
+            ("SYSDATE", 0) => e("(now() AT TIME ZONE 'UTC')"),
+
             // Dates and times.
             ("DATEADD" | "TIMEADD" | "TIMESTAMPADD", 3) => {
                 let part = dates::part_of(&args[0], &name)?;

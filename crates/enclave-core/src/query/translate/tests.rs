@@ -162,3 +162,18 @@ fn the_audit_keeps_the_statement_as_written() {
     let parsed = &parse("SELECT IFF(a = 'secret', 1, 2) FROM t", Dialect::DuckDb).unwrap()[0];
     assert_eq!(parsed.redacted, "SELECT IFF(a = ?, ?, ?) FROM t");
 }
+
+#[test]
+fn the_clock_on_the_embedded_engine_is_utc_without_time_zones() {
+    assert_eq!(
+        duck("SELECT CURRENT_DATE"),
+        "SELECT CAST(make_timestamp(epoch_us(get_current_timestamp())) AS DATE)"
+    );
+    assert_eq!(
+        duck("SELECT CURRENT_TIMESTAMP"),
+        "SELECT get_current_timestamp()"
+    );
+    assert_eq!(pg("SELECT CURRENT_DATE"), "SELECT CURRENT_DATE");
+    assert_eq!(pg("SELECT SYSDATE()"), "SELECT (now() AT TIME ZONE 'UTC')");
+    assert!(!parse("SELECT CURRENT_DATE", Dialect::DuckDb).unwrap()[0].cacheable);
+}
