@@ -111,17 +111,17 @@ impl ResultCache {
         h.update((sql.len() as u64).to_le_bytes());
         h.update(sql.as_bytes());
         for p in params {
-            let (tag, bytes): (u8, Vec<u8>) = match p {
-                Param::Null => (0, vec![]),
-                Param::Bool(b) => (1, vec![*b as u8]),
-                Param::Int(i) => (2, i.to_le_bytes().to_vec()),
-                Param::Float(f) => (3, f.to_bits().to_le_bytes().to_vec()),
-                Param::Text(s) => (4, s.as_bytes().to_vec()),
-                Param::Bytes(b) => (5, b.clone()),
+            let (tag, number, bytes): (u8, [u8; 8], &[u8]) = match p {
+                Param::Null => (0, [0; 8], &[]),
+                Param::Bool(b) => (1, [*b as u8; 8], &[]),
+                Param::Int(i) => (2, i.to_le_bytes(), &[]),
+                Param::Float(f) => (3, f.to_bits().to_le_bytes(), &[]),
+                Param::Text(s) => (4, (s.len() as u64).to_le_bytes(), s.as_bytes()),
+                Param::Bytes(b) => (5, (b.len() as u64).to_le_bytes(), b),
             };
             h.update([tag]);
-            h.update((bytes.len() as u64).to_le_bytes());
-            h.update(&bytes);
+            h.update(number);
+            h.update(bytes);
         }
         Key(h.finalize().into())
     }

@@ -90,25 +90,14 @@ impl Fixture {
     async fn new(db: &Db, engine: Engine) -> Option<Fixture> {
         let o = Org::start(db).await;
         let (env, pg) = development(&o, engine).await?;
-        let key = |role: &'static str, scopes: Vec<&'static str>| {
-            let o = &o;
-            let env = env.clone();
-            async move {
-                let r = o
-                    .s
-                    .post(
-                        &format!("/v1/environments/{env}/api-keys"),
-                        Some(&o.token),
-                        json!({"name": role, "role": role, "scopes": scopes, "attributes": {"region": "eu"}}),
-                    )
-                    .await;
-                r.expect(201);
-                r.body["key"].as_str().unwrap().to_string()
-            }
-        };
-        let admin = key("admin", vec!["developer"]).await;
-        let analyst = key("analyst", vec!["query:read"]).await;
-        let developer = key("developer", vec!["developer"]).await;
+        let eu = || json!({"region": "eu"});
+        let admin = o.attributed_key(&env, &["developer"], "admin", eu()).await;
+        let analyst = o
+            .attributed_key(&env, &["query:read"], "analyst", eu())
+            .await;
+        let developer = o
+            .attributed_key(&env, &["developer"], "developer", eu())
+            .await;
         for sql in FIXTURE {
             o.sql(&admin, sql, json!([])).await.expect(200);
         }

@@ -56,12 +56,27 @@ pub(crate) async fn development(o: &Org, engine: Engine) -> Option<(String, Opti
 impl Org {
     /// A new key of the development environment with `scopes` and `role`.
     pub(crate) async fn query_key(&self, env: &str, scopes: &[&str], role: &str) -> String {
+        self.attributed_key(env, scopes, role, Value::Null).await
+    }
+
+    /// A new key of `env` with `scopes`, `role` and (unless null) `attributes`.
+    pub(crate) async fn attributed_key(
+        &self,
+        env: &str,
+        scopes: &[&str],
+        role: &str,
+        attributes: Value,
+    ) -> String {
+        let mut body = json!({"name": role, "scopes": scopes, "role": role});
+        if !attributes.is_null() {
+            body["attributes"] = attributes;
+        }
         let r = self
             .s
             .post(
                 &format!("/v1/environments/{env}/api-keys"),
                 Some(&self.token),
-                json!({"name": "gw", "scopes": scopes, "role": role}),
+                body,
             )
             .await;
         r.expect(201);

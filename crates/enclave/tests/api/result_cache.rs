@@ -33,25 +33,16 @@ async fn repeats_hit_and_writes_miss(db: Db, engine: Engine) {
     let Some((env, _pg)) = development(&o, engine).await else {
         return;
     };
-    let key = |region: &'static str, role: &'static str, scopes: Vec<&'static str>| {
-        let o = &o;
-        let env = env.clone();
-        async move {
-            let r = o
-                .s
-                .post(
-                    &format!("/v1/environments/{env}/api-keys"),
-                    Some(&o.token),
-                    json!({"name": region, "role": role, "scopes": scopes, "attributes": {"region": region}}),
-                )
-                .await;
-            r.expect(201);
-            r.body["key"].as_str().unwrap().to_string()
-        }
-    };
-    let dev = key("eu", "developer", vec!["developer"]).await;
-    let eu = key("eu", "analyst", vec!["query:read"]).await;
-    let na = key("na", "analyst", vec!["query:read"]).await;
+    let region = |r: &str| json!({ "region": r });
+    let dev = o
+        .attributed_key(&env, &["developer"], "developer", region("eu"))
+        .await;
+    let eu = o
+        .attributed_key(&env, &["query:read"], "analyst", region("eu"))
+        .await;
+    let na = o
+        .attributed_key(&env, &["query:read"], "analyst", region("na"))
+        .await;
     for sql in [
         "CREATE TABLE sales (region VARCHAR, amount INTEGER)",
         "INSERT INTO sales VALUES ('eu', 10), ('eu', 20), ('na', 5)",

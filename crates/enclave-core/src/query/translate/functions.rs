@@ -595,36 +595,27 @@ impl Translator {
             .get(5)
             .cloned()
             .unwrap_or_else(|| int(if extract { 1 } else { 0 }));
-        Ok(match t {
-            Dialect::DuckDb => expr(
-                t,
-                &format!(
-                    "regexp_extract_all(substr(_0, _2), _1, _4{})[_3]",
-                    if ignore_case { ", 'i'" } else { "" }
-                ),
-                &[
-                    args[0].clone(),
-                    args[1].clone(),
-                    position,
-                    occurrence,
-                    group,
-                ],
+        let template = match t {
+            Dialect::DuckDb => format!(
+                "regexp_extract_all(substr(_0, _2), _1, _4{})[_3]",
+                if ignore_case { ", 'i'" } else { "" }
             ),
-            Dialect::Postgres => expr(
-                t,
-                &format!(
-                    "regexp_substr(_0, _1, _2, _3, '{}', _4)",
-                    if ignore_case { "i" } else { "c" }
-                ),
-                &[
-                    args[0].clone(),
-                    args[1].clone(),
-                    position,
-                    occurrence,
-                    group,
-                ],
+            Dialect::Postgres => format!(
+                "regexp_substr(_0, _1, _2, _3, '{}', _4)",
+                if ignore_case { "i" } else { "c" }
             ),
-        })
+        };
+        Ok(expr(
+            t,
+            &template,
+            &[
+                args[0].clone(),
+                args[1].clone(),
+                position,
+                occurrence,
+                group,
+            ],
+        ))
     }
 
     fn regexp_replace(&self, args: &[Expr]) -> Result<Expr> {

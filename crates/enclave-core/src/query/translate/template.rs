@@ -14,7 +14,7 @@ use crate::query::Dialect;
 thread_local! {
     /// Parsed templates by engine and text; templates are the translator's own, a bounded set
     /// (the variadic ones are bounded by the arguments a statement may hold).
-    static PARSED: RefCell<HashMap<(bool, String), Expr>> = RefCell::new(HashMap::new());
+    static PARSED: RefCell<[HashMap<String, Expr>; 2]> = RefCell::new(Default::default());
 }
 
 /// Templates kept per thread at most; past it the map starts again (it holds only text the
@@ -26,9 +26,9 @@ const MAX_TEMPLATES: usize = 4096;
 /// Panics if a template does not parse: templates are constants of this module, covered by
 /// its tests on both engines.
 pub(super) fn expr(target: Dialect, template: &str, args: &[Expr]) -> Expr {
+    let engine = usize::from(target == Dialect::Postgres);
     let mut parsed = PARSED.with(|cache| {
-        let key = (target == Dialect::Postgres, template.to_string());
-        if let Some(e) = cache.borrow().get(&key) {
+        if let Some(e) = cache.borrow()[engine].get(template) {
             return e.clone();
         }
         let parsed = match target {
@@ -38,11 +38,11 @@ pub(super) fn expr(target: Dialect, template: &str, args: &[Expr]) -> Expr {
         .try_with_sql(template)
         .and_then(|mut p| p.parse_expr())
         .unwrap_or_else(|e| panic!("translation template {template:?} does not parse: {e}"));
-        let mut cache = cache.borrow_mut();
+        let cache = &mut cache.borrow_mut()[engine];
         if cache.len() >= MAX_TEMPLATES {
             cache.clear();
         }
-        cache.insert(key, parsed.clone());
+        cache.insert(template.to_string(), parsed.clone());
         parsed
     });
     let _ = visit_expressions_mut(&mut parsed, |e| {

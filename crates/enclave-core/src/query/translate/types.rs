@@ -204,8 +204,7 @@ fn function_type(name: &str) -> Ty {
         | "JSONB_BUILD_OBJECT"
         | "TO_JSONB"
         | "JSON_GROUP_OBJECT"
-        | "JSONB_OBJECT_AGG"
-        | "ARRAY_AGG_JSON" => Ty::Json,
+        | "JSONB_OBJECT_AGG" => Ty::Json,
         "JSON_EXTRACT_STRING" | "JSONB_EXTRACT_PATH_TEXT" => Ty::Text,
         _ => Ty::Unknown,
     }
