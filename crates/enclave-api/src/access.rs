@@ -106,6 +106,49 @@ pub async fn env_access(
     }
 }
 
+/// The organization `org_id` for a person who is an active member of it (and may exercise
+/// `for_users` when given) or for an API key of that organization whose role and scopes
+/// allow `for_keys`. A key of another organization gets 404, as a non-member does.
+pub async fn org_reader(
+    state: &AppState,
+    who: &Caller,
+    org_id: &str,
+    for_users: Option<Permission>,
+    for_keys: Permission,
+) -> Result<OrgAccess> {
+    match who {
+        Caller::User(user) => match for_users {
+            Some(p) => require(state, user, org_id, p).await,
+            None => member_of(state, user, org_id).await,
+        },
+        Caller::Key(key) => {
+            if key.org_id.as_str() != org_id {
+                return Err(Error::not_found("organization"));
+            }
+            let permission = for_keys;
+            if !key_can(key.role, &key.scopes, permission) {
+                let rule = match Scope::for_permission(permission) {
+                    Some(scope) => format!("scope:{}", scope.as_str()),
+                    None => format!("permission:{}", permission.name()),
+                };
+                return Err(Error::forbidden(
+                    &rule,
+                    format!(
+                        "this API key may not {}",
+                        permission.name().replace('_', " ")
+                    ),
+                ));
+            }
+            Ok(OrgAccess {
+                org_id: key.org_id.clone(),
+                user_id: key.key_id.to_string(),
+                role: key.role,
+                tier: key.tier,
+            })
+        }
+    }
+}
+
 /// The environment `env_id`, or 404 (also for anything that is not an environment id). No
 /// authorization: callers check the caller's standing in its organization.
 pub async fn find_env(state: &AppState, env_id: &str) -> Result<EnvRecord> {

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use enclave_core::billing::quotas::Overrides;
+use enclave_core::billing::Quotas;
 use enclave_core::model::{Tier, TierLimits};
 
 #[derive(Debug, Clone)]
@@ -78,6 +80,11 @@ impl ApiConfig {
             .get(&tier)
             .copied()
             .unwrap_or_else(|| tier.default_limits())
+    }
+
+    /// An organization's quotas: its tier's as configured, with its owner's changes on top.
+    pub fn quotas(&self, org: &enclave_store::OrgRecord) -> Quotas {
+        Overrides::from_json(&org.quota_overrides.0).apply(self.limits(org.tier).quotas)
     }
 
     /// A configuration with the product's defaults, its key file in `data_dir`.

@@ -93,11 +93,12 @@ pub fn default_environments(org_id: &OrgId) -> Vec<NewEnvironment> {
 /// Creates and provisions an environment under the organization's quota.
 pub async fn create_and_provision(
     state: &AppState,
-    tier: enclave_core::model::Tier,
     env: NewEnvironment,
     origin: &Origin,
 ) -> Result<enclave_store::EnvRecord> {
-    let limit = state.config.limits(tier).max_environments;
+    let limit = crate::billing::org_quotas(state, &env.org_id)
+        .await?
+        .max_environments;
     let rec = state.store.create_environment(env, limit, origin).await?;
     lifecycle::provision(state.store.as_ref(), state.gateway.engines(), &rec.id).await
 }

@@ -95,9 +95,8 @@ pub async fn create_prepared(
     plaintext: String,
     origin: &Origin,
 ) -> Result<ApiKey> {
-    let max = state
-        .config
-        .limits(access.tier)
+    let max = crate::billing::org_quotas(state, &access.org_id)
+        .await?
         .max_api_keys_per_environment;
     let rec = state.store.create_api_key(key, max, origin).await?;
     Ok(views::api_key(rec, Some(plaintext)))

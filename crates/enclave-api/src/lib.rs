@@ -5,6 +5,7 @@
 pub mod access;
 pub mod audit_chain;
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod environments;
 pub mod error;

@@ -8,8 +8,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    account, api_keys, audit, auth, environments, health, members, organizations, policies,
-    promotion, query, query_audit, secrets, tables, webhooks,
+    account, api_keys, audit, auth, billing, environments, health, members, organizations,
+    policies, promotion, query, query_audit, secrets, tables, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -23,6 +23,7 @@ use crate::routes::{
         account::confirm_totp, account::disable_totp, account::new_recovery_codes,
         organizations::create, organizations::list, organizations::get, organizations::update,
         organizations::delete, organizations::transfer_ownership,
+        billing::quotas, billing::update_quotas, billing::usage,
         members::list, members::invite, members::get, members::update, members::remove, members::set_role,
         members::reset_password, members::reset_mfa,
         environments::list, environments::create, environments::get, environments::get_by_slug,

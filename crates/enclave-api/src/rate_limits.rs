@@ -53,7 +53,7 @@ impl RateLimits {
             .into_iter()
             .map(|t| {
                 let l = config.limits(t);
-                (t, bucket(l.rate_limit_per_minute, l.rate_limit_burst))
+                (t, bucket(l.rate_limits.per_minute, l.rate_limits.burst))
             })
             .collect();
         let (per_minute, burst) = config.anonymous_rate_limit;

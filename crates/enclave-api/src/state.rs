@@ -107,6 +107,11 @@ impl AppState {
                 spool_dir: config.spool_dir.clone(),
                 load_limit: config.load_max_bytes,
                 result_cache_bytes: config.result_cache_bytes,
+                tier_quotas: config
+                    .tier_limits
+                    .iter()
+                    .map(|(tier, limits)| (*tier, limits.quotas))
+                    .collect(),
             },
         );
         Ok(AppState(Arc::new(Inner {

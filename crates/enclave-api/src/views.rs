@@ -16,7 +16,8 @@ pub fn organization(config: &ApiConfig, r: OrgRecord) -> Organization {
     let tier = r.tier;
     Organization {
         status: r.status,
-        quotas: config.limits(tier),
+        quotas: config.quotas(&r),
+        rate_limits: config.limits(tier).rate_limits,
         tier,
         org_id: r.id,
         name: r.name,

@@ -178,9 +178,10 @@ impl Scope {
         match self {
             QueryRead => Permission::ExecuteQueries,
             QueryWrite | TablesCreate | TablesAlter => Permission::WriteData,
-            TablesList | TablesDescribe | SchemasRead | EnvironmentsRead | BillingRead => {
+            TablesList | TablesDescribe | SchemasRead | EnvironmentsRead => {
                 Permission::ReadEnvironments
             }
+            BillingRead => Permission::ReadBilling,
             PoliciesRead => Permission::ReadPolicies,
             SecretsRead => Permission::ReadSecretValues,
             SecretsWrite => Permission::ManageSecrets,
@@ -209,6 +210,7 @@ impl Scope {
             ManageApiKeys => Scope::KeysManage,
             ManageWebhooks => Scope::WebhooksManage,
             ReadAudit => Scope::AuditRead,
+            ReadBilling => Scope::BillingRead,
             ManageUsers | ManageBilling | DeleteOrganization | ManageOrganization => return None,
         })
     }

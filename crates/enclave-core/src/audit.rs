@@ -355,6 +355,7 @@ pub fn event_type(action: &str) -> Option<&'static str> {
         "policy.created" => "policy.created",
         "policy.updated" => "policy.updated",
         "policy.deleted" => "policy.deleted",
+        "billing.warning" => "billing.warning",
         _ => return None,
     })
 }

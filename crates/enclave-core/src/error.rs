@@ -130,17 +130,16 @@ impl Error {
     }
 
     /// An organization quota is used up: `details = {quota, limit, setting}`, `setting` naming
-    /// the server setting an operator raises it with.
+    /// the server setting an operator raises a tier's default with (the organization's owner
+    /// raises its own with `PATCH …/billing/quotas`).
     pub fn quota_exceeded(quota: &str, limit: u64) -> Self {
-        let setting = match quota {
-            "max_environments" => "environment_quotas (--environment-quotas)",
-            _ => "default_tier (--default-tier), the tier of new organizations",
-        };
+        let setting = "tier_quotas (--tier-quotas)";
         Error::new(
             ErrorCode::QuotaExceeded,
             format!(
-                "the organization's {quota} quota ({limit}) is used up; the server's operator \
-                 raises it with {setting}"
+                "the organization's {quota} quota ({limit}) is used up; its owner raises it with \
+                 PATCH /v1/organizations/{{org_id}}/billing/quotas, the server's operator with \
+                 {setting}"
             ),
         )
         .with_details(json!({ "quota": quota, "limit": limit, "setting": setting }))

@@ -6,6 +6,7 @@
 
 pub mod api_key;
 pub mod audit;
+pub mod billing;
 pub mod clock;
 pub mod diff;
 pub mod environment;

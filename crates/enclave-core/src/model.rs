@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
+use crate::billing::Quotas;
 use crate::role::Role;
 
 /// An organization's billing tier; it sets rate limits and quotas.
@@ -35,30 +36,33 @@ impl Tier {
     }
 
     /// Each tier's default limits, before configuration overrides (`--rate-limits`,
-    /// `--environment-quotas`: the README's configuration table).
+    /// `--tier-quotas`: the README's configuration table).
     pub fn default_limits(self) -> TierLimits {
-        let (per_minute, burst, max_environments) = match self {
-            Tier::Free => (60, 10, Some(3)),
-            Tier::Cloud => (300, 50, Some(5)),
-            Tier::Growth => (1_000, 100, Some(25)),
-            Tier::Enterprise => (10_000, 500, None),
+        let (per_minute, burst) = match self {
+            Tier::Free => (60, 10),
+            Tier::Cloud => (300, 50),
+            Tier::Growth => (1_000, 100),
+            Tier::Enterprise => (10_000, 500),
         };
         TierLimits {
-            rate_limit_per_minute: per_minute,
-            rate_limit_burst: burst,
-            max_environments,
-            max_api_keys_per_environment: 50,
+            rate_limits: RateLimits { per_minute, burst },
+            quotas: Quotas::tier_default(self),
         }
     }
 }
 
-/// What a tier allows. `None` means unlimited.
+/// What a tier allows: its request rate and its quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TierLimits {
-    pub rate_limit_per_minute: u32,
-    pub rate_limit_burst: u32,
-    pub max_environments: Option<u32>,
-    pub max_api_keys_per_environment: u32,
+    pub rate_limits: RateLimits,
+    pub quotas: Quotas,
+}
+
+/// Requests per minute a caller may make, and the burst above that rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RateLimits {
+    pub per_minute: u32,
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -95,7 +99,9 @@ pub struct Organization {
     pub status: OrgStatus,
     #[schema(value_type = Object)]
     pub settings: serde_json::Value,
-    pub quotas: TierLimits,
+    /// Its quotas: the tier's, with what its owner changed (`…/billing/quotas`).
+    pub quotas: Quotas,
+    pub rate_limits: RateLimits,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// Increments on every change; the `ETag`.

@@ -34,6 +34,9 @@ pub enum Permission {
     ManageApiKeys,
     ManageWebhooks,
     ReadAudit,
+    /// Reading the organization's quotas and usage (`…/billing/usage`: owner, admin, auditor;
+    /// keys need `billing:read`).
+    ReadBilling,
     ManageBilling,
     DeleteOrganization,
     /// Changing an organization's name, billing e-mail and settings (the spec's
@@ -42,7 +45,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         Permission::ReadEnvironments,
         Permission::ReadPolicies,
         Permission::ReadSecrets,
@@ -56,6 +59,7 @@ impl Permission {
         Permission::ManageApiKeys,
         Permission::ManageWebhooks,
         Permission::ReadAudit,
+        Permission::ReadBilling,
         Permission::ManageBilling,
         Permission::DeleteOrganization,
         Permission::ManageOrganization,
@@ -77,6 +81,7 @@ impl Permission {
             Permission::ManageApiKeys => "manage_api_keys",
             Permission::ManageWebhooks => "manage_webhooks",
             Permission::ReadAudit => "read_audit",
+            Permission::ReadBilling => "read_billing",
             Permission::ManageBilling => "manage_billing",
             Permission::DeleteOrganization => "delete_organization",
             Permission::ManageOrganization => "manage_organization",
@@ -104,7 +109,7 @@ impl Role {
             WriteData | ReadSecretValues => matches!(self, Owner | Admin | Developer),
             ManageEnvironments | ManagePolicies | ManageSecrets | ManageUsers | ManageApiKeys
             | ManageWebhooks | ManageOrganization => matches!(self, Owner | Admin),
-            ReadAudit => matches!(self, Owner | Admin | Auditor),
+            ReadAudit | ReadBilling => matches!(self, Owner | Admin | Auditor),
             ManageBilling | DeleteOrganization => matches!(self, Owner),
         }
     }
@@ -149,7 +154,7 @@ mod tests {
 
     /// The permission matrix, row by row, in its column order:
     /// owner, admin, developer, analyst, auditor, service_account.
-    const MATRIX: [(Permission, [bool; 6]); 16] = [
+    const MATRIX: [(Permission, [bool; 6]); 17] = [
         (ReadEnvironments, [true, true, true, true, true, true]),
         (ReadPolicies, [true, true, true, true, true, true]),
         (ReadSecrets, [true, true, true, true, true, true]),
@@ -163,6 +168,7 @@ mod tests {
         (ManageApiKeys, [true, true, false, false, false, false]),
         (ManageWebhooks, [true, true, false, false, false, false]),
         (ReadAudit, [true, true, false, false, true, false]),
+        (ReadBilling, [true, true, false, false, true, false]),
         (ManageBilling, [true, false, false, false, false, false]),
         (
             DeleteOrganization,

@@ -6,9 +6,10 @@
 //! translate (Snowflake-style SQL for the engine, cached by text:
 //! [`enclave_core::query::Translations`]),
 //! authorize (roles, key scopes, ABAC), rewrite (masks and row filters, [`enforcement`]),
-//! execute (with the environment's timeout and the row cap), audit and respond.
-//! answer reads from the result cache ([`result_cache`]) when nothing they read changed.
-//! Estimates, quotas and metering slot in between them in later releases.
+//! estimate and quota (credits from the engine's statistics, [`statistics`], against the
+//! organization's remaining credits, [`meter`]), execute (with the environment's timeout and
+//! the row cap), meter, audit and respond; reads are answered from the result cache
+//! ([`result_cache`]) when nothing they read changed.
 
 pub mod admission;
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod enforcement;
 pub mod engine;
 pub mod identity;
 pub mod load;
+pub mod meter;
 pub mod peer;
 pub mod pipeline;
 pub mod result_cache;
@@ -26,6 +28,8 @@ pub mod results;
 pub mod running;
 pub mod session;
 mod session_functions;
+pub mod statistics;
+pub mod storage;
 pub mod wire;
 
 /// The embedded engine's crate, for callers that read or write its files (tests, tools).

@@ -8,11 +8,15 @@
 //!   credential's standing, and ABAC in [`crate::enforcement`]);
 //! - 7, rewrite: masks and row filters under the query ([`crate::enforcement`],
 //!   [`enclave_core::query::enforce`]);
+//! - 5 and 6, estimate the statement's credits ([`enclave_core::query::cost`], from the
+//!   engine's statistics: [`crate::statistics`]) and refuse it past the organization's
+//!   remaining credits ([`crate::meter`]);
 //! - 9, answer a read from the result cache when nothing it reads changed
 //!   ([`crate::result_cache`]);
-//! - 5 and 6 (estimate, quota) arrive with a later release;
-//! - 10, execute on the environment's engine with `settings.query_timeout_ms` and the row cap;
-//! - 12, audit: one entry per statement, allowed or refused;
+//! - 10, execute on the environment's engine with `settings.query_timeout_ms` and the row cap
+//!   (the server's, at most the organization's `max_rows_per_query`);
+//! - 11 and 12, meter and audit: one entry per statement, allowed or refused, with what it
+//!   cost ([`crate::running::Ticket`], [`crate::audit`]);
 //! - 13, respond: rows stream from the engine to the client as they come ([`Rows`]).
 
 use std::collections::HashMap;
@@ -21,14 +25,16 @@ use std::time::{Duration, Instant};
 
 use duckdb::arrow::datatypes::SchemaRef;
 use enclave_core::audit::timestamp;
-use enclave_core::environment::EnvStatus;
+use enclave_core::billing::usage::UsageKind;
+use enclave_core::billing::{Credits, Quotas};
+use enclave_core::environment::{EnvStatus, EnvType};
 use enclave_core::id::{new_id, EnvId, Kind as IdKind};
 use enclave_core::query::audit::{QueryAuditEntry, QueryPrincipal};
 use enclave_core::query::{
     self, sqlstate, with_sqlstate, Analyzed, Kind, SessionCommand, Translations,
 };
 use enclave_core::{Error, Result};
-use enclave_store::{EnvRecord, Invalidation, Store};
+use enclave_store::{EnvRecord, Invalidation, Store, UsageCharge};
 
 use crate::admission::{Admission, Permit};
 use crate::audit::AuditWriter;
@@ -36,10 +42,13 @@ use crate::enforcement::{self, Enforcement, ErrorPolicy, MaskKeys, PolicyAudit, 
 use crate::engine::{Engines, Param};
 use crate::identity::Authenticator;
 use crate::load::{LoadRequest, Loaded};
+use crate::meter::{Meter, TierQuotas};
 use crate::result_cache::ResultCache;
-use crate::running::{outcome_of, timeout_error, Rows, Ticket, Timer};
+use crate::running::{outcome_of, timeout_error, Bill, Rows, Ticket, Timer};
 use crate::session::Session;
 use crate::session_functions;
+use crate::statistics::Statistics;
+use crate::storage::StorageMeter;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -55,6 +64,9 @@ pub struct GatewayConfig {
     pub sql_limits: query::Limits,
     /// Bytes of read results this node keeps (stage 9); 0 keeps none.
     pub result_cache_bytes: u64,
+    /// Each tier's quotas as the server is configured (an organization's own changes apply
+    /// on top).
+    pub tier_quotas: TierQuotas,
 }
 
 /// One request's time: an HTTP query, a wire `Query` message (every statement in it) or an
@@ -96,6 +108,15 @@ pub struct Gateway {
     parse_slots: tokio::sync::Semaphore,
     translations: Translations,
     results: Arc<ResultCache>,
+    meter: Arc<Meter>,
+    statistics: Arc<Statistics>,
+    storage: Arc<StorageMeter>,
+}
+
+/// What stages 5 and 6 decided for a statement: its bill, and the quotas it runs under.
+struct Budget {
+    bill: Bill,
+    quotas: Quotas,
 }
 
 /// What one statement produced.
@@ -109,6 +130,8 @@ pub enum Outcome {
         tag: String,
         rows: Option<u64>,
         notice: Option<Notice>,
+        /// What it cost (stage 11).
+        credits: Credits,
     },
     /// `SHOW name`: one value.
     Show {
@@ -148,6 +171,22 @@ fn redundant_transaction_control(in_transaction: bool, statement: &Analyzed) -> 
     }
 }
 
+/// Whether a statement may make the environment's data larger: what the storage quota
+/// refuses once it is reached (deleting, truncating and dropping stay allowed).
+fn adds_data(statement: &Analyzed) -> bool {
+    use sqlparser::ast::Statement as S;
+    match statement.kind {
+        Kind::Write => !matches!(statement.statement, S::Delete(_) | S::Truncate { .. }),
+        _ => statement.creates,
+    }
+}
+
+/// Whether the session answers the statement itself, without the engine.
+fn answered_by_session(in_transaction: bool, statement: &Analyzed) -> bool {
+    matches!(&statement.session, Some(c) if !matches!(c, SessionCommand::Transaction))
+        || redundant_transaction_control(in_transaction, statement).is_some()
+}
+
 impl Gateway {
     pub fn new(
         store: Arc<Store>,
@@ -173,10 +212,14 @@ impl Gateway {
             }
         });
         clear_spool(&config.spool_dir);
+        let meter = Meter::start(store.clone(), config.tier_quotas.clone());
         Arc::new(Gateway {
             policies: PolicyState::start(store.clone(), mask_keys),
             results: ResultCache::start(store.clone(), config.result_cache_bytes),
-            audit: AuditWriter::start(store.clone()),
+            audit: AuditWriter::start(store.clone(), meter.clone()),
+            statistics: Statistics::start(&store),
+            storage: StorageMeter::new(store.clone(), engines.clone()),
+            meter,
             admission: Admission::new(config.queue_limit),
             store,
             engines,
@@ -300,8 +343,13 @@ impl Gateway {
         clock: RequestClock,
     ) -> Result<Outcome> {
         let started = Instant::now();
-        let checked = self.check(session, statement).await;
-        let env = match checked {
+        if answered_by_session(session.in_transaction, statement) {
+            return self.answer_from_session(session, statement, started).await;
+        }
+        // Stage 1 before any other work on the statement.
+        let (permit, deadline, timeout) =
+            self.admit_first(session, statement, started, clock).await?;
+        let env = match self.check(session, statement).await {
             Ok(env) => env,
             Err(e) => {
                 self.refused(session, Some(statement), started, &e);
@@ -321,32 +369,21 @@ impl Gateway {
             self.refused(session, Some(statement), started, &e);
             return Err(e);
         }
-        if let Some(command) = &statement.session {
-            if !matches!(command, SessionCommand::Transaction) {
-                let query_id = self.finish(session, Some(statement), started, 0, "ok", None);
-                return Ok(self
-                    .session_command(session, command, query_id)
-                    .expect("answered from the session"));
-            }
-        }
-        if let Some(notice) = redundant_transaction_control(session.in_transaction, statement) {
-            let query_id = self.finish(session, Some(statement), started, 0, "ok", None);
-            return Ok(Outcome::Command {
-                query_id,
-                tag: command_tag(statement),
-                rows: None,
-                notice: Some(notice),
-            });
-        }
         let enforcement = match self.enforce(session, &env, statement, params.len()).await {
             Ok(x) => x,
             Err((e, audit)) => {
-                self.refused_with(session, Some(statement), started, &e, &audit);
+                self.refused_with(session, Some(statement), started, &e, &audit, Credits::ZERO);
                 return Err(e);
             }
         };
-        let (permit, deadline, timeout) =
-            self.admit(session, statement, &env, started, clock).await?;
+        let budget = match self.budget(&env, statement).await {
+            Ok(b) => b,
+            Err((e, estimate)) => {
+                let audit = &enforcement.audit;
+                self.refused_with(session, Some(statement), started, &e, audit, estimate);
+                return Err(e);
+            }
+        };
         let outcome = self
             .run(
                 session,
@@ -357,10 +394,70 @@ impl Gateway {
                 (deadline, timeout),
                 permit,
                 started,
+                budget,
             )
             .await;
         self.after(session, &env, statement, outcome.is_ok()).await;
         outcome
+    }
+
+    /// A statement the session answers without the engine (`SET`, `SHOW`, a redundant
+    /// `BEGIN`/`COMMIT`): authorized and audited, costing nothing and taking no slot.
+    async fn answer_from_session(
+        &self,
+        session: &mut Session,
+        statement: &Analyzed,
+        started: Instant,
+    ) -> Result<Outcome> {
+        let env = match self.check(session, statement).await {
+            Ok(env) => env,
+            Err(e) => {
+                self.refused(session, Some(statement), started, &e);
+                return Err(e);
+            }
+        };
+        if let Some(notice) = redundant_transaction_control(session.in_transaction, statement) {
+            let query_id = self.answered(session, &env, statement, started);
+            return Ok(Outcome::Command {
+                query_id,
+                tag: command_tag(statement),
+                rows: None,
+                notice: Some(notice),
+                credits: Credits::ZERO,
+            });
+        }
+        let query_id = self.answered(session, &env, statement, started);
+        match &statement.session {
+            Some(command) => self
+                .session_command(session, command, query_id)
+                .ok_or_else(Error::internal),
+            None => Err(Error::internal()),
+        }
+    }
+
+    /// Stage 1 for a statement that has not been authorized yet: its environment (as this
+    /// node last saw it) and its organization's quotas bound the slots.
+    async fn admit_first(
+        &self,
+        session: &Session,
+        statement: &Analyzed,
+        started: Instant,
+        clock: RequestClock,
+    ) -> Result<(Permit, Instant, Duration)> {
+        let bounds = async {
+            let env = self.environment(&session.identity.env_id).await?;
+            let quotas = self.meter.quotas(&env.org_id).await?;
+            Ok::<_, Error>((env, quotas))
+        };
+        let (env, quotas) = match bounds.await {
+            Ok(x) => x,
+            Err(e) => {
+                self.refused(session, Some(statement), started, &e);
+                return Err(e);
+            }
+        };
+        self.admit(session, statement, &env, &quotas, started, clock)
+            .await
     }
 
     /// Stage 4's ABAC and stage 7 for one statement.
@@ -380,6 +477,66 @@ impl Gateway {
             params,
         )
         .await
+    }
+
+    /// Stages 5 and 6: the statement's estimate, from the engine's statistics when it scans a
+    /// whole table, checked against the organization's remaining credits when it counts
+    /// (production environments); its bill, and the quotas it runs under. A refusal comes
+    /// with the estimate (for its audit entry).
+    async fn budget(
+        &self,
+        env: &EnvRecord,
+        statement: &Analyzed,
+    ) -> std::result::Result<Budget, (Error, Credits)> {
+        let quotas = self
+            .meter
+            .quotas(&env.org_id)
+            .await
+            .map_err(|e| (e, Credits::ZERO))?;
+        if adds_data(statement) {
+            self.meter
+                .check_storage(&env.org_id)
+                .await
+                .map_err(|e| (e, Credits::ZERO))?;
+        }
+        let cost = &statement.cost;
+        let counts = match cost.needs_statistics() {
+            Some(_) => match self.statistics.row_counts(&self.engines, env).await {
+                Ok(counts) => Some(counts),
+                Err(e) => {
+                    // No statistics: the estimate counts the scan's rows as unknown.
+                    tracing::warn!(env_id = %env.id, error = %e.message, "cannot read table statistics");
+                    None
+                }
+            },
+            None => None,
+        };
+        let estimate = cost.estimate(
+            |table| counts.as_ref().and_then(|c| c.get(table).copied()),
+            self.row_cap(&quotas),
+        );
+        let limit = match env.env_type == EnvType::Prod && !cost.free {
+            true => self
+                .meter
+                .check(&env.org_id, estimate)
+                .await
+                .map_err(|e| (e, estimate))?,
+            false => None,
+        };
+        Ok(Budget {
+            bill: Bill {
+                charge: charge_of(env, statement, limit),
+                base: cost.base(),
+                free: cost.free,
+                estimate,
+            },
+            quotas,
+        })
+    }
+
+    /// The most rows a statement returns: the server's cap, at most the organization's.
+    fn row_cap(&self, quotas: &Quotas) -> u64 {
+        self.config.row_limit.min(quotas.max_rows_per_query)
     }
 
     /// The statement's text for the engine: as the policies rewrote it, with the parameters
@@ -436,14 +593,21 @@ impl Gateway {
         }
         let ddl = ok && statement.kind == Kind::Ddl;
         let transaction_ended = matches!(statement.session, Some(SessionCommand::Transaction));
+        if ddl {
+            // Created, filled or dropped tables change what the environment holds.
+            self.storage.changed(env);
+        }
         if ddl || (transaction_ended && session.ddl_pending) {
             session.ddl_pending = ddl;
             self.policies.catalog_changed(&env.id).await;
         }
     }
 
-    /// Rows of the environment changed: cached results of it, on every node, are stale.
+    /// Rows of the environment changed: cached results of it, on every node, are stale, and
+    /// so are its statistics here.
     async fn data_changed(&self, env: &EnvRecord) {
+        self.statistics.changed(&env.id);
+        self.storage.changed(env);
         if self.results.enabled() && env.settings.0.cache_enabled {
             self.results.data_changed(&env.id).await;
         }
@@ -466,6 +630,7 @@ impl Gateway {
         session: &Session,
         statement: &Analyzed,
         env: &EnvRecord,
+        quotas: &Quotas,
         started: Instant,
         clock: RequestClock,
     ) -> Result<(Permit, Instant, Duration)> {
@@ -485,7 +650,8 @@ impl Gateway {
             deadline.into(),
             self.admission.admit(
                 &env.id,
-                env.settings.0.max_concurrent_queries as usize,
+                (env.settings.0.max_concurrent_queries as usize)
+                    .min(quotas.max_concurrent_queries as usize),
                 session.priority,
             ),
         )
@@ -504,7 +670,7 @@ impl Gateway {
         }
     }
 
-    /// A bulk load (HTTP import, `COPY … FROM STDIN`) through stages 1, 4, 10 and 12,
+    /// A bulk load (HTTP import, `COPY … FROM STDIN`) through stages 1, 4–6 and 10–12,
     /// authorized and audited as its `COPY` statement; creating a missing table also needs
     /// what `CREATE TABLE` needs. Returns the query id and what was loaded.
     pub async fn load(
@@ -514,6 +680,9 @@ impl Gateway {
         mut request: LoadRequest,
     ) -> Result<(String, Loaded)> {
         let started = Instant::now();
+        let clock = RequestClock::start(None);
+        let (permit, deadline, timeout) =
+            self.admit_first(session, statement, started, clock).await?;
         let env = match self.check(session, statement).await {
             Ok(env) => env,
             Err(e) => {
@@ -521,10 +690,21 @@ impl Gateway {
                 return Err(e);
             }
         };
-        if let Err((e, audit)) = self.enforce(session, &env, statement, 0).await {
-            self.refused_with(session, Some(statement), started, &e, &audit);
-            return Err(e);
-        }
+        let enforcement = match self.enforce(session, &env, statement, 0).await {
+            Ok(x) => x,
+            Err((e, audit)) => {
+                self.refused_with(session, Some(statement), started, &e, &audit, Credits::ZERO);
+                return Err(e);
+            }
+        };
+        let budget = match self.budget(&env, statement).await {
+            Ok(b) => b,
+            Err((e, estimate)) => {
+                let audit = &enforcement.audit;
+                self.refused_with(session, Some(statement), started, &e, audit, estimate);
+                return Err(e);
+            }
+        };
         let mut may_not_create = None;
         if request.create {
             let ddl = query::parse(
@@ -536,10 +716,7 @@ impl Gateway {
                 may_not_create = Some(e);
             }
         }
-        let (permit, deadline, timeout) = self
-            .admit(session, statement, &env, started, RequestClock::start(None))
-            .await?;
-        let mut ticket = self.ticket(session, statement, started, permit);
+        let mut ticket = self.ticket(session, statement, started, permit, budget.bill);
         let query_id = ticket.query_id();
         let loaded = match self.connection(session, &env).await {
             Ok(conn) => conn.load(request, deadline).await,
@@ -647,6 +824,7 @@ impl Gateway {
             tag: tag.to_string(),
             rows: None,
             notice: None,
+            credits: Credits::ZERO,
         })
     }
 
@@ -674,9 +852,11 @@ impl Gateway {
         (deadline, timeout): (Instant, Duration),
         permit: Permit,
         started: Instant,
+        budget: Budget,
     ) -> Result<Outcome> {
         // From here on the ticket writes the statement's audit entry, whatever happens.
-        let mut ticket = self.ticket(session, statement, started, permit);
+        let row_cap = self.row_cap(&budget.quotas);
+        let mut ticket = self.ticket(session, statement, started, permit, budget.bill);
         ticket.set_policy(&enforcement.audit);
         let errors = ErrorPolicy::of(enforcement);
         let (sql, params) = self.render(session, env, statement, params, enforcement);
@@ -702,7 +882,7 @@ impl Gateway {
         };
         let timer = Timer::start(conn.interrupter(), deadline, cancel, peer);
         let conn = session.connection.as_mut().expect("connected above");
-        let execution = match conn.execute(&sql, params, self.config.row_limit).await {
+        let execution = match conn.execute(&sql, params, row_cap).await {
             Ok(x) => x,
             Err(e) => {
                 let e = errors.explain(timer.explain(e, timeout));
@@ -739,6 +919,7 @@ impl Gateway {
             tag,
             rows: count,
             notice: None,
+            credits: rows.credits_consumed(),
         })
     }
 
@@ -750,6 +931,7 @@ impl Gateway {
         statement: &Analyzed,
         started: Instant,
         permit: Permit,
+        bill: Bill,
     ) -> Ticket {
         Ticket {
             writer: self.audit.clone(),
@@ -757,6 +939,8 @@ impl Gateway {
             started,
             rows: 0,
             _permit: Some(permit),
+            bill: Some(bill),
+            consumed: Credits::ZERO,
         }
     }
 
@@ -781,8 +965,8 @@ impl Gateway {
             policy_verdicts: vec![],
             rows_returned: 0,
             duration_ms: 0,
-            credits_estimated: 0.0,
-            credits_consumed: 0.0,
+            credits_estimated: Credits::ZERO,
+            credits_consumed: Credits::ZERO,
             cache_hit: false,
             outcome: String::new(),
             error_code: None,
@@ -799,7 +983,8 @@ impl Gateway {
         started: Instant,
         e: &Error,
     ) {
-        self.refused_with(session, statement, started, e, &PolicyAudit::default());
+        let none = PolicyAudit::default();
+        self.refused_with(session, statement, started, e, &none, Credits::ZERO);
     }
 
     /// A refusal, with what the policies said about the statement.
@@ -810,14 +995,16 @@ impl Gateway {
         started: Instant,
         e: &Error,
         audit: &PolicyAudit,
+        estimate: Credits,
     ) {
         let mut entry = self.entry(session, statement);
         let query_id = entry.query_id.clone();
         entry.duration_ms = started.elapsed().as_millis() as i64;
+        entry.credits_estimated = estimate;
         entry.outcome = "refused".to_string();
         entry.error_code = Some(sqlstate(e).to_string());
         audit.fill(&mut entry);
-        self.audit.record(entry);
+        self.audit.record(entry, None);
         tracing::debug!(%query_id, error = %e.message, "statement refused");
     }
 
@@ -837,8 +1024,43 @@ impl Gateway {
         entry.duration_ms = started.elapsed().as_millis() as i64;
         entry.outcome = outcome.to_string();
         entry.error_code = error.map(|e| sqlstate(e).to_string());
-        self.audit.record(entry);
+        self.audit.record(entry, None);
         query_id
+    }
+
+    /// Writes the audit entry of a statement the session answered itself (`SET`, `SHOW`, a
+    /// redundant `BEGIN`): it costs nothing, and counts among the statements of its usage.
+    fn answered(
+        &self,
+        session: &Session,
+        env: &EnvRecord,
+        statement: &Analyzed,
+        started: Instant,
+    ) -> String {
+        let mut entry = self.entry(session, Some(statement));
+        let query_id = entry.query_id.clone();
+        entry.duration_ms = started.elapsed().as_millis() as i64;
+        entry.outcome = "ok".to_string();
+        let charge = UsageCharge {
+            at_ms: enclave_core::clock::now_ms(),
+            ..charge_of(env, statement, None)
+        };
+        self.audit.record(entry, Some(charge));
+        query_id
+    }
+}
+
+/// The usage a statement of `env` records, its time and credits still to fill in; production
+/// statements count against the organization's monthly credits (`limit`).
+fn charge_of(env: &EnvRecord, statement: &Analyzed, limit: Option<Credits>) -> UsageCharge {
+    UsageCharge {
+        org_id: env.org_id.clone(),
+        env_id: env.id.clone(),
+        at_ms: 0,
+        kind: UsageKind::of(statement),
+        counted: env.env_type == EnvType::Prod,
+        credits: Credits::ZERO,
+        limit,
     }
 }
 

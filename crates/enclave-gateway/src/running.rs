@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use duckdb::arrow::datatypes::SchemaRef;
 use duckdb::arrow::record_batch::RecordBatch;
+use enclave_core::billing::Credits;
 use enclave_core::query::audit::QueryAuditEntry;
+use enclave_core::query::cost::row_blocks;
 use enclave_core::query::{sqlstate, with_sqlstate};
 use enclave_core::{Error, ErrorCode, Result};
+use enclave_store::UsageCharge;
 use tokio::sync::mpsc;
 
 use crate::admission::Permit;
@@ -164,6 +167,27 @@ impl Drop for Timer {
     }
 }
 
+/// What a statement is charged (stage 11), known but for its rows before it runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Bill {
+    /// The usage to record, its credits filled in when the statement is over.
+    pub(crate) charge: UsageCharge,
+    /// Everything but the rows term.
+    pub(crate) base: Credits,
+    pub(crate) free: bool,
+    pub(crate) estimate: Credits,
+}
+
+impl Bill {
+    /// What the statement costs having returned or changed `rows` rows.
+    pub(crate) fn credits(&self, rows: i64) -> Credits {
+        if self.free {
+            return Credits::ZERO;
+        }
+        self.base + row_blocks(rows.max(0) as u64)
+    }
+}
+
 /// The audit entry of a running statement, written when its rows are done.
 pub(crate) struct Ticket {
     pub(crate) writer: AuditWriter,
@@ -172,6 +196,9 @@ pub(crate) struct Ticket {
     pub(crate) rows: i64,
     /// The statement's concurrency slot (none for an answer from the result cache).
     pub(crate) _permit: Option<Permit>,
+    pub(crate) bill: Option<Bill>,
+    /// What the statement cost, once it is over.
+    pub(crate) consumed: Credits,
 }
 
 impl Ticket {
@@ -188,13 +215,32 @@ impl Ticket {
         }
     }
 
+    /// Writes the audit entry and, for a statement that succeeded, its usage: refused,
+    /// failed, timed-out and cancelled statements and cache hits cost nothing.
     pub(crate) fn close(&mut self, outcome: &str, error: Option<&Error>) {
         if let Some(mut entry) = self.entry.take() {
             entry.rows_returned = self.rows;
             entry.duration_ms = self.started.elapsed().as_millis() as i64;
             entry.outcome = outcome.to_string();
             entry.error_code = error.map(|e| sqlstate(e).to_string());
-            self.writer.record(entry);
+            let charge = self.bill.take().and_then(|bill| {
+                entry.credits_estimated = bill.estimate;
+                if outcome != "ok" {
+                    return None;
+                }
+                let credits = match entry.cache_hit {
+                    true => Credits::ZERO,
+                    false => bill.credits(self.rows),
+                };
+                entry.credits_consumed = credits;
+                self.consumed = credits;
+                Some(UsageCharge {
+                    credits,
+                    at_ms: enclave_core::clock::now_ms(),
+                    ..bill.charge
+                })
+            });
+            self.writer.record(entry, charge);
         }
     }
 }
@@ -301,6 +347,11 @@ impl Rows {
     /// Whether the rows come from the result cache (stage 9).
     pub fn cache_hit(&self) -> bool {
         self.cache_hit
+    }
+
+    /// What the statement cost: known once its rows are read to the end.
+    pub fn credits_consumed(&self) -> Credits {
+        self.ticket.consumed
     }
 
     /// Milliseconds since the statement was admitted.

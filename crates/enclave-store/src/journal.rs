@@ -188,7 +188,7 @@ impl Audited for OrgRecord {
             "id": self.id, "name": self.name, "slug": self.slug,
             "billing_email": self.billing_email, "cloud_region": self.cloud_region,
             "tier": self.tier, "status": self.status, "settings": self.settings.0,
-            "version": self.version,
+            "quota_overrides": self.quota_overrides.0, "version": self.version,
         })
     }
 }

@@ -8,6 +8,7 @@
 mod accounts;
 mod api_keys;
 mod audit;
+mod billing;
 mod db;
 mod db_error;
 mod environments;
@@ -32,6 +33,7 @@ mod webhooks;
 
 use std::sync::Arc;
 
+pub use billing::{PeriodUsage, UsageCharge, WARNING_THRESHOLDS};
 pub use invalidation::{Bus, Invalidation};
 pub use journal::{Audited, Change, Origin};
 pub use query_audit::QueryAuditFilter;

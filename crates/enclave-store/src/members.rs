@@ -69,13 +69,29 @@ impl Store {
         Ok((rows, total))
     }
 
-    /// Creates the user when the e-mail is new, then an `invited` membership.
+    /// Creates the user when the e-mail is new, then an `invited` membership. `max_users` is
+    /// the organization's quota of members, invitations included (`None`: unlimited) → 429
+    /// past it.
     pub async fn invite(
         &self,
         invite: NewInvite,
+        max_users: Option<u32>,
         origin: &Origin,
     ) -> enclave_core::Result<MemberRecord> {
         let mut tx = self.begin_write().await?;
+        if let Some(max) = max_users {
+            // The organization's row, locked: concurrent invitations count one at a time.
+            crate::organizations::select_org_for_update(&mut tx, &invite.org_id).await?;
+            let members: i64 =
+                db::query_scalar("SELECT COUNT(*) FROM memberships WHERE org_id = $1")
+                    .bind(&invite.org_id)
+                    .fetch_one(&mut tx)
+                    .await
+                    .map_err(internal)?;
+            if members >= i64::from(max) {
+                return Err(Error::quota_exceeded("max_users", u64::from(max)));
+            }
+        }
         let existing: Option<UserRecord> =
             db::query_as(format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"))
                 .bind(&invite.email)

@@ -17,7 +17,7 @@ use crate::store::{for_update, Store};
 use crate::Invalidation;
 
 pub(crate) const ORG_COLUMNS: &str = "id, name, slug, billing_email, cloud_region, tier, status, \
-     settings, created_at, updated_at, version";
+     settings, quota_overrides, created_at, updated_at, version";
 
 impl Store {
     /// Creates the organization with `owner_id` as its owner and `environments` (in order),

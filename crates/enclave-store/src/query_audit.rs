@@ -37,10 +37,28 @@ impl Store {
         &self,
         entries: Vec<enclave_core::query::audit::QueryAuditEntry>,
     ) -> enclave_core::Result<Vec<enclave_core::query::audit::QueryAuditEntry>> {
+        Ok(self.record_statements(entries, &[]).await?.0)
+    }
+
+    /// Stores a batch of statements: their audit entries (as [`Store::append_query_audit`])
+    /// and their usage in the ledger, in one transaction. Charges of environments that no
+    /// longer exist are dropped with their entries. Returns the sealed entries and each
+    /// charged organization's counted credits in the period, as stored.
+    pub async fn record_statements(
+        &self,
+        entries: Vec<enclave_core::query::audit::QueryAuditEntry>,
+        charges: &[crate::UsageCharge],
+    ) -> enclave_core::Result<(
+        Vec<enclave_core::query::audit::QueryAuditEntry>,
+        Vec<crate::PeriodUsage>,
+    )> {
         use std::collections::BTreeMap;
-        if entries.is_empty() {
-            return Ok(vec![]);
+        if entries.is_empty() && charges.is_empty() {
+            return Ok((vec![], vec![]));
         }
+        let mut gone = std::collections::BTreeSet::new();
+        let mut seen: std::collections::BTreeSet<EnvId> =
+            entries.iter().map(|e| e.env_id.clone()).collect();
         let mut by_env: BTreeMap<EnvId, Vec<enclave_core::query::audit::QueryAuditEntry>> =
             BTreeMap::new();
         for e in entries {
@@ -56,6 +74,7 @@ impl Store {
                     .await
                     .map_err(internal)?;
             if exists.is_none() {
+                gone.insert(env_id);
                 continue;
             }
             let n = batch.len() as i64;
@@ -117,8 +136,29 @@ impl Store {
                 .map_err(internal)?;
             sealed.extend(batch);
         }
+        let mut kept = Vec::with_capacity(charges.len());
+        for c in charges {
+            if !seen.contains(&c.env_id) {
+                // A charge without an entry in this batch: its environment is checked here.
+                let exists: Option<String> =
+                    db::query_scalar("SELECT id FROM environments WHERE id = $1")
+                        .bind(&c.env_id)
+                        .fetch_optional(&mut tx)
+                        .await
+                        .map_err(internal)?;
+                if exists.is_none() {
+                    gone.insert(c.env_id.clone());
+                }
+                seen.insert(c.env_id.clone());
+            }
+            if !gone.contains(&c.env_id) {
+                kept.push(c.clone());
+            }
+        }
+        let charges = kept;
+        let usage = crate::billing::charge(&mut tx, &charges).await?;
         tx.commit().await.map_err(internal)?;
-        Ok(sealed)
+        Ok((sealed, usage))
     }
 
     /// Newest first; `page.after` is the `seq` of the last entry of the previous page.

@@ -55,6 +55,8 @@ pub struct OrgRecord {
     #[sqlx(try_from = "Stored<OrgStatus>")]
     pub status: OrgStatus,
     pub settings: Json<Value>,
+    /// The quotas its owner set over the tier's (`enclave_core::billing::quotas::Overrides`).
+    pub quota_overrides: Json<Value>,
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,

@@ -33,6 +33,8 @@ macro_rules! conformance {
 
 #[path = "conformance/api_keys.rs"]
 mod api_keys;
+#[path = "conformance/billing.rs"]
+mod billing;
 #[path = "conformance/environments.rs"]
 mod environments;
 #[path = "conformance/policies.rs"]
@@ -195,16 +197,34 @@ async fn memberships_and_owner_rule(store: Arc<Store>) {
     let m = store
         .invite(
             invite("dev@example.com", Role::Developer),
+            Some(2),
             &Origin::system(),
         )
         .await
         .unwrap();
+    // The owner and one invitation: a quota of two members is used up.
+    let over = store
+        .invite(
+            invite("third@example.com", Role::Analyst),
+            Some(2),
+            &Origin::system(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (over.code.http_status(), over.details["quota"].as_str()),
+        (429, Some("max_users"))
+    );
     assert_eq!(
         (m.status, m.role, m.name.as_str()),
         (MemberStatus::Invited, Role::Developer, "dev")
     );
     let again = store
-        .invite(invite("dev@example.com", Role::Analyst), &Origin::system())
+        .invite(
+            invite("dev@example.com", Role::Analyst),
+            None,
+            &Origin::system(),
+        )
         .await
         .unwrap_err();
     assert_eq!(again.details["rule"], "already_member");

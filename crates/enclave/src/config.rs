@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use enclave_core::billing::quotas::Overrides;
+use enclave_core::billing::QuotaPatch;
 use enclave_core::model::{Tier, TierLimits};
 use serde::Deserialize;
 
@@ -58,9 +60,9 @@ pub struct ServeArgs {
     /// Most items in one select list (default 10 000).
     #[arg(long, env = "ENCLAVE_QUERY_MAX_SELECT_ITEMS")]
     pub query_max_select_items: Option<usize>,
-    /// Wire connections open at once (default: as many as half the file descriptors the
-    /// process may open hold, two each, at most 10 000; the rest stay for HTTP, the store
-    /// and engine files).
+    /// Wire connections open at once (default 500, fewer when the process may open too few
+    /// files for that: a connection holds two descriptors and half stay for HTTP, the store
+    /// and engine files). The next connection is refused with `53300`.
     #[arg(long, env = "ENCLAVE_GATEWAY_MAX_CONNECTIONS")]
     pub gateway_max_connections: Option<usize>,
     /// Wire connections still authenticating at once (default 256, at most half of
@@ -105,6 +107,12 @@ pub struct ServeArgs {
     /// (default free=3, cloud=5, growth=25, enterprise=unlimited).
     #[arg(long, env = "ENCLAVE_ENVIRONMENT_QUOTAS")]
     pub environment_quotas: Option<String>,
+    /// Quotas per tier, `TIER.QUOTA=VALUE`, comma-separated, a value a whole number or
+    /// `unlimited` (e.g. `free.monthly_credit_limit=500,growth.max_users=unlimited`); quotas:
+    /// monthly_credit_limit, max_concurrent_queries, max_rows_per_query, storage_limit_gb,
+    /// max_environments, max_users, max_api_keys_per_environment (docs/billing.md).
+    #[arg(long, env = "ENCLAVE_TIER_QUOTAS")]
+    pub tier_quotas: Option<String>,
     /// Rate limit of requests without credentials, per client IP: `PER_MINUTE/BURST`.
     #[arg(long, env = "ENCLAVE_ANONYMOUS_RATE_LIMIT")]
     pub anonymous_rate_limit: Option<String>,
@@ -177,6 +185,9 @@ pub struct WireSettings {
     pub startup_timeout: Duration,
 }
 
+/// Wire connections open at once unless configured.
+const DEFAULT_MAX_CONNECTIONS: u64 = 500;
+
 impl WireSettings {
     /// The budget for a process that may open `file_limit` descriptors: unset numbers leave
     /// half of them to HTTP connections, the stores' pools and the engines' files. A wire
@@ -188,9 +199,9 @@ impl WireSettings {
         sql: &enclave_core::query::Limits,
     ) -> enclave_gateway::wire::WireLimits {
         let defaults = enclave_gateway::wire::WireLimits::default();
-        let max_connections = self
-            .max_connections
-            .unwrap_or_else(|| (file_limit.saturating_sub(64) / 4).clamp(16, 10_000) as usize);
+        let max_connections = self.max_connections.unwrap_or_else(|| {
+            (file_limit.saturating_sub(64) / 4).clamp(16, DEFAULT_MAX_CONNECTIONS) as usize
+        });
         let max_unauthenticated = self
             .max_startups
             .unwrap_or(defaults.max_unauthenticated.min(max_connections / 2).max(1));
@@ -282,6 +293,28 @@ fn rate(name: &str, value: &str) -> anyhow::Result<(u32, u32)> {
     Ok((per_minute, burst))
 }
 
+/// One item of `tier_quotas`: `TIER.QUOTA=VALUE` as that tier's change.
+fn tier_quota(item: &str) -> anyhow::Result<(Tier, QuotaPatch)> {
+    let (name, value) = item
+        .split_once('=')
+        .with_context(|| format!("tier_quotas: `{item}` must be TIER.QUOTA=VALUE"))?;
+    let (tier, quota) = name
+        .trim()
+        .split_once('.')
+        .with_context(|| format!("tier_quotas: `{name}` must be TIER.QUOTA"))?;
+    let tier = Tier::parse(tier).with_context(|| format!("tier_quotas: unknown tier `{tier}`"))?;
+    let value =
+        match value.trim() {
+            "unlimited" => serde_json::Value::from("unlimited"),
+            n => serde_json::Value::from(n.parse::<u64>().with_context(|| {
+                format!("tier_quotas: `{n}` is not a whole number or `unlimited`")
+            })?),
+        };
+    let patch = QuotaPatch::parse(&serde_json::json!({ quota: value }))
+        .map_err(|e| anyhow::anyhow!("tier_quotas: {}", e.message))?;
+    Ok((tier, patch))
+}
+
 impl ServeArgs {
     pub fn resolve(self) -> anyhow::Result<ServerConfig> {
         let file: ServeArgs = match &self.config {
@@ -340,8 +373,8 @@ impl ServeArgs {
                     .with_context(|| format!("rate_limits: unknown tier `{tier}`"))?;
                 let (per_minute, burst) = rate("rate_limits", limit)?;
                 let l = tier_limits.get_mut(&tier).expect("every tier present");
-                l.rate_limit_per_minute = per_minute;
-                l.rate_limit_burst = burst;
+                l.rate_limits.per_minute = per_minute;
+                l.rate_limits.burst = burst;
             }
         }
         if let Some(spec) = self.environment_quotas.or(file.environment_quotas) {
@@ -360,7 +393,17 @@ impl ServeArgs {
                 tier_limits
                     .get_mut(&tier)
                     .expect("every tier present")
+                    .quotas
                     .max_environments = max;
+            }
+        }
+        if let Some(spec) = self.tier_quotas.or(file.tier_quotas) {
+            for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (tier, quotas) = tier_quota(item)?;
+                let l = tier_limits.get_mut(&tier).expect("every tier present");
+                let mut overrides = Overrides::default();
+                overrides.patch(&quotas);
+                l.quotas = overrides.apply(l.quotas);
             }
         }
         let anonymous_rate_limit = match self.anonymous_rate_limit.or(file.anonymous_rate_limit) {
@@ -521,10 +564,7 @@ mod tests {
         assert_eq!((wire.max_connections, wire.max_unauthenticated), (240, 120));
         assert_eq!(wire.max_unauthenticated_per_source, 32);
         assert_eq!(wire.startup_timeout, Duration::from_secs(10));
-        assert_eq!(
-            c.wire.limits(u64::MAX, &c.sql_limits).max_connections,
-            10_000
-        );
+        assert_eq!(c.wire.limits(u64::MAX, &c.sql_limits).max_connections, 500);
         let args = ServeArgs {
             query_max_depth: Some(200),
             query_max_statements: Some(10),
@@ -569,7 +609,7 @@ mod tests {
         assert_eq!(c.gateway_addr.port(), 5439);
         assert_eq!(c.public_host, "127.0.0.1");
         assert!(c.database_url.starts_with("sqlite://./data"));
-        assert_eq!(c.tier_limits[&Tier::Free].rate_limit_per_minute, 60);
+        assert_eq!(c.tier_limits[&Tier::Free].rate_limits.per_minute, 60);
         assert_eq!(
             c.default_tier,
             Tier::Enterprise,
@@ -585,22 +625,31 @@ mod tests {
         let c = args.resolve().unwrap();
         assert_eq!(
             (
-                c.tier_limits[&Tier::Free].rate_limit_per_minute,
-                c.tier_limits[&Tier::Free].rate_limit_burst
+                c.tier_limits[&Tier::Free].rate_limits.per_minute,
+                c.tier_limits[&Tier::Free].rate_limits.burst
             ),
             (5, 2)
         );
-        assert_eq!(c.tier_limits[&Tier::Enterprise].rate_limit_burst, 5000);
-        assert_eq!(c.tier_limits[&Tier::Free].max_environments, Some(3));
+        assert_eq!(c.tier_limits[&Tier::Enterprise].rate_limits.burst, 5000);
+        assert_eq!(c.tier_limits[&Tier::Free].quotas.max_environments, Some(3));
         let q = ServeArgs {
             environment_quotas: Some("free=10, growth=unlimited".into()),
+            tier_quotas: Some(
+                "free.monthly_credit_limit=500, growth.max_users=unlimited, free.max_rows_per_query=20"
+                    .into(),
+            ),
             ..ServeArgs::default()
         }
         .resolve()
         .unwrap();
-        assert_eq!(q.tier_limits[&Tier::Free].max_environments, Some(10));
-        assert_eq!(q.tier_limits[&Tier::Growth].max_environments, None);
-        assert_eq!(q.tier_limits[&Tier::Cloud].max_environments, Some(5));
+        let quotas = |t: Tier| q.tier_limits[&t].quotas;
+        assert_eq!(quotas(Tier::Free).max_environments, Some(10));
+        assert_eq!(quotas(Tier::Growth).max_environments, None);
+        assert_eq!(quotas(Tier::Cloud).max_environments, Some(5));
+        assert_eq!(quotas(Tier::Free).monthly_credit_limit, Some(500));
+        assert_eq!(quotas(Tier::Free).max_rows_per_query, 20);
+        assert_eq!(quotas(Tier::Growth).max_users, None);
+        assert_eq!(quotas(Tier::Cloud).max_users, Some(10));
         assert_eq!(
             (c.anonymous_rate_limit, c.default_tier),
             ((10, 1), Tier::Growth)
@@ -630,6 +679,20 @@ mod tests {
             ..Default::default()
         })
         .contains("environment_quotas"));
+        for (spec, says) in [
+            ("free.max_widgets=3", "max_widgets is not a quota"),
+            ("gold.max_users=3", "unknown tier"),
+            ("free.max_rows_per_query=unlimited", "cannot be unlimited"),
+            ("free.max_users=0", "from 1 to"),
+            ("free.max_users", "TIER.QUOTA=VALUE"),
+            ("free=3", "TIER.QUOTA"),
+        ] {
+            let e = bad(ServeArgs {
+                tier_quotas: Some(spec.into()),
+                ..Default::default()
+            });
+            assert!(e.contains("tier_quotas") && e.contains(says), "{spec}: {e}");
+        }
     }
 
     #[test]

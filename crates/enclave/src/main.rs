@@ -48,6 +48,12 @@ enum Command {
     Tables(enclave::cli::data::TablesCommand),
     /// Export the IAM audit trail, or verify an export offline (`enclave audit verify FILE`).
     Audit(enclave::cli::audit::AuditCommand),
+    /// The organization's credit usage this month (or `--start-date`/`--end-date`), per
+    /// environment and per day (ENCLAVE_URL, ENCLAVE_TOKEN or a key with `billing:read`).
+    Usage(enclave::cli::billing::UsageCommand),
+    /// The organization's quotas: `enclave quotas get`, `enclave quotas set max_users=25`
+    /// (its owner).
+    Quotas(enclave::cli::billing::QuotasCommand),
     /// Administration on the server's own storage (stop the servers or expect them to
     /// reload): `enclave admin rotate-master-key`.
     Admin(enclave::admin::AdminCommand),
@@ -85,6 +91,8 @@ async fn main() -> std::process::ExitCode {
         Command::Run(cmd) => return client_result(enclave::cli::secrets::run_command(cmd).await),
         Command::Query(cmd) => return client_result(enclave::cli::data::query(cmd).await),
         Command::Tables(cmd) => return client_result(enclave::cli::data::tables(cmd).await),
+        Command::Usage(cmd) => return client_result(enclave::cli::billing::usage(cmd).await),
+        Command::Quotas(cmd) => return client_result(enclave::cli::billing::quotas(cmd).await),
         Command::Admin(cmd) => return client_result(enclave::admin::run(cmd).await),
         Command::Serve(args) => (true, args),
         Command::Migrate(args) => (false, args),

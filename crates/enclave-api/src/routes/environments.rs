@@ -251,7 +251,7 @@ pub async fn create(
         }
         None => None,
     };
-    let rec = create_and_provision(&state, access.tier, env, &origin).await?;
+    let rec = create_and_provision(&state, env, &origin).await?;
     let Some((key, plaintext)) = key else {
         return Ok(created(&state, rec).await?);
     };

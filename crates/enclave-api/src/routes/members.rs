@@ -143,7 +143,8 @@ pub async fn list(
 #[utoipa::path(post, path = "/v1/organizations/{org_id}/users", tag = "members", security(("bearer" = [])),
     params(("org_id" = String, Path)), request_body = InviteRequest, responses(
     (status = 201, description = "invited; the invitation token is in `invitation.token`, shown this once", body = Member),
-    (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+    (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope),
+    (status = 429, description = "QUOTA_EXCEEDED: the organization's max_users (members and invitations)", body = ErrorEnvelope)))]
 pub async fn invite(
     State(state): State<AppState>,
     who: UserCaller,
@@ -160,6 +161,9 @@ pub async fn invite(
         .transpose()?;
     check_invite(actor(&me), req.role)?;
     let token = tokens::random_token("inv_");
+    let max_users = crate::billing::org_quotas(&state, &me.org_id)
+        .await?
+        .max_users;
     let rec = state
         .store
         .invite(
@@ -172,6 +176,7 @@ pub async fn invite(
                 token: tokens::hash_token(&token),
                 expires_at: now_ms() + INVITATION_DAYS * 24 * 3600 * 1000,
             },
+            max_users,
             &origin,
         )
         .await?;

@@ -4,6 +4,7 @@ pub mod account;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod environments;
 pub mod health;
 pub mod members;
@@ -65,6 +66,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/organizations/{org_id}/transfer-ownership",
             post(organizations::transfer_ownership),
+        )
+        .route(
+            "/v1/organizations/{org_id}/billing/quotas",
+            get(billing::quotas).patch(billing::update_quotas),
+        )
+        .route(
+            "/v1/organizations/{org_id}/billing/usage",
+            get(billing::usage),
         )
         .route(
             "/v1/organizations/{org_id}/users",

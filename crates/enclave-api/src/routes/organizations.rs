@@ -87,6 +87,7 @@ fn first_environments(
     if let Some(max) = state
         .config
         .limits(state.config.default_tier)
+        .quotas
         .max_environments
     {
         if envs.len() > max as usize {

@@ -284,7 +284,7 @@ pub async fn clone(
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<CloneEnvironment>,
 ) -> ApiResult<Response> {
-    let (source, access) = env_access(
+    let (source, _) = env_access(
         &state,
         &Caller::User(who.clone()),
         &env_id,
@@ -344,7 +344,7 @@ pub async fn clone(
             env.secrets = Some(EnvSecrets { data_key, secrets });
         }
     }
-    let rec = create_and_provision(&state, access.tier, env, &origin).await?;
+    let rec = create_and_provision(&state, env, &origin).await?;
     Ok(created(&state, rec).await?)
 }
 

@@ -191,11 +191,12 @@ pub async fn query(
             tag,
             rows,
             notice,
+            credits,
         } => {
             let mut body = json!({
                 "query_id": query_id, "columns": [], "rows": [], "row_count": rows.unwrap_or(0),
                 "command": tag, "truncated": false, "execution_time_ms": 0,
-                "credits_consumed": 0.0, "cache_hit": false,
+                "credits_consumed": credits, "cache_hit": false,
             });
             if let Some(notice) = notice {
                 body["notices"] = json!([notice]);
@@ -263,10 +264,11 @@ pub async fn query(
                 }
                 None => {
                     let tail = format!(
-                        "],\"row_count\":{},\"command\":null,\"truncated\":{},\"execution_time_ms\":{},\"credits_consumed\":0.0,\"cache_hit\":{}}}",
+                        "],\"row_count\":{},\"command\":null,\"truncated\":{},\"execution_time_ms\":{},\"credits_consumed\":{},\"cache_hit\":{}}}",
                         rows.row_count(),
                         rows.truncated(),
                         rows.elapsed_ms(),
+                        Value::from(rows.credits_consumed().as_f64()),
                         rows.cache_hit()
                     );
                     Some((Ok(Bytes::from(tail)), (None, None, false, None)))
@@ -284,7 +286,7 @@ pub async fn query(
 
 #[utoipa::path(post, path = "/v1/query/arrow", tag = "gateway", security(("bearer" = []), ("api_key" = [])),
     request_body = QueryRequest, responses(
-    (status = 200, description = "an Arrow IPC stream with `X-Query-Id`, `X-Credits-Consumed`, `X-Cache-Hit`; `X-Row-Count` and `X-Duration-Ms` when the whole result fit in the first read (a larger result streams, and its batches carry their row counts)", content_type = "application/vnd.apache.arrow.stream"),
+    (status = 200, description = "an Arrow IPC stream with `X-Query-Id`, `X-Cache-Hit`; `X-Row-Count`, `X-Credits-Consumed` and `X-Duration-Ms` when the whole result fit in the first read (a larger result streams, and its batches carry their row counts)", content_type = "application/vnd.apache.arrow.stream"),
     (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
     (status = 408, body = ErrorEnvelope), (status = 503, body = ErrorEnvelope)))]
 pub async fn query_arrow(
@@ -338,9 +340,9 @@ pub async fn query_arrow(
         }
     };
     set("x-query-id", query_id);
-    set("x-credits-consumed", "0".into());
     set("x-cache-hit", rows.cache_hit().to_string());
     if finished {
+        set("x-credits-consumed", rows.credits_consumed().to_string());
         set("x-row-count", rows.row_count().to_string());
         set("x-duration-ms", rows.elapsed_ms().to_string());
         set("x-truncated", rows.truncated().to_string());

@@ -15,6 +15,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
 use crate::error::{Error, Result};
+use crate::query::cost::Cost;
 use crate::query::limits::{
     check, parse_red_zone, too_long, too_many_statements, with_stack, Limits, PARSE_STACK,
 };
@@ -98,6 +99,8 @@ pub struct Analyzed {
     /// A query whose answer depends only on the data it reads (no clock, randomness or
     /// sequence): what the result cache may keep.
     pub cacheable: bool,
+    /// What it costs in credits, but for the rows it returns (stages 5 and 11).
+    pub cost: Cost,
 }
 
 /// Levels the policy rewrite may add above a statement's own: a derived table, its select
@@ -609,7 +612,7 @@ fn classify(statement: Statement, depth: usize, redacted: String) -> Result<Anal
         && matches!(statement, Statement::Query(_))
         && !touched.volatile
         && !mentions_clock_values(&statement);
-    Ok(Analyzed {
+    let mut analyzed = Analyzed {
         cacheable,
         sql: statement.to_string(),
         redacted,
@@ -621,7 +624,10 @@ fn classify(statement: Statement, depth: usize, redacted: String) -> Result<Anal
         relations,
         copy_in,
         depth,
-    })
+        cost: Cost::free(),
+    };
+    analyzed.cost = Cost::of(&analyzed);
+    Ok(analyzed)
 }
 
 /// Whether the statement reads the clock through a keyword value (`CURRENT_DATE`, …), which
@@ -685,7 +691,7 @@ fn expr_text(e: &Expr) -> String {
 }
 
 /// A name as the engines resolve it: unquoted parts folded to lower case.
-fn ident(i: &Ident) -> String {
+pub(crate) fn ident(i: &Ident) -> String {
     match i.quote_style {
         Some(_) => i.value.clone(),
         None => i.value.to_ascii_lowercase(),

@@ -7,6 +7,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::audit::{entry_hash, Actor};
+use crate::billing::Credits;
 
 /// Who ran a statement: the actor, and the role the statement ran with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -47,8 +48,12 @@ pub struct QueryAuditEntry {
     pub policy_verdicts: Vec<Value>,
     pub rows_returned: i64,
     pub duration_ms: i64,
-    pub credits_estimated: f64,
-    pub credits_consumed: f64,
+    /// Credits the statement was expected to cost before it ran (stage 5).
+    #[schema(value_type = f64)]
+    pub credits_estimated: Credits,
+    /// Credits it cost (stage 11): 0 when refused, failed, a session statement or a cache hit.
+    #[schema(value_type = f64)]
+    pub credits_consumed: Credits,
     pub cache_hit: bool,
     /// `ok`, `error` (the engine failed it), `refused` (a pipeline stage did), `timeout`,
     /// `cancelled`.
@@ -101,8 +106,8 @@ mod tests {
             policy_verdicts: vec![],
             rows_returned: 1,
             duration_ms: 0,
-            credits_estimated: 0.0,
-            credits_consumed: 0.0,
+            credits_estimated: Credits::ZERO,
+            credits_consumed: Credits::ZERO,
             cache_hit: false,
             outcome: "ok".into(),
             error_code: None,

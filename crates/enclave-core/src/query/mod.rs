@@ -11,6 +11,7 @@ mod analyze;
 pub mod audit;
 mod authorize;
 pub mod catalog;
+pub mod cost;
 pub mod enforce;
 pub(crate) mod limits;
 mod redact;

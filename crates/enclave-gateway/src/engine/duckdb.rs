@@ -177,6 +177,11 @@ impl Engine for DuckDbEngine {
          ORDER BY c.table_schema, c.table_name, c.ordinal_position"
     }
 
+    fn statistics_query(&self) -> &'static str {
+        "SELECT schema_name, table_name, estimated_size FROM duckdb_tables() \
+         WHERE database_name = current_database() AND NOT internal"
+    }
+
     fn dialect(&self) -> Dialect {
         Dialect::DuckDb
     }
@@ -206,6 +211,21 @@ impl Engine for DuckDbEngine {
 
     async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>> {
         self.connect_to(&env.id).await
+    }
+
+    async fn stored_bytes(&self, env: &EnvRecord) -> Result<u64> {
+        // The database file and its write-ahead log (what a checkpoint has not moved yet).
+        let file = self.inner.path(&env.id)?;
+        tokio::task::spawn_blocking(move || {
+            let mut wal = file.clone().into_os_string();
+            wal.push(".wal");
+            [file, PathBuf::from(wal)]
+                .iter()
+                .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .await
+        .map_err(|_| Error::internal())
     }
 }
 

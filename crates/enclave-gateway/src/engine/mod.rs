@@ -116,6 +116,9 @@ pub trait Engine: Send + Sync + 'static {
     /// table_type, column, data_type, view_definition)`; what the policy rewrite resolves
     /// names against.
     fn catalog_query(&self) -> &'static str;
+    /// A query of the engine's own table statistics, as rows of `(schema, table, rows)`:
+    /// what estimates read (stage 5), never a count of the rows themselves.
+    fn statistics_query(&self) -> &'static str;
     /// The text of a (parsed, allowed) statement as this engine runs it, and the parameters
     /// still to bind (an engine may write them into the text instead). `database` is the
     /// name clients know the environment by (its slug).
@@ -131,6 +134,9 @@ pub trait Engine: Send + Sync + 'static {
     async fn remove(&self, env_id: &EnvId) -> Result<()>;
     /// A new connection to the environment's data.
     async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>>;
+    /// What the environment's data takes on disk, as the engine reports it (the storage
+    /// quota's measure).
+    async fn stored_bytes(&self, env: &EnvRecord) -> Result<u64>;
 }
 
 /// The engines environments keep their data in; `settings.engine` picks one.

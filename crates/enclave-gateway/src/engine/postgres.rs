@@ -192,6 +192,19 @@ impl Engine for PgEngine {
          ORDER BY c.table_schema, c.table_name, c.ordinal_position"
     }
 
+    fn statistics_query(&self) -> &'static str {
+        // reltuples is what ANALYZE (or autovacuum) last counted, -1 before; the statistics
+        // collector's live-row count covers tables written since.
+        "SELECT n.nspname, c.relname, \
+           CAST(GREATEST(c.reltuples, COALESCE(s.n_live_tup, 0), 0) AS BIGINT) \
+         FROM pg_catalog.pg_class AS c \
+         JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_catalog.pg_stat_user_tables AS s ON s.relid = c.oid \
+         WHERE c.relkind IN ('r', 'p', 'm') \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg_toast%'"
+    }
+
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
@@ -235,6 +248,15 @@ impl Engine for PgEngine {
             });
         }
         Ok(())
+    }
+
+    async fn stored_bytes(&self, env: &EnvRecord) -> Result<u64> {
+        let pools = self.pools(env).await?;
+        let bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+            .fetch_one(&pools.control)
+            .await
+            .map_err(pg_error)?;
+        Ok(bytes.max(0) as u64)
     }
 
     async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>> {

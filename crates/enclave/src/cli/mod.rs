@@ -1,6 +1,7 @@
 //! Client subcommands: the CLI is a client of the same REST API as everyone else.
 
 pub mod audit;
+pub mod billing;
 pub mod client;
 pub mod data;
 pub mod env;

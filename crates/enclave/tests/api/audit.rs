@@ -379,6 +379,9 @@ impl Ctx<'_> {
             "PATCH /v1/organizations/{org_id}" => {
                 self.call(Method::PATCH, format!("/v1/organizations/{o}"), json!({"name": "Renamed"}))
             }
+            "PATCH /v1/organizations/{org_id}/billing/quotas" => {
+                self.call(Method::PATCH, format!("/v1/organizations/{o}/billing/quotas"), json!({"max_users": 50}))
+            }
             "DELETE /v1/organizations/{org_id}" => {
                 let doomed = self.org().await;
                 Some(Call { org: Some(doomed.clone()), ..self.call(Method::DELETE, format!("/v1/organizations/{doomed}"), json!(null))? })

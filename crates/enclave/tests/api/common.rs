@@ -103,6 +103,12 @@ impl Db {
             // self-hosted default is enterprise.
             default_tier: Some("free".into()),
             rate_limits: Some("free=1000000/100000".into()),
+            // Credits, rows and members unbounded: the tests of those quotas set their own.
+            tier_quotas: Some(
+                "free.monthly_credit_limit=unlimited,free.max_rows_per_query=1000000,\
+                 free.max_users=unlimited,free.max_concurrent_queries=100"
+                    .into(),
+            ),
             anonymous_rate_limit: Some("1000000/100000".into()),
             bootstrap_email: Some(OWNER_EMAIL.into()),
             bootstrap_password: Some(OWNER_PASSWORD.into()),

@@ -984,7 +984,7 @@ async fn quota_by_tier(db: Db) {
     assert_eq!(over.body["error"]["details"]["limit"], 4);
     assert_eq!(
         over.body["error"]["details"]["setting"],
-        "environment_quotas (--environment-quotas)"
+        "tier_quotas (--tier-quotas)"
     );
     let list = list_all(&s, &owner, &org).await;
     assert_eq!(list["pagination"]["total"], 4);

@@ -31,7 +31,16 @@ pub(crate) enum Engine {
 /// database whose URL is kept in the environment's `DATABASE_URL` secret (returned so that it
 /// lives as long as the test). `None`: PostgreSQL is unreachable outside CI.
 pub(crate) async fn development(o: &Org, engine: Engine) -> Option<(String, Option<TempPostgres>)> {
-    let env = o.env("development").await;
+    on_engine(o, "development", engine).await
+}
+
+/// The environment `slug` of a new organization on `engine`, as [`development`] sets it up.
+pub(crate) async fn on_engine(
+    o: &Org,
+    slug: &str,
+    engine: Engine,
+) -> Option<(String, Option<TempPostgres>)> {
+    let env = o.env(slug).await;
     if engine == Engine::Embedded {
         return Some((env, None));
     }

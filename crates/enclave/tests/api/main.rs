@@ -5,6 +5,7 @@ mod account;
 mod api_keys;
 mod audit;
 mod auth;
+mod billing;
 mod cli;
 mod common;
 mod contract;

@@ -165,6 +165,30 @@ async fn the_documented_examples_run_as_written() {
     assert!(sql.contains(" b\n(1 row)"), "{sql}");
     assert!(sql.contains(r#""sqlstate":"0A000""#), "{sql}");
 
+    let billing = run_section("docs/billing.md", "## Worked example", &[]).await;
+    // Each statement's credits, the refusal on both doors, and the report.
+    assert!(billing.contains(r#"{"rows":1,"credits":1.5}"#), "{billing}");
+    assert!(
+        billing.contains(r#"{"rows":25000,"credits":6}"#),
+        "{billing}"
+    );
+    assert!(
+        billing.contains(r#"{"error":"QUOTA_EXCEEDED","quota":"monthly_credit_limit"}"#),
+        "{billing}"
+    );
+    assert!(
+        billing.contains("ERROR:  the organization's monthly credits would be exceeded"),
+        "{billing}"
+    );
+    assert!(
+        billing.contains(r#"{"limit":20,"used":15.5,"remaining":4.5,"usage_percent":77.5}"#),
+        "{billing}"
+    );
+    assert!(
+        billing.contains("monthly_credit_limit          unlimited  tier"),
+        "{billing}"
+    );
+
     let environments = run_section("docs/environments.md", "# Environments", &[]).await;
     // The old slug still answered, the locked and the staging-only changes went through, and
     // promotion carried the one differing setting.
