@@ -369,21 +369,9 @@ impl Gateway {
             self.refused(session, Some(statement), started, &e);
             return Err(e);
         }
-        let enforcement = match self.enforce(session, &env, statement, params.len()).await {
-            Ok(x) => x,
-            Err((e, audit)) => {
-                self.refused_with(session, Some(statement), started, &e, &audit, Credits::ZERO);
-                return Err(e);
-            }
-        };
-        let budget = match self.budget(&env, statement).await {
-            Ok(b) => b,
-            Err((e, estimate)) => {
-                let audit = &enforcement.audit;
-                self.refused_with(session, Some(statement), started, &e, audit, estimate);
-                return Err(e);
-            }
-        };
+        let (enforcement, budget) = self
+            .enforce_and_budget(session, &env, statement, params.len(), started)
+            .await?;
         let outcome = self
             .run(
                 session,
@@ -477,6 +465,33 @@ impl Gateway {
             params,
         )
         .await
+    }
+
+    /// Stage 4's ABAC and stage 7, then stages 5 and 6; a refusal by any of them is audited
+    /// with what was decided.
+    async fn enforce_and_budget(
+        &self,
+        session: &Session,
+        env: &EnvRecord,
+        statement: &Analyzed,
+        params: usize,
+        started: Instant,
+    ) -> Result<(Enforcement, Budget)> {
+        let enforcement = match self.enforce(session, env, statement, params).await {
+            Ok(x) => x,
+            Err((e, audit)) => {
+                self.refused_with(session, Some(statement), started, &e, &audit, Credits::ZERO);
+                return Err(e);
+            }
+        };
+        match self.budget(env, statement).await {
+            Ok(budget) => Ok((enforcement, budget)),
+            Err((e, estimate)) => {
+                let audit = &enforcement.audit;
+                self.refused_with(session, Some(statement), started, &e, audit, estimate);
+                Err(e)
+            }
+        }
     }
 
     /// Stages 5 and 6: the statement's estimate, from the engine's statistics when it scans a
@@ -690,21 +705,9 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let enforcement = match self.enforce(session, &env, statement, 0).await {
-            Ok(x) => x,
-            Err((e, audit)) => {
-                self.refused_with(session, Some(statement), started, &e, &audit, Credits::ZERO);
-                return Err(e);
-            }
-        };
-        let budget = match self.budget(&env, statement).await {
-            Ok(b) => b,
-            Err((e, estimate)) => {
-                let audit = &enforcement.audit;
-                self.refused_with(session, Some(statement), started, &e, audit, estimate);
-                return Err(e);
-            }
-        };
+        let (_, budget) = self
+            .enforce_and_budget(session, &env, statement, 0, started)
+            .await?;
         let mut may_not_create = None;
         if request.create {
             let ddl = query::parse(
