@@ -13,8 +13,9 @@
 #   ROWS=1000000 ITERATIONS=2000 DURATION=10s bench/billing.sh
 #
 # (Building the baseline in the same CARGO_TARGET_DIR reuses the compiled DuckDB; copy its binary
-# out before building this checkout again.) Without BASELINE_BIN only this build is measured. It
-# measures; it asserts nothing.
+# out, then touch this checkout's sources: cargo judges a workspace crate fresh by modification
+# times against its last build from either checkout.) Without BASELINE_BIN only this build is
+# measured. It measures; it asserts nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${ROWS:-1000000}"
