@@ -12,21 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/enclave-target}"
 WRITES="${WRITES:-200}"
+. bench/callgrind.sh
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
 
 count() {
-  local bin=$1 data password server url out
-  data="$(mktemp -d)"; password="write-test-passphrase-$RANDOM"; out="$data/callgrind.out"
-  env ENCLAVE_DATA_DIR="$data" ENCLAVE_HTTP_ADDR=127.0.0.1:0 DATABASE_URL="sqlite://$data/enclave.db" \
-    ENCLAVE_BOOTSTRAP_EMAIL=bench@example.com ENCLAVE_BOOTSTRAP_PASSWORD="$password" \
-    ENCLAVE_LOG=warn ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000" \
-    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$bin" serve \
-    >"$data/stdout" 2>"$data/stderr" &
-  server=$!
-  for _ in $(seq 600); do grep -q "listening on" "$data/stdout" 2>/dev/null && break; sleep 0.5; done
-  url="$(sed -n 's/^Enclave control plane listening on //p' "$data/stdout")"
-  [ -n "$url" ] || { echo "server did not start:" >&2; cat "$data/stderr" >&2; kill "$server"; exit 1; }
-  python3 - "$url" "$password" "$server" "$WRITES" <<'PY'
+  callgrind_total "$1" "$WRITES" <<'PY'
 import http.client, json, subprocess, sys, urllib.parse
 url, password, pid, writes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 u = urllib.parse.urlparse(url)
@@ -50,9 +40,6 @@ for i in range(writes):
     call("PATCH", f"/v1/environments/{env}", {"description": f"revision {i}"}, token)
 subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
 PY
-  kill -TERM "$server"; wait "$server" 2>/dev/null || true
-  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
-  rm -rf "$data"
 }
 
 bin="${ENCLAVE_BIN:-$CARGO_TARGET_DIR/release/enclave}"
