@@ -13,7 +13,7 @@ use enclave_core::id::{EnvId, OrgId};
 use enclave_core::Result;
 use serde_json::json;
 
-use crate::db::{self, Tx};
+use crate::db::{self, On, Tx};
 use crate::db_error::internal;
 use crate::journal::{journal, Change, Origin};
 use crate::organizations::{missing_or_stale, select_org_for_update};
@@ -116,18 +116,7 @@ impl Store {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Credits> {
-        let milli: i64 = db::query_scalar(
-            "SELECT CAST(COALESCE(SUM(credits_milli), 0) AS BIGINT) FROM usage_ledger \
-             WHERE org_id = $1 AND counted = $2 AND hour >= $3 AND hour < $4",
-        )
-        .bind(org_id)
-        .bind(true)
-        .bind(start_ms)
-        .bind(end_ms)
-        .fetch_one(self.reader())
-        .await
-        .map_err(internal)?;
-        Ok(Credits::from_milli(milli.max(0) as u64))
+        counted_on(self.reader(), org_id, start_ms, end_ms).await
     }
 
     /// Records what an environment's data takes on its engine, as just measured.
@@ -202,6 +191,28 @@ impl Store {
     }
 }
 
+/// An organization's counted credits in `[start_ms, end_ms)`, read on `on`: the reader, or
+/// the transaction that has just charged them.
+async fn counted_on<'e>(
+    on: impl Into<On<'e>>,
+    org_id: &OrgId,
+    start_ms: i64,
+    end_ms: i64,
+) -> Result<Credits> {
+    let milli: i64 = db::query_scalar(
+        "SELECT CAST(COALESCE(SUM(credits_milli), 0) AS BIGINT) FROM usage_ledger \
+         WHERE org_id = $1 AND counted = $2 AND hour >= $3 AND hour < $4",
+    )
+    .bind(org_id)
+    .bind(true)
+    .bind(start_ms)
+    .bind(end_ms)
+    .fetch_one(on)
+    .await
+    .map_err(internal)?;
+    Ok(Credits::from_milli(milli.max(0) as u64))
+}
+
 /// A row of [`Store::usage_rows`]' query: environment id and name, statement kind, counted,
 /// bucket start, queries, thousandths of a credit.
 type LedgerRow = (String, Option<String>, String, bool, i64, i64, i64);
@@ -261,18 +272,7 @@ pub(crate) async fn charge(tx: &mut Tx, charges: &[UsageCharge]) -> Result<Vec<P
     }
     let mut totals = Vec::new();
     for ((org_id, start), (end, limit)) in periods {
-        let milli: i64 = db::query_scalar(
-            "SELECT CAST(COALESCE(SUM(credits_milli), 0) AS BIGINT) FROM usage_ledger \
-             WHERE org_id = $1 AND counted = $2 AND hour >= $3 AND hour < $4",
-        )
-        .bind(org_id)
-        .bind(true)
-        .bind(start)
-        .bind(end)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(internal)?;
-        let used = Credits::from_milli(milli.max(0) as u64);
+        let used = counted_on(&mut *tx, org_id, start, end).await?;
         if let Some(limit) = limit {
             warn_crossed(tx, org_id, start, used, limit).await?;
         }

@@ -53,6 +53,13 @@ impl Org {
         )
     }
 
+    /// `sql` through psql with the production key `key`: refused with SQLSTATE 53400.
+    async fn over_quota_on_the_wire(&self, key: &str, sql: &str) {
+        let args = ["-v", "VERBOSITY=verbose", "-c", sql];
+        let (ok, _, err) = psql(self, key, "production", &args).await;
+        assert!(!ok && err.contains("53400"), "{err}");
+    }
+
     /// The newest query-audit entry of `env` whose SQL starts with `prefix`.
     async fn audited(&self, env: &str, prefix: &str) -> Value {
         let r = self
@@ -186,19 +193,8 @@ async fn credits_are_metered_and_the_quota_is_enforced(db: Db, engine: Engine) {
     assert_eq!(audit["outcome"], "refused", "{audit}");
     assert_eq!(audit["credits_estimated"], 4.0, "{audit}");
     assert_eq!(audit["credits_consumed"], 0.0, "{audit}");
-    let (ok, _, err) = psql(
-        &o,
-        &key,
-        "production",
-        &[
-            "-v",
-            "VERBOSITY=verbose",
-            "-c",
-            "SELECT * FROM orders LIMIT 5",
-        ],
-    )
-    .await;
-    assert!(!ok && err.contains("53400"), "{err}");
+    o.over_quota_on_the_wire(&key, "SELECT * FROM orders LIMIT 5")
+        .await;
 
     // Other environments' keys are metered, never counted nor refused.
     let Some((dev, _dev_pg)) = on_engine(&o, "development", engine).await else {
@@ -251,19 +247,8 @@ async fn credits_are_metered_and_the_quota_is_enforced(db: Db, engine: Engine) {
     o.sql(&key, "CREATE TABLE more (x INTEGER)", json!([]))
         .await
         .expect_error(429, "QUOTA_EXCEEDED");
-    let (ok, _, err) = psql(
-        &o,
-        &key,
-        "production",
-        &[
-            "-v",
-            "VERBOSITY=verbose",
-            "-c",
-            "UPDATE orders SET total = 1",
-        ],
-    )
-    .await;
-    assert!(!ok && err.contains("53400"), "{err}");
+    o.over_quota_on_the_wire(&key, "UPDATE orders SET total = 1")
+        .await;
     o.charged(&key, "DELETE FROM orders WHERE id = 8").await;
     o.charged(&key, "SELECT * FROM orders LIMIT 1").await;
     o.charged(&key, "DROP TABLE orders").await;
