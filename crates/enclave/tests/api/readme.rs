@@ -185,6 +185,10 @@ async fn the_documented_examples_run_as_written() {
         "{billing}"
     );
     assert!(
+        billing.contains("15.5 of 20.0 credits used (77.5%), 4.5 remaining"),
+        "{billing}"
+    );
+    assert!(
         billing.contains("monthly_credit_limit          unlimited  tier"),
         "{billing}"
     );
