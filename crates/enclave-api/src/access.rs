@@ -27,6 +27,7 @@ pub async fn member_of(state: &AppState, who: &UserCaller, org_id: &str) -> Resu
         user_id: who.user_id.to_string(),
         role: m.role,
         tier: m.tier,
+        grant: None,
     })
 }
 
@@ -37,7 +38,11 @@ pub async fn require(
     org_id: &str,
     permission: Permission,
 ) -> Result<OrgAccess> {
-    let access = member_of(state, who, org_id).await?;
+    permit(member_of(state, who, org_id).await?, permission)
+}
+
+/// `access` if its role may exercise `permission`; 403 naming the permission otherwise.
+fn permit(access: OrgAccess, permission: Permission) -> Result<OrgAccess> {
     if !access.role.can(permission) {
         return Err(Error::forbidden(
             &format!("permission:{}", permission.name()),
@@ -52,7 +57,8 @@ pub async fn require(
 }
 
 /// The environment `env_id` and the caller's standing in its organization, checked against
-/// `permission`. Unknown ids and environments of organizations the caller does not belong to
+/// `permission`. A person acts with the role of their live just-in-time grant in the
+/// environment, if they have one (`OrgAccess::grant` names it). Unknown ids and environments of organizations the caller does not belong to
 /// are both 404. An API key acts only in its own environment (another one of its
 /// organization is 403) and only where both its role and its scopes allow.
 pub async fn env_access(
@@ -64,13 +70,22 @@ pub async fn env_access(
     let env = find_env(state, env_id).await?;
     match who {
         Caller::User(user) => {
-            let access = require(state, user, &env.org_id, permission)
-                .await
-                .map_err(|e| match e.code {
-                    enclave_core::ErrorCode::NotFound => Error::not_found("environment"),
-                    _ => e,
-                })?;
-            Ok((env, access))
+            let mut access =
+                member_of(state, user, &env.org_id)
+                    .await
+                    .map_err(|e| match e.code {
+                        enclave_core::ErrorCode::NotFound => Error::not_found("environment"),
+                        _ => e,
+                    })?;
+            (access.role, access.grant) = crate::auth::jit::acting_role(
+                &state.auth_cache,
+                &state.config.clock,
+                &user.user_id,
+                &env.id,
+                access.role,
+            )
+            .await?;
+            Ok((env, permit(access, permission)?))
         }
         Caller::Key(key) => {
             if env.org_id != key.org_id {
@@ -100,6 +115,7 @@ pub async fn env_access(
                 user_id: key.key_id.to_string(),
                 role: key.role,
                 tier: key.tier,
+                grant: None,
             };
             Ok((env, access))
         }
@@ -144,6 +160,7 @@ pub async fn org_reader(
                 user_id: key.key_id.to_string(),
                 role: key.role,
                 tier: key.tier,
+                grant: None,
             })
         }
     }

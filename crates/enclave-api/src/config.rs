@@ -39,6 +39,9 @@ pub struct ApiConfig {
     pub load_max_bytes: u64,
     /// Bytes of read results each node keeps in its result cache (0: none).
     pub result_cache_bytes: u64,
+    /// The clock of the deadlines the server decides on (just-in-time grants); only tests
+    /// move it.
+    pub clock: enclave_core::clock::Clock,
 }
 
 /// Rows a statement returns at most, unless configured.
@@ -109,6 +112,7 @@ impl ApiConfig {
             spool_dir: data_dir.join("spool"),
             load_max_bytes: LOAD_MAX_BYTES,
             result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
+            clock: enclave_core::clock::Clock::default(),
         }
     }
 }

@@ -60,6 +60,29 @@ pub async fn settle(store: &Store, engines: &Engines) -> usize {
     settled
 }
 
+/// Every minute: writes `expired` for just-in-time requests unanswered for 24 hours and
+/// grants past their end on `clock` (audited as the system's `jit.expired`, announced to
+/// webhooks). Nobody waits for it: the role a grant gives is compared with the clock on every
+/// request and statement.
+pub fn spawn_jit_housekeeping(store: std::sync::Arc<Store>, clock: enclave_core::clock::Clock) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match store.expire_jit_requests(clock.now_ms()).await {
+                Ok(rows) => {
+                    for r in rows {
+                        tracing::info!(event = "jit.expired", request_id = %r.id,
+                            env_id = %r.env_id, requester_id = %r.requester_id,
+                            "just-in-time request expired");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "just-in-time expiry failed"),
+            }
+        }
+    });
+}
+
 /// Every minute: writes `expired` for keys past their expiry or rotation grace (each one's
 /// cache entries drop on every node), and notices keys expiring within
 /// [`enclave_core::api_key::EXPIRING_NOTICE_DAYS`] once each. The store audits both (actor

@@ -8,8 +8,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    account, api_keys, audit, auth, billing, environments, health, members, organizations,
-    policies, promotion, query, query_audit, secrets, tables, webhooks,
+    account, agents, api_keys, audit, auth, billing, environments, health, jit, members,
+    organizations, policies, promotion, query, query_audit, secrets, tables, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -32,6 +32,9 @@ use crate::routes::{
         promotion::promote, promotion::promotions, promotion::clone, promotion::diff,
         api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::revoke,
         api_keys::rotate,
+        jit::create, jit::list, jit::get, jit::approve, jit::deny, jit::revoke,
+        agents::list, agents::get, agents::grant, agents::get_grant, agents::revoke,
+        agents::versions,
         audit::list, audit::get, audit::verify, audit::export,
         query::query, query::query_arrow, tables::list, tables::get, tables::import,
         query_audit::list, query_audit::get, query_audit::verify, query_audit::export,

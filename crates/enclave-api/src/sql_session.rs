@@ -40,6 +40,7 @@ async fn identity(state: &AppState, who: &Caller, env_id: Option<&str>) -> Resul
                 &env.org_id,
                 &env.id,
                 access.role,
+                access.grant,
             )
             .await
         }

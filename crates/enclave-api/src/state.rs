@@ -91,6 +91,7 @@ impl AppState {
             tokens: tokens.clone(),
             cache: auth_cache.clone(),
             store: store.clone(),
+            clock: config.clock.clone(),
         });
         let gateway = Gateway::new(
             store.clone(),

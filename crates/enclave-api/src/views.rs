@@ -81,6 +81,30 @@ pub fn api_key(r: ApiKeyRecord, plaintext: Option<String>) -> ApiKey {
     }
 }
 
+/// A just-in-time request as of `now_ms` (its deadlines counted).
+pub fn jit_request(r: enclave_store::JitRecord, now_ms: i64) -> enclave_core::jit::JitRequest {
+    let status = r.status_at(now_ms);
+    enclave_core::jit::JitRequest {
+        answer_by: (status == enclave_core::jit::JitStatus::Pending)
+            .then(|| from_ms(r.answer_by())),
+        status,
+        request_id: r.id,
+        env_id: r.env_id,
+        requester_id: r.requester_id,
+        current_role: r.current_role,
+        requested_role: r.requested_role,
+        reason: r.reason,
+        duration_minutes: r.duration_minutes,
+        decided_by: r.decided_by,
+        decided_at: r.decided_at.map(from_ms),
+        comment: r.decision_comment,
+        expires_at: r.expires_at.map(from_ms),
+        revoked_by: r.ended_by,
+        revoked_at: r.ended_at.map(from_ms),
+        created_at: from_ms(r.created_at),
+    }
+}
+
 pub fn member(r: MemberRecord) -> Member {
     member_with_token(r, None)
 }

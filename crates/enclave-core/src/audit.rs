@@ -116,6 +116,11 @@ pub struct AuditEntry {
     pub after: Value,
     pub request_id: Option<String>,
     pub source_ip: Option<String>,
+    /// The just-in-time grant (`jit_…`) whose role the actor acted with; absent when the
+    /// actor acted with their own role (and in every entry written before grants existed,
+    /// whose hashes therefore stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via_grant: Option<String>,
     /// RFC 3339 UTC with milliseconds.
     pub created_at: String,
     /// Hash of the previous entry (`0` × 64 for the first).
@@ -356,6 +361,11 @@ pub fn event_type(action: &str) -> Option<&'static str> {
         "policy.updated" => "policy.updated",
         "policy.deleted" => "policy.deleted",
         "billing.warning" => "billing.warning",
+        "jit.requested" => "jit.requested",
+        "jit.approved" => "jit.approved",
+        "jit.denied" => "jit.denied",
+        "jit.revoked" => "jit.revoked",
+        "jit.expired" => "jit.expired",
         _ => return None,
     })
 }
@@ -380,6 +390,7 @@ mod tests {
             after: json!({"name": "ünïcode", "b": 1, "a": [true, null]}),
             request_id: Some("req".into()),
             source_ip: None,
+            via_grant: None,
             created_at: timestamp(1_700_000_000_123),
             prev_hash: String::new(),
             entry_hash: String::new(),

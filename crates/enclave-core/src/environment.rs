@@ -163,6 +163,9 @@ pub struct EnvSettings {
     /// With `engine: postgres`, the key of the environment's secret that holds the connection
     /// string (`postgres://…`).
     pub engine_secret: Option<String>,
+    /// Default false. When true, a statement from an agent without a capability grant in the
+    /// environment reads and writes nothing (docs/provisioning.md).
+    pub agents_require_capabilities: bool,
 }
 
 /// The engines an environment's data can live in.
@@ -191,6 +194,7 @@ impl Default for EnvSettings {
             cache_enabled: true,
             engine: EngineKind::Duckdb,
             engine_secret: None,
+            agents_require_capabilities: false,
         }
     }
 }
@@ -204,6 +208,7 @@ pub struct SettingsPatch {
     pub cache_enabled: Option<bool>,
     pub engine: Option<EngineKind>,
     pub engine_secret: Option<String>,
+    pub agents_require_capabilities: Option<bool>,
 }
 
 impl EnvSettings {
@@ -238,6 +243,9 @@ impl EnvSettings {
                 }
                 None => self.engine_secret.clone(),
             },
+            agents_require_capabilities: patch
+                .agents_require_capabilities
+                .unwrap_or(self.agents_require_capabilities),
         })
         .and_then(|s| {
             if s.engine == EngineKind::Postgres && s.engine_secret.is_none() {
@@ -259,6 +267,10 @@ impl EnvSettings {
             ("cache_enabled", json!(self.cache_enabled)),
             ("engine", json!(self.engine)),
             ("engine_secret", json!(self.engine_secret)),
+            (
+                "agents_require_capabilities",
+                json!(self.agents_require_capabilities),
+            ),
         ]
     }
 
@@ -571,9 +583,10 @@ mod tests {
                 cache_enabled: Some(false),
                 engine: Some(EngineKind::Postgres),
                 engine_secret: Some("DATABASE_URL".into()),
+                agents_require_capabilities: Some(true),
             })
             .unwrap();
-        assert_eq!(d.differing(&ok).len(), 5);
+        assert_eq!(d.differing(&ok).len(), 6);
         assert!(d.differing(&d).is_empty());
         for (patch, field) in [
             (

@@ -28,6 +28,7 @@ pub enum Kind {
     Secret,
     Webhook,
     Jit,
+    Capability,
     Query,
     Audit,
     Promotion,
@@ -48,6 +49,7 @@ impl Kind {
             Kind::Secret => "sec",
             Kind::Webhook => "wh",
             Kind::Jit => "jit",
+            Kind::Capability => "cap",
             Kind::Query => "qry",
             Kind::Audit => "aud",
             Kind::Promotion => "prm",
@@ -102,6 +104,8 @@ pub mod of {
     pub enum User {}
     /// An environment API key (`key_…`).
     pub enum ApiKey {}
+    /// A just-in-time access request (`jit_…`).
+    pub enum JitRequest {}
 
     impl Names for Organization {
         const KIND: Kind = Kind::Organization;
@@ -119,6 +123,10 @@ pub mod of {
         const KIND: Kind = Kind::ApiKey;
         const SCHEMA: &'static str = "KeyId";
     }
+    impl Names for JitRequest {
+        const KIND: Kind = Kind::Jit;
+        const SCHEMA: &'static str = "JitId";
+    }
 }
 
 /// An organization's id.
@@ -129,6 +137,8 @@ pub type EnvId = Id<of::Environment>;
 pub type UserId = Id<of::User>;
 /// An API key's id (the `key_…` half of a key, never its secret).
 pub type KeyId = Id<of::ApiKey>;
+/// A just-in-time access request's id; a live grant is named by its request's id.
+pub type JitId = Id<of::JitRequest>;
 
 /// The id of one kind of resource: an organization's id and an environment's id are different
 /// types, so passing one where the other belongs does not compile.
@@ -324,6 +334,7 @@ impl<K: Names> PartialSchema for Id<K> {
                     Kind::Environment => "an environment",
                     Kind::User => "a user",
                     Kind::ApiKey => "an API key",
+                    Kind::Jit => "a just-in-time access request",
                     _ => "a resource",
                 },
                 K::KIND.prefix()

@@ -4,6 +4,7 @@
 //! This crate is pure — no I/O, no async runtime, no SQL — so every rule here is unit-tested
 //! without a database, and every other crate goes through it.
 
+pub mod agent;
 pub mod api_key;
 pub mod audit;
 pub mod billing;
@@ -12,6 +13,7 @@ pub mod diff;
 pub mod environment;
 pub mod error;
 pub mod id;
+pub mod jit;
 pub mod membership;
 pub mod model;
 pub mod pagination;

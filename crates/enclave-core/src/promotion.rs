@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(counts.settings_changed, 1);
         assert_eq!(counts.policies_promoted, 0);
         let diff = diff_settings(&a, &b);
-        assert_eq!(diff.len(), 5);
+        assert_eq!(diff.len(), 6);
         assert_eq!(diff[0].status, DiffStatus::Different);
         assert_eq!(diff[1].status, DiffStatus::Equal);
     }

@@ -36,6 +36,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "jit.requested",
     "jit.approved",
     "jit.denied",
+    "jit.revoked",
+    "jit.expired",
     "billing.warning",
     "webhook.test",
 ];

@@ -141,7 +141,7 @@ impl PolicyState {
         Ok(key)
     }
 
-    async fn catalog(
+    pub(crate) async fn catalog(
         &self,
         engines: &Engines,
         env: &EnvRecord,

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use enclave_core::api_key::Scope;
 use enclave_core::audit::Actor;
-use enclave_core::id::{EnvId, OrgId};
+use enclave_core::id::{EnvId, JitId, OrgId};
 use enclave_core::{Result, Role};
 
 /// An authenticated caller bound to one environment.
@@ -23,6 +23,8 @@ pub struct Identity {
     pub attributes: BTreeMap<String, String>,
     /// A person's e-mail (the `{email}` of row filters); `None` for a key.
     pub email: Option<String>,
+    /// The just-in-time grant `role` comes from (a person acting above their own role).
+    pub grant: Option<JitId>,
 }
 
 /// Checks credentials presented to the gateway.

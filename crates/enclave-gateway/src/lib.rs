@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod capabilities;
 pub mod catalog;
 pub mod copy_in;
 pub mod enforcement;

@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use duckdb::arrow::datatypes::SchemaRef;
+use enclave_core::agent::Grant;
 use enclave_core::audit::timestamp;
 use enclave_core::billing::usage::UsageKind;
 use enclave_core::billing::{Credits, Quotas};
@@ -38,6 +39,7 @@ use enclave_store::{EnvRecord, Invalidation, Store, UsageCharge};
 
 use crate::admission::{Admission, Permit};
 use crate::audit::AuditWriter;
+use crate::capabilities::Capabilities;
 use crate::enforcement::{self, Enforcement, ErrorPolicy, MaskKeys, PolicyAudit, PolicyState};
 use crate::engine::{Engines, Param};
 use crate::identity::Authenticator;
@@ -111,6 +113,7 @@ pub struct Gateway {
     meter: Arc<Meter>,
     statistics: Arc<Statistics>,
     storage: Arc<StorageMeter>,
+    capabilities: Arc<Capabilities>,
 }
 
 /// What stages 5 and 6 decided for a statement: its bill, and the quotas it runs under.
@@ -218,6 +221,7 @@ impl Gateway {
             results: ResultCache::start(store.clone(), config.result_cache_bytes),
             audit: AuditWriter::start(store.clone(), meter.clone()),
             statistics: Statistics::start(&store),
+            capabilities: Capabilities::start(store.clone()),
             storage: StorageMeter::new(store.clone(), engines.clone()),
             meter,
             admission: Admission::new(config.queue_limit),
@@ -484,7 +488,7 @@ impl Gateway {
                 return Err(e);
             }
         };
-        match self.budget(env, statement).await {
+        match self.budget(session, env, statement).await {
             Ok(budget) => Ok((enforcement, budget)),
             Err((e, estimate)) => {
                 let audit = &enforcement.audit;
@@ -500,6 +504,7 @@ impl Gateway {
     /// with the estimate (for its audit entry).
     async fn budget(
         &self,
+        session: &Session,
         env: &EnvRecord,
         statement: &Analyzed,
     ) -> std::result::Result<Budget, (Error, Credits)> {
@@ -528,8 +533,14 @@ impl Gateway {
         };
         let estimate = cost.estimate(
             |table| counts.as_ref().and_then(|c| c.get(table).copied()),
-            self.row_cap(&quotas),
+            self.row_cap(session, &quotas),
         );
+        if let Some(grant) = &session.capability {
+            self.capabilities
+                .check_credits(&env.id, grant, estimate)
+                .await
+                .map_err(|e| (e, estimate))?;
+        }
         let limit = match env.env_type == EnvType::Prod && !cost.free {
             true => self
                 .meter
@@ -549,9 +560,17 @@ impl Gateway {
         })
     }
 
-    /// The most rows a statement returns: the server's cap, at most the organization's.
-    fn row_cap(&self, quotas: &Quotas) -> u64 {
-        self.config.row_limit.min(quotas.max_rows_per_query)
+    /// The most rows a statement returns: the server's cap, at most the organization's, at
+    /// most the agent's capability grant's.
+    fn row_cap(&self, session: &Session, quotas: &Quotas) -> u64 {
+        let grant = session
+            .capability
+            .as_ref()
+            .and_then(|g| g.spec.max_rows_per_query);
+        self.config
+            .row_limit
+            .min(quotas.max_rows_per_query)
+            .min(grant.unwrap_or(u64::MAX))
     }
 
     /// The statement's text for the engine: as the policies rewrote it, with the parameters
@@ -785,7 +804,34 @@ impl Gateway {
             }
         }
         query::authorize(statement, &session.principal())?;
+        session.capability = self.capability(session, &env, statement).await?;
         Ok(env)
+    }
+
+    /// Stage 4's capability grant: the one the session's agent acts under, once the
+    /// statement is within it (tables reached through views read from the policy catalog,
+    /// only when the grant denies some).
+    async fn capability(
+        &self,
+        session: &Session,
+        env: &EnvRecord,
+        statement: &Analyzed,
+    ) -> Result<Option<Grant>> {
+        let agent = session.agent.id.as_deref();
+        let Some(grant) = self.capabilities.grant(env, agent, statement).await? else {
+            return Ok(None);
+        };
+        let reached = match grant.spec.denied_tables.is_empty() {
+            true => Vec::new(),
+            false => self
+                .policies
+                .catalog(&self.engines, env, false)
+                .await?
+                .expand(&statement.tables),
+        };
+        self.capabilities
+            .admit(&env.id, &grant, statement, &reached)?;
+        Ok(Some(grant))
     }
 
     /// `SET`, `SHOW`, `RESET`, `DISCARD` are answered from the session (with the statement's
@@ -858,7 +904,7 @@ impl Gateway {
         budget: Budget,
     ) -> Result<Outcome> {
         // From here on the ticket writes the statement's audit entry, whatever happens.
-        let row_cap = self.row_cap(&budget.quotas);
+        let row_cap = self.row_cap(session, &budget.quotas);
         let mut ticket = self.ticket(session, statement, started, permit, budget.bill);
         ticket.set_policy(&enforcement.audit);
         let errors = ErrorPolicy::of(enforcement);
@@ -956,6 +1002,7 @@ impl Gateway {
             principal: QueryPrincipal {
                 actor: session.identity.actor.clone(),
                 role: session.identity.role.as_str().to_string(),
+                grant: session.identity.grant.as_ref().map(|g| g.to_string()),
             },
             agent: session.agent.clone(),
             door: session.door.as_str().to_string(),

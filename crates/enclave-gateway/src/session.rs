@@ -46,6 +46,9 @@ pub struct Session {
     /// Results leave as a download (the HTTP Arrow door): reads are also the ABAC action
     /// `export`.
     pub export: bool,
+    /// The capability grant the current statement's agent acts under (set at stage 4; read
+    /// by the row cap and the daily credits).
+    pub(crate) capability: Option<enclave_core::agent::Grant>,
 }
 
 impl Session {
@@ -105,6 +108,7 @@ impl Session {
             in_transaction: false,
             wrote_in_transaction: false,
             export: false,
+            capability: None,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::store::Store;
 use enclave_core::id::{EnvId, OrgId};
 
 pub(crate) const AUDIT_COLUMNS: &str = "id, org_id, seq, actor_type, actor_id, action, \
-     resource_type, resource_id, env_id, before_json, after_json, request_id, source_ip, \
+     resource_type, resource_id, env_id, before_json, after_json, request_id, source_ip, via_grant, \
      created_at, prev_hash, entry_hash";
 
 impl Store {

@@ -50,6 +50,16 @@ pub enum Invalidation {
     Data {
         env_id: EnvId,
     },
+    /// A member's just-in-time grant in an environment began or ended (approved, revoked,
+    /// expired): the role they act with there is read again.
+    Jit {
+        env_id: EnvId,
+        user_id: UserId,
+    },
+    /// An environment's agent capability grants changed: the gateway reads them again.
+    Capabilities {
+        env_id: EnvId,
+    },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }

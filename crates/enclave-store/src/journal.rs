@@ -22,6 +22,8 @@ pub struct Origin {
     pub actor: Actor,
     pub request_id: Option<String>,
     pub source_ip: Option<String>,
+    /// The just-in-time grant (`jit_…`) whose role the actor acts with, if any.
+    pub via_grant: Option<String>,
 }
 
 impl Origin {
@@ -30,7 +32,14 @@ impl Origin {
             actor,
             request_id: None,
             source_ip: None,
+            via_grant: None,
         }
+    }
+
+    /// The same origin, acting with the role of grant `grant` (when there is one).
+    pub fn via(mut self, grant: Option<&str>) -> Origin {
+        self.via_grant = grant.map(str::to_string);
+        self
     }
 
     /// Enclave acting on its own (expiry, auto-disable).
@@ -115,6 +124,7 @@ impl Change {
             after: audit::redact(self.after.clone()),
             request_id: origin.request_id.clone(),
             source_ip: origin.source_ip.clone(),
+            via_grant: origin.via_grant.clone(),
             created_at: audit::timestamp(now_ms),
             prev_hash: String::new(),
             entry_hash: String::new(),
@@ -362,15 +372,15 @@ pub(crate) async fn journal_batch(
     for chunk in entries.chunks(100) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|i| {
-                let b = i * 16;
-                let cols: Vec<String> = (1..=16).map(|c| format!("${}", b + c)).collect();
+                let b = i * 17;
+                let cols: Vec<String> = (1..=17).map(|c| format!("${}", b + c)).collect();
                 format!("({})", cols.join(", "))
             })
             .collect();
         let sql = format!(
             "INSERT INTO iam_audit (id, org_id, seq, actor_type, actor_id, action, \
              resource_type, resource_id, env_id, before_json, after_json, request_id, \
-             source_ip, created_at, prev_hash, entry_hash) VALUES {}",
+             source_ip, via_grant, created_at, prev_hash, entry_hash) VALUES {}",
             rows.join(", ")
         );
         let mut q = db::query(&sql);
@@ -389,6 +399,7 @@ pub(crate) async fn journal_batch(
                 .bind(e.after.to_string())
                 .bind(&e.request_id)
                 .bind(&e.source_ip)
+                .bind(&e.via_grant)
                 .bind(now)
                 .bind(&e.prev_hash)
                 .bind(&e.entry_hash);

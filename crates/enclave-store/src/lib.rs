@@ -6,6 +6,7 @@
 //! `store.rs`.
 
 mod accounts;
+mod agents;
 mod api_keys;
 mod audit;
 mod billing;
@@ -14,6 +15,7 @@ mod db_error;
 mod environments;
 mod idempotency;
 mod invalidation;
+mod jit;
 mod journal;
 mod members;
 mod organizations;
@@ -35,6 +37,7 @@ use std::sync::Arc;
 
 pub use billing::{PeriodUsage, UsageCharge, WARNING_THRESHOLDS};
 pub use invalidation::{Bus, Invalidation};
+pub use jit::JitFilter;
 pub use journal::{Audited, Change, Origin};
 pub use query_audit::QueryAuditFilter;
 pub use records::*;

@@ -40,8 +40,8 @@ impl Store {
         Ok(self.record_statements(entries, &[]).await?.0)
     }
 
-    /// Stores a batch of statements: their audit entries (as [`Store::append_query_audit`])
-    /// and their usage in the ledger, in one transaction. Charges of environments that no
+    /// Stores a batch of statements: their audit entries (as [`Store::append_query_audit`]),
+    /// their usage in the ledger and their agents in the registry, in one transaction. Charges of environments that no
     /// longer exist are dropped with their entries. Returns the sealed entries and each
     /// charged organization's counted credits in the period, as stored.
     pub async fn record_statements(
@@ -157,6 +157,7 @@ impl Store {
         }
         let charges = kept;
         let usage = crate::billing::charge(&mut tx, &charges).await?;
+        crate::agents::record_agents(&mut tx, &sealed).await?;
         tx.commit().await.map_err(internal)?;
         Ok((sealed, usage))
     }

@@ -682,6 +682,7 @@ pub struct AuditRow {
     pub after_json: String,
     pub request_id: Option<String>,
     pub source_ip: Option<String>,
+    pub via_grant: Option<String>,
     pub created_at: i64,
     pub prev_hash: String,
     pub entry_hash: String,
@@ -707,6 +708,7 @@ impl AuditRow {
             after: json(self.after_json),
             request_id: self.request_id,
             source_ip: self.source_ip,
+            via_grant: self.via_grant,
             created_at: timestamp(self.created_at),
             prev_hash: self.prev_hash,
             entry_hash: self.entry_hash,
@@ -771,4 +773,117 @@ pub enum SecretWrite {
         comment: String,
         tags: Vec<String>,
     },
+}
+
+/// A just-in-time access request, and — once approved — the grant it became.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JitRecord {
+    pub id: enclave_core::id::JitId,
+    pub env_id: EnvId,
+    pub org_id: OrgId,
+    pub requester_id: UserId,
+    /// The requester's organization role when they asked (`current_role` in the API;
+    /// the column is named otherwise because PostgreSQL reserves that word).
+    #[sqlx(rename = "member_role", try_from = "Stored<Role>")]
+    pub current_role: Role,
+    #[sqlx(try_from = "Stored<Role>")]
+    pub requested_role: Role,
+    pub reason: String,
+    pub duration_minutes: i64,
+    /// As stored; [`JitRecord::status_at`] counts deadlines housekeeping has not written yet.
+    #[sqlx(try_from = "Stored<enclave_core::jit::JitStatus>")]
+    pub status: enclave_core::jit::JitStatus,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+    pub decision_comment: Option<String>,
+    /// When the grant ends (set at approval: `decided_at + duration_minutes`).
+    pub expires_at: Option<i64>,
+    /// Who ended the grant early (`revoked`), and when.
+    pub ended_by: Option<String>,
+    pub ended_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+impl JitRecord {
+    pub fn status_at(&self, now_ms: i64) -> enclave_core::jit::JitStatus {
+        self.status.at(now_ms, self.created_at, self.expires_at)
+    }
+
+    /// When an unanswered request stops waiting.
+    pub fn answer_by(&self) -> i64 {
+        self.created_at + enclave_core::jit::PENDING_TTL_MS
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJitRequest {
+    pub env_id: EnvId,
+    pub requester_id: UserId,
+    pub current_role: Role,
+    pub requested_role: Role,
+    pub reason: String,
+    pub duration_minutes: i64,
+}
+
+/// An agent as the registry knows it in one environment.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AgentRecord {
+    pub env_id: EnvId,
+    pub agent_id: String,
+    pub framework: Option<String>,
+    pub first_seen_at: i64,
+    pub last_seen_at: i64,
+    pub query_count: i64,
+    pub credits_milli: i64,
+    /// The UTC day (epoch milliseconds of its start) `credits_day_milli` counts.
+    pub day: i64,
+    pub credits_day_milli: i64,
+}
+
+impl AgentRecord {
+    /// Credits used on the UTC day starting at `day`.
+    pub fn credits_on(&self, day: i64) -> enclave_core::billing::Credits {
+        let milli = if self.day == day {
+            self.credits_day_milli
+        } else {
+            0
+        };
+        enclave_core::billing::Credits::from_milli(milli.max(0) as u64)
+    }
+}
+
+/// An agent's capability grant in an environment.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CapabilityRecord {
+    /// `cap_…`: what refusals name.
+    pub id: String,
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub agent_id: String,
+    pub spec: Json<enclave_core::agent::CapabilitySpec>,
+    pub version: i64,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl CapabilityRecord {
+    pub fn grant(&self) -> enclave_core::agent::Grant {
+        enclave_core::agent::Grant {
+            grant_id: self.id.clone(),
+            agent_id: self.agent_id.clone(),
+            spec: self.spec.0.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CapabilityVersionRecord {
+    pub grant_id: String,
+    pub version: i64,
+    pub spec: Json<enclave_core::agent::CapabilitySpec>,
+    pub created_by: String,
+    pub created_at: i64,
 }

@@ -5,6 +5,7 @@
 
 use enclave_core::api_key::KeyStatus;
 use enclave_core::environment::{EnvStatus, EnvType};
+use enclave_core::jit::JitStatus;
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::policy::PolicyType;
 use enclave_core::stored::UnknownValue;
@@ -114,6 +115,12 @@ impl From<Stored<WebhookStatus>> for WebhookStatus {
 
 impl From<Stored<DeliveryStatus>> for DeliveryStatus {
     fn from(s: Stored<DeliveryStatus>) -> DeliveryStatus {
+        s.0
+    }
+}
+
+impl From<Stored<JitStatus>> for JitStatus {
+    fn from(s: Stored<JitStatus>) -> JitStatus {
         s.0
     }
 }

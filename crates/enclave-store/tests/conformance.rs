@@ -31,12 +31,16 @@ macro_rules! conformance {
     )*};
 }
 
+#[path = "conformance/agents.rs"]
+mod agents;
 #[path = "conformance/api_keys.rs"]
 mod api_keys;
 #[path = "conformance/billing.rs"]
 mod billing;
 #[path = "conformance/environments.rs"]
 mod environments;
+#[path = "conformance/jit.rs"]
+mod jit;
 #[path = "conformance/policies.rs"]
 mod policies;
 #[path = "conformance/query_audit.rs"]

@@ -174,6 +174,9 @@ pub struct ServerConfig {
     /// limit the server finds at start ([`WireSettings::limits`]).
     pub wire: WireSettings,
     pub gateway_tls: Option<enclave_gateway::wire::TlsConfig>,
+    /// The clock of the deadlines the server decides on (just-in-time grants): the system
+    /// clock; a test moves it to reach a deadline without waiting.
+    pub clock: enclave_core::clock::Clock,
 }
 
 /// The wire connection budget as configured.
@@ -524,6 +527,7 @@ impl ServeArgs {
                 }
                 _ => bail!("gateway_tls_cert and gateway_tls_key go together"),
             },
+            clock: enclave_core::clock::Clock::default(),
         })
     }
 }
@@ -547,6 +551,7 @@ impl ServerConfig {
             spool_dir: self.data_dir.join("spool"),
             load_max_bytes: enclave_api::config::LOAD_MAX_BYTES,
             result_cache_bytes: self.result_cache_bytes,
+            clock: self.clock.clone(),
         }
     }
 }

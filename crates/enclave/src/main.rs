@@ -54,6 +54,10 @@ enum Command {
     /// The organization's quotas: `enclave quotas get`, `enclave quotas set max_users=25`
     /// (its owner).
     Quotas(enclave::cli::billing::QuotasCommand),
+    /// Just-in-time access: ask for a higher role in one environment for a while, and
+    /// approve, deny or end such grants: `enclave jit request --env prod --role developer
+    /// --minutes 60 --reason "fix the orders"`.
+    Jit(enclave::cli::jit::JitCommand),
     /// Administration on the server's own storage (stop the servers or expect them to
     /// reload): `enclave admin rotate-master-key`.
     Admin(enclave::admin::AdminCommand),
@@ -93,6 +97,7 @@ async fn main() -> std::process::ExitCode {
         Command::Tables(cmd) => return client_result(enclave::cli::data::tables(cmd).await),
         Command::Usage(cmd) => return client_result(enclave::cli::billing::usage(cmd).await),
         Command::Quotas(cmd) => return client_result(enclave::cli::billing::quotas(cmd).await),
+        Command::Jit(cmd) => return client_result(enclave::cli::jit::run(cmd).await),
         Command::Admin(cmd) => return client_result(enclave::admin::run(cmd).await),
         Command::Serve(args) => (true, args),
         Command::Migrate(args) => (false, args),

@@ -158,6 +158,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<std::sync::Arc<enclave_stor
 fn spawn_housekeeping(state: enclave_api::AppState) {
     enclave_api::rate_limits::spawn_housekeeping(state.rate_limits.clone());
     enclave_api::lifecycle::spawn_key_housekeeping(state.store.clone());
+    enclave_api::lifecycle::spawn_jit_housekeeping(state.store.clone(), state.config.clock.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {

@@ -2,7 +2,7 @@
 //! path, checked against the permission matrix. Not being an (active) member answers 404,
 //! never 403, so nobody learns which organizations exist.
 
-use enclave_core::id::OrgId;
+use enclave_core::id::{JitId, OrgId};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::{Error, Result, Role};
 use enclave_store::AuthMembership;
@@ -13,8 +13,19 @@ pub struct OrgAccess {
     pub org_id: OrgId,
     /// The acting user, or the acting API key.
     pub user_id: String,
+    /// The role the caller acts with: a member's own, or that of their live just-in-time
+    /// grant in the environment of the request.
     pub role: Role,
     pub tier: Tier,
+    /// The grant `role` comes from, if any.
+    pub grant: Option<JitId>,
+}
+
+impl OrgAccess {
+    /// The grant whose role the caller acts with, as an audit entry names it.
+    pub fn grant(&self) -> Option<&str> {
+        self.grant.as_deref()
+    }
 }
 
 /// What a membership allows, decided in one place for every door (requests, login, refresh):

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use enclave_core::id::{EnvId, OrgId, UserId};
 use enclave_core::Result;
 use enclave_store::{
-    AuthMembership, EnvRecord, Invalidation, OrgRecord, SessionRecord, Store, UserRecord,
+    AuthMembership, EnvRecord, Invalidation, JitRecord, OrgRecord, SessionRecord, Store, UserRecord,
 };
 use sha2::{Digest, Sha256};
 
@@ -82,6 +82,9 @@ pub struct AuthCache {
     users: Table<UserId, Option<UserRecord>>,
     orgs: Table<OrgId, Option<OrgRecord>>,
     envs: Table<EnvId, Option<EnvRecord>>,
+    /// Each member's latest approved just-in-time grant per environment (live or not: the
+    /// deadline is compared with the clock at each use).
+    jit_grants: Table<(UserId, EnvId), Option<JitRecord>>,
     /// Bumped by every invalidation. A value read from the database is cached only if no
     /// invalidation happened meanwhile, so a read racing a change never re-caches stale data.
     generation: AtomicU64,
@@ -97,6 +100,7 @@ impl AuthCache {
             users: Table::new(),
             orgs: Table::new(),
             envs: Table::new(),
+            jit_grants: Table::new(),
             generation: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&cache);
@@ -123,19 +127,24 @@ impl AuthCache {
             }
             Invalidation::User { user_id } => self.users.remove(user_id),
             Invalidation::Environment { env_id } => self.envs.remove(env_id),
+            Invalidation::Jit { env_id, user_id } => {
+                self.jit_grants.remove(&(user_id.clone(), env_id.clone()))
+            }
             Invalidation::OrgEnvironments { org_id } => self
                 .envs
                 .retain(|_, e| e.as_ref().is_none_or(|e| &e.org_id != org_id)),
             Invalidation::ApiKey { .. }
             | Invalidation::Policies { .. }
             | Invalidation::Catalog { .. }
-            | Invalidation::Data { .. } => {}
+            | Invalidation::Data { .. }
+            | Invalidation::Capabilities { .. } => {}
             Invalidation::All => {
                 self.sessions.clear();
                 self.members.clear();
                 self.users.clear();
                 self.orgs.clear();
                 self.envs.clear();
+                self.jit_grants.clear();
             }
         }
     }
@@ -188,6 +197,17 @@ impl AuthCache {
             &self.members,
             key,
             self.store.auth_membership(user_id, org_id),
+        )
+        .await
+    }
+
+    /// The member's latest approved just-in-time grant in the environment, live or not.
+    pub async fn jit_grant(&self, user_id: &UserId, env_id: &EnvId) -> Result<Option<JitRecord>> {
+        let key = (user_id.clone(), env_id.clone());
+        self.read_through(
+            &self.jit_grants,
+            key,
+            self.store.approved_jit_grant(user_id, env_id),
         )
         .await
     }

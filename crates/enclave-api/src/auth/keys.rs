@@ -103,7 +103,9 @@ impl KeyAuth {
             | Invalidation::OrgEnvironments { .. }
             | Invalidation::Policies { .. }
             | Invalidation::Catalog { .. }
-            | Invalidation::Data { .. } => {}
+            | Invalidation::Data { .. }
+            | Invalidation::Jit { .. }
+            | Invalidation::Capabilities { .. } => {}
         }
     }
 
@@ -273,6 +275,7 @@ impl KeyCaller {
             scopes: Some(self.scopes.clone()),
             attributes: self.attributes.clone(),
             email: None,
+            grant: None,
         }
     }
 }

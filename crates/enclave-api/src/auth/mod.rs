@@ -3,6 +3,7 @@
 pub mod access;
 pub mod cache;
 pub mod caller;
+pub mod jit;
 pub mod keys;
 pub mod mfa;
 pub mod origin;

@@ -28,6 +28,7 @@ impl RequestMeta {
             actor,
             request_id: self.request_id.clone(),
             source_ip: self.source_ip.clone(),
+            via_grant: None,
         }
     }
 }

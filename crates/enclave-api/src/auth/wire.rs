@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use enclave_core::audit::Actor;
-use enclave_core::id::{EnvId, OrgId, UserId};
+use enclave_core::clock::Clock;
+use enclave_core::id::{EnvId, JitId, OrgId, UserId};
 use enclave_core::{Error, Permission, Result};
 use enclave_gateway::{Authenticator, Identity};
 use enclave_store::Store;
@@ -24,6 +25,8 @@ pub struct WireAuth {
     pub tokens: Arc<TokenKeys>,
     pub cache: Arc<AuthCache>,
     pub store: Arc<Store>,
+    /// The clock just-in-time grants end by.
+    pub clock: Clock,
 }
 
 #[async_trait::async_trait]
@@ -71,18 +74,36 @@ impl Authenticator for WireAuth {
                 format!("the {role} role may not use environments"),
             ));
         }
-        person(&self.cache, &principal.user_id, &org_id, &env.id, role).await
+        let (role, grant) = crate::auth::jit::acting_role(
+            &self.cache,
+            &self.clock,
+            &principal.user_id,
+            &env.id,
+            role,
+        )
+        .await?;
+        person(
+            &self.cache,
+            &principal.user_id,
+            &org_id,
+            &env.id,
+            role,
+            grant,
+        )
+        .await
     }
 }
 
-/// A person acting in an environment as the pipeline sees them: their role, e-mail and
-/// member attributes (from the caches, so each statement's re-check stays cheap).
+/// A person acting in an environment as the pipeline sees them: the role they act with (and
+/// the just-in-time grant it comes from, if any), e-mail and member attributes (from the
+/// caches, so each statement's re-check stays cheap).
 pub async fn person(
     cache: &AuthCache,
     user_id: &UserId,
     org_id: &OrgId,
     env_id: &EnvId,
     role: enclave_core::Role,
+    grant: Option<JitId>,
 ) -> Result<Identity> {
     let email = cache.user(user_id).await?.map(|u| u.email);
     let attributes = cache
@@ -98,5 +119,6 @@ pub async fn person(
         scopes: None,
         attributes,
         email,
+        grant,
     })
 }

@@ -62,6 +62,13 @@ async fn writable_env(
 ) -> Result<(EnvRecord, OrgAccess)> {
     let (env, access) = env_access(state, who, env_id, Permission::ManageApiKeys).await?;
     check_writable(env.locked, env.status, false)?;
+    if access.grant.is_some() {
+        // A key would outlive the grant and keep its powers after it ends.
+        return Err(Error::forbidden(
+            "jit:lasting_credentials",
+            "API keys outlive a just-in-time grant: creating, changing or rotating one needs              your own role",
+        ));
+    }
     Ok((env, access))
 }
 
@@ -111,6 +118,7 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateApiKey>,
 ) -> ApiResult<Response> {
     let (env, access) = writable_env(&state, &who, &env_id).await?;
+    let origin = origin.via(access.grant());
     let (key, plaintext) = prepare(&state, &who, &access, &env.id, env.env_type, req).await?;
     let key = create_prepared(&state, &access, key, plaintext, &origin).await?;
     let location = key_path(&env_id, &key.key_id);
@@ -150,6 +158,7 @@ pub async fn update(
     JsonBody(req): JsonBody<UpdateApiKey>,
 ) -> ApiResult<axum::Json<ApiKey>> {
     let (env, access) = writable_env(&state, &who, &env_id).await?;
+    let origin = origin.via(access.grant());
     let key_id = KeyId::parse(&key_id).ok_or_else(not_found)?;
     let current = state
         .store
@@ -205,10 +214,8 @@ pub async fn revoke(
     Path((env_id, key_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     // Revoking stays possible in a locked environment: a leaked key must be stoppable.
-    let env_id = env_access(&state, &who, &env_id, Permission::ManageApiKeys)
-        .await?
-        .0
-        .id;
+    let (env, access) = env_access(&state, &who, &env_id, Permission::ManageApiKeys).await?;
+    let (env_id, origin) = (env.id, origin.via(access.grant()));
     let key_id = KeyId::parse(&key_id).ok_or_else(not_found)?;
     state
         .store
@@ -240,6 +247,7 @@ pub async fn rotate(
             .unwrap_or(api_key::DEFAULT_GRACE_HOURS),
     )?;
     let (env, access) = writable_env(&state, &who, &env_id).await?;
+    let origin = origin.via(access.grant());
     let key_id = KeyId::parse(&key_id).ok_or_else(not_found)?;
     let old = state
         .store

@@ -379,10 +379,8 @@ pub async fn update(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<UpdateEnvironment>,
 ) -> ApiResult<Response> {
-    let env_id = env_access(&state, &who, &env_id, Permission::ManageEnvironments)
-        .await?
-        .0
-        .id;
+    let (env, access) = env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    let (env_id, origin) = (env.id, origin.via(access.grant()));
     let patch = patch_of(req)?;
     let rec = state
         .store
@@ -419,7 +417,8 @@ pub async fn delete(
     IfMatch(expected): IfMatch,
     QueryParams(q): QueryParams<DeleteParams>,
 ) -> ApiResult<Response> {
-    let (env, _) = env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    let (env, access) = env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
+    let origin = origin.via(access.grant());
     if q.dry_run.unwrap_or(false) {
         let contents = state.store.environment_contents(&env.id).await?;
         let mut blocked_by = Vec::new();
@@ -486,7 +485,8 @@ async fn transition(
     expected: Option<i64>,
     t: environment::Transition,
 ) -> ApiResult<Response> {
-    let (env, _) = env_access(state, who, env_id, Permission::ManageEnvironments).await?;
+    let (env, access) = env_access(state, who, env_id, Permission::ManageEnvironments).await?;
+    let origin = &origin.clone().via(access.grant());
     let rec = state
         .store
         .transition_environment(&env.id, expected, t, origin)

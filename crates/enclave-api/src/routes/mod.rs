@@ -1,12 +1,14 @@
 //! One module per resource; this file puts them on their paths.
 
 pub mod account;
+pub mod agents;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod environments;
 pub mod health;
+pub mod jit;
 pub mod members;
 pub mod organizations;
 pub mod policies;
@@ -129,6 +131,41 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/environments/{env_id}/api-keys/{key_id}/rotate",
             post(api_keys::rotate),
+        )
+        .route("/v1/environments/{env_id}/agents", get(agents::list))
+        .route(
+            "/v1/environments/{env_id}/agents/{agent_id}",
+            get(agents::get),
+        )
+        .route(
+            "/v1/environments/{env_id}/agents/{agent_id}/capabilities",
+            get(agents::get_grant)
+                .post(agents::grant)
+                .delete(agents::revoke),
+        )
+        .route(
+            "/v1/environments/{env_id}/agents/{agent_id}/capabilities/versions",
+            get(agents::versions),
+        )
+        .route(
+            "/v1/environments/{env_id}/jit-access",
+            get(jit::list).post(jit::create),
+        )
+        .route(
+            "/v1/environments/{env_id}/jit-access/{request_id}",
+            get(jit::get),
+        )
+        .route(
+            "/v1/environments/{env_id}/jit-access/{request_id}/approve",
+            post(jit::approve),
+        )
+        .route(
+            "/v1/environments/{env_id}/jit-access/{request_id}/deny",
+            post(jit::deny),
+        )
+        .route(
+            "/v1/environments/{env_id}/jit-access/{request_id}/revoke",
+            post(jit::revoke),
         )
         .route(
             "/v1/environments/{env_id}/suspend",

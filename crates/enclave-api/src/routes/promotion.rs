@@ -28,7 +28,7 @@ use enclave_store::{
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::access::{env_access, find_env};
+use crate::access::{env_access, find_env, require};
 use crate::auth::{Caller, Origin, UserCaller};
 use crate::environments::{create_and_provision, created, new_environment, EnvFields};
 use crate::error::{ApiResult, ErrorEnvelope};
@@ -130,6 +130,16 @@ pub async fn promote(
     loop {
         attempts += 1;
         let target = sibling(&state, &source, &req.target_env_id).await?;
+        // The change lands in the target: the caller must be allowed to manage it there (a
+        // just-in-time grant in the source alone does not reach it).
+        let (_, target_access) = env_access(
+            &state,
+            &Caller::User(who.clone()),
+            &target.id,
+            Permission::ManageEnvironments,
+        )
+        .await?;
+        let origin = origin.clone().via(target_access.grant());
         check_writable(target.locked, target.status, false)?;
         let mut details = Vec::new();
         let mut settings = None;
@@ -291,6 +301,9 @@ pub async fn clone(
         Permission::ManageEnvironments,
     )
     .await?;
+    // A clone is a new environment of the organization: the caller's own role must allow
+    // that (a just-in-time grant covers only the environment it was given for).
+    require(&state, &who, &source.org_id, Permission::ManageEnvironments).await?;
     let include = promotion::include(req.include, &CloneItem::ALL)?;
     let settings = if include.contains(&CloneItem::Settings) {
         source.settings.0.clone()

@@ -15,6 +15,10 @@ pub struct QueryPrincipal {
     #[serde(flatten)]
     pub actor: Actor,
     pub role: String,
+    /// The just-in-time grant (`jit_…`) the role came from; absent when it is the actor's own
+    /// (and in entries written before grants existed, whose hashes stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
 }
 
 /// The agent a statement came from, as the client named it.
@@ -94,6 +98,7 @@ mod tests {
             principal: QueryPrincipal {
                 actor: Actor::api_key("key_1"),
                 role: "analyst".into(),
+                grant: None,
             },
             agent: AgentIdentity::default(),
             door: "wire".into(),

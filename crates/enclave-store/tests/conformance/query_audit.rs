@@ -15,7 +15,7 @@ use super::environments::org_with;
 
 conformance!(query_audit_chains, concurrent_appends_never_fork);
 
-fn entry(env_id: &str, principal: &str, outcome: &str) -> QueryAuditEntry {
+pub(super) fn entry(env_id: &str, principal: &str, outcome: &str) -> QueryAuditEntry {
     QueryAuditEntry {
         query_id: new_id(Kind::Query),
         env_id: env_id.into(),
@@ -23,6 +23,7 @@ fn entry(env_id: &str, principal: &str, outcome: &str) -> QueryAuditEntry {
         principal: QueryPrincipal {
             actor: Actor::api_key(principal),
             role: "analyst".into(),
+            grant: None,
         },
         agent: AgentIdentity::default(),
         door: "wire".into(),
@@ -46,7 +47,7 @@ fn entry(env_id: &str, principal: &str, outcome: &str) -> QueryAuditEntry {
     }
 }
 
-async fn env_id(store: &Arc<Store>, org: &OrgId, slug: &str) -> EnvId {
+pub(super) async fn env_id(store: &Arc<Store>, org: &OrgId, slug: &str) -> EnvId {
     store
         .environment_by_slug(org, slug)
         .await

@@ -5,6 +5,7 @@ pub mod billing;
 pub mod client;
 pub mod data;
 pub mod env;
+pub mod jit;
 pub mod keys;
 pub mod output;
 pub mod policies;

@@ -115,6 +115,22 @@ impl Ctx<'_> {
         (email, user_id, token)
     }
 
+    /// A pending just-in-time request of a new developer for admin in an environment:
+    /// (env id, request id, the requester's token).
+    async fn jit_request(&self) -> (String, String, String) {
+        let e = self.env().await;
+        let (_, _, token) = self.person(&self.org).await;
+        let r = self
+            .s
+            .post(
+                &format!("/v1/environments/{e}/jit-access"),
+                Some(&token),
+                jit_request(),
+            )
+            .await;
+        (e, r.body["request_id"].as_str().unwrap().to_string(), token)
+    }
+
     /// A new member of `org` with a TOTP factor on: (email, user id, token, secret).
     async fn person_with_totp(&self, org: &str) -> (String, String, String, String) {
         let (email, user_id, token) = self.person(org).await;
@@ -475,6 +491,24 @@ impl Ctx<'_> {
                 let e = self.env().await;
                 let k = self.key(&e).await;
                 self.call(post, format!("/v1/environments/{e}/api-keys/{k}/rotate"), json!({}))
+            }
+            "POST /v1/environments/{env_id}/jit-access" => {
+                let e = self.env().await;
+                let (_, _, token) = self.person(o).await;
+                Some(Call { token: Some(token), ..self.call(post, format!("/v1/environments/{e}/jit-access"), jit_request())? })
+            }
+            "POST /v1/environments/{env_id}/jit-access/{request_id}/approve" => {
+                let (e, id, _) = self.jit_request().await;
+                self.call(post, format!("/v1/environments/{e}/jit-access/{id}/approve"), json!({"comment": "ok"}))
+            }
+            "POST /v1/environments/{env_id}/jit-access/{request_id}/deny" => {
+                let (e, id, _) = self.jit_request().await;
+                self.call(post, format!("/v1/environments/{e}/jit-access/{id}/deny"), json!({}))
+            }
+            "POST /v1/environments/{env_id}/jit-access/{request_id}/revoke" => {
+                let (e, id, token) = self.jit_request().await;
+                self.s.post(&format!("/v1/environments/{e}/jit-access/{id}/approve"), Some(&self.token), json!({})).await;
+                Some(Call { token: Some(token), ..self.call(post, format!("/v1/environments/{e}/jit-access/{id}/revoke"), json!({}))? })
             }
             "POST /v1/organizations/{org_id}/webhooks" => self.call(
                 post,
@@ -1095,4 +1129,8 @@ async fn listing_filters_permissions_and_redaction(db: Db) {
 /// The code of the step after the current one (the current one may be spent already).
 fn next_code(secret: &str) -> String {
     enclave_api::auth::mfa::code_at(secret, chrono::Utc::now().timestamp() as u64 + 30).unwrap()
+}
+
+fn jit_request() -> Value {
+    json!({"requested_role": "admin", "reason": "the walk", "duration_minutes": 15})
 }

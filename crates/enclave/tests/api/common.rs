@@ -177,9 +177,18 @@ impl Resp {
 
 impl Server {
     pub async fn start(args: ServeArgs) -> Server {
-        let running = enclave::server::start(args.resolve().unwrap())
-            .await
-            .unwrap();
+        Server::start_config(args.resolve().unwrap()).await
+    }
+
+    /// [`Server::start`] on `clock`, which the test moves to reach a deadline at once.
+    pub async fn start_with_clock(args: ServeArgs, clock: enclave_core::clock::Clock) -> Server {
+        let mut config = args.resolve().unwrap();
+        config.clock = clock;
+        Server::start_config(config).await
+    }
+
+    pub async fn start_config(config: enclave::config::ServerConfig) -> Server {
+        let running = enclave::server::start(config).await.unwrap();
         Server {
             url: format!("http://{}", running.http_addr),
             gateway: running.gateway_addr.to_string(),

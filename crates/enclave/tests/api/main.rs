@@ -15,6 +15,7 @@ mod enforcement;
 mod environments;
 mod gateway;
 mod hardening;
+mod jit;
 mod members;
 mod organizations;
 mod policies;

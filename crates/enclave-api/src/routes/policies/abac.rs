@@ -11,7 +11,7 @@ use enclave_core::policy::input::{AbacInput, AbacPatch};
 use enclave_store::PolicyKind;
 
 use super::{
-    access, create_spec, delete_kind, list_kind, load, one, restore_version, save_spec,
+    access, changing, create_spec, delete_kind, list_kind, load, one, restore_version, save_spec,
     versions_of, Policy, PolicyVersion,
 };
 use crate::auth::{Caller, Origin};
@@ -44,7 +44,7 @@ pub async fn create(
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<AbacInput>,
 ) -> ApiResult<Response> {
-    let (env, _) = access(&state, &who, &env_id, true).await?;
+    let (env, origin) = changing(&state, &who, &env_id, &origin).await?;
     let spec = req.into_spec()?;
     Ok(create_spec(&state, &env, &origin, spec).await?)
 }
@@ -74,7 +74,8 @@ pub async fn update(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<AbacPatch>,
 ) -> ApiResult<Response> {
-    let env_id = access(&state, &who, &env_id, true).await?.0.id;
+    let (env, origin) = changing(&state, &who, &env_id, &origin).await?;
+    let env_id = env.id;
     let current = load(&state, &env_id, &policy_id, KIND).await?;
     let spec = req.apply(&current.spec.0)?;
     Ok(save_spec(&state, &current, expected, spec, &origin).await?)
@@ -93,7 +94,8 @@ pub async fn replace(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<AbacInput>,
 ) -> ApiResult<Response> {
-    let env_id = access(&state, &who, &env_id, true).await?.0.id;
+    let (env, origin) = changing(&state, &who, &env_id, &origin).await?;
+    let env_id = env.id;
     let current = load(&state, &env_id, &policy_id, KIND).await?;
     let spec = req.into_spec()?;
     Ok(save_spec(&state, &current, expected, spec, &origin).await?)

@@ -170,6 +170,18 @@ pub async fn access(
     env_access(state, who, env_id, permission).await
 }
 
+/// [`access`] for a change: the environment, and the origin of the change naming the
+/// just-in-time grant the caller acts with, if any.
+pub async fn changing(
+    state: &AppState,
+    who: &Caller,
+    env_id: &str,
+    origin: &Origin,
+) -> Result<(EnvRecord, Origin)> {
+    let (env, access) = access(state, who, env_id, true).await?;
+    Ok((env, origin.clone().via(access.grant())))
+}
+
 /// The policy `policy_id` of `env_id` if it is of `kind`; 404 otherwise (an ABAC policy is
 /// not found under `/policies`, nor a standard one under `/abac-policies`).
 pub async fn load(
@@ -277,7 +289,8 @@ pub async fn restore_version(
     kind: PolicyKind,
     expected: Option<i64>,
 ) -> Result<Response> {
-    let env_id = access(state, who, &env_id, true).await?.0.id;
+    let (env, origin) = changing(state, who, &env_id, origin).await?;
+    let (env_id, origin) = (env.id, &origin);
     let current = load(state, &env_id, &policy_id, kind).await?;
     let old = state
         .store
@@ -313,7 +326,7 @@ pub async fn create(
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<StandardInput>,
 ) -> ApiResult<Response> {
-    let (env, _) = access(&state, &who, &env_id, true).await?;
+    let (env, origin) = changing(&state, &who, &env_id, &origin).await?;
     let spec = req.into_spec()?;
     Ok(create_spec(&state, &env, &origin, spec).await?)
 }
@@ -344,7 +357,8 @@ pub async fn update(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<StandardPatch>,
 ) -> ApiResult<Response> {
-    let env_id = access(&state, &who, &env_id, true).await?.0.id;
+    let (env, origin) = changing(&state, &who, &env_id, &origin).await?;
+    let env_id = env.id;
     let current = load(&state, &env_id, &policy_id, PolicyKind::Standard).await?;
     let spec = req.apply(&current.spec.0)?;
     Ok(save_spec(&state, &current, expected, spec, &origin).await?)
@@ -363,7 +377,8 @@ pub async fn replace(
     IfMatch(expected): IfMatch,
     JsonBody(req): JsonBody<StandardInput>,
 ) -> ApiResult<Response> {
-    let env_id = access(&state, &who, &env_id, true).await?.0.id;
+    let (env, origin) = changing(&state, &who, &env_id, &origin).await?;
+    let env_id = env.id;
     let current = load(&state, &env_id, &policy_id, PolicyKind::Standard).await?;
     let spec = req.replacing(&current.spec.0)?;
     Ok(save_spec(&state, &current, expected, spec, &origin).await?)
@@ -401,7 +416,8 @@ pub async fn delete_kind(
     kind: PolicyKind,
     expected: Option<i64>,
 ) -> Result<()> {
-    let env_id = &access(state, who, env_id, true).await?.0.id;
+    let (env, origin) = changing(state, who, env_id, origin).await?;
+    let (env_id, origin) = (&env.id, &origin);
     load(state, env_id, policy_id, kind).await?;
     state
         .store

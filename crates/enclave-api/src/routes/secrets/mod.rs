@@ -120,7 +120,8 @@ pub async fn create(
     Path(env_id): Path<String>,
     JsonBody(req): JsonBody<CreateSecrets>,
 ) -> ApiResult<Response> {
-    let (env, _) = env_access(&state, &who, &env_id, Permission::ManageSecrets).await?;
+    let (env, access) = env_access(&state, &who, &env_id, Permission::ManageSecrets).await?;
+    let origin = origin.via(access.grant());
     let (items, batch) = req.validate()?;
     let key = state.keyring.for_writing(&env.id).await?;
     let writes = items
@@ -232,6 +233,7 @@ pub async fn patch(
     JsonBody(req): JsonBody<PatchSecret>,
 ) -> ApiResult<Response> {
     let (env, access) = env_access(&state, &who, &env_id, Permission::ManageSecrets).await?;
+    let origin = origin.via(access.grant());
     let can_read = may_read_values(&who, &access);
     let rec = save(&state, &env, &key, expected, can_read, &origin, |current| {
         req.clone().apply(current)
@@ -306,7 +308,8 @@ pub async fn delete(
     Path((env_id, key)): Path<(String, String)>,
     IfMatch(expected): IfMatch,
 ) -> ApiResult<StatusCode> {
-    let (env, _) = env_access(&state, &who, &env_id, Permission::ManageSecrets).await?;
+    let (env, access) = env_access(&state, &who, &env_id, Permission::ManageSecrets).await?;
+    let origin = origin.via(access.grant());
     state
         .store
         .delete_secret(&env.id, &key, expected, &origin)
@@ -355,6 +358,7 @@ pub async fn restore(
     IfMatch(expected): IfMatch,
 ) -> ApiResult<Response> {
     let (env, access) = env_access(&state, &who, &env_id, Permission::ManageSecrets).await?;
+    let origin = origin.via(access.grant());
     let can_read = may_read_values(&who, &access);
     let rec = load(&state, &env.id, &key).await?;
     let old = state

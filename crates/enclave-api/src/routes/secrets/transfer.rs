@@ -96,6 +96,7 @@ pub async fn import(
 ) -> ApiResult<Response> {
     let params: ImportParams = parse_query(raw_query.as_deref().unwrap_or_default())?;
     let (env, access) = env_access(&state, &who, &env_id, Permission::ManageSecrets).await?;
+    let origin = origin.via(access.grant());
     let can_read = may_read_values(&who, &access);
     let json = is_json(req.headers());
     let body = request_body(req).await?;
