@@ -63,6 +63,7 @@ pub fn new_environment(
         description,
         settings,
         policies: Vec::new(),
+        capabilities: Vec::new(),
         required_keys: Vec::new(),
         secrets: None,
     })

@@ -328,6 +328,7 @@ impl Grant {
             "grant_id": self.grant_id,
             "agent_id": self.agent_id,
             "rule": rule,
+            "sqlstate": "42501",
         }))
     }
 }
@@ -348,6 +349,7 @@ pub fn ungranted(agent_id: &str, kind: Kind, tables: &[String]) -> Result<()> {
     .with_details(json!({
         "agent_id": agent_id,
         "rule": "agents_require_capabilities",
+        "sqlstate": "42501",
     })))
 }
 

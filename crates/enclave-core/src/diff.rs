@@ -52,6 +52,8 @@ pub struct EnvironmentDiff {
     pub policies: Vec<NamedDiff>,
     /// Keys compared by whether their values are equal; values are never shown.
     pub secrets: Vec<NamedDiff>,
+    /// Agents' capability grants, by agent id.
+    pub capabilities: Vec<NamedDiff>,
     /// This environment's `required_keys` it does not hold.
     pub missing_keys: Vec<String>,
     /// The other environment's `required_keys` it does not hold.
@@ -95,6 +97,26 @@ pub fn diff_policies(this: &[&PolicySpec], against: &[&PolicySpec]) -> Vec<Named
                 name: name.to_string(),
                 status,
             }
+        })
+        .collect()
+}
+
+/// Compares two environments' capability grants by agent id.
+pub fn diff_capabilities(
+    this: &std::collections::BTreeMap<String, crate::agent::CapabilitySpec>,
+    against: &std::collections::BTreeMap<String, crate::agent::CapabilitySpec>,
+) -> Vec<NamedDiff> {
+    let names: BTreeSet<&String> = this.keys().chain(against.keys()).collect();
+    names
+        .into_iter()
+        .map(|name| NamedDiff {
+            name: name.clone(),
+            status: match (this.get(name), against.get(name)) {
+                (Some(a), Some(b)) if a == b => DiffStatus::Equal,
+                (Some(_), Some(_)) => DiffStatus::Different,
+                (Some(_), None) => DiffStatus::MissingThere,
+                _ => DiffStatus::MissingHere,
+            },
         })
         .collect()
 }

@@ -2,12 +2,13 @@
 //! and the shapes of their answers. Settings are planned here; policies and secrets plug in
 //! through the same [`Change`] list when those resources exist.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::agent::CapabilitySpec;
 use crate::environment::EnvSettings;
 use crate::error::{Error, Result};
 use crate::id::EnvId;
@@ -26,16 +27,19 @@ pub enum PromoteItem {
     AbacPolicies,
     Secrets,
     Settings,
+    /// Agents' capability grants, by agent id.
+    Capabilities,
 }
 
 impl PromoteItem {
-    pub const ALL: [PromoteItem; 6] = [
+    pub const ALL: [PromoteItem; 7] = [
         PromoteItem::Policies,
         PromoteItem::MaskingRules,
         PromoteItem::RlsFilters,
         PromoteItem::AbacPolicies,
         PromoteItem::Secrets,
         PromoteItem::Settings,
+        PromoteItem::Capabilities,
     ];
 }
 
@@ -48,10 +52,17 @@ pub enum CloneItem {
     Settings,
     Policies,
     Secrets,
+    /// Agents' capability grants.
+    Capabilities,
 }
 
 impl CloneItem {
-    pub const ALL: [CloneItem; 3] = [CloneItem::Settings, CloneItem::Policies, CloneItem::Secrets];
+    pub const ALL: [CloneItem; 4] = [
+        CloneItem::Settings,
+        CloneItem::Policies,
+        CloneItem::Secrets,
+        CloneItem::Capabilities,
+    ];
 }
 
 /// An `include` list: absent means everything; empty or repeated entries are refused so a
@@ -88,7 +99,8 @@ pub enum ChangeAction {
 /// One object a promotion creates or updates in the target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Change {
-    /// `setting`, `policy`, `masking_rule`, `rls_filter`, `abac_policy`, `secret`.
+    /// `setting`, `policy`, `masking_rule`, `rls_filter`, `abac_policy`, `secret`,
+    /// `capability` (named by its agent id).
     pub kind: String,
     pub name: String,
     pub action: ChangeAction,
@@ -104,6 +116,8 @@ pub struct PromotionCounts {
     pub rls_filters_promoted: u32,
     pub abac_policies_promoted: u32,
     pub secrets_promoted: u32,
+    /// Agents whose capability grant the target receives (new or changed).
+    pub capabilities_promoted: u32,
     /// How many settings the target receives new values for.
     pub settings_changed: u32,
 }
@@ -115,6 +129,7 @@ impl PromotionCounts {
             match ch.kind.as_str() {
                 "setting" => c.settings_changed += 1,
                 "secret" => c.secrets_promoted += 1,
+                "capability" => c.capabilities_promoted += 1,
                 "masking_rule" => c.masking_rules_promoted += 1,
                 "rls_filter" => c.rls_filters_promoted += 1,
                 "abac_policy" => c.abac_policies_promoted += 1,
@@ -154,6 +169,31 @@ pub fn plan_settings(
         })
         .collect();
     Some((source.clone(), changes))
+}
+
+/// The capability grants a promotion writes into the target: each source grant (by agent
+/// id) the target lacks or holds with other content, with the change list that says so.
+/// Grants only in the target are kept.
+pub fn plan_capabilities(
+    source: &BTreeMap<String, CapabilitySpec>,
+    target: &BTreeMap<String, CapabilitySpec>,
+) -> (Vec<(String, CapabilitySpec)>, Vec<Change>) {
+    let mut writes = Vec::new();
+    let mut changes = Vec::new();
+    for (agent, spec) in source {
+        let action = match target.get(agent) {
+            None => ChangeAction::Created,
+            Some(t) if t != spec => ChangeAction::Updated,
+            Some(_) => continue,
+        };
+        writes.push((agent.clone(), spec.clone()));
+        changes.push(Change {
+            kind: "capability".into(),
+            name: agent.clone(),
+            action,
+        });
+    }
+    (writes, changes)
 }
 
 /// The policy types an `include` set carries: `policies` means all of them.
@@ -255,12 +295,51 @@ pub struct Promotion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capability_grants_plan_and_diff_by_agent() {
+        let spec = |actions: serde_json::Value| -> crate::agent::CapabilitySpec {
+            serde_json::from_value(serde_json::json!({ "allowed_actions": actions })).unwrap()
+        };
+        let source: BTreeMap<String, _> = [
+            ("bot".to_string(), spec(serde_json::json!(["query"]))),
+            ("etl".to_string(), spec(serde_json::json!(["write"]))),
+            ("same".to_string(), spec(serde_json::json!(["ddl"]))),
+        ]
+        .into();
+        let target: BTreeMap<String, _> = [
+            ("etl".to_string(), spec(serde_json::json!(["query"]))),
+            ("same".to_string(), spec(serde_json::json!(["ddl"]))),
+            ("mine".to_string(), spec(serde_json::json!(["query"]))),
+        ]
+        .into();
+        let (writes, changes) = plan_capabilities(&source, &target);
+        assert_eq!(
+            writes.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+            ["bot", "etl"]
+        );
+        assert_eq!(changes[0].action, ChangeAction::Created);
+        assert_eq!(changes[1].action, ChangeAction::Updated);
+        assert_eq!(PromotionCounts::of(&changes).capabilities_promoted, 2);
+        let diff = crate::diff::diff_capabilities(&source, &target);
+        let status: Vec<_> = diff.iter().map(|d| (d.name.as_str(), d.status)).collect();
+        use crate::diff::DiffStatus::*;
+        assert_eq!(
+            status,
+            [
+                ("bot", MissingThere),
+                ("etl", Different),
+                ("mine", MissingHere),
+                ("same", Equal)
+            ]
+        );
+    }
     use crate::diff::{diff_policies, diff_settings, DiffStatus};
     use crate::environment::SettingsPatch;
 
     #[test]
     fn include_lists() {
-        assert_eq!(include(None, &PromoteItem::ALL).unwrap().len(), 6);
+        assert_eq!(include(None, &PromoteItem::ALL).unwrap().len(), 7);
         let one = include(Some(vec![PromoteItem::Settings]), &PromoteItem::ALL).unwrap();
         assert!(one.contains(&PromoteItem::Settings) && one.len() == 1);
         assert_eq!(

@@ -155,7 +155,8 @@ impl Capabilities {
     }
 
     /// Stage 6 for an agent's statement estimated at `estimate`: refused when the grant's
-    /// daily credits would be passed.
+    /// daily credits would be passed. An allowed statement's estimate counts on this node
+    /// at once, until the registry (which the audit writer fills) is read again.
     pub async fn check_credits(
         &self,
         env_id: &EnvId,
@@ -166,7 +167,12 @@ impl Capabilities {
             return Ok(());
         }
         let used = self.used_today(env_id, &grant.agent_id).await?;
-        grant.check_credits(used, estimate)
+        grant.check_credits(used, estimate)?;
+        let key = (env_id.clone(), grant.agent_id.clone());
+        if let Some(u) = self.usage.lock().unwrap().get_mut(&key) {
+            u.credits += estimate;
+        }
+        Ok(())
     }
 
     async fn used_today(&self, env_id: &EnvId, agent: &str) -> Result<Credits> {

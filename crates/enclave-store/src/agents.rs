@@ -364,3 +364,30 @@ pub(crate) async fn save_capabilities(
     .map_err(internal)?;
     Ok(rec)
 }
+
+/// Writes `spec` as `agent_id`'s grant in `env` (a clone's copy, a promotion's write) and
+/// journals it, in `tx`; the caller announces `Invalidation::Capabilities`.
+pub(crate) async fn copy_capabilities(
+    tx: &mut Tx,
+    origin: &Origin,
+    env: &EnvRecord,
+    agent_id: &str,
+    spec: CapabilitySpec,
+) -> Result<()> {
+    let before = select_capabilities(tx, &env.id, agent_id).await?;
+    let rec = save_capabilities(
+        tx,
+        &env.org_id,
+        &env.id,
+        agent_id,
+        spec,
+        &origin.actor.id,
+        before.as_ref(),
+    )
+    .await?;
+    let action = match before {
+        Some(_) => "agent_capability.updated",
+        None => "agent_capability.granted",
+    };
+    journal(tx, origin, Change::of(action, before.as_ref(), Some(&rec))).await
+}

@@ -45,6 +45,7 @@ impl Store {
             check_parent_row(chain, None, 1)?;
         }
         let copies = std::mem::take(&mut env.policies);
+        let grants = std::mem::take(&mut env.capabilities);
         let secrets = env.secrets.take();
         let rec = insert_env(&mut tx, env, count - 1).await?;
         drop_alias(&mut tx, &rec.org_id, &rec.slug).await?;
@@ -69,6 +70,9 @@ impl Store {
                 Change::of("policy.created", None, Some(&copy)),
             )
             .await?;
+        }
+        for (agent_id, spec) in grants {
+            crate::agents::copy_capabilities(&mut tx, origin, &rec, &agent_id, spec).await?;
         }
         if let Some(EnvSecrets { data_key, secrets }) = secrets {
             check_keyring(&mut tx, &data_key.master_key_id).await?;

@@ -94,7 +94,7 @@ impl Store {
         if status == "decommissioning" {
             return Err(Error::not_found("environment"));
         }
-        let open: Option<(JitId, String)> = db::query_as(&format!(
+        let open: Option<(JitId, String)> = db::query_as(format!(
             "SELECT id, status FROM jit_requests WHERE env_id = $1 AND requester_id = $2 \
              AND ({} OR {}) LIMIT 1",
             status_condition(JitStatus::Pending, "$3"),
@@ -117,7 +117,7 @@ impl Store {
                 format!("you already have {what} in this environment ({id}); wait for it to end or revoke it"),
             ));
         }
-        let rec: JitRecord = db::query_as(&format!(
+        let rec: JitRecord = db::query_as(format!(
             "INSERT INTO jit_requests (id, env_id, org_id, requester_id, member_role, \
              requested_role, reason, duration_minutes, status, created_at, updated_at, version) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, 1) \
@@ -165,7 +165,7 @@ impl Store {
             conditions.push("$3 = $3".into());
         }
         let condition = conditions.join(" AND ");
-        let rows = db::query_as(&format!(
+        let rows = db::query_as(format!(
             "SELECT {JIT_COLUMNS} FROM jit_requests WHERE {condition} \
              AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
         ))
@@ -177,7 +177,7 @@ impl Store {
         .fetch_all(self.reader())
         .await
         .map_err(internal)?;
-        let total = db::query_scalar(&format!(
+        let total = db::query_scalar(format!(
             "SELECT COUNT(*) FROM jit_requests WHERE {condition}"
         ))
         .bind(env_id)
@@ -190,7 +190,7 @@ impl Store {
     }
 
     pub async fn jit_request(&self, env_id: &EnvId, id: &JitId) -> Result<Option<JitRecord>> {
-        db::query_as(&format!(
+        db::query_as(format!(
             "SELECT {JIT_COLUMNS} FROM jit_requests WHERE id = $1 AND env_id = $2"
         ))
         .bind(id)
@@ -218,7 +218,7 @@ impl Store {
         } else {
             ("denied", "jit.denied", "denied")
         };
-        let rec: Option<JitRecord> = db::query_as(&format!(
+        let rec: Option<JitRecord> = db::query_as(format!(
             "UPDATE jit_requests SET status = $3, decided_by = $4, decided_at = $5, \
              decision_comment = $6, \
              expires_at = CASE WHEN $3 = 'approved' THEN $5 + duration_minutes * 60000 END, \
@@ -263,7 +263,7 @@ impl Store {
         origin: &Origin,
     ) -> Result<JitRecord> {
         let mut tx = self.begin_write().await?;
-        let rec: Option<JitRecord> = db::query_as(&format!(
+        let rec: Option<JitRecord> = db::query_as(format!(
             "UPDATE jit_requests SET status = 'revoked', ended_by = $3, ended_at = $4, \
              updated_at = $4, version = version + 1 \
              WHERE id = $1 AND env_id = $2 AND {} RETURNING {JIT_COLUMNS}",
@@ -294,7 +294,7 @@ impl Store {
     /// at `now_ms` (audited as the system's `jit.expired`, announced to webhooks); returns them.
     pub async fn expire_jit_requests(&self, now_ms: i64) -> Result<Vec<JitRecord>> {
         let mut tx = self.begin_write().await?;
-        let rows: Vec<JitRecord> = db::query_as(&format!(
+        let rows: Vec<JitRecord> = db::query_as(format!(
             "UPDATE jit_requests SET status = 'expired', updated_at = $1, version = version + 1 \
              WHERE (status = 'pending' AND created_at <= $1 - {PENDING_TTL_MS}) \
                 OR (status = 'approved' AND expires_at <= $1) \
@@ -330,7 +330,7 @@ impl Store {
         user_id: &UserId,
         env_id: &EnvId,
     ) -> Result<Option<JitRecord>> {
-        db::query_as(&format!(
+        db::query_as(format!(
             "SELECT {JIT_COLUMNS} FROM jit_requests WHERE env_id = $1 AND requester_id = $2 \
              AND status = 'approved' ORDER BY expires_at DESC LIMIT 1"
         ))
@@ -352,7 +352,7 @@ impl Store {
         verb: &str,
         now_ms: i64,
     ) -> Error {
-        let found: Result<Option<JitRecord>> = db::query_as(&format!(
+        let found: Result<Option<JitRecord>> = db::query_as(format!(
             "SELECT {JIT_COLUMNS} FROM jit_requests WHERE id = $1 AND env_id = $2"
         ))
         .bind(id)

@@ -92,6 +92,10 @@ impl Store {
         )
         .await?;
         announce_secrets(&mut tx, &target.org_id, &target.id, &changed_secrets).await?;
+        let changed_capabilities = !apply.capabilities.is_empty();
+        for (agent_id, spec) in apply.capabilities {
+            crate::agents::copy_capabilities(&mut tx, origin, &target, &agent_id, spec).await?;
+        }
         if let Some(settings) = apply.settings {
             db::query("UPDATE environments SET settings = $2, updated_at = $3, version = version + 1 WHERE id = $1")
                 .bind(&apply.target_env_id)
@@ -130,6 +134,11 @@ impl Store {
         }];
         if changed_policies {
             events.push(Invalidation::Policies {
+                env_id: apply.target_env_id.clone(),
+            });
+        }
+        if changed_capabilities {
+            events.push(Invalidation::Capabilities {
                 env_id: apply.target_env_id.clone(),
             });
         }

@@ -286,6 +286,8 @@ pub struct NewEnvironment {
     pub settings: EnvSettings,
     /// Policies created with it (a clone's copies), in the same transaction.
     pub policies: Vec<PolicySpec>,
+    /// Capability grants created with it (a clone's copies), by agent id.
+    pub capabilities: Vec<(String, enclave_core::agent::CapabilitySpec)>,
     pub required_keys: Vec<String>,
     /// Secrets created with it (a clone's copies, sealed under the new environment's data
     /// key), in the same transaction.
@@ -386,6 +388,8 @@ pub struct PromotionApply {
     pub policies: Vec<PolicyWrite>,
     /// Secrets created or updated in the target (sealed under its data key).
     pub secrets: Vec<SecretWrite>,
+    /// Capability grants written into the target, by agent id.
+    pub capabilities: Vec<(String, enclave_core::agent::CapabilitySpec)>,
     pub record: Promotion,
 }
 

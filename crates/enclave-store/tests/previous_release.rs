@@ -113,6 +113,7 @@ async fn works_on_the_new_code(store: Store) {
         description: String::new(),
         settings: EnvSettings::default(),
         policies: Vec::new(),
+        capabilities: Vec::new(),
         required_keys: Vec::new(),
         secrets: None,
     };

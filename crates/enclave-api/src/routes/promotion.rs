@@ -1,6 +1,7 @@
 //! Configuration between environments: promote (with dry run) and its history, clone, diff.
 //!
-//! Settings, policies and secrets move in one change list and one store transaction. Secret
+//! Settings, policies, secrets and agents' capability grants move in one change list and one
+//! store transaction. Secret
 //! values are opened with the source's data key and sealed again with the target's; the
 //! answers name keys only.
 
@@ -10,14 +11,17 @@ use axum::extract::State;
 
 use crate::extract::Path;
 use axum::response::Response;
-use enclave_core::diff::{diff_policies, diff_settings, DiffStatus, EnvironmentDiff};
+use enclave_core::agent::CapabilitySpec;
+use enclave_core::diff::{
+    diff_capabilities, diff_policies, diff_settings, DiffStatus, EnvironmentDiff,
+};
 use enclave_core::environment::{check_writable, EnvSettings, EnvType};
-use enclave_core::id::{new_id, Kind};
+use enclave_core::id::{new_id, EnvId, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::policy::PolicySpec;
 use enclave_core::promotion::{
-    self, plan_policies, plan_settings, CloneItem, PromoteItem, Promotion, PromotionCounts,
-    PromotionStatus, TargetPolicy,
+    self, plan_capabilities, plan_policies, plan_settings, CloneItem, PromoteItem, Promotion,
+    PromotionCounts, PromotionStatus, TargetPolicy,
 };
 use enclave_core::secret::{self, Content};
 use enclave_core::{Error, ErrorCode, Permission, Result};
@@ -115,6 +119,11 @@ pub async fn promote(
     let with_secrets = include.contains(&PromoteItem::Secrets);
     let source_secrets = if with_secrets {
         contents_of(secrets::env_contents(&state.store, &state.keyring, &source.id).await?)
+    } else {
+        BTreeMap::new()
+    };
+    let source_grants = if include.contains(&PromoteItem::Capabilities) {
+        grants_of(&state, &source.id).await?
     } else {
         BTreeMap::new()
     };
@@ -220,6 +229,13 @@ pub async fn promote(
             }
             details.extend(changes);
         }
+        let mut capabilities = Vec::new();
+        if include.contains(&PromoteItem::Capabilities) {
+            let target_grants = grants_of(&state, &target.id).await?;
+            let (writes, changes) = plan_capabilities(&source_grants, &target_grants);
+            capabilities = writes;
+            details.extend(changes);
+        }
         let record = Promotion {
             promotion_id: new_id(Kind::Promotion),
             source_env: source.id.clone(),
@@ -246,6 +262,7 @@ pub async fn promote(
             settings,
             policies,
             secrets: secret_writes,
+            capabilities,
             record: record.clone(),
         };
         match state.store.apply_promotion(apply, &origin).await {
@@ -334,6 +351,9 @@ pub async fn clone(
         settings,
     )?;
     env.policies = policies;
+    if include.contains(&CloneItem::Capabilities) {
+        env.capabilities = grants_of(&state, &source.id).await?.into_iter().collect();
+    }
     if include.contains(&CloneItem::Secrets) {
         env.required_keys = source.required_keys.0.clone();
         let copies = secrets::env_contents(&state.store, &state.keyring, &source.id).await?;
@@ -389,10 +409,15 @@ pub async fn diff(
         crate::secrets::env_values(&state.store, &state.keyring, &against.id).await?,
     );
     let secrets = secret::diff(&mine, &theirs);
+    let capabilities = diff_capabilities(
+        &grants_of(&state, &this.id).await?,
+        &grants_of(&state, &against.id).await?,
+    );
     let equal = |s: &DiffStatus| *s == DiffStatus::Equal;
     let identical = settings.iter().all(|s| equal(&s.status))
         && policies.iter().all(|p| equal(&p.status))
-        && secrets.iter().all(|s| equal(&s.status));
+        && secrets.iter().all(|s| equal(&s.status))
+        && capabilities.iter().all(|c| equal(&c.status));
     let missing = |required: &[String], held: &BTreeMap<String, String>| -> Vec<String> {
         required
             .iter()
@@ -409,7 +434,19 @@ pub async fn diff(
         settings,
         policies,
         secrets,
+        capabilities,
     }))
+}
+
+/// The environment's capability grants' content, by agent id.
+async fn grants_of(state: &AppState, env_id: &EnvId) -> Result<BTreeMap<String, CapabilitySpec>> {
+    Ok(state
+        .store
+        .env_capabilities(env_id)
+        .await?
+        .into_iter()
+        .map(|g| (g.agent_id, g.spec.0))
+        .collect())
 }
 
 fn contents_of(

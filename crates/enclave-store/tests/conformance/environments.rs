@@ -30,6 +30,7 @@ fn env(org: &OrgId, slug: &str) -> NewEnvironment {
         description: String::new(),
         settings: EnvSettings::default(),
         policies: Vec::new(),
+        capabilities: Vec::new(),
         required_keys: Vec::new(),
         secrets: None,
     }
@@ -244,6 +245,7 @@ async fn promotion_is_all_or_nothing(store: Arc<Store>) {
                 expected_target_version: prod.version - 1,
                 settings: Some(settings.clone()),
                 policies: Vec::new(),
+                capabilities: Vec::new(),
                 secrets: Vec::new(),
                 record: record(&new_id(Kind::Promotion)),
             },
@@ -277,6 +279,7 @@ async fn promotion_is_all_or_nothing(store: Arc<Store>) {
                 expected_target_version: prod.version,
                 settings: Some(settings.clone()),
                 policies: Vec::new(),
+                capabilities: Vec::new(),
                 secrets: Vec::new(),
                 record: record(&id),
             },

@@ -205,6 +205,7 @@ async fn promotion_writes_check_versions(store: Arc<Store>) {
         .flatten()
         .collect(),
         secrets: Vec::new(),
+        capabilities: Vec::new(),
         record: record(&new_id(Kind::Promotion)),
     };
     // Planned from version 0 (stale): refused, and the create beside it is not applied.

@@ -492,6 +492,16 @@ impl Ctx<'_> {
                 let k = self.key(&e).await;
                 self.call(post, format!("/v1/environments/{e}/api-keys/{k}/rotate"), json!({}))
             }
+            "POST /v1/environments/{env_id}/agents/{agent_id}/capabilities" => {
+                let e = self.env().await;
+                self.call(post, format!("/v1/environments/{e}/agents/walker/capabilities"), json!({"allowed_actions": ["query"]}))
+            }
+            "DELETE /v1/environments/{env_id}/agents/{agent_id}/capabilities" => {
+                let e = self.env().await;
+                let path = format!("/v1/environments/{e}/agents/walker/capabilities");
+                self.s.post(&path, Some(&self.token), json!({"allowed_actions": ["query"]})).await;
+                self.call(Method::DELETE, path, json!(null))
+            }
             "POST /v1/environments/{env_id}/jit-access" => {
                 let e = self.env().await;
                 let (_, _, token) = self.person(o).await;

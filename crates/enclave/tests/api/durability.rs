@@ -293,6 +293,7 @@ async fn unfinished_lifecycle_steps_finish_at_start(db: Db) {
         description: String::new(),
         settings: Default::default(),
         policies: Vec::new(),
+        capabilities: Vec::new(),
         required_keys: Vec::new(),
         secrets: None,
     };

@@ -2,6 +2,7 @@
 //! SQLite and on PostgreSQL.
 
 mod account;
+mod agents;
 mod api_keys;
 mod audit;
 mod auth;
