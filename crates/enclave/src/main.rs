@@ -58,6 +58,10 @@ enum Command {
     /// approve, deny or end such grants: `enclave jit request --env prod --role developer
     /// --minutes 60 --reason "fix the orders"`.
     Jit(enclave::cli::jit::JitCommand),
+    /// The agents seen in an environment and their capability grants: `enclave agents list`,
+    /// `enclave agents grant support-bot --env prod --actions query --tables orders,customers`,
+    /// `enclave agents revoke support-bot`.
+    Agents(enclave::cli::agents::AgentsCommand),
     /// Administration on the server's own storage (stop the servers or expect them to
     /// reload): `enclave admin rotate-master-key`.
     Admin(enclave::admin::AdminCommand),
@@ -98,6 +102,7 @@ async fn main() -> std::process::ExitCode {
         Command::Usage(cmd) => return client_result(enclave::cli::billing::usage(cmd).await),
         Command::Quotas(cmd) => return client_result(enclave::cli::billing::quotas(cmd).await),
         Command::Jit(cmd) => return client_result(enclave::cli::jit::run(cmd).await),
+        Command::Agents(cmd) => return client_result(enclave::cli::agents::run(cmd).await),
         Command::Admin(cmd) => return client_result(enclave::admin::run(cmd).await),
         Command::Serve(args) => (true, args),
         Command::Migrate(args) => (false, args),

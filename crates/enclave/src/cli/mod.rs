@@ -1,5 +1,6 @@
 //! Client subcommands: the CLI is a client of the same REST API as everyone else.
 
+pub mod agents;
 pub mod audit;
 pub mod billing;
 pub mod client;

@@ -168,7 +168,7 @@ async fn create_fields_and_validation(db: Db) {
     assert_eq!(
         e["settings"],
         json!({"query_timeout_ms": 5000, "max_concurrent_queries": 100, "cache_enabled": true,
-               "engine": "duckdb", "engine_secret": null})
+               "engine": "duckdb", "engine_secret": null, "agents_require_capabilities": false})
     );
     assert_eq!(e["connection"]["database"], "preview-pr-42");
     // The port the gateway actually listens on (tests bind port 0).
@@ -1159,7 +1159,8 @@ async fn clone_diff_and_promote(db: Db) {
             ("max_concurrent_queries", "equal"),
             ("cache_enabled", "different"),
             ("engine", "equal"),
-            ("engine_secret", "equal")
+            ("engine_secret", "equal"),
+            ("agents_require_capabilities", "equal")
         ]
     );
     assert_eq!(d.body["settings"][0]["value"], 5000);

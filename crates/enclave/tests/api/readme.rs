@@ -193,11 +193,27 @@ async fn the_documented_examples_run_as_written() {
         "{billing}"
     );
 
+    let provisioning = run_section("docs/provisioning.md", "## Worked example", &[]).await;
+    // The analyst refused, granted, writing with the grant's role, refused again; the agent
+    // narrowed on both doors.
+    for expected in [
+        "ERROR:  the analyst role may not run write statements",
+        r#"{"status":"approved","duration_minutes":30,"comment":"30 minutes"}"#,
+        "UPDATE 1",
+        r#"{"outcome":"ok","role":"developer","from_grant":true}"#,
+        r#"{"status":"revoked"}"#,
+        r#"{"rows":1,"truncated":true}"#,
+        r#"{"error":"POLICY_VIOLATION","rule":"allowed_tables"}"#,
+        "ERROR:  agent support-bot may not write data here: its capability grant cap_… allows query",
+    ] {
+        assert!(provisioning.contains(expected), "{expected}\n{provisioning}");
+    }
+
     let environments = run_section("docs/environments.md", "# Environments", &[]).await;
     // The old slug still answered, the locked and the staging-only changes went through, and
     // promotion carried the one differing setting.
     assert!(
-        environments.contains("name                             PR 42"),
+        environments.contains("name                                  PR 42"),
         "{environments}"
     );
     assert!(
