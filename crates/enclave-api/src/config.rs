@@ -39,6 +39,8 @@ pub struct ApiConfig {
     pub load_max_bytes: u64,
     /// Bytes of read results each node keeps in its result cache (0: none).
     pub result_cache_bytes: u64,
+    /// Shadow replays that may wait on this node.
+    pub shadow_queue: usize,
     /// The clock of the deadlines the server decides on (just-in-time grants); only tests
     /// move it.
     pub clock: enclave_core::clock::Clock,
@@ -112,6 +114,7 @@ impl ApiConfig {
             spool_dir: data_dir.join("spool"),
             load_max_bytes: LOAD_MAX_BYTES,
             result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
+            shadow_queue: enclave_gateway::shadow::DEFAULT_QUEUE,
             clock: enclave_core::clock::Clock::default(),
         }
     }

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     account, agents, api_keys, audit, auth, billing, environments, health, jit, members,
-    organizations, policies, promotion, query, query_audit, secrets, tables, webhooks,
+    organizations, policies, promotion, query, query_audit, secrets, shadow, tables, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +35,7 @@ use crate::routes::{
         jit::create, jit::list, jit::get, jit::approve, jit::deny, jit::revoke,
         agents::list, agents::get, agents::grant, agents::get_grant, agents::revoke,
         agents::versions,
+        shadow::start, shadow::get, shadow::stop, shadow::report,
         audit::list, audit::get, audit::verify, audit::export,
         query::query, query::query_arrow, tables::list, tables::get, tables::import,
         query_audit::list, query_audit::get, query_audit::verify, query_audit::export,

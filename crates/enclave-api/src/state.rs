@@ -113,6 +113,7 @@ impl AppState {
                     .iter()
                     .map(|(tier, limits)| (*tier, limits.quotas))
                     .collect(),
+                shadow_queue: config.shadow_queue,
             },
         );
         Ok(AppState(Arc::new(Inner {

@@ -22,6 +22,7 @@ pub mod promotion;
 pub mod query;
 pub mod role;
 pub mod secret;
+pub mod shadow;
 pub mod stored;
 pub mod validate;
 pub mod webhook;

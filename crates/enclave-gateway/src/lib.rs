@@ -29,6 +29,7 @@ pub mod results;
 pub mod running;
 pub mod session;
 mod session_functions;
+pub mod shadow;
 pub mod statistics;
 pub mod storage;
 pub mod wire;

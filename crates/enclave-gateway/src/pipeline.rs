@@ -34,6 +34,7 @@ use enclave_core::query::audit::{QueryAuditEntry, QueryPrincipal};
 use enclave_core::query::{
     self, sqlstate, with_sqlstate, Analyzed, Kind, SessionCommand, Translations,
 };
+use enclave_core::shadow::SideOutcome;
 use enclave_core::{Error, Result};
 use enclave_store::{EnvRecord, Invalidation, Store, UsageCharge};
 
@@ -49,6 +50,7 @@ use crate::result_cache::ResultCache;
 use crate::running::{outcome_of, timeout_error, Bill, Rows, Ticket, Timer};
 use crate::session::Session;
 use crate::session_functions;
+use crate::shadow::{ShadowCapture, Shadowing};
 use crate::statistics::Statistics;
 use crate::storage::StorageMeter;
 
@@ -69,6 +71,8 @@ pub struct GatewayConfig {
     /// Each tier's quotas as the server is configured (an organization's own changes apply
     /// on top).
     pub tier_quotas: TierQuotas,
+    /// Shadow replays that may wait per node; past it, sampled reads are dropped (counted).
+    pub shadow_queue: usize,
 }
 
 /// One request's time: an HTTP query, a wire `Query` message (every statement in it) or an
@@ -114,6 +118,7 @@ pub struct Gateway {
     statistics: Arc<Statistics>,
     storage: Arc<StorageMeter>,
     capabilities: Arc<Capabilities>,
+    shadowing: Arc<Shadowing>,
 }
 
 /// What stages 5 and 6 decided for a statement: its bill, and the quotas it runs under.
@@ -216,12 +221,13 @@ impl Gateway {
         });
         clear_spool(&config.spool_dir);
         let meter = Meter::start(store.clone(), config.tier_quotas.clone());
-        Arc::new(Gateway {
+        let gateway = Arc::new(Gateway {
             policies: PolicyState::start(store.clone(), mask_keys),
             results: ResultCache::start(store.clone(), config.result_cache_bytes),
             audit: AuditWriter::start(store.clone(), meter.clone()),
             statistics: Statistics::start(&store),
             capabilities: Capabilities::start(store.clone()),
+            shadowing: Shadowing::new(store.clone(), config.shadow_queue),
             storage: StorageMeter::new(store.clone(), engines.clone()),
             meter,
             admission: Admission::new(config.queue_limit),
@@ -234,7 +240,9 @@ impl Gateway {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             translations: Translations::default(),
-        })
+        });
+        gateway.shadowing.start(Arc::downgrade(&gateway));
+        gateway
     }
 
     pub fn engines(&self) -> &Engines {
@@ -908,17 +916,17 @@ impl Gateway {
         let mut ticket = self.ticket(session, statement, started, permit, budget.bill);
         ticket.set_policy(&enforcement.audit);
         let errors = ErrorPolicy::of(enforcement);
+        let shadow = self
+            .shadow_capture(session, env, statement, &params, started)
+            .await;
         let (sql, params) = self.render(session, env, statement, params, enforcement);
         let key = self
             .cacheable(session, env, statement)
             .then(|| self.results.key(&env.id, &sql, &params));
         if let Some(answer) = key.as_ref().and_then(|k| self.results.get(k)) {
-            return Ok(Outcome::Rows(Box::new(cached_rows(
-                ticket,
-                answer,
-                command_tag(statement),
-                errors,
-            ))));
+            let mut rows = cached_rows(ticket, answer, command_tag(statement), errors);
+            rows.shadow = shadow;
+            return Ok(Outcome::Rows(Box::new(rows)));
         }
         let cancel = session.cancel.take();
         let peer = session.peer.clone();
@@ -951,6 +959,7 @@ impl Gateway {
             tag: command_tag(statement),
             errors,
             capture: key.map(|k| self.results.capture(k)),
+            shadow,
             cache_hit: false,
         };
         if statement.kind == Kind::Read || returns_rows(statement, &rows.schema) {
@@ -970,6 +979,117 @@ impl Gateway {
             notice: None,
             credits: rows.credits_consumed(),
         })
+    }
+
+    /// Where a read's answer is kept for its shadow replay, when the environment is shadowed
+    /// and the read sampled (never inside a transaction, whose reads may see its own writes).
+    async fn shadow_capture(
+        &self,
+        session: &Session,
+        env: &EnvRecord,
+        statement: &Analyzed,
+        params: &[Param],
+        started: Instant,
+    ) -> Option<ShadowCapture> {
+        if statement.kind != Kind::Read || session.in_transaction {
+            return None;
+        }
+        let target = self.shadowing.sample(env).await?;
+        Some(ShadowCapture::new(
+            self.shadowing.clone(),
+            env.id.clone(),
+            target,
+            session.identity.clone(),
+            session.agent.clone(),
+            session.door,
+            session.source_ip,
+            statement.clone(),
+            params.to_vec(),
+            started,
+        ))
+    }
+
+    pub(crate) fn shadowing(&self) -> &Arc<Shadowing> {
+        &self.shadowing
+    }
+
+    /// A shadow replay: the statement run again in `target` — its data, its policies and the
+    /// agent's grant there — for the same principal, answered by the count and hash of its
+    /// rows. Not admitted, metered or audited: the report is its record.
+    pub(crate) async fn replay(&self, job: &crate::shadow::Job, target: &EnvId) -> SideOutcome {
+        let started = Instant::now();
+        let failed = |e: &Error| {
+            SideOutcome::failed(
+                sqlstate(e),
+                &e.message,
+                started.elapsed().as_millis() as i64,
+            )
+        };
+        if job.identity.grant.is_some() {
+            let e = Error::forbidden(
+                "jit:other_environment",
+                "the statement ran with a just-in-time grant of the shadowed environment, which does not reach the target",
+            );
+            return failed(&with_sqlstate(e, "42501"));
+        }
+        let env = match self.environment(target).await {
+            Ok(env) if env.status == EnvStatus::Active => env,
+            Ok(_) => {
+                return failed(&with_sqlstate(
+                    Error::unavailable("the shadow target is not active"),
+                    "55000",
+                ))
+            }
+            Err(e) => return failed(&e),
+        };
+        let mut identity = job.identity.clone();
+        identity.env_id = env.id.clone();
+        let mut session = Session::new(identity, None, job.door, job.source_ip);
+        session.agent = job.agent.clone();
+        let dialect = self.engines.of(&env).dialect();
+        let statement =
+            match query::parse_within(&job.statement.sql, dialect, &self.config.sql_limits)
+                .map(|mut s| s.pop())
+            {
+                Ok(Some(s)) => s,
+                Ok(None) => return failed(&Error::internal()),
+                Err(e) => return failed(&e),
+            };
+        if let Err(e) = query::authorize(&statement, &session.principal()) {
+            return failed(&e);
+        }
+        match self.capability(&session, &env, &statement).await {
+            Ok(grant) => session.capability = grant,
+            Err(e) => return failed(&e),
+        }
+        let enforcement = match self
+            .enforce(&session, &env, &statement, job.params.len())
+            .await
+        {
+            Ok(x) => x,
+            Err((e, _)) => return failed(&e),
+        };
+        let row_cap = match self.meter.quotas(&env.org_id).await {
+            Ok(q) => self.row_cap(&session, &q),
+            Err(e) => return failed(&e),
+        };
+        let (sql, params) =
+            self.render(&session, &env, &statement, job.params.clone(), &enforcement);
+        let timeout = Duration::from_millis(env.settings.0.query_timeout_ms.max(1) as u64);
+        let run = async {
+            let mut conn = self.engines.of(&env).connect(&env).await?;
+            let mut execution = conn.execute(&sql, params, row_cap).await?;
+            crate::shadow::hash_stream(&mut execution.batches).await
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(hash)) => SideOutcome::rows(
+                hash.rows(),
+                hash.hex(),
+                started.elapsed().as_millis() as i64,
+            ),
+            Ok(Err(e)) => failed(&e),
+            Err(_) => failed(&timeout_error(timeout)),
+        }
     }
 
     /// The ticket of an admitted statement: its slot and its audit entry, written when the
@@ -1180,6 +1300,7 @@ fn cached_rows(
         tag,
         errors,
         capture: None,
+        shadow: None,
         cache_hit: true,
     }
 }

@@ -269,6 +269,8 @@ pub struct Rows {
     pub(crate) errors: crate::enforcement::ErrorPolicy,
     /// Where the rows are kept for the result cache as they pass, when they may be.
     pub(crate) capture: Option<Capture>,
+    /// Where the rows are kept for a shadow replay, when the read was sampled.
+    pub(crate) shadow: Option<crate::shadow::ShadowCapture>,
     /// The rows come from the result cache.
     pub(crate) cache_hit: bool,
 }
@@ -285,6 +287,9 @@ impl Rows {
                 if let Some(capture) = self.capture.as_mut() {
                     capture.push(&batch);
                 }
+                if let Some(shadow) = self.shadow.as_mut() {
+                    shadow.push(&batch);
+                }
                 Some(Ok(batch))
             }
             Some(Err(e)) => Some(Err(self.fail(e))),
@@ -295,6 +300,7 @@ impl Rows {
     fn fail(&mut self, e: Error) -> Error {
         self.done = true;
         self.capture = None;
+        self.shadow = None;
         let e = self.errors.explain(self.timer.explain(e, self.timeout));
         self.ticket.close(outcome_of(&e), Some(&e));
         e
@@ -306,13 +312,18 @@ impl Rows {
         self.done = true;
         if let Some(e) = self.timer.reason(self.timeout) {
             self.capture = None;
+            self.shadow = None;
             self.ticket.close(outcome_of(&e), Some(&e));
             return Err(e);
         }
         if let Some(capture) = self.capture.take() {
             capture.keep(self.schema.clone(), self.truncated());
         }
+        // The caller has its answer; the replay comes after.
         self.ticket.close("ok", None);
+        if let Some(shadow) = self.shadow.take() {
+            shadow.finish();
+        }
         Ok(())
     }
 

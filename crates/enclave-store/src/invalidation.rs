@@ -60,6 +60,11 @@ pub enum Invalidation {
     Capabilities {
         env_id: EnvId,
     },
+    /// An environment's shadowing started or stopped: the gateway reads its configuration
+    /// again.
+    Shadow {
+        env_id: EnvId,
+    },
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }

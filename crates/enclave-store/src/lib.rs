@@ -26,6 +26,7 @@ mod query_audit;
 mod records;
 mod secrets;
 mod sessions;
+mod shadow;
 mod sqlite;
 mod store;
 mod stored;

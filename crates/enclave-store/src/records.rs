@@ -891,3 +891,37 @@ pub struct CapabilityVersionRecord {
     pub created_by: String,
     pub created_at: i64,
 }
+
+/// An environment's shadowing configuration.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ShadowRecord {
+    pub env_id: EnvId,
+    pub org_id: OrgId,
+    pub target_env_id: EnvId,
+    pub spec: Json<enclave_core::shadow::ShadowSpec>,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// The running counts of an environment's shadowing since its last start.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ShadowStatsRecord {
+    pub env_id: EnvId,
+    pub target_env_id: Option<EnvId>,
+    pub since: i64,
+    pub matches: i64,
+    pub mismatches: i64,
+    pub errors: i64,
+    pub dropped: i64,
+    pub primary_ms_total: i64,
+    pub shadow_ms_total: i64,
+}
+
+/// One replay's comparison, as the gateway reports it to the store.
+#[derive(Debug, Clone)]
+pub struct ShadowResult {
+    pub env_id: EnvId,
+    pub verdict: enclave_core::shadow::Verdict,
+    /// Both outcomes and the statement, kept when it did not match.
+    pub detail: enclave_core::shadow::ShadowMismatch,
+}

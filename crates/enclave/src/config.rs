@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// the cache off on this node).
     #[arg(long, env = "ENCLAVE_RESULT_CACHE_MB")]
     pub result_cache_mb: Option<u64>,
+    /// Shadow replays that may wait on this node (default 256); sampled reads past it are
+    /// dropped and counted, never delayed.
+    #[arg(long, env = "ENCLAVE_SHADOW_QUEUE")]
+    pub shadow_queue: Option<usize>,
     /// Most bytes of SQL text in one request: a wire Query or Parse, an HTTP body's `sql`
     /// (default 1 048 576).
     #[arg(long, env = "ENCLAVE_QUERY_MAX_BYTES")]
@@ -169,6 +173,7 @@ pub struct ServerConfig {
     pub webhooks: enclave_api::config::WebhookConfig,
     pub query_row_limit: u64,
     pub result_cache_bytes: u64,
+    pub shadow_queue: usize,
     pub sql_limits: enclave_core::query::Limits,
     /// The wire connection budget as configured; unset numbers follow the file descriptor
     /// limit the server finds at start ([`WireSettings::limits`]).
@@ -479,6 +484,13 @@ impl ServeArgs {
                 Some(mb) => mb << 20,
                 None => enclave_api::config::DEFAULT_RESULT_CACHE_BYTES,
             },
+            shadow_queue: match self.shadow_queue.or(file.shadow_queue) {
+                Some(n) if !(1..=1_000_000).contains(&n) => {
+                    anyhow::bail!("shadow_queue must be between 1 and 1000000")
+                }
+                Some(n) => n,
+                None => enclave_gateway::shadow::DEFAULT_QUEUE,
+            },
             sql_limits: sql_limits(
                 self.query_max_bytes.or(file.query_max_bytes),
                 self.query_max_statements.or(file.query_max_statements),
@@ -551,6 +563,7 @@ impl ServerConfig {
             spool_dir: self.data_dir.join("spool"),
             load_max_bytes: enclave_api::config::LOAD_MAX_BYTES,
             result_cache_bytes: self.result_cache_bytes,
+            shadow_queue: self.shadow_queue,
             clock: self.clock.clone(),
         }
     }

@@ -62,6 +62,10 @@ enum Command {
     /// `enclave agents grant support-bot --env prod --actions query --tables orders,customers`,
     /// `enclave agents revoke support-bot`.
     Agents(enclave::cli::agents::AgentsCommand),
+    /// Replay a sample of an environment's reads in another one and compare:
+    /// `enclave shadow start --env production --target staging --rate 0.1`, `enclave shadow
+    /// report --env production`, `enclave shadow stop --env production`.
+    Shadow(enclave::cli::shadow::ShadowCommand),
     /// Administration on the server's own storage (stop the servers or expect them to
     /// reload): `enclave admin rotate-master-key`.
     Admin(enclave::admin::AdminCommand),
@@ -103,6 +107,7 @@ async fn main() -> std::process::ExitCode {
         Command::Quotas(cmd) => return client_result(enclave::cli::billing::quotas(cmd).await),
         Command::Jit(cmd) => return client_result(enclave::cli::jit::run(cmd).await),
         Command::Agents(cmd) => return client_result(enclave::cli::agents::run(cmd).await),
+        Command::Shadow(cmd) => return client_result(enclave::cli::shadow::run(cmd).await),
         Command::Admin(cmd) => return client_result(enclave::admin::run(cmd).await),
         Command::Serve(args) => (true, args),
         Command::Migrate(args) => (false, args),

@@ -137,7 +137,8 @@ impl AuthCache {
             | Invalidation::Policies { .. }
             | Invalidation::Catalog { .. }
             | Invalidation::Data { .. }
-            | Invalidation::Capabilities { .. } => {}
+            | Invalidation::Capabilities { .. }
+            | Invalidation::Shadow { .. } => {}
             Invalidation::All => {
                 self.sessions.clear();
                 self.members.clear();

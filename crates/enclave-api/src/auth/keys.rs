@@ -105,7 +105,8 @@ impl KeyAuth {
             | Invalidation::Catalog { .. }
             | Invalidation::Data { .. }
             | Invalidation::Jit { .. }
-            | Invalidation::Capabilities { .. } => {}
+            | Invalidation::Capabilities { .. }
+            | Invalidation::Shadow { .. } => {}
         }
     }
 

@@ -16,6 +16,7 @@ pub mod promotion;
 pub mod query;
 pub mod query_audit;
 pub mod secrets;
+pub mod shadow;
 pub mod tables;
 pub mod webhooks;
 
@@ -131,6 +132,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/environments/{env_id}/api-keys/{key_id}/rotate",
             post(api_keys::rotate),
+        )
+        .route(
+            "/v1/environments/{env_id}/shadow",
+            get(shadow::get).post(shadow::start).delete(shadow::stop),
+        )
+        .route(
+            "/v1/environments/{env_id}/shadow/report",
+            get(shadow::report),
         )
         .route("/v1/environments/{env_id}/agents", get(agents::list))
         .route(

@@ -12,4 +12,5 @@ pub mod output;
 pub mod policies;
 pub mod secrets;
 pub mod session;
+pub mod shadow;
 pub mod signin;

@@ -398,7 +398,7 @@ async fn grants_follow_their_rules(db: Db) {
             .await;
     assert_eq!(current.body["allowed_actions"], json!(["query", "write"]));
 
-    // Who: members read grants, owners and admins (and keys with policies:write) change them.
+    // Who: members read grants, owners and admins (and keys with policies:manage) change them.
     let (_, analyst) =
         f.o.s
             .add_member(&f.o.token, &f.o.org, "ana@example.com", "analyst")

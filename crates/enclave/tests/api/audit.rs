@@ -502,6 +502,16 @@ impl Ctx<'_> {
                 self.s.post(&path, Some(&self.token), json!({"allowed_actions": ["query"]})).await;
                 self.call(Method::DELETE, path, json!(null))
             }
+            "POST /v1/environments/{env_id}/shadow" => {
+                let (from, to) = (self.env().await, self.env().await);
+                self.call(post, format!("/v1/environments/{from}/shadow"), json!({"target_env_id": to, "sample_rate": 0.5}))
+            }
+            "DELETE /v1/environments/{env_id}/shadow" => {
+                let (from, to) = (self.env().await, self.env().await);
+                let path = format!("/v1/environments/{from}/shadow");
+                self.s.post(&path, Some(&self.token), json!({"target_env_id": to, "sample_rate": 0.5})).await;
+                self.call(Method::DELETE, path, json!(null))
+            }
             "POST /v1/environments/{env_id}/jit-access" => {
                 let e = self.env().await;
                 let (_, _, token) = self.person(o).await;

@@ -26,6 +26,7 @@ mod receiver;
 mod result_cache;
 mod secrets;
 mod secrets_at_rest;
+mod shadow;
 mod sql_compat;
 mod system;
 mod webhooks;

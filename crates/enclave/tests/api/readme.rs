@@ -205,6 +205,8 @@ async fn the_documented_examples_run_as_written() {
         r#"{"rows":1,"truncated":true}"#,
         r#"{"error":"POLICY_VIOLATION","rule":"allowed_tables"}"#,
         "ERROR:  agent support-bot may not write data here: its capability grant cap_… allows query",
+        r#"{"matches":2,"mismatches":1,"errors":0,"dropped":0}"#,
+        r#"{"verdict":"mismatch","sql_redacted":"SELECT name, email FROM customers","here":2,"there":2}"#,
     ] {
         assert!(provisioning.contains(expected), "{expected}\n{provisioning}");
     }
