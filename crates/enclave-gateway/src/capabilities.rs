@@ -120,17 +120,20 @@ impl Capabilities {
     }
 
     /// Holds a statement to `grant`: its actions and tables (`reached`: what the statement's
-    /// relations are and read through views), then one of its statements a minute.
+    /// relations are and read through views), then — when it `runs` now — one of its
+    /// statements a minute.
     pub fn admit(
         &self,
         env_id: &EnvId,
         grant: &Grant,
         statement: &Analyzed,
         reached: &[TableRef],
+        runs: bool,
     ) -> Result<()> {
         grant.check(statement.kind, &statement.tables, reached)?;
         if let Some(per_minute) = grant.spec.max_queries_per_minute {
-            if enclave_core::agent::Action::of(statement.kind).is_some()
+            if runs
+                && enclave_core::agent::Action::of(statement.kind).is_some()
                 && !self.take(env_id, &grant.agent_id, per_minute)
             {
                 return Err(grant.rate_refusal(per_minute));

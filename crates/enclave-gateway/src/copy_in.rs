@@ -29,7 +29,7 @@ impl Gateway {
         let started = std::time::Instant::now();
         let prepared = async {
             let (table, columns, format) = load::copy_request(&statement.statement)?;
-            self.check(session, statement).await?;
+            self.check(session, statement, false).await?;
             let spool = Spool::open(
                 self.config().spool_dir.clone(),
                 enclave_core::id::new_id(enclave_core::id::Kind::Query),

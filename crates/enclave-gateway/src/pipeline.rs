@@ -291,7 +291,7 @@ impl Gateway {
         statement: &Analyzed,
         params: Vec<Param>,
     ) -> Result<SchemaRef> {
-        let env = self.check(session, statement).await?;
+        let env = self.check(session, statement, false).await?;
         let enforcement = self
             .enforce(session, &env, statement, params.len())
             .await
@@ -361,7 +361,7 @@ impl Gateway {
         // Stage 1 before any other work on the statement.
         let (permit, deadline, timeout) =
             self.admit_first(session, statement, started, clock).await?;
-        let env = match self.check(session, statement).await {
+        let env = match self.check(session, statement, true).await {
             Ok(env) => env,
             Err(e) => {
                 self.refused(session, Some(statement), started, &e);
@@ -409,7 +409,7 @@ impl Gateway {
         statement: &Analyzed,
         started: Instant,
     ) -> Result<Outcome> {
-        let env = match self.check(session, statement).await {
+        let env = match self.check(session, statement, true).await {
             Ok(env) => env,
             Err(e) => {
                 self.refused(session, Some(statement), started, &e);
@@ -725,7 +725,7 @@ impl Gateway {
         let clock = RequestClock::start(None);
         let (permit, deadline, timeout) =
             self.admit_first(session, statement, started, clock).await?;
-        let env = match self.check(session, statement).await {
+        let env = match self.check(session, statement, true).await {
             Ok(env) => env,
             Err(e) => {
                 self.refused(session, Some(statement), started, &e);
@@ -775,11 +775,13 @@ impl Gateway {
     }
 
     /// Stage 4: the credential is still good, the environment is active, and the caller's
-    /// role (and a key's scopes) allow the statement's kind.
+    /// role (and a key's scopes) allow the statement's kind. `runs`: the statement runs now
+    /// (it counts in its agent's rate); a describe or the start of a `COPY` only looks.
     pub(crate) async fn check(
         &self,
         session: &mut Session,
         statement: &Analyzed,
+        runs: bool,
     ) -> Result<EnvRecord> {
         if let Some(credential) = session.credential.clone() {
             // The verified-key and token caches answer this without Argon2id or the database;
@@ -812,7 +814,7 @@ impl Gateway {
             }
         }
         query::authorize(statement, &session.principal())?;
-        session.capability = self.capability(session, &env, statement).await?;
+        session.capability = self.capability(session, &env, statement, runs).await?;
         Ok(env)
     }
 
@@ -824,6 +826,7 @@ impl Gateway {
         session: &Session,
         env: &EnvRecord,
         statement: &Analyzed,
+        runs: bool,
     ) -> Result<Option<Grant>> {
         let agent = session.agent.id.as_deref();
         let Some(grant) = self.capabilities.grant(env, agent, statement).await? else {
@@ -838,7 +841,7 @@ impl Gateway {
                 .expand(&statement.tables),
         };
         self.capabilities
-            .admit(&env.id, &grant, statement, &reached)?;
+            .admit(&env.id, &grant, statement, &reached, runs)?;
         Ok(Some(grant))
     }
 
@@ -1058,7 +1061,7 @@ impl Gateway {
         if let Err(e) = query::authorize(&statement, &session.principal()) {
             return failed(&e);
         }
-        match self.capability(&session, &env, &statement).await {
+        match self.capability(&session, &env, &statement, false).await {
             Ok(grant) => session.capability = grant,
             Err(e) => return failed(&e),
         }

@@ -6,6 +6,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use enclave_core::api_key::key_can;
 use enclave_core::id::JitId;
 use enclave_core::jit::{self, JitRequest, JitStatus};
 use enclave_core::pagination::{Page, PageRequest};
@@ -79,8 +80,11 @@ async fn own_standing(
 
 /// Whether the caller sees every request of the environment (owner, admin, auditor; keys
 /// with `audit:read`) or only their own.
-fn sees_all(access: &OrgAccess) -> bool {
-    access.role.can(Permission::ReadAudit)
+fn sees_all(who: &Caller, access: &OrgAccess) -> bool {
+    match who {
+        Caller::User(_) => access.role.can(Permission::ReadAudit),
+        Caller::Key(key) => key_can(key.role, &key.scopes, Permission::ReadAudit),
+    }
 }
 
 /// The request `id` of `env`, if the caller may see it (their own, or everyone's).
@@ -98,7 +102,7 @@ async fn visible(
         .await?
         .ok_or_else(not_found)?;
     let own = matches!(who, Caller::User(u) if u.user_id == rec.requester_id);
-    if !own && !sees_all(access) {
+    if !own && !sees_all(who, access) {
         return Err(not_found());
     }
     Ok(rec)
@@ -194,7 +198,7 @@ pub async fn list(
         })?),
     };
     let requester_id = match &who {
-        _ if sees_all(&access) => None,
+        _ if sees_all(&who, &access) => None,
         Caller::User(u) => Some(u.user_id.clone()),
         Caller::Key(_) => {
             return Err(Error::forbidden(

@@ -244,6 +244,32 @@ async fn agents_are_registered_and_narrowed(db: Db) {
         "{}",
         r.body
     );
+    // On the wire too, where the extended protocol describes a statement before running it:
+    // only running counts.
+    f.grant(
+        "wire-counter",
+        json!({"allowed_actions": ["query"], "max_queries_per_minute": 3}),
+    )
+    .await
+    .expect(201);
+    let mut counted =
+        sqlx::PgConnection::connect_with(&options.clone().application_name("wire-counter"))
+            .await
+            .unwrap();
+    for _ in 0..3 {
+        sqlx::query("SELECT id FROM orders WHERE id = $1")
+            .bind(1)
+            .fetch_all(&mut counted)
+            .await
+            .unwrap();
+    }
+    let e = sqlx::query("SELECT id FROM orders WHERE id = $1")
+        .bind(1)
+        .fetch_all(&mut counted)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("statements a minute"), "{e}");
+    let _ = counted.close().await;
     // Daily credits: a whole scan is estimated at 3 credits; 5 a day allow one.
     f.grant(
         "spender",
