@@ -38,6 +38,17 @@ impl PageRequest {
         };
         Ok(PageRequest { limit, after })
     }
+
+    /// The key after which the page starts, for lists keyed by a number (a sequence, a
+    /// version): 400 `cursor` for one that is not.
+    pub fn after_number(&self) -> Result<Option<i64>> {
+        match self.after.as_deref() {
+            None => Ok(None),
+            Some(c) => c.parse().map(Some).map_err(|_| {
+                Error::validation("cursor", "valid", "the cursor is not one this list issued")
+            }),
+        }
+    }
 }
 
 pub fn encode_cursor(key: &str) -> String {

@@ -269,12 +269,7 @@ impl Store {
         grant_id: &str,
         page: &PageQuery,
     ) -> Result<(Vec<CapabilityVersionRecord>, i64)> {
-        let after: Option<i64> = match page.after.as_deref() {
-            Some(c) => Some(c.parse().map_err(|_| {
-                Error::validation("cursor", "valid", "the cursor is not one this list issued")
-            })?),
-            None => None,
-        };
+        let after = page.after_number()?;
         let rows = db::query_as(
             "SELECT grant_id, version, spec, created_by, created_at FROM agent_capability_versions \
              WHERE grant_id = $1 AND ($2 IS NULL OR version < $2) ORDER BY version DESC LIMIT $3",

@@ -24,16 +24,7 @@ impl Store {
              AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR resource_type = $4) \
              AND ($5 IS NULL OR resource_id = $5) AND ($6 IS NULL OR env_id = $6) \
              AND ($7 IS NULL OR created_at >= $7) AND ($8 IS NULL OR created_at < $8)";
-        let after: Option<i64> = match page.after.as_deref() {
-            Some(c) => Some(c.parse().map_err(|_| {
-                enclave_core::Error::validation(
-                    "cursor",
-                    "valid",
-                    "the cursor is not one this list issued",
-                )
-            })?),
-            None => None,
-        };
+        let after = page.after_number()?;
         let filter_args: [Arg; 8] = [
             org_id.into(),
             filter.actor_id.as_deref().into(),

@@ -178,12 +178,7 @@ impl Store {
         policy_id: &str,
         page: &PageQuery,
     ) -> enclave_core::Result<(Vec<PolicyVersionRecord>, i64)> {
-        let after: Option<i64> = match page.after.as_deref() {
-            None => None,
-            Some(c) => Some(c.parse().map_err(|_| {
-                Error::validation("cursor", "cursor", "the cursor is not one this list gave")
-            })?),
-        };
+        let after = page.after_number()?;
         let rows = db::query_as(
             "SELECT policy_id, version, spec, created_by, created_at FROM policy_versions \
              WHERE policy_id = $1 AND ($2 IS NULL OR version < $2) ORDER BY version DESC LIMIT $3",

@@ -172,16 +172,7 @@ impl Store {
         const WHERE: &str = "env_id = $1 AND ($2 IS NULL OR principal_id = $2) \
              AND ($3 IS NULL OR outcome = $3) AND ($4 IS NULL OR statement_kind = $4) \
              AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at < $6)";
-        let after: Option<i64> = match page.after.as_deref() {
-            Some(c) => Some(c.parse().map_err(|_| {
-                enclave_core::Error::validation(
-                    "cursor",
-                    "valid",
-                    "the cursor is not one this list issued",
-                )
-            })?),
-            None => None,
-        };
+        let after = page.after_number()?;
         let filter_args: [Arg; 6] = [
             env_id.into(),
             filter.principal_id.as_deref().into(),
