@@ -58,9 +58,10 @@ fn permit(access: OrgAccess, permission: Permission) -> Result<OrgAccess> {
 
 /// The environment `env_id` and the caller's standing in its organization, checked against
 /// `permission`. A person acts with the role of their live just-in-time grant in the
-/// environment, if they have one (`OrgAccess::grant` names it). Unknown ids and environments of organizations the caller does not belong to
-/// are both 404. An API key acts only in its own environment (another one of its
-/// organization is 403) and only where both its role and its scopes allow.
+/// environment, if they have one (`OrgAccess::grant` names it). Unknown ids and environments
+/// of organizations the caller does not belong to are both 404. An API key acts only in its
+/// own environment (another one of its organization is 403) and only where both its role and
+/// its scopes allow.
 pub async fn env_access(
     state: &AppState,
     who: &Caller,

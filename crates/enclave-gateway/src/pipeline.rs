@@ -543,12 +543,6 @@ impl Gateway {
             |table| counts.as_ref().and_then(|c| c.get(table).copied()),
             self.row_cap(session, &quotas),
         );
-        if let Some(grant) = &session.capability {
-            self.capabilities
-                .check_credits(&env.id, grant, estimate)
-                .await
-                .map_err(|e| (e, estimate))?;
-        }
         let limit = match env.env_type == EnvType::Prod && !cost.free {
             true => self
                 .meter
@@ -557,6 +551,13 @@ impl Gateway {
                 .map_err(|e| (e, estimate))?,
             false => None,
         };
+        // Last, as it counts the estimate against the agent's day once it passes.
+        if let Some(grant) = &session.capability {
+            self.capabilities
+                .check_credits(&env.id, grant, estimate)
+                .await
+                .map_err(|e| (e, estimate))?;
+        }
         Ok(Budget {
             bill: Bill {
                 charge: charge_of(env, statement, limit),
