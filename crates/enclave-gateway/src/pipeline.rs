@@ -1080,19 +1080,32 @@ impl Gateway {
         let (sql, params) =
             self.render(&session, &env, &statement, job.params.clone(), &enforcement);
         let timeout = Duration::from_millis(env.settings.0.query_timeout_ms.max(1) as u64);
+        let deadline = started + timeout;
+        let mut conn =
+            match tokio::time::timeout_at(deadline.into(), self.engines.of(&env).connect(&env))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return failed(&e),
+                Err(_) => return failed(&timeout_error(timeout)),
+            };
+        let interrupter = conn.interrupter();
         let run = async {
-            let mut conn = self.engines.of(&env).connect(&env).await?;
             let mut execution = conn.execute(&sql, params, row_cap).await?;
             crate::shadow::hash_stream(&mut execution.batches).await
         };
-        match tokio::time::timeout(timeout, run).await {
+        match tokio::time::timeout_at(deadline.into(), run).await {
             Ok(Ok(hash)) => SideOutcome::rows(
                 hash.rows(),
                 hash.hex(),
                 started.elapsed().as_millis() as i64,
             ),
             Ok(Err(e)) => failed(&e),
-            Err(_) => failed(&timeout_error(timeout)),
+            Err(_) => {
+                // The engine stops the statement too, not only the wait for it.
+                interrupter.interrupt();
+                failed(&timeout_error(timeout))
+            }
         }
     }
 
