@@ -110,6 +110,15 @@ fn without_value(msg: &str) -> &str {
     msg
 }
 
+/// [`parse_json`] of a body that may be left out: none (or only whitespace) is `T`'s default.
+pub fn parse_optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(bytes)
+    }
+}
+
 /// Parses JSON text into `T`; request types use `#[serde(deny_unknown_fields)]`, so an
 /// unknown field is a 400 that names it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {

@@ -203,15 +203,11 @@ impl ShadowCapture {
     }
 }
 
-/// Hashes an answer's rows.
-fn hash_batches<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> RowsHash {
-    let mut hash = RowsHash::default();
-    for batch in batches {
-        for row in json_rows(batch) {
-            hash.add(&row);
-        }
+/// Adds a batch's rows to `hash`.
+fn hash_batch(hash: &mut RowsHash, batch: &RecordBatch) {
+    for row in json_rows(batch) {
+        hash.add(&row);
     }
-    hash
 }
 
 /// The node's replay worker: replays each job, compares, and reports every `FLUSH_EVERY`.
@@ -242,7 +238,10 @@ async fn work(gateway: Weak<Gateway>, mut rx: mpsc::Receiver<Job>) {
 }
 
 async fn compare(gateway: &Gateway, job: Job) -> ShadowResult {
-    let primary_hash = hash_batches(&job.batches);
+    let mut primary_hash = RowsHash::default();
+    for batch in &job.batches {
+        hash_batch(&mut primary_hash, batch);
+    }
     let primary = SideOutcome::rows(primary_hash.rows(), primary_hash.hex(), job.primary_ms);
     let shadow = gateway.replay(&job, &job.target_env_id).await;
     let verdict = Verdict::of(&primary, &shadow);
@@ -265,9 +264,7 @@ pub(crate) async fn hash_stream(
 ) -> Result<RowsHash> {
     let mut hash = RowsHash::default();
     while let Some(batch) = batches.recv().await {
-        for row in json_rows(&batch?) {
-            hash.add(&row);
-        }
+        hash_batch(&mut hash, &batch?);
     }
     Ok(hash)
 }

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use crate::access::{env_access, OrgAccess};
 use crate::auth::{Caller, Origin};
 use crate::error::{ApiResult, ErrorEnvelope};
-use crate::extract::{parse_json, JsonBody, QueryParams};
+use crate::extract::{parse_optional_json, JsonBody, QueryParams};
 use crate::key_issue::{create_prepared, grant_power, prepare, CreateApiKey};
 use crate::state::AppState;
 use crate::views;
@@ -237,11 +237,7 @@ pub async fn rotate(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     // The body is optional: no body means the default grace period.
-    let req: RotateApiKey = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateApiKey::default()
-    } else {
-        parse_json(&body)?
-    };
+    let req: RotateApiKey = parse_optional_json(&body)?;
     let grace_hours = api_key::grace_period_hours(
         req.grace_period_hours
             .unwrap_or(api_key::DEFAULT_GRACE_HOURS),

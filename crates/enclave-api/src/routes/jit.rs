@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use crate::access::{env_access, find_env, member_of, OrgAccess};
 use crate::auth::{Caller, Origin, UserCaller};
 use crate::error::{ApiResult, ErrorEnvelope};
-use crate::extract::{parse_json, JsonBody, Path, QueryParams};
+use crate::extract::{parse_optional_json, JsonBody, Path, QueryParams};
 use crate::state::AppState;
 use crate::views;
 
@@ -95,12 +95,7 @@ async fn visible(
     who: &Caller,
     id: &str,
 ) -> Result<JitRecord> {
-    let id = JitId::parse(id).ok_or_else(not_found)?;
-    let rec = state
-        .store
-        .jit_request(&env.id, &id)
-        .await?
-        .ok_or_else(not_found)?;
+    let rec = find(state, env, id).await?;
     let own = matches!(who, Caller::User(u) if u.user_id == rec.requester_id);
     if !own && !sees_all(who, access) {
         return Err(not_found());
@@ -117,15 +112,6 @@ async fn find(state: &AppState, env: &EnvRecord, id: &str) -> Result<JitRecord> 
         .jit_request(&env.id, &id)
         .await?
         .ok_or_else(not_found)
-}
-
-/// An optional JSON body: none (or only whitespace) is the default.
-fn optional_body<T: Default + serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(T::default())
-    } else {
-        parse_json(body)
-    }
 }
 
 fn created(env_id: &str, view: JitRequest) -> Response {
@@ -287,7 +273,7 @@ pub async fn approve(
     Path((env_id, request_id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<JitRequest>> {
-    let decision = optional_body(&body)?;
+    let decision = parse_optional_json(&body)?;
     let view = decide(&state, &who, &origin, &env_id, &request_id, true, decision).await?;
     Ok(axum::Json(view))
 }
@@ -304,7 +290,7 @@ pub async fn deny(
     Path((env_id, request_id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<JitRequest>> {
-    let decision = optional_body(&body)?;
+    let decision = parse_optional_json(&body)?;
     let view = decide(&state, &who, &origin, &env_id, &request_id, false, decision).await?;
     Ok(axum::Json(view))
 }

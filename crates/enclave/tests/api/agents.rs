@@ -219,7 +219,11 @@ async fn agents_are_registered_and_narrowed(db: Db) {
         "denied_tables",
         &grant_id,
     );
-    f.as_agent(&f.key, bot, "SELECT amount FROM salaries").await;
+    narrowed(
+        &f.as_agent(&f.key, bot, "SELECT amount FROM salaries").await,
+        "denied_tables",
+        &grant_id,
+    );
     f.as_agent(&f.key, bot, "INSERT INTO orders VALUES (6, 60)")
         .await
         .expect(200);

@@ -550,7 +550,6 @@ async fn requests_follow_their_rules(db: Db) {
         .contains("expired"));
     // … and the developer's grant (30 minutes) ended long ago.
     assert_eq!(count(f.admin.clone(), "?status=expired").await, 2);
-    let _ = f.developer_id;
 }
 
 /// Two nodes on one PostgreSQL store: a grant revoked through one stops on the other within
