@@ -44,6 +44,12 @@ pub struct ApiConfig {
     /// The clock of the deadlines the server decides on (just-in-time grants); only tests
     /// move it.
     pub clock: enclave_core::clock::Clock,
+    /// This node's id (kept in its data directory).
+    pub node_id: enclave_core::id::NodeId,
+    /// The server the managed PostgreSQL engine provisions environments' databases on.
+    pub engine_postgres_url: Option<String>,
+    /// What a new environment's data goes to unless its settings say.
+    pub default_engine: enclave_core::environment::EngineKind,
 }
 
 /// Rows a statement returns at most, unless configured.
@@ -116,6 +122,9 @@ impl ApiConfig {
             result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
             shadow_queue: enclave_gateway::shadow::DEFAULT_QUEUE,
             clock: enclave_core::clock::Clock::default(),
+            node_id: enclave_core::id::NodeId::generate(),
+            engine_postgres_url: None,
+            default_engine: enclave_core::environment::EngineKind::Duckdb,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! and by the first start.
 
 use axum::response::Response;
-use enclave_core::environment::{self, EnvSettings, EnvType, Environment};
+use enclave_core::environment::{self, EngineKind, EnvSettings, EnvType, Environment};
 use enclave_core::id::{EnvId, OrgId};
 use enclave_core::{validate, Error, Result};
 use enclave_store::NewEnvironment;
@@ -69,8 +69,28 @@ pub fn new_environment(
     })
 }
 
+/// The settings a new environment starts from: the defaults, its data on the server's
+/// default engine.
+pub fn initial_settings(default_engine: EngineKind) -> EnvSettings {
+    EnvSettings {
+        engine: default_engine,
+        ..EnvSettings::default()
+    }
+}
+
+/// Whether `next` may place an environment's data (`current`: its settings now, `None` for a
+/// new one): the managed engine needs this server to have one, and data moves to or from it
+/// only through the engine move.
+pub fn check_placement(
+    state: &AppState,
+    current: Option<&EnvSettings>,
+    next: &EnvSettings,
+) -> Result<()> {
+    environment::check_placement(current, next, state.gateway.engines().managed.is_some())
+}
+
 /// What a new organization starts with: development, staging and production.
-pub fn default_environments(org_id: &OrgId) -> Vec<NewEnvironment> {
+pub fn default_environments(org_id: &OrgId, settings: &EnvSettings) -> Vec<NewEnvironment> {
     ["Development", "Staging", "Production"]
         .into_iter()
         .map(|name| {
@@ -84,7 +104,7 @@ pub fn default_environments(org_id: &OrgId) -> Vec<NewEnvironment> {
                     parent_env_id: None,
                     description: None,
                 },
-                EnvSettings::default(),
+                settings.clone(),
             )
             .expect("the default environments are valid")
         })

@@ -3,8 +3,11 @@
 //! data store is ready, and a deleted one is removed once its resources are gone. Both are
 //! resumable — a node that died in between finishes them at its next start.
 //!
-//! The engine's per-environment storage (the embedded engine's database file) is created
-//! before an environment turns `active` and removed before the environment's rows go.
+//! The engine's per-environment storage (the embedded engine's database file, or the managed
+//! PostgreSQL engine's database) is created before an environment turns `active` and removed
+//! before the environment's rows go. An embedded environment's file is removed by its home
+//! node: a deletion that reaches another node leaves the environment `decommissioning` until
+//! the home node settles it (every [`SETTLE_EVERY`]).
 
 use enclave_core::environment::{EnvStatus, Transition};
 use enclave_core::id::EnvId;
@@ -14,7 +17,11 @@ use enclave_store::{EnvRecord, Origin, Store};
 
 /// Readies a `provisioning` environment's resources and marks it `active`.
 pub async fn provision(store: &Store, engines: &Engines, env_id: &EnvId) -> Result<EnvRecord> {
-    engines.provision(env_id).await?;
+    let env = store
+        .environment(env_id)
+        .await?
+        .ok_or_else(|| Error::not_found("environment"))?;
+    engines.provision(&env).await?;
     match store
         .transition_environment(env_id, None, Transition::Activate, &Origin::system())
         .await
@@ -28,15 +35,25 @@ pub async fn provision(store: &Store, engines: &Engines, env_id: &EnvId) -> Resu
     }
 }
 
-/// Removes a `decommissioning` environment's resources, then the environment.
-pub async fn decommission(store: &Store, engines: &Engines, env: &EnvRecord) -> Result<()> {
-    engines.remove(&env.id).await?;
-    store.purge_environment(&env.id).await
+/// Removes a `decommissioning` environment's resources, then the environment; one whose
+/// embedded file is on another live node stays `decommissioning` for that node to finish
+/// (`false`).
+pub async fn decommission(store: &Store, engines: &Engines, env: &EnvRecord) -> Result<bool> {
+    if !engines.remove(env).await? {
+        return Ok(false);
+    }
+    store.purge_environment(&env.id).await?;
+    Ok(true)
 }
 
+/// How often each node settles what is left to it (deletions of environments it is home to).
+pub const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Finishes what a previous run left half-done; returns how many environments it settled.
-/// A failure is logged and left for the next start rather than stopping this one.
-pub async fn settle(store: &Store, engines: &Engines) -> usize {
+/// A failure is logged and left for the next start rather than stopping this one. With
+/// `quiet_since`, an environment provisioning since after it is left alone: the request that
+/// created it is still provisioning it.
+pub async fn settle(store: &Store, engines: &Engines, quiet_since: Option<i64>) -> usize {
     let unsettled = match store.unsettled_environments().await {
         Ok(envs) => envs,
         Err(e) => {
@@ -46,14 +63,20 @@ pub async fn settle(store: &Store, engines: &Engines) -> usize {
     };
     let mut settled = 0;
     for env in unsettled {
+        if env.status == EnvStatus::Provisioning
+            && quiet_since.is_some_and(|since| env.updated_at > since)
+        {
+            continue;
+        }
         let id = env.id.clone();
         let done = match env.status {
-            EnvStatus::Provisioning => provision(store, engines, &id).await.map(|_| ()),
+            EnvStatus::Provisioning => provision(store, engines, &id).await.map(|_| true),
             EnvStatus::Decommissioning => decommission(store, engines, &env).await,
-            _ => Ok(()),
+            _ => Ok(false),
         };
         match done {
-            Ok(()) => settled += 1,
+            Ok(true) => settled += 1,
+            Ok(false) => {}
             Err(e) => tracing::warn!(env_id = %id, error = %e, "environment lifecycle step failed"),
         }
     }

@@ -8,7 +8,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    account, agents, api_keys, audit, auth, billing, environments, health, jit, members,
+    account, agents, api_keys, audit, auth, billing, engine, environments, health, jit, members,
     organizations, policies, promotion, query, query_audit, secrets, shadow, tables, webhooks,
 };
 
@@ -28,7 +28,7 @@ use crate::routes::{
         members::reset_password, members::reset_mfa,
         environments::list, environments::create, environments::get, environments::get_by_slug,
         environments::update, environments::replace, environments::delete, environments::reorder,
-        environments::suspend, environments::resume,
+        environments::suspend, environments::resume, engine::move_data,
         promotion::promote, promotion::promotions, promotion::clone, promotion::diff,
         api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::revoke,
         api_keys::rotate,

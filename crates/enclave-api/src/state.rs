@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use enclave_gateway::engine::home::Home;
+use enclave_gateway::engine::managed_postgres::ManagedPostgres;
 use enclave_gateway::engine::postgres::PgEngine;
 use enclave_gateway::engine::{Engine, Engines};
 use enclave_gateway::{Gateway, GatewayConfig};
@@ -79,12 +81,24 @@ impl AppState {
         let throttle = Arc::new(Throttle::new());
         let key_auth = KeyAuth::start(store.clone(), passwords.clone(), throttle.clone());
         let rate_limits = Arc::new(RateLimits::new(&config));
+        let managed = match &config.engine_postgres_url {
+            Some(url) => Some(Arc::new(
+                ManagedPostgres::new(url).map_err(|e| anyhow::anyhow!(e))?,
+            )),
+            None => None,
+        };
         let engines = Engines {
             embedded: engine,
-            postgres: Arc::new(PgEngine::new(Arc::new(EngineSecrets {
-                store: store.clone(),
-                keyring: keyring.clone(),
-            }))),
+            postgres: Arc::new(PgEngine::new(
+                Arc::new(EngineSecrets {
+                    store: store.clone(),
+                    keyring: keyring.clone(),
+                }),
+                managed.clone(),
+            )),
+            managed,
+            default_engine: config.default_engine,
+            home: Arc::new(Home::new(config.node_id.clone(), store.clone())),
         };
         let wire_auth = Arc::new(WireAuth {
             keys: key_auth.clone(),

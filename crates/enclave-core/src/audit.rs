@@ -345,6 +345,7 @@ pub fn event_type(action: &str) -> Option<&'static str> {
     Some(match action {
         "environment.created" => "environment.created",
         "environment.updated"
+        | "environment.engine_moved"
         | "environment.suspended"
         | "environment.resumed"
         | "environment.reordered" => "environment.updated",

@@ -247,16 +247,25 @@ impl EnvSettings {
                 .agents_require_capabilities
                 .unwrap_or(self.agents_require_capabilities),
         })
-        .and_then(|s| {
-            if s.engine == EngineKind::Postgres && s.engine_secret.is_none() {
-                return Err(Error::validation(
-                    "settings.engine_secret",
-                    "required",
-                    "settings.engine_secret (the key of the secret holding the connection string) is required with engine postgres",
-                ));
-            }
-            Ok(s)
-        })
+    }
+
+    /// Where these settings keep the environment's data.
+    pub fn placement(&self) -> Placement {
+        match (self.engine, &self.engine_secret) {
+            (EngineKind::Duckdb, _) => Placement::Embedded,
+            (EngineKind::Postgres, None) => Placement::ManagedPostgres,
+            (EngineKind::Postgres, Some(_)) => Placement::OwnPostgres,
+        }
+    }
+
+    /// These settings with `other`'s engine: what a promotion writes, as the data stays where
+    /// it is (a promotion moves configuration, never data).
+    pub fn keeping_engine_of(&self, other: &EnvSettings) -> EnvSettings {
+        EnvSettings {
+            engine: other.engine,
+            engine_secret: other.engine_secret.clone(),
+            ..self.clone()
+        }
     }
 
     /// Each setting by name, in a fixed order (diff and promotion compare these).
@@ -283,6 +292,47 @@ impl EnvSettings {
             .map(|((name, _), _)| name)
             .collect()
     }
+}
+
+/// Where an environment's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// A DuckDB file in its home node's data directory.
+    Embedded,
+    /// A database the server provisions on its managed PostgreSQL engine
+    /// (`engine: postgres` without `engine_secret`).
+    ManagedPostgres,
+    /// A database of the user's own, named by the connection string in `engine_secret`.
+    OwnPostgres,
+}
+
+/// Whether settings may place an environment's data as `next` does: the managed engine
+/// needs the server to have one (`managed_available`), and data reaches or leaves it only
+/// by the move that copies it (`POST /v1/environments/{id}/engine`), never by a change of
+/// settings that would leave the data behind. `current` is `None` for a new environment.
+pub fn check_placement(
+    current: Option<&EnvSettings>,
+    next: &EnvSettings,
+    managed_available: bool,
+) -> Result<()> {
+    let to = next.placement();
+    if to == Placement::ManagedPostgres && !managed_available {
+        return Err(Error::validation(
+            "settings.engine_secret",
+            "required",
+            "settings.engine_secret (the key of the secret holding the connection string) is required with engine postgres: this server has no managed PostgreSQL engine (--engine-postgres-url)",
+        ));
+    }
+    if let Some(from) = current.map(EnvSettings::placement) {
+        if from != to && (from == Placement::ManagedPostgres || to == Placement::ManagedPostgres) {
+            return Err(Error::conflict(
+                "move_data",
+                "an environment's data reaches or leaves the managed PostgreSQL engine only with its tables: POST /v1/environments/{env_id}/engine moves them",
+            )
+            .with_details(json!({"field": "settings.engine", "rule": "move_data"})));
+        }
+    }
+    Ok(())
 }
 
 fn slug_ok(s: &str) -> bool {
@@ -612,13 +662,6 @@ mod tests {
             ),
             (
                 SettingsPatch {
-                    engine: Some(EngineKind::Postgres),
-                    ..Default::default()
-                },
-                "settings.engine_secret",
-            ),
-            (
-                SettingsPatch {
                     engine_secret: Some("1 bad".into()),
                     ..Default::default()
                 },
@@ -630,6 +673,42 @@ mod tests {
         // Older rows without a field read as the default.
         let old: EnvSettings = serde_json::from_value(json!({"query_timeout_ms": 500})).unwrap();
         assert_eq!(old.max_concurrent_queries, 100);
+    }
+
+    #[test]
+    fn placement_moves_only_with_the_data() {
+        let embedded = EnvSettings::default();
+        let managed = embedded
+            .apply(&SettingsPatch {
+                engine: Some(EngineKind::Postgres),
+                ..Default::default()
+            })
+            .unwrap();
+        let own = embedded
+            .apply(&SettingsPatch {
+                engine: Some(EngineKind::Postgres),
+                engine_secret: Some("DATABASE_URL".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(managed.placement(), Placement::ManagedPostgres);
+        assert_eq!(own.placement(), Placement::OwnPostgres);
+        assert!(check_placement(None, &managed, true).is_ok());
+        let e = check_placement(None, &managed, false).unwrap_err();
+        assert_eq!(e.details["field"], "settings.engine_secret");
+        assert!(check_placement(Some(&embedded), &own, false).is_ok());
+        for (from, to) in [
+            (&embedded, &managed),
+            (&managed, &embedded),
+            (&managed, &own),
+        ] {
+            let e = check_placement(Some(from), to, true).unwrap_err();
+            assert_eq!((e.http_status(), rule(e)), (409, "move_data".into()));
+        }
+        assert!(check_placement(Some(&managed), &managed, true).is_ok());
+        // A promotion carries everything but the engine.
+        let promoted = own.keeping_engine_of(&managed);
+        assert_eq!(promoted.placement(), Placement::ManagedPostgres);
     }
 
     #[test]

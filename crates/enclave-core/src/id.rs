@@ -36,6 +36,7 @@ pub enum Kind {
     Delivery,
     Event,
     Attempt,
+    Node,
 }
 
 impl Kind {
@@ -58,6 +59,7 @@ impl Kind {
             Kind::Delivery => "dlv",
             Kind::Event => "evt",
             Kind::Attempt => "att",
+            Kind::Node => "node",
         }
     }
 }
@@ -108,6 +110,8 @@ pub mod of {
     pub enum ApiKey {}
     /// A just-in-time access request (`jit_…`).
     pub enum JitRequest {}
+    /// A server process serving the store (`node_…`).
+    pub enum Node {}
 
     impl Names for Organization {
         const KIND: Kind = Kind::Organization;
@@ -129,6 +133,10 @@ pub mod of {
         const KIND: Kind = Kind::Jit;
         const SCHEMA: &'static str = "JitId";
     }
+    impl Names for Node {
+        const KIND: Kind = Kind::Node;
+        const SCHEMA: &'static str = "NodeId";
+    }
 }
 
 /// An organization's id.
@@ -141,6 +149,8 @@ pub type UserId = Id<of::User>;
 pub type KeyId = Id<of::ApiKey>;
 /// A just-in-time access request's id; a live grant is named by its request's id.
 pub type JitId = Id<of::JitRequest>;
+/// A node's id: kept in its data directory, so a restarted node is the same node.
+pub type NodeId = Id<of::Node>;
 
 /// The id of one kind of resource: an organization's id and an environment's id are different
 /// types, so passing one where the other belongs does not compile.

@@ -151,11 +151,13 @@ impl PromotionCounts {
 }
 
 /// The settings a promotion would write into `target`, and the change list that says so.
-/// `None` when the target already has the source's values.
+/// `None` when the target already has the source's values. The engine is not promoted: it
+/// says where the target's data is, and a promotion never moves data.
 pub fn plan_settings(
     source: &EnvSettings,
     target: &EnvSettings,
 ) -> Option<(EnvSettings, Vec<Change>)> {
+    let source = &source.keeping_engine_of(target);
     let names = source.differing(target);
     if names.is_empty() {
         return None;
@@ -376,6 +378,16 @@ mod tests {
         let counts = PromotionCounts::of(&changes);
         assert_eq!(counts.settings_changed, 1);
         assert_eq!(counts.policies_promoted, 0);
+        // The engine stays the target's.
+        let elsewhere = b
+            .apply(&SettingsPatch {
+                engine: Some(crate::environment::EngineKind::Postgres),
+                ..Default::default()
+            })
+            .unwrap();
+        let (written, changes) = plan_settings(&elsewhere, &a).unwrap();
+        assert_eq!((written, changes.len()), (b.clone(), 1));
+        assert!(plan_settings(&elsewhere, &b).is_none());
         let diff = diff_settings(&a, &b);
         assert_eq!(diff.len(), 6);
         assert_eq!(diff[0].status, DiffStatus::Different);

@@ -104,7 +104,7 @@ impl Gateway {
     /// How many tables and views the environment holds: asked of its engine directly, for
     /// the control plane (a deletion's dry run), not as a client's statement.
     pub async fn table_count(&self, env: &enclave_store::EnvRecord) -> Result<i64> {
-        let mut conn = self.engines().of(env).connect(env).await?;
+        let mut conn = self.engines().connect(env).await?;
         let mut execution = conn
             .execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()",

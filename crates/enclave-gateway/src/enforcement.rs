@@ -156,7 +156,7 @@ impl PolicyState {
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let engine = engines.of(env);
-        let mut conn = engine.connect(env).await?;
+        let mut conn = engines.connect(env).await?;
         let mut execution = conn
             .execute(engine.catalog_query(), vec![], u64::MAX)
             .await?;

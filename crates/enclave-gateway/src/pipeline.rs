@@ -119,6 +119,21 @@ pub struct Gateway {
     storage: Arc<StorageMeter>,
     capabilities: Arc<Capabilities>,
     shadowing: Arc<Shadowing>,
+    /// Environments whose data is being moved to another engine: their statements wait
+    /// outside (55006) until the move ends.
+    moves: std::sync::Mutex<std::collections::HashSet<EnvId>>,
+}
+
+/// An environment closed to statements while its data moves; dropping it opens it again.
+pub struct MoveGate {
+    gateway: Arc<Gateway>,
+    env_id: EnvId,
+}
+
+impl Drop for MoveGate {
+    fn drop(&mut self) {
+        self.gateway.moves.lock().unwrap().remove(&self.env_id);
+    }
 }
 
 /// What stages 5 and 6 decided for a statement: its bill, and the quotas it runs under.
@@ -240,6 +255,7 @@ impl Gateway {
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
             translations: Translations::default(),
+            moves: std::sync::Mutex::default(),
         });
         gateway.shadowing.start(Arc::downgrade(&gateway));
         gateway
@@ -247,6 +263,37 @@ impl Gateway {
 
     pub fn engines(&self) -> &Engines {
         &self.engines
+    }
+
+    /// Closes the environment to statements for a move of its data, once the ones running
+    /// have finished (within `patience`; otherwise 409 and nothing changes). The gate opens
+    /// when the returned guard drops.
+    pub async fn close_for_move(
+        self: &Arc<Self>,
+        env_id: &EnvId,
+        patience: std::time::Duration,
+    ) -> Result<MoveGate> {
+        if !self.moves.lock().unwrap().insert(env_id.clone()) {
+            return Err(Error::conflict(
+                "move_in_progress",
+                "the environment's data is already moving",
+            ));
+        }
+        let gate = MoveGate {
+            gateway: self.clone(),
+            env_id: env_id.clone(),
+        };
+        let deadline = Instant::now() + patience;
+        while self.admission.load(env_id).0 > 0 {
+            if Instant::now() >= deadline {
+                return Err(Error::conflict(
+                    "statements_running",
+                    "statements of the environment kept running: try the move again when they end",
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(gate)
     }
 
     pub fn audit(&self) -> &AuditWriter {
@@ -796,6 +843,14 @@ impl Gateway {
             session.identity = identity;
         }
         let env = self.environment(&session.identity.env_id).await?;
+        if self.moves.lock().unwrap().contains(&env.id) {
+            return Err(with_sqlstate(
+                Error::unavailable(
+                    "the environment's data is moving to the managed PostgreSQL engine: retry in a moment",
+                ),
+                "55006",
+            ));
+        }
         match env.status {
             EnvStatus::Active => {}
             EnvStatus::Suspended => {
@@ -896,8 +951,25 @@ impl Gateway {
         session: &'s mut Session,
         env: &EnvRecord,
     ) -> Result<&'s mut Box<dyn crate::engine::EngineConnection>> {
+        let placed = (env.settings.0.engine, env.settings.0.engine_secret.clone());
+        if session.connection.is_some() && session.connected_to.as_ref() != Some(&placed) {
+            // The environment's data moved (or its engine changed) since the session
+            // connected: what its open transaction did stays behind, and is said to be lost.
+            session.connection = None;
+            if std::mem::take(&mut session.in_transaction) {
+                session.wrote_in_transaction = false;
+                return Err(with_sqlstate(
+                    Error::conflict(
+                        "engine_changed",
+                        "the environment's data moved to another engine during this transaction, which was rolled back: run it again",
+                    ),
+                    "40001",
+                ));
+            }
+        }
         if session.connection.is_none() {
-            session.connection = Some(self.engines.of(env).connect(env).await?);
+            session.connection = Some(self.engines.connect(env).await?);
+            session.connected_to = Some(placed);
         }
         Ok(session.connection.as_mut().expect("connected above"))
     }
@@ -1082,9 +1154,7 @@ impl Gateway {
         let timeout = Duration::from_millis(env.settings.0.query_timeout_ms.max(1) as u64);
         let deadline = started + timeout;
         let mut conn =
-            match tokio::time::timeout_at(deadline.into(), self.engines.of(&env).connect(&env))
-                .await
-            {
+            match tokio::time::timeout_at(deadline.into(), self.engines.connect(&env)).await {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => return failed(&e),
                 Err(_) => return failed(&timeout_error(timeout)),

@@ -30,6 +30,9 @@ pub struct Session {
     /// `SET` values and startup `options`, by lower-cased name.
     pub parameters: BTreeMap<String, String>,
     pub(crate) connection: Option<Box<dyn EngineConnection>>,
+    /// Where `connection` leads (engine and secret): an environment whose data moved since
+    /// gets a new one.
+    pub(crate) connected_to: Option<(enclave_core::environment::EngineKind, Option<String>)>,
     /// Fires when the client asks to cancel the next statement (a wire cancel request).
     pub cancel: Option<futures::channel::oneshot::Receiver<()>>,
     /// The wire client's socket, watched for hanging up while statements run.
@@ -101,6 +104,7 @@ impl Session {
             priority: Priority::Normal,
             parameters,
             connection: None,
+            connected_to: None,
             cancel: None,
             peer: None,
             copy_in: None,

@@ -72,7 +72,7 @@ impl Statistics {
             }
         }
         let engine = engines.of(env);
-        let mut conn = engine.connect(env).await?;
+        let mut conn = engines.connect(env).await?;
         let mut execution = conn
             .execute(engine.statistics_query(), vec![], u64::MAX)
             .await?;

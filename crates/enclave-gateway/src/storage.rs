@@ -57,7 +57,7 @@ impl StorageMeter {
             if let Some(entry) = me.envs.lock().unwrap().get_mut(&env.id) {
                 *entry = (Instant::now(), false);
             }
-            let measured = me.engines.of(&env).stored_bytes(&env).await;
+            let measured = me.engines.stored_bytes(&env).await;
             let recorded = match measured {
                 Ok(bytes) => me.store.record_storage(&env.org_id, &env.id, bytes).await,
                 Err(e) => Err(e),

@@ -21,7 +21,7 @@ use sqlx::types::Json;
 
 pub(crate) const ENV_COLUMNS: &str = "id, org_id, name, slug, env_type, position, color, \
      parent_env_id, description, status, locked, settings, required_keys, created_at, updated_at, \
-     version";
+     version, home_node";
 
 impl Store {
     /// Appends a new environment (status `provisioning`) to its organization's order.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use enclave_core::api_key::{KeyStatus, Scope};
 use enclave_core::environment::{EnvSettings, EnvStatus, EnvType, SettingsPatch};
-use enclave_core::id::{EnvId, KeyId, OrgId, UserId};
+use enclave_core::id::{EnvId, KeyId, NodeId, OrgId, UserId};
 use enclave_core::model::{MemberStatus, OrgStatus, Tier};
 use enclave_core::pagination::PageRequest;
 use enclave_core::policy::PolicySpec;
@@ -271,6 +271,9 @@ pub struct EnvRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
+    /// The node whose data directory holds the embedded engine's database file (set when a
+    /// node first provisions or serves it).
+    pub home_node: Option<NodeId>,
 }
 
 #[derive(Debug, Clone)]
@@ -924,4 +927,35 @@ pub struct ShadowResult {
     pub verdict: enclave_core::shadow::Verdict,
     /// Both outcomes and the statement, kept when it did not match.
     pub detail: enclave_core::shadow::ShadowMismatch,
+}
+
+/// A node as it registers itself.
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    pub id: NodeId,
+    /// For people: the host's name, or what the operator set.
+    pub name: String,
+    /// Where its control plane answers, as other nodes and clients reach it.
+    pub api_url: String,
+    /// Where its gateway (Postgres wire) answers, `host:port`.
+    pub gateway_addr: String,
+}
+
+/// A node serving the store, with its last heartbeat.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub name: String,
+    pub api_url: String,
+    pub gateway_addr: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub stopped_at: Option<i64>,
+}
+
+impl NodeRecord {
+    /// Whether the node is alive at `now` (its heartbeat fresh, not stopped).
+    pub fn alive(&self, now: i64) -> bool {
+        self.stopped_at.is_none() && self.heartbeat_at > now - crate::nodes::NODE_GONE_AFTER_MS
+    }
 }

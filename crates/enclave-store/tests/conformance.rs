@@ -41,6 +41,8 @@ mod billing;
 mod environments;
 #[path = "conformance/jit.rs"]
 mod jit;
+#[path = "conformance/nodes.rs"]
+mod nodes;
 #[path = "conformance/policies.rs"]
 mod policies;
 #[path = "conformance/query_audit.rs"]

@@ -23,6 +23,7 @@ pub async fn run(
     email: &str,
     password: Option<String>,
     tier: Tier,
+    default_engine: enclave_core::environment::EngineKind,
 ) -> anyhow::Result<Option<BootstrapCredentials>> {
     if store.count_users().await? > 0 {
         return Ok(None);
@@ -53,7 +54,10 @@ pub async fn run(
         tier,
         settings: serde_json::json!({}),
     };
-    let environments = enclave_api::environments::default_environments(&org.id);
+    let environments = enclave_api::environments::default_environments(
+        &org.id,
+        &enclave_api::environments::initial_settings(default_engine),
+    );
     let created = store.bootstrap(user, org, environments).await?;
     Ok(created.map(|org| BootstrapCredentials {
         email,

@@ -91,6 +91,20 @@ pub struct ServeArgs {
     /// `sqlite://…` or `postgres://…`; default: SQLite in the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// A PostgreSQL server (`postgres://…`, a role that may create databases and roles) on
+    /// which Enclave provisions one database per environment: the managed engine. Every node
+    /// of a cluster needs the same one.
+    #[arg(long, env = "ENCLAVE_ENGINE_POSTGRES_URL", hide_env_values = true)]
+    pub engine_postgres_url: Option<String>,
+    /// Where a new environment's data goes unless its settings say: `duckdb` (embedded, on
+    /// the node that creates it) or `postgres` (the managed engine). Default: `postgres` with
+    /// a PostgreSQL store and a managed engine, else `duckdb`.
+    #[arg(long, env = "ENCLAVE_DEFAULT_ENGINE")]
+    pub default_engine: Option<String>,
+    /// This node's name in the node registry and in errors that send clients to it
+    /// (default: the host's name).
+    #[arg(long, env = "ENCLAVE_NODE_NAME")]
+    pub node_name: Option<String>,
     /// Host that SQL clients use to reach the gateway; default: the gateway address's host.
     #[arg(long, env = "ENCLAVE_PUBLIC_HOST")]
     pub public_host: Option<String>,
@@ -182,6 +196,9 @@ pub struct ServerConfig {
     /// The clock of the deadlines the server decides on (just-in-time grants): the system
     /// clock; a test moves it to reach a deadline without waiting.
     pub clock: enclave_core::clock::Clock,
+    pub engine_postgres_url: Option<String>,
+    pub default_engine: enclave_core::environment::EngineKind,
+    pub node_name: String,
 }
 
 /// The wire connection budget as configured.
@@ -434,6 +451,38 @@ impl ServeArgs {
             .bootstrap_email
             .or(file.bootstrap_email)
             .unwrap_or_else(|| "admin@enclave.local".into());
+        let engine_postgres_url = self.engine_postgres_url.or(file.engine_postgres_url);
+        if let Some(url) = &engine_postgres_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!(
+                    "engine_postgres_url: `{}` is not a postgres:// URL",
+                    enclave_store::redact_url(url)
+                );
+            }
+        }
+        let postgres_store =
+            database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
+        let default_engine = match self.default_engine.or(file.default_engine).as_deref() {
+            Some("duckdb") => enclave_core::environment::EngineKind::Duckdb,
+            Some("postgres") if engine_postgres_url.is_some() => {
+                enclave_core::environment::EngineKind::Postgres
+            }
+            Some("postgres") => {
+                bail!("default_engine: postgres needs engine_postgres_url (the managed engine)")
+            }
+            Some(other) => bail!("default_engine: `{other}` is not one of duckdb, postgres"),
+            None if postgres_store && engine_postgres_url.is_some() => {
+                enclave_core::environment::EngineKind::Postgres
+            }
+            None => enclave_core::environment::EngineKind::Duckdb,
+        };
+        let node_name = match self.node_name.or(file.node_name) {
+            Some(name) if name.trim().is_empty() || name.len() > 200 => {
+                bail!("node_name: must be 1 to 200 characters")
+            }
+            Some(name) => name,
+            None => host_name(),
+        };
         let mut webhooks = enclave_api::config::WebhookConfig::default();
         if let Some(allow) = self.webhook_allow_private.or(file.webhook_allow_private) {
             webhooks.allow_private = allow;
@@ -540,8 +589,21 @@ impl ServeArgs {
                 _ => bail!("gateway_tls_cert and gateway_tls_key go together"),
             },
             clock: enclave_core::clock::Clock::default(),
+            engine_postgres_url,
+            default_engine,
+            node_name,
         })
     }
+}
+
+/// The host's name, as the kernel knows it.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "enclave".into())
 }
 
 impl ServerConfig {
@@ -565,6 +627,10 @@ impl ServerConfig {
             result_cache_bytes: self.result_cache_bytes,
             shadow_queue: self.shadow_queue,
             clock: self.clock.clone(),
+            // The node's own id is read from its data directory when it starts.
+            node_id: enclave_core::id::NodeId::generate(),
+            engine_postgres_url: self.engine_postgres_url.clone(),
+            default_engine: self.default_engine,
         }
     }
 }

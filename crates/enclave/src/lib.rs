@@ -5,4 +5,5 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod limits;
+pub mod node;
 pub mod server;

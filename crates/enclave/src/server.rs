@@ -61,11 +61,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         )
     })?;
     let store = open_store(&config.database_url).await?;
+    let node_id = crate::node::node_id(&config.data_dir)?;
     let bootstrap = bootstrap::run(
         store.as_ref(),
         &config.bootstrap_email,
         config.bootstrap_password.clone(),
         config.default_tier,
+        config.default_engine,
     )
     .await?;
     let embedded: std::sync::Arc<dyn enclave_gateway::engine::Engine> = std::sync::Arc::new(
@@ -77,11 +79,23 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let gateway_addr = gateway_listener.local_addr()?;
     let mut api_config = config.api_config();
     api_config.gateway_port = gateway_addr.port();
+    api_config.node_id = node_id.clone();
+    let held = embedded.clone();
     let state = enclave_api::AppState::new(store, embedded, api_config).await?;
+    // Environments from before home nodes whose files are here become this node's.
+    let claimed =
+        enclave_gateway::engine::home::claim_held(&state.gateway.engines().home, |env_id| {
+            held.holds(env_id)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot claim this node's environments: {}", e.message))?;
+    if claimed > 0 {
+        tracing::info!(environments = claimed, node_id = %node_id, "embedded environments claimed by this node");
+    }
     // Environments a previous run left provisioning or decommissioning (and the first
     // start's defaults) are finished before the first request.
     let settled =
-        enclave_api::lifecycle::settle(state.store.as_ref(), state.gateway.engines()).await;
+        enclave_api::lifecycle::settle(state.store.as_ref(), state.gateway.engines(), None).await;
     if settled > 0 {
         tracing::info!(
             environments = settled,
@@ -113,12 +127,23 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         config.webhooks.clone(),
     )?;
     let audit = state.gateway.audit().clone();
-    let app = enclave_api::router(state);
+    let store = state.store.clone();
+    let app = enclave_api::router(state.clone());
 
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     let http_addr = listener.local_addr()?;
+    crate::node::join(
+        &state,
+        enclave_store::NewNode {
+            id: node_id.clone(),
+            name: config.node_name.clone(),
+            api_url: format!("http://{}:{}", config.public_host, http_addr.port()),
+            gateway_addr: format!("{}:{}", config.public_host, gateway_addr.port()),
+        },
+    )
+    .await?;
     // Responses stream in several writes (a query's head, rows, tail): without TCP_NODELAY,
     // Nagle's algorithm holds each later write until the client's delayed ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -137,6 +162,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         // No new statements: close the wire door, then store every pending audit entry.
         gateway.abort();
         audit.flush().await;
+        crate::node::leave(&store, &node_id).await;
         served
     });
     Ok(Running {

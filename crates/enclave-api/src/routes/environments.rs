@@ -225,7 +225,9 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateEnvironment>,
 ) -> ApiResult<Response> {
     let access = require(&state, &who, &org_id, Permission::ManageEnvironments).await?;
-    let settings = EnvSettings::default().apply(&req.settings.unwrap_or_default())?;
+    let settings = crate::environments::initial_settings(state.gateway.engines().default_engine)
+        .apply(&req.settings.unwrap_or_default())?;
+    crate::environments::check_placement(&state, None, &settings)?;
     let mut env = new_environment(
         &access.org_id,
         EnvFields {
@@ -381,6 +383,15 @@ pub async fn update(
 ) -> ApiResult<Response> {
     let (env, access) = env_access(&state, &who, &env_id, Permission::ManageEnvironments).await?;
     let (env_id, origin) = (env.id, origin.via(access.grant()));
+    let mut expected = expected;
+    if let Some(settings) = &req.settings {
+        let next = env.settings.0.apply(settings)?;
+        crate::environments::check_placement(&state, Some(&env.settings.0), &next)?;
+        if next.placement() != env.settings.0.placement() {
+            // Checked against the settings read now: they must still be the ones changed.
+            expected = expected.or(Some(env.version));
+        }
+    }
     let patch = patch_of(req)?;
     let rec = state
         .store

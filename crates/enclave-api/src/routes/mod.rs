@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod billing;
+pub mod engine;
 pub mod environments;
 pub mod health;
 pub mod jit;
@@ -184,6 +185,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/environments/{env_id}/resume",
             post(environments::resume),
         )
+        .route("/v1/environments/{env_id}/engine", post(engine::move_data))
         .route(
             "/v1/environments/{env_id}/promote",
             post(promotion::promote),

@@ -5,7 +5,6 @@ use axum::extract::State;
 use crate::extract::Path;
 use axum::http::StatusCode;
 use axum::response::Response;
-use enclave_core::environment::EnvSettings;
 use enclave_core::id::{EnvId, OrgId, UserId};
 use enclave_core::membership::{check_transfer, ActingMember, Target};
 use enclave_core::model::Organization;
@@ -52,8 +51,9 @@ fn first_environments(
     org_id: &OrgId,
     requested: Option<DefaultEnvironments>,
 ) -> Result<Vec<NewEnvironment>, Error> {
+    let settings = crate::environments::initial_settings(state.gateway.engines().default_engine);
     let envs = match requested {
-        None | Some(DefaultEnvironments::Standard(true)) => default_environments(org_id),
+        None | Some(DefaultEnvironments::Standard(true)) => default_environments(org_id, &settings),
         Some(DefaultEnvironments::Standard(false)) => Vec::new(),
         Some(DefaultEnvironments::Named(names)) => {
             let mut envs: Vec<NewEnvironment> = Vec::with_capacity(names.len());
@@ -69,7 +69,7 @@ fn first_environments(
                         parent_env_id: None,
                         description: None,
                     },
-                    EnvSettings::default(),
+                    settings.clone(),
                 )
                 .map_err(|e| Error::validation(&field, "environment_name", e.message))?;
                 if envs.iter().any(|e| e.slug == env.slug) {

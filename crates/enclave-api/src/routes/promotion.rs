@@ -15,7 +15,7 @@ use enclave_core::agent::CapabilitySpec;
 use enclave_core::diff::{
     diff_capabilities, diff_policies, diff_settings, DiffStatus, EnvironmentDiff,
 };
-use enclave_core::environment::{check_writable, EnvSettings, EnvType};
+use enclave_core::environment::{check_writable, EnvType};
 use enclave_core::id::{new_id, EnvId, Kind};
 use enclave_core::pagination::{Page, PageRequest};
 use enclave_core::policy::PolicySpec;
@@ -325,8 +325,9 @@ pub async fn clone(
     let settings = if include.contains(&CloneItem::Settings) {
         source.settings.0.clone()
     } else {
-        EnvSettings::default()
+        crate::environments::initial_settings(state.gateway.engines().default_engine)
     };
+    crate::environments::check_placement(&state, None, &settings)?;
     let policies = if include.contains(&CloneItem::Policies) {
         state
             .store

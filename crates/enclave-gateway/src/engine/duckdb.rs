@@ -213,6 +213,10 @@ impl Engine for DuckDbEngine {
         self.connect_to(&env.id).await
     }
 
+    fn holds(&self, env_id: &EnvId) -> bool {
+        self.inner.path(env_id).is_ok_and(|p| p.exists())
+    }
+
     async fn stored_bytes(&self, env: &EnvRecord) -> Result<u64> {
         // The database file and its write-ahead log (what a checkpoint has not moved yet).
         let file = self.inner.path(&env.id)?;

@@ -4,15 +4,18 @@
 pub mod compat;
 pub mod duckdb;
 mod duckdb_load;
+pub mod home;
+pub mod managed_postgres;
 pub mod postgres;
 mod postgres_load;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use ::duckdb::arrow::datatypes::SchemaRef;
 use ::duckdb::arrow::record_batch::RecordBatch;
-use enclave_core::environment::EngineKind;
+use enclave_core::environment::{EngineKind, Placement};
 use enclave_core::id::EnvId;
 use enclave_core::query::Dialect;
 use enclave_core::Result;
@@ -20,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::load::{LoadRequest, Loaded};
 use enclave_store::EnvRecord;
+use home::Home;
 
 /// A bound parameter value, as either door decoded it.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,14 +141,25 @@ pub trait Engine: Send + Sync + 'static {
     /// What the environment's data takes on disk, as the engine reports it (the storage
     /// quota's measure).
     async fn stored_bytes(&self, env: &EnvRecord) -> Result<u64>;
+    /// Whether this node holds the environment's data (the embedded engine's file is here).
+    fn holds(&self, _env_id: &EnvId) -> bool {
+        false
+    }
 }
 
 /// The engines environments keep their data in; `settings.engine` picks one.
 #[derive(Clone)]
 pub struct Engines {
-    /// DuckDB: every environment gets its database file at provisioning.
+    /// DuckDB: each environment's database file on its home node.
     pub embedded: Arc<dyn Engine>,
+    /// PostgreSQL: the managed engine's databases and users' own.
     pub postgres: Arc<dyn Engine>,
+    /// The managed engine `postgres` provisions databases on (`--engine-postgres-url`).
+    pub managed: Option<Arc<managed_postgres::ManagedPostgres>>,
+    /// What a new environment's data goes to unless its settings say.
+    pub default_engine: EngineKind,
+    /// This node, the home of the embedded environments it provisioned.
+    pub home: Arc<Home>,
 }
 
 impl Engines {
@@ -155,14 +170,45 @@ impl Engines {
         }
     }
 
-    /// Readies a new environment's storage (the embedded database file).
-    pub async fn provision(&self, env_id: &EnvId) -> Result<()> {
-        self.embedded.provision(env_id).await
+    /// A new connection to the environment's data; an embedded environment answers only on
+    /// its home node (elsewhere: 57P03 naming it).
+    pub async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>> {
+        if env.settings.0.placement() == Placement::Embedded {
+            self.home.check(env).await?;
+        }
+        self.of(env).connect(env).await
     }
 
-    /// Removes a deleted environment's storage and closes its connections.
-    pub async fn remove(&self, env_id: &EnvId) -> Result<()> {
-        self.postgres.remove(env_id).await?;
-        self.embedded.remove(env_id).await
+    /// What the environment's data takes on disk (an embedded environment's, on its home
+    /// node only).
+    pub async fn stored_bytes(&self, env: &EnvRecord) -> Result<u64> {
+        if env.settings.0.placement() == Placement::Embedded {
+            self.home.check(env).await?;
+        }
+        self.of(env).stored_bytes(env).await
+    }
+
+    /// Readies a new environment's storage where its settings place it: the embedded
+    /// database file (this node becomes its home) or the managed engine's database.
+    pub async fn provision(&self, env: &EnvRecord) -> Result<()> {
+        match env.settings.0.placement() {
+            Placement::Embedded => {
+                self.home.check(env).await?;
+                self.embedded.provision(&env.id).await
+            }
+            Placement::ManagedPostgres => self.postgres.provision(&env.id).await,
+            Placement::OwnPostgres => Ok(()),
+        }
+    }
+
+    /// Removes a deleted environment's storage and closes its connections. `false` when its
+    /// embedded file is on another node that is alive: that node removes it.
+    pub async fn remove(&self, env: &EnvRecord) -> Result<bool> {
+        if !self.home.may_remove(env).await? {
+            return Ok(false);
+        }
+        self.postgres.remove(&env.id).await?;
+        self.embedded.remove(&env.id).await?;
+        Ok(true)
     }
 }

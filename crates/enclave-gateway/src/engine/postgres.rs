@@ -1,5 +1,6 @@
 //! The PostgreSQL engine: an environment whose `settings.engine` is `postgres` keeps its data
-//! in a PostgreSQL database named by a connection string in one of its secrets
+//! in the database the managed engine provisioned for it (`managed_postgres.rs`), or in one of
+//! the user's own, named by a connection string in one of its secrets
 //! (`settings.engine_secret`). Statements go through the same pipeline; the database's own
 //! role decides what it may do beyond that (give Enclave a role without superuser rights).
 //!
@@ -23,7 +24,7 @@ use ::duckdb::arrow::array::{
 };
 use ::duckdb::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use ::duckdb::arrow::record_batch::RecordBatch;
-use enclave_core::environment::EngineKind;
+use enclave_core::environment::Placement;
 use enclave_core::id::EnvId;
 use enclave_core::query::{with_sqlstate, Dialect};
 use enclave_core::{Error, ErrorCode, Result};
@@ -35,6 +36,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Column as _, Either, Executor, Postgres, Row, TypeInfo as _};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::managed_postgres::ManagedPostgres;
 use super::{Engine, EngineConnection, Execution, Interrupt, Param};
 use crate::load::{LoadRequest, Loaded};
 
@@ -51,6 +53,8 @@ const BATCH_ROWS: usize = 1024;
 
 pub struct PgEngine {
     secrets: Arc<dyn SecretSource>,
+    /// The server environments without an `engine_secret` get a database on.
+    managed: Option<Arc<ManagedPostgres>>,
     /// Each environment's pools, with the connection string they were opened for (a changed
     /// secret opens new ones; the old close as their sessions end).
     pools: std::sync::Mutex<HashMap<EnvId, (String, Pools)>>,
@@ -64,34 +68,54 @@ struct Pools {
 }
 
 impl PgEngine {
-    pub fn new(secrets: Arc<dyn SecretSource>) -> PgEngine {
+    pub fn new(secrets: Arc<dyn SecretSource>, managed: Option<Arc<ManagedPostgres>>) -> PgEngine {
         PgEngine {
             secrets,
+            managed,
             pools: std::sync::Mutex::default(),
         }
     }
 
+    /// Whether this server has a managed engine (`--engine-postgres-url`).
+    pub fn managed(&self) -> Option<&Arc<ManagedPostgres>> {
+        self.managed.as_ref()
+    }
+
+    fn managed_engine(&self) -> Result<&Arc<ManagedPostgres>> {
+        self.managed.as_ref().ok_or_else(|| {
+            unavailable(
+                "the environment is on the managed PostgreSQL engine, which this server is not configured with (--engine-postgres-url)".into(),
+            )
+        })
+    }
+
     async fn pools(&self, env: &EnvRecord) -> Result<Pools> {
         let settings = &env.settings.0;
-        let key = match (settings.engine, &settings.engine_secret) {
-            (EngineKind::Postgres, Some(key)) => key,
+        let (opened_for, options) = match (settings.placement(), &settings.engine_secret) {
+            (Placement::ManagedPostgres, _) => (
+                "managed".to_string(),
+                self.managed_engine()?.options(&env.id),
+            ),
+            (Placement::OwnPostgres, Some(key)) => {
+                let url = self.secrets.secret(&env.id, key).await?.ok_or_else(|| {
+                    unavailable(format!(
+                        "the environment's engine secret {key} is not set: store the PostgreSQL connection string in it"
+                    ))
+                })?;
+                let options: PgConnectOptions = url.parse().map_err(|_| {
+                    unavailable(format!(
+                        "the environment's engine secret {key} does not hold a PostgreSQL connection string"
+                    ))
+                })?;
+                (url, options)
+            }
             _ => return Err(Error::internal()),
         };
-        let url = self.secrets.secret(&env.id, key).await?.ok_or_else(|| {
-            unavailable(format!(
-                "the environment's engine secret {key} is not set: store the PostgreSQL connection string in it"
-            ))
-        })?;
-        if let Some((opened_for, pools)) = self.pools.lock().unwrap().get(&env.id) {
-            if *opened_for == url {
+        if let Some((opened, pools)) = self.pools.lock().unwrap().get(&env.id) {
+            if *opened == opened_for {
                 return Ok(pools.clone());
             }
         }
-        let options: PgConnectOptions = url.parse().map_err(|_| {
-            unavailable(format!(
-                "the environment's engine secret {key} does not hold a PostgreSQL connection string"
-            ))
-        })?;
         // Text results are read as these settings print them.
         let options = options
             .options([
@@ -122,8 +146,23 @@ impl PgEngine {
         self.pools
             .lock()
             .unwrap()
-            .insert(env.id.clone(), (url, pools.clone()));
+            .insert(env.id.clone(), (opened_for, pools.clone()));
         Ok(pools)
+    }
+
+    /// A session connection; on the managed engine a refused password (the administrative
+    /// credentials changed) sets the role's password again, once.
+    async fn acquire(&self, env: &EnvRecord, pools: &Pools) -> Result<PoolConnection<Postgres>> {
+        match pools.sessions.acquire().await {
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some("28P01")
+                    && env.settings.0.placement() == Placement::ManagedPostgres =>
+            {
+                self.managed_engine()?.reset_password(&env.id).await?;
+                pools.sessions.acquire().await.map_err(pg_error)
+            }
+            other => other.map_err(pg_error),
+        }
     }
 }
 
@@ -234,20 +273,25 @@ impl Engine for PgEngine {
         (statement.to_string(), vec![])
     }
 
-    /// The database is the user's: nothing to create.
-    async fn provision(&self, _env_id: &EnvId) -> Result<()> {
-        Ok(())
+    /// The managed engine's database and role (a user's own database has nothing to create).
+    async fn provision(&self, env_id: &EnvId) -> Result<()> {
+        self.managed_engine()?.provision(env_id).await
     }
 
-    /// Nor to remove (the data stays where its owner put it); pools are closed.
+    /// Pools are closed; the managed engine's database and role are dropped (a user's own
+    /// database stays where its owner put it).
     async fn remove(&self, env_id: &EnvId) -> Result<()> {
         if let Some((_, pools)) = self.pools.lock().unwrap().remove(env_id) {
+            // Closing waits for sessions still streaming; dropping the database ends them.
             tokio::spawn(async move {
                 pools.sessions.close().await;
                 pools.control.close().await;
             });
         }
-        Ok(())
+        match &self.managed {
+            Some(managed) => managed.drop_database(env_id).await,
+            None => Ok(()),
+        }
     }
 
     async fn stored_bytes(&self, env: &EnvRecord) -> Result<u64> {
@@ -261,7 +305,7 @@ impl Engine for PgEngine {
 
     async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>> {
         let pools = self.pools(env).await?;
-        let mut conn = pools.sessions.acquire().await.map_err(pg_error)?;
+        let mut conn = self.acquire(env, &pools).await?;
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&mut *conn)
             .await
@@ -717,7 +761,7 @@ mod tests {
 
     #[test]
     fn parameters_become_literals_of_the_statement() {
-        let engine = PgEngine::new(Arc::new(NoSecrets));
+        let engine = PgEngine::new(Arc::new(NoSecrets), None);
         let statement = enclave_core::query::parse(
             "SELECT $1, $2, $3, $4, $5, $6 FROM t WHERE name = $1",
             Dialect::Postgres,

@@ -128,7 +128,7 @@ async fn table_columns(
 }
 
 /// The PostgreSQL type a new table's column gets for the type DuckDB read the file's as.
-fn pg_type(duckdb_type: &str) -> String {
+pub(super) fn pg_type(duckdb_type: &str) -> String {
     let upper = duckdb_type.to_ascii_uppercase();
     match upper.as_str() {
         "BOOLEAN" => "boolean".into(),

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod billing;
 mod cli;
+mod cluster;
 mod common;
 mod contract;
 mod conventions;
