@@ -80,7 +80,9 @@ impl AppState {
         let passwords = Passwords::new();
         let throttle = Arc::new(Throttle::new());
         let key_auth = KeyAuth::start(store.clone(), passwords.clone(), throttle.clone());
-        let rate_limits = Arc::new(RateLimits::new(&config));
+        let shared_limits =
+            (store.backend() == enclave_store::Backend::Postgres).then(|| store.clone());
+        let rate_limits = Arc::new(RateLimits::new(&config, shared_limits));
         let managed = match &config.engine_postgres_url {
             Some(url) => Some(Arc::new(
                 ManagedPostgres::new(url).map_err(|e| anyhow::anyhow!(e))?,

@@ -2,14 +2,25 @@
 //! environment; the rest wait in a bounded queue served by priority (then arrival). A full
 //! queue refuses at once (53300). A waiter that gives up (timeout, client gone) leaves the
 //! queue without holding a slot.
+//!
+//! When several nodes serve a PostgreSQL store, the limit is the cluster's: each node runs
+//! only as many of an environment's statements as it holds slots leased in the store, and
+//! the leases of all nodes never add up to more than the limit. A node grows its lease when
+//! a statement finds it full (one round trip), and every [`LEASE_TICK`] gives back what it
+//! has not needed since the last tick and retries for its waiters; a node that dies loses
+//! its leases after [`LEASE_LIFE`].
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use enclave_core::id::EnvId;
+use enclave_core::clock::now_ms;
+use enclave_core::id::{EnvId, NodeId};
 use enclave_core::query::with_sqlstate;
 use enclave_core::{Error, Result};
+use enclave_store::Store;
 use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,13 +71,33 @@ struct Lane {
     running: usize,
     waiting: BinaryHeap<Waiter>,
     arrivals: u64,
+    /// The environment's limit, as the last statement saw it.
+    limit: usize,
+    /// Slots this node holds in the store (in a cluster).
+    leased: usize,
+    /// The most statements that ran at once since the last tick.
+    peak: usize,
 }
 
 /// Every environment's lane on this node.
 pub struct Admission {
     lanes: Mutex<HashMap<EnvId, Lane>>,
     queue_limit: usize,
+    shared: Option<SharedSlots>,
 }
+
+/// The store leases slots from, while other nodes serve it too.
+struct SharedSlots {
+    store: Arc<Store>,
+    node: NodeId,
+    clustered: AtomicBool,
+    ticking: AtomicBool,
+}
+
+/// How often a node gives back slots it did not need and retries for its waiters.
+pub const LEASE_TICK: Duration = Duration::from_millis(100);
+/// How long a lease holds without being renewed (a dead node's slots return after it).
+pub const LEASE_LIFE: Duration = Duration::from_secs(10);
 
 /// A running statement's slot; dropping it hands the slot to the best waiter.
 pub struct Permit {
@@ -75,11 +106,42 @@ pub struct Permit {
 }
 
 impl Admission {
-    pub fn new(queue_limit: usize) -> Arc<Admission> {
+    /// Lanes of this node; with `shared` (a PostgreSQL store and this node's id), slots are
+    /// leased from the store while other nodes serve it ([`Admission::set_clustered`]).
+    pub fn new(queue_limit: usize, shared: Option<(Arc<Store>, NodeId)>) -> Arc<Admission> {
         Arc::new(Admission {
             lanes: Mutex::default(),
             queue_limit,
+            shared: shared.map(|(store, node)| SharedSlots {
+                store,
+                node,
+                clustered: AtomicBool::new(false),
+                ticking: AtomicBool::new(false),
+            }),
         })
+    }
+
+    /// Whether other live nodes serve the store: then the limit is shared through leases.
+    pub fn set_clustered(self: &Arc<Self>, clustered: bool) {
+        let Some(shared) = &self.shared else { return };
+        shared.clustered.store(clustered, Ordering::SeqCst);
+        if clustered && !shared.ticking.swap(true, Ordering::SeqCst) {
+            tokio::spawn(tick(Arc::downgrade(self)));
+        }
+    }
+
+    fn clustered(&self) -> Option<&SharedSlots> {
+        self.shared
+            .as_ref()
+            .filter(|s| s.clustered.load(Ordering::Relaxed))
+    }
+
+    /// How many of `lane`'s statements may run now on this node.
+    fn room(&self, lane: &Lane) -> usize {
+        match self.clustered() {
+            Some(_) => lane.leased.min(lane.limit),
+            None => lane.limit,
+        }
     }
 
     /// A slot in `env_id`'s lane, waiting for one if `limit` statements run.
@@ -89,11 +151,41 @@ impl Admission {
         limit: usize,
         priority: Priority,
     ) -> Result<Permit> {
+        let limit = limit.max(1);
+        if let Some(shared) = self.clustered() {
+            // A full lease with room under the limit: ask the store for one more slot.
+            let want = {
+                let mut lanes = self.lanes.lock().unwrap();
+                let lane = lanes.entry(env_id.clone()).or_default();
+                lane.limit = limit;
+                (lane.running >= lane.leased && lane.running < limit)
+                    .then_some(lane.running + lane.waiting.len() + 1)
+            };
+            if let Some(want) = want {
+                let now = now_ms();
+                let leased = shared
+                    .store
+                    .lease_slots(
+                        env_id,
+                        &shared.node,
+                        want.min(limit) as i64,
+                        limit as i64,
+                        now,
+                        now + LEASE_LIFE.as_millis() as i64,
+                    )
+                    .await?;
+                let mut lanes = self.lanes.lock().unwrap();
+                let lane = lanes.entry(env_id.clone()).or_default();
+                lane.leased = leased.max(0) as usize;
+            }
+        }
         let wait = {
             let mut lanes = self.lanes.lock().unwrap();
             let lane = lanes.entry(env_id.clone()).or_default();
-            if lane.running < limit.max(1) {
+            lane.limit = limit;
+            if lane.running < self.room(lane) {
                 lane.running += 1;
+                lane.peak = lane.peak.max(lane.running);
                 None
             } else if lane.waiting.len() >= self.queue_limit {
                 return Err(with_sqlstate(
@@ -147,8 +239,83 @@ impl Admission {
             }
         }
         lane.running -= 1;
-        if lane.running == 0 {
+        if lane.running == 0 && lane.leased == 0 {
             lanes.remove(env_id);
+        }
+    }
+
+    /// One tick of the shared slots: each lane's lease becomes what it needed since the last
+    /// tick (renewed), and waiters run on slots gained.
+    async fn lease_tick(&self, shared: &SharedSlots) {
+        let wanted: Vec<(EnvId, usize, usize, usize)> = {
+            let mut lanes = self.lanes.lock().unwrap();
+            lanes
+                .iter_mut()
+                .map(|(id, lane)| {
+                    let want = lane
+                        .peak
+                        .max(lane.running + lane.waiting.len())
+                        .min(lane.limit);
+                    lane.peak = lane.running;
+                    (id.clone(), want, lane.limit, lane.leased)
+                })
+                .collect()
+        };
+        let now = now_ms();
+        for (env_id, want, limit, leased) in wanted {
+            // A lease is renewed at least once per a fifth of its life.
+            if want == leased && want == 0 {
+                continue;
+            }
+            let granted = match shared
+                .store
+                .lease_slots(
+                    &env_id,
+                    &shared.node,
+                    want as i64,
+                    limit as i64,
+                    now,
+                    now + LEASE_LIFE.as_millis() as i64,
+                )
+                .await
+            {
+                Ok(n) => n.max(0) as usize,
+                Err(e) => {
+                    tracing::warn!(env_id = %env_id, error = %e.message, "cannot renew an admission lease");
+                    continue;
+                }
+            };
+            let mut lanes = self.lanes.lock().unwrap();
+            let Some(lane) = lanes.get_mut(&env_id) else {
+                continue;
+            };
+            lane.leased = granted;
+            while lane.running < lane.leased.min(lane.limit) {
+                let Some(next) = lane.waiting.pop() else {
+                    break;
+                };
+                if next.wake.send(()).is_ok() {
+                    lane.running += 1;
+                    lane.peak = lane.peak.max(lane.running);
+                }
+            }
+            if lane.running == 0 && lane.leased == 0 && lane.waiting.is_empty() {
+                lanes.remove(&env_id);
+            }
+        }
+    }
+}
+
+/// The shared slots' clock, while the admission lives and the node is clustered.
+async fn tick(admission: Weak<Admission>) {
+    let mut interval = tokio::time::interval(LEASE_TICK);
+    loop {
+        interval.tick().await;
+        let Some(admission) = admission.upgrade() else {
+            return;
+        };
+        if let Some(shared) = admission.clustered() {
+            admission.lease_tick(shared).await;
         }
     }
 }
@@ -166,7 +333,7 @@ mod tests {
 
     #[tokio::test]
     async fn slots_queue_by_priority_and_a_full_queue_refuses() {
-        let admission = Admission::new(2);
+        let admission = Admission::new(2, None);
         let first = admission
             .admit(&"env".into(), 1, Priority::Normal)
             .await
@@ -205,7 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_that_gives_up_leaves_no_slot_behind() {
-        let admission = Admission::new(4);
+        let admission = Admission::new(4, None);
         let first = admission
             .admit(&"env".into(), 1, Priority::Normal)
             .await

@@ -245,7 +245,11 @@ impl Gateway {
             shadowing: Shadowing::new(store.clone(), config.shadow_queue),
             storage: StorageMeter::new(store.clone(), engines.clone()),
             meter,
-            admission: Admission::new(config.queue_limit),
+            admission: Admission::new(
+                config.queue_limit,
+                (store.backend() == enclave_store::Backend::Postgres)
+                    .then(|| (store.clone(), engines.home.node().clone())),
+            ),
             store,
             engines,
             auth,
@@ -263,6 +267,12 @@ impl Gateway {
 
     pub fn engines(&self) -> &Engines {
         &self.engines
+    }
+
+    /// Whether other live nodes serve the store: then each environment's concurrency limit
+    /// holds across all of them.
+    pub fn set_clustered(&self, clustered: bool) {
+        self.admission.set_clustered(clustered);
     }
 
     /// Closes the environment to statements for a move of its data, once the ones running

@@ -65,6 +65,8 @@ pub enum Invalidation {
     Shadow {
         env_id: EnvId,
     },
+    /// A node started or stopped: limits shared by the nodes are counted again.
+    Nodes,
     /// Everything: sent when a node may have missed notifications (listener reconnected).
     All,
 }

@@ -36,7 +36,7 @@ impl Store {
         .execute(&mut tx)
         .await
         .map_err(internal)?;
-        self.commit(tx, vec![]).await
+        self.commit(tx, vec![Invalidation::Nodes]).await
     }
 
     /// This node is alive at `now`.
@@ -61,7 +61,7 @@ impl Store {
             .execute(&mut tx)
             .await
             .map_err(internal)?;
-        self.commit(tx, vec![]).await
+        self.commit(tx, vec![Invalidation::Nodes]).await
     }
 
     pub async fn node(&self, node_id: &NodeId) -> Result<Option<NodeRecord>> {

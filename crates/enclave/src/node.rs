@@ -45,6 +45,22 @@ pub async fn join(state: &enclave_api::AppState, node: NewNode) -> anyhow::Resul
         .register_node(&node, now_ms())
         .await
         .map_err(|e| anyhow::anyhow!("cannot register this node: {}", e.message))?;
+    recount(state).await;
+    // Another node starting or stopping: the shared limits are counted again at once.
+    let mut events = state.store.bus().subscribe();
+    let watcher = state.clone();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(enclave_store::Invalidation::Nodes | enclave_store::Invalidation::All)
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    recount(&watcher).await
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
     let state = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
@@ -53,6 +69,7 @@ pub async fn join(state: &enclave_api::AppState, node: NewNode) -> anyhow::Resul
             if let Err(e) = state.store.node_heartbeat(&node.id, now_ms()).await {
                 tracing::warn!(error = %e.message, "node heartbeat failed");
             }
+            recount(&state).await;
             let settled = enclave_api::lifecycle::settle(
                 state.store.as_ref(),
                 state.gateway.engines(),
@@ -68,6 +85,21 @@ pub async fn join(state: &enclave_api::AppState, node: NewNode) -> anyhow::Resul
         }
     });
     Ok(())
+}
+
+/// Whether other live nodes serve the store: then rate limits and admission are shared
+/// through it (a PostgreSQL store only; SQLite has one node).
+async fn recount(state: &enclave_api::AppState) {
+    if state.store.backend() != enclave_store::Backend::Postgres {
+        return;
+    }
+    match state.store.live_node_count(now_ms()).await {
+        Ok(live) => {
+            state.rate_limits.set_clustered(live > 1);
+            state.gateway.set_clustered(live > 1);
+        }
+        Err(e) => tracing::warn!(error = %e.message, "cannot count the live nodes"),
+    }
 }
 
 /// Marks the node stopped (a clean shutdown): other nodes say so at once.

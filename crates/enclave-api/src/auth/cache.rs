@@ -138,7 +138,8 @@ impl AuthCache {
             | Invalidation::Catalog { .. }
             | Invalidation::Data { .. }
             | Invalidation::Capabilities { .. }
-            | Invalidation::Shadow { .. } => {}
+            | Invalidation::Shadow { .. }
+            | Invalidation::Nodes => {}
             Invalidation::All => {
                 self.sessions.clear();
                 self.members.clear();

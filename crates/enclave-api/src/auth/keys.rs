@@ -106,7 +106,8 @@ impl KeyAuth {
             | Invalidation::Data { .. }
             | Invalidation::Jit { .. }
             | Invalidation::Capabilities { .. }
-            | Invalidation::Shadow { .. } => {}
+            | Invalidation::Shadow { .. }
+            | Invalidation::Nodes => {}
         }
     }
 

@@ -1,4 +1,5 @@
-//! Per-identity rate limits by the organization's tier (GCRA token buckets from `governor`):
+//! Per-identity rate limits by the organization's tier (token buckets, counted on this node or,
+//! in a cluster, shared through the store: `crate::rate_limits`):
 //! a signed-in user is limited by the tier of the organization their token is for; requests
 //! without credentials by client IP. Every limited response carries `X-RateLimit-Limit`
 //! (requests per minute), `X-RateLimit-Remaining` (burst left now) and `X-RateLimit-Reset`
@@ -25,14 +26,14 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
     }
     let caller = req.extensions().get::<Caller>().cloned();
     let decision = match &caller {
-        Some(c) => state.rate_limits.check(Some(c.tier()), c.id()),
+        Some(c) => state.rate_limits.check(Some(c.tier()), c.id()).await,
         None => {
             let ip = req
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip().to_string())
                 .unwrap_or_else(|| "unknown".to_string());
-            state.rate_limits.check(None, &ip)
+            state.rate_limits.check(None, &ip).await
         }
     };
     let mut resp = match decision.retry_after {

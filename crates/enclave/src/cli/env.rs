@@ -108,6 +108,18 @@ pub enum EnvAction {
         env: String,
         against: String,
     },
+    /// Move an environment's data from the embedded engine to the managed PostgreSQL engine
+    /// (every table, row counts checked), then switch the environment to it. Run it against
+    /// the environment's home node.
+    MoveData {
+        env: String,
+        /// Where the data goes: `postgres` (the managed engine).
+        #[arg(long, default_value = "postgres")]
+        engine: String,
+        /// Show what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Refuse queries and API keys, keep everything.
     Suspend {
         env: String,
@@ -449,6 +461,25 @@ pub async fn run(cmd: EnvCommand) -> anyhow::Result<()> {
                 print_promotion(&p);
             }
         }
+        EnvAction::MoveData {
+            env,
+            engine,
+            dry_run,
+        } => {
+            let id = resolve(&client, &org, &env).await?;
+            let moved = client
+                .call(
+                    Method::POST,
+                    &format!("/v1/environments/{id}/engine"),
+                    Some(json!({"engine": engine, "dry_run": dry_run})),
+                )
+                .await?;
+            if json {
+                output::json(&moved);
+            } else {
+                print_move(&moved);
+            }
+        }
         EnvAction::Promotions { env } => {
             let id = resolve(&client, &org, &env).await?;
             let page = client
@@ -528,6 +559,50 @@ pub async fn run(cmd: EnvCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_move(m: &Value) {
+    let rows: Vec<Vec<String>> = m["tables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            vec![
+                format!(
+                    "{}.{}",
+                    output::cell(&t["schema"]),
+                    output::cell(&t["name"])
+                ),
+                output::cell(&t["rows"]),
+                t["columns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| {
+                        format!(
+                            "{} {}",
+                            output::cell(&c["name"]),
+                            output::cell(&c["to_type"])
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    output::table(&["TABLE", "ROWS", "COLUMNS (POSTGRESQL)"], &rows);
+    let views = m["views"].as_array().map_or(0, Vec::len);
+    let verb = if m["dry_run"] == json!(true) {
+        "would move"
+    } else {
+        "moved"
+    };
+    output::line(&format!(
+        "{verb} {} rows in {} tables and {views} views to {}",
+        output::cell(&m["rows"]),
+        rows.len(),
+        output::cell(&m["database"])
+    ));
 }
 
 fn print_promotion(p: &Value) {

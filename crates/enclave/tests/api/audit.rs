@@ -63,6 +63,8 @@ struct Ctx<'a> {
     org: String,
     hook_url: String,
     n: std::sync::atomic::AtomicUsize,
+    /// Environments moved onto the managed engine: deleted at the end (their databases go).
+    moved: std::sync::Mutex<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -502,6 +504,11 @@ impl Ctx<'_> {
                 self.s.post(&path, Some(&self.token), json!({"allowed_actions": ["query"]})).await;
                 self.call(Method::DELETE, path, json!(null))
             }
+            "POST /v1/environments/{env_id}/engine" => {
+                let e = self.env().await;
+                self.moved.lock().unwrap().push(e.clone());
+                self.call(post, format!("/v1/environments/{e}/engine"), json!({"engine": "postgres"}))
+            }
             "POST /v1/environments/{env_id}/shadow" => {
                 let (from, to) = (self.env().await, self.env().await);
                 self.call(post, format!("/v1/environments/{from}/shadow"), json!({"target_env_id": to, "sample_rate": 0.5}))
@@ -571,7 +578,13 @@ pub fn walk_args(db: &Db) -> enclave::config::ServeArgs {
 }
 
 async fn every_mutating_operation_leaves_one_entry(db: Db) {
-    let s = Server::start(walk_args(&db)).await;
+    // With a managed engine to move an environment's data to.
+    let s = Server::start(enclave::config::ServeArgs {
+        engine_postgres_url: Some(enclave_store::testing::postgres_admin_url()),
+        default_engine: Some("duckdb".into()),
+        ..walk_args(&db)
+    })
+    .await;
     let store = enclave_store::connect(&db.url).await.unwrap();
     let rx = Receiver::start().await;
     let ctx = Ctx {
@@ -580,6 +593,7 @@ async fn every_mutating_operation_leaves_one_entry(db: Db) {
         org: s.bootstrap_org.clone().unwrap(),
         hook_url: rx.url(),
         n: Default::default(),
+        moved: Default::default(),
     };
     let doc = s
         .raw(s.request(Method::GET, "/openapi.json", None))
@@ -662,6 +676,12 @@ async fn every_mutating_operation_leaves_one_entry(db: Db) {
         .await;
     v.expect(200);
     assert_eq!(v.body["chain_valid"], true, "{}", v.body);
+    let moved = ctx.moved.lock().unwrap().clone();
+    for env in moved {
+        s.delete(&format!("/v1/environments/{env}"), &ctx.token)
+            .await
+            .expect(204);
+    }
 }
 
 async fn chain_holds_under_concurrent_writers(db: Db) {

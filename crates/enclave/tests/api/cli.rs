@@ -16,19 +16,19 @@ both!(
     data_commands
 );
 
-struct Cli {
-    url: String,
-    token: String,
+pub(crate) struct Cli {
+    pub(crate) url: String,
+    pub(crate) token: String,
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Out {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Cli {
-    async fn run(&self, args: &[&str]) -> Out {
+    pub(crate) async fn run(&self, args: &[&str]) -> Out {
         self.run_as(args, ("ENCLAVE_TOKEN", &self.token), None)
             .await
     }

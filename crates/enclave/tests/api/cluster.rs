@@ -480,7 +480,26 @@ async fn moving_an_environment_keeps_every_row_and_its_policies() {
         .await
         .expect(400);
 
-    // A dry run says what would move and moves nothing.
+    // A dry run says what would move and moves nothing — from the CLI too.
+    let cli = crate::cli::Cli {
+        url: a.url.clone(),
+        token: token.clone(),
+    };
+    let out = cli
+        .run(&["env", "move-data", "development", "--dry-run"])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("would move 5003 rows in 2 tables and 1 views to enclave_env_"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("balance numeric(12,2)"),
+        "{}",
+        out.stdout
+    );
     let dry = a
         .post(
             &path,
@@ -595,6 +614,83 @@ async fn moving_an_environment_keeps_every_row_and_its_policies() {
         .await
         .expect(409);
     drop(open);
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_across_nodes() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    let _cleanup = ManagedCleanup {
+        store_url: db.url.clone(),
+    };
+    // A burst of 10, one more a second.
+    let (a, b, _dir) = two_nodes(&db, |args| ServeArgs {
+        engine_postgres_url: Some(postgres_admin_url()),
+        rate_limits: Some("free=60/10".into()),
+        ..args
+    })
+    .await;
+    // Each node has heard of the other (node A through the store's notifications).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let token = a.owner_token().await;
+    let org = a.bootstrap_org.clone().unwrap();
+    let dev = env_id(&b, &token, &org, "development").await;
+
+    // A burst spread over both nodes is limited as one: 10 (and what refills meanwhile),
+    // not 10 on each.
+    let mut allowed = [0, 0];
+    let mut refused = [0, 0];
+    for i in 0..24 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let r = node.get("/v1/auth/me", &token).await;
+        match r.status {
+            200 => allowed[i % 2] += 1,
+            429 => {
+                refused[i % 2] += 1;
+                assert!(r.header("retry-after").is_some());
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    let total = allowed[0] + allowed[1];
+    assert!(
+        (9..=13).contains(&total),
+        "allowed {allowed:?}, refused {refused:?}"
+    );
+    assert!(
+        refused[0] > 0 && refused[1] > 0,
+        "both nodes refuse: {refused:?}"
+    );
+
+    // One statement at a time for the environment, whichever node it reaches.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    a.patch(
+        &format!("/v1/environments/{dev}"),
+        &token,
+        json!({"settings": {"max_concurrent_queries": 1}}),
+    )
+    .await
+    .expect(200);
+    let k = key(&a, &token, &dev).await;
+    let timed = "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS started, \
+                 pg_sleep(0.4) AS slept, \
+                 CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS ended";
+    let (on_a, on_b) = tokio::join!(sql(&a, &k, timed), sql(&b, &k, timed));
+    let span = |r: &crate::common::Resp| {
+        r.expect(200);
+        (
+            r.body["rows"][0][0].as_i64().unwrap(),
+            r.body["rows"][0][2].as_i64().unwrap(),
+        )
+    };
+    let (x, y) = (span(&on_a), span(&on_b));
+    assert!(
+        x.1 <= y.0 || y.1 <= x.0,
+        "the two statements ran at once: {x:?} {y:?}"
+    );
     b.stop().await;
     a.stop().await;
 }
