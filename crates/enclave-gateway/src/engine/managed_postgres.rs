@@ -216,8 +216,8 @@ fn admin_error(e: sqlx::Error) -> Error {
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_and_passwords() {
+    #[tokio::test]
+    async fn names_and_passwords() {
         let env: EnvId = "env_01JABCDEFGHJKMNPQRSTVWXYZ0".to_string().into();
         assert_eq!(
             ManagedPostgres::name(&env),
