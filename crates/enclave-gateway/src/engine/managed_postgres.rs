@@ -33,6 +33,9 @@ impl ManagedPostgres {
     /// The engine at `url` (a role that may create databases and roles); nothing connects
     /// until the first environment needs it.
     pub fn new(url: &str) -> std::result::Result<ManagedPostgres, String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("engine_postgres_url: not a postgres:// URL".into());
+        }
         let admin: PgConnectOptions = url
             .parse()
             .map_err(|_| "engine_postgres_url: not a PostgreSQL connection string".to_string())?;
