@@ -64,16 +64,43 @@ fn node_args(db: &Db, first: &ServeArgs, dir: &std::path::Path) -> ServeArgs {
     }
 }
 
-/// Two nodes on `db` (PostgreSQL), with `extra` settings on both.
-async fn two_nodes(
-    db: &Db,
-    extra: impl Fn(ServeArgs) -> ServeArgs,
-) -> (Server, Server, tempdir::Dir) {
-    let first = extra(crate::audit::walk_args(db));
-    let a = Server::start(first.clone()).await;
-    let dir = tempdir::Dir::new();
-    let b = Server::start(extra(node_args(db, &first, &dir.0))).await;
-    (a, b, dir)
+/// Two nodes on a fresh PostgreSQL store, with `extra` settings on both (node A's data
+/// directory is `db.data_dir()`), and the owner signed in. The managed engine's databases and
+/// node B's data directory go with it.
+/// Bind every field: what a pattern leaves out is dropped at once (the store with it).
+struct Cluster {
+    a: Server,
+    b: Server,
+    token: String,
+    org: String,
+    b_dir: tempdir::Dir,
+    _cleanup: ManagedCleanup,
+    db: Db,
+}
+
+impl Cluster {
+    /// `None` when PostgreSQL is unreachable outside CI.
+    async fn start(extra: impl Fn(ServeArgs) -> ServeArgs) -> Option<Cluster> {
+        let db = Db::postgres().await?;
+        let _cleanup = ManagedCleanup {
+            store_url: db.url.clone(),
+        };
+        let first = extra(crate::audit::walk_args(&db));
+        let a = Server::start(first.clone()).await;
+        let b_dir = tempdir::Dir::new();
+        let b = Server::start(extra(node_args(&db, &first, &b_dir.0))).await;
+        let token = a.owner_token().await;
+        let org = a.bootstrap_org.clone().unwrap();
+        Some(Cluster {
+            a,
+            b,
+            token,
+            org,
+            b_dir,
+            _cleanup,
+            db,
+        })
+    }
 }
 
 mod tempdir {
@@ -155,19 +182,22 @@ fn wire_sqlstate(e: sqlx::Error) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_engine_tables_are_shared_by_every_node() {
-    let Some(db) = Db::postgres().await else {
-        return;
-    };
-    let _cleanup = ManagedCleanup {
-        store_url: db.url.clone(),
-    };
-    let managed = |args: ServeArgs| ServeArgs {
+    let Some(Cluster {
+        a,
+        b,
+        token,
+        org,
+        b_dir: _b_dir,
+        _cleanup,
+        db: _db,
+    }) = Cluster::start(|args| ServeArgs {
         engine_postgres_url: Some(postgres_admin_url()),
         ..args
+    })
+    .await
+    else {
+        return;
     };
-    let (a, b, _dir) = two_nodes(&db, managed).await;
-    let token = a.owner_token().await;
-    let org = a.bootstrap_org.clone().unwrap();
 
     // A PostgreSQL store with a managed engine: new environments go to it, each its own
     // database owned by its own role.
@@ -276,20 +306,26 @@ async fn managed_engine_tables_are_shared_by_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_environment_answers_only_on_its_home_node() {
-    let Some(db) = Db::postgres().await else {
-        return;
-    };
-    let (a, b, b_dir) = two_nodes(&db, |args| ServeArgs {
-        node_name: Some(if args.data_dir == Some(db.data_dir()) {
+    let Some(Cluster {
+        a,
+        b,
+        token,
+        org,
+        b_dir,
+        _cleanup,
+        db: _db,
+    }) = Cluster::start(|args| ServeArgs {
+        node_name: Some(if args.master_key_file.is_none() {
             "node-a".into()
         } else {
             "node-b".into()
         }),
         ..args
     })
-    .await;
-    let token = a.owner_token().await;
-    let org = a.bootstrap_org.clone().unwrap();
+    .await
+    else {
+        return;
+    };
     let dev = env_id(&a, &token, &org, "development").await;
     let k = key(&a, &token, &dev).await;
     sql(&a, &k, "CREATE TABLE t AS SELECT 1 AS x")
@@ -410,21 +446,24 @@ async fn the_managed_engine_needs_configuring() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_an_environment_keeps_every_row_and_its_policies() {
-    let Some(db) = Db::postgres().await else {
-        return;
-    };
-    let _cleanup = ManagedCleanup {
-        store_url: db.url.clone(),
-    };
     // Embedded by default, with a managed engine to move to.
-    let (a, b, _dir) = two_nodes(&db, |args| ServeArgs {
+    let Some(Cluster {
+        a,
+        b,
+        token,
+        org,
+        b_dir: _b_dir,
+        _cleanup,
+        db,
+    }) = Cluster::start(|args| ServeArgs {
         engine_postgres_url: Some(postgres_admin_url()),
         default_engine: Some("duckdb".into()),
         ..args
     })
-    .await;
-    let token = a.owner_token().await;
-    let org = a.bootstrap_org.clone().unwrap();
+    .await
+    else {
+        return;
+    };
     let dev = env_id(&a, &token, &org, "development").await;
     let k = key(&a, &token, &dev).await;
     for statement in [
@@ -620,23 +659,26 @@ async fn moving_an_environment_keeps_every_row_and_its_policies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_hold_across_nodes() {
-    let Some(db) = Db::postgres().await else {
-        return;
-    };
-    let _cleanup = ManagedCleanup {
-        store_url: db.url.clone(),
-    };
     // A burst of 10, one more a second.
-    let (a, b, _dir) = two_nodes(&db, |args| ServeArgs {
+    let Some(Cluster {
+        a,
+        b,
+        token,
+        org,
+        b_dir: _b_dir,
+        _cleanup,
+        db: _db,
+    }) = Cluster::start(|args| ServeArgs {
         engine_postgres_url: Some(postgres_admin_url()),
         rate_limits: Some("free=60/10".into()),
         ..args
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     // Each node has heard of the other (node A through the store's notifications).
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let token = a.owner_token().await;
-    let org = a.bootstrap_org.clone().unwrap();
     let dev = env_id(&b, &token, &org, "development").await;
 
     // A burst spread over both nodes is limited as one: 10 (and what refills meanwhile),
