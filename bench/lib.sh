@@ -78,11 +78,13 @@ need_pgbench() {
   command -v pgbench >/dev/null || { echo "pgbench is needed (PostgreSQL's client tools)" >&2; exit 1; }
 }
 
-# start_gateway_server: a server without rate limits with its gateway on a free port; sets
+# start_gateway_server: a server without rate limits with its gateway on a free port (and, with
+# ENGINE_PG_URL, the managed PostgreSQL engine on that server); sets
 # $gw_port, $token (login) and $org besides what start_server sets.
 start_gateway_server() {
   start_server ENCLAVE_DEFAULT_TIER=enterprise ENCLAVE_RATE_LIMITS="enterprise=1000000000/100000000" \
-    ENCLAVE_GATEWAY_ADDR=127.0.0.1:0
+    ENCLAVE_GATEWAY_ADDR=127.0.0.1:0 ${ENGINE_PG_URL:+ENCLAVE_ENGINE_POSTGRES_URL=$ENGINE_PG_URL} \
+    ENCLAVE_DEFAULT_ENGINE=duckdb
   local gateway
   gateway="$(sed -n 's/^Enclave gateway (Postgres wire) listening on //p' "$data/stdout")"
   gw_port="${gateway##*:}"
