@@ -67,7 +67,8 @@ fn node_args(db: &Db, first: &ServeArgs, dir: &std::path::Path) -> ServeArgs {
 /// Two nodes on a fresh PostgreSQL store, with `extra` settings on both (node A's data
 /// directory is `db.data_dir()`), and the owner signed in. The managed engine's databases and
 /// node B's data directory go with it.
-/// Bind every field: what a pattern leaves out is dropped at once (the store with it).
+/// Bind every field, `_cleanup` last: what a pattern leaves out is dropped at once, and
+/// bindings drop in reverse order (the clean-up reads the store, so it goes first).
 struct Cluster {
     a: Server,
     b: Server,
@@ -188,8 +189,8 @@ async fn managed_engine_tables_are_shared_by_every_node() {
         token,
         org,
         b_dir: _b_dir,
-        _cleanup,
         db: _db,
+        _cleanup,
     }) = Cluster::start(|args| ServeArgs {
         engine_postgres_url: Some(postgres_admin_url()),
         ..args
@@ -312,8 +313,8 @@ async fn an_embedded_environment_answers_only_on_its_home_node() {
         token,
         org,
         b_dir,
-        _cleanup,
         db: _db,
+        _cleanup,
     }) = Cluster::start(|args| ServeArgs {
         node_name: Some(if args.master_key_file.is_none() {
             "node-a".into()
@@ -453,8 +454,8 @@ async fn moving_an_environment_keeps_every_row_and_its_policies() {
         token,
         org,
         b_dir: _b_dir,
-        _cleanup,
         db,
+        _cleanup,
     }) = Cluster::start(|args| ServeArgs {
         engine_postgres_url: Some(postgres_admin_url()),
         default_engine: Some("duckdb".into()),
@@ -666,8 +667,8 @@ async fn limits_hold_across_nodes() {
         token,
         org,
         b_dir: _b_dir,
-        _cleanup,
         db: _db,
+        _cleanup,
     }) = Cluster::start(|args| ServeArgs {
         engine_postgres_url: Some(postgres_admin_url()),
         rate_limits: Some("free=60/10".into()),
