@@ -4,8 +4,6 @@
 //! appends, the API lists and exports, `enclave audit verify` re-checks an export offline —
 //! all with the functions here, so the three can never disagree on what an entry hashes to.
 
-use std::fmt::Write as _;
-
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -139,63 +137,70 @@ pub fn timestamp(ms: i64) -> String {
 
 /// Canonical JSON: object keys sorted (by UTF-8 bytes), no insignificant whitespace.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
+    let mut out = Vec::with_capacity(512);
+    write_canonical(value, None, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// Writes `value` canonically, leaving out the top-level key `skip` when it is an object.
+/// Keys and scalars are written by serde_json itself, so escapes and number forms are its own.
+fn write_canonical(value: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
+            let mut keys: Vec<&String> = map.keys().filter(|k| Some(k.as_str()) != skip).collect();
+            keys.sort_unstable();
+            out.push(b'{');
             for (i, key) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[key], out);
+                write_scalar(key, out);
+                out.push(b':');
+                write_canonical(&map[key], None, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_canonical(item, out);
+                write_canonical(item, None, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => write_scalar(scalar, out),
     }
+}
+
+fn write_scalar<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Writing a string, number, bool or null into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// The hash an entry must carry, given its content (`entry_hash` itself is ignored).
 pub fn entry_hash(entry: &Value) -> String {
-    let mut content = entry.clone();
-    let prev = content
+    let prev = entry
         .get("prev_hash")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if let Value::Object(map) = &mut content {
-        map.remove("entry_hash");
-    }
+        .unwrap_or_default();
+    let mut content = Vec::with_capacity(1024);
+    write_canonical(entry, Some("entry_hash"), &mut content);
     let mut hasher = Sha256::new();
     hasher.update(prev.as_bytes());
-    hasher.update(canonical_json(&content).as_bytes());
+    hasher.update(&content);
     hex(&hasher.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
 }
 
 impl AuditEntry {

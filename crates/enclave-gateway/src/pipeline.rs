@@ -370,7 +370,7 @@ impl Gateway {
             .of(&self.environment(&session.identity.env_id).await?)
             .dialect();
         if let Some(statements) = self.translations.get(dialect, sql) {
-            return Ok(statements.as_ref().clone());
+            return Ok(statements);
         }
         let limits = self.config.sql_limits;
         let parsed = if sql.len() <= INLINE_PARSE_BYTES || sql.len() > limits.max_statement_bytes {

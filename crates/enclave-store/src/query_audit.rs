@@ -90,16 +90,16 @@ impl Store {
             .await
             .map_err(internal)?;
             let first = last - n + 1;
-            let batch: Vec<_> = batch
+            let (batch, json): (Vec<_>, Vec<_>) = batch
                 .into_iter()
                 .enumerate()
                 .map(|(i, e)| {
-                    let e = e.seal(first + i as i64, &head);
+                    let (e, json) = e.sealed(first + i as i64, &head);
                     head = e.entry_hash.clone();
-                    e
+                    (e, json)
                 })
-                .collect();
-            for chunk in batch.chunks(100) {
+                .unzip();
+            for (chunk, json) in batch.chunks(100).zip(json.chunks(100)) {
                 let rows: Vec<String> = (0..chunk.len())
                     .map(|i| {
                         let b = i * 10;
@@ -113,7 +113,7 @@ impl Store {
                     rows.join(", ")
                 );
                 let mut q = db::query(&sql);
-                for e in chunk {
+                for (e, json) in chunk.iter().zip(json) {
                     q = q
                         .bind(&e.query_id)
                         .bind(&e.env_id)
@@ -122,7 +122,7 @@ impl Store {
                         .bind(&e.statement_kind)
                         .bind(&e.outcome)
                         .bind(now_ms())
-                        .bind(e.to_value().to_string())
+                        .bind(json)
                         .bind(&e.prev_hash)
                         .bind(&e.entry_hash);
                 }

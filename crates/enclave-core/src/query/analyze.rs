@@ -101,6 +101,9 @@ pub struct Analyzed {
     pub cacheable: bool,
     /// What it costs in credits, but for the rows it returns (stages 5 and 11).
     pub cost: Cost,
+    /// Whether a number or string literal is a function's argument as the caller wrote it
+    /// (the translation may read it): such a statement is remembered by its text alone.
+    pub(crate) literal_arguments: bool,
 }
 
 /// Levels the policy rewrite may add above a statement's own: a derived table, its select
@@ -134,10 +137,13 @@ pub fn parse_within(sql: &str, dialect: Dialect, limits: &Limits) -> Result<Vec<
             .into_iter()
             .map(|(mut statement, _)| {
                 let redacted = crate::query::redact(&statement);
+                let literal_arguments = crate::query::shapes::literal_in_call(&statement);
                 translate(&mut statement, dialect)?;
                 // Translation may nest deeper than the statement as written.
                 let depth = check(&statement, limits)?;
-                classify(statement, depth, redacted)
+                let mut analyzed = classify(statement, depth, redacted)?;
+                analyzed.literal_arguments = literal_arguments;
+                Ok(analyzed)
             })
             .collect()
     })
@@ -484,7 +490,7 @@ fn setting_shown(args: &FunctionArguments) -> bool {
     }
 }
 
-fn classify(statement: Statement, depth: usize, redacted: String) -> Result<Analyzed> {
+pub(crate) fn classify(statement: Statement, depth: usize, redacted: String) -> Result<Analyzed> {
     let mut creates = false;
     let mut session = None;
     let mut copy_in = None;
@@ -625,6 +631,7 @@ fn classify(statement: Statement, depth: usize, redacted: String) -> Result<Anal
         copy_in,
         depth,
         cost: Cost::free(),
+        literal_arguments: false,
     };
     analyzed.cost = Cost::of(&analyzed);
     Ok(analyzed)

@@ -72,12 +72,22 @@ pub struct QueryAuditEntry {
 
 impl QueryAuditEntry {
     /// Seals the entry onto a chain whose head is `prev_hash`, at position `seq`.
-    pub fn seal(mut self, seq: i64, prev_hash: &str) -> QueryAuditEntry {
+    pub fn seal(self, seq: i64, prev_hash: &str) -> QueryAuditEntry {
+        self.sealed(seq, prev_hash).0
+    }
+
+    /// [`Self::seal`], with the sealed entry's JSON (what the trail stores), both from one
+    /// conversion of the entry.
+    pub fn sealed(mut self, seq: i64, prev_hash: &str) -> (QueryAuditEntry, String) {
         self.seq = seq;
         self.prev_hash = prev_hash.to_string();
         self.entry_hash = String::new();
-        self.entry_hash = entry_hash(&self.to_value());
-        self
+        let mut value = self.to_value();
+        self.entry_hash = entry_hash(&value);
+        if let Value::Object(map) = &mut value {
+            map.insert("entry_hash".into(), Value::String(self.entry_hash.clone()));
+        }
+        (self, value.to_string())
     }
 
     pub fn to_value(&self) -> Value {
@@ -132,5 +142,14 @@ mod tests {
         edited["rows_returned"] = 2.into();
         let r = verify([values[0].clone(), edited].iter());
         assert_eq!(r.first_invalid_entry.unwrap().reason, "hash_mismatch");
+    }
+
+    #[test]
+    fn the_stored_json_is_the_sealed_entry() {
+        let (a, json) = entry("qry_a").sealed(1, GENESIS_HASH);
+        let stored: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(stored, a.to_value());
+        assert_eq!(a, entry("qry_a").seal(1, GENESIS_HASH));
+        assert!(verify([stored].iter()).chain_valid);
     }
 }

@@ -15,6 +15,7 @@ pub mod cost;
 pub mod enforce;
 pub(crate) mod limits;
 mod redact;
+mod shapes;
 mod sqlstate;
 mod translate;
 mod translations;

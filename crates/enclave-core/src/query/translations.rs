@@ -1,10 +1,14 @@
-//! Stages 2, 3 and 8 remembered (the gateway keeps one per node): a statement text's parse, translation and classification, per
-//! engine dialect, so that a repeated statement pays a hash lookup. The result depends on the
-//! text and the dialect alone (the caller's policies apply afterwards, to a copy), and only
-//! what parsed is kept. Bounded by an estimate of the syntax trees' memory, per node.
+//! Stages 2, 3 and 8 remembered (the gateway keeps one per node): a statement text's parse,
+//! translation and classification, per engine dialect, so that a repeated statement pays a
+//! hash lookup. The result depends on the text and the dialect alone (the caller's policies
+//! apply afterwards, to a copy), and only what parsed is kept. Texts that differ only in their
+//! literals share a template once two of them have confirmed it (`shapes.rs`), so a statement
+//! repeated with new values skips the parser too. Bounded by an estimate of the syntax trees'
+//! memory, per node.
 
 use std::sync::Arc;
 
+use crate::query::shapes::{shape_of, Template};
 use crate::query::{Analyzed, Dialect};
 use moka::sync::Cache;
 
@@ -12,45 +16,100 @@ use moka::sync::Cache;
 const CAPACITY_BYTES: u64 = 32 << 20;
 
 /// A syntax tree takes some multiple of its text's length; this errs on the large side.
-#[allow(clippy::borrowed_box)] // moka's weigher is handed the key as stored.
-fn weight(sql: &Box<str>, _: &Arc<Vec<Analyzed>>) -> u32 {
+fn weight(sql: &str) -> u32 {
     (sql.len().saturating_mul(16) + 1024).min(u32::MAX as usize) as u32
 }
 
+/// What a shape has taught so far.
+#[derive(Clone)]
+enum Learned {
+    /// One text of it parsed; the next one decides.
+    Candidate(Arc<Template>),
+    /// Two texts agreed: later ones are built from the template.
+    Confirmed(Arc<Template>),
+    /// Its texts parse to trees that are not the same but for their values.
+    Refuted,
+}
+
+/// One dialect's texts and shapes.
+struct Kept {
+    texts: Cache<Box<str>, Arc<Vec<Analyzed>>>,
+    shapes: Cache<Box<str>, Learned>,
+}
+
+impl Kept {
+    fn new() -> Kept {
+        #[allow(clippy::borrowed_box)] // moka's weigher is handed the key as stored.
+        fn by_key<V>(key: &Box<str>, _: &V) -> u32 {
+            weight(key)
+        }
+        Kept {
+            texts: Cache::builder()
+                .max_capacity(CAPACITY_BYTES / 4)
+                .weigher(by_key)
+                .build(),
+            shapes: Cache::builder()
+                .max_capacity(CAPACITY_BYTES / 4)
+                .weigher(by_key)
+                .build(),
+        }
+    }
+}
+
 pub struct Translations {
-    duckdb: Cache<Box<str>, Arc<Vec<Analyzed>>>,
-    postgres: Cache<Box<str>, Arc<Vec<Analyzed>>>,
+    duckdb: Kept,
+    postgres: Kept,
 }
 
 impl Default for Translations {
     fn default() -> Self {
-        let cache = || {
-            Cache::builder()
-                .max_capacity(CAPACITY_BYTES / 2)
-                .weigher(weight)
-                .build()
-        };
         Translations {
-            duckdb: cache(),
-            postgres: cache(),
+            duckdb: Kept::new(),
+            postgres: Kept::new(),
         }
     }
 }
 
 impl Translations {
-    fn of(&self, dialect: Dialect) -> &Cache<Box<str>, Arc<Vec<Analyzed>>> {
+    fn of(&self, dialect: Dialect) -> &Kept {
         match dialect {
             Dialect::DuckDb => &self.duckdb,
             Dialect::Postgres => &self.postgres,
         }
     }
 
-    pub fn get(&self, dialect: Dialect, sql: &str) -> Option<Arc<Vec<Analyzed>>> {
-        self.of(dialect).get(sql)
+    /// The statements of a text seen before, or of a text whose shape has a confirmed
+    /// template.
+    pub fn get(&self, dialect: Dialect, sql: &str) -> Option<Vec<Analyzed>> {
+        let kept = self.of(dialect);
+        if let Some(statements) = kept.texts.get(sql) {
+            return Some(statements.as_ref().clone());
+        }
+        let shape = shape_of(sql)?;
+        match kept.shapes.get(shape.key.as_str())? {
+            Learned::Confirmed(template) => template.instantiate(&shape).map(|s| vec![s]),
+            Learned::Candidate(_) | Learned::Refuted => None,
+        }
     }
 
+    /// Keeps what a text parsed to, and learns from its shape.
     pub fn insert(&self, dialect: Dialect, sql: &str, statements: Arc<Vec<Analyzed>>) {
-        self.of(dialect).insert(sql.into(), statements);
+        let kept = self.of(dialect);
+        if let Some(shape) = shape_of(sql) {
+            let learned = match kept.shapes.get(shape.key.as_str()) {
+                None => Template::candidate(&shape, &statements)
+                    .map_or(Learned::Refuted, |t| Learned::Candidate(Arc::new(t))),
+                Some(Learned::Candidate(template)) => {
+                    match template.confirmed_by(&shape, &statements) {
+                        true => Learned::Confirmed(template),
+                        false => Learned::Refuted,
+                    }
+                }
+                Some(settled) => settled,
+            };
+            kept.shapes.insert(shape.key.into(), learned);
+        }
+        kept.texts.insert(sql.into(), statements);
     }
 }
 
@@ -68,5 +127,38 @@ mod tests {
         assert_eq!(hit[0].sql, "SELECT CASE WHEN a THEN 1 ELSE 2 END FROM t");
         assert!(cache.get(Dialect::Postgres, sql).is_none());
         assert!(cache.get(Dialect::DuckDb, "SELECT 1").is_none());
+    }
+
+    #[test]
+    fn a_shape_confirmed_by_two_texts_answers_the_third() {
+        let cache = Translations::default();
+        let parse = |sql: &str| Arc::new(crate::query::parse(sql, Dialect::Postgres).unwrap());
+        let text = |id: u32| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {id}");
+        cache.insert(Dialect::Postgres, &text(1), parse(&text(1)));
+        assert!(
+            cache.get(Dialect::Postgres, &text(3)).is_none(),
+            "one text proves nothing"
+        );
+        cache.insert(Dialect::Postgres, &text(2), parse(&text(2)));
+        let hit = cache
+            .get(Dialect::Postgres, &text(3))
+            .expect("built from the template");
+        assert_eq!(hit[0].sql, parse(&text(3))[0].sql);
+        assert_eq!(
+            hit[0].sql,
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 3"
+        );
+        // Another dialect learns on its own.
+        assert!(cache.get(Dialect::DuckDb, &text(3)).is_none());
+    }
+
+    #[test]
+    fn a_refuted_shape_is_parsed_each_time() {
+        let cache = Translations::default();
+        let parse = |sql: &str| Arc::new(crate::query::parse(sql, Dialect::Postgres).unwrap());
+        let text = |n: u32| format!("SELECT coalesce(a, {n}) FROM t");
+        cache.insert(Dialect::Postgres, &text(1), parse(&text(1)));
+        cache.insert(Dialect::Postgres, &text(2), parse(&text(2)));
+        assert!(cache.get(Dialect::Postgres, &text(3)).is_none());
     }
 }
