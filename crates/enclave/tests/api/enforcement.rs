@@ -407,6 +407,16 @@ fn corpus(f: &Fixture) -> Vec<(String, Value, Expect)> {
         q("SELECT id FROM customers WHERE CONTAINS(email, 'corp') OR STARTSWITH(name, 'Ali')", Rows(json!([]))),
         q("SELECT x.key, x.value FROM customers AS c, LATERAL FLATTEN(input => OBJECT_CONSTRUCT('n', c.name, 'e', c.email)) AS x", NoLeak),
         q("SELECT id FROM customers WHERE DATEDIFF(day, CAST('2024-01-01' AS DATE), CAST('2024-01-02' AS DATE)) = 1 AND balance > 1000", Rows(json!([]))),
+        // One shape, new literals each time: from the third on, the statement is built from
+        // the shape's template rather than parsed — the policies apply to it all the same.
+        q("SELECT name, ssn FROM customers WHERE id = 1", Rows(json!([["***", "***3331"]]))),
+        q("SELECT name, ssn FROM customers WHERE id = 2", Rows(json!([["***", "***3332"]]))),
+        q("SELECT name, ssn FROM customers WHERE id = 3", Rows(json!([["***", "***3333"]]))),
+        q("SELECT name, ssn FROM customers WHERE id = 901", Rows(json!([]))),
+        q("SELECT count(*) FROM customers WHERE region = 'eu' AND balance > 0", Rows(json!([[3]]))),
+        q("SELECT count(*) FROM customers WHERE region = 'na' AND balance > 1", Rows(json!([[0]]))),
+        q("SELECT count(*) FROM customers WHERE region = 'apac' AND balance > 2", Rows(json!([[0]]))),
+        q("SELECT count(*) FROM customers WHERE region = 'eu' AND balance > 250", Rows(json!([[1]]))),
     ]
 }
 
