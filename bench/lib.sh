@@ -91,3 +91,17 @@ start_gateway_server() {
   login
   org="$(curl -sf "$url/v1/auth/me" -H "authorization: Bearer $token" | json '["org"]["org_id"]')"
 }
+
+# need_package COMMAND [PACKAGE]: installs Debian's package with apt-get when COMMAND is missing
+# (as root).
+need_package() {
+  command -v "$1" >/dev/null && return
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq "${2:-$1}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${2:-$1}" >/dev/null; }
+  else
+    echo "$1 is needed: sudo apt-get install ${2:-$1}" >&2; exit 1
+  fi
+}
+
+# free_port: a TCP port nothing listens on now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
