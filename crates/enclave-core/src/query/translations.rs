@@ -129,21 +129,31 @@ mod tests {
         assert!(cache.get(Dialect::DuckDb, "SELECT 1").is_none());
     }
 
+    fn postgres(sql: &str) -> Arc<Vec<Analyzed>> {
+        Arc::new(crate::query::parse(sql, Dialect::Postgres).unwrap())
+    }
+
+    /// Parses each text for PostgreSQL and keeps what it parsed to, as the gateway does.
+    fn teach(cache: &Translations, texts: &[String]) {
+        for sql in texts {
+            cache.insert(Dialect::Postgres, sql, postgres(sql));
+        }
+    }
+
     #[test]
     fn a_shape_confirmed_by_two_texts_answers_the_third() {
         let cache = Translations::default();
-        let parse = |sql: &str| Arc::new(crate::query::parse(sql, Dialect::Postgres).unwrap());
         let text = |id: u32| format!("SELECT abalance FROM pgbench_accounts WHERE aid = {id}");
-        cache.insert(Dialect::Postgres, &text(1), parse(&text(1)));
+        teach(&cache, &[text(1)]);
         assert!(
             cache.get(Dialect::Postgres, &text(3)).is_none(),
             "one text proves nothing"
         );
-        cache.insert(Dialect::Postgres, &text(2), parse(&text(2)));
+        teach(&cache, &[text(2)]);
         let hit = cache
             .get(Dialect::Postgres, &text(3))
             .expect("built from the template");
-        assert_eq!(hit[0].sql, parse(&text(3))[0].sql);
+        assert_eq!(hit[0].sql, postgres(&text(3))[0].sql);
         assert_eq!(
             hit[0].sql,
             "SELECT abalance FROM pgbench_accounts WHERE aid = 3"
@@ -155,10 +165,8 @@ mod tests {
     #[test]
     fn a_refuted_shape_is_parsed_each_time() {
         let cache = Translations::default();
-        let parse = |sql: &str| Arc::new(crate::query::parse(sql, Dialect::Postgres).unwrap());
         let text = |n: u32| format!("SELECT coalesce(a, {n}) FROM t");
-        cache.insert(Dialect::Postgres, &text(1), parse(&text(1)));
-        cache.insert(Dialect::Postgres, &text(2), parse(&text(2)));
+        teach(&cache, &[text(1), text(2)]);
         assert!(cache.get(Dialect::Postgres, &text(3)).is_none());
     }
 }
