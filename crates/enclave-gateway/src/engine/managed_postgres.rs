@@ -29,6 +29,10 @@ pub struct ManagedPostgres {
 /// (`duplicate_object`, `duplicate_database`): another node got there first.
 const ALREADY_THERE: [&str; 2] = ["42710", "42P04"];
 
+/// How often an administrative step that collided with another session's change of the shared
+/// catalogs is tried again.
+const CONCURRENT_RETRIES: u32 = 5;
+
 impl ManagedPostgres {
     /// The engine at `url` (a role that may create databases and roles); nothing connects
     /// until the first environment needs it.
@@ -173,16 +177,31 @@ impl ManagedPostgres {
     }
 
     async fn run(&self, sql: &str) -> Result<()> {
-        match sqlx::raw_sql(sql).execute(&self.pool).await {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(db))
-                if db
-                    .code()
-                    .is_some_and(|c| ALREADY_THERE.contains(&c.as_ref())) =>
-            {
-                Ok(())
+        let mut attempt = 0;
+        loop {
+            match sqlx::raw_sql(sql).execute(&self.pool).await {
+                Ok(_) => return Ok(()),
+                Err(sqlx::Error::Database(db))
+                    if db
+                        .code()
+                        .is_some_and(|c| ALREADY_THERE.contains(&c.as_ref())) =>
+                {
+                    return Ok(())
+                }
+                // Roles, databases and memberships live in catalogs the whole server shares:
+                // two sessions changing them at once (other environments' provisioning or
+                // removal, on any node) can fail one with "tuple concurrently updated" or
+                // "… deleted". The step is whole or not done at all, so it is tried again.
+                Err(sqlx::Error::Database(db))
+                    if attempt < CONCURRENT_RETRIES
+                        && db.code().is_some_and(|c| c == "XX000")
+                        && db.message().contains("concurrently") =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(admin_error(e)),
             }
-            Err(e) => Err(admin_error(e)),
         }
     }
 }
