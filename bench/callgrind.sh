@@ -4,7 +4,8 @@
 # callgrind_total BIN ARGS… <<'PY' … PY: starts BIN (SQLite store, random ports, a bootstrap
 # owner bench@example.com) under callgrind with instrumentation off, runs the Python script on
 # stdin with argv [url, password, server pid, ARGS…] (it switches instrumentation on and off
-# with callgrind_control around what it measures), stops the server and prints the total.
+# with callgrind_control around what it measures), stops the server and prints the total
+# (KEEP_PROFILE=dir: and keeps the profile there).
 callgrind_total() {
   local bin=$1 data password server url out
   shift
@@ -22,5 +23,7 @@ callgrind_total() {
   python3 - "$url" "$password" "$server" "$@"
   kill -TERM "$server"; wait "$server" 2>/dev/null || true
   callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+  # KEEP_PROFILE=dir keeps the profile (callgrind_annotate --inclusive=yes reads it).
+  if [ -n "${KEEP_PROFILE:-}" ]; then mkdir -p "$KEEP_PROFILE"; cp "$out" "$KEEP_PROFILE/callgrind.out.$(basename "$bin").$$"; fi
   rm -rf "$data"
 }
