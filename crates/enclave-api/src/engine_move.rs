@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use enclave_core::environment::{check_writable, Placement};
+use enclave_core::environment::{check_writable, EngineKind, Placement};
 use enclave_core::{Error, Result};
-use enclave_gateway::engine::transfer::{self, MovePlan};
+use enclave_gateway::engine::transfer::{self, MovePlan, PgSink};
 use enclave_store::{EnvRecord, Invalidation, Origin};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -62,7 +62,13 @@ pub async fn to_managed(
     let database = enclave_gateway::engine::managed_postgres::ManagedPostgres::name(&env.id);
     if dry_run {
         let mut source = engines.connect(&env).await?;
-        let plan = transfer::plan(source.as_mut(), engines.embedded.catalog_query()).await?;
+        let plan = transfer::plan(
+            source.as_mut(),
+            engines.embedded.catalog_query(),
+            EngineKind::Duckdb,
+            EngineKind::Postgres,
+        )
+        .await?;
         return Ok(EngineMove {
             env_id: env.id,
             dry_run,
@@ -82,12 +88,18 @@ pub async fn to_managed(
         .await?
         .ok_or_else(|| Error::not_found("environment"))?;
     let mut source = engines.connect(&env).await?;
-    let plan = transfer::plan(source.as_mut(), engines.embedded.catalog_query()).await?;
+    let plan = transfer::plan(
+        source.as_mut(),
+        engines.embedded.catalog_query(),
+        EngineKind::Duckdb,
+        EngineKind::Postgres,
+    )
+    .await?;
     // A fresh database: whatever an earlier, failed move left is gone.
     managed.drop_database(&env.id).await?;
     managed.provision(&env.id).await?;
     let copied = async {
-        let mut target = managed.connect(&env.id).await?;
+        let mut target = PgSink::new(managed.connect(&env.id).await?);
         transfer::copy(source.as_mut(), &mut target, &plan).await?;
         let moved = serde_json::json!({
             "database": database,

@@ -7,6 +7,7 @@ pub mod audit_chain;
 pub mod auth;
 pub mod billing;
 pub mod config;
+pub mod data_clone;
 pub mod engine_move;
 pub mod environments;
 pub mod error;

@@ -22,6 +22,11 @@ pub async fn provision(store: &Store, engines: &Engines, env_id: &EnvId) -> Resu
         .await?
         .ok_or_else(|| Error::not_found("environment"))?;
     engines.provision(&env).await?;
+    activate(store, env_id).await
+}
+
+/// Marks a provisioned environment `active`.
+pub async fn activate(store: &Store, env_id: &EnvId) -> Result<EnvRecord> {
     match store
         .transition_environment(env_id, None, Transition::Activate, &Origin::system())
         .await
@@ -33,6 +38,15 @@ pub async fn provision(store: &Store, engines: &Engines, env_id: &EnvId) -> Resu
             .ok_or_else(|| Error::not_found("environment")),
         other => other,
     }
+}
+
+/// Deletes an environment that could not be readied (its data copy failed): it never
+/// became active, so nobody used it.
+pub async fn abandon(store: &Store, engines: &Engines, env: &EnvRecord) -> Result<()> {
+    let env = store
+        .transition_environment(&env.id, None, Transition::Decommission, &Origin::system())
+        .await?;
+    decommission(store, engines, &env).await.map(|_| ())
 }
 
 /// Removes a `decommissioning` environment's resources, then the environment; one whose

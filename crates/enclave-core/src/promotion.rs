@@ -54,10 +54,13 @@ pub enum CloneItem {
     Secrets,
     /// Agents' capability grants.
     Capabilities,
+    /// Every table (with its rows) and view: only when named, never by default.
+    Data,
 }
 
 impl CloneItem {
-    pub const ALL: [CloneItem; 4] = [
+    /// What a clone copies when `include` is absent: everything but the data.
+    pub const DEFAULT: [CloneItem; 4] = [
         CloneItem::Settings,
         CloneItem::Policies,
         CloneItem::Secrets,
@@ -353,7 +356,7 @@ mod tests {
         assert_eq!(
             include(
                 Some(vec![CloneItem::Settings, CloneItem::Settings]),
-                &CloneItem::ALL
+                &CloneItem::DEFAULT
             )
             .unwrap_err()
             .details["rule"],

@@ -185,4 +185,20 @@ impl Store {
         .await?;
         Ok(rec)
     }
+
+    /// Writes to the audit trail what a clone copied into its new environment's database
+    /// from its source (`copied`: the source, its tables with their rows, its views).
+    pub async fn record_data_copy(
+        &self,
+        env_id: &EnvId,
+        copied: serde_json::Value,
+        origin: &crate::Origin,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let rec = crate::environments::select_env(&mut tx, env_id).await?;
+        let mut change = crate::Change::of("environment.data_copied", None, Some(&rec));
+        change.after = serde_json::json!({ "copied": copied });
+        crate::journal::journal(&mut tx, origin, change).await?;
+        self.commit(tx, vec![]).await
+    }
 }

@@ -65,7 +65,8 @@ pub struct CloneEnvironment {
     /// Default: the source's description.
     pub description: Option<String>,
     pub parent_env_id: Option<String>,
-    /// Default: everything. API keys are never copied.
+    /// Default: settings, policies, secrets and capabilities. `data` (tables with their rows,
+    /// and views) is copied only when named. API keys are never copied.
     pub include: Option<Vec<CloneItem>>,
 }
 
@@ -321,13 +322,17 @@ pub async fn clone(
     // A clone is a new environment of the organization: the caller's own role must allow
     // that (a just-in-time grant covers only the environment it was given for).
     require(&state, &who, &source.org_id, Permission::ManageEnvironments).await?;
-    let include = promotion::include(req.include, &CloneItem::ALL)?;
+    let include = promotion::include(req.include, &CloneItem::DEFAULT)?;
     let settings = if include.contains(&CloneItem::Settings) {
         source.settings.0.clone()
     } else {
         crate::environments::initial_settings(state.gateway.engines().default_engine)
     };
     crate::environments::check_placement(&state, None, &settings)?;
+    let with_data = include.contains(&CloneItem::Data);
+    if with_data {
+        crate::data_clone::check(&state, &source, &settings).await?;
+    }
     let policies = if include.contains(&CloneItem::Policies) {
         state
             .store
@@ -378,7 +383,11 @@ pub async fn clone(
             env.secrets = Some(EnvSecrets { data_key, secrets });
         }
     }
-    let rec = create_and_provision(&state, env, &origin).await?;
+    let rec = if with_data {
+        crate::data_clone::create(&state, env, &source, &origin).await?
+    } else {
+        create_and_provision(&state, env, &origin).await?
+    };
     Ok(created(&state, rec).await?)
 }
 

@@ -20,8 +20,11 @@ use enclave_core::query::{with_sqlstate, Dialect};
 use enclave_core::{Error, ErrorCode, Result};
 use tokio::sync::{mpsc, oneshot};
 
+use super::duckdb_load::ident;
+use super::transfer::{Sink, TableMove, ViewMove};
 use super::{Engine, EngineConnection, Execution, Interrupt, Param};
 use crate::load::{LoadRequest, Loaded};
+use duckdb::arrow::record_batch::RecordBatch;
 use enclave_store::EnvRecord;
 
 pub struct DuckDbEngine {
@@ -213,6 +216,22 @@ impl Engine for DuckDbEngine {
         self.connect_to(&env.id).await
     }
 
+    async fn sink(&self, env: &EnvRecord) -> Result<Box<dyn Sink>> {
+        let database = self.database(&env.id).await?;
+        let conn = database
+            .root
+            .lock()
+            .unwrap()
+            .try_clone()
+            .map_err(engine_error)?;
+        Ok(Box::new(DuckDbSink {
+            conn: Arc::new(SessionConnection {
+                conn: Mutex::new(conn),
+                _database: database,
+            }),
+        }))
+    }
+
     fn holds(&self, env_id: &EnvId) -> bool {
         self.inner.path(env_id).is_ok_and(|p| p.exists())
     }
@@ -275,6 +294,88 @@ struct DuckDbConnection {
 struct SessionConnection {
     conn: Mutex<Connection>,
     _database: Arc<Database>,
+}
+
+/// An environment's DuckDB database as a copy's [`Sink`]: rows arrive as Arrow batches
+/// through the appender. DuckDB is synchronous: each step runs on the blocking pool.
+struct DuckDbSink {
+    conn: Arc<SessionConnection>,
+}
+
+impl DuckDbSink {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> duckdb::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || work(&conn.conn.lock().unwrap()))
+            .await
+            .map_err(|_| Error::internal())?
+            .map_err(engine_error)
+    }
+
+    async fn execute(&self, sql: String) -> Result<()> {
+        self.blocking(move |conn| conn.execute_batch(&sql)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for DuckDbSink {
+    async fn begin(&mut self) -> Result<()> {
+        self.execute("BEGIN TRANSACTION".into()).await
+    }
+
+    async fn create_schema(&mut self, schema: &str) -> Result<()> {
+        self.execute(format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema)))
+            .await
+    }
+
+    async fn table(
+        &mut self,
+        table: &TableMove,
+        rows: &mut mpsc::Receiver<Result<RecordBatch>>,
+    ) -> Result<(u64, u64)> {
+        let target = format!("{}.{}", ident(&table.schema), ident(&table.name));
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", ident(&c.name), c.to_type))
+            .collect();
+        self.execute(format!("CREATE TABLE {target} ({})", columns.join(", ")))
+            .await?;
+        let mut sent = 0u64;
+        while let Some(batch) = rows.recv().await {
+            let batch = batch?;
+            sent += batch.num_rows() as u64;
+            let (schema, name) = (table.schema.clone(), table.name.clone());
+            self.blocking(move |conn| {
+                let mut appender = conn.appender_to_db(&name, &schema)?;
+                appender.append_record_batch(batch)?;
+                appender.flush()
+            })
+            .await?;
+        }
+        let count = format!("SELECT count(*) FROM {target}");
+        let counted: i64 = self
+            .blocking(move |conn| conn.query_row(&count, [], |row| row.get(0)))
+            .await?;
+        Ok((sent, counted.max(0) as u64))
+    }
+
+    async fn view(&mut self, view: &ViewMove) -> Result<()> {
+        // DuckDB's own definition names the view's schema where it is not `main`.
+        self.execute(view.definition.clone()).await
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.execute("COMMIT".into()).await
+    }
+
+    async fn rollback(&mut self) {
+        if let Err(e) = self.execute("ROLLBACK".into()).await {
+            tracing::warn!(error = %e.message, "cannot roll back a failed copy");
+        }
+    }
 }
 
 fn to_value(p: Param) -> duckdb::types::Value {

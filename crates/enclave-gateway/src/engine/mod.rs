@@ -138,6 +138,9 @@ pub trait Engine: Send + Sync + 'static {
     async fn remove(&self, env_id: &EnvId) -> Result<()>;
     /// A new connection to the environment's data.
     async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>>;
+    /// A writer that fills the environment's (new, empty) database in one transaction: what
+    /// a clone copies its source's data into.
+    async fn sink(&self, env: &EnvRecord) -> Result<Box<dyn transfer::Sink>>;
     /// What the environment's data takes on disk, as the engine reports it (the storage
     /// quota's measure).
     async fn stored_bytes(&self, env: &EnvRecord) -> Result<u64>;

@@ -303,6 +303,19 @@ impl Engine for PgEngine {
         Ok(bytes.max(0) as u64)
     }
 
+    /// The managed engine's database only: a database of the user's own is theirs to fill.
+    async fn sink(&self, env: &EnvRecord) -> Result<Box<dyn super::transfer::Sink>> {
+        if env.settings.0.placement() != Placement::ManagedPostgres {
+            return Err(Error::validation(
+                "include",
+                "managed_target",
+                "data is copied only into a database Enclave manages, not into one named by settings.engine_secret",
+            ));
+        }
+        let conn = self.managed_engine()?.connect(&env.id).await?;
+        Ok(Box::new(super::transfer::PgSink::new(conn)))
+    }
+
     async fn connect(&self, env: &EnvRecord) -> Result<Box<dyn EngineConnection>> {
         let pools = self.pools(env).await?;
         let mut conn = self.acquire(env, &pools).await?;

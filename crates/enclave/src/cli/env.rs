@@ -80,7 +80,8 @@ pub enum EnvAction {
         name: String,
         #[arg(long)]
         slug: Option<String>,
-        /// What to copy: settings, policies, secrets (default all; API keys never).
+        /// What to copy: settings, policies, secrets, capabilities (the default), and data
+        /// (tables with their rows, and views: only when named). API keys never.
         #[arg(long, value_delimiter = ',')]
         include: Option<Vec<String>>,
     },

@@ -12,6 +12,7 @@ mod cluster;
 mod common;
 mod contract;
 mod conventions;
+mod data_clone;
 mod durability;
 mod enforcement;
 mod environments;
