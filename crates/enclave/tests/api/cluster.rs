@@ -344,6 +344,26 @@ async fn an_embedded_environment_answers_only_on_its_home_node() {
     let home = &r.body["error"]["details"]["home_node"];
     assert_eq!(home["name"], "node-a");
     assert_eq!(home["alive"], json!(true));
+    // A clone that copies its data is made on the home node too; elsewhere nothing is created.
+    let envs = format!("/v1/organizations/{org}/environments");
+    let before = b.get(&envs, &token).await.body["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    let r = b
+        .post(
+            &format!("/v1/environments/{dev}/clone"),
+            Some(&token),
+            json!({"name": "Dev Copy", "include": ["settings", "data"]}),
+        )
+        .await;
+    r.expect(421);
+    assert_eq!(r.body["error"]["details"]["home_node"]["name"], "node-a");
+    let after = b.get(&envs, &token).await.body["data"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(after, before);
     // And on its wire door.
     let mut on_b = wire(&b, &k, "development").await;
     let (state, message) = wire_sqlstate(
