@@ -68,14 +68,8 @@ pub async fn create(
             return Err(e);
         }
     };
-    let copied = serde_json::json!({
-        "source_env_id": source.id,
-        "tables": plan.tables.iter().map(|t| serde_json::json!({
-            "schema": t.schema, "name": t.name, "rows": t.rows,
-        })).collect::<Vec<_>>(),
-        "views": plan.views.len(),
-        "rows": plan.rows(),
-    });
+    let mut copied = plan.summary();
+    copied["source_env_id"] = serde_json::json!(source.id);
     state
         .store
         .record_data_copy(&rec.id, copied, origin)

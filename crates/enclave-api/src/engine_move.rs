@@ -62,13 +62,7 @@ pub async fn to_managed(
     let database = enclave_gateway::engine::managed_postgres::ManagedPostgres::name(&env.id);
     if dry_run {
         let mut source = engines.connect(&env).await?;
-        let plan = transfer::plan(
-            source.as_mut(),
-            engines.embedded.catalog_query(),
-            EngineKind::Duckdb,
-            EngineKind::Postgres,
-        )
-        .await?;
+        let plan = plan_of(engines, source.as_mut()).await?;
         return Ok(EngineMove {
             env_id: env.id,
             dry_run,
@@ -88,27 +82,15 @@ pub async fn to_managed(
         .await?
         .ok_or_else(|| Error::not_found("environment"))?;
     let mut source = engines.connect(&env).await?;
-    let plan = transfer::plan(
-        source.as_mut(),
-        engines.embedded.catalog_query(),
-        EngineKind::Duckdb,
-        EngineKind::Postgres,
-    )
-    .await?;
+    let plan = plan_of(engines, source.as_mut()).await?;
     // A fresh database: whatever an earlier, failed move left is gone.
     managed.drop_database(&env.id).await?;
     managed.provision(&env.id).await?;
     let copied = async {
         let mut target = PgSink::new(managed.connect(&env.id).await?);
         transfer::copy(source.as_mut(), &mut target, &plan).await?;
-        let moved = serde_json::json!({
-            "database": database,
-            "tables": plan.tables.iter().map(|t| serde_json::json!({
-                "schema": t.schema, "name": t.name, "rows": t.rows,
-            })).collect::<Vec<_>>(),
-            "views": plan.views.len(),
-            "rows": plan.rows(),
-        });
+        let mut moved = plan.summary();
+        moved["database"] = serde_json::json!(database);
         state
             .store
             .switch_to_managed_engine(&env.id, env.version, moved, origin)
@@ -151,4 +133,18 @@ pub async fn to_managed(
         plan,
         version: Some(rec.version),
     })
+}
+
+/// What moving the embedded data `source` reads would copy.
+async fn plan_of(
+    engines: &enclave_gateway::engine::Engines,
+    source: &mut dyn enclave_gateway::engine::EngineConnection,
+) -> Result<MovePlan> {
+    transfer::plan(
+        source,
+        engines.embedded.catalog_query(),
+        EngineKind::Duckdb,
+        EngineKind::Postgres,
+    )
+    .await
 }

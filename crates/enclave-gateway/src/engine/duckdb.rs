@@ -217,18 +217,8 @@ impl Engine for DuckDbEngine {
     }
 
     async fn sink(&self, env: &EnvRecord) -> Result<Box<dyn Sink>> {
-        let database = self.database(&env.id).await?;
-        let conn = database
-            .root
-            .lock()
-            .unwrap()
-            .try_clone()
-            .map_err(engine_error)?;
         Ok(Box::new(DuckDbSink {
-            conn: Arc::new(SessionConnection {
-                conn: Mutex::new(conn),
-                _database: database,
-            }),
+            conn: Arc::new(self.session_connection(&env.id).await?),
         }))
     }
 
@@ -255,6 +245,17 @@ impl Engine for DuckDbEngine {
 impl DuckDbEngine {
     /// A session's connection to the environment's database.
     async fn connect_to(&self, env_id: &EnvId) -> Result<Box<dyn EngineConnection>> {
+        let conn = self.session_connection(env_id).await?;
+        let interrupt = conn.conn.lock().unwrap().interrupt_handle();
+        Ok(Box::new(DuckDbConnection {
+            in_transaction: AtomicBool::new(false),
+            conn: Arc::new(conn),
+            interrupt: Arc::new(DuckInterrupt(interrupt)),
+        }))
+    }
+
+    /// A connection of its own to the environment's database, keeping the database open.
+    async fn session_connection(&self, env_id: &EnvId) -> Result<SessionConnection> {
         let database = self.database(env_id).await?;
         let conn = database
             .root
@@ -262,15 +263,10 @@ impl DuckDbEngine {
             .unwrap()
             .try_clone()
             .map_err(engine_error)?;
-        let interrupt = conn.interrupt_handle();
-        Ok(Box::new(DuckDbConnection {
-            in_transaction: AtomicBool::new(false),
-            conn: Arc::new(SessionConnection {
-                conn: Mutex::new(conn),
-                _database: database,
-            }),
-            interrupt: Arc::new(DuckInterrupt(interrupt)),
-        }))
+        Ok(SessionConnection {
+            conn: Mutex::new(conn),
+            _database: database,
+        })
     }
 }
 
@@ -335,14 +331,8 @@ impl Sink for DuckDbSink {
         table: &TableMove,
         rows: &mut mpsc::Receiver<Result<RecordBatch>>,
     ) -> Result<(u64, u64)> {
-        let target = format!("{}.{}", ident(&table.schema), ident(&table.name));
-        let columns: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", ident(&c.name), c.to_type))
-            .collect();
-        self.execute(format!("CREATE TABLE {target} ({})", columns.join(", ")))
-            .await?;
+        self.execute(table.create_sql()).await?;
+        let target = table.qualified_name();
         let mut sent = 0u64;
         while let Some(batch) = rows.recv().await {
             let batch = batch?;

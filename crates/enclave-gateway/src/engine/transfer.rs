@@ -67,9 +67,41 @@ pub struct MovePlan {
     pub views: Vec<ViewMove>,
 }
 
+impl TableMove {
+    /// `schema.name`, quoted, in the target.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.name))
+    }
+
+    /// The statement creating the table in the target: its columns with their target types.
+    pub fn create_sql(&self) -> String {
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("{} {}", ident(&c.name), c.to_type))
+            .collect();
+        format!(
+            "CREATE TABLE {} ({})",
+            self.qualified_name(),
+            columns.join(", ")
+        )
+    }
+}
+
 impl MovePlan {
     pub fn rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    /// What an audit entry records of a copy: each table with its rows, the views, the total.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tables": self.tables.iter().map(|t| serde_json::json!({
+                "schema": t.schema, "name": t.name, "rows": t.rows,
+            })).collect::<Vec<_>>(),
+            "views": self.views.len(),
+            "rows": self.rows(),
+        })
     }
 }
 
@@ -310,14 +342,8 @@ impl Sink for PgSink {
         table: &TableMove,
         rows: &mut mpsc::Receiver<Result<RecordBatch>>,
     ) -> Result<(u64, u64)> {
-        let target = format!("{}.{}", ident(&table.schema), ident(&table.name));
-        let columns: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", ident(&c.name), c.to_type))
-            .collect();
-        self.execute(&format!("CREATE TABLE {target} ({})", columns.join(", ")))
-            .await?;
+        self.execute(&table.create_sql()).await?;
+        let target = table.qualified_name();
         let names: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
         let mut copy = self
             .conn

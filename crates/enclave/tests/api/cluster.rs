@@ -20,35 +20,46 @@ struct ManagedCleanup {
 impl Drop for ManagedCleanup {
     fn drop(&mut self) {
         let store_url = self.store_url.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use sqlx::Connection;
-                let Ok(mut store) = sqlx::PgConnection::connect(&store_url).await else {
-                    return;
-                };
-                let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM environments")
-                    .fetch_all(&mut store)
-                    .await
-                    .unwrap_or_default();
-                let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await else {
-                    return;
-                };
-                for id in ids {
-                    let name = format!("enclave_{}", id.to_ascii_lowercase());
-                    for sql in [
-                        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-                        format!("DROP ROLE IF EXISTS \"{name}\""),
-                    ] {
-                        let _ = sqlx::query(&sql).execute(&mut admin).await;
-                    }
-                }
-            });
-        })
-        .join();
+        on_a_thread_of_its_own(async move {
+            use sqlx::Connection;
+            let Ok(mut store) = sqlx::PgConnection::connect(&store_url).await else {
+                return;
+            };
+            let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM environments")
+                .fetch_all(&mut store)
+                .await
+                .unwrap_or_default();
+            drop_managed_databases(ids).await;
+        });
+    }
+}
+
+/// Runs `work` to its end on a runtime of its own (from a `Drop`, inside the test's runtime).
+pub(crate) fn on_a_thread_of_its_own(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join();
+}
+
+/// Drops the managed engine's database and role of each environment of `ids`.
+pub(crate) async fn drop_managed_databases(ids: Vec<String>) {
+    use sqlx::Connection;
+    let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await else {
+        return;
+    };
+    for id in ids {
+        let name = format!("enclave_{}", id.to_ascii_lowercase());
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS \"{name}\""),
+        ] {
+            let _ = sqlx::query(&sql).execute(&mut admin).await;
+        }
     }
 }
 

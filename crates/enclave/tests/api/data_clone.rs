@@ -8,6 +8,7 @@ use enclave_store::testing::postgres_admin_url;
 use serde_json::{json, Value};
 
 use crate::both;
+use crate::cluster::{drop_managed_databases, on_a_thread_of_its_own};
 use crate::common::{Db, Org};
 use crate::gateway::{on_engine, sqlstate, Engine};
 
@@ -211,28 +212,7 @@ impl ManagedDatabases {
 impl Drop for ManagedDatabases {
     fn drop(&mut self) {
         let ids = std::mem::take(&mut *self.0.lock().unwrap());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use sqlx::Connection;
-                let Ok(mut admin) = sqlx::PgConnection::connect(&postgres_admin_url()).await else {
-                    return;
-                };
-                for id in ids {
-                    let name = format!("enclave_{}", id.to_ascii_lowercase());
-                    for sql in [
-                        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-                        format!("DROP ROLE IF EXISTS \"{name}\""),
-                    ] {
-                        let _ = sqlx::query(&sql).execute(&mut admin).await;
-                    }
-                }
-            });
-        })
-        .join();
+        on_a_thread_of_its_own(drop_managed_databases(ids));
     }
 }
 
