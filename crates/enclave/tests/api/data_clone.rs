@@ -284,6 +284,24 @@ async fn clone_copies_data_into_the_managed_engine(db: Db) {
         .clone();
     assert_eq!(balance["type"], "numeric", "{balance}");
 
+    // A copy that fails half-way (a DuckDB view PostgreSQL cannot create) leaves no clone.
+    o.sql(
+        &lake_key,
+        "CREATE VIEW pairs AS SELECT list_value(id, id) AS ids FROM customers",
+        json!([]),
+    )
+    .await
+    .expect(200);
+    let count = o.environment_count().await;
+    let r = o.clone_env(&lake, "Not Portable", json!(["data"])).await;
+    r.expect_error(409, "CONFLICT");
+    assert_eq!(
+        r.body["error"]["details"]["rule"], "view_not_portable",
+        "{}",
+        r.body
+    );
+    assert_eq!(o.environment_count().await, count);
+
     // PostgreSQL → PostgreSQL: exact types, arrays and views, from the managed development.
     let key = o.query_key(&dev, &["developer"], "developer").await;
     for statement in [
