@@ -20,7 +20,6 @@ use enclave_core::query::{with_sqlstate, Dialect};
 use enclave_core::{Error, ErrorCode, Result};
 use tokio::sync::{mpsc, oneshot};
 
-use super::duckdb_load::ident;
 use super::transfer::{Sink, TableMove, ViewMove};
 use super::{Engine, EngineConnection, Execution, Interrupt, Param};
 use crate::load::{LoadRequest, Loaded};
@@ -309,21 +308,13 @@ impl DuckDbSink {
             .map_err(|_| Error::internal())?
             .map_err(engine_error)
     }
-
-    async fn execute(&self, sql: String) -> Result<()> {
-        self.blocking(move |conn| conn.execute_batch(&sql)).await
-    }
 }
 
 #[async_trait::async_trait]
 impl Sink for DuckDbSink {
-    async fn begin(&mut self) -> Result<()> {
-        self.execute("BEGIN TRANSACTION".into()).await
-    }
-
-    async fn create_schema(&mut self, schema: &str) -> Result<()> {
-        self.execute(format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema)))
-            .await
+    async fn execute(&mut self, sql: &str) -> Result<()> {
+        let sql = sql.to_string();
+        self.blocking(move |conn| conn.execute_batch(&sql)).await
     }
 
     async fn table(
@@ -331,7 +322,7 @@ impl Sink for DuckDbSink {
         table: &TableMove,
         rows: &mut mpsc::Receiver<Result<RecordBatch>>,
     ) -> Result<(u64, u64)> {
-        self.execute(table.create_sql()).await?;
+        self.execute(&table.create_sql()).await?;
         let target = table.qualified_name();
         let mut sent = 0u64;
         while let Some(batch) = rows.recv().await {
@@ -354,17 +345,7 @@ impl Sink for DuckDbSink {
 
     async fn view(&mut self, view: &ViewMove) -> Result<()> {
         // DuckDB's own definition names the view's schema where it is not `main`.
-        self.execute(view.definition.clone()).await
-    }
-
-    async fn commit(&mut self) -> Result<()> {
-        self.execute("COMMIT".into()).await
-    }
-
-    async fn rollback(&mut self) {
-        if let Err(e) = self.execute("ROLLBACK".into()).await {
-            tracing::warn!(error = %e.message, "cannot roll back a failed copy");
-        }
+        self.execute(&view.definition).await
     }
 }
 

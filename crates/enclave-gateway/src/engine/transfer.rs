@@ -234,8 +234,8 @@ async fn run(source: &mut dyn EngineConnection, sql: &str) -> Result<()> {
 /// Where a copy writes: a new environment's empty database, filled in one transaction.
 #[async_trait::async_trait]
 pub trait Sink: Send {
-    async fn begin(&mut self) -> Result<()>;
-    async fn create_schema(&mut self, schema: &str) -> Result<()>;
+    /// Runs one statement of the copy's own (no rows) in the target.
+    async fn execute(&mut self, sql: &str) -> Result<()>;
     /// Creates the table and fills it with the batches of `rows`; answers how many rows it
     /// received and how many the table then holds.
     async fn table(
@@ -245,8 +245,25 @@ pub trait Sink: Send {
     ) -> Result<(u64, u64)>;
     /// Creates a view from its definition, its unqualified names resolved in `resolve_in`.
     async fn view(&mut self, view: &ViewMove) -> Result<()>;
-    async fn commit(&mut self) -> Result<()>;
-    async fn rollback(&mut self);
+
+    async fn begin(&mut self) -> Result<()> {
+        self.execute("BEGIN").await
+    }
+
+    async fn create_schema(&mut self, schema: &str) -> Result<()> {
+        self.execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema)))
+            .await
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        self.execute("COMMIT").await
+    }
+
+    async fn rollback(&mut self) {
+        if let Err(e) = self.execute("ROLLBACK").await {
+            tracing::warn!(error = %e.message, "cannot roll back a failed copy");
+        }
+    }
 }
 
 /// Copies every table of `plan` from `source` into `sink` in one transaction of the sink,
@@ -320,21 +337,12 @@ impl PgSink {
     pub fn new(conn: PgConnection) -> PgSink {
         PgSink { conn }
     }
-
-    async fn execute(&mut self, sql: &str) -> Result<()> {
-        self.conn.execute(sql).await.map_err(pg_error).map(|_| ())
-    }
 }
 
 #[async_trait::async_trait]
 impl Sink for PgSink {
-    async fn begin(&mut self) -> Result<()> {
-        self.execute("BEGIN").await
-    }
-
-    async fn create_schema(&mut self, schema: &str) -> Result<()> {
-        self.execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema)))
-            .await
+    async fn execute(&mut self, sql: &str) -> Result<()> {
+        self.conn.execute(sql).await.map_err(pg_error).map(|_| ())
     }
 
     async fn table(
@@ -390,16 +398,6 @@ impl Sink for PgSink {
         .await?;
         self.execute(view.definition.trim().trim_end_matches(';'))
             .await
-    }
-
-    async fn commit(&mut self) -> Result<()> {
-        self.execute("COMMIT").await
-    }
-
-    async fn rollback(&mut self) {
-        if let Err(e) = self.execute("ROLLBACK").await {
-            tracing::warn!(error = %e.message, "cannot roll back a failed copy");
-        }
     }
 }
 
