@@ -17,7 +17,8 @@ use sqlparser::tokenizer::Token;
 use crate::error::{Error, Result};
 use crate::query::cost::Cost;
 use crate::query::limits::{
-    check, parse_red_zone, too_long, too_many_statements, with_stack, Limits, PARSE_STACK,
+    check, check_joins, parse_red_zone, too_long, too_many_statements, with_stack, Limits,
+    PARSE_STACK,
 };
 use crate::query::sqlstate::with_sqlstate;
 use crate::query::translate::translate;
@@ -130,6 +131,7 @@ pub fn parse_within(sql: &str, dialect: Dialect, limits: &Limits) -> Result<Vec<
     if sql.len() > limits.max_statement_bytes {
         return Err(too_long(limits));
     }
+    check_joins(sql, grammar(dialect).as_ref(), limits)?;
     // Whatever is refused is dropped in here too, on the parser's stack.
     stacker::maybe_grow(parse_red_zone(sql.len()), PARSE_STACK, || {
         let statements = read(sql, dialect, limits)?;

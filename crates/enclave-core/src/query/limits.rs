@@ -17,6 +17,8 @@ use sqlparser::ast::{
     ArrayElemTypeDef, DataType, Expr, Query, Select, SetExpr, Statement, TableFactor, Visit,
     Visitor,
 };
+use sqlparser::keywords::Keyword;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::{Error, ErrorCode};
 use crate::query::sqlstate::with_sqlstate;
@@ -50,8 +52,15 @@ impl Default for Limits {
 /// The stack sqlparser runs on. Its own recursion limit (50 levels of statements,
 /// subqueries and parenthesised expressions) bounds what it needs, but one level of its
 /// statement parser is tens of kilobytes in an unoptimised build: far more than a 2 MiB
-/// thread has. Mapped lazily: only the pages a parse touches are ever committed.
-pub(crate) const PARSE_STACK: usize = 64 << 20;
+/// thread has. A join written without `ON` is not counted by that limit: the PostgreSQL
+/// grammar recurses once a join, about 60 KiB a level unoptimised (1 KiB optimised), so an
+/// unoptimised build needs room for [`Limits::max_depth`] of those. Mapped lazily: only the
+/// pages a parse touches are ever committed.
+pub(crate) const PARSE_STACK: usize = if cfg!(debug_assertions) {
+    256 << 20
+} else {
+    64 << 20
+};
 
 /// Stack a parse may take per byte of its text, with a margin: nesting needs at least a byte a
 /// level, and one level of the deepest form (a subquery in FROM, 15 bytes) measured about
@@ -70,13 +79,15 @@ pub(crate) fn parse_red_zone(bytes: usize) -> usize {
         .min(PARSE_STACK)
 }
 
-/// Stack one level of nesting may take in the stages after parsing (measured with
-/// `Statement::clone`, the deepest of them, on a 1 000-deep chain: about 7 KiB a level
-/// unoptimised, 1.5 KiB optimised), with a margin.
+/// Stack one level of nesting may take in the stages after parsing, with a margin. Measured
+/// with `Statement::clone`, the deepest of them, on 1 000-deep chains: about 7 KiB a level
+/// unoptimised and 1.5 KiB optimised for expressions; a nested join (one level) is cloned by
+/// five nested calls, about 20 KiB a level unoptimised (990 joins: 16 MiB too little, 24 MiB
+/// enough).
 const STACK_PER_LEVEL: usize = if cfg!(debug_assertions) {
-    16 << 10
+    32 << 10
 } else {
-    4 << 10
+    8 << 10
 };
 
 /// Stack the stages need besides the statement's own nesting.
@@ -121,6 +132,55 @@ fn refusal(sqlstate: &str, rule: &str, limit: usize, message: String) -> Error {
             .with_details(json!({"field": "sql", "rule": rule, "limit": limit})),
         sqlstate,
     )
+}
+
+/// Refuses, before it is parsed, a statement with more joins than `max_depth`. The
+/// PostgreSQL and Snowflake grammars read `a JOIN b JOIN c …` (joins without `ON`) as
+/// `a JOIN (b JOIN (c …))`, by recursion, one level a join, and nothing bounds that recursion
+/// until the tree is built and measured: a long enough chain overflows the parser's stack
+/// (in an unoptimised build, about a thousand joins). A statement's `JOIN` keywords bound
+/// that nesting. The text is tokenized only when it holds the word more often than the
+/// limit at all, so ordinary statements pay one scan of their bytes.
+pub(crate) fn check_joins(
+    sql: &str,
+    grammar: &dyn sqlparser::dialect::Dialect,
+    limits: &Limits,
+) -> Result<(), Error> {
+    let max = limits.max_depth;
+    let words = sql
+        .as_bytes()
+        .windows(4)
+        .filter(|w| w.eq_ignore_ascii_case(b"join"))
+        .count();
+    if words <= max {
+        return Ok(());
+    }
+    // A text the tokenizer cannot read is the parser's to report, as a syntax error.
+    let Ok(tokens) = Tokenizer::new(grammar, sql).tokenize() else {
+        return Ok(());
+    };
+    let mut joins = 0;
+    for token in tokens {
+        match token {
+            Token::SemiColon => joins = 0,
+            Token::Word(w) if w.quote_style.is_none() && w.keyword == Keyword::JOIN => {
+                joins += 1;
+                if joins > max {
+                    return Err(refusal(
+                        "54001",
+                        "max_depth",
+                        max,
+                        format!(
+                            "statement too complex: more than {max} joins, each of which may \
+                             nest a level (limit max_depth)"
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The statement's nesting depth, or the refusal of a statement deeper or wider than the
@@ -359,6 +419,42 @@ mod tests {
         let mb = format!("SELECT 1{}", "+1".repeat(500_000));
         let limits = Limits::default();
         assert_eq!(refusal_of(&mb, &limits).0, "54001");
+    }
+
+    #[test]
+    fn join_chains_are_refused_before_the_parser_recurses() {
+        // The fuzz test's finding: 1 100 joins without `ON` (58 KB) overflowed the parse
+        // stack of an unoptimised build, and 70 000 would overflow any build's.
+        for n in [1_100, 70_000] {
+            let sql = format!(
+                "SELECT email, ssn FROM customers c{}",
+                " JOIN order c".repeat(n)
+            );
+            for dialect in [Dialect::DuckDb, Dialect::Postgres] {
+                let e = parse_within(&sql, dialect, &Limits::default()).expect_err("refused");
+                assert_eq!(sqlstate(&e), "54001", "{n} joins: {e:?}");
+                assert_eq!(e.details["rule"], "max_depth");
+            }
+        }
+        // Joins are counted per statement, as keywords: not in strings, quoted names or
+        // other statements.
+        let many = "SELECT * FROM a JOIN b ON true JOIN c ON true;".repeat(600);
+        assert_eq!(parse(&many, Dialect::DuckDb).unwrap().len(), 600);
+        let quoted = format!("SELECT '{}', 1 AS \"join\"", "join ".repeat(2_000));
+        assert!(parse(&quoted, Dialect::DuckDb).is_ok());
+        let tight = Limits {
+            max_depth: 10,
+            ..Limits::default()
+        };
+        let eleven = format!("SELECT * FROM t{}", " JOIN t AS u ON true".repeat(11));
+        assert_eq!(refusal_of(&eleven, &tight).1, "max_depth");
+        // Just under the limit, the PostgreSQL grammar nests every join, and the parse and
+        // the stages after it have the room it takes.
+        let nested = format!("SELECT * FROM t{}", " JOIN t AS u".repeat(990));
+        let analyzed = parse(&nested, Dialect::Postgres).unwrap().remove(0);
+        assert!(analyzed.depth > 990, "depth {}", analyzed.depth);
+        let printed = analyzed.with_stack(|| analyzed.statement.clone().to_string());
+        assert!(printed.len() > nested.len() / 2);
     }
 
     #[test]
