@@ -144,7 +144,7 @@ pub fn canonical_json(value: &Value) -> String {
 
 /// Writes `value` canonically, leaving out the top-level key `skip` when it is an object.
 /// Keys and scalars are written by serde_json itself, so escapes and number forms are its own.
-fn write_canonical(value: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
+pub(crate) fn write_canonical(value: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().filter(|k| Some(k.as_str()) != skip).collect();
@@ -174,7 +174,7 @@ fn write_canonical(value: &Value, skip: Option<&str>, out: &mut Vec<u8>) {
     }
 }
 
-fn write_scalar<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+pub(crate) fn write_scalar<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     // Writing a string, number, bool or null into memory cannot fail.
     let _ = serde_json::to_writer(&mut *out, value);
 }
@@ -187,9 +187,15 @@ pub fn entry_hash(entry: &Value) -> String {
         .unwrap_or_default();
     let mut content = Vec::with_capacity(1024);
     write_canonical(entry, Some("entry_hash"), &mut content);
+    chain_hash(prev, &content)
+}
+
+/// `SHA-256(prev_hash ‖ content)`, hex: the hash of an entry whose canonical JSON without
+/// `entry_hash` is `content`.
+pub(crate) fn chain_hash(prev_hash: &str, content: &[u8]) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(prev.as_bytes());
-    hasher.update(&content);
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(content);
     hex(&hasher.finalize())
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::audit::{entry_hash, Actor};
+use crate::audit::{chain_hash, write_canonical, write_scalar, Actor};
 use crate::billing::Credits;
 
 /// Who ran a statement: the actor, and the role the statement ran with.
@@ -76,18 +76,109 @@ impl QueryAuditEntry {
         self.sealed(seq, prev_hash).0
     }
 
-    /// [`Self::seal`], with the sealed entry's JSON (what the trail stores), both from one
-    /// conversion of the entry.
+    /// [`Self::seal`], with the sealed entry's JSON (what the trail stores). The canonical
+    /// JSON is written straight from the fields, in the sorted order of their keys, rather
+    /// than through a `serde_json::Value`: this runs once for every statement the gateway
+    /// handles. The bytes are those of the canonical form of [`Self::to_value`], which is
+    /// what a verifier recomputes (the tests compare the two).
     pub fn sealed(mut self, seq: i64, prev_hash: &str) -> (QueryAuditEntry, String) {
         self.seq = seq;
         self.prev_hash = prev_hash.to_string();
-        self.entry_hash = String::new();
-        let mut value = self.to_value();
-        self.entry_hash = entry_hash(&value);
-        if let Value::Object(map) = &mut value {
-            map.insert("entry_hash".into(), Value::String(self.entry_hash.clone()));
+        let mut json = Vec::with_capacity(1024);
+        let hash_at = self.write_canonical_without_hash(&mut json);
+        self.entry_hash = chain_hash(prev_hash, &json);
+        let mut field = Vec::with_capacity(self.entry_hash.len() + 16);
+        field.extend_from_slice(b",\"entry_hash\":");
+        write_scalar(&self.entry_hash, &mut field);
+        json.splice(hash_at..hash_at, field);
+        // Only serde_json wrote into the buffer, and it writes UTF-8.
+        let json = String::from_utf8(json).unwrap_or_default();
+        (self, json)
+    }
+
+    /// Writes the entry's canonical JSON without `entry_hash`, and returns the offset where
+    /// `,"entry_hash":…` belongs (its key sorts between `duration_ms` and `env_id`).
+    fn write_canonical_without_hash(&self, out: &mut Vec<u8>) -> usize {
+        fn key(out: &mut Vec<u8>, name: &str) {
+            out.push(b',');
+            write_scalar(name, out);
+            out.push(b':');
         }
-        (self, value.to_string())
+        fn strings(out: &mut Vec<u8>, items: &[String]) {
+            write_scalar(items, out);
+        }
+        out.extend_from_slice(b"{\"agent\":{\"framework\":");
+        write_scalar(&self.agent.framework, out);
+        out.extend_from_slice(b",\"id\":");
+        write_scalar(&self.agent.id, out);
+        out.push(b'}');
+        key(out, "cache_hit");
+        write_scalar(&self.cache_hit, out);
+        key(out, "columns_masked");
+        strings(out, &self.columns_masked);
+        key(out, "created_at");
+        write_scalar(&self.created_at, out);
+        key(out, "credits_consumed");
+        write_scalar(&self.credits_consumed, out);
+        key(out, "credits_estimated");
+        write_scalar(&self.credits_estimated, out);
+        key(out, "door");
+        write_scalar(&self.door, out);
+        key(out, "duration_ms");
+        write_scalar(&self.duration_ms, out);
+        let hash_at = out.len();
+        key(out, "env_id");
+        write_scalar(&self.env_id, out);
+        key(out, "error_code");
+        write_scalar(&self.error_code, out);
+        key(out, "outcome");
+        write_scalar(&self.outcome, out);
+        key(out, "policy_verdicts");
+        out.push(b'[');
+        for (i, verdict) in self.policy_verdicts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_canonical(verdict, None, out);
+        }
+        out.push(b']');
+        key(out, "prev_hash");
+        write_scalar(&self.prev_hash, out);
+        // The principal's actor is flattened into it: `grant` (when set), `id`, `role`, `type`.
+        key(out, "principal");
+        out.push(b'{');
+        if let Some(grant) = &self.principal.grant {
+            write_scalar("grant", out);
+            out.push(b':');
+            write_scalar(grant, out);
+            out.push(b',');
+        }
+        write_scalar("id", out);
+        out.push(b':');
+        write_scalar(&self.principal.actor.id, out);
+        key(out, "role");
+        write_scalar(&self.principal.role, out);
+        key(out, "type");
+        write_scalar(&self.principal.actor.kind, out);
+        out.push(b'}');
+        key(out, "query_id");
+        write_scalar(&self.query_id, out);
+        key(out, "row_filters_applied");
+        strings(out, &self.row_filters_applied);
+        key(out, "rows_returned");
+        write_scalar(&self.rows_returned, out);
+        key(out, "seq");
+        write_scalar(&self.seq, out);
+        key(out, "source_ip");
+        write_scalar(&self.source_ip, out);
+        key(out, "sql_redacted");
+        write_scalar(&self.sql_redacted, out);
+        key(out, "statement_kind");
+        write_scalar(&self.statement_kind, out);
+        key(out, "tables");
+        strings(out, &self.tables);
+        out.push(b'}');
+        hash_at
     }
 
     pub fn to_value(&self) -> Value {
@@ -142,6 +233,55 @@ mod tests {
         edited["rows_returned"] = 2.into();
         let r = verify([values[0].clone(), edited].iter());
         assert_eq!(r.first_invalid_entry.unwrap().reason, "hash_mismatch");
+    }
+
+    /// The sealed entry as the writer built it before it wrote the JSON itself: through a
+    /// `serde_json::Value`, hashed from its canonical form.
+    fn sealed_through_a_value(mut e: QueryAuditEntry, seq: i64, prev: &str) -> (String, String) {
+        e.seq = seq;
+        e.prev_hash = prev.to_string();
+        e.entry_hash = String::new();
+        let mut value = e.to_value();
+        let hash = crate::audit::entry_hash(&value);
+        value["entry_hash"] = Value::String(hash.clone());
+        (hash, crate::audit::canonical_json(&value))
+    }
+
+    #[test]
+    fn the_written_json_is_the_canonical_form_of_the_entry() {
+        let mut full = entry("qry_\u{e9}\"\\\n");
+        full.principal.grant = Some("jit_1".into());
+        full.principal.actor = Actor::user("usr_1");
+        full.agent = AgentIdentity {
+            id: Some("agt_1".into()),
+            framework: Some("langchain/0.3 \u{1F600}".into()),
+        };
+        full.source_ip = Some("10.0.0.1".into());
+        full.sql_redacted = None;
+        full.statement_kind = None;
+        full.tables = vec!["main.t".into(), "b".into()];
+        full.columns_masked = vec!["t.ssn".into()];
+        full.row_filters_applied = vec!["eu_only".into()];
+        full.policy_verdicts = vec![
+            serde_json::json!({"z": 1, "a": {"y": [1, 2.5, null], "b": "x"}}),
+            serde_json::json!("allow"),
+        ];
+        full.rows_returned = -1;
+        full.duration_ms = 12_345;
+        full.credits_estimated = Credits::from_f64(0.125);
+        full.credits_consumed = Credits::from_f64(3.0);
+        full.cache_hit = true;
+        full.outcome = "refused".into();
+        full.error_code = Some("42501".into());
+        for e in [entry("qry_a"), full] {
+            let (sealed, json) = e.clone().sealed(7, GENESIS_HASH);
+            let (hash, expected) = sealed_through_a_value(e, 7, GENESIS_HASH);
+            assert_eq!(sealed.entry_hash, hash);
+            assert_eq!(json, expected);
+            let stored: Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(stored, sealed.to_value());
+            assert!(verify([stored].iter()).chain_valid);
+        }
     }
 
     #[test]
