@@ -112,18 +112,37 @@ pgdb="enclave_$(printf '%s' "$warehouse" | tr '[:upper:]' '[:lower:]')"
 pgbench -q -i -s "$SCALE" -h 127.0.0.1 -U "$pgdb" "$pgdb" >/dev/null 2>&1
 warehouse_key="$(key_of "$warehouse")"
 tps() { awk -F'= ' '/^tps/ {split($2, a, " "); printf "%.0f", a[1]}'; }
+# The machine's busy CPU time (user, nice, system, irq, softirq), and one process's, in clock ticks.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+process_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# measured COMMAND…: runs a pgbench, adding to its report the ticks the machine and the server
+# were busy meanwhile.
+measured() {
+  local m0 s0 out
+  m0="$(machine_ticks)"; s0="$(process_ticks "$server")"
+  out="$("$@" 2>/dev/null)"
+  printf '%s\nmachine_ticks = %s\nserver_ticks = %s\n' "$out" "$(($(machine_ticks) - m0))" \
+    "$(($(process_ticks "$server") - s0))"
+}
+# cpu_us WHICH: busy CPU microseconds per transaction (the machine's, or the server's).
+cpu_us() {
+  awk -F' = ' -v which="$1" -v hz="$(getconf CLK_TCK)" \
+    '/^number of transactions actually processed/ {split($2, a, "/"); n = a[1]}
+     $1 == which "_ticks" {t = $2}
+     END {if (n > 0) printf "%.0f", t * 1000000 / hz / n; else print "-"}'
+}
 lat() { awk -F'= ' '/latency average/ {split($2, a, " "); print a[1]}'; }
 # A warm-up first (the database was just written and vacuumed), so that the first path measured
 # is not the one that pays for it; PostgreSQL directly is measured again at the end, and the
 # ratios are to the mean of both runs.
 pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T 2 -h 127.0.0.1 -U "$pgdb" "$pgdb" >/dev/null 2>&1
-direct="$(pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -h 127.0.0.1 -U "$pgdb" "$pgdb" 2>/dev/null)"
+direct="$(measured pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -h 127.0.0.1 -U "$pgdb" "$pgdb" 2>/dev/null)"
 pg_port="$(printf '%s' "$PG_URL" | sed -n 's/.*:\([0-9][0-9]*\)$/\1/p')"
 relay_port="$(free_port)"
 socat "TCP-LISTEN:$relay_port,bind=127.0.0.1,fork,reuseaddr" "TCP:127.0.0.1:${pg_port:-5432},nodelay" &
 relay_pid=$!
 sleep 0.5
-relayed="$(pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -h 127.0.0.1 -p "$relay_port" -U "$pgdb" "$pgdb" 2>/dev/null)"
+relayed="$(measured pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -h 127.0.0.1 -p "$relay_port" -U "$pgdb" "$pgdb" 2>/dev/null)"
 kill "$relay_pid" 2>/dev/null; wait "$relay_pid" 2>/dev/null || true
 # PgBouncer refuses to run as root: then it runs as nobody, owner of its own directory.
 bouncer_dir="$(mktemp -d)"; bouncer_port="$(free_port)"
@@ -136,12 +155,12 @@ as_user=()
 if [ "$(id -u)" = 0 ]; then chown -R nobody "$bouncer_dir"; as_user=(runuser -u nobody --); fi
 "${as_user[@]}" /usr/sbin/pgbouncer -d "$bouncer_dir/pgbouncer.ini"
 sleep 0.5
-bounced="$(pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -h 127.0.0.1 -p "$bouncer_port" -U "$pgdb" "$pgdb" 2>/dev/null)"
+bounced="$(measured pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -h 127.0.0.1 -p "$bouncer_port" -U "$pgdb" "$pgdb" 2>/dev/null)"
 kill "$(cat "$bouncer_dir/pid")" 2>/dev/null || true
 rm -rf "$bouncer_dir"
-through="$(PGPASSWORD="$warehouse_key" pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" \
+through="$(PGPASSWORD="$warehouse_key" measured pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" \
   -h 127.0.0.1 -p "$gw_port" -U bench warehouse 2>/dev/null)"
-direct_again="$(pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -h 127.0.0.1 -U "$pgdb" "$pgdb" 2>/dev/null)"
+direct_again="$(measured pgbench -n -S -M simple -c "$CLIENTS" -j "$CLIENTS" -T "${DURATION%s}" -h 127.0.0.1 -U "$pgdb" "$pgdb" 2>/dev/null)"
 curl -sf -X DELETE "$url/v1/environments/$warehouse" -H "authorization: Bearer $token" >/dev/null
 
 echo
@@ -166,8 +185,10 @@ printf '| %-9s | %12.3f | %10.3f | %11.2fx |\n' HTTP "$agg_http" "$cached_http" 
 echo
 echo "managed PostgreSQL engine: pgbench -S (select-only), scale $SCALE, $CLIENTS clients, ${DURATION}, result cache off (target ≥ 0.8 × direct)"
 echo
-printf '| %-27s | %10s | %12s | %10s |\n' path tps 'latency ms' 'vs direct'
-printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..29})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})"
+echo "(vs direct: to the mean of both direct runs; CPU: busy microseconds per transaction, of the whole machine and of the Enclave server)"
+echo
+printf '| %-27s | %10s | %12s | %10s | %12s | %11s |\n' path tps 'latency ms' 'vs direct' 'machine CPU' 'server CPU'
+printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..29})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..13})"
 d_tps="$(awk -v a="$(printf '%s\n' "$direct" | tps)" -v b="$(printf '%s\n' "$direct_again" | tps)" 'BEGIN {print (a + b) / 2}')"
 for which in direct relayed bounced through direct_again; do
   report="${!which}"
@@ -179,6 +200,8 @@ for which in direct relayed bounced through direct_again; do
     through) name="through the gateway (wire)" ;;
   esac
   t="$(printf '%s\n' "$report" | tps)"
-  printf '| %-27s | %10s | %12s | %9.2fx |\n' "$name" "$t" "$(printf '%s\n' "$report" | lat)" \
-    "$(awk -v a="$t" -v b="$d_tps" 'BEGIN {print a/b}')"
+  server_cpu="$(printf '%s\n' "$report" | cpu_us server)"
+  [ "$which" = through ] || server_cpu="-"
+  printf '| %-27s | %10s | %12s | %9.2fx | %12s | %11s |\n' "$name" "$t" "$(printf '%s\n' "$report" | lat)" \
+    "$(awk -v a="$t" -v b="$d_tps" 'BEGIN {print a/b}')" "$(printf '%s\n' "$report" | cpu_us machine)" "$server_cpu"
 done
