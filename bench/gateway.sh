@@ -126,9 +126,9 @@ measured() {
 }
 # cpu_us WHICH: busy CPU microseconds per transaction (the machine's, or the server's).
 cpu_us() {
-  awk -F' = ' -v which="$1" -v hz="$(getconf CLK_TCK)" \
-    '/^number of transactions actually processed/ {split($2, a, "/"); n = a[1]}
-     $1 == which "_ticks" {t = $2}
+  awk -v which="$1" -v hz="$(getconf CLK_TCK)" \
+    '/^number of transactions actually processed/ {n = $NF; sub(/\/.*/, "", n)}
+     $1 == which "_ticks" {t = $3}
      END {if (n > 0) printf "%.0f", t * 1000000 / hz / n; else print "-"}'
 }
 lat() { awk -F'= ' '/latency average/ {split($2, a, " "); print a[1]}'; }
