@@ -104,35 +104,26 @@ impl QueryAuditEntry {
             write_scalar(name, out);
             out.push(b':');
         }
-        fn strings(out: &mut Vec<u8>, items: &[String]) {
-            write_scalar(items, out);
+        fn field<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+            key(out, name);
+            write_scalar(value, out);
         }
         out.extend_from_slice(b"{\"agent\":{\"framework\":");
         write_scalar(&self.agent.framework, out);
         out.extend_from_slice(b",\"id\":");
         write_scalar(&self.agent.id, out);
         out.push(b'}');
-        key(out, "cache_hit");
-        write_scalar(&self.cache_hit, out);
-        key(out, "columns_masked");
-        strings(out, &self.columns_masked);
-        key(out, "created_at");
-        write_scalar(&self.created_at, out);
-        key(out, "credits_consumed");
-        write_scalar(&self.credits_consumed, out);
-        key(out, "credits_estimated");
-        write_scalar(&self.credits_estimated, out);
-        key(out, "door");
-        write_scalar(&self.door, out);
-        key(out, "duration_ms");
-        write_scalar(&self.duration_ms, out);
+        field(out, "cache_hit", &self.cache_hit);
+        field(out, "columns_masked", &self.columns_masked);
+        field(out, "created_at", &self.created_at);
+        field(out, "credits_consumed", &self.credits_consumed);
+        field(out, "credits_estimated", &self.credits_estimated);
+        field(out, "door", &self.door);
+        field(out, "duration_ms", &self.duration_ms);
         let hash_at = out.len();
-        key(out, "env_id");
-        write_scalar(&self.env_id, out);
-        key(out, "error_code");
-        write_scalar(&self.error_code, out);
-        key(out, "outcome");
-        write_scalar(&self.outcome, out);
+        field(out, "env_id", &self.env_id);
+        field(out, "error_code", &self.error_code);
+        field(out, "outcome", &self.outcome);
         key(out, "policy_verdicts");
         out.push(b'[');
         for (i, verdict) in self.policy_verdicts.iter().enumerate() {
@@ -142,8 +133,7 @@ impl QueryAuditEntry {
             write_canonical(verdict, None, out);
         }
         out.push(b']');
-        key(out, "prev_hash");
-        write_scalar(&self.prev_hash, out);
+        field(out, "prev_hash", &self.prev_hash);
         // The principal's actor is flattened into it: `grant` (when set), `id`, `role`, `type`.
         key(out, "principal");
         out.push(b'{');
@@ -156,27 +146,17 @@ impl QueryAuditEntry {
         write_scalar("id", out);
         out.push(b':');
         write_scalar(&self.principal.actor.id, out);
-        key(out, "role");
-        write_scalar(&self.principal.role, out);
-        key(out, "type");
-        write_scalar(&self.principal.actor.kind, out);
+        field(out, "role", &self.principal.role);
+        field(out, "type", &self.principal.actor.kind);
         out.push(b'}');
-        key(out, "query_id");
-        write_scalar(&self.query_id, out);
-        key(out, "row_filters_applied");
-        strings(out, &self.row_filters_applied);
-        key(out, "rows_returned");
-        write_scalar(&self.rows_returned, out);
-        key(out, "seq");
-        write_scalar(&self.seq, out);
-        key(out, "source_ip");
-        write_scalar(&self.source_ip, out);
-        key(out, "sql_redacted");
-        write_scalar(&self.sql_redacted, out);
-        key(out, "statement_kind");
-        write_scalar(&self.statement_kind, out);
-        key(out, "tables");
-        strings(out, &self.tables);
+        field(out, "query_id", &self.query_id);
+        field(out, "row_filters_applied", &self.row_filters_applied);
+        field(out, "rows_returned", &self.rows_returned);
+        field(out, "seq", &self.seq);
+        field(out, "source_ip", &self.source_ip);
+        field(out, "sql_redacted", &self.sql_redacted);
+        field(out, "statement_kind", &self.statement_kind);
+        field(out, "tables", &self.tables);
         out.push(b'}');
         hash_at
     }
