@@ -34,7 +34,7 @@ pub fn body_limit(method: &axum::http::Method, route: &str) -> usize {
         // Import is served by the `{key}` route.
         | (&Method::POST, "/v1/environments/{env_id}/secrets/{key}") => SECRETS_BULK_BODY_BYTES,
         (&Method::PATCH, "/v1/environments/{env_id}/secrets/{key}") => SECRET_BODY_BYTES,
-        (&Method::POST, "/v1/query" | "/v1/query/arrow") => QUERY_BODY_BYTES,
+        (&Method::POST, "/v1/query" | "/v1/query/arrow" | "/mcp") => QUERY_BODY_BYTES,
         (&Method::POST, "/v1/environments/{env_id}/tables/{table}/import") => IMPORT_BODY_BYTES,
         _ => MAX_BODY_BYTES,
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod key_issue;
 pub mod lifecycle;
+pub mod mcp;
 pub mod middleware;
 pub mod openapi;
 pub mod proof;
@@ -33,5 +34,6 @@ use axum::Router;
 
 /// The whole control-plane router with its middleware stack, ready to serve.
 pub fn router(state: AppState) -> Router {
-    middleware::stack(routes::routes(), state)
+    let routes = routes::routes().merge(mcp::routes(state.clone()));
+    middleware::stack(routes, state)
 }

@@ -1,12 +1,15 @@
 //! The gateway session of an HTTP request: the caller as the pipeline sees it, in the
-//! environment the request names, with the agent headers applied. Shared by the query and
-//! table routes.
+//! environment the request names, with the agent headers applied; and running a request's
+//! statements in it. Shared by the query and table routes and the MCP tools.
 
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
+use enclave_core::query::Analyzed;
 use enclave_core::{Error, Permission, Result};
-use enclave_gateway::{Door, Identity, Session};
+use enclave_gateway::engine::Param;
+use enclave_gateway::{Door, Identity, Outcome, RequestClock, Session};
+use serde_json::Value;
 
 use crate::access::env_access;
 use crate::auth::origin::RequestMeta;
@@ -64,9 +67,21 @@ pub(crate) async fn http_session(
     headers: &HeaderMap,
     env_id: Option<&str>,
 ) -> Result<Session> {
+    session_at(state, who, meta, headers, env_id, Door::Http).await
+}
+
+/// The session of one request that came through `door`.
+pub(crate) async fn session_at(
+    state: &AppState,
+    who: &Caller,
+    meta: &RequestMeta,
+    headers: &HeaderMap,
+    env_id: Option<&str>,
+    door: Door,
+) -> Result<Session> {
     let ip: Option<IpAddr> = meta.source_ip.as_deref().and_then(|ip| ip.parse().ok());
     let identity = identity(state, who, env_id).await?;
-    let mut session = Session::new(identity, None, Door::Http, ip);
+    let mut session = Session::new(identity, None, door, ip);
     for (h, name) in [
         ("x-agent-id", "enclave_agent_id"),
         ("x-agent-framework", "enclave_framework"),
@@ -77,4 +92,60 @@ pub(crate) async fn http_session(
         }
     }
     Ok(session)
+}
+
+/// A JSON value as the parameter `$i+1`: strings, numbers, booleans or null.
+fn param(i: usize, v: Value) -> Result<Param> {
+    Ok(match v {
+        Value::Null => Param::Null,
+        Value::Bool(b) => Param::Bool(b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Param::Int(i),
+            None => Param::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Param::Text(s),
+        Value::Array(_) | Value::Object(_) => {
+            return Err(Error::validation(
+                &format!("params[{i}]"),
+                "scalar",
+                "parameters are strings, numbers, booleans or null",
+            ))
+        }
+    })
+}
+
+/// Runs every statement of `sql` in the session, each through the whole pipeline; the last
+/// one's outcome is the answer (the rows of earlier ones are read and dropped).
+pub(crate) async fn run_statements(
+    state: &AppState,
+    session: &mut Session,
+    sql: &str,
+    params: Vec<Value>,
+    clock: RequestClock,
+) -> Result<Outcome> {
+    let params = params
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| param(i, v))
+        .collect::<Result<Vec<_>>>()?;
+    let gateway = state.gateway.clone();
+    let statements: Vec<Analyzed> = gateway.parse(session, sql).await?;
+    let Some((last, earlier)) = statements.split_last() else {
+        return Err(Error::validation(
+            "sql",
+            "required",
+            "sql holds no statement",
+        ));
+    };
+    for statement in earlier {
+        if let Outcome::Rows(mut rows) = gateway
+            .execute(session, statement, params.clone(), clock)
+            .await?
+        {
+            while let Some(batch) = rows.next().await {
+                batch?;
+            }
+        }
+    }
+    gateway.execute(session, last, params, clock).await
 }

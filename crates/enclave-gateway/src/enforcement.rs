@@ -334,7 +334,8 @@ fn action_of(statement: &Analyzed) -> AbacAction {
     }
 }
 
-fn violation(eval: &Evaluation) -> Error {
+/// The refusal of a denied evaluation: 42501, naming the rule and the policy.
+pub fn violation(eval: &Evaluation) -> Error {
     let policy = eval.denied_by.as_ref();
     with_sqlstate(
         Error::new(ErrorCode::PolicyViolation, eval.message.clone()).with_details(json!({
@@ -344,6 +345,31 @@ fn violation(eval: &Evaluation) -> Error {
         })),
         "42501",
     )
+}
+
+/// What the policies decide for `session` reading `tables`: the evaluation [`apply`] makes
+/// for a query of them, without a statement.
+pub(crate) async fn explain(
+    state: &PolicyState,
+    engines: &Engines,
+    session: &Session,
+    env: &EnvRecord,
+    tables: &[String],
+) -> Result<Evaluation> {
+    let policies = state.policies(&env.id).await?;
+    let catalog = match policies.data_rules {
+        true => Some(state.catalog(engines, env, false).await?),
+        false => None,
+    };
+    let request = Request {
+        org_id: env.org_id.clone(),
+        env_id: env.id.clone(),
+        action: AbacAction::Query,
+        tables: request_tables(catalog.as_deref(), tables),
+        ip: session.source_ip,
+        at: enclave_core::clock::now(),
+    };
+    Ok(policies.set.evaluate(&session.principal(), &request))
 }
 
 /// Applies the environment's policies to one statement: ABAC (refusing with the policy's

@@ -81,6 +81,8 @@ impl Credential {
 pub enum Door {
     Wire,
     Http,
+    /// The Model Context Protocol's tools (`/mcp`, `enclave mcp`).
+    Mcp,
 }
 
 impl Door {
@@ -88,6 +90,7 @@ impl Door {
         match self {
             Door::Wire => "wire",
             Door::Http => "http",
+            Door::Mcp => "mcp",
         }
     }
 }

@@ -340,6 +340,18 @@ impl Gateway {
         Ok(self.environment(env_id).await?.slug)
     }
 
+    /// What the environment's policies decide for the session's caller reading `tables` (an
+    /// empty list: a statement without tables) — the evaluation stages 4 and 7 make, for the
+    /// caller to see.
+    pub async fn explain_access(
+        &self,
+        session: &Session,
+        tables: &[String],
+    ) -> Result<enclave_core::policy::evaluate::Evaluation> {
+        let env = self.environment(&session.identity.env_id).await?;
+        enforcement::explain(&self.policies, &self.engines, session, &env, tables).await
+    }
+
     /// The columns a read statement returns, found by running it under `LIMIT 0` (with the
     /// caller's authorization, no rows and no audit entry: nothing is read).
     pub async fn describe(
@@ -627,7 +639,7 @@ impl Gateway {
     }
 
     /// The most rows a statement returns: the server's cap, at most the organization's, at
-    /// most the agent's capability grant's.
+    /// most the agent's capability grant's, at most what the caller asked for.
     fn row_cap(&self, session: &Session, quotas: &Quotas) -> u64 {
         let grant = session
             .capability
@@ -637,6 +649,7 @@ impl Gateway {
             .row_limit
             .min(quotas.max_rows_per_query)
             .min(grant.unwrap_or(u64::MAX))
+            .min(session.max_rows.unwrap_or(u64::MAX))
     }
 
     /// The statement's text for the engine: as the policies rewrote it, with the parameters

@@ -49,6 +49,9 @@ pub struct Session {
     /// Results leave as a download (the HTTP Arrow door): reads are also the ABAC action
     /// `export`.
     pub export: bool,
+    /// The most rows the caller asked for (an MCP tool's `max_rows`): lowers the row cap, and
+    /// a result cut by it is `truncated` like one cut by the cap.
+    pub max_rows: Option<u64>,
     /// The capability grant the current statement's agent acts under (set at stage 4; read
     /// by the row cap and the daily credits).
     pub(crate) capability: Option<enclave_core::agent::Grant>,
@@ -112,6 +115,7 @@ impl Session {
             in_transaction: false,
             wrote_in_transaction: false,
             export: false,
+            max_rows: None,
             capability: None,
         }
     }

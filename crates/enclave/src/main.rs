@@ -44,6 +44,9 @@ enum Command {
     /// Run SQL in an environment through the gateway's HTTP door:
     /// `enclave query --env dev "SELECT 1"` (ENCLAVE_URL, ENCLAVE_TOKEN or ENCLAVE_API_KEY).
     Query(enclave::cli::data::QueryCommand),
+    /// Serve MCP on standard input and output for an agent host that launches a process,
+    /// relaying to the server's `/mcp` (ENCLAVE_URL, ENCLAVE_API_KEY or ENCLAVE_TOKEN).
+    Mcp(enclave::cli::mcp::McpCommand),
     /// An environment's tables: list, show one, import a CSV or Parquet file.
     Tables(enclave::cli::data::TablesCommand),
     /// Export the IAM audit trail, or verify an export offline (`enclave audit verify FILE`).
@@ -103,6 +106,7 @@ async fn main() -> std::process::ExitCode {
         Command::Run(cmd) => return client_result(enclave::cli::secrets::run_command(cmd).await),
         Command::Query(cmd) => return client_result(enclave::cli::data::query(cmd).await),
         Command::Tables(cmd) => return client_result(enclave::cli::data::tables(cmd).await),
+        Command::Mcp(cmd) => return client_result(enclave::cli::mcp::run(cmd).await),
         Command::Usage(cmd) => return client_result(enclave::cli::billing::usage(cmd).await),
         Command::Quotas(cmd) => return client_result(enclave::cli::billing::quotas(cmd).await),
         Command::Jit(cmd) => return client_result(enclave::cli::jit::run(cmd).await),

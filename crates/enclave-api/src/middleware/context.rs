@@ -16,6 +16,10 @@ tokio::task_local! {
     static REQUEST_ID: String;
 }
 
+/// The request's id, also in its extensions: for work the request hands to other tasks.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 /// The id of the request being handled on this task.
 pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(|id| id.clone()).ok()
@@ -46,6 +50,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let limit = body_limit(&method, &route);
     req.extensions_mut().insert(BodyLimit(limit));
+    req.extensions_mut().insert(RequestId(id.clone()));
     let oversize = req
         .headers()
         .get(header::CONTENT_LENGTH)

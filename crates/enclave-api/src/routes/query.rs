@@ -6,9 +6,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use enclave_core::query::Analyzed;
 use enclave_core::{Error, Result};
-use enclave_gateway::engine::Param;
 use enclave_gateway::results::{json_rows, pg_type, type_name, IpcStream};
 use enclave_gateway::{Outcome, RequestClock, Rows};
 use futures::StreamExt;
@@ -20,7 +18,7 @@ use crate::auth::origin::RequestMeta;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
-use crate::sql_session::http_session;
+use crate::sql_session::{http_session, run_statements};
 use crate::state::AppState;
 
 /// `POST /v1/query` and `/v1/query/arrow`.
@@ -68,25 +66,6 @@ pub struct QueryResult {
     pub cache_hit: bool,
 }
 
-fn param(i: usize, v: Value) -> Result<Param> {
-    Ok(match v {
-        Value::Null => Param::Null,
-        Value::Bool(b) => Param::Bool(b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Param::Int(i),
-            None => Param::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => Param::Text(s),
-        Value::Array(_) | Value::Object(_) => {
-            return Err(Error::validation(
-                &format!("params[{i}]"),
-                "scalar",
-                "parameters are strings, numbers, booleans or null",
-            ))
-        }
-    })
-}
-
 impl QueryRequest {
     fn validate(&self) -> Result<()> {
         if self.sql.trim().is_empty() {
@@ -129,32 +108,7 @@ async fn run(
     let clock = RequestClock::start(body.timeout_ms);
     let mut session = http_session(state, who, &meta, headers, body.env_id.as_deref()).await?;
     session.export = export;
-    let params = body
-        .params
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| param(i, v))
-        .collect::<Result<Vec<_>>>()?;
-    let gateway = state.gateway.clone();
-    let statements: Vec<Analyzed> = gateway.parse(&session, &body.sql).await?;
-    let Some((last, earlier)) = statements.split_last() else {
-        return Err(Error::validation(
-            "sql",
-            "required",
-            "sql holds no statement",
-        ));
-    };
-    for statement in earlier {
-        if let Outcome::Rows(mut rows) = gateway
-            .execute(&mut session, statement, params.clone(), clock)
-            .await?
-        {
-            while let Some(batch) = rows.next().await {
-                batch?;
-            }
-        }
-    }
-    gateway.execute(&mut session, last, params, clock).await
+    run_statements(state, &mut session, &body.sql, body.params, clock).await
 }
 
 fn columns_json(rows: &Rows) -> Vec<Column> {

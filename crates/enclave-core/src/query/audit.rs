@@ -37,7 +37,7 @@ pub struct QueryAuditEntry {
     pub seq: i64,
     pub principal: QueryPrincipal,
     pub agent: AgentIdentity,
-    /// `wire` or `http`.
+    /// `wire`, `http` or `mcp`.
     pub door: String,
     pub source_ip: Option<String>,
     /// The statement with every literal replaced by `?`; for statements that did not parse,

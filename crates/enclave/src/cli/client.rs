@@ -175,7 +175,9 @@ impl Client {
         matches!(self.credential, Credential::ApiKey(_))
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    /// A request to `path` carrying the credential, for callers that read the answer
+    /// themselves.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, format!("{}{path}", self.base));
         match &self.credential {
             Credential::Token(t) => req.bearer_auth(t),

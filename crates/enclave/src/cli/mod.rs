@@ -8,6 +8,7 @@ pub mod data;
 pub mod env;
 pub mod jit;
 pub mod keys;
+pub mod mcp;
 pub mod output;
 pub mod policies;
 pub mod secrets;

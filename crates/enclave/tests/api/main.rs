@@ -19,6 +19,7 @@ mod environments;
 mod gateway;
 mod hardening;
 mod jit;
+mod mcp;
 mod members;
 mod organizations;
 mod policies;

@@ -156,6 +156,19 @@ async fn the_documented_examples_run_as_written() {
     );
     assert!(gateway.contains("admin@enclave.local |     2"), "{gateway}");
 
+    let mcp = run_section("docs/mcp.md", "## Worked example", &[]).await;
+    assert!(mcp.contains("id | email\n---+-"), "{mcp}");
+    assert!(mcp.contains("(2 rows; "), "{mcp}");
+    assert!(!mcp.contains("ada@"), "{mcp}");
+    assert!(
+        mcp.contains(r#"{"name":"email","mask":"partial"}"#),
+        "{mcp}"
+    );
+    assert!(
+        mcp.contains(r#"{"agent":{"id":"docs-bot","framework":"shell/1"},"outcome":"refused","error_code":"42501"}"#),
+        "{mcp}"
+    );
+
     let sql = run_section("docs/sql.md", "## Worked example", &[]).await;
     assert!(
         sql.contains(" a   | ada  |  12.50 | tagged   |    24\n b   | bo   |   0.00 | untagged |    24\n(2 rows)"),
