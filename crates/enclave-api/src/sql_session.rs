@@ -94,6 +94,34 @@ pub(crate) async fn session_at(
     Ok(session)
 }
 
+/// A request's SQL, parameters and timeout, checked before anything runs.
+pub(crate) fn check_request(sql: &str, params: &[Value], timeout_ms: Option<i64>) -> Result<()> {
+    if sql.trim().is_empty() {
+        return Err(Error::validation(
+            "sql",
+            "required",
+            "sql must not be empty",
+        ));
+    }
+    if params.len() > 65_535 {
+        return Err(Error::validation(
+            "params",
+            "max_items",
+            "at most 65 535 parameters",
+        ));
+    }
+    if let Some(t) = timeout_ms {
+        if !(1..=3_600_000).contains(&t) {
+            return Err(Error::validation(
+                "timeout_ms",
+                "range",
+                "timeout_ms must be between 1 and 3600000",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A JSON value as the parameter `$i+1`: strings, numbers, booleans or null.
 fn param(i: usize, v: Value) -> Result<Param> {
     Ok(match v {

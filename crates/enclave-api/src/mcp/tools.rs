@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::call::Call;
 use crate::extract::parse_json;
-use crate::sql_session::run_statements;
+use crate::sql_session::{check_request, run_statements};
 use crate::state::AppState;
 
 /// Rows a `query` returns unless it asks for more (at most the environment's row cap).
@@ -204,39 +204,15 @@ struct QueryArgs {
 
 impl QueryArgs {
     fn validate(&self) -> Result<()> {
-        if self.sql.trim().is_empty() {
-            return Err(Error::validation(
-                "sql",
-                "required",
-                "sql must not be empty",
-            ));
+        check_request(&self.sql, &self.params, self.timeout_ms)?;
+        match self.max_rows {
+            Some(m) if !(1..=1_000_000).contains(&m) => Err(Error::validation(
+                "max_rows",
+                "range",
+                "max_rows must be between 1 and 1000000",
+            )),
+            _ => Ok(()),
         }
-        if self.params.len() > 65_535 {
-            return Err(Error::validation(
-                "params",
-                "max_items",
-                "at most 65 535 parameters",
-            ));
-        }
-        if let Some(t) = self.timeout_ms {
-            if !(1..=3_600_000).contains(&t) {
-                return Err(Error::validation(
-                    "timeout_ms",
-                    "range",
-                    "timeout_ms must be between 1 and 3600000",
-                ));
-            }
-        }
-        if let Some(m) = self.max_rows {
-            if !(1..=1_000_000).contains(&m) {
-                return Err(Error::validation(
-                    "max_rows",
-                    "range",
-                    "max_rows must be between 1 and 1000000",
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -18,7 +18,7 @@ use crate::auth::origin::RequestMeta;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::JsonBody;
-use crate::sql_session::{http_session, run_statements};
+use crate::sql_session::{check_request, http_session, run_statements};
 use crate::state::AppState;
 
 /// `POST /v1/query` and `/v1/query/arrow`.
@@ -61,38 +61,9 @@ pub struct QueryResult {
     /// Whether the row cap left rows out.
     pub truncated: bool,
     pub execution_time_ms: u64,
-    /// Credits are not metered yet: always 0 in this release.
+    /// What the statement cost (0 for an answer from the result cache).
     pub credits_consumed: f64,
     pub cache_hit: bool,
-}
-
-impl QueryRequest {
-    fn validate(&self) -> Result<()> {
-        if self.sql.trim().is_empty() {
-            return Err(Error::validation(
-                "sql",
-                "required",
-                "sql must not be empty",
-            ));
-        }
-        if self.params.len() > 65_535 {
-            return Err(Error::validation(
-                "params",
-                "max_items",
-                "at most 65 535 parameters",
-            ));
-        }
-        if let Some(t) = self.timeout_ms {
-            if !(1..=3_600_000).contains(&t) {
-                return Err(Error::validation(
-                    "timeout_ms",
-                    "range",
-                    "timeout_ms must be between 1 and 3600000",
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Runs every statement of the request; the last one's outcome is the answer.
@@ -104,7 +75,7 @@ async fn run(
     body: QueryRequest,
     export: bool,
 ) -> Result<Outcome> {
-    body.validate()?;
+    check_request(&body.sql, &body.params, body.timeout_ms)?;
     let clock = RequestClock::start(body.timeout_ms);
     let mut session = http_session(state, who, &meta, headers, body.env_id.as_deref()).await?;
     session.export = export;
