@@ -10,7 +10,11 @@ use serde_json::{json, Value};
 use crate::common::{Db, Org};
 use crate::gateway::test_client;
 
-crate::both!(tools_answer_as_the_pipeline_does, credentials_are_required);
+crate::both!(
+    tools_answer_as_the_pipeline_does,
+    credentials_are_required,
+    a_person_names_the_environment
+);
 
 const FIXTURE: &[&str] = &[
     "CREATE TABLE customers (id INTEGER, name VARCHAR, email VARCHAR, region VARCHAR)",
@@ -382,4 +386,142 @@ async fn credentials_are_required(db: Db) {
         )
         .await;
     assert_eq!(r.status, 403, "{r:?}");
+}
+
+/// A raw MCP session over HTTP, as a client without an SDK would hold one.
+struct RawSession<'a> {
+    o: &'a Org,
+    auth: String,
+    headers: Vec<(&'static str, String)>,
+    session: String,
+    next_id: u64,
+}
+
+impl<'a> RawSession<'a> {
+    async fn open(o: &'a Org, auth: String, headers: Vec<(&'static str, String)>) -> Self {
+        let mut s = RawSession {
+            o,
+            auth,
+            headers,
+            session: String::new(),
+            next_id: 1,
+        };
+        let (_, session) = s
+            .send(
+                json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1"}}}),
+            )
+            .await;
+        s.session = session.expect("a session id");
+        s.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        s
+    }
+
+    /// Posts one message; the JSON-RPC answer (from JSON or server-sent events) and the
+    /// session id the server named.
+    async fn send(&self, message: Value) -> (Value, Option<String>) {
+        let mut req = self
+            .o
+            .s
+            .request(Method::POST, "/mcp", None)
+            .header("authorization", &self.auth)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&message);
+        if !self.session.is_empty() {
+            req = req.header("mcp-session-id", &self.session);
+        }
+        for (name, value) in &self.headers {
+            req = req.header(*name, value);
+        }
+        let resp = req.send().await.unwrap();
+        assert!(resp.status().is_success(), "{message}: {}", resp.status());
+        let session = resp
+            .headers()
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = resp.text().await.unwrap();
+        let answer = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .find(|d| !d.is_empty())
+            .map(|d| serde_json::from_str(d).unwrap())
+            .unwrap_or_else(|| serde_json::from_str(&body).unwrap_or(Value::Null));
+        (answer, session)
+    }
+
+    async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let message =
+            json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
+        self.send(message).await.0
+    }
+}
+
+async fn a_person_names_the_environment(db: Db) {
+    let o = Org::start(&db).await;
+    let (env, _) = fixture(&o).await;
+    let mut s = RawSession::open(&o, format!("Bearer {}", o.token), vec![]).await;
+    let tools = s.request("tools/list", json!({})).await;
+    for tool in tools["result"]["tools"].as_array().unwrap() {
+        assert!(
+            tool["inputSchema"]["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("environment")),
+            "{tool}"
+        );
+    }
+    // Without the environment: a tool error naming the argument.
+    let call = json!({"name": "query", "arguments": {"sql": "SELECT count(*) FROM customers"}});
+    let r = s.request("tools/call", call).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let e = &r["result"]["structuredContent"];
+    assert_eq!(
+        (&e["details"]["field"], &e["details"]["rule"]),
+        (&json!("environment"), &json!("required"))
+    );
+    // With it: the owner is exempt from the masks and filters.
+    let call = json!({"name": "query", "arguments": {"sql": "SELECT count(*) FROM customers", "environment": env}});
+    let r = s.request("tools/call", call).await;
+    assert_eq!(
+        r["result"]["structuredContent"]["rows"],
+        json!([[3]]),
+        "{r}"
+    );
+    // An environment that is not theirs is refused like over /v1/query.
+    let other = json!({"name": "list_tables", "arguments": {"environment": "env_01jzzzzzzzzzzzzzzzzzzzzzzz"}});
+    let r = s.request("tools/call", other).await;
+    assert_eq!(r["result"]["structuredContent"]["code"], "NOT_FOUND", "{r}");
+    // Resources: none listed without the header naming an environment, any read by its URI.
+    let r = s.request("resources/list", json!({})).await;
+    assert_eq!(r["result"]["resources"], json!([]), "{r}");
+    let uri = format!("enclave://{env}/tables/payroll");
+    let r = s.request("resources/read", json!({"uri": uri})).await;
+    let schema: Value =
+        serde_json::from_str(r["result"]["contents"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(schema["name"], "payroll", "{r}");
+    let r = s
+        .request(
+            "resources/read",
+            json!({"uri": "enclave://nowhere/customers"}),
+        )
+        .await;
+    assert_eq!(r["error"]["data"]["details"]["rule"], "resource_uri", "{r}");
+    let headers = vec![("x-enclave-environment", env.clone())];
+    let s = RawSession::open(&o, format!("Bearer {}", o.token), headers).await;
+    let r = s
+        .send(json!({"jsonrpc": "2.0", "id": 9, "method": "resources/list", "params": {}}))
+        .await
+        .0;
+    let uris: Vec<&str> = r["result"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(uris.len(), 3, "the owner reads payroll too: {r}");
 }
