@@ -229,16 +229,23 @@ async fn query(state: &AppState, call: &Call, arguments: JsonObject) -> Result<C
             query_id,
             tag,
             rows,
+            notice,
             credits,
-            ..
         } => {
             let credits = credits.as_f64();
             let changed = rows.unwrap_or(0);
-            return Ok(success(
-                json!({"query_id": query_id, "command": tag, "columns": [], "rows": [],
-                    "row_count": changed, "truncated": false, "credits_consumed": credits}),
-                format!("{tag} ({changed} rows; {credits} credits)"),
-            ));
+            let mut text = format!("{tag} ({changed} rows; {credits} credits)");
+            let mut structured = json!({"query_id": query_id, "command": tag, "columns": [],
+                "rows": [], "row_count": changed, "truncated": false, "credits_consumed": credits});
+            // PostgreSQL's warning with a statement that otherwise succeeded, as /v1/query's.
+            if let Some(notice) = notice {
+                text.push_str(&format!(
+                    "\nWARNING {}: {}",
+                    notice.sqlstate, notice.message
+                ));
+                structured["notices"] = json!([notice]);
+            }
+            return Ok(success(structured, text));
         }
         Outcome::Show {
             query_id,

@@ -137,6 +137,7 @@ async fn tools_answer_as_the_pipeline_does(db: Db) {
         "explain_all": ["explain_access", {}],
         "other_environment": ["query", {"sql": "SELECT 1", "environment": "env_01jzzzzzzzzzzzzzzzzzzzzzzz"}],
         "unknown_tool": ["drop_everything", {}],
+        "commit": ["query", {"sql": "COMMIT"}],
     });
     // What `/v1/query` answers the same key: the MCP tool must show exactly that.
     let over_http = o.sql(&analyst, select, json!([])).await;
@@ -208,6 +209,11 @@ async fn tools_answer_as_the_pipeline_does(db: Db) {
             (&json!([[1]]), &json!(true)),
             "{how}"
         );
+
+        // A statement without rows: its tag, and PostgreSQL's warning as over /v1/query.
+        let s = structured(&report, "commit");
+        assert_eq!(s["command"], "COMMIT", "{how}: {s}");
+        assert_eq!(s["notices"][0]["sqlstate"], "25P01", "{how}: {s}");
 
         // Refusals are tool errors naming the SQLSTATE, and the policy where one refused.
         let e = tool_error(&report, "write");
