@@ -11,10 +11,11 @@ mod tools;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::middleware::{from_fn, Next};
+use axum::extract::{Request, State};
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use enclave_core::audit::Actor;
 use enclave_core::Error;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, ListResourceTemplatesResult,
@@ -26,6 +27,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
+use crate::auth::origin::actor_of;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::QUERY_BODY_BYTES;
@@ -56,20 +58,61 @@ pub fn routes(state: AppState) -> Router<AppState> {
         Arc::new(LocalSessionManager::default()),
         config,
     );
+    let owners = SessionOwners(
+        moka::sync::Cache::builder()
+            .max_capacity(MAX_SESSIONS)
+            .time_to_idle(SESSION_OWNER_IDLE)
+            .build(),
+    );
     Router::new()
         .route_service("/mcp", service)
-        .layer(from_fn(require_caller))
+        .layer(from_fn_with_state(owners, guard))
 }
 
-async fn require_caller(req: Request, next: Next) -> Response {
-    if req.extensions().get::<Caller>().is_none() {
+const SESSION_HEADER: &str = "mcp-session-id";
+/// Sessions whose owner this node remembers; past it the least used are forgotten (and their
+/// clients start new ones).
+const MAX_SESSIONS: u64 = 100_000;
+/// Longer than rmcp keeps an idle session (5 minutes): an owner outlives its session.
+const SESSION_OWNER_IDLE: Duration = Duration::from_secs(600);
+
+/// Who opened each protocol session: a session answers only the caller that opened it (each
+/// request is authorized as its own caller anyway; this keeps one caller's session, and the
+/// client name it declared, from being used under another's credentials).
+#[derive(Clone)]
+struct SessionOwners(moka::sync::Cache<String, Actor>);
+
+async fn guard(State(owners): State<SessionOwners>, req: Request, next: Next) -> Response {
+    let Some(caller) = req.extensions().get::<Caller>() else {
         return ApiError(Error::unauthorized(
             "MCP needs credentials: `Authorization: ApiKey <key>` (or `X-API-Key`, or `Bearer` \
              with a key or a person's access token)",
         ))
         .into_response();
+    };
+    let actor = actor_of(caller);
+    let session = req
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(session) = &session {
+        if owners.0.get(session).as_ref() != Some(&actor) {
+            // As for a session that does not exist: the client opens a new one.
+            return ApiError(Error::not_found("session")).into_response();
+        }
     }
-    next.run(req).await
+    let response = next.run(req).await;
+    if session.is_none() {
+        if let Some(opened) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            owners.0.insert(opened.to_string(), actor);
+        }
+    }
+    response
 }
 
 /// The MCP server of one protocol session (or of one request, for stateless clients).

@@ -381,6 +381,25 @@ async fn credentials_are_required(db: Db) {
         let r = post(Some(credential)).await;
         assert_eq!(r.status, 200, "{r:?}");
     }
+    // A session answers only the caller that opened it.
+    let opened = post(Some(("x-api-key", key.clone()))).await;
+    let session = opened.header("mcp-session-id").unwrap().to_string();
+    let other = o.query_key(&env, &["query:read"], "analyst").await;
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}});
+    let in_session = |credential: String| {
+        o.s.raw(
+            o.s.request(Method::POST, "/mcp", None)
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("mcp-session-id", &session)
+                .header("x-api-key", credential)
+                .json(&list),
+        )
+    };
+    in_session(other).await.expect_error(404, "NOT_FOUND");
+    let r = in_session(key.clone()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.to_string().contains("describe_table"), "{r:?}");
     // A browser page of another origin may not drive it.
     let r =
         o.s.raw(
