@@ -7,6 +7,7 @@ pub mod audit_chain;
 pub mod auth;
 pub mod billing;
 pub mod config;
+pub mod dashboard;
 pub mod data_clone;
 pub mod engine_move;
 pub mod environments;
@@ -35,5 +36,7 @@ use axum::Router;
 /// The whole control-plane router with its middleware stack, ready to serve.
 pub fn router(state: AppState) -> Router {
     let routes = routes::routes().merge(mcp::routes(state.clone()));
-    middleware::stack(routes, state)
+    let api = middleware::stack(routes, state);
+    // The dashboard's pages call the API as it stands, middleware and all.
+    api.clone().merge(dashboard::routes(api))
 }

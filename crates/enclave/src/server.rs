@@ -214,6 +214,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let running = start(config.clone()).await?;
     let url = format!("http://{}", running.http_addr);
     say!("Enclave control plane listening on {url}");
+    say!("  dashboard: {url}/");
     say!(
         "  storage: {}",
         enclave_store::redact_url(&config.database_url)

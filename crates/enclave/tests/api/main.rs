@@ -12,6 +12,7 @@ mod cluster;
 mod common;
 mod contract;
 mod conventions;
+mod dashboard;
 mod data_clone;
 mod durability;
 mod enforcement;

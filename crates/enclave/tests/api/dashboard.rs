@@ -1,0 +1,160 @@
+//! The dashboard (`/`): Debian's chromium, driven by playwright-core, logs in, reads the
+//! environments and logs out, and the page asks nothing of another origin; a page without a
+//! session leads to the log-in page; a form posted without its CSRF token is refused and
+//! changes nothing.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::common::{Db, Org, OWNER_EMAIL, OWNER_PASSWORD};
+use crate::gateway::test_client;
+
+crate::both!(
+    a_person_logs_in_reads_and_logs_out,
+    forms_need_their_csrf_token
+);
+
+async fn a_person_logs_in_reads_and_logs_out(db: Db) {
+    let o = Org::start(&db).await;
+    let Some(modules) = test_client("ENCLAVE_TEST_NODE_PATH") else {
+        return;
+    };
+    let Some(chromium) = test_client("ENCLAVE_TEST_CHROMIUM") else {
+        return;
+    };
+    // `ENCLAVE_UPDATE_SCREENSHOTS=1` writes the screenshots docs/dashboard.md shows.
+    let update = std::env::var_os("ENCLAVE_UPDATE_SCREENSHOTS").is_some() && !db.is_postgres();
+    let shots = match update {
+        true => concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/dashboard").to_string(),
+        false => tempfile_dir(),
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/api/dashboard_browser.js"
+    );
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .args([&o.s.url, OWNER_EMAIL, OWNER_PASSWORD, &shots])
+        .env("NODE_PATH", modules)
+        .env("CHROMIUM", chromium)
+        .output()
+        .await
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["unauthenticated"], "/login", "{seen}");
+    assert!(
+        seen["wrong_password"].as_str().unwrap().contains("invalid"),
+        "{seen}"
+    );
+    assert_eq!(seen["heading"], "Environments", "{seen}");
+    assert_eq!(
+        seen["slugs"],
+        serde_json::json!(["development", "staging", "production"]),
+        "{seen}"
+    );
+    assert!(
+        seen["header"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{OWNER_EMAIL} · owner")),
+        "{seen}"
+    );
+    assert_eq!(seen["narrow_rows"], 3, "{seen}");
+    assert_eq!(seen["after_logout"], "/login", "{seen}");
+    assert_eq!(
+        seen["foreign"],
+        serde_json::json!([]),
+        "no request leaves the origin"
+    );
+    assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen}");
+    let shot = std::fs::metadata(format!("{shots}/environments.png")).unwrap();
+    assert!(shot.len() > 1000);
+    if !update {
+        std::fs::remove_dir_all(&shots).ok();
+    }
+}
+
+fn tempfile_dir() -> String {
+    let dir = std::env::temp_dir().join(format!("enclave-dashboard-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
+
+/// The `name=value` of `name` among a response's `Set-Cookie` headers.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .map(|c| c.split(';').next().unwrap().to_string())
+}
+
+async fn forms_need_their_csrf_token(db: Db) {
+    let o = Org::start(&db).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("{}{p}", o.s.url);
+    // Pages without a session lead to the log-in page; the log-in page sets the CSRF cookie.
+    for path in ["/", "/environments"] {
+        let r = http.get(url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()["location"], "/login");
+    }
+    let r = http.get(url("/login")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"));
+    let csrf = set_cookie(&r, "enclave_csrf").unwrap();
+    let token = csrf.split_once('=').unwrap().1.to_string();
+    let login = |field: Option<&str>| {
+        let mut form = vec![("email", OWNER_EMAIL), ("password", OWNER_PASSWORD)];
+        if let Some(f) = field {
+            form.push(("csrf", f));
+        }
+        http.post(url("/login"))
+            .header("cookie", &csrf)
+            .form(&form)
+            .send()
+    };
+    // Without the token, or with another one: refused, no session.
+    for field in [None, Some("0000")] {
+        let r = login(field).await.unwrap();
+        assert_eq!(r.status(), 403, "{field:?}");
+        assert!(set_cookie(&r, "enclave_session").is_none());
+    }
+    // With it: a session.
+    let r = login(Some(&token)).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/environments");
+    let session = set_cookie(&r, "enclave_session").unwrap();
+    let access = session.split_once('=').unwrap().1.to_string();
+    let cookies = format!("{csrf}; {session}");
+    // Logging out without the token is refused and leaves the session alive.
+    let r = http
+        .post(url("/logout"))
+        .header("cookie", &cookies)
+        .form(&[("csrf", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    o.s.get("/v1/auth/me", &access).await.expect(200);
+    let r = http
+        .request(Method::POST, url("/logout"))
+        .header("cookie", &cookies)
+        .form(&[("csrf", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    o.s.get("/v1/auth/me", &access).await.expect(401);
+}
