@@ -11,7 +11,8 @@ use crate::gateway::test_client;
 
 crate::both!(
     a_person_logs_in_reads_and_logs_out,
-    forms_need_their_csrf_token
+    forms_need_their_csrf_token,
+    the_second_factor_is_asked
 );
 
 async fn a_person_logs_in_reads_and_logs_out(db: Db) {
@@ -157,4 +158,61 @@ async fn forms_need_their_csrf_token(db: Db) {
         .unwrap();
     assert_eq!(r.status(), 303);
     o.s.get("/v1/auth/me", &access).await.expect(401);
+}
+
+/// The `value` of the form field `name` in a page.
+fn field<'a>(html: &'a str, name: &str) -> &'a str {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no field {name} in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    &rest[..rest.find('"').unwrap()]
+}
+
+async fn the_second_factor_is_asked(db: Db) {
+    let o = Org::start(&db).await;
+    let (_, recovery) = crate::account::enrol_totp(&o.s, &o.token, OWNER_PASSWORD).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("{}{p}", o.s.url);
+    let r = http.get(url("/login")).send().await.unwrap();
+    let csrf = set_cookie(&r, "enclave_csrf").unwrap();
+    let token = csrf.split_once('=').unwrap().1.to_string();
+    let r = http
+        .post(url("/login"))
+        .header("cookie", &csrf)
+        .form(&[
+            ("csrf", token.as_str()),
+            ("email", OWNER_EMAIL),
+            ("password", OWNER_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the password alone is not enough");
+    assert!(set_cookie(&r, "enclave_session").is_none());
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Second factor"), "{page}");
+    let mfa_token = field(&page, "mfa_token").to_string();
+    let second = |code: String| {
+        http.post(url("/login/mfa"))
+            .header("cookie", &csrf)
+            .form(&[
+                ("csrf", token.clone()),
+                ("mfa_token", mfa_token.clone()),
+                ("code", code),
+            ])
+            .send()
+    };
+    // A wrong code: the form again, with the API's reason.
+    let r = second("000000".into()).await.unwrap();
+    assert!(set_cookie(&r, "enclave_session").is_none());
+    assert!(r.text().await.unwrap().contains("role=\"alert\""));
+    // A recovery code signs in.
+    let r = second(recovery[0].clone()).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/environments");
+    assert!(set_cookie(&r, "enclave_session").is_some());
 }
