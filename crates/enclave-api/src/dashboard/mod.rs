@@ -10,7 +10,8 @@ mod session;
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -21,14 +22,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use api::{Answer, Api};
-use pages::Viewer;
+use enclave_core::id::{EnvId, KeyId};
+use pages::{NewSecret, Viewer};
 
 const STYLESHEET: &str = include_str!("dashboard.css");
 const ICON: &str = include_str!("favicon.svg");
+const SCRIPT: &str = include_str!("dashboard.js");
 
-/// Only the server's own origin: no script at all, styles and forms from here only.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// Only the server's own origin: its one script, its styles, forms posted to it.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The dashboard's routes, each calling `api` (the whole REST API with its middleware).
 pub fn routes(api: Router) -> Router {
@@ -38,6 +41,17 @@ pub fn routes(api: Router) -> Router {
         .route("/login/mfa", post(second_factor))
         .route("/logout", post(logout))
         .route("/environments", get(environments))
+        .route("/environments/{env_id}", get(environment))
+        .route("/environments/{env_id}/keys", post(create_key))
+        .route(
+            "/environments/{env_id}/keys/{key_id}/rotate",
+            post(rotate_key),
+        )
+        .route(
+            "/environments/{env_id}/keys/{key_id}/revoke",
+            post(revoke_key),
+        )
+        .route("/assets/dashboard.js", get(script))
         .route("/assets/dashboard.css", get(stylesheet))
         .route("/assets/favicon.svg", get(icon))
         .layer(from_fn(security_headers))
@@ -63,6 +77,14 @@ async fn stylesheet() -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         STYLESHEET,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
     )
         .into_response()
 }
@@ -320,6 +342,11 @@ impl Signed {
             .await
     }
 
+    async fn send(&self, api: &Api, method: Method, path: &str, body: Option<&Value>) -> Answer {
+        api.call(method, path, Some(&self.token), body, self.peer)
+            .await
+    }
+
     fn viewer(&self, me: &Value) -> Viewer {
         Viewer {
             email: me["user"]["email"].as_str().unwrap_or_default().into(),
@@ -367,4 +394,203 @@ async fn environments(
         ),
     };
     signed.respond(resp)
+}
+
+fn not_found() -> Response {
+    page(StatusCode::NOT_FOUND, pages::refused("No such page."))
+}
+
+/// One environment's page: its details and keys, with a key's secret or an error when an
+/// action just made or refused one.
+async fn environment_page(
+    api: &Api,
+    signed: Signed,
+    me: &Value,
+    env_id: &EnvId,
+    secret: Option<NewSecret>,
+    error: Option<String>,
+) -> Response {
+    let viewer = signed.viewer(me);
+    let env = signed.get(api, &format!("/v1/environments/{env_id}")).await;
+    if !env.ok() {
+        let resp = page(env.status, pages::refused(&env.error()));
+        return signed.respond(resp);
+    }
+    let keys = signed
+        .get(
+            api,
+            &format!("/v1/environments/{env_id}/api-keys?limit=200"),
+        )
+        .await;
+    let error = error.or_else(|| (!keys.ok()).then(|| keys.error()));
+    let markup = pages::environment(
+        &viewer,
+        &env.body,
+        &keys.body,
+        secret.as_ref(),
+        error.as_deref(),
+    );
+    signed.respond(page(StatusCode::OK, markup))
+}
+
+async fn environment(
+    State(api): State<Api>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(env_id): Path<String>,
+) -> Response {
+    let Some(env_id) = EnvId::parse(&env_id) else {
+        return not_found();
+    };
+    let (signed, me) = match Signed::of(&api, &headers, peer(&connect)).await {
+        Ok(x) => x,
+        Err(to_login) => return to_login,
+    };
+    // A key made or rotated by the form just posted: shown on this one page, then forgotten.
+    let secret = session::cookie(&headers, session::FLASH).and_then(|flash| {
+        let (what, key) = flash.split_once(':')?;
+        let what = match what {
+            "rotated" => "The rotated key",
+            _ => "The new key",
+        };
+        Some(NewSecret {
+            key: key.to_string(),
+            what,
+        })
+    });
+    let shown = secret.is_some();
+    let mut resp = environment_page(&api, signed, &me, &env_id, secret, None).await;
+    if shown {
+        let https = session::over_https(&headers);
+        let forget = session::flash(&env_id, "", Some(0), https);
+        resp.headers_mut().append(header::SET_COOKIE, forget);
+    }
+    resp
+}
+
+/// After a key was made: back to the environment's page (a reload then posts nothing again),
+/// which shows the secret once.
+fn show_once(headers: &HeaderMap, env_id: &EnvId, what: &str, key: &str) -> Response {
+    let https = session::over_https(headers);
+    let flash = session::flash(env_id, &format!("{what}:{key}"), Some(60), https);
+    see_other(&format!("/environments/{env_id}"), &[flash])
+}
+
+/// A posted form's fields (a field given several times, as checkboxes are, keeps each value).
+fn fields(body: &Bytes) -> Vec<(String, String)> {
+    form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn first<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default()
+}
+
+async fn create_key(
+    State(api): State<Api>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(env_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let form = fields(&body);
+    if !session::csrf_holds(&headers, first(&form, "csrf")) {
+        return forged();
+    }
+    let Some(env_id) = EnvId::parse(&env_id) else {
+        return not_found();
+    };
+    let (signed, me) = match Signed::of(&api, &headers, peer(&connect)).await {
+        Ok(x) => x,
+        Err(to_login) => return to_login,
+    };
+    let scopes: Vec<&str> = form
+        .iter()
+        .filter(|(k, _)| k == "scopes")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let mut request =
+        json!({"name": first(&form, "name"), "role": first(&form, "role"), "scopes": scopes});
+    let days = first(&form, "expires_in_days").trim();
+    if !days.is_empty() {
+        // A number the API checks; text that is none goes as text and is refused by name.
+        request["expires_in_days"] = days
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(days));
+    }
+    let path = format!("/v1/environments/{env_id}/api-keys");
+    let made = signed.send(&api, Method::POST, &path, Some(&request)).await;
+    match made.body["key"].as_str() {
+        Some(key) if made.ok() => signed.respond(show_once(&headers, &env_id, "new", key)),
+        _ => {
+            let error = Some(made.error());
+            environment_page(&api, signed, &me, &env_id, None, error).await
+        }
+    }
+}
+
+/// `rotate` or `revoke` one key of the environment.
+async fn key_action(
+    api: Api,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    (env_id, key_id): (String, String),
+    body: Bytes,
+    rotate: bool,
+) -> Response {
+    let form = fields(&body);
+    if !session::csrf_holds(&headers, first(&form, "csrf")) {
+        return forged();
+    }
+    let (Some(env_id), Some(key_id)) = (EnvId::parse(&env_id), KeyId::parse(&key_id)) else {
+        return not_found();
+    };
+    let (signed, me) = match Signed::of(&api, &headers, peer(&connect)).await {
+        Ok(x) => x,
+        Err(to_login) => return to_login,
+    };
+    let path = format!("/v1/environments/{env_id}/api-keys/{key_id}");
+    let done = match rotate {
+        true => {
+            let rotate = format!("{path}/rotate");
+            signed
+                .send(&api, Method::POST, &rotate, Some(&json!({})))
+                .await
+        }
+        false => signed.send(&api, Method::DELETE, &path, None).await,
+    };
+    match (done.ok(), done.body["key"].as_str()) {
+        (true, Some(key)) if rotate => signed.respond(show_once(&headers, &env_id, "rotated", key)),
+        (true, _) => signed.respond(see_other(&format!("/environments/{env_id}"), &[])),
+        (false, _) => {
+            let error = Some(done.error());
+            environment_page(&api, signed, &me, &env_id, None, error).await
+        }
+    }
+}
+
+async fn rotate_key(
+    State(api): State<Api>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(ids): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    key_action(api, connect, headers, ids, body, true).await
+}
+
+async fn revoke_key(
+    State(api): State<Api>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    Path(ids): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    key_action(api, connect, headers, ids, body, false).await
 }

@@ -22,6 +22,7 @@ fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                 title { (title) " · Enclave" }
                 link rel="stylesheet" href="/assets/dashboard.css";
                 link rel="icon" href="/assets/favicon.svg" type="image/svg+xml";
+                script src="/assets/dashboard.js" defer {}
             }
             body {
                 header {
@@ -100,7 +101,7 @@ pub(super) fn environments(viewer: &Viewer, page: &Value, error: Option<&str>) -
                                 svg width="14" height="14" aria-hidden="true" {
                                     circle cx="7" cy="7" r="6" fill=(text(env, "color")) {}
                                 }
-                                " " (text(env, "name"))
+                                " " a href={ "/environments/" (text(env, "env_id")) } { (text(env, "name")) }
                             }
                             td { code { (text(env, "slug")) } }
                             td { (text(env, "type")) }
@@ -135,3 +136,127 @@ pub(super) fn refused(message: &str) -> Markup {
         },
     )
 }
+
+/// A key's secret, shown once after it was made.
+pub(super) struct NewSecret {
+    pub(super) key: String,
+    pub(super) what: &'static str,
+}
+
+/// One environment: its connection details and its API keys.
+pub(super) fn environment(
+    viewer: &Viewer,
+    env: &Value,
+    keys: &Value,
+    secret: Option<&NewSecret>,
+    error: Option<&str>,
+) -> Markup {
+    let env_id = text(env, "env_id");
+    let connection = &env["connection"];
+    let psql = format!(
+        "psql \"host={} port={} dbname={} user={}\"",
+        text(connection, "host"),
+        connection["port"],
+        text(connection, "database"),
+        viewer.email
+    );
+    let rows = keys["data"].as_array().cloned().unwrap_or_default();
+    layout(
+        text(env, "name"),
+        Some(viewer),
+        html! {
+            p { a href="/environments" { "← Environments" } }
+            h1 { (text(env, "name")) " " span.muted { "(" (text(env, "slug")) ", " (text(env, "type")) ", " (text(env, "status")) ")" } }
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            @if let Some(s) = secret {
+                section.secret aria-labelledby="secret-title" {
+                    h2 #secret-title { (s.what) " — copy it now: it is not shown again" }
+                    label for="new-key" { "API key" }
+                    input #new-key type="text" readonly value=(s.key);
+                    button type="button" data-copy="new-key" { "Copy" }
+                }
+            }
+            h2 { "Connect" }
+            p { "With " code { "psql" } " (the password: an API key of this environment, or your access token):" }
+            pre { code { (psql) } }
+            h2 { "API keys" }
+            table {
+                thead { tr { th { "Name" } th { "Prefix" } th { "Role" } th { "Scopes" } th { "Status" } th { "Expires" } th { "Actions" } } }
+                tbody {
+                    @for key in &rows {
+                        @let key_id = text(key, "key_id");
+                        tr {
+                            td { (text(key, "name")) }
+                            td { code { (text(key, "prefix")) "…" } }
+                            td { (text(key, "role")) }
+                            td { (key["scopes"].as_array().map(|s| s.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
+                            td { (text(key, "status")) }
+                            td { (key["expires_at"].as_str().unwrap_or("never")) }
+                            td {
+                                @if text(key, "status") != "revoked" {
+                                    form.inline method="post" action={ "/environments/" (env_id) "/keys/" (key_id) "/rotate" } {
+                                        input type="hidden" name="csrf" value=(viewer.csrf);
+                                        button type="submit" aria-label={ "Rotate " (text(key, "name")) } { "Rotate" }
+                                    }
+                                    form.inline method="post" action={ "/environments/" (env_id) "/keys/" (key_id) "/revoke" } {
+                                        input type="hidden" name="csrf" value=(viewer.csrf);
+                                        button.danger type="submit" aria-label={ "Revoke " (text(key, "name")) } { "Revoke" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "New API key" }
+            form.wide method="post" action={ "/environments/" (env_id) "/keys" } {
+                input type="hidden" name="csrf" value=(viewer.csrf);
+                label for="key-name" { "Name" }
+                input #key-name type="text" name="name" required;
+                label for="key-role" { "Role" }
+                select #key-role name="role" {
+                    @for role in ["analyst", "developer", "auditor", "service_account", "admin"] {
+                        option value=(role) { (role) }
+                    }
+                }
+                fieldset {
+                    legend { "Scopes" }
+                    @for scope in SCOPES {
+                        label.check {
+                            input type="checkbox" name="scopes" value=(scope);
+                            " " (scope)
+                        }
+                    }
+                }
+                label for="key-expiry" { "Expires after (days; empty: never)" }
+                input #key-expiry type="number" name="expires_in_days" min="1";
+                button type="submit" { "Create key" }
+            }
+        },
+    )
+}
+
+/// The scope bundles, then every scope, as `POST …/api-keys` takes them.
+const SCOPES: [&str; 21] = [
+    "read_only",
+    "developer",
+    "admin",
+    "agent",
+    "query:read",
+    "query:write",
+    "tables:list",
+    "tables:describe",
+    "tables:create",
+    "tables:alter",
+    "schemas:read",
+    "secrets:read",
+    "secrets:write",
+    "policies:read",
+    "policies:manage",
+    "keys:manage",
+    "audit:read",
+    "environments:read",
+    "environments:manage",
+    "webhooks:manage",
+    "billing:read",
+];

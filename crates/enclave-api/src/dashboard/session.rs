@@ -8,6 +8,8 @@ use rand::RngCore;
 pub(super) const SESSION: &str = "enclave_session";
 pub(super) const REFRESH: &str = "enclave_refresh";
 pub(super) const CSRF: &str = "enclave_csrf";
+/// A key's secret between the form that made it and the page that shows it once.
+pub(super) const FLASH: &str = "enclave_flash";
 
 /// A refresh token outlives the access token: the browser keeps it this long at most.
 const REFRESH_MAX_AGE: i64 = 30 * 24 * 3600;
@@ -34,10 +36,30 @@ pub(super) fn over_https(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-/// A `Set-Cookie` value; `max_age` 0 deletes the cookie, `None` keeps it for the browser's
-/// session.
+/// A `Set-Cookie` value for the whole dashboard; `max_age` 0 deletes the cookie, `None` keeps
+/// it for the browser's session.
 pub(super) fn set(name: &str, value: &str, max_age: Option<i64>, https: bool) -> HeaderValue {
-    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
+    set_at(name, value, "/", max_age, https)
+}
+
+/// The flash cookie, sent back only to the environment's page it is meant for.
+pub(super) fn flash(
+    env_id: &enclave_core::id::EnvId,
+    value: &str,
+    max_age: Option<i64>,
+    https: bool,
+) -> HeaderValue {
+    set_at(
+        FLASH,
+        value,
+        &format!("/environments/{env_id}"),
+        max_age,
+        https,
+    )
+}
+
+fn set_at(name: &str, value: &str, path: &str, max_age: Option<i64>, https: bool) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={age}"));
     }

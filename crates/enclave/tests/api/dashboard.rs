@@ -66,6 +66,40 @@ async fn a_person_logs_in_reads_and_logs_out(db: Db) {
             .contains(&format!("{OWNER_EMAIL} · owner")),
         "{seen}"
     );
+    assert!(
+        seen["env_heading"]
+            .as_str()
+            .unwrap()
+            .starts_with("Development (development, dev, active)"),
+        "{seen}"
+    );
+    assert!(
+        seen["psql"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("dbname=development user={OWNER_EMAIL}")),
+        "{seen}"
+    );
+    assert!(
+        seen["secret"].as_str().unwrap().starts_with("ek_"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["copy_button"], "Copied",
+        "the page's script ran: {seen}"
+    );
+    assert_eq!(seen["clipboard"], seen["secret"], "{seen}");
+    assert_eq!(seen["query_with_key"], 200, "{seen}");
+    assert_eq!(seen["secret_after_reload"], 0, "the secret is shown once");
+    assert!(
+        seen["no_scope_error"].as_str().unwrap().contains("scopes"),
+        "{seen}"
+    );
+    assert!(
+        seen["after_revoke"].as_str().unwrap().contains("revoked"),
+        "{seen}"
+    );
+    assert_eq!(seen["query_after_revoke"], 401, "{seen}");
     assert_eq!(seen["narrow_rows"], 3, "{seen}");
     assert_eq!(seen["after_logout"], "/login", "{seen}");
     assert_eq!(
@@ -74,8 +108,12 @@ async fn a_person_logs_in_reads_and_logs_out(db: Db) {
         "no request leaves the origin"
     );
     assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen}");
-    let shot = std::fs::metadata(format!("{shots}/environments.png")).unwrap();
-    assert!(shot.len() > 1000);
+    for shot in ["environments", "environment"] {
+        let size = std::fs::metadata(format!("{shots}/{shot}.png"))
+            .unwrap()
+            .len();
+        assert!(size > 1000, "{shot}");
+    }
     if !update {
         std::fs::remove_dir_all(&shots).ok();
     }
@@ -139,6 +177,33 @@ async fn forms_need_their_csrf_token(db: Db) {
     let session = set_cookie(&r, "enclave_session").unwrap();
     let access = session.split_once('=').unwrap().1.to_string();
     let cookies = format!("{csrf}; {session}");
+    // Making a key without the token is refused and makes none.
+    let env = o.env("development").await;
+    let r = http
+        .post(url(&format!("/environments/{env}/keys")))
+        .header("cookie", &cookies)
+        .form(&[("csrf", "wrong"), ("name", "forged"), ("scopes", "admin")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let keys =
+        o.s.get(&format!("/v1/environments/{env}/api-keys"), &o.token)
+            .await;
+    assert!(!keys.body.to_string().contains("forged"), "{:?}", keys.body);
+    // Another organization's environment, or no id at all: not found, nothing asked of the API.
+    for path in [
+        "/environments/env_01jzzzzzzzzzzzzzzzzzzzzzzz",
+        "/environments/..%2Fv1",
+    ] {
+        let r = http
+            .get(url(path))
+            .header("cookie", &cookies)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
     // Logging out without the token is refused and leaves the session alive.
     let r = http
         .post(url("/logout"))
