@@ -422,11 +422,17 @@ async fn environment_page(
             &format!("/v1/environments/{env_id}/api-keys?limit=200"),
         )
         .await;
-    let error = error.or_else(|| (!keys.ok()).then(|| keys.error()));
+    // A person whose role may not manage keys (as the API answers, grants included) sees no
+    // key section at all.
+    let keys = match keys.status {
+        StatusCode::FORBIDDEN => None,
+        _ if keys.ok() => Some(keys.body),
+        _ => return signed.respond(page(keys.status, pages::refused(&keys.error()))),
+    };
     let markup = pages::environment(
         &viewer,
         &env.body,
-        &keys.body,
+        keys.as_ref(),
         secret.as_ref(),
         error.as_deref(),
     );

@@ -147,7 +147,7 @@ pub(super) struct NewSecret {
 pub(super) fn environment(
     viewer: &Viewer,
     env: &Value,
-    keys: &Value,
+    keys: Option<&Value>,
     secret: Option<&NewSecret>,
     error: Option<&str>,
 ) -> Markup {
@@ -160,7 +160,9 @@ pub(super) fn environment(
         text(connection, "database"),
         viewer.email
     );
-    let rows = keys["data"].as_array().cloned().unwrap_or_default();
+    let rows = keys
+        .and_then(|k| k["data"].as_array().cloned())
+        .unwrap_or_default();
     layout(
         text(env, "name"),
         Some(viewer),
@@ -179,6 +181,7 @@ pub(super) fn environment(
             h2 { "Connect" }
             p { "With " code { "psql" } " (the password: an API key of this environment, or your access token):" }
             pre { code { (psql) } }
+            @if keys.is_some() {
             h2 { "API keys" }
             table {
                 thead { tr { th { "Name" } th { "Prefix" } th { "Role" } th { "Scopes" } th { "Status" } th { "Expires" } th { "Actions" } } }
@@ -231,6 +234,7 @@ pub(super) fn environment(
                 label for="key-expiry" { "Expires after (days; empty: never)" }
                 input #key-expiry type="number" name="expires_in_days" min="1";
                 button type="submit" { "Create key" }
+            }
             }
         },
     )

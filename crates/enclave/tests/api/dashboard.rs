@@ -204,6 +204,38 @@ async fn forms_need_their_csrf_token(db: Db) {
             .unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
+    // A role that may not manage keys is shown no key section (and the API refuses anyway).
+    o.s.add_member(&o.token, &o.org, "ana@example.com", "analyst")
+        .await;
+    let r = http.get(url("/login")).send().await.unwrap();
+    let analyst_csrf = set_cookie(&r, "enclave_csrf").unwrap();
+    let analyst_token = analyst_csrf.split_once('=').unwrap().1.to_string();
+    let r = http
+        .post(url("/login"))
+        .header("cookie", &analyst_csrf)
+        .form(&[
+            ("csrf", analyst_token.as_str()),
+            ("email", "ana@example.com"),
+            ("password", crate::common::PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let analyst = set_cookie(&r, "enclave_session").unwrap();
+    let page = http
+        .get(url(&format!("/environments/{env}")))
+        .header("cookie", format!("{analyst_csrf}; {analyst}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Connect"), "{page}");
+    assert!(
+        !page.contains("API keys") && !page.contains("Create key"),
+        "{page}"
+    );
     // Logging out without the token is refused and leaves the session alive.
     let r = http
         .post(url("/logout"))
