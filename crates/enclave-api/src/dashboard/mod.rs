@@ -497,6 +497,22 @@ fn first<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// A posted form's fields and its signed-in sender, once its CSRF token holds; else the
+/// response that refuses it (403) or leads to the log-in page.
+async fn posted(
+    api: &Api,
+    headers: &HeaderMap,
+    connect: &Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: &Bytes,
+) -> Result<(Vec<(String, String)>, Signed, Value), Response> {
+    let form = fields(body);
+    if !session::csrf_holds(headers, first(&form, "csrf")) {
+        return Err(forged());
+    }
+    let (signed, me) = Signed::of(api, headers, peer(connect)).await?;
+    Ok((form, signed, me))
+}
+
 async fn create_key(
     State(api): State<Api>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -504,16 +520,12 @@ async fn create_key(
     Path(env_id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let form = fields(&body);
-    if !session::csrf_holds(&headers, first(&form, "csrf")) {
-        return forged();
-    }
+    let (form, signed, me) = match posted(&api, &headers, &connect, &body).await {
+        Ok(x) => x,
+        Err(refused) => return refused,
+    };
     let Some(env_id) = EnvId::parse(&env_id) else {
         return not_found();
-    };
-    let (signed, me) = match Signed::of(&api, &headers, peer(&connect)).await {
-        Ok(x) => x,
-        Err(to_login) => return to_login,
     };
     let scopes: Vec<&str> = form
         .iter()
@@ -550,16 +562,12 @@ async fn key_action(
     body: Bytes,
     rotate: bool,
 ) -> Response {
-    let form = fields(&body);
-    if !session::csrf_holds(&headers, first(&form, "csrf")) {
-        return forged();
-    }
+    let (_, signed, me) = match posted(&api, &headers, &connect, &body).await {
+        Ok(x) => x,
+        Err(refused) => return refused,
+    };
     let (Some(env_id), Some(key_id)) = (EnvId::parse(&env_id), KeyId::parse(&key_id)) else {
         return not_found();
-    };
-    let (signed, me) = match Signed::of(&api, &headers, peer(&connect)).await {
-        Ok(x) => x,
-        Err(to_login) => return to_login,
     };
     let path = format!("/v1/environments/{env_id}/api-keys/{key_id}");
     let done = match rotate {

@@ -73,13 +73,14 @@ pub async fn run(cmd: McpCommand) -> anyhow::Result<()> {
             continue;
         }
         let relay = relay.clone();
+        let message = serde_json::from_str::<Value>(&line);
         // The handshake and notifications are relayed before the next message is read (what
         // follows the handshake needs its session; a notification must not overtake the
         // request after it); requests run side by side, as a host may pipeline them.
-        if is_request(&line) {
-            running.spawn(async move { relay.forward(line).await });
+        if message.as_ref().is_ok_and(is_request) {
+            running.spawn(async move { relay.forward(line, message).await });
         } else {
-            relay.forward(line).await;
+            relay.forward(line, message).await;
         }
     }
     while running.join_next().await.is_some() {}
@@ -90,12 +91,10 @@ pub async fn run(cmd: McpCommand) -> anyhow::Result<()> {
 }
 
 /// A request other than the handshake: it has an id and a method.
-fn is_request(line: &str) -> bool {
-    serde_json::from_str::<Value>(line).is_ok_and(|m| {
-        m.get("id").is_some_and(|id| !id.is_null())
-            && m["method"].is_string()
-            && m["method"] != "initialize"
-    })
+fn is_request(m: &Value) -> bool {
+    m.get("id").is_some_and(|id| !id.is_null())
+        && m["method"].is_string()
+        && m["method"] != "initialize"
 }
 
 impl Relay {
@@ -128,8 +127,9 @@ impl Relay {
         }
     }
 
-    async fn forward(&self, line: String) {
-        let message: Value = match serde_json::from_str(&line) {
+    /// Relays one line (`message`: the line read as JSON).
+    async fn forward(&self, line: String, message: serde_json::Result<Value>) {
+        let message = match message {
             Ok(m) => m,
             Err(e) => {
                 let error = format!("not a JSON-RPC message: {e}");
