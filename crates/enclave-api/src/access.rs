@@ -187,3 +187,13 @@ impl FromRequestParts<AppState> for Origin {
         Ok(meta.by(actor_of(&caller)))
     }
 }
+
+/// The names of every permission `can` allows, for an answer that tells a caller what it may
+/// do (the endpoints themselves check each request).
+pub fn permitted(can: impl Fn(Permission) -> bool) -> Vec<&'static str> {
+    Permission::ALL
+        .into_iter()
+        .filter(|p| can(*p))
+        .map(Permission::name)
+        .collect()
+}

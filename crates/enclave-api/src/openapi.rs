@@ -28,7 +28,7 @@ use crate::routes::{
         members::reset_password, members::reset_mfa,
         environments::list, environments::create, environments::get, environments::get_by_slug,
         environments::update, environments::replace, environments::delete, environments::reorder,
-        environments::suspend, environments::resume, engine::move_data,
+        environments::suspend, environments::resume, environments::permissions, engine::move_data,
         promotion::promote, promotion::promotions, promotion::clone, promotion::diff,
         api_keys::list, api_keys::create, api_keys::get, api_keys::update, api_keys::revoke,
         api_keys::rotate,

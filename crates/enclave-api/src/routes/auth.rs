@@ -97,6 +97,9 @@ pub struct MeOrg {
     pub org_id: OrgId,
     pub role: Role,
     pub tier: enclave_core::model::Tier,
+    /// Every permission the role (and, for a key, its scopes) gives in the organization, by
+    /// name; `GET /v1/environments/{env_id}/permissions` adds a just-in-time grant's.
+    pub permissions: Vec<&'static str>,
 }
 
 /// An API key calling: who it is and what it may do.
@@ -449,9 +452,12 @@ pub async fn me(State(state): State<AppState>, who: Caller) -> ApiResult<axum::J
                 user: Some(views::user(&user)),
                 session_id: Some(who.session_id),
                 key: None,
-                org: who
-                    .org
-                    .map(|(org_id, role, tier)| MeOrg { org_id, role, tier }),
+                org: who.org.map(|(org_id, role, tier)| MeOrg {
+                    org_id,
+                    role,
+                    tier,
+                    permissions: crate::access::permitted(|p| role.can(p)),
+                }),
             }
         }
         Caller::Key(k) => MeResponse {
@@ -462,6 +468,9 @@ pub async fn me(State(state): State<AppState>, who: Caller) -> ApiResult<axum::J
                 org_id: k.org_id,
                 role: k.role,
                 tier: k.tier,
+                permissions: crate::access::permitted(|p| {
+                    enclave_core::api_key::key_can(k.role, &k.scopes, p)
+                }),
             }),
             key: Some(MeKey {
                 key_id: k.key_id,

@@ -548,3 +548,40 @@ pub async fn resume(
     )
     .await
 }
+
+/// What the caller may do in one environment.
+#[derive(Serialize, ToSchema)]
+pub struct EnvPermissions {
+    pub env_id: EnvId,
+    /// The role the caller acts with here: a member's own, or that of their live
+    /// just-in-time grant; a key's role.
+    #[schema(value_type = String)]
+    pub role: enclave_core::Role,
+    /// The just-in-time grant the role comes from, if any.
+    pub jit_request_id: Option<String>,
+    /// Every permission the role (and, for a key, its scopes) gives here, by name
+    /// (`manage_secrets`, `read_secret_values`, …).
+    pub permissions: Vec<&'static str>,
+}
+
+#[utoipa::path(get, path = "/v1/environments/{env_id}/permissions", tag = "environments", security(("bearer" = []), ("api_key" = [])),
+    params(("env_id" = String, Path)), responses(
+    (status = 200, description = "what the caller may do here; the endpoints enforce the same rules", body = EnvPermissions),
+    (status = 404, body = ErrorEnvelope)))]
+pub async fn permissions(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(env_id): Path<String>,
+) -> ApiResult<axum::Json<EnvPermissions>> {
+    let (env, access) = env_access(&state, &who, &env_id, Permission::ReadEnvironments).await?;
+    let permissions = crate::access::permitted(|p| match &who {
+        Caller::Key(key) => enclave_core::api_key::key_can(key.role, &key.scopes, p),
+        Caller::User(_) => access.role.can(p),
+    });
+    Ok(axum::Json(EnvPermissions {
+        env_id: env.id,
+        role: access.role,
+        jit_request_id: access.grant.map(|g| g.to_string()),
+        permissions,
+    }))
+}

@@ -178,6 +178,10 @@ pub fn routes() -> Router<AppState> {
             post(jit::revoke),
         )
         .route(
+            "/v1/environments/{env_id}/permissions",
+            get(environments::permissions),
+        )
+        .route(
             "/v1/environments/{env_id}/suspend",
             post(environments::suspend),
         )

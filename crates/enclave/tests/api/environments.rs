@@ -890,7 +890,25 @@ async fn roles_and_other_organizations(db: Db) {
             w.expect_error(403, "FORBIDDEN");
             assert_eq!(w.error().1, "permission:manage_environments", "{role}");
         }
+        // What a client is told it may do agrees with what it was refused.
+        let may = s.get(&format!("{path}/permissions"), &token).await;
+        may.expect(200);
+        assert_eq!(may.body["role"], *role);
+        assert!(may.body["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p != "manage_environments"));
+        let me = s.get("/v1/auth/me", &token).await;
+        assert!(me.body["org"]["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "read_environments"));
     }
+    let may = s.get(&format!("{path}/permissions"), &owner).await;
+    may.expect(200);
+    assert_eq!(may.body["permissions"].as_array().unwrap().len(), 17);
     // An admin may.
     let (_, admin) = s
         .add_member(&owner, &org, "admin@example.com", "admin")
@@ -944,6 +962,7 @@ async fn roles_and_other_organizations(db: Db) {
             .await,
         s.post(&envs_path(&their_org), Some(&owner), json!({"name": "x"}))
             .await,
+        s.get(&format!("{tp}/permissions"), &owner).await,
     ];
     for p in &probes {
         p.expect_error(404, "NOT_FOUND");

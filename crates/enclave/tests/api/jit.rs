@@ -39,6 +39,14 @@ struct Fixture {
 const ANALYST: &str = "ana@example.com";
 
 impl Fixture {
+    /// What the analyst may do in `env`, as `GET …/permissions` answers.
+    async fn permissions(&self, env: &str) -> Resp {
+        let path = format!("/v1/environments/{env}/permissions");
+        let r = self.o.s.get(&path, &self.analyst).await;
+        r.expect(200);
+        r
+    }
+
     async fn start(db: &Db) -> Fixture {
         let clock = Clock::default();
         let s = Server::start_with_clock(crate::audit::walk_args(db), clock.clone()).await;
@@ -181,6 +189,13 @@ async fn a_grant_lifts_one_environment_until_it_ends(db: Db) {
         "{e}"
     );
 
+    let may = f.permissions(&f.dev).await;
+    assert_eq!(may.body["role"], "analyst", "{}", may.body);
+    assert!(may.body["jit_request_id"].is_null());
+    let names = may.body["permissions"].to_string();
+    assert!(names.contains("execute_queries") && names.contains("read_secrets"));
+    assert!(!names.contains("write_data") && !names.contains("read_secret_values"));
+
     let id = f.ask_for_developer(60).await;
     let approved = f
         .act(&f.admin, &id, "approve", json!({"comment": "until noon"}))
@@ -203,6 +218,17 @@ async fn a_grant_lifts_one_environment_until_it_ends(db: Db) {
     // session, from its next statement) — in development only.
     f.write(&f.analyst, &f.dev).await.expect(200);
     f.read_secret(&f.analyst).await.expect(200);
+    // What the analyst may do here, as a client asks it: the grant's role, in development only.
+    let may = f.permissions(&f.dev).await;
+    assert_eq!(may.body["role"], "developer", "{}", may.body);
+    assert_eq!(may.body["jit_request_id"], id.as_str());
+    let names = may.body["permissions"].to_string();
+    assert!(names.contains("write_data") && names.contains("read_secret_values"));
+    assert_eq!(f.permissions(&f.staging).await.body["role"], "analyst");
+    let me = f.o.s.get("/v1/auth/me", &f.analyst).await;
+    assert!(!me.body["org"]["permissions"]
+        .to_string()
+        .contains("write_data"));
     sqlx::query(insert).execute(&mut wire).await.unwrap();
     refused(&f.write(&f.analyst, &f.staging).await);
     let mut staging = wire_as(&f.o.s.gateway, ANALYST, &f.analyst, "staging").await;
