@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
@@ -17,6 +17,29 @@ const ANSWER_BYTES: usize = 8 * 1024 * 1024;
 #[derive(Clone)]
 pub(super) struct Api {
     router: Router,
+}
+
+/// What a request carries: nothing, JSON, or text (a `.env` file).
+pub(super) enum Payload<'a> {
+    Empty,
+    Json(&'a Value),
+    Text(&'a str),
+}
+
+/// An API answer as it came: status and bytes (an export, a download).
+pub(super) struct Raw {
+    pub(super) status: StatusCode,
+    pub(super) bytes: Bytes,
+}
+
+impl Raw {
+    /// The answer read as JSON (`Null` when it is none).
+    pub(super) fn answer(&self) -> Answer {
+        Answer {
+            status: self.status,
+            body: serde_json::from_slice(&self.bytes).unwrap_or(Value::Null),
+        }
+    }
 }
 
 /// An API answer: its status and JSON body (`Null` when empty).
@@ -57,16 +80,32 @@ impl Api {
         body: Option<&Value>,
         peer: Option<SocketAddr>,
     ) -> Answer {
+        let payload = body.map(Payload::Json).unwrap_or(Payload::Empty);
+        self.raw(method, path, token, payload, peer).await.answer()
+    }
+
+    pub(super) async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        payload: Payload<'_>,
+        peer: Option<SocketAddr>,
+    ) -> Raw {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let body = match body {
-            Some(b) => {
+        let body = match payload {
+            Payload::Json(b) => {
                 req = req.header(header::CONTENT_TYPE, "application/json");
                 Body::from(b.to_string())
             }
-            None => Body::empty(),
+            Payload::Text(t) => {
+                req = req.header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
+                Body::from(t.to_string())
+            }
+            Payload::Empty => Body::empty(),
         };
         let mut req = match req.body(body) {
             Ok(r) => r,
@@ -77,18 +116,17 @@ impl Api {
         }
         let Ok(resp) = self.router.clone().oneshot(req).await;
         let status = resp.status();
-        let bytes = match axum::body::to_bytes(resp.into_body(), ANSWER_BYTES).await {
-            Ok(b) => b,
-            Err(_) => return internal(),
-        };
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, body }
+        match axum::body::to_bytes(resp.into_body(), ANSWER_BYTES).await {
+            Ok(bytes) => Raw { status, bytes },
+            Err(_) => internal(),
+        }
     }
 }
 
-fn internal() -> Answer {
-    Answer {
+fn internal() -> Raw {
+    let body = serde_json::json!({"error": {"message": "the dashboard could not reach the API"}});
+    Raw {
         status: StatusCode::INTERNAL_SERVER_ERROR,
-        body: serde_json::json!({"error": {"message": "the dashboard could not reach the API"}}),
+        bytes: Bytes::from(body.to_string()),
     }
 }

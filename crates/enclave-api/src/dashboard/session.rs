@@ -8,7 +8,8 @@ use rand::RngCore;
 pub(super) const SESSION: &str = "enclave_session";
 pub(super) const REFRESH: &str = "enclave_refresh";
 pub(super) const CSRF: &str = "enclave_csrf";
-/// A key's secret between the form that made it and the page that shows it once.
+/// A secret (a key's, an invitation's, a webhook's) between the form that made it and the
+/// page that shows it once.
 pub(super) const FLASH: &str = "enclave_flash";
 
 /// A refresh token outlives the access token: the browser keeps it this long at most.
@@ -42,20 +43,9 @@ pub(super) fn set(name: &str, value: &str, max_age: Option<i64>, https: bool) ->
     set_at(name, value, "/", max_age, https)
 }
 
-/// The flash cookie, sent back only to the environment's page it is meant for.
-pub(super) fn flash(
-    env_id: &enclave_core::id::EnvId,
-    value: &str,
-    max_age: Option<i64>,
-    https: bool,
-) -> HeaderValue {
-    set_at(
-        FLASH,
-        value,
-        &format!("/environments/{env_id}"),
-        max_age,
-        https,
-    )
+/// The flash cookie, sent back only to the pages under `path` it is meant for.
+pub(super) fn flash(path: &str, value: &str, max_age: Option<i64>, https: bool) -> HeaderValue {
+    set_at(FLASH, value, path, max_age, https)
 }
 
 fn set_at(name: &str, value: &str, path: &str, max_age: Option<i64>, https: bool) -> HeaderValue {

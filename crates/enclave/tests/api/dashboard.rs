@@ -1,41 +1,161 @@
-//! The dashboard (`/`): Debian's chromium, driven by playwright-core, logs in, reads the
-//! environments and logs out, and the page asks nothing of another origin; a page without a
-//! session leads to the log-in page; a form posted without its CSRF token is refused and
-//! changes nothing.
+//! The dashboard (`/`): Debian's chromium, driven by playwright-core, walks the flows people use
+//! it for — log in, create, lock and delete an environment, make a key and see it once, set and
+//! import secrets, run SQL, mask a column and see the mask as an analyst, promote after a dry
+//! run, read and verify the audit, log out — and the page asks nothing of another origin; a
+//! page without a session leads to the log-in page; a form posted without its CSRF token is
+//! refused and changes nothing.
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::common::{Db, Org, OWNER_EMAIL, OWNER_PASSWORD};
 use crate::gateway::test_client;
+use crate::receiver::Receiver;
 
 crate::both!(
     a_person_logs_in_reads_and_logs_out,
+    the_organization_pages_work,
     forms_need_their_csrf_token,
     the_second_factor_is_asked
 );
 
 async fn a_person_logs_in_reads_and_logs_out(db: Db) {
     let o = Org::start(&db).await;
-    let Some(modules) = test_client("ENCLAVE_TEST_NODE_PATH") else {
+    o.s.add_member(&o.token, &o.org, ANALYST, "analyst").await;
+    let (shots, update) = screenshots(&db);
+    let args = [
+        o.s.url.as_str(),
+        OWNER_EMAIL,
+        OWNER_PASSWORD,
+        ANALYST,
+        crate::common::PASSWORD,
+        &shots,
+    ];
+    let Some(seen) = browse("dashboard_browser.js", &args).await else {
         return;
     };
-    let Some(chromium) = test_client("ENCLAVE_TEST_CHROMIUM") else {
-        return;
+    let text = |field: &str| seen[field].as_str().unwrap_or_default().to_string();
+    let has = |field: &str, part: &str| {
+        assert!(text(field).contains(part), "{field} lacks {part:?}: {seen}")
     };
-    // `ENCLAVE_UPDATE_SCREENSHOTS=1` writes the screenshots docs/dashboard.md shows.
-    let update = std::env::var_os("ENCLAVE_UPDATE_SCREENSHOTS").is_some() && !db.is_postgres();
-    let shots = match update {
-        true => concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/dashboard").to_string(),
-        false => tempfile_dir(),
-    };
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/api/dashboard_browser.js"
+    // Signing in.
+    assert_eq!(seen["unauthenticated"], "/login", "{seen}");
+    has("wrong_password", "invalid");
+    assert_eq!(seen["heading"], "Environments", "{seen}");
+    let slugs = json!(["development", "staging", "production"]);
+    assert_eq!(seen["slugs"], slugs, "{seen}");
+    has("header", &format!("{OWNER_EMAIL} · owner"));
+    // An environment created with its fields, locked, refused while locked, deleted after
+    // its impact preview; the order changed and restored.
+    has("created", "created");
+    has("created_heading", "Preview 7 (preview-7, custom, active)");
+    has("created_timeout", "5000 ms");
+    has("locked_heading", "locked");
+    has("suspend_while_locked", "locked");
+    has("impact", "0 API keys");
+    assert_eq!(seen["after_delete"], slugs, "{seen}");
+    let moved = json!(["development", "production", "staging"]);
+    assert_eq!(seen["moved"], moved, "{seen}");
+    // Keys.
+    has("env_heading", "Development (development, dev, active)");
+    has("psql", &format!("dbname=development user={OWNER_EMAIL}"));
+    assert!(text("secret").starts_with("ek_"), "{seen}");
+    assert_eq!(seen["copy_button"], "Copied", "the page's script ran");
+    assert_eq!(seen["clipboard"], seen["secret"], "{seen}");
+    assert_eq!(seen["query_with_key"], 200, "{seen}");
+    assert_eq!(seen["secret_after_reload"], 0, "the secret is shown once");
+    has("no_scope_error", "scopes");
+    has("after_revoke", "revoked");
+    assert_eq!(seen["query_after_revoke"], 401, "{seen}");
+    // Secrets: hidden until revealed; the import previewed, then done; the export.
+    has("secret_hidden", "DB_URL");
+    assert!(!text("secret_hidden").contains("db.internal"), "{seen}");
+    has("secret_revealed", "postgres://db.internal/app");
+    has("import_preview", "nothing changed yet");
+    has("import_preview", "New API_HOST");
+    has("import_preview", "DB_URL");
+    has("import_done", "Import done");
+    has("export", "API_HOST=");
+    has("export", "DB_URL=");
+    has("export_disposition", "development.env");
+    // The console, the mask and what the analyst sees.
+    has("create_table", "CREATE TABLE");
+    has("insert", "2 rows");
+    has("owner_select", "2 rows");
+    has("owner_select", "credits");
+    assert_eq!(
+        seen["owner_cells"],
+        json!(["1", "ana@example.com", "2", "bo@example.com"]),
+        "{seen}"
     );
+    let types = text("column_types").to_lowercase();
+    assert!(types.contains("id int4"), "{seen}");
+    assert!(
+        types.contains("email text") || types.contains("email varchar"),
+        "{seen}"
+    );
+    has("syntax_error", "42601");
+    has("policies", "customers.email → partial (4)");
+    has("explained", "customers.email: partial");
+    has("bad_filter", "filter");
+    assert_eq!(
+        seen["analyst_cells"],
+        json!(["1", "***.com", "2", "***.com"]),
+        "{seen}"
+    );
+    has("analyst_write", "42501");
+    assert_eq!(seen["analyst_policy_forms"], 0, "{seen}");
+    assert_eq!(seen["analyst_policy_buttons"], 0, "{seen}");
+    assert_eq!(seen["analyst_key_forms"], 0, "{seen}");
+    assert_eq!(seen["analyst_lifecycle"], 0, "{seen}");
+    // Promotion: the dry run names the changes; the real one is in the history.
+    has("dry_run", "mask-email");
+    has("dry_run", "created");
+    has("history", "Development");
+    has("history", "Staging");
+    has("history", "mask-email");
+    let staging = o.env("staging").await;
+    let promoted =
+        o.s.get(&format!("/v1/environments/{staging}/policies"), &o.token)
+            .await;
+    assert!(promoted.body.to_string().contains("mask-email"));
+    // The audit, filtered and verified.
+    let actions = seen["audit_actions"].as_array().unwrap();
+    assert!(!actions.is_empty(), "{seen}");
+    assert!(actions.iter().all(|a| a == "policy.created"), "{seen}");
+    has("verdict", "Chain intact");
+    has("query_verdict", "Chain intact");
+    assert!(seen["query_audit_rows"].as_u64().unwrap() >= 4, "{seen}");
+    // A narrow window; logging out; nothing from another origin; a clean console.
+    assert_eq!(seen["narrow_rows"], 3, "{seen}");
+    assert_eq!(seen["after_logout"], "/login", "{seen}");
+    assert_eq!(seen["foreign"], json!([]), "no request leaves the origin");
+    assert_eq!(seen["console_errors"], json!([]), "{seen}");
+    screenshots_taken(&shots, &SCREENSHOTS, update);
+}
+
+const ANALYST: &str = "ana@example.com";
+
+/// The pages docs/dashboard.md shows, as the browser test saw them.
+const SCREENSHOTS: [&str; 8] = [
+    "environments",
+    "environment",
+    "keys",
+    "secrets",
+    "policies",
+    "promote",
+    "audit",
+    "console",
+];
+
+/// Runs one of the browser scripts with `args` after the base URL; what it saw.
+async fn browse(script: &str, args: &[&str]) -> Option<Value> {
+    let modules = test_client("ENCLAVE_TEST_NODE_PATH")?;
+    let chromium = test_client("ENCLAVE_TEST_CHROMIUM")?;
+    let script = format!("{}/tests/api/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::process::Command::new("node")
         .arg(script)
-        .args([&o.s.url, OWNER_EMAIL, OWNER_PASSWORD, &shots])
+        .args(args)
         .env("NODE_PATH", modules)
         .env("CHROMIUM", chromium)
         .output()
@@ -47,76 +167,117 @@ async fn a_person_logs_in_reads_and_logs_out(db: Db) {
         "{}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(seen["unauthenticated"], "/login", "{seen}");
-    assert!(
-        seen["wrong_password"].as_str().unwrap().contains("invalid"),
-        "{seen}"
-    );
-    assert_eq!(seen["heading"], "Environments", "{seen}");
-    assert_eq!(
-        seen["slugs"],
-        serde_json::json!(["development", "staging", "production"]),
-        "{seen}"
-    );
-    assert!(
-        seen["header"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("{OWNER_EMAIL} · owner")),
-        "{seen}"
-    );
-    assert!(
-        seen["env_heading"]
-            .as_str()
-            .unwrap()
-            .starts_with("Development (development, dev, active)"),
-        "{seen}"
-    );
-    assert!(
-        seen["psql"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("dbname=development user={OWNER_EMAIL}")),
-        "{seen}"
-    );
-    assert!(
-        seen["secret"].as_str().unwrap().starts_with("ek_"),
-        "{seen}"
-    );
-    assert_eq!(
-        seen["copy_button"], "Copied",
-        "the page's script ran: {seen}"
-    );
-    assert_eq!(seen["clipboard"], seen["secret"], "{seen}");
-    assert_eq!(seen["query_with_key"], 200, "{seen}");
-    assert_eq!(seen["secret_after_reload"], 0, "the secret is shown once");
-    assert!(
-        seen["no_scope_error"].as_str().unwrap().contains("scopes"),
-        "{seen}"
-    );
-    assert!(
-        seen["after_revoke"].as_str().unwrap().contains("revoked"),
-        "{seen}"
-    );
-    assert_eq!(seen["query_after_revoke"], 401, "{seen}");
-    assert_eq!(seen["narrow_rows"], 3, "{seen}");
-    assert_eq!(seen["after_logout"], "/login", "{seen}");
-    assert_eq!(
-        seen["foreign"],
-        serde_json::json!([]),
-        "no request leaves the origin"
-    );
-    assert_eq!(seen["console_errors"], serde_json::json!([]), "{seen}");
-    for shot in ["environments", "environment"] {
+    Some(serde_json::from_str(stdout.trim()).unwrap())
+}
+
+/// Where screenshots go: docs/dashboard with `ENCLAVE_UPDATE_SCREENSHOTS=1` (SQLite runs
+/// only), else a directory of the test's own; and whether it is docs/dashboard.
+fn screenshots(db: &Db) -> (String, bool) {
+    let update = std::env::var_os("ENCLAVE_UPDATE_SCREENSHOTS").is_some() && !db.is_postgres();
+    match update {
+        true => (
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/dashboard").to_string(),
+            true,
+        ),
+        false => (tempfile_dir(), false),
+    }
+}
+
+fn screenshots_taken(shots: &str, names: &[&str], update: bool) {
+    for shot in names {
         let size = std::fs::metadata(format!("{shots}/{shot}.png"))
             .unwrap()
             .len();
         assert!(size > 1000, "{shot}");
     }
     if !update {
-        std::fs::remove_dir_all(&shots).ok();
+        std::fs::remove_dir_all(shots).ok();
     }
+}
+
+async fn the_organization_pages_work(db: Db) {
+    let o = Org::start(&db).await;
+    o.s.add_member(&o.token, &o.org, ANALYST, "analyst").await;
+    // An agent seen in development: a statement sent with its name.
+    let dev = o.env("development").await;
+    let key = o.query_key(&dev, &["query:read"], "analyst").await;
+    let r =
+        o.s.raw(
+            o.s.request(Method::POST, "/v1/query", None)
+                .header("x-api-key", &key)
+                .header("x-agent-id", "support-bot")
+                .header("x-agent-framework", "langchain")
+                .json(&json!({"sql": "SELECT 1"})),
+        )
+        .await;
+    r.expect(200);
+    let rx = Receiver::start().await;
+    let (shots, update) = screenshots(&db);
+    let args = [
+        o.s.url.as_str(),
+        OWNER_EMAIL,
+        OWNER_PASSWORD,
+        ANALYST,
+        crate::common::PASSWORD,
+        &rx.url(),
+        &shots,
+    ];
+    let Some(seen) = browse("dashboard_org_browser.js", &args).await else {
+        return;
+    };
+    let text = |field: &str| seen[field].as_str().unwrap_or_default().to_string();
+    let has = |field: &str, part: &str| {
+        assert!(text(field).contains(part), "{field} lacks {part:?}: {seen}")
+    };
+    // Members: the invitation's link once, the invitee in with their role.
+    has("invitation_link", "/invite#");
+    has("invited_row", "invited");
+    assert_eq!(seen["link_after_reload"], 0, "the link is shown once");
+    has("attributes_row", "department=sales");
+    assert_eq!(seen["token_filled"], true, "{seen}");
+    has("invitee_header", "new@example.com · developer");
+    // Webhooks: a secret once; the test event delivered, signed with it.
+    assert!(text("signing_secret").starts_with("whsec_"), "{seen}");
+    has("deliveries", "webhook.test");
+    has("deliveries", "succeeded");
+    let got = rx
+        .wait_for("the test event", |got| {
+            !Receiver::of_type(got, "webhook.test").is_empty()
+        })
+        .await;
+    let test = &Receiver::of_type(&got, "webhook.test")[0];
+    assert!(crate::receiver::standard_signature_ok(
+        test,
+        &text("signing_secret")
+    ));
+    // Usage.
+    has("usage_summary", "credits");
+    assert!(seen["usage_bars"].as_u64().unwrap() >= 28, "{seen}");
+    has("usage_environments", "Development");
+    // Just-in-time access, and the page following what the API says the analyst may do.
+    assert_eq!(seen["reveal_before"], 0, "{seen}");
+    has("asked", "pending");
+    has("asked", "fix the monthly report");
+    assert_eq!(seen["analyst_decides"], 0, "{seen}");
+    has("approved", "approved");
+    assert_eq!(seen["reveal_after"], 1, "{seen}");
+    assert_eq!(seen["analyst_invite_forms"], 0, "{seen}");
+    // Agents.
+    has("agents", "support-bot");
+    has("agents", "langchain");
+    has("granted", "May query on orders");
+    has("granted", "≤ 10 rows a statement");
+    let grant =
+        o.s.get(
+            &format!("/v1/environments/{dev}/agents/support-bot/capabilities"),
+            &o.token,
+        )
+        .await;
+    grant.expect(200);
+    assert_eq!(grant.body["max_rows_per_query"], 10);
+    assert_eq!(seen["foreign"], json!([]), "no request leaves the origin");
+    assert_eq!(seen["console_errors"], json!([]), "{seen}");
+    screenshots_taken(&shots, &["members", "webhooks", "usage", "access"], update);
 }
 
 fn tempfile_dir() -> String {
@@ -223,7 +384,7 @@ async fn forms_need_their_csrf_token(db: Db) {
         .unwrap();
     let analyst = set_cookie(&r, "enclave_session").unwrap();
     let page = http
-        .get(url(&format!("/environments/{env}")))
+        .get(url(&format!("/environments/{env}/keys")))
         .header("cookie", format!("{analyst_csrf}; {analyst}"))
         .send()
         .await
@@ -231,11 +392,11 @@ async fn forms_need_their_csrf_token(db: Db) {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("Connect"), "{page}");
     assert!(
-        !page.contains("API keys") && !page.contains("Create key"),
+        page.contains("API keys: the analyst role may not"),
         "{page}"
     );
+    assert!(!page.contains("Create key"), "{page}");
     // Logging out without the token is refused and leaves the session alive.
     let r = http
         .post(url("/logout"))
