@@ -48,15 +48,8 @@ async fn render(
         Ok(x) => x,
         Err(refused) => return refused,
     };
-    let mut path = format!("/v1/environments/{env_id}/jit-access?limit=50");
-    if let Some(c) = cursor {
-        path.push_str(&format!("&cursor={}", encoded(c)));
-    }
-    let answer = signed.get(&path).await;
-    let requests = match answer.ok() {
-        true => Ok(answer.body),
-        false => Err(answer.error()),
-    };
+    let path = format!("/v1/environments/{env_id}/jit-access?limit=50");
+    let requests = signed.listing(&path, cursor).await;
     // Owners and admins decide (the API also refuses the requester deciding their own).
     let decides = signed.org_may("manage_users");
     let markup = access_page(

@@ -48,15 +48,8 @@ async fn render(
         Ok(x) => x,
         Err(refused) => return refused,
     };
-    let mut path = format!("/v1/environments/{env_id}/agents?limit=50");
-    if let Some(c) = cursor {
-        path.push_str(&format!("&cursor={}", encoded(c)));
-    }
-    let answer = signed.get(&path).await;
-    let agents = match answer.ok() {
-        true => Ok(answer.body),
-        false => Err(answer.error()),
-    };
+    let path = format!("/v1/environments/{env_id}/agents?limit=50");
+    let agents = signed.listing(&path, cursor).await;
     let manage = signed.env_may(env_id).await.may("manage_policies");
     let markup = agents_page(
         &signed.viewer(),

@@ -53,6 +53,14 @@ impl Answer {
         self.status.is_success()
     }
 
+    /// The body of a success, or the API's reason for a refusal.
+    pub(super) fn into_result(self) -> Result<Value, String> {
+        match self.ok() {
+            true => Ok(self.body),
+            false => Err(self.error()),
+        }
+    }
+
     /// The API's error message, with the field and rule it named.
     pub(super) fn error(&self) -> String {
         let e = &self.body["error"];

@@ -76,10 +76,7 @@ async fn trail(
 ) -> Trail {
     let filters = filter_query(q, known);
     let answer = signed.get(&listing(base, &filters, q)).await;
-    let entries = match answer.ok() {
-        true => Ok(answer.body),
-        false => Err(answer.error()),
-    };
+    let entries = answer.into_result();
     let verdict = match q.get("verify").map(String::as_str) {
         Some("true") => {
             let v = signed.get(&format!("{base}/verify")).await;

@@ -58,10 +58,7 @@ async fn render(
         .await;
     // A person whose role may not manage keys (as the API answers, grants included) sees why,
     // and no form.
-    let keys = match keys.ok() {
-        true => Ok(keys.body),
-        false => Err(keys.error()),
-    };
+    let keys = keys.into_result();
     let markup = keys_page(
         &signed.viewer(),
         &env,

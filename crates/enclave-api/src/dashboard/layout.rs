@@ -93,6 +93,11 @@ pub(super) fn joined(v: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// Every role, by the name the API takes.
+pub(super) fn roles() -> impl Iterator<Item = &'static str> {
+    enclave_core::Role::ALL.into_iter().map(|r| r.as_str())
+}
+
 /// One environment's tabs.
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum Tab {

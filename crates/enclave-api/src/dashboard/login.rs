@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use maud::{html, Markup};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::api::{Answer, Api};
 use super::layout::{alert, layout};
@@ -43,40 +43,53 @@ fn signed_in(answer: &Answer, headers: &HeaderMap) -> Response {
     see_other("/environments", &session::signed_in(token, refresh, https))
 }
 
+/// A step of signing in (the password, the second factor, an invitation): the form's CSRF
+/// token checked, `path` called with the body `request` makes of the form, then the person
+/// signed in, asked for their second factor, or shown the form `again` with the API's reason
+/// (a page, not a failed load).
+async fn sign_in_step(
+    api: &Api,
+    connect: &Connect,
+    headers: &HeaderMap,
+    body: &Bytes,
+    path: &str,
+    request: fn(&Form) -> Value,
+    again: fn(&str, &Form, &str) -> Markup,
+) -> Response {
+    let form = Form::parse(body);
+    let csrf = form.first("csrf");
+    if !session::csrf_holds(headers, csrf) {
+        return forged();
+    }
+    let answer = api
+        .call(
+            Method::POST,
+            path,
+            None,
+            Some(&request(&form)),
+            peer(connect),
+        )
+        .await;
+    match answer.status {
+        StatusCode::OK => signed_in(&answer, headers),
+        StatusCode::ACCEPTED => {
+            let mfa_token = answer.body["mfa_token"].as_str().unwrap_or_default();
+            page(StatusCode::OK, second_factor_form(csrf, mfa_token, None))
+        }
+        _ => page(StatusCode::OK, again(csrf, &form, &answer.error())),
+    }
+}
+
 pub(super) async fn login(
     State(api): State<Api>,
     connect: Connect,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = Form::parse(&body);
-    let csrf = form.first("csrf");
-    if !session::csrf_holds(&headers, csrf) {
-        return forged();
-    }
-    let email = form.first("email");
-    let body = json!({"email": email, "password": form.first("password")});
-    let answer = api
-        .call(
-            Method::POST,
-            "/v1/auth/login",
-            None,
-            Some(&body),
-            peer(&connect),
-        )
-        .await;
-    match answer.status {
-        StatusCode::OK => signed_in(&answer, &headers),
-        StatusCode::ACCEPTED => {
-            let mfa_token = answer.body["mfa_token"].as_str().unwrap_or_default();
-            page(StatusCode::OK, second_factor_form(csrf, mfa_token, None))
-        }
-        // The form again, with the API's reason (a page, not a failed load).
-        _ => page(
-            StatusCode::OK,
-            login_form(csrf, email, Some(&answer.error())),
-        ),
-    }
+    let request = |f: &Form| json!({"email": f.first("email"), "password": f.first("password")});
+    let again = |csrf: &str, f: &Form, e: &str| login_form(csrf, f.first("email"), Some(e));
+    let path = "/v1/auth/login";
+    sign_in_step(&api, &connect, &headers, &body, path, request, again).await
 }
 
 pub(super) async fn second_factor(
@@ -85,29 +98,11 @@ pub(super) async fn second_factor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = Form::parse(&body);
-    let csrf = form.first("csrf");
-    if !session::csrf_holds(&headers, csrf) {
-        return forged();
-    }
-    let mfa_token = form.first("mfa_token");
-    let body = json!({"mfa_token": mfa_token, "code": form.first("code")});
-    let answer = api
-        .call(
-            Method::POST,
-            "/v1/auth/login/mfa",
-            None,
-            Some(&body),
-            peer(&connect),
-        )
-        .await;
-    match answer.ok() {
-        true => signed_in(&answer, &headers),
-        false => page(
-            StatusCode::OK,
-            second_factor_form(csrf, mfa_token, Some(&answer.error())),
-        ),
-    }
+    let request = |f: &Form| json!({"mfa_token": f.first("mfa_token"), "code": f.first("code")});
+    let again =
+        |csrf: &str, f: &Form, e: &str| second_factor_form(csrf, f.first("mfa_token"), Some(e));
+    let path = "/v1/auth/login/mfa";
+    sign_in_step(&api, &connect, &headers, &body, path, request, again).await
 }
 
 pub(super) async fn logout(
@@ -149,32 +144,16 @@ pub(super) async fn accept_invite(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = Form::parse(&body);
-    let csrf = form.first("csrf");
-    if !session::csrf_holds(&headers, csrf) {
-        return forged();
-    }
-    let mut body = json!({"token": form.first("token").trim(), "password": form.first("password")});
-    if let Some(name) = form.given("name") {
-        body["name"] = name.into();
-    }
-    let answer = api
-        .call(
-            Method::POST,
-            "/v1/auth/accept-invite",
-            None,
-            Some(&body),
-            peer(&connect),
-        )
-        .await;
-    match answer.status {
-        StatusCode::OK => signed_in(&answer, &headers),
-        StatusCode::ACCEPTED => {
-            let mfa_token = answer.body["mfa_token"].as_str().unwrap_or_default();
-            page(StatusCode::OK, second_factor_form(csrf, mfa_token, None))
+    let request = |f: &Form| {
+        let mut body = json!({"token": f.first("token").trim(), "password": f.first("password")});
+        if let Some(name) = f.given("name") {
+            body["name"] = name.into();
         }
-        _ => page(StatusCode::OK, invite_form(csrf, Some(&answer.error()))),
-    }
+        body
+    };
+    let again = |csrf: &str, _: &Form, e: &str| invite_form(csrf, Some(e));
+    let path = "/v1/auth/accept-invite";
+    sign_in_step(&api, &connect, &headers, &body, path, request, again).await
 }
 
 fn invite_form(csrf: &str, error: Option<&str>) -> Markup {

@@ -10,19 +10,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::api::Answer;
-use super::layout::{alert, csrf, layout, notice, text, Viewer};
+use super::layout::{alert, csrf, layout, notice, roles, text, Viewer};
 use super::respond::{not_found, page, see_other};
 use super::session;
 use super::signed::{encoded, Posted, Signed};
-
-const ROLES: [&str; 6] = [
-    "owner",
-    "admin",
-    "developer",
-    "analyst",
-    "auditor",
-    "service_account",
-];
 
 #[derive(Deserialize)]
 pub(super) struct ListQuery {
@@ -66,15 +57,8 @@ async fn render(
     done: Option<&str>,
     invitation: Option<String>,
 ) -> Response {
-    let mut path = format!("/v1/organizations/{}/users?limit=50", signed.org_id());
-    if let Some(c) = cursor {
-        path.push_str(&format!("&cursor={}", encoded(c)));
-    }
-    let answer = signed.get(&path).await;
-    let members = match answer.ok() {
-        true => Ok(answer.body),
-        false => Err(answer.error()),
-    };
+    let path = format!("/v1/organizations/{}/users?limit=50", signed.org_id());
+    let members = signed.listing(&path, cursor).await;
     let manage = signed.org_may("manage_users");
     let markup = members_page(
         &signed.viewer(),
@@ -216,7 +200,7 @@ fn members_page(
                     input #invite-name type="text" name="name";
                     label for="invite-role" { "Role" }
                     select #invite-role name="role" {
-                        @for role in ROLES.iter().skip(1) { option value=(role) selected[*role == "analyst"] { (role) } }
+                        @for role in roles().skip(1) { option value=(role) selected[role == "analyst"] { (role) } }
                     }
                     button type="submit" { "Invite" }
                 }
@@ -255,7 +239,7 @@ fn member_row(viewer: &Viewer, m: &Value, manage: bool) -> Markup {
                         (csrf(viewer))
                         label.sr for={ "role-" (id) } { "Role of " (email) }
                         select id={ "role-" (id) } name="role" {
-                            @for role in ROLES { option value=(role) selected[text(m, "role") == role] { (role) } }
+                            @for role in roles() { option value=(role) selected[text(m, "role") == role] { (role) } }
                         }
                         button type="submit" aria-label={ "Set the role of " (email) } { "Set role" }
                     }

@@ -10,18 +10,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::api::Answer;
-use super::layout::{self, alert, csrf, joined, notice, text, Tab, Viewer};
+use super::layout::{self, alert, csrf, joined, notice, roles, text, Tab, Viewer};
 use super::respond::{not_found, page, see_other};
 use super::signed::{Form, Posted, Signed};
 
-const ROLES: [&str; 6] = [
-    "owner",
-    "admin",
-    "developer",
-    "analyst",
-    "auditor",
-    "service_account",
-];
 const ACTIONS: [&str; 5] = ["query", "write", "ddl", "delete", "export"];
 
 /// Standard policies (`…/policies`) or ABAC policies (`…/abac-policies`).
@@ -358,7 +350,7 @@ fn exempt_boxes(id: &str) -> Markup {
     html! {
         fieldset {
             legend { "Roles that see clear values (exempt)" }
-            @for role in ROLES {
+            @for role in roles() {
                 label.check { input type="checkbox" name="exempt_roles" value=(role) id={ (id) "-" (role) }; " " (role) }
             }
         }
@@ -411,7 +403,7 @@ fn policies_page(
                 label for="eval-role" { "As role" }
                 select #eval-role name="role" {
                     option value="" { "me" }
-                    @for role in ROLES { option value=(role) { (role) } }
+                    @for role in roles() { option value=(role) { (role) } }
                 }
                 label for="eval-action" { "Action" }
                 select #eval-action name="action" { @for a in ACTIONS { option value=(a) { (a) } } }

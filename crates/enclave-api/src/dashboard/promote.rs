@@ -66,10 +66,7 @@ async fn render(signed: Signed, env_id: &str, view: View) -> Response {
     let history = signed
         .get(&format!("/v1/environments/{env_id}/promotions?limit=50"))
         .await;
-    let history = match history.ok() {
-        true => Ok(history.body),
-        false => Err(history.error()),
-    };
+    let history = history.into_result();
     let markup = promote_page(&signed.viewer(), &env, &envs, manage, history, &view);
     signed.respond(page(StatusCode::OK, markup))
 }

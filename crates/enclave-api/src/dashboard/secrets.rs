@@ -80,10 +80,7 @@ async fn render(signed: Signed, env_id: &str, view: View) -> Response {
         path.push_str(&format!("&cursor={}", encoded(c)));
     }
     let list = signed.get(&path).await;
-    let list = match list.ok() {
-        true => Ok(list.body),
-        false => Err(list.error()),
-    };
+    let list = list.into_result();
     let markup = secrets_page(&signed.viewer(), &env, &may, list, &view);
     signed.respond(page(StatusCode::OK, markup))
 }

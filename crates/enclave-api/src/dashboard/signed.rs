@@ -111,6 +111,15 @@ impl Signed {
         self.send(Method::GET, path, None).await
     }
 
+    /// One page of a list at `path` (which names its `limit`), from `cursor` on.
+    pub(super) async fn listing(&self, path: &str, cursor: Option<&str>) -> Result<Value, String> {
+        let path = match cursor.filter(|c| !c.is_empty()) {
+            Some(c) => format!("{path}&cursor={}", encoded(c)),
+            None => path.to_string(),
+        };
+        self.get(&path).await.into_result()
+    }
+
     pub(super) async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Answer {
         self.api
             .call(method, path, Some(&self.token), body, self.peer)

@@ -30,10 +30,7 @@ pub(super) async fn show(signed: Signed, Query(q): Query<Range>) -> Response {
         }
     }
     let answer = signed.get(&path).await;
-    let usage = match answer.ok() {
-        true => Ok(answer.body),
-        false => Err(answer.error()),
-    };
+    let usage = answer.into_result();
     let markup = usage_page(&signed.viewer(), usage, &q);
     signed.respond(page(StatusCode::OK, markup))
 }

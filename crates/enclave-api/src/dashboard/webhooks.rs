@@ -15,32 +15,6 @@ use super::respond::{not_found, page, see_other};
 use super::session;
 use super::signed::{encoded, Posted, Signed};
 
-/// Every event an endpoint can subscribe to, as the API names them.
-const EVENTS: [&str; 22] = [
-    "environment.created",
-    "environment.updated",
-    "environment.deleted",
-    "environment.promoted",
-    "key.created",
-    "key.rotated",
-    "key.expiring",
-    "key.revoked",
-    "user.invited",
-    "user.removed",
-    "user.role_changed",
-    "policy.created",
-    "policy.updated",
-    "policy.deleted",
-    "secret.changed",
-    "jit.requested",
-    "jit.approved",
-    "jit.denied",
-    "jit.revoked",
-    "jit.expired",
-    "billing.warning",
-    "webhook.test",
-];
-
 #[derive(Deserialize)]
 pub(super) struct Done {
     done: Option<String>,
@@ -86,10 +60,7 @@ async fn render(
     secret: Option<String>,
 ) -> Response {
     let answer = signed.get(&format!("{}?limit=200", base(&signed))).await;
-    let hooks = match answer.ok() {
-        true => Ok(answer.body),
-        false => Err(answer.error()),
-    };
+    let hooks = answer.into_result();
     let manage = signed.org_may("manage_webhooks");
     let markup = webhooks_page(
         &signed.viewer(),
@@ -277,7 +248,7 @@ fn webhooks_page(
                 fieldset {
                     legend { "Events" }
                     label.check { input type="checkbox" name="events" value="*"; " every event (*)" }
-                    @for e in EVENTS { label.check { input type="checkbox" name="events" value=(e); " " (e) } }
+                    @for e in enclave_core::webhook::EVENT_TYPES { label.check { input type="checkbox" name="events" value=(e); " " (e) } }
                 }
                 button type="submit" { "Add webhook" }
             }
