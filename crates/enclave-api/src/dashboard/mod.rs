@@ -106,6 +106,7 @@ fn environment_routes() -> Router<Api> {
             &env("/policies/{policy_id}/versions"),
             get(policies::versions),
         )
+        .route(&env("/policies/{policy_id}/edit"), post(policies::edit))
         .route(
             &env("/policies/{policy_id}/versions/{version}/restore"),
             post(policies::restore),

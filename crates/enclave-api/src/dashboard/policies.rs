@@ -201,38 +201,106 @@ pub(super) struct Family {
     family: Option<String>,
 }
 
-/// Every saved version of one policy, each restorable.
+/// One policy: its content to edit, and every saved version, each restorable.
 pub(super) async fn versions(
     signed: Signed,
     Path((env_id, policy_id)): Path<(String, String)>,
     Query(q): Query<Family>,
 ) -> Response {
-    if !id_ok(&policy_id) {
+    let abac = q.family.as_deref() == Some("abac");
+    render_policy(signed, &env_id, &policy_id, abac, None, None).await
+}
+
+/// What of a policy its edit form changes, as `PATCH` takes it.
+const EDITABLE: [&str; 8] = [
+    "description",
+    "mode",
+    "rules",
+    "effect",
+    "actions",
+    "resources",
+    "conditions",
+    "priority",
+];
+
+async fn render_policy(
+    signed: Signed,
+    env_id: &str,
+    policy_id: &str,
+    abac: bool,
+    edited: Option<&str>,
+    error: Option<String>,
+) -> Response {
+    if !id_ok(policy_id) {
         return not_found();
     }
-    let (signed, env) = match signed.environment(&env_id).await {
+    let (signed, env) = match signed.environment(env_id).await {
         Ok(x) => x,
         Err(refused) => return refused,
     };
-    let abac = q.family.as_deref() == Some("abac");
-    let path = format!(
-        "{}/{policy_id}/versions?limit=200",
-        family_path(&env_id, abac)
-    );
-    let answer = signed.get(&path).await;
-    if !answer.ok() {
-        return signed.refused(&answer);
+    let path = format!("{}/{policy_id}", family_path(env_id, abac));
+    let current = signed.get(&path).await;
+    if !current.ok() {
+        return signed.refused(&current);
     }
-    let manage = signed.env_may(&env_id).await.may("manage_policies");
-    let markup = versions_page(
-        &signed.viewer(),
-        &env,
-        &policy_id,
+    let versions = signed.get(&format!("{path}/versions?limit=200")).await;
+    if !versions.ok() {
+        return signed.refused(&versions);
+    }
+    let content = match edited {
+        Some(text) => text.to_string(),
+        None => {
+            let editable: serde_json::Map<String, Value> = EDITABLE
+                .iter()
+                .filter_map(|k| Some((k.to_string(), current.body.get(*k)?.clone())))
+                .collect();
+            serde_json::to_string_pretty(&editable).unwrap_or_default()
+        }
+    };
+    let manage = signed.env_may(env_id).await.may("manage_policies");
+    let view = PolicyView {
+        policy: &current.body,
         abac,
         manage,
-        &answer.body,
-    );
+        content: &content,
+        error: error.as_deref(),
+    };
+    let markup = versions_page(&signed.viewer(), &env, &view, &versions.body);
     signed.respond(page(StatusCode::OK, markup))
+}
+
+/// A policy changed through its edit form (the JSON of its editable fields, sent as `PATCH`).
+pub(super) async fn edit(
+    Path((env_id, policy_id)): Path<(String, String)>,
+    posted: Posted,
+) -> Response {
+    let Posted { signed, form } = posted;
+    let abac = form.first("family") == "abac";
+    let text = form.first("content");
+    let body: Value = match serde_json::from_str::<Map<String, Value>>(text) {
+        Ok(fields) => Value::Object(fields),
+        Err(e) => {
+            let error = format!("The policy is not a JSON object (content: json): {e}");
+            return render_policy(signed, &env_id, &policy_id, abac, Some(text), Some(error)).await;
+        }
+    };
+    if !id_ok(&policy_id) {
+        return not_found();
+    }
+    let path = format!("{}/{policy_id}", family_path(&env_id, abac));
+    let answer = signed.send(Method::PATCH, &path, Some(&body)).await;
+    match answer.ok() {
+        true => {
+            let family = if abac { "abac" } else { "standard" };
+            let to =
+                format!("/environments/{env_id}/policies/{policy_id}/versions?family={family}");
+            signed.respond(see_other(&to, &[]))
+        }
+        false => {
+            let error = Some(answer.error());
+            render_policy(signed, &env_id, &policy_id, abac, Some(text), error).await
+        }
+    }
 }
 
 pub(super) async fn restore(
@@ -328,7 +396,7 @@ fn policy_rows(
                     }
                 }
                 td { (text(p, "mode")) @if p["enabled"] == false { " (off)" } }
-                td { a href={ "/environments/" (env_id) "/policies/" (id) "/versions?family=" (family) } aria-label={ "Versions of " (name) } { "v" (p["version"]) } }
+                td { a href={ "/environments/" (env_id) "/policies/" (id) "/versions?family=" (family) } aria-label={ "Edit " (name) " or restore a version" } { "v" (p["version"]) " · edit" } }
                 @if manage {
                     td {
                         @let (act, label) = if p["enabled"] == true { ("disable", "Switch off") } else { ("enable", "Switch on") };
@@ -495,28 +563,42 @@ fn evaluation(e: &Value) -> Markup {
     }
 }
 
-fn versions_page(
-    viewer: &Viewer,
-    env: &Value,
-    policy_id: &str,
+/// One policy as its page shows it.
+struct PolicyView<'a> {
+    policy: &'a Value,
     abac: bool,
     manage: bool,
-    versions: &Value,
-) -> Markup {
+    /// The edit form's text: the policy's editable fields, or what was just refused.
+    content: &'a str,
+    error: Option<&'a str>,
+}
+
+fn versions_page(viewer: &Viewer, env: &Value, view: &PolicyView, versions: &Value) -> Markup {
     let env_id = text(env, "env_id");
+    let (abac, manage) = (view.abac, view.manage);
+    let policy_id = text(view.policy, "policy_id");
     let family = if abac { "abac" } else { "standard" };
     let rows = versions["data"].as_array().cloned().unwrap_or_default();
-    let name = rows
-        .first()
-        .map(|v| text(v, "name").to_string())
-        .unwrap_or_default();
+    let name = text(view.policy, "name");
     layout::environment(
         viewer,
         env,
         Tab::Policies,
         html! {
             p { a href={ "/environments/" (env_id) "/policies" } { "← Policies" } }
-            h2 { "Versions of " (name) }
+            h2 { (name) " " span.muted { "(" (text(view.policy, "type")) ", version " (view.policy["version"]) ")" } }
+            (alert(view.error))
+            @if manage {
+                form.wide method="post" action={ "/environments/" (env_id) "/policies/" (policy_id) "/edit" } {
+                    (csrf(viewer))
+                    input type="hidden" name="family" value=(family);
+                    label for="policy-content" { "Policy (JSON: description, mode, "
+                        @if abac { "effect, actions, resources, conditions, priority" } @else { "rules" } ")" }
+                    textarea #policy-content name="content" rows="12" spellcheck="false" { (view.content) }
+                    button type="submit" { "Save policy" }
+                }
+            }
+            h2 { "Versions" }
             table {
                 thead { tr { th { "Version" } th { "Saved" } th { "Content" } @if manage { th { "Restore" } } } }
                 tbody {

@@ -96,6 +96,10 @@ async fn a_person_logs_in_reads_and_logs_out(db: Db) {
     );
     has("syntax_error", "42601");
     has("policies", "customers.email → partial (4)");
+    has("edited", "version 2");
+    has("bad_edit", "rules");
+    has("restored", "customers.email → partial (4)");
+    has("restored", "v3");
     has("explained", "customers.email: partial");
     has("bad_filter", "filter");
     assert_eq!(

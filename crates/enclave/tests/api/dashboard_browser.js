@@ -160,6 +160,17 @@ run(async () => {
   await go(page, page.getByRole('button', { name: 'Create mask' }));
   await page.waitForURL('**/policies?done=created');
   out.policies = squash(await page.locator('#policies tbody').innerText());
+  // Edit it (its JSON), see the new version, restore the first.
+  await go(page, page.getByRole('link', { name: 'Edit mask-email or restore a version' }));
+  const content = await page.getByLabel(/^Policy \(JSON/).inputValue();
+  await page.getByLabel(/^Policy \(JSON/).fill(content.replace('"visible_chars": 4', '"visible_chars": 3'));
+  await go(page, page.getByRole('button', { name: 'Save policy' }));
+  out.edited = squash(await page.locator('h2').first().innerText());
+  await page.getByLabel(/^Policy \(JSON/).fill('{"rules": "not rules"}');
+  await go(page, page.getByRole('button', { name: 'Save policy' }));
+  out.bad_edit = squash(await page.getByRole('alert').innerText());
+  await go(page, page.getByRole('button', { name: 'Restore version 1' }));
+  out.restored = squash(await page.locator('#policies tbody').innerText());
   await page.getByLabel('As role').selectOption('analyst');
   await page.getByLabel('Action', { exact: true }).selectOption('query');
   await page.getByLabel('Tables (comma-separated)').fill('customers');
