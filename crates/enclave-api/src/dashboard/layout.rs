@@ -12,7 +12,18 @@ pub(super) struct Viewer {
     /// Their role in the organization they are signed in to.
     pub(super) role: String,
     pub(super) csrf: String,
+    /// The organization's pages the API lets them use, as (path, label).
+    pub(super) pages: Vec<(&'static str, &'static str)>,
 }
+
+/// The organization's pages, each with the permission (as `/v1/auth/me` names it) it needs.
+pub(super) const ORG_PAGES: [(&str, &str, &str); 5] = [
+    ("/environments", "Environments", "read_environments"),
+    ("/audit", "Audit", "read_audit"),
+    ("/members", "Members", "manage_users"),
+    ("/webhooks", "Webhooks", "manage_webhooks"),
+    ("/usage", "Usage", "read_billing"),
+];
 
 pub(super) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
     html! {
@@ -31,11 +42,7 @@ pub(super) fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Mark
                     span.brand { "Enclave" }
                     @if let Some(v) = viewer {
                         nav aria-label="Organization" {
-                            a href="/environments" { "Environments" }
-                            a href="/audit" { "Audit" }
-                            a href="/members" { "Members" }
-                            a href="/webhooks" { "Webhooks" }
-                            a href="/usage" { "Usage" }
+                            @for (path, label) in &v.pages { a href=(path) { (label) } }
                         }
                         span { (v.email) " · " (v.role) }
                         form method="post" action="/logout" {

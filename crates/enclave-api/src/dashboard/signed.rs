@@ -145,6 +145,11 @@ impl Signed {
             email: self.me["user"]["email"].as_str().unwrap_or_default().into(),
             role: self.me["org"]["role"].as_str().unwrap_or_default().into(),
             csrf: self.csrf.clone(),
+            pages: layout::ORG_PAGES
+                .iter()
+                .filter(|(_, _, permission)| self.org_may(permission))
+                .map(|(path, label, _)| (*path, *label))
+                .collect(),
         }
     }
 

@@ -266,6 +266,10 @@ async fn the_organization_pages_work(db: Db) {
     has("approved", "approved");
     assert_eq!(seen["reveal_after"], 1, "{seen}");
     assert_eq!(seen["analyst_invite_forms"], 0, "{seen}");
+    // The analyst's header offers only the pages the API lets them use; a page asked for by
+    // its address shows the API's refusal.
+    assert_eq!(seen["analyst_nav"], "Environments", "{seen}");
+    has("analyst_members", "may not");
     // Agents.
     has("agents", "support-bot");
     has("agents", "langchain");

@@ -95,7 +95,9 @@ run(async () => {
   await page.screenshot({ path: shots + '/access.png', fullPage: true });
   await tab(analyst, 'Secrets');
   out.reveal_after = await analyst.getByRole('link', { name: 'Reveal values' }).count();
-  await go(analyst, analyst.getByRole('navigation', { name: 'Organization' }).getByRole('link', { name: 'Members' }));
+  out.analyst_nav = squash(await analyst.getByRole('navigation', { name: 'Organization' }).innerText());
+  await analyst.goto(base + '/members');
+  out.analyst_members = squash(await analyst.locator('main').innerText());
   out.analyst_invite_forms = await analyst.getByRole('button', { name: 'Invite' }).count();
 
   // Agents: the one seen here, narrowed to reading one table.
