@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use super::api::Answer;
 use super::layout::{self, alert, csrf, joined, notice, roles, text, Tab, Viewer};
 use super::respond::{not_found, page, see_other};
-use super::signed::{Form, Posted, Signed};
+use super::signed::{server_id, Form, Posted, Signed};
 
 const ACTIONS: [&str; 5] = ["query", "write", "ddl", "delete", "export"];
 
@@ -22,11 +22,6 @@ fn family_path(env_id: &str, abac: bool) -> String {
         true => format!("/v1/environments/{env_id}/abac-policies"),
         false => format!("/v1/environments/{env_id}/policies"),
     }
-}
-
-/// A policy id as the API makes them (`pol_…`): nothing else reaches a path.
-fn id_ok(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[derive(Deserialize)]
@@ -172,19 +167,22 @@ pub(super) async fn create(Path(env_id): Path<String>, posted: Posted) -> Respon
     after(signed, &env_id, answer, "created").await
 }
 
+/// The API path of a policy (`…/policies/{id}` or `…/abac-policies/{id}`, by the form's
+/// `family`) followed by `rest`; `None` when the id is not one.
+fn policy_path(env_id: &str, policy_id: &str, form: &Form, rest: &str) -> Option<String> {
+    let abac = form.first("family") == "abac";
+    server_id(policy_id).then(|| format!("{}/{policy_id}{rest}", family_path(env_id, abac)))
+}
+
 /// Switch a policy on or off, or delete it.
 pub(super) async fn action(
     Path((env_id, policy_id, action)): Path<(String, String, String)>,
     posted: Posted,
 ) -> Response {
     let Posted { signed, form } = posted;
-    if !id_ok(&policy_id) {
+    let Some(path) = policy_path(&env_id, &policy_id, &form, "") else {
         return not_found();
-    }
-    let path = format!(
-        "{}/{policy_id}",
-        family_path(&env_id, form.first("family") == "abac")
-    );
+    };
     let answer = match action.as_str() {
         "enable" | "disable" => {
             let body = json!({"enabled": action == "enable"});
@@ -231,7 +229,7 @@ async fn render_policy(
     edited: Option<&str>,
     error: Option<String>,
 ) -> Response {
-    if !id_ok(policy_id) {
+    if !server_id(policy_id) {
         return not_found();
     }
     let (signed, env) = match signed.environment(env_id).await {
@@ -276,6 +274,9 @@ pub(super) async fn edit(
 ) -> Response {
     let Posted { signed, form } = posted;
     let abac = form.first("family") == "abac";
+    let Some(path) = policy_path(&env_id, &policy_id, &form, "") else {
+        return not_found();
+    };
     let text = form.first("content");
     let body: Value = match serde_json::from_str::<Map<String, Value>>(text) {
         Ok(fields) => Value::Object(fields),
@@ -284,10 +285,6 @@ pub(super) async fn edit(
             return render_policy(signed, &env_id, &policy_id, abac, Some(text), Some(error)).await;
         }
     };
-    if !id_ok(&policy_id) {
-        return not_found();
-    }
-    let path = format!("{}/{policy_id}", family_path(&env_id, abac));
     let answer = signed.send(Method::PATCH, &path, Some(&body)).await;
     match answer.ok() {
         true => {
@@ -308,13 +305,10 @@ pub(super) async fn restore(
     posted: Posted,
 ) -> Response {
     let Posted { signed, form } = posted;
-    if !id_ok(&policy_id) {
+    let rest = format!("/versions/{version}/restore");
+    let Some(path) = policy_path(&env_id, &policy_id, &form, &rest) else {
         return not_found();
-    }
-    let path = format!(
-        "{}/{policy_id}/versions/{version}/restore",
-        family_path(&env_id, form.first("family") == "abac")
-    );
+    };
     let answer = signed.send(Method::POST, &path, None).await;
     after(signed, &env_id, answer, "restored").await
 }

@@ -280,3 +280,9 @@ impl Permissions {
             .is_some_and(|ps| ps.iter().any(|p| p == permission))
     }
 }
+
+/// Whether `id` has the shape of an id the server makes (`pol_…`, `whk_…`, `dlv_…`): nothing
+/// else taken from a dashboard path reaches an API path.
+pub(super) fn server_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}

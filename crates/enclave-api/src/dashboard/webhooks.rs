@@ -13,7 +13,7 @@ use super::api::Answer;
 use super::layout::{alert, csrf, joined, layout, notice, text, Viewer};
 use super::respond::{not_found, page, see_other};
 use super::session;
-use super::signed::{encoded, Posted, Signed};
+use super::signed::{encoded, server_id, Posted, Signed};
 
 #[derive(Deserialize)]
 pub(super) struct Done {
@@ -30,11 +30,6 @@ fn done_message(code: Option<&str>) -> Option<&'static str> {
         "redeliver" => "Queued for delivery again.",
         _ => return None,
     })
-}
-
-/// A webhook or delivery id as the API makes them: nothing else reaches a path.
-fn id_ok(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn base(signed: &Signed) -> String {
@@ -98,7 +93,7 @@ pub(super) async fn action(
     posted: Posted,
 ) -> Response {
     let signed = posted.signed;
-    if !id_ok(&webhook_id) {
+    if !server_id(&webhook_id) {
         return not_found();
     }
     let path = format!("{}/{webhook_id}", base(&signed));
@@ -139,7 +134,7 @@ pub(super) async fn deliveries(
     Path(webhook_id): Path<String>,
     Query(q): Query<Done>,
 ) -> Response {
-    if !id_ok(&webhook_id) {
+    if !server_id(&webhook_id) {
         return not_found();
     }
     let path = format!("{}/{webhook_id}", base(&signed));
@@ -165,7 +160,7 @@ pub(super) async fn redeliver(
     posted: Posted,
 ) -> Response {
     let signed = posted.signed;
-    if !id_ok(&webhook_id) || !id_ok(&delivery_id) {
+    if !server_id(&webhook_id) || !server_id(&delivery_id) {
         return not_found();
     }
     let path = format!(

@@ -34,10 +34,8 @@ async fn a_person_logs_in_reads_and_logs_out(db: Db) {
     let Some(seen) = browse("dashboard_browser.js", &args).await else {
         return;
     };
-    let text = |field: &str| seen[field].as_str().unwrap_or_default().to_string();
-    let has = |field: &str, part: &str| {
-        assert!(text(field).contains(part), "{field} lacks {part:?}: {seen}")
-    };
+    let text = |field: &str| seen_text(&seen, field);
+    let has = |field: &str, part: &str| seen_has(&seen, field, part);
     // Signing in.
     assert_eq!(seen["unauthenticated"], "/login", "{seen}");
     has("wrong_password", "invalid");
@@ -174,6 +172,17 @@ async fn browse(script: &str, args: &[&str]) -> Option<Value> {
     Some(serde_json::from_str(stdout.trim()).unwrap())
 }
 
+/// A text field of what a browser run saw.
+fn seen_text(seen: &Value, field: &str) -> String {
+    seen[field].as_str().unwrap_or_default().to_string()
+}
+
+#[track_caller]
+fn seen_has(seen: &Value, field: &str, part: &str) {
+    let text = seen_text(seen, field);
+    assert!(text.contains(part), "{field} lacks {part:?}: {seen}")
+}
+
 /// Where screenshots go: docs/dashboard with `ENCLAVE_UPDATE_SCREENSHOTS=1` (SQLite runs
 /// only), else a directory of the test's own; and whether it is docs/dashboard.
 fn screenshots(db: &Db) -> (String, bool) {
@@ -229,10 +238,8 @@ async fn the_organization_pages_work(db: Db) {
     let Some(seen) = browse("dashboard_org_browser.js", &args).await else {
         return;
     };
-    let text = |field: &str| seen[field].as_str().unwrap_or_default().to_string();
-    let has = |field: &str, part: &str| {
-        assert!(text(field).contains(part), "{field} lacks {part:?}: {seen}")
-    };
+    let text = |field: &str| seen_text(&seen, field);
+    let has = |field: &str, part: &str| seen_has(&seen, field, part);
     // Members: the invitation's link once, the invitee in with their role.
     has("invitation_link", "/invite#");
     has("invited_row", "invited");
